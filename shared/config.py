@@ -1,0 +1,76 @@
+"""Typed settings, read from environment variables (prefix ``VISEARCH_``) by pydantic-settings.
+
+One settings object per concern; services take the ones they need. Every field has a default so the
+embedded mode (one process, Milvus Lite, in-process onnxruntime) runs with no configuration at all.
+docs/configuration.md lists every variable; tests/unit/test_config.py keeps that list in step.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_cache() -> Path:
+    return Path.home() / ".cache" / "visearch"
+
+
+class ModelSettings(BaseSettings):
+    """Where built models live and how in-process inference runs."""
+
+    model_config = SettingsConfigDict(env_prefix="VISEARCH_MODEL_", extra="ignore")
+
+    cache_dir: Path = Field(
+        default_factory=lambda: _default_cache() / "models",
+        description="Directory of built ONNX models, one sub-folder per model and recipe key (outside the repo).",
+    )
+    intra_op_threads: int = Field(0, ge=0, description="onnxruntime intra-op threads; 0 lets onnxruntime choose.")
+    image_batch_size: int = Field(16, ge=1, le=256, description="Images per inference call of the image model.")
+    text_batch_size: int = Field(64, ge=1, le=1024, description="Texts per inference call of the text encoder.")
+
+
+class ImageSettings(BaseSettings):
+    """Limits applied when decoding untrusted images."""
+
+    model_config = SettingsConfigDict(env_prefix="VISEARCH_IMAGE_", extra="ignore")
+
+    max_bytes: int = Field(20 * 1024 * 1024, ge=1, description="Largest encoded image accepted, in bytes.")
+    max_pixels: int = Field(40_000_000, ge=1, description="Largest decoded image accepted, width x height pixels.")
+    allow_file_uris: bool = Field(True, description="Accept file:// URIs and bare paths (the CLI ingests folders).")
+    fetch_timeout_s: float = Field(10.0, gt=0, description="Timeout for http(s) image fetches, seconds.")
+
+
+class StoreSettings(BaseSettings):
+    """Milvus connection and collection names."""
+
+    model_config = SettingsConfigDict(env_prefix="VISEARCH_MILVUS_", extra="ignore")
+
+    uri: str = Field(
+        default_factory=lambda: str(_default_cache() / "milvus.db"),
+        description="Milvus URI: a local *.db path selects Milvus Lite; http://host:19530 a Milvus server.",
+    )
+    token: str = Field("", description="Milvus auth token (user:password), empty for none.")
+    collection_prefix: str = Field("visearch", description="Prefix of the collection names (<prefix>_image, <prefix>_joint).")
+
+
+class ConseSettings(BaseSettings):
+    """The joint image-text space (ConSE, Norouzi et al. 2014)."""
+
+    model_config = SettingsConfigDict(env_prefix="VISEARCH_CONSE_", extra="ignore")
+
+    top_t: int = Field(10, ge=1, le=1000, description="Number of top ImageNet classes averaged into the joint vector.")
+
+
+class ServiceSettings(BaseSettings):
+    """Process-level settings of a long-running service."""
+
+    model_config = SettingsConfigDict(env_prefix="VISEARCH_", extra="ignore")
+
+    grpc_host: str = Field("127.0.0.1", description="Address the gRPC server binds to.")
+    grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free port.")
+    metrics_port: int = Field(9464, ge=0, le=65535, description="Port of the Prometheus /metrics endpoint; 0 disables it.")
+    grpc_max_message_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Max gRPC message size, bytes.")
+    log_level: str = Field("info", description="structlog level: debug, info, warning, error.")
+    tenant: str = Field("default", description="Tenant used when a request or event names none.")

@@ -1,0 +1,50 @@
+from visearch.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class EmbedImageRequest(_message.Message):
+    __slots__ = ("images", "top_classes")
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    TOP_CLASSES_FIELD_NUMBER: _ClassVar[int]
+    images: _containers.RepeatedCompositeFieldContainer[_common_pb2.Image]
+    top_classes: int
+    def __init__(self, images: _Optional[_Iterable[_Union[_common_pb2.Image, _Mapping]]] = ..., top_classes: _Optional[int] = ...) -> None: ...
+
+class ImageEmbedding(_message.Message):
+    __slots__ = ("image", "joint", "classes")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    JOINT_FIELD_NUMBER: _ClassVar[int]
+    CLASSES_FIELD_NUMBER: _ClassVar[int]
+    image: _common_pb2.Vector
+    joint: _common_pb2.Vector
+    classes: _containers.RepeatedCompositeFieldContainer[_common_pb2.ClassScore]
+    def __init__(self, image: _Optional[_Union[_common_pb2.Vector, _Mapping]] = ..., joint: _Optional[_Union[_common_pb2.Vector, _Mapping]] = ..., classes: _Optional[_Iterable[_Union[_common_pb2.ClassScore, _Mapping]]] = ...) -> None: ...
+
+class EmbedImageResponse(_message.Message):
+    __slots__ = ("embeddings", "image_model", "text_model")
+    EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_MODEL_FIELD_NUMBER: _ClassVar[int]
+    TEXT_MODEL_FIELD_NUMBER: _ClassVar[int]
+    embeddings: _containers.RepeatedCompositeFieldContainer[ImageEmbedding]
+    image_model: str
+    text_model: str
+    def __init__(self, embeddings: _Optional[_Iterable[_Union[ImageEmbedding, _Mapping]]] = ..., image_model: _Optional[str] = ..., text_model: _Optional[str] = ...) -> None: ...
+
+class EmbedTextRequest(_message.Message):
+    __slots__ = ("texts",)
+    TEXTS_FIELD_NUMBER: _ClassVar[int]
+    texts: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, texts: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class EmbedTextResponse(_message.Message):
+    __slots__ = ("vectors", "text_model")
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    TEXT_MODEL_FIELD_NUMBER: _ClassVar[int]
+    vectors: _containers.RepeatedCompositeFieldContainer[_common_pb2.Vector]
+    text_model: str
+    def __init__(self, vectors: _Optional[_Iterable[_Union[_common_pb2.Vector, _Mapping]]] = ..., text_model: _Optional[str] = ...) -> None: ...

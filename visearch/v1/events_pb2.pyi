@@ -1,0 +1,121 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from visearch.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ImageEvent(_message.Message):
+    __slots__ = ("image_id", "kind", "image", "product", "tenant", "collection", "event_time", "trace_id")
+    class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        KIND_UNSPECIFIED: _ClassVar[ImageEvent.Kind]
+        KIND_UPSERT: _ClassVar[ImageEvent.Kind]
+        KIND_DELETE: _ClassVar[ImageEvent.Kind]
+        KIND_ATTRIBUTE_UPDATE: _ClassVar[ImageEvent.Kind]
+    KIND_UNSPECIFIED: ImageEvent.Kind
+    KIND_UPSERT: ImageEvent.Kind
+    KIND_DELETE: ImageEvent.Kind
+    KIND_ATTRIBUTE_UPDATE: ImageEvent.Kind
+    IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    PRODUCT_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TIME_FIELD_NUMBER: _ClassVar[int]
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    image_id: str
+    kind: ImageEvent.Kind
+    image: _common_pb2.Image
+    product: Product
+    tenant: str
+    collection: str
+    event_time: _timestamp_pb2.Timestamp
+    trace_id: str
+    def __init__(self, image_id: _Optional[str] = ..., kind: _Optional[_Union[ImageEvent.Kind, str]] = ..., image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., product: _Optional[_Union[Product, _Mapping]] = ..., tenant: _Optional[str] = ..., collection: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., trace_id: _Optional[str] = ...) -> None: ...
+
+class Product(_message.Message):
+    __slots__ = ("title", "description", "brand", "category", "price", "currency", "in_stock", "tags", "attributes")
+    class AttributesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    BRAND_FIELD_NUMBER: _ClassVar[int]
+    CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    PRICE_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    IN_STOCK_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    title: str
+    description: str
+    brand: str
+    category: str
+    price: float
+    currency: str
+    in_stock: bool
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    attributes: _containers.ScalarMap[str, str]
+    def __init__(self, title: _Optional[str] = ..., description: _Optional[str] = ..., brand: _Optional[str] = ..., category: _Optional[str] = ..., price: _Optional[float] = ..., currency: _Optional[str] = ..., in_stock: bool = ..., tags: _Optional[_Iterable[str]] = ..., attributes: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class ImageDocument(_message.Message):
+    __slots__ = ("event", "info", "embeddings", "classes", "stages")
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
+    CLASSES_FIELD_NUMBER: _ClassVar[int]
+    STAGES_FIELD_NUMBER: _ClassVar[int]
+    event: ImageEvent
+    info: ImageInfo
+    embeddings: Embeddings
+    classes: _containers.RepeatedCompositeFieldContainer[_common_pb2.ClassScore]
+    stages: _containers.RepeatedCompositeFieldContainer[StageRecord]
+    def __init__(self, event: _Optional[_Union[ImageEvent, _Mapping]] = ..., info: _Optional[_Union[ImageInfo, _Mapping]] = ..., embeddings: _Optional[_Union[Embeddings, _Mapping]] = ..., classes: _Optional[_Iterable[_Union[_common_pb2.ClassScore, _Mapping]]] = ..., stages: _Optional[_Iterable[_Union[StageRecord, _Mapping]]] = ...) -> None: ...
+
+class ImageInfo(_message.Message):
+    __slots__ = ("width", "height", "format", "sha256", "size_bytes")
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    width: int
+    height: int
+    format: str
+    sha256: str
+    size_bytes: int
+    def __init__(self, width: _Optional[int] = ..., height: _Optional[int] = ..., format: _Optional[str] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ...) -> None: ...
+
+class Embeddings(_message.Message):
+    __slots__ = ("image", "joint", "image_model", "text_model")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    JOINT_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_MODEL_FIELD_NUMBER: _ClassVar[int]
+    TEXT_MODEL_FIELD_NUMBER: _ClassVar[int]
+    image: _common_pb2.Vector
+    joint: _common_pb2.Vector
+    image_model: str
+    text_model: str
+    def __init__(self, image: _Optional[_Union[_common_pb2.Vector, _Mapping]] = ..., joint: _Optional[_Union[_common_pb2.Vector, _Mapping]] = ..., image_model: _Optional[str] = ..., text_model: _Optional[str] = ...) -> None: ...
+
+class StageRecord(_message.Message):
+    __slots__ = ("stage", "duration_ms", "finished_at")
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    stage: str
+    duration_ms: float
+    finished_at: _timestamp_pb2.Timestamp
+    def __init__(self, stage: _Optional[str] = ..., duration_ms: _Optional[float] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
