@@ -74,3 +74,5 @@ class ServiceSettings(BaseSettings):
     grpc_max_message_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Max gRPC message size, bytes.")
     log_level: str = Field("info", description="structlog level: debug, info, warning, error.")
     tenant: str = Field("default", description="Tenant used when a request or event names none.")
+    embedding_addr: str = Field(
+        "", description="host:port of the embedding service for the search API; empty loads the models in-process.")

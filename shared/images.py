@@ -128,3 +128,20 @@ def preprocess_imagenet(img: Image.Image) -> np.ndarray:
     crop = resized.crop((left, top, left + IMAGENET_SIZE, top + IMAGENET_SIZE))
     arr = np.asarray(crop, dtype=np.float32) / 255.0
     return ((arr - 0.5) / 0.5).transpose(2, 0, 1).copy()
+
+
+def image_bytes(image, settings: ImageSettings | None = None) -> bytes:
+    """Encoded bytes of a ``visearch.v1.Image`` message: its inline ``content`` or what its ``uri`` points to.
+
+    Raises:
+        InvalidEventError: (reason ``missing_image``) neither is set.
+        ImageFetchError, InvalidImageError: see :func:`read_uri`.
+    """
+    from visearch.shared.errors import InvalidEventError
+
+    source = image.WhichOneof("source")
+    if source == "content":
+        return image.content
+    if source == "uri" and image.uri:
+        return read_uri(image.uri, settings)
+    raise InvalidEventError("no image given (set image.content or image.uri)", reason="missing_image")

@@ -1,0 +1,49 @@
+"""``visearch serve ranking``: the search API as its own process.
+
+With ``VISEARCH_EMBEDDING_ADDR`` (ServiceSettings.embedding_addr) set (host:port) queries are embedded by the embedding service over
+gRPC; otherwise the models are loaded in this process (embedded mode).
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from visearch.shared.config import ImageSettings, ServiceSettings, StoreSettings
+from visearch.shared.grpcutil import InProcessStub, serve
+from visearch.shared.logging import configure_logging
+from visearch.shared.metrics import start_metrics_server
+from visearch.shared.store import MilvusStore
+from visearch.services.ranking.service import SERVICE_NAME, SearchService
+from visearch.v1 import embedding_pb2_grpc, search_pb2_grpc
+
+
+def embedding_stub(address: str | None):
+    """A stub for the embedding service: gRPC to ``address``, or the servicer in this process."""
+    if address:
+        return embedding_pb2_grpc.EmbeddingServiceStub(grpc.insecure_channel(address))
+    from visearch.services.embedding.encoders import Embedder
+    from visearch.services.embedding.service import EmbeddingService
+
+    return InProcessStub(EmbeddingService(Embedder.from_cache(), ImageSettings()))
+
+
+def main(settings: ServiceSettings | None = None, **serve_kwargs) -> None:
+    """Serve SearchService until SIGTERM. Settings from VISEARCH_* variables."""
+    settings = settings or ServiceSettings()
+    configure_logging("ranking", settings.log_level)
+    store = MilvusStore(StoreSettings())
+    servicer = SearchService(embedding_stub(settings.embedding_addr), store, settings.tenant)
+    start_metrics_server(settings.metrics_port, settings.grpc_host)
+
+    def register(server: grpc.Server) -> list[str]:
+        search_pb2_grpc.add_SearchServiceServicer_to_server(servicer, server)
+        return [SERVICE_NAME]
+
+    try:
+        serve("ranking", register, settings, **serve_kwargs)
+    finally:
+        store.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""gRPC plumbing shared by every server: error mapping, timing, in-process stubs, server start-up.
+
+Servicer methods are written once, gRPC-agnostic: they take a request message and raise
+:class:`VisearchError` subclasses. :func:`rpc_method` turns those into gRPC statuses when called by
+a real server, and :class:`InProcessStub` lets another service call the same servicer in one
+process (embedded mode) with a stub-shaped API, so callers never know which they hold.
+"""
+
+from __future__ import annotations
+
+import functools
+import signal
+import threading
+import time
+from collections.abc import Callable
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from visearch.shared import errors
+from visearch.shared.config import ServiceSettings
+from visearch.shared.logging import get_logger
+from visearch.shared.metrics import GRPC_SECONDS
+
+log = get_logger("grpc")
+
+_CODE_TO_ERROR = {
+    grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidImageError,
+    grpc.StatusCode.NOT_FOUND: errors.NotFoundError,
+    grpc.StatusCode.FAILED_PRECONDITION: errors.ImageFetchError,
+    grpc.StatusCode.UNAVAILABLE: errors.DependencyUnavailableError,
+    grpc.StatusCode.DEADLINE_EXCEEDED: errors.DependencyUnavailableError,
+}
+
+
+def rpc_method(service: str) -> Callable:
+    """Decorator for servicer methods ``(self, request, context)``: time them, map errors to statuses.
+
+    With a real gRPC ``context``, a VisearchError aborts the call with its ``code`` and message and any
+    other exception with INTERNAL; with ``context=None`` (in-process call) the exception propagates.
+    """
+
+    def wrap(method: Callable) -> Callable:
+        @functools.wraps(method)
+        def handler(self, request, context=None):
+            start = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                return method(self, request, context)
+            except errors.VisearchError as exc:
+                code = exc.code
+                if context is None:
+                    raise
+                log.info("rpc_error", service=service, method=method.__name__, code=code.name, reason=exc.reason, error=str(exc))
+                context.abort(code, str(exc))
+            except Exception as exc:
+                code = grpc.StatusCode.INTERNAL
+                if context is None:
+                    raise
+                log.exception("rpc_internal_error", service=service, method=method.__name__)
+                context.abort(code, f"internal error: {type(exc).__name__}")
+            finally:
+                GRPC_SECONDS.labels(service=service, method=method.__name__, code=code.name).observe(time.perf_counter() - start)
+
+        return handler
+
+    return wrap
+
+
+def error_from_rpc(exc: grpc.RpcError, target: str) -> errors.VisearchError:
+    """The VisearchError matching a failed client call's status (unknown codes become UNAVAILABLE)."""
+    code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+    cls = _CODE_TO_ERROR.get(code, errors.DependencyUnavailableError)
+    return cls(f"{target}: {code.name}: {exc.details() if hasattr(exc, 'details') else exc}")
+
+
+class InProcessStub:
+    """Stub-shaped access to a servicer in the same process: ``stub.Method(request, timeout=...)``."""
+
+    def __init__(self, servicer: object) -> None:
+        self._servicer = servicer
+
+    def __getattr__(self, name: str) -> Callable:
+        method = getattr(self._servicer, name)
+
+        def call(request, timeout: float | None = None, metadata=None):  # noqa: ARG001 (stub signature)
+            return method(request, None)
+
+        return call
+
+
+def serve(service_name: str, register: Callable[[grpc.Server], list[str]], settings: ServiceSettings,
+          stop_event: threading.Event | None = None, ready: Callable[[int], None] | None = None) -> None:
+    """Run a gRPC server with health checking and reflection until SIGTERM/SIGINT (or ``stop_event``).
+
+    Args:
+        register: adds the servicers to the server and returns their full service names.
+        ready: called with the bound port once serving (useful when ``grpc_port`` is 0).
+    """
+    from concurrent import futures
+
+    options = [("grpc.max_receive_message_length", settings.grpc_max_message_bytes),
+               ("grpc.max_send_message_length", settings.grpc_max_message_bytes)]
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=options)
+    names = register(server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
+    server.start()
+    for name in ["", *names]:
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("serving", service=service_name, address=f"{settings.grpc_host}:{port}", services=names)
+    if ready:
+        ready(port)
+    stop_event = stop_event or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop_event.set())
+    stop_event.wait()
+    health_servicer.enter_graceful_shutdown()
+    server.stop(grace=10).wait()
+    log.info("stopped", service=service_name)

@@ -1,0 +1,5 @@
+"""``python -m visearch``: the CLI."""
+
+from visearch.cli import app
+
+app()
