@@ -76,8 +76,9 @@ class EmbeddedPlatform:
         self.transport.produce(TOPIC_IMAGES, key, value, headers)
 
     def ingest(self, items: Iterable[CatalogueItem], chunk: int = 64, progress: bool = True,
-               total: int | None = None) -> IngestReport:
-        """Publish items as upsert events and run them through every stage, ``chunk`` at a time.
+               total: int | None = None, tenant: str | None = None) -> IngestReport:
+        """Publish items as upsert events (for ``tenant``, default the platform's) and run them through
+        every stage, ``chunk`` at a time.
 
         Bad images do not stop the run: they land in the DLQ topics and in ``report.failed``.
         """
@@ -88,7 +89,7 @@ class EmbeddedPlatform:
 
         def run(batch: list[CatalogueItem]) -> None:
             for item in batch:
-                self.publish(item_to_event(item, self.tenant))
+                self.publish(item_to_event(item, tenant or self.tenant))
             report.published += len(batch)
             for worker in self.workers:
                 ok, _ = worker.drain()

@@ -27,9 +27,14 @@ app = typer.Typer(help="visearch: visual search and recognition platform.", no_a
                   pretty_exceptions_enable=False)
 models_app = typer.Typer(help="Build and inspect the ONNX models (needs the `build` extra).", no_args_is_help=True)
 app.add_typer(models_app, name="models")
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 140)
 
+TenantOption = Annotated[Optional[str], typer.Option("--tenant", help="Tenant (catalogue owner). Default: $VISEARCH_TENANT or 'default'.")]
 DbOption = Annotated[Optional[str], typer.Option("--db", help="Milvus URI: a .db path (Milvus Lite) or http://host:19530. Default: $VISEARCH_MILVUS_URI or ~/.cache/visearch/milvus.db.")]
+
+
+DEMO_PHOTOS = "photos"
+DEMO_FASHION = "fashion"
 
 
 class Dataset(str, Enum):
@@ -44,6 +49,10 @@ class ServiceName(str, Enum):
 
 def _store_settings(db: str | None) -> StoreSettings:
     return StoreSettings(uri=db) if db else StoreSettings()
+
+
+def _service_settings(tenant: str | None) -> ServiceSettings:
+    return ServiceSettings(tenant=tenant) if tenant else ServiceSettings()
 
 
 @app.callback()
@@ -88,6 +97,7 @@ def ingest(
     limit: Annotated[Optional[int], typer.Option(help="Ingest at most this many items.")] = None,
     offset: Annotated[int, typer.Option(help="Skip this many items of a dataset first.")] = 0,
     split: Annotated[str, typer.Option(help="Fashion-MNIST split: train or test.")] = "train",
+    tenant: TenantOption = None,
     db: DbOption = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
@@ -111,7 +121,7 @@ def ingest(
         if limit is not None:
             items = (item for i, item in enumerate(items) if i < limit)
     start = time.perf_counter()
-    with EmbeddedPlatform(_store_settings(db)) as platform:
+    with EmbeddedPlatform(_store_settings(db), service_settings=_service_settings(tenant)) as platform:
         report = platform.ingest(items, progress=progress, total=total)
         stored = platform.store.count(tenant=platform.tenant)
     elapsed = time.perf_counter() - start
@@ -175,13 +185,14 @@ def search(
     price_min: Annotated[Optional[float], typer.Option(help="Minimum price.")] = None,
     price_max: Annotated[Optional[float], typer.Option(help="Maximum price.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the response as JSON.")] = False,
+    tenant: TenantOption = None,
     db: DbOption = None,
 ) -> None:
     """Search the index by image, text or indexed id, with filters."""
     from visearch.shared.embedded import EmbeddedPlatform
 
     request = _search_request(image, text, image_id, top_k, offset, category, brand, in_stock, price_min, price_max)
-    with EmbeddedPlatform(_store_settings(db)) as platform:
+    with EmbeddedPlatform(_store_settings(db), service_settings=_service_settings(tenant)) as platform:
         try:
             response = platform.search.Search(request, None)
         except VisearchError as exc:
@@ -220,26 +231,29 @@ def demo(
 
     with EmbeddedPlatform(_store_settings(db)) as platform:
         photos = datasets.photo_catalogue()
-        report = platform.ingest(photos, total=len(photos))
-        report_f = platform.ingest(datasets.fashion_mnist("train", limit=fashion), total=fashion)
-        console.print(f"indexed {report.indexed} photos and {report_f.indexed} Fashion-MNIST products "
-                      f"({len(report.failed) + len(report_f.failed)} failed); "
-                      f"{platform.store.count(tenant=platform.tenant)} images in {platform.store.settings.uri}")
+        report = platform.ingest(photos, total=len(photos), tenant=DEMO_PHOTOS)
+        report_f = platform.ingest(datasets.fashion_mnist("train", limit=fashion), total=fashion, tenant=DEMO_FASHION)
+        console.print(f"indexed {report.indexed} photos (tenant {DEMO_PHOTOS!r}) and {report_f.indexed} Fashion-MNIST "
+                      f"products (tenant {DEMO_FASHION!r}), {len(report.failed) + len(report_f.failed)} failed, "
+                      f"into {platform.store.settings.uri}")
 
-        dog = next(p for p in photos if p.image_id in ("photo-dog", "photo-coffee"))
+        dog = next(p for p in photos if p.image_id == "photo-dog")
         img = Image.open(io.BytesIO(dog.read_bytes())).convert("RGB")
         w, h = img.size
         variant = img.crop((w // 10, h // 10, w - w // 10, h - h // 10)).resize((w // 2, h // 2)).rotate(5)
         buf = io.BytesIO()
         variant.save(buf, format="JPEG", quality=70)
-        query = search_pb2.SearchRequest(image=common_pb2.Image(content=buf.getvalue()), top_k=5)
+        query = search_pb2.SearchRequest(image=common_pb2.Image(content=buf.getvalue()), top_k=5, tenant=DEMO_PHOTOS)
         print_hits(f"image query: cropped, resized, rotated JPEG copy of {dog.image_id}", platform.search.Search(query, None))
 
-        for text in ("dog", "a cup of coffee", "ankle boot"):
-            print_hits(f"text query: {text!r}", platform.search.Search(search_pb2.SearchRequest(text=text, top_k=5), None))
+        for text in ("dog", "a cup of coffee", "a cat"):
+            request = search_pb2.SearchRequest(text=text, top_k=5, tenant=DEMO_PHOTOS)
+            print_hits(f"text query over the photos: {text!r}", platform.search.Search(request, None))
+        request = search_pb2.SearchRequest(text="ankle boot", top_k=5, tenant=DEMO_FASHION)
+        print_hits("text query over the fashion catalogue: 'ankle boot'", platform.search.Search(request, None))
 
         held_out = next(datasets.fashion_mnist("test", limit=1))
-        query = search_pb2.SearchRequest(image=common_pb2.Image(content=held_out.content), top_k=5,
+        query = search_pb2.SearchRequest(image=common_pb2.Image(content=held_out.content), top_k=5, tenant=DEMO_FASHION,
                                          filter=search_pb2.Filter(in_stock=True))
         print_hits(f"image query: held-out Fashion-MNIST {held_out.category!r}, in stock only",
                    platform.search.Search(query, None))

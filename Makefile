@@ -1,0 +1,54 @@
+# visearch: every entry point a developer or CI needs. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+EXTRAS ?= build,data,dev
+# Built models live outside the repo, keyed by recipe (see shared/models/registry.py).
+export VISEARCH_MODEL_CACHE_DIR ?= $(HOME)/.cache/visearch/models
+PROTOS := $(wildcard protos/visearch/v1/*.proto)
+PYTEST_ARGS ?=
+
+.PHONY: help setup system-packages models proto proto-check demo test test-unit test-integration clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
+
+system-packages:  ## install the Debian data packages (Fashion-MNIST, darknet photos, WordNet)
+	bash deploy/local/install-system-packages.sh
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[$(EXTRAS)]'
+	touch $@
+
+setup: system-packages $(VENV)/.installed  ## create .venv and install visearch with all extras
+
+models: setup  ## export and verify the ONNX models into $VISEARCH_MODEL_CACHE_DIR
+	$(BIN)/visearch models build
+
+proto: $(VENV)/.installed  ## regenerate visearch/v1 from protos/
+	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. --grpc_python_out=. $(PROTOS)
+
+proto-check: $(VENV)/.installed  ## fail if the generated code in visearch/v1 is stale
+	@tmp=$$(mktemp -d); \
+	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=$$tmp --pyi_out=$$tmp --grpc_python_out=$$tmp $(PROTOS) && \
+	for f in $$tmp/visearch/v1/*; do \
+	  cmp -s $$f visearch/v1/$$(basename $$f) || { echo "stale generated code: visearch/v1/$$(basename $$f) (run make proto)"; rm -rf $$tmp; exit 1; }; \
+	done; rm -rf $$tmp; echo "generated code is up to date"
+
+demo: models  ## ingest real photos + 2,000 Fashion-MNIST products, then search by image and text
+	mkdir -p var
+	$(BIN)/visearch demo --fashion 2000 --db var/demo.db
+
+test: models proto-check  ## unit + integration tests on real models, real images, real Milvus Lite
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-unit: setup  ## fast unit tests only
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+clean:  ## remove local state (var/, caches); keeps .venv and built models
+	rm -rf var .pytest_cache

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Debian packages visearch needs on a developer or CI machine: real data sets and photos.
+#   dataset-fashion-mnist  70,000 Zalando product images (Fashion-MNIST)
+#   darknet                real photos in /usr/share/darknet/data (dog, eagle, giraffe, ...)
+#   wordnet                WordNet 3.0 (ImageNet classes are its noun synsets)
+# Idempotent: does nothing when every package is installed.
+set -euo pipefail
+packages=(dataset-fashion-mnist darknet wordnet)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "system packages present: ${packages[*]}"
+  exit 0
+fi
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "need root (or sudo) to install: ${missing[*]}" >&2; exit 1; }
+  SUDO="sudo"
+fi
+echo "installing: ${missing[*]}"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
