@@ -76,3 +76,21 @@ class ServiceSettings(BaseSettings):
     tenant: str = Field("default", description="Tenant used when a request or event names none.")
     embedding_addr: str = Field(
         "", description="host:port of the embedding service for the search API; empty loads the models in-process.")
+
+
+ALL_SETTINGS = (ServiceSettings, ModelSettings, ImageSettings, StoreSettings, ConseSettings)
+
+
+def settings_markdown() -> str:
+    """A markdown table of every environment variable, its default and meaning (docs/configuration.md)."""
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    for cls in ALL_SETTINGS:
+        prefix = cls.model_config.get("env_prefix", "")
+        for name, field in cls.model_fields.items():
+            default = "(per user: ~/.cache/visearch/...)" if field.default_factory else repr(field.default)
+            lines.append(f"| `{(prefix + name).upper()}` | `{default}` | {field.description} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(settings_markdown(), end="")

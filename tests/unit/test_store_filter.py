@@ -165,3 +165,21 @@ def test_milvus_lite_round_trip(store):
     assert store.get("B", "img-0") is not None
     hits = store.search("image", row.image_vector, tenant="A", top_k=20)
     assert "img-5" not in {h.image_id for h in hits}
+
+
+@pytest.mark.milvus_lite
+def test_milvus_lite_reopen_keeps_rows(tmp_path):
+    """Rows survive close() and reopening the same .db file (the existing collections are loaded, not recreated)."""
+    settings = StoreSettings(uri=str(tmp_path / "t.db"))
+    rows = make_rows("A", 3, seed=3)
+    first = MilvusStore(settings)
+    try:
+        first.upsert(rows)
+    finally:
+        first.close()
+    second = MilvusStore(settings)
+    try:
+        assert second.count("image") == 3 and second.count("joint") == 3
+        assert second.search("image", rows[1].image_vector, tenant="A", top_k=1)[0].image_id == "img-1"
+    finally:
+        second.close()
