@@ -187,12 +187,18 @@ def _item_from_row(image_id: str, uri: str, row: dict) -> CatalogueItem:
     tags = row.get("tags") or []
     if isinstance(tags, str):
         tags = [t.strip() for t in tags.split(";") if t.strip()]
-    in_stock = row.get("in_stock", True)
-    if isinstance(in_stock, str):
-        in_stock = in_stock.strip().lower() not in ("0", "false", "no", "")
+    in_stock = row.get("in_stock")
+    if isinstance(in_stock, str):  # CSV: an empty cell means "not given", like a missing column
+        in_stock = in_stock.strip().lower() not in ("0", "false", "no") if in_stock.strip() else None
     return CatalogueItem(
-        image_id=image_id, uri=uri, title=str(row.get("title", "")), description=str(row.get("description", "")),
-        brand=str(row.get("brand", "")), category=str(row.get("category", "")),
-        price=float(row.get("price") or 0.0), in_stock=bool(in_stock), tags=list(tags),
-        attributes={k: str(v) for k, v in row.items() if k not in _FIELDS | {"image_id", "file"}},
+        image_id=image_id, uri=uri, title=_text(row, "title"), description=_text(row, "description"),
+        brand=_text(row, "brand"), category=_text(row, "category"),
+        price=float(row.get("price") or 0.0), in_stock=True if in_stock is None else bool(in_stock), tags=list(tags),
+        attributes={k: str(v) for k, v in row.items() if k not in _FIELDS | {"image_id", "file"} and v is not None},
     )
+
+
+def _text(row: dict, key: str) -> str:
+    """A text field of a metadata row; JSON null and missing CSV cells give ""."""
+    value = row.get(key)
+    return "" if value is None else str(value)

@@ -67,7 +67,8 @@ def decode_image(data: bytes, settings: ImageSettings | None = None) -> Image.Im
     Raises:
         InvalidImageError: reasons ``empty_image`` (0 bytes), ``image_too_large`` (> max_bytes),
             ``decompression_bomb`` (width*height > max_pixels), ``undecodable_image`` (not an image),
-            ``truncated_image`` (header fine, pixel data cut short or corrupt).
+            ``truncated_image`` (header fine, pixel data cut short or corrupt; Pillow decodes WebP while
+            opening it, so a truncated WebP reports ``undecodable_image``).
     """
     settings = settings or ImageSettings()
     if not data:

@@ -131,6 +131,8 @@ class StageWorker:
                 self._dead_letter(message.key, message.value, message.headers, exc.reason, str(exc))
                 failed += 1
         results = self.stage.process(documents) if documents else []
+        if len(results) != len(documents):  # a broken stage must not lose items silently: do not commit
+            raise RuntimeError(f"stage {self.stage.name} returned {len(results)} results for {len(documents)} documents")
         ok = 0
         for message, result in zip(sources, results):
             if isinstance(result, StageFailure):

@@ -29,7 +29,7 @@ class ModelSpec:
     def key(self) -> str:
         """12 hex chars of sha256 over the recipe's canonical JSON."""
         blob = json.dumps(
-            {"name": self.name, "pkg": self.source_package, "ver": self.source_version, **self.recipe},
+            {"name": self.name, "pkg": self.source_package, "ver": self.source_version, "recipe": self.recipe},
             sort_keys=True,
         )
         return hashlib.sha256(blob.encode()).hexdigest()[:12]

@@ -203,3 +203,21 @@ def test_real_fashion_mnist_files():
         assert Image.open(io.BytesIO(item.content)).size == (28, 28)
     tail = [i.image_id for i in fashion_mnist(limit=5, offset=59_998)]
     assert tail == ["fmnist-train-59998", "fmnist-train-59999"]
+
+
+def test_null_and_empty_metadata_values_mean_not_given(tmp_path):
+    """JSON null gives "" (not "None"); an empty in_stock cell keeps the default (in stock)."""
+    from PIL import Image
+
+    from visearch.shared.datasets import folder_catalogue
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    Image.new("RGB", (8, 8)).save(tmp_path / "b.png")
+    jsonl = tmp_path / "m.jsonl"
+    jsonl.write_text('{"image_id": "a", "title": null, "category": null, "extra": null}\n')
+    item = next(folder_catalogue(tmp_path, jsonl))
+    assert (item.title, item.category, item.attributes) == ("", "", {})
+    csv_path = tmp_path / "m.csv"
+    csv_path.write_text("image_id,in_stock,title\nb,,Bee\n")
+    items = {i.image_id: i for i in folder_catalogue(tmp_path, csv_path)}
+    assert items["b"].in_stock is True and items["b"].title == "Bee"

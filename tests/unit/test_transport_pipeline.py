@@ -328,3 +328,26 @@ def test_drain_processes_every_batch_and_returns_totals(transport):
     assert len(transport.messages(dlq_topic(IN))) == 3
     assert transport.lag(IN, worker.group) == 0
     assert worker.drain() == (0, 0)
+
+
+def test_worker_refuses_to_commit_when_a_stage_drops_results():
+    """A stage that returns fewer results than documents raises, and the batch stays uncommitted."""
+    from visearch.shared.pipeline import Stage, StageWorker, encode_event
+    from visearch.shared.transport import InProcessTransport
+    from visearch.v1 import events_pb2
+
+    class Lossy(Stage):
+        name = "lossy"
+
+        def process(self, documents):
+            return documents[:-1]
+
+    transport = InProcessTransport()
+    for i in range(3):
+        key, value, headers = encode_event(events_pb2.ImageEvent(image_id=f"i{i}", kind=events_pb2.ImageEvent.KIND_DELETE))
+        transport.produce("in", key, value, headers)
+    worker = StageWorker(Lossy(), transport, "in", "out")
+    with pytest.raises(RuntimeError, match="returned 2 results for 3"):
+        worker.run_once()
+    assert transport.lag("in", worker.group) == 3
+    assert transport.messages("out") == []
