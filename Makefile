@@ -9,7 +9,13 @@ export VISEARCH_MODEL_CACHE_DIR ?= $(HOME)/.cache/visearch/models
 PROTOS := $(wildcard protos/visearch/v1/*.proto)
 PYTEST_ARGS ?=
 
-.PHONY: help setup system-packages models proto proto-check demo test test-unit test-integration clean
+.PHONY: help setup system-packages models proto proto-check demo test test-unit clean \
+        kafka-up kafka-down milvus-up milvus-down up down status
+
+# The local stack (make up): real Kafka and Milvus standalone on 127.0.0.1, services under supervisord.
+VAR := $(CURDIR)/var
+STACK_ENV := VISEARCH_ROOT=$(CURDIR) VISEARCH_VAR=$(VAR) VISEARCH_KAFKA_BOOTSTRAP=127.0.0.1:9092 \
+	VISEARCH_MILVUS_URI=http://127.0.0.1:19530
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -49,6 +55,37 @@ test: models proto-check  ## unit + integration tests on real models, real image
 
 test-unit: setup  ## fast unit tests only
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+kafka-up:  ## start a real Apache Kafka broker (KRaft) on 127.0.0.1:9092, data in var/kafka
+	bash deploy/kafka/kafka.sh up
+
+kafka-down:  ## stop the Kafka broker (data kept; kafka.sh down --purge deletes it)
+	bash deploy/kafka/kafka.sh down
+
+milvus-up:  ## start Milvus standalone (PyPI milvus 2.3) on 127.0.0.1:19530, data in var/milvus
+	bash deploy/milvus/milvus.sh up
+
+milvus-down:  ## stop Milvus standalone
+	bash deploy/milvus/milvus.sh down
+
+up: models kafka-up milvus-up  ## the local stack: Kafka, Milvus, topics, and every service under supervisord
+	mkdir -p $(VAR)/log
+	$(STACK_ENV) $(BIN)/visearch topics create
+	@if [ -S $(VAR)/supervisor.sock ] && $(STACK_ENV) $(BIN)/supervisorctl -c deploy/local/supervisord.conf status >/dev/null 2>&1; then \
+	  echo "services already running"; else $(STACK_ENV) $(BIN)/supervisord -c deploy/local/supervisord.conf; fi
+	$(BIN)/visearch health --wait 180 127.0.0.1:50052 127.0.0.1:50053 127.0.0.1:50051
+	@echo "stack up: publish with '$(BIN)/visearch publish --dataset fashion-mnist --limit 500'," \
+	  "search with '$(BIN)/visearch search --server 127.0.0.1:50051 --text \"ankle boot\"'; logs in var/log"
+
+status:  ## state of the local stack
+	-@$(STACK_ENV) $(BIN)/supervisorctl -c deploy/local/supervisord.conf status
+	-@bash deploy/kafka/kafka.sh status
+	-@bash deploy/milvus/milvus.sh status
+
+down:  ## stop the services, Milvus and Kafka (data kept in var/)
+	-@if [ -S $(VAR)/supervisor.sock ]; then $(STACK_ENV) $(BIN)/supervisorctl -c deploy/local/supervisord.conf shutdown; fi
+	bash deploy/milvus/milvus.sh down
+	bash deploy/kafka/kafka.sh down
 
 clean:  ## remove local state (var/, caches); keeps .venv and built models
 	rm -rf var .pytest_cache

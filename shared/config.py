@@ -63,6 +63,46 @@ class ConseSettings(BaseSettings):
     top_t: int = Field(10, ge=1, le=1000, description="Number of top ImageNet classes averaged into the joint vector.")
 
 
+class KafkaSettings(BaseSettings):
+    """Kafka connection, topics and consumer behaviour (the asynchronous pipeline)."""
+
+    model_config = SettingsConfigDict(env_prefix="VISEARCH_KAFKA_", extra="ignore")
+
+    bootstrap: str = Field("", description="Kafka bootstrap servers (host:port,...); empty runs stage workers in-process only.")
+    topic_prefix: str = Field("visearch", description="Topic names are <prefix>.<name>.v1 (images, detected, embedded, ocr, classified).")
+    partitions: int = Field(6, ge=1, le=1024, description="Partitions of each topic created by `visearch topics create`.")
+    replication_factor: int = Field(1, ge=1, le=16, description="Replication factor of created topics.")
+    retention_ms: int = Field(7 * 24 * 3600 * 1000, ge=-1, description="retention.ms of pipeline topics (-1: forever).")
+    dlq_retention_ms: int = Field(30 * 24 * 3600 * 1000, ge=-1, description="retention.ms of <topic>.dlq topics.")
+    max_message_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="Largest message (max.message.bytes / max_request_size), bytes.")
+    max_poll_records: int = Field(32, ge=1, le=10000, description="Records per poll, and so per model batch.")
+    poll_timeout_s: float = Field(1.0, gt=0, description="How long a poll waits for records, seconds.")
+    session_timeout_ms: int = Field(10000, ge=1000, description="Consumer group session timeout, ms.")
+    max_poll_interval_ms: int = Field(300000, ge=1000, description="Max time between polls before the consumer leaves the group, ms.")
+    retry_initial_s: float = Field(0.5, gt=0, description="First backoff after a transient failure, seconds (exponential, with jitter).")
+    retry_max_s: float = Field(30.0, gt=0, description="Longest backoff between retries, seconds.")
+    dlq_max_consecutive: int = Field(100, ge=1, description="Stop the worker after this many consecutive dead letters (a bad deploy, not bad data).")
+    dlq_max_ratio: float = Field(0.5, gt=0, le=1, description="Stop the worker when this share of the last dlq_window items went to the DLQ.")
+    dlq_window: int = Field(200, ge=10, description="Items in the sliding window of the DLQ ratio policy.")
+
+
+class PipelineSettings(BaseSettings):
+    """Which stages make up the ingest chain."""
+
+    model_config = SettingsConfigDict(env_prefix="VISEARCH_PIPELINE_", extra="ignore")
+
+    stages: str = Field(
+        "embedding,indexer",
+        description="Comma-separated stages in the chain (detection, embedding, ocr, classification, indexer); "
+                    "stages left out are passed through: the next one consumes the previous one's output.",
+    )
+
+    @property
+    def stage_list(self) -> list[str]:
+        """``stages`` as a list of names."""
+        return [s.strip() for s in self.stages.split(",") if s.strip()]
+
+
 class ServiceSettings(BaseSettings):
     """Process-level settings of a long-running service."""
 
@@ -78,7 +118,7 @@ class ServiceSettings(BaseSettings):
         "", description="host:port of the embedding service for the search API; empty loads the models in-process.")
 
 
-ALL_SETTINGS = (ServiceSettings, ModelSettings, ImageSettings, StoreSettings, ConseSettings)
+ALL_SETTINGS = (ServiceSettings, ModelSettings, ImageSettings, StoreSettings, ConseSettings, KafkaSettings, PipelineSettings)
 
 
 def settings_markdown() -> str:

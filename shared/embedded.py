@@ -17,7 +17,7 @@ from visearch.shared.datasets import CatalogueItem
 from visearch.shared.grpcutil import InProcessStub
 from visearch.shared.pipeline import StageWorker, encode_event
 from visearch.shared.store import MilvusStore
-from visearch.shared.transport import HEADER_DLQ_ERROR, HEADER_DLQ_REASON, TOPIC_EMBEDDED, TOPIC_IMAGES, InProcessTransport, dlq_topic
+from visearch.shared.transport import HEADER_DLQ_ERROR, HEADER_DLQ_REASON, InProcessTransport, dlq_topic, stage_topics
 from visearch.services.embedding.encoders import Embedder
 from visearch.services.embedding.service import EmbeddingService, EmbeddingStage
 from visearch.services.indexer.stage import IndexerStage
@@ -63,9 +63,12 @@ class EmbeddedPlatform:
         self.store = MilvusStore(store_settings or StoreSettings())
         self.transport = InProcessTransport()
         batch = (model_settings or ModelSettings()).image_batch_size
+        topics = stage_topics(["embedding", "indexer"])
+        self.input_topic = topics["embedding"].input
         self.workers = [
-            StageWorker(EmbeddingStage(self.embedder, image_settings), self.transport, TOPIC_IMAGES, TOPIC_EMBEDDED, batch_size=batch),
-            StageWorker(IndexerStage(self.store, self.tenant), self.transport, TOPIC_EMBEDDED, None, batch_size=256),
+            StageWorker(EmbeddingStage(self.embedder, image_settings), self.transport, topics["embedding"].input,
+                        topics["embedding"].output, batch_size=batch),
+            StageWorker(IndexerStage(self.store, self.tenant), self.transport, topics["indexer"].input, None, batch_size=256),
         ]
         self.embedding = EmbeddingService(self.embedder, image_settings)
         self.search = SearchService(InProcessStub(self.embedding), self.store, self.tenant)
@@ -73,7 +76,7 @@ class EmbeddedPlatform:
     def publish(self, event: events_pb2.ImageEvent) -> None:
         """Publish one ImageEvent to the images topic, as an upstream system would."""
         key, value, headers = encode_event(event)
-        self.transport.produce(TOPIC_IMAGES, key, value, headers)
+        self.transport.produce(self.input_topic, key, value, headers)
 
     def ingest(self, items: Iterable[CatalogueItem], chunk: int = 64, progress: bool = True,
                total: int | None = None, tenant: str | None = None) -> IngestReport:

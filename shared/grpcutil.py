@@ -91,12 +91,20 @@ class InProcessStub:
 
 
 def serve(service_name: str, register: Callable[[grpc.Server], list[str]], settings: ServiceSettings,
-          stop_event: threading.Event | None = None, ready: Callable[[int], None] | None = None) -> None:
-    """Run a gRPC server with health checking and reflection until SIGTERM/SIGINT (or ``stop_event``).
+          workers: tuple[Callable[[threading.Event], None], ...] = (), stop_event: threading.Event | None = None,
+          ready: Callable[[int], None] | None = None) -> int:
+    """Run a gRPC server (health checking, reflection) and background workers until SIGTERM/SIGINT.
+
+    On stop: health turns NOT_SERVING, workers finish their batch in flight and commit, then the
+    server drains its calls (10 s grace). A worker that fails stops the whole process.
 
     Args:
         register: adds the servicers to the server and returns their full service names.
+        workers: callables ``run(stop_event)``, each run in its own thread (e.g. a Kafka stage worker).
         ready: called with the bound port once serving (useful when ``grpc_port`` is 0).
+
+    Returns:
+        the process exit code: 0 after a clean stop, 1 when a worker failed.
     """
     from concurrent import futures
 
@@ -109,16 +117,32 @@ def serve(service_name: str, register: Callable[[grpc.Server], list[str]], setti
     reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
     port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
     server.start()
+    stop_event = stop_event or threading.Event()
+    failures: list[BaseException] = []
+
+    def guard(run: Callable[[threading.Event], None]) -> None:
+        try:
+            run(stop_event)
+        except BaseException as exc:  # noqa: BLE001 (reported, then the process stops)
+            failures.append(exc)
+            log.exception("worker_failed", service=service_name, error=str(exc))
+            stop_event.set()
+
+    threads = [threading.Thread(target=guard, args=(w,), name=f"{service_name}-worker-{i}") for i, w in enumerate(workers)]
+    for thread in threads:
+        thread.start()
     for name in ["", *names]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("serving", service=service_name, address=f"{settings.grpc_host}:{port}", services=names)
+    log.info("serving", service=service_name, address=f"{settings.grpc_host}:{port}", services=names, workers=len(threads))
     if ready:
         ready(port)
-    stop_event = stop_event or threading.Event()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop_event.set())
     stop_event.wait()
     health_servicer.enter_graceful_shutdown()
+    for thread in threads:
+        thread.join(timeout=120)
     server.stop(grace=10).wait()
-    log.info("stopped", service=service_name)
+    log.info("stopped", service=service_name, failed_workers=len(failures))
+    return 1 if failures else 0

@@ -5,7 +5,7 @@ The registry is the prometheus_client default, served on ``/metrics`` by :func:`
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -34,6 +34,26 @@ MILVUS_SECONDS = Histogram(
 GRPC_SECONDS = Histogram(
     "visearch_grpc_server_handling_seconds", "gRPC method handling time, seconds.", ["service", "method", "code"],
     buckets=_LATENCY_BUCKETS,
+)
+
+STAGE_BATCH_SIZE = Histogram(
+    "visearch_stage_batch_size", "Messages per batch a stage worker processed.", ["stage"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+)
+DLQ_MESSAGES = Counter(
+    "visearch_dlq_messages_total", "Messages sent to a dead-letter topic, by source topic and reason.", ["topic", "reason"],
+)
+STAGE_RETRIES = Counter(
+    "visearch_stage_retries_total", "Batches retried after a transient failure, by stage and reason.", ["stage", "reason"],
+)
+RECORDS_CONSUMED = Counter(
+    "visearch_kafka_records_consumed_total", "Records polled from Kafka.", ["topic", "group"],
+)
+RECORDS_PRODUCED = Counter(
+    "visearch_kafka_records_produced_total", "Records sent to Kafka (DLQ included).", ["topic"],
+)
+CONSUMER_LAG = Gauge(
+    "visearch_kafka_consumer_lag_records", "End offset minus committed offset, per partition.", ["topic", "group", "partition"],
 )
 
 

@@ -8,20 +8,34 @@ and dead letters, flush, and only then commit the input offsets (at-least-once).
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
+from collections import deque
 from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
+from tenacity import Retrying, retry_if_exception, wait_exponential_jitter
 
 from visearch.shared.errors import VisearchError
 from visearch.shared.logging import get_logger
-from visearch.shared.metrics import STAGE_ERRORS, STAGE_ITEMS, STAGE_SECONDS
+from visearch.shared.metrics import (
+    DLQ_MESSAGES,
+    STAGE_BATCH_SIZE,
+    STAGE_ERRORS,
+    STAGE_ITEMS,
+    STAGE_RETRIES,
+    STAGE_SECONDS,
+)
 from visearch.shared.transport import (
     HEADER_DLQ_ERROR,
+    HEADER_DLQ_EXCEPTION,
+    HEADER_DLQ_OFFSET,
+    HEADER_DLQ_PARTITION,
     HEADER_DLQ_REASON,
     HEADER_DLQ_STAGE,
+    HEADER_DLQ_TOPIC,
     HEADER_SCHEMA,
     HEADER_TRACE_ID,
     Message,
@@ -43,6 +57,7 @@ class StageFailure:
     document: events_pb2.ImageDocument
     reason: str
     message: str
+    error_type: str = "VisearchError"
 
 
 StageResult = events_pb2.ImageDocument | StageFailure
@@ -65,7 +80,7 @@ class Stage(ABC):
     def fail(self, document: events_pb2.ImageDocument, error: Exception) -> StageFailure:
         """A StageFailure from an exception (VisearchError reasons are kept; others are ``internal``)."""
         reason = error.reason if isinstance(error, VisearchError) else "internal"
-        return StageFailure(document, reason, str(error))
+        return StageFailure(document, reason, str(error), type(error).__name__)
 
 
 def encode_event(event: events_pb2.ImageEvent) -> tuple[bytes, bytes, dict[str, str]]:
@@ -99,65 +114,113 @@ def decode_message(message: Message) -> events_pb2.ImageDocument:
     return document
 
 
+class DlqPolicyError(RuntimeError):
+    """So many dead letters that the fault is probably ours (a bad deploy), not the data's: stop."""
+
+
+class DlqPolicy:
+    """Trips when ``max_consecutive`` items in a row, or ``max_ratio`` of the last ``window`` items
+    (once the window is full), went to the DLQ. Checked before a batch is committed, so a tripped
+    batch is neither dead-lettered nor committed: the fixed deploy reprocesses it."""
+
+    def __init__(self, max_consecutive: int = 100, max_ratio: float = 0.5, window: int = 200) -> None:
+        self.max_consecutive = max_consecutive
+        self.max_ratio = max_ratio
+        self._recent: deque[bool] = deque(maxlen=window)
+        self._consecutive = 0
+
+    def check(self, failed: list[bool]) -> None:
+        """Raise DlqPolicyError if recording ``failed`` (one flag per item) would trip; else record it."""
+        recent, consecutive = deque(self._recent, maxlen=self._recent.maxlen), self._consecutive
+        for flag in failed:
+            recent.append(flag)
+            consecutive = consecutive + 1 if flag else 0
+            if consecutive >= self.max_consecutive:
+                raise DlqPolicyError(f"{consecutive} consecutive items failed")
+            if len(recent) == recent.maxlen and sum(recent) / len(recent) >= self.max_ratio:
+                raise DlqPolicyError(f"{sum(recent)} of the last {len(recent)} items failed")
+        self._recent, self._consecutive = recent, consecutive
+
+
 class StageWorker:
     """Drives one stage: ``input_topic`` -> stage -> ``output_topic`` (None: a terminal stage).
 
     Args:
         group: consumer group id (one per stage, so each stage scales and commits on its own).
         batch_size: max messages per poll, and so per model batch.
+        policy: DLQ policy (default: never trips within a normal run).
+        poll_timeout_s: how long a poll waits for the first record.
     """
 
     def __init__(self, stage: Stage, transport: Transport, input_topic: str, output_topic: str | None,
-                 group: str | None = None, batch_size: int = 32) -> None:
+                 group: str | None = None, batch_size: int = 32, policy: DlqPolicy | None = None,
+                 poll_timeout_s: float = 0.0) -> None:
         self.stage = stage
         self.transport = transport
         self.input_topic = input_topic
         self.output_topic = output_topic
         self.group = group or f"visearch-{stage.name}"
         self.batch_size = batch_size
+        self.policy = policy or DlqPolicy()
+        self.poll_timeout_s = poll_timeout_s
 
     def run_once(self) -> tuple[int, int]:
-        """Process one polled batch. Returns ``(ok, failed)`` counts; (0, 0) when nothing was waiting."""
-        messages = self.transport.poll(self.input_topic, self.group, self.batch_size)
+        """Process one polled batch. Returns ``(ok, failed)`` counts; (0, 0) when nothing was waiting.
+
+        Raises:
+            VisearchError (transient) or another exception: nothing of the batch was committed.
+            DlqPolicyError: the batch would trip the DLQ policy; nothing was produced or committed.
+        """
+        messages = self.transport.poll(self.input_topic, self.group, self.batch_size, self.poll_timeout_s)
         if not messages:
             return 0, 0
         start = time.perf_counter()
-        documents, sources, failed = [], [], 0
+        documents, sources = [], []
+        dead: list[tuple[Message, str, str, str]] = []  # (message, reason, error, exception class)
         for message in messages:
             try:
                 documents.append(decode_message(message))
                 sources.append(message)
             except VisearchError as exc:
-                self._dead_letter(message.key, message.value, message.headers, exc.reason, str(exc))
-                failed += 1
+                dead.append((message, exc.reason, str(exc), type(exc).__name__))
         results = self.stage.process(documents) if documents else []
         if len(results) != len(documents):  # a broken stage must not lose items silently: do not commit
             raise RuntimeError(f"stage {self.stage.name} returned {len(results)} results for {len(documents)} documents")
-        ok = 0
+        outputs = []
         for message, result in zip(sources, results):
             if isinstance(result, StageFailure):
-                failed += 1
-                self._dead_letter(message.key, message.value, message.headers, result.reason, result.message)
+                dead.append((message, result.reason, result.message, result.error_type))
                 log.warning("item_failed", stage=self.stage.name, image_id=result.document.event.image_id,
                             trace_id=result.document.event.trace_id, reason=result.reason, error=result.message)
-                continue
-            ok += 1
-            if self.output_topic:
+            else:
+                outputs.append((message, result))
+        failed_ids = {id(m) for m, *_ in dead}
+        self.policy.check([id(m) in failed_ids for m in messages])
+        if self.output_topic:
+            for message, result in outputs:
                 headers = {**message.headers, HEADER_SCHEMA: SCHEMA_DOCUMENT}
                 self.transport.produce(self.output_topic, message.key, result.SerializeToString(), headers)
+        for message, reason, error, exc_type in dead:
+            self._dead_letter(message, reason, error, exc_type)
         self.transport.flush()
         self.transport.commit(self.input_topic, self.group)
         elapsed = time.perf_counter() - start
         STAGE_SECONDS.labels(stage=self.stage.name).observe(elapsed)
-        STAGE_ITEMS.labels(stage=self.stage.name, outcome="ok").inc(ok)
-        STAGE_ITEMS.labels(stage=self.stage.name, outcome="failed").inc(failed)
-        log.debug("batch_done", stage=self.stage.name, ok=ok, failed=failed, duration_ms=round(elapsed * 1000, 2))
-        return ok, failed
+        STAGE_BATCH_SIZE.labels(stage=self.stage.name).observe(len(messages))
+        STAGE_ITEMS.labels(stage=self.stage.name, outcome="ok").inc(len(outputs))
+        STAGE_ITEMS.labels(stage=self.stage.name, outcome="failed").inc(len(dead))
+        log.debug("batch_done", stage=self.stage.name, ok=len(outputs), failed=len(dead),
+                  duration_ms=round(elapsed * 1000, 2))
+        return len(outputs), len(dead)
 
-    def _dead_letter(self, key: bytes, value: bytes, headers: dict[str, str], reason: str, error: str) -> None:
+    def _dead_letter(self, message: Message, reason: str, error: str, exc_type: str) -> None:
         STAGE_ERRORS.labels(stage=self.stage.name, reason=reason).inc()
-        dlq_headers = {**headers, HEADER_DLQ_REASON: reason, HEADER_DLQ_ERROR: error[:1000], HEADER_DLQ_STAGE: self.stage.name}
-        self.transport.produce(dlq_topic(self.input_topic), key, value, dlq_headers)
+        DLQ_MESSAGES.labels(topic=self.input_topic, reason=reason).inc()
+        headers = {**message.headers, HEADER_DLQ_REASON: reason, HEADER_DLQ_ERROR: error[:1000],
+                   HEADER_DLQ_STAGE: self.stage.name, HEADER_DLQ_TOPIC: message.topic,
+                   HEADER_DLQ_PARTITION: str(message.partition), HEADER_DLQ_OFFSET: str(message.offset),
+                   HEADER_DLQ_EXCEPTION: exc_type}
+        self.transport.produce(dlq_topic(self.input_topic), message.key, message.value, headers)
 
     def drain(self) -> tuple[int, int]:
         """Run batches until the input topic has nothing waiting. Returns total ``(ok, failed)``."""
@@ -168,3 +231,38 @@ class StageWorker:
                 return total_ok, total_failed
             total_ok += ok
             total_failed += failed
+
+    def run(self, stop: threading.Event, retry_initial_s: float = 0.5, retry_max_s: float = 30.0) -> None:
+        """Process batches until ``stop`` is set; the batch in flight finishes and is committed first.
+
+        Transient failures (a VisearchError that is not permanent, e.g. Milvus or Kafka down) rewind
+        the consumer to its committed offsets and retry after an exponential backoff with jitter
+        (tenacity), so consumption pauses instead of skipping. DlqPolicyError and programming errors
+        propagate: the process should stop and be looked at.
+        """
+        retrying = Retrying(
+            retry=retry_if_exception(_is_transient), wait=wait_exponential_jitter(initial=retry_initial_s, max=retry_max_s),
+            stop=lambda _state: stop.is_set(), sleep=stop.wait, before_sleep=self._before_retry, reraise=True,
+        )
+        while not stop.is_set():
+            try:
+                retrying(self.run_once)
+            except VisearchError:
+                if stop.is_set():  # stopped while backing off: nothing was committed, nothing lost
+                    return
+                raise
+
+    def _before_retry(self, state) -> None:
+        exc = state.outcome.exception()
+        reason = getattr(exc, "reason", type(exc).__name__)
+        STAGE_RETRIES.labels(stage=self.stage.name, reason=reason).inc()
+        log.warning("transient_failure", stage=self.stage.name, reason=reason, error=str(exc),
+                    attempt=state.attempt_number, backoff_s=round(state.next_action.sleep, 2))
+        try:
+            self.transport.rewind_to_committed(self.input_topic, self.group)
+        except Exception as rewind_exc:  # noqa: BLE001 (the broker may be the thing that is down)
+            log.warning("rewind_failed", stage=self.stage.name, error=str(rewind_exc))
+
+
+def _is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, VisearchError) and not exc.permanent

@@ -12,18 +12,55 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Protocol
 
-# The topic chain of docs/architecture.md. Stages that do not exist yet are simply not in the chain.
-TOPIC_IMAGES = "visearch.images.v1"
-TOPIC_DETECTED = "visearch.detected.v1"
-TOPIC_EMBEDDED = "visearch.embedded.v1"
-TOPIC_OCR = "visearch.ocr.v1"
-TOPIC_CLASSIFIED = "visearch.classified.v1"
+# The topic chain of docs/architecture.md: upstream publishes to "<prefix>.images.v1"; each enrichment
+# stage produces to its own topic; the indexer is terminal. Stages that are not configured are skipped
+# (passed through): the next configured stage consumes the previous one's output.
+STAGE_OUTPUT = {"detection": "detected", "embedding": "embedded", "ocr": "ocr", "classification": "classified"}
+STAGE_ORDER = ("detection", "embedding", "ocr", "classification", "indexer")
+
+
+def topic_name(prefix: str, name: str) -> str:
+    """``<prefix>.<name>.v1``, e.g. ``visearch.images.v1``."""
+    return f"{prefix}.{name}.v1"
+
+
+@dataclass(frozen=True)
+class StageTopics:
+    """Where a stage reads and writes. ``output`` is None for the terminal indexer."""
+
+    input: str
+    output: str | None
+
+
+def stage_topics(stages: list[str], prefix: str = "visearch") -> dict[str, StageTopics]:
+    """The topic of each configured stage, in chain order.
+
+    Raises:
+        ValueError: an unknown stage, or a chain that does not end with the indexer.
+    """
+    unknown = set(stages) - set(STAGE_ORDER)
+    if unknown:
+        raise ValueError(f"unknown stages {sorted(unknown)}; known: {list(STAGE_ORDER)}")
+    chain = [s for s in STAGE_ORDER if s in stages]
+    if not chain or chain[-1] != "indexer":
+        raise ValueError("the pipeline must end with the indexer stage")
+    topics, current = {}, topic_name(prefix, "images")
+    for stage in chain:
+        output = topic_name(prefix, STAGE_OUTPUT[stage]) if stage != "indexer" else None
+        topics[stage] = StageTopics(current, output)
+        current = output
+    return topics
+
 
 HEADER_SCHEMA = "visearch-schema"          # protobuf full name + version, e.g. "visearch.v1.ImageEvent"
 HEADER_TRACE_ID = "visearch-trace-id"
 HEADER_DLQ_REASON = "visearch-dlq-reason"  # the error's reason slug
 HEADER_DLQ_ERROR = "visearch-dlq-error"    # human-readable message
 HEADER_DLQ_STAGE = "visearch-dlq-stage"
+HEADER_DLQ_TOPIC = "visearch-dlq-topic"          # where the message was consumed from (replay target)
+HEADER_DLQ_PARTITION = "visearch-dlq-partition"
+HEADER_DLQ_OFFSET = "visearch-dlq-offset"        # its original offset
+HEADER_DLQ_EXCEPTION = "visearch-dlq-exception"  # exception class name
 
 
 def dlq_topic(topic: str) -> str:
@@ -40,6 +77,7 @@ class Message:
     value: bytes
     headers: dict[str, str] = field(default_factory=dict)
     offset: int = -1
+    partition: int = 0
 
 
 class Transport(Protocol):
@@ -51,11 +89,18 @@ class Transport(Protocol):
     def flush(self) -> None:
         """Block until every produced message is durably stored."""
 
-    def poll(self, topic: str, group: str, max_records: int) -> list[Message]:
-        """Up to ``max_records`` messages after the group's position (advances the position)."""
+    def poll(self, topic: str, group: str, max_records: int, timeout_s: float = 0.0) -> list[Message]:
+        """Up to ``max_records`` messages after the group's position (advances the position); waits up to
+        ``timeout_s`` for the first one."""
 
     def commit(self, topic: str, group: str) -> None:
         """Commit the group's position: committed messages are not redelivered."""
+
+    def rewind_to_committed(self, topic: str, group: str) -> None:
+        """Move the group's position back to its committed offsets (to retry an uncommitted batch)."""
+
+    def close(self) -> None:
+        """Release clients and connections."""
 
 
 class InProcessTransport:
@@ -75,7 +120,7 @@ class InProcessTransport:
     def flush(self) -> None:  # noqa: D102 (in memory: produced means stored)
         return None
 
-    def poll(self, topic: str, group: str, max_records: int) -> list[Message]:  # noqa: D102
+    def poll(self, topic: str, group: str, max_records: int, timeout_s: float = 0.0) -> list[Message]:  # noqa: D102, ARG002
         with self._lock:
             pos = self._positions.get((topic, group), self._committed.get((topic, group), 0))
             batch = self._logs[topic][pos : pos + max_records]
@@ -85,6 +130,9 @@ class InProcessTransport:
     def commit(self, topic: str, group: str) -> None:  # noqa: D102
         with self._lock:
             self._committed[(topic, group)] = self._positions.get((topic, group), 0)
+
+    def close(self) -> None:  # noqa: D102
+        return None
 
     def rewind_to_committed(self, topic: str, group: str) -> None:
         """Forget the uncommitted position, as a restarted Kafka consumer would (redelivery)."""

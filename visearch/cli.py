@@ -27,6 +27,11 @@ app = typer.Typer(help="visearch: visual search and recognition platform.", no_a
                   pretty_exceptions_enable=False)
 models_app = typer.Typer(help="Build and inspect the ONNX models (needs the `build` extra).", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+topics_app = typer.Typer(help="Kafka topics of the pipeline (admin).", no_args_is_help=True)
+app.add_typer(topics_app, name="topics")
+dlq_app = typer.Typer(help="Inspect and replay dead-letter topics.", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
+BootstrapOption = Annotated[Optional[str], typer.Option("--bootstrap", help="Kafka bootstrap servers. Default: $VISEARCH_KAFKA_BOOTSTRAP or 127.0.0.1:9092 (the local stack).")]
 console = Console(width=None if sys.stdout.isatty() else 140)
 
 TenantOption = Annotated[Optional[str], typer.Option("--tenant", help="Tenant (catalogue owner). Default: $VISEARCH_TENANT or 'default'.")]
@@ -44,7 +49,16 @@ class Dataset(str, Enum):
 
 class ServiceName(str, Enum):
     embedding = "embedding"
+    indexer = "indexer"
     ranking = "ranking"
+
+
+def _kafka_settings(bootstrap: str | None):
+    from visearch.shared.config import KafkaSettings
+
+    settings = KafkaSettings()
+    settings.bootstrap = bootstrap or settings.bootstrap or "127.0.0.1:9092"
+    return settings
 
 
 def _store_settings(db: str | None) -> StoreSettings:
@@ -101,25 +115,10 @@ def ingest(
     db: DbOption = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
-    """Ingest a catalogue through the pipeline (embedding -> indexer) into Milvus."""
-    from visearch.shared import datasets
+    """Ingest a catalogue through the pipeline (embedding -> indexer) into Milvus, in this process."""
     from visearch.shared.embedded import EmbeddedPlatform
 
-    if (path is None) == (dataset is None):
-        raise typer.BadParameter("give either a folder PATH or --dataset")
-    total = None
-    if dataset is Dataset.fashion_mnist:
-        items = datasets.fashion_mnist(split, limit=limit, offset=offset)
-        total = limit
-    elif dataset is Dataset.photos:
-        items = datasets.photo_catalogue()[offset:][:limit]
-        total = len(items)
-    else:
-        if not path.is_dir():
-            raise typer.BadParameter(f"{path} is not a folder")
-        items = datasets.folder_catalogue(path, metadata)
-        if limit is not None:
-            items = (item for i, item in enumerate(items) if i < limit)
+    items, total = _catalogue(path, metadata, dataset, limit, offset, split)
     start = time.perf_counter()
     with EmbeddedPlatform(_store_settings(db), service_settings=_service_settings(tenant)) as platform:
         report = platform.ingest(items, progress=progress, total=total)
@@ -129,6 +128,26 @@ def ingest(
                   f"in {elapsed:.1f} s ({report.published / max(elapsed, 1e-9):.1f} img/s); {stored} images in the index")
     for image_id, reason, message in report.failed:
         console.print(f"  [red]failed[/] {image_id}: {reason}: {message}")
+
+
+def _catalogue(path: Path | None, metadata: Path | None, dataset: "Dataset | None", limit: int | None, offset: int,
+               split: str):
+    """The items a command names: a folder (with metadata) or a built-in dataset; and their count if known."""
+    from visearch.shared import datasets
+
+    if (path is None) == (dataset is None):
+        raise typer.BadParameter("give either a folder PATH or --dataset")
+    if dataset is Dataset.fashion_mnist:
+        return datasets.fashion_mnist(split, limit=limit, offset=offset), limit
+    if dataset is Dataset.photos:
+        items = datasets.photo_catalogue()[offset:][:limit]
+        return items, len(items)
+    if not path.is_dir():
+        raise typer.BadParameter(f"{path} is not a folder")
+    items = datasets.folder_catalogue(path, metadata)
+    if limit is not None:
+        items = (item for i, item in enumerate(items) if i < limit)
+    return items, None
 
 
 def _search_request(image: str | None, text: str | None, image_id: str | None, top_k: int, offset: int,
@@ -187,17 +206,31 @@ def search(
     as_json: Annotated[bool, typer.Option("--json", help="Print the response as JSON.")] = False,
     tenant: TenantOption = None,
     db: DbOption = None,
+    server: Annotated[Optional[str], typer.Option("--server", help="Ask a running ranking service (host:port) instead of searching in-process, e.g. 127.0.0.1:50051 for `make up`.")] = None,
 ) -> None:
     """Search the index by image, text or indexed id, with filters."""
-    from visearch.shared.embedded import EmbeddedPlatform
-
     request = _search_request(image, text, image_id, top_k, offset, category, brand, in_stock, price_min, price_max)
-    with EmbeddedPlatform(_store_settings(db), service_settings=_service_settings(tenant)) as platform:
-        try:
-            response = platform.search.Search(request, None)
-        except VisearchError as exc:
-            console.print(f"[red]error[/] {exc.code.name}: {exc}")
-            raise typer.Exit(2) from exc
+    request.tenant = tenant or ""
+    if server:
+        import grpc
+
+        from visearch.v1 import search_pb2_grpc
+
+        with grpc.insecure_channel(server) as channel:
+            try:
+                response = search_pb2_grpc.SearchServiceStub(channel).Search(request, timeout=30)
+            except grpc.RpcError as exc:
+                console.print(f"[red]error[/] {exc.code().name}: {exc.details()}")
+                raise typer.Exit(2) from exc
+    else:
+        from visearch.shared.embedded import EmbeddedPlatform
+
+        with EmbeddedPlatform(_store_settings(db), service_settings=_service_settings(tenant)) as platform:
+            try:
+                response = platform.search.Search(request, None)
+            except VisearchError as exc:
+                console.print(f"[red]error[/] {exc.code.name}: {exc}")
+                raise typer.Exit(2) from exc
     print_hits(f"query: {request.WhichOneof('query')}", response, as_json)
 
 
@@ -206,15 +239,186 @@ def serve(
     service: Annotated[ServiceName, typer.Argument(help="Which service to run.")],
     port: Annotated[Optional[int], typer.Option(help="gRPC port (default $VISEARCH_GRPC_PORT or 50051).")] = None,
 ) -> None:
-    """Run one service as a long-running process (gRPC with health and reflection, /metrics)."""
+    """Run one service as a long-running process (gRPC with health and reflection, /metrics).
+
+    With VISEARCH_KAFKA_BOOTSTRAP set, embedding and indexer also consume their pipeline topic.
+    """
     settings = ServiceSettings()
     if port is not None:
         settings.grpc_port = port
     if service is ServiceName.embedding:
         from visearch.services.embedding.server import main as run
+    elif service is ServiceName.indexer:
+        from visearch.services.indexer.server import main as run
     else:
         from visearch.services.ranking.server import main as run
-    run(settings)
+    raise typer.Exit(run(settings))
+
+
+@topics_app.command("create")
+def topics_create(bootstrap: BootstrapOption = None) -> None:
+    """Create the pipeline's topics and their .dlq topics (partitions, retention from VISEARCH_KAFKA_*)."""
+    from visearch.shared.config import PipelineSettings
+    from visearch.shared.kafka import create_topics
+
+    settings = _kafka_settings(bootstrap)
+    for topic, state in create_topics(settings, PipelineSettings().stage_list).items():
+        console.print(f"{state:8s} {topic}")
+
+
+@topics_app.command("lag")
+def topics_lag(bootstrap: BootstrapOption = None) -> None:
+    """Consumer lag of each stage's group on its input topic, per partition."""
+    from visearch.shared.config import PipelineSettings
+    from visearch.shared.kafka import group_lag
+    from visearch.shared.transport import stage_topics
+
+    settings = _kafka_settings(bootstrap)
+    for stage, topics in stage_topics(PipelineSettings().stage_list, settings.topic_prefix).items():
+        lag = group_lag(settings, topics.input, f"visearch-{stage}")
+        console.print(f"{stage:14s} {topics.input:28s} total {sum(lag.values()):6d}  per partition {lag}")
+
+
+@app.command()
+def publish(
+    path: Annotated[Optional[Path], typer.Argument(help="Folder of images to publish (recursively).")] = None,
+    metadata: Annotated[Optional[Path], typer.Option(help="JSONL or CSV of product fields keyed by image_id or file.")] = None,
+    dataset: Annotated[Optional[Dataset], typer.Option(help="Built-in real dataset instead of a folder.")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Publish at most this many items.")] = None,
+    offset: Annotated[int, typer.Option(help="Skip this many items of a dataset first.")] = 0,
+    split: Annotated[str, typer.Option(help="Fashion-MNIST split: train or test.")] = "train",
+    tenant: TenantOption = None,
+    bootstrap: BootstrapOption = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Publish upsert ImageEvents (inline image bytes) to Kafka, as an upstream system would."""
+    from tqdm import tqdm
+
+    from visearch.shared.embedded import item_to_event
+    from visearch.shared.kafka import KafkaTransport, images_topic
+    from visearch.shared.pipeline import encode_event
+
+    items, total = _catalogue(path, metadata, dataset, limit, offset, split)
+    settings = _kafka_settings(bootstrap)
+    transport = KafkaTransport(settings, "visearch-publish")
+    topic, count, start = images_topic(settings), 0, time.perf_counter()
+    try:
+        for item in tqdm(items, total=total, unit="event", desc="publish", disable=not progress):
+            item.content, item.uri = item.read_bytes(), None  # inline bytes: consumers need no access to our files
+            transport.produce(topic, *encode_event(item_to_event(item, tenant or "")))
+            count += 1
+            if count % 256 == 0:
+                transport.flush()
+        transport.flush()
+    finally:
+        transport.close()
+    elapsed = time.perf_counter() - start
+    console.print(f"published {count} events to {topic} in {elapsed:.1f} s ({count / max(elapsed, 1e-9):.0f} events/s)")
+
+
+def _publish_events(events, bootstrap: str | None) -> None:
+    from visearch.shared.kafka import KafkaTransport, images_topic
+    from visearch.shared.pipeline import encode_event
+
+    settings = _kafka_settings(bootstrap)
+    transport = KafkaTransport(settings, "visearch-publish")
+    try:
+        for event in events:
+            transport.produce(images_topic(settings), *encode_event(event))
+        transport.flush()
+    finally:
+        transport.close()
+
+
+@app.command("publish-delete")
+def publish_delete(
+    image_ids: Annotated[list[str], typer.Argument(help="Image ids to delete.")],
+    tenant: TenantOption = None,
+    bootstrap: BootstrapOption = None,
+) -> None:
+    """Publish delete events: the indexer removes every vector of these images."""
+    from visearch.v1 import events_pb2
+
+    _publish_events([events_pb2.ImageEvent(image_id=i, kind=events_pb2.ImageEvent.KIND_DELETE, tenant=tenant or "")
+                     for i in image_ids], bootstrap)
+    console.print(f"published {len(image_ids)} delete events")
+
+
+@app.command("publish-update")
+def publish_update(
+    image_id: Annotated[str, typer.Argument(help="Image id to update.")],
+    in_stock: Annotated[bool, typer.Option("--in-stock/--out-of-stock", help="New stock state.")],
+    price: Annotated[float, typer.Option(help="New price.")],
+    title: Annotated[str, typer.Option(help="New title (empty keeps the stored one).")] = "",
+    tenant: TenantOption = None,
+    bootstrap: BootstrapOption = None,
+) -> None:
+    """Publish an attribute update: Milvus attributes change, the models are skipped."""
+    from visearch.v1 import events_pb2
+
+    event = events_pb2.ImageEvent(image_id=image_id, kind=events_pb2.ImageEvent.KIND_ATTRIBUTE_UPDATE, tenant=tenant or "",
+                                  product=events_pb2.Product(in_stock=in_stock, price=price, title=title))
+    _publish_events([event], bootstrap)
+    console.print(f"published attribute update for {image_id}")
+
+
+@dlq_app.command("inspect")
+def dlq_inspect(
+    topic: Annotated[str, typer.Argument(help="Dead-letter topic, e.g. visearch.images.v1.dlq.")],
+    limit: Annotated[int, typer.Option(help="Show at most this many messages.")] = 20,
+    bootstrap: BootstrapOption = None,
+) -> None:
+    """Show dead letters with their reason, stage, original offset and error (reads without committing)."""
+    from visearch.shared.dlq import read_dead_letters
+
+    table = Table(title=topic, title_justify="left")
+    for col in ("partition:offset", "key", "reason", "stage", "from", "exception", "error"):
+        table.add_column(col)
+    for letter in read_dead_letters(_kafka_settings(bootstrap), topic, limit):
+        table.add_row(f"{letter.partition}:{letter.offset}", letter.key, letter.reason, letter.stage,
+                      f"{letter.source_topic}@{letter.source_partition}:{letter.source_offset}", letter.exception, letter.error[:80])
+    console.print(table)
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    topic: Annotated[str, typer.Argument(help="Dead-letter topic to replay.")],
+    reason: Annotated[Optional[list[str]], typer.Option(help="Only replay letters with this reason (repeatable).")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Examine at most this many letters.")] = None,
+    bootstrap: BootstrapOption = None,
+) -> None:
+    """Re-publish dead letters to the topic they came from (after a fix); progress is committed by the
+    consumer group visearch-dlq-replay, so each letter is replayed once."""
+    from visearch.shared.dlq import replay_dead_letters
+
+    replayed, skipped = replay_dead_letters(_kafka_settings(bootstrap), topic, reasons=reason, limit=limit)
+    console.print(f"replayed {replayed}, skipped {skipped} (other reasons)")
+
+
+@app.command()
+def health(
+    addresses: Annotated[list[str], typer.Argument(help="gRPC servers to check, host:port.")],
+    wait: Annotated[float, typer.Option(help="Wait up to this many seconds for SERVING.")] = 0.0,
+) -> None:
+    """Check grpc.health.v1 of each server; exit 1 unless all are SERVING (within --wait seconds)."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + wait
+    for address in addresses:
+        while True:
+            with grpc.insecure_channel(address) as channel:
+                try:
+                    status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2).status
+                except grpc.RpcError:
+                    status = health_pb2.HealthCheckResponse.UNKNOWN
+            if status == health_pb2.HealthCheckResponse.SERVING:
+                console.print(f"SERVING  {address}")
+                break
+            if time.monotonic() >= deadline:
+                console.print(f"[red]{health_pb2.HealthCheckResponse.ServingStatus.Name(status)}[/]  {address}")
+                raise typer.Exit(1)
+            time.sleep(0.5)
 
 
 @app.command()

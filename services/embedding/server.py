@@ -1,31 +1,45 @@
-"""``visearch serve embedding``: the embedding service as its own process (gRPC + /metrics)."""
+"""``visearch serve embedding``: the embedding service as its own process.
+
+Serves EmbeddingService over gRPC, and, when ``VISEARCH_KAFKA_BOOTSTRAP`` is set and the stage is
+in ``VISEARCH_PIPELINE_STAGES``, consumes its input topic as the pipeline's embedding stage.
+"""
 
 from __future__ import annotations
 
+import sys
+
 import grpc
 
-from visearch.shared.config import ConseSettings, ImageSettings, ModelSettings, ServiceSettings
+from visearch.shared.config import ConseSettings, ImageSettings, KafkaSettings, ModelSettings, PipelineSettings, ServiceSettings
 from visearch.shared.grpcutil import serve
 from visearch.shared.logging import configure_logging
 from visearch.shared.metrics import start_metrics_server
 from visearch.services.embedding.encoders import Embedder
-from visearch.services.embedding.service import SERVICE_NAME, EmbeddingService
+from visearch.services.embedding.service import SERVICE_NAME, EmbeddingService, EmbeddingStage
 from visearch.v1 import embedding_pb2_grpc
 
 
-def main(settings: ServiceSettings | None = None, **serve_kwargs) -> None:
-    """Load the models, then serve EmbeddingService until SIGTERM. Settings from VISEARCH_* variables."""
+def main(settings: ServiceSettings | None = None, **serve_kwargs) -> int:
+    """Load the models, then serve until SIGTERM. Settings from VISEARCH_* variables. Returns the exit code."""
     settings = settings or ServiceSettings()
     configure_logging("embedding", settings.log_level)
-    servicer = EmbeddingService(Embedder.from_cache(ModelSettings(), ConseSettings()), ImageSettings())
+    embedder = Embedder.from_cache(ModelSettings(), ConseSettings())
+    image_settings = ImageSettings()
+    servicer = EmbeddingService(embedder, image_settings)
+    kafka, pipeline = KafkaSettings(), PipelineSettings()
+    workers = ()
+    if kafka.bootstrap and "embedding" in pipeline.stage_list:
+        from visearch.shared.kafka import stage_worker_loop
+
+        workers = (stage_worker_loop(EmbeddingStage(embedder, image_settings), kafka, pipeline.stage_list),)
     start_metrics_server(settings.metrics_port, settings.grpc_host)
 
     def register(server: grpc.Server) -> list[str]:
         embedding_pb2_grpc.add_EmbeddingServiceServicer_to_server(servicer, server)
         return [SERVICE_NAME]
 
-    serve("embedding", register, settings, **serve_kwargs)
+    return serve("embedding", register, settings, workers=workers, **serve_kwargs)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -6,6 +6,8 @@ gRPC; otherwise the models are loaded in this process (embedded mode).
 
 from __future__ import annotations
 
+import sys
+
 import grpc
 
 from visearch.shared.config import ImageSettings, ServiceSettings, StoreSettings
@@ -27,8 +29,8 @@ def embedding_stub(address: str | None):
     return InProcessStub(EmbeddingService(Embedder.from_cache(), ImageSettings()))
 
 
-def main(settings: ServiceSettings | None = None, **serve_kwargs) -> None:
-    """Serve SearchService until SIGTERM. Settings from VISEARCH_* variables."""
+def main(settings: ServiceSettings | None = None, **serve_kwargs) -> int:
+    """Serve SearchService until SIGTERM. Settings from VISEARCH_* variables. Returns the exit code."""
     settings = settings or ServiceSettings()
     configure_logging("ranking", settings.log_level)
     store = MilvusStore(StoreSettings())
@@ -40,10 +42,10 @@ def main(settings: ServiceSettings | None = None, **serve_kwargs) -> None:
         return [SERVICE_NAME]
 
     try:
-        serve("ranking", register, settings, **serve_kwargs)
+        return serve("ranking", register, settings, **serve_kwargs)
     finally:
         store.close()
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

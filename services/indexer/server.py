@@ -1,0 +1,44 @@
+"""``visearch serve indexer``: the indexer stage as its own process (health-only gRPC, /metrics, worker).
+
+Consumes the last enrichment topic of the chain and writes to Milvus at ``VISEARCH_MILVUS_URI``;
+offsets are committed only after the Milvus write returned.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import grpc
+
+from visearch.shared.config import KafkaSettings, PipelineSettings, ServiceSettings, StoreSettings
+from visearch.shared.grpcutil import serve
+from visearch.shared.logging import configure_logging
+from visearch.shared.metrics import start_metrics_server
+from visearch.shared.store import MilvusStore
+from visearch.services.indexer.stage import IndexerStage
+
+
+def main(settings: ServiceSettings | None = None, **serve_kwargs) -> int:
+    """Connect to Milvus and Kafka, then index until SIGTERM. Returns the exit code.
+
+    Raises:
+        SystemExit: VISEARCH_KAFKA_BOOTSTRAP is not set (the indexer has nothing to consume).
+    """
+    settings = settings or ServiceSettings()
+    configure_logging("indexer", settings.log_level)
+    kafka, pipeline = KafkaSettings(), PipelineSettings()
+    if not kafka.bootstrap:
+        raise SystemExit("the indexer consumes Kafka: set VISEARCH_KAFKA_BOOTSTRAP (e.g. 127.0.0.1:9092)")
+    from visearch.shared.kafka import stage_worker_loop
+
+    store = MilvusStore(StoreSettings())
+    start_metrics_server(settings.metrics_port, settings.grpc_host)
+    try:
+        worker = stage_worker_loop(IndexerStage(store, settings.tenant), kafka, pipeline.stage_list)
+        return serve("indexer", lambda server: [], settings, workers=(worker,), **serve_kwargs)
+    finally:
+        store.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""Helpers for tests against the real local stack: Kafka and Milvus standalone started by the
+project's own scripts, and visearch services as processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+ROOT = Path(__file__).resolve().parents[2]
+KAFKA_BOOTSTRAP = "127.0.0.1:9092"
+MILVUS_URI = "http://127.0.0.1:19530"
+
+
+def script(component: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run deploy/<component>/<component>.sh with args (up, down, status)."""
+    return subprocess.run(["bash", str(ROOT / "deploy" / component / f"{component}.sh"), *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+class ScriptManaged:
+    """Starts a component with its script unless it already runs; stops it only if we started it."""
+
+    def __init__(self, component: str) -> None:
+        self.component = component
+        self.started = False
+
+    def up(self) -> None:
+        if script(self.component, "status").returncode != 0:
+            result = script(self.component, "up")
+            assert result.returncode == 0, f"{self.component} up failed:\n{result.stdout}\n{result.stderr}"
+            self.started = True
+
+    def down(self) -> None:
+        if self.started:
+            script(self.component, "down")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_serving(address: str, process: subprocess.Popen, timeout_s: float = 120.0) -> None:
+    """Wait until the gRPC server at ``address`` reports SERVING; fail if the process exits."""
+    deadline = time.monotonic() + timeout_s
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            assert process.poll() is None, f"server exited early with {process.returncode}"
+            try:
+                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.3)
+    raise TimeoutError(f"{address} not serving after {timeout_s} s")
+
+
+class ServiceProcess:
+    """``visearch serve <service>`` as a child process with its own ports and log file."""
+
+    def __init__(self, service: str, env: dict[str, str], log_dir: Path) -> None:
+        self.service = service
+        self.port, self.metrics_port = free_port(), free_port()
+        self.env = {**os.environ, **env, "VISEARCH_GRPC_PORT": str(self.port), "VISEARCH_METRICS_PORT": str(self.metrics_port)}
+        self.log_path = log_dir / f"{service}.log"
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> "ServiceProcess":
+        log = open(self.log_path, "ab")  # noqa: SIM115 (owned by the child)
+        self.process = subprocess.Popen([sys.executable, "-m", "visearch", "serve", self.service], env=self.env,
+                                        stdout=log, stderr=subprocess.STDOUT)
+        wait_serving(self.address, self.process)
+        return self
+
+    def kill9(self) -> None:
+        """SIGKILL: no drain, no commit (a crash)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> int | None:
+        """SIGTERM and wait; returns the exit code (SIGKILL after 60 s)."""
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            return None
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def wait_until(predicate, timeout_s: float, interval_s: float = 0.5, what: str = "condition"):
+    """Poll ``predicate`` until it returns a truthy value; return it, or raise TimeoutError."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise TimeoutError(f"{what} not reached in {timeout_s} s")
