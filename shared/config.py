@@ -53,6 +53,10 @@ class StoreSettings(BaseSettings):
     )
     token: str = Field("", description="Milvus auth token (user:password), empty for none.")
     collection_prefix: str = Field("visearch", description="Prefix of the collection names (<prefix>_image, <prefix>_joint).")
+    search_consistency: str = Field(
+        "Bounded", pattern="^(Strong|Bounded|Session|Eventually)$",
+        description="Milvus consistency level of searches (Bounded: may miss writes of the last seconds, faster); "
+                    "reads by id and counts are always Strong.")
 
 
 class ConseSettings(BaseSettings):

@@ -136,7 +136,15 @@ class MilvusStore:
         start = time.perf_counter()
         try:
             with self._lock:
-                return fn(*args, **kwargs)
+                try:
+                    return fn(*args, **kwargs)
+                except MilvusException as exc:
+                    # A restarted server may come back with the collection released: load it, retry once.
+                    if "not loaded" not in str(exc) or "collection_name" not in kwargs:
+                        raise
+                    log.warning("collection_reload", collection=kwargs["collection_name"])
+                    self._client.load_collection(kwargs["collection_name"])
+                    return fn(*args, **kwargs)
         except MilvusException as exc:
             raise DependencyUnavailableError(f"Milvus {operation} failed: {exc}") from exc
         finally:
@@ -181,7 +189,8 @@ class MilvusStore:
     def get(self, tenant: str, image_id: str, space: str = "image") -> dict | None:
         """The stored row (scalar fields and ``vector``) of one image, or None if it is not indexed."""
         rows = self._call("get", self._client.get, collection_name=self.collections[space],
-                          ids=[primary_key(tenant, image_id)], output_fields=[*OUTPUT_FIELDS, "vector"])
+                          ids=[primary_key(tenant, image_id)], output_fields=[*OUTPUT_FIELDS, "vector"],
+                          consistency_level="Strong")
         return dict(rows[0]) if rows else None
 
     def search(self, space: str, vector: np.ndarray, *, tenant: str, top_k: int = 10, offset: int = 0,
@@ -192,6 +201,7 @@ class MilvusStore:
             "search", self._client.search, collection_name=self.collections[space],
             data=[np.asarray(vector, dtype=np.float32).tolist()], filter=expr, limit=top_k,
             output_fields=OUTPUT_FIELDS, search_params={"metric_type": "COSINE", "offset": offset},
+            consistency_level=self.settings.search_consistency,
         )
         return [StoredHit(image_id=h["entity"]["image_id"], score=float(h["distance"]), fields=dict(h["entity"]))
                 for h in result[0]]
@@ -200,7 +210,7 @@ class MilvusStore:
         """Number of stored rows in ``space`` (optionally of one tenant)."""
         expr = f"tenant == {json.dumps(tenant)}" if tenant else ""
         res = self._call("count", self._client.query, collection_name=self.collections[space], filter=expr,
-                         output_fields=["count(*)"])
+                         output_fields=["count(*)"], consistency_level="Strong")
         return int(res[0]["count(*)"])
 
     def close(self) -> None:

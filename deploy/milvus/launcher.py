@@ -23,7 +23,9 @@ namespace (wildcard listeners, as upstream does).
 
 ``probe`` mode (``launcher.py probe --port P --health-port H``) is the readiness check used by milvus.sh:
 GET /healthz on the health port must say OK and a real API call (the REST ``/v1/vector/collections``
-served on the gRPC port) must answer with code 200.
+served on the gRPC port) must answer with code 200; with ``--wait-loaded`` no collection may still be in
+``LoadStateLoading`` (after a restart Milvus reloads the collections that were loaded, which takes a
+moment after /healthz is already OK).
 """
 
 from __future__ import annotations
@@ -43,12 +45,18 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from os.path import join
 
 LOOPBACK = "127.0.0.1"
 CLONE_NEWNET = 0x40000000
 CLONE_NEWUSER = 0x10000000
+CLONE_NEWNS = 0x00020000
+MS_BIND, MS_REC, MS_PRIVATE = 0x1000, 0x4000, 0x40000
+# Fixed paths of the Milvus 2.3 binary (MILVUS_RUN_DIR is not read by it): the run dir with the pid-file lock
+# (/run/milvus, or /tmp/milvus when that cannot be created) and /tmp/milvus for its server_id_<pid> files.
+FIXED_DIRS = ("/run/milvus", "/tmp/milvus")
 PR_SET_PDEATHSIG = 1
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 # Every Milvus role that has an "ip" setting: advertise loopback instead of "the first unicast address".
@@ -58,8 +66,11 @@ SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 # queryNode.gracefulStopTimeout: on SIGTERM Milvus 2.3 standalone stops its coordinators first, then the
 # query node waits (default 30 s, then more) for its loaded segments to be moved to another node, which
 # cannot happen on a single node; unflushed rows are safe in rocksmq either way (replayed at start).
+# common.gracefulStopTimeout: the stop sequence sometimes hangs for good (seen in QueryCoord's stop after a
+# drop_collection); upstream waits 1800 s before forcing the exit, we let Milvus force it after 10 s.
 # log.stdout: the rotated file logs/standalone-<node>.log already has everything.
-DEFAULT_SETTINGS = {"proxy.timeTickInterval": "50", "queryNode.gracefulStopTimeout": "2", "log.stdout": "false"}
+DEFAULT_SETTINGS = {"proxy.timeTickInterval": "50", "queryNode.gracefulStopTimeout": "2",
+                    "common.gracefulStopTimeout": "10", "log.stdout": "false"}
 ROLES = ("rootCoord", "proxy", "queryCoord", "queryNode", "indexCoord", "indexNode", "dataCoord", "dataNode")
 
 
@@ -72,6 +83,7 @@ def log(msg: str) -> None:
 def _libc():
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     libc.unshare.argtypes = [ctypes.c_int]
+    libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
     libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
     return libc
 
@@ -82,18 +94,42 @@ def _unshare(flags: int) -> None:
         raise OSError(err, f"unshare(0x{flags:x}): {os.strerror(err)}")
 
 
-def enter_private_netns() -> str:
-    """Move this (still single-threaded) process into a new network namespace and bring ``lo`` up.
+def _mount(src: str | None, dst: str, flags: int) -> None:
+    if _libc().mount(src.encode() if src else None, dst.encode(), None, flags, None) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount {src} on {dst}: {os.strerror(err)}")
 
-    As root: a plain network namespace. Otherwise: a user namespace (this uid mapped to root inside) plus a
-    network namespace, which unprivileged users may create on most kernels.
+
+def private_fixed_dirs(home: str) -> list[str]:
+    """In our own mount namespace, bind <home>/run over /run/milvus and <home>/tmp over /tmp/milvus, so this
+    instance's pid-file lock and server_id files are its own (a second instance, e.g. on other ports, does
+    not collide; a non-root user is not blocked by root-owned directories). Returns what was bound."""
+    _mount(None, "/", MS_REC | MS_PRIVATE)  # nothing we mount propagates back to the host
+    bound = []
+    for fixed in FIXED_DIRS:
+        mine = join(home, os.path.basename(os.path.dirname(fixed)))  # <home>/run, <home>/tmp
+        os.makedirs(mine, exist_ok=True)
+        try:
+            os.makedirs(fixed, exist_ok=True)
+            _mount(mine, fixed, MS_BIND)
+            bound.append(f"{fixed} -> {mine}")
+        except OSError as exc:  # e.g. non-root and /run not writable: Milvus falls back to /tmp/milvus
+            log(f"not binding {fixed}: {exc}")
+    return bound
+
+
+def enter_private_netns() -> str:
+    """Move this (still single-threaded) process into a new network + mount namespace; bring ``lo`` up.
+
+    As root: plain namespaces. Otherwise: a user namespace (this uid mapped to root inside) too, which
+    unprivileged users may create on most kernels.
     """
     if os.geteuid() == 0:
-        _unshare(CLONE_NEWNET)
+        _unshare(CLONE_NEWNET | CLONE_NEWNS)
         kind = "netns"
     else:
         uid, gid = os.geteuid(), os.getegid()
-        _unshare(CLONE_NEWUSER | CLONE_NEWNET)
+        _unshare(CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWNS)
         with open("/proc/self/setgroups", "w") as f:
             f.write("deny")
         with open("/proc/self/uid_map", "w") as f:
@@ -176,11 +212,27 @@ class Relay:
 
 
 # ------------------------------------------------------------------------------------------ config
+def _try_bind_port(port: int):
+    """``MilvusServerConfig.try_bind_port`` with SO_REUSEADDR (Milvus itself binds with it): a listening
+    socket on 127.0.0.1:port, or None when the port is taken."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((LOOPBACK, port))
+        sock.listen()
+        return sock
+    except (OSError, OverflowError, ValueError):
+        sock.close()
+        return None
+
+
 def prepare(home: str, grpc_port: int, health_port: int, netns: bool, extra: dict) -> tuple[str, dict]:
     """Write configs/milvus.yaml and extract bin/ with the package's API. Returns (executable, env)."""
     import milvus  # the package of the dedicated venv
 
     cfg = milvus.MilvusServerConfig(data_dir=home)  # data_dir: base for configs/, logs/, data/, bin/
+    cfg.try_bind_port = _try_bind_port  # the package's check lacks SO_REUSEADDR: a just-stopped server's
+    # TIME_WAIT connections would make it fail for the explicit proxy_port, or move the others to the next port
     cfg.update(proxy_port=grpc_port)  # explicit: resolve() fails if it cannot bind it
     # The other "*_port" items (etcd, coordinators, nodes) are resolved by the package from their defaults
     # to the first free port. In the private namespace every default is free.
@@ -291,7 +343,7 @@ def prepare_in_child(home: str, grpc_port: int, health_port: int, netns: bool, e
 # -------------------------------------------------------------------------------------------- main
 def run(args: argparse.Namespace) -> int:
     home = os.path.abspath(args.home)
-    for sub in ("logs", "data", "configs", "run"):
+    for sub in ("logs", "data", "configs", "run", "tmp"):
         os.makedirs(join(home, sub), exist_ok=True)
     if os.getpid() != os.getpgid(0):
         try:
@@ -308,6 +360,10 @@ def run(args: argparse.Namespace) -> int:
             listeners = public
             isolation = "netns"
             log(f"private network namespace ({kind}); relaying {LOOPBACK}:{args.port} and {LOOPBACK}:{args.health_port}")
+            try:
+                log("private " + ", ".join(private_fixed_dirs(home)))
+            except OSError as exc:
+                log(f"WARNING: no private /run/milvus, /tmp/milvus ({exc}); only one Milvus 2.3 per machine")
         except OSError as exc:
             for sock, _, _ in public:
                 sock.close()
@@ -324,9 +380,13 @@ def run(args: argparse.Namespace) -> int:
 
     state = {"pid": os.getpid(), "port": args.port, "health_port": args.health_port, "isolation": isolation,
              "uri": f"http://{LOOPBACK}:{args.port}", "started": time.time()}
-    with open(join(home, "milvus.run.json"), "w") as f:
-        json.dump(state, f)
+    def write_state() -> None:  # read by milvus.sh (status/down): the ports and PIDs of this instance
+        tmp = join(home, "milvus.run.json.tmp")
+        with open(tmp, "w") as f:
+            json.dump(state, f)
+        os.replace(tmp, join(home, "milvus.run.json"))
 
+    write_state()
     libc = _libc()
     parent = os.getpid()
 
@@ -344,6 +404,8 @@ def run(args: argparse.Namespace) -> int:
     proc = subprocess.Popen([exe, "run", "standalone"], cwd=home, env=env, stdin=subprocess.DEVNULL, stdout=out,
                             stderr=err, preexec_fn=child_setup)
     log(f"milvus pid {proc.pid} started (isolation={isolation})")
+    state["milvus_pid"] = proc.pid
+    write_state()
 
     stopping = {"at": None}
 
@@ -384,6 +446,13 @@ def probe(args: argparse.Namespace) -> int:
             reply = json.loads(r.read())
         if reply.get("code") != 200:
             raise RuntimeError(f"list collections: {reply}")
+        if args.wait_loaded:  # after a restart Milvus reloads the collections that were loaded: wait for that
+            for name in reply.get("data") or []:
+                url = f"http://{LOOPBACK}:{args.port}/v1/vector/collections/describe?collectionName={urllib.parse.quote(name)}"
+                with urllib.request.urlopen(url, timeout=args.timeout) as r:
+                    state = (json.loads(r.read()).get("data") or {}).get("load", "")
+                if state == "LoadStateLoading":
+                    raise RuntimeError(f"collection {name} is still loading")
     except (OSError, ValueError, RuntimeError, urllib.error.URLError) as exc:
         print(f"not ready: {exc}", file=sys.stderr)
         return 1
@@ -408,6 +477,8 @@ def main() -> int:
     parser.add_argument("--set", dest="extra", type=_extra, action="append", default=[],
                         help="extra milvus.yaml setting, e.g. --set queryNode.gracefulTime=0 (repeatable)")
     parser.add_argument("--timeout", type=float, default=3.0, help="probe: per-request timeout (s)")
+    parser.add_argument("--wait-loaded", action="store_true",
+                        help="probe: also require that no collection is still being (re)loaded")
     args = parser.parse_args()
     return probe(args) if args.mode == "probe" else run(args)
 

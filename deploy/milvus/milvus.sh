@@ -28,6 +28,7 @@ PORT="${VISEARCH_MILVUS_PORT:-19530}"
 HEALTH_PORT="${VISEARCH_MILVUS_HEALTH_PORT:-9091}"
 START_TIMEOUT="${VISEARCH_MILVUS_START_TIMEOUT:-120}"
 STOP_TIMEOUT="${VISEARCH_MILVUS_STOP_TIMEOUT:-30}"
+WAIT_LOADED="${VISEARCH_MILVUS_WAIT_LOADED:-1}"
 PYTHON="${VISEARCH_MILVUS_PYTHON:-python3}"
 
 say() { echo "milvus: $*"; }
@@ -46,6 +47,17 @@ load_run_state() {
 }
 
 uri() { echo "http://127.0.0.1:$PORT"; }
+
+# The Milvus server PID recorded by the launcher, if that process is alive and is this home's binary. It can
+# outlive its launcher briefly (SIGKILLed launcher: the server gets SIGTERM and stops within ~10 s).
+server_pid() {
+  [[ -f "$RUN_FILE" ]] || return 1
+  local pid
+  pid="$(sed -n 's/.*"milvus_pid": \([0-9]*\).*/\1/p' "$RUN_FILE")"
+  [[ -n "$pid" && -r "/proc/$pid/cmdline" ]] || return 1
+  tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -qF "$HOME_DIR/bin/milvus" || return 1
+  echo "$pid"
+}
 
 # The recorded PID, if that process is alive and is really our launcher (guards against PID reuse).
 launcher_pid() {
@@ -84,7 +96,7 @@ family_pids() {
 
 alive_among() { local p; for p in "$@"; do [[ -d "/proc/$p" ]] && echo "$p"; done; return 0; }
 
-probe() { "$VENV/bin/python" "$LAUNCHER" probe --port "$PORT" --health-port "$HEALTH_PORT" 2>/dev/null; }
+probe() { "$VENV/bin/python" "$LAUNCHER" probe --port "$PORT" --health-port "$HEALTH_PORT" "$@" 2>/dev/null; }
 
 venv_ok() {
   [[ -x "$VENV/bin/python" ]] &&
@@ -100,24 +112,38 @@ ensure_venv() {
   venv_ok || die "milvus==$MILVUS_VERSION did not install into $VENV"
 }
 
+# Last lines of the launcher log and of Milvus' stderr (both: current run only) and of Milvus' own log
+# (the newest standalone-<node>.log); long lines cut. $2: an epoch; logs not written since are skipped.
 show_logs() {
-  local n="${1:-60}" f
-  local -a files=("$LAUNCHER_LOG")
+  local n="${1:-60}" since="${2:-0}" f
+  since_run() {  # the part of $1 after its last line matching $2
+    awk -v pat="$2" '$0 ~ pat {buf = ""} {buf = buf $0 "\n"} END {printf "%s", buf}' "$1" | tail -n "$n" | cut -c1-400
+  }
+  fresh() { [[ -f "$1" ]] && (( $(stat -c %Y "$1") >= since )); }
+  if fresh "$LAUNCHER_LOG"; then
+    echo "----- $LAUNCHER_LOG (last run)"
+    since_run "$LAUNCHER_LOG" '^===== .* milvus.sh up$'
+  fi
   f="$(ls -t "$LOG_DIR"/standalone-*.log 2>/dev/null | head -n 1 || true)"
-  [[ -n "$f" ]] && files+=("$f")
-  files+=("$LOG_DIR/milvus-stderr.log")
-  for f in "${files[@]}"; do
-    [[ -f "$f" ]] || continue
+  if [[ -n "$f" ]] && fresh "$f"; then
     echo "----- $f (last $n lines)"
-    tail -n "$n" "$f"
-  done
+    tail -n "$n" "$f" | cut -c1-400
+  fi
+  if fresh "$LOG_DIR/milvus-stderr.log"; then
+    echo "----- $LOG_DIR/milvus-stderr.log (last run)"
+    since_run "$LOG_DIR/milvus-stderr.log" '^===== .* launcher [0-9]+ starting'
+  fi
 }
 
 cmd_status() {
   load_run_state
   local pid
   if ! pid="$(launcher_pid)"; then
-    say "not running ($(uri))"
+    if pid="$(server_pid)"; then
+      say "not running ($(uri)); its server pid $pid is still shutting down"
+    else
+      say "not running ($(uri))"
+    fi
     return 3
   fi
   if probe; then
@@ -131,7 +157,7 @@ cmd_status() {
 wait_ready() {
   local pid="$1" deadline=$((SECONDS + START_TIMEOUT))
   while ((SECONDS < deadline)); do
-    if probe; then return 0; fi
+    if probe $( ((WAIT_LOADED)) && echo --wait-loaded ); then return 0; fi
     [[ -d "/proc/$pid" ]] || { echo "milvus: the launcher (pid $pid) exited" >&2; return 1; }
     sleep 1
   done
@@ -140,15 +166,17 @@ wait_ready() {
 }
 
 cmd_up() {
-  local pid t0=$SECONDS
+  local pid t0=$SECONDS started
+  started="$(date +%s)"
   if pid="$(launcher_pid)"; then
     load_run_state
     if probe; then say "already running: pid $pid, $(uri)"; echo "$(uri)"; return 0; fi
     say "pid $pid is running but not ready yet; waiting up to ${START_TIMEOUT}s"
     if wait_ready "$pid"; then say "ready: $(uri)"; echo "$(uri)"; return 0; fi
-    show_logs 40 >&2
+    show_logs 30 >&2
     return 1
   fi
+  if server_pid > /dev/null; then cmd_down; fi  # a leftover server still owns the data dir: stop it first
   rm -f "$PID_FILE" "$RUN_FILE"
   ensure_venv
   mkdir -p "$LOG_DIR" "$HOME_DIR/data"
@@ -164,7 +192,7 @@ cmd_up() {
     echo "$(uri)"
     return 0
   fi
-  show_logs 40 >&2
+  show_logs 30 "$started" >&2
   [[ -d "/proc/$pid" ]] && { say "stopping the failed start" >&2; cmd_down >&2 || true; }
   return 1
 }
@@ -193,6 +221,13 @@ cmd_down() {
       kill -KILL $left 2>/dev/null || true
       sleep 0.5
     fi
+    say "stopped"
+  elif pid="$(server_pid)"; then
+    say "launcher gone, stopping its leftover Milvus server pid $pid"
+    kill -TERM "$pid" 2>/dev/null || true
+    local deadline=$((SECONDS + STOP_TIMEOUT))
+    while ((SECONDS < deadline)) && [[ -d "/proc/$pid" ]]; do sleep 0.5; done
+    if [[ -d "/proc/$pid" ]]; then say "SIGKILL $pid"; kill -KILL "$pid" 2>/dev/null || true; sleep 0.5; fi
     say "stopped"
   else
     say "not running"
