@@ -2,6 +2,7 @@
 # Local Milvus standalone server (Milvus 2.3, from the `milvus` PyPI package) for visearch.
 #
 #   deploy/milvus/milvus.sh up               start in the background, wait until ready, print the URI
+#                                            (the URI alone on stdout, progress on stderr)
 #   deploy/milvus/milvus.sh down [--purge]   stop it (--purge: also delete its data)
 #   deploy/milvus/milvus.sh status           exit 0 running and ready, 3 not running, 4 running but not answering
 #   deploy/milvus/milvus.sh logs [-f] [N]    last N (default 60) lines of the logs; -f follows them
@@ -31,7 +32,7 @@ STOP_TIMEOUT="${VISEARCH_MILVUS_STOP_TIMEOUT:-30}"
 WAIT_LOADED="${VISEARCH_MILVUS_WAIT_LOADED:-1}"
 PYTHON="${VISEARCH_MILVUS_PYTHON:-python3}"
 
-say() { echo "milvus: $*"; }
+say() { echo "milvus: $*" >&2; }
 die() { echo "milvus: $*" >&2; exit 1; }
 
 # The ports of the instance that is running, when there is one (they may differ from the environment's).
@@ -140,17 +141,19 @@ cmd_status() {
   local pid
   if ! pid="$(launcher_pid)"; then
     if pid="$(server_pid)"; then
-      say "not running ($(uri)); its server pid $pid is still shutting down"
+      echo "milvus: not running ($(uri)); its server pid $pid is still shutting down"
     else
-      say "not running ($(uri))"
+      echo "milvus: not running ($(uri))"
     fi
     return 3
   fi
+  local isolation
+  isolation="$(sed -n 's/.*"isolation": "\([a-z]*\)".*/\1/p' "$RUN_FILE" 2>/dev/null || true)"
   if probe; then
-    say "running, ready: pid $pid, $(uri)"
+    echo "milvus: running, ready: pid $pid, $(uri) (isolation: ${isolation:-?})"
     return 0
   fi
-  say "running but not answering (starting?): pid $pid, $(uri)"
+  echo "milvus: running but not answering (starting?): pid $pid, $(uri)"
   return 4
 }
 
@@ -253,7 +256,7 @@ cmd_logs() {
   show_logs "$n"
 }
 
-usage() { sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 case "${1:-}" in
   up) shift; cmd_up "$@" ;;
