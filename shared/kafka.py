@@ -208,7 +208,7 @@ def stage_worker_loop(stage, settings: KafkaSettings, stages: list[str]):
 
     def run(stop: threading.Event) -> None:
         connect = Retrying(retry=retry_if_exception_type((DependencyUnavailableError, KafkaError)),
-                           wait=wait_exponential_jitter(initial=settings.retry_initial_s, max=settings.retry_max_s),
+                           wait=wait_exponential_jitter(multiplier=settings.retry_initial_s, max=settings.retry_max_s),
                            stop=lambda _s: stop.is_set(), sleep=stop.wait, reraise=True)
         transport = connect(KafkaTransport, settings, f"visearch-{stage.name}")
         worker = StageWorker(stage, transport, topics.input, topics.output, batch_size=settings.max_poll_records,

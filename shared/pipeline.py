@@ -241,7 +241,7 @@ class StageWorker:
         propagate: the process should stop and be looked at.
         """
         retrying = Retrying(
-            retry=retry_if_exception(_is_transient), wait=wait_exponential_jitter(initial=retry_initial_s, max=retry_max_s),
+            retry=retry_if_exception(_is_transient), wait=wait_exponential_jitter(multiplier=retry_initial_s, max=retry_max_s),
             stop=lambda _state: stop.is_set(), sleep=stop.wait, before_sleep=self._before_retry, reraise=True,
         )
         while not stop.is_set():

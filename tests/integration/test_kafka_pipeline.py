@@ -112,8 +112,9 @@ def total_lag(settings: KafkaSettings) -> int:
 def test_500_events_become_searchable_and_lag_returns_to_zero(services, kafka_settings, store):
     """500 published events: all indexed, every stage's output present, lag back to zero."""
     tenant = "bulk"
+    events = fashion_events(tenant, 500)
     start = time.perf_counter()
-    publish(kafka_settings, fashion_events(tenant, 500))
+    publish(kafka_settings, events)
     wait_until(lambda: store.count(tenant=tenant) >= 500, 600, what="500 indexed")
     elapsed = time.perf_counter() - start
     print(f"500 events end to end in {elapsed:.1f} s = {500 / elapsed:.1f} events/s")
@@ -121,10 +122,12 @@ def test_500_events_become_searchable_and_lag_returns_to_zero(services, kafka_se
     embedded_topic = stage_topics(STAGES, PREFIX)["embedding"].output
     assert topic_size(kafka_settings, embedded_topic) >= 500
     wait_until(lambda: total_lag(kafka_settings) == 0, 60, what="lag 0")
-    row = store.get(tenant, "fmnist-train-00007")
-    assert row is not None and row["category"] == "sneaker" and len(row["vector"]) == 1280
+    sample = events[7]
+    row = store.get(tenant, sample.image_id)
+    assert row["category"] == sample.product.category and row["title"] == sample.product.title
+    assert len(row["vector"]) == 1280
     hits = store.search("image", np.asarray(row["vector"]), tenant=tenant, top_k=1)
-    assert hits[0].image_id == "fmnist-train-00007"
+    assert hits[0].image_id == sample.image_id
 
 
 def test_delete_attribute_update_and_redelivery(services, kafka_settings, store):
