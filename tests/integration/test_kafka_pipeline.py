@@ -227,3 +227,24 @@ def test_broker_restart_mid_stream(services, kafka_settings, store):
     print(f"broker restarted; all 300 indexed {time.perf_counter() - start:.1f} s after it came back")
     assert store.count(tenant=tenant) == 300
     assert all(p.process.poll() is None for p in services.values())
+
+
+def test_dlq_replay_after_the_cause_is_fixed(services, kafka_settings, store):
+    """An attribute update for a not-yet-indexed image is dead-lettered; once the image exists,
+    `dlq replay --reason not_indexed` applies it."""
+    from visearch.shared.dlq import replay_dead_letters
+
+    tenant = "replay"
+    event = fashion_events(tenant, 1, offset=5000)[0]
+    update = events_pb2.ImageEvent(image_id=event.image_id, kind=Kind.KIND_ATTRIBUTE_UPDATE, tenant=tenant,
+                                   product=events_pb2.Product(in_stock=False, price=1.25))
+    publish(kafka_settings, [update])
+    indexer_dlq = dlq_topic(stage_topics(STAGES, PREFIX)["indexer"].input)
+    wait_until(lambda: any(l.key == event.image_id for l in read_dead_letters(kafka_settings, indexer_dlq, 100)), 120,
+               what="dead letter not_indexed")
+    publish(kafka_settings, [event])
+    wait_until(lambda: store.get(tenant, event.image_id), 120, what="indexed")
+    replayed, _ = replay_dead_letters(kafka_settings, indexer_dlq, reasons=["not_indexed"])
+    assert replayed >= 1
+    row = wait_until(lambda: (r := store.get(tenant, event.image_id)) and r["price"] == 1.25 and r, 120, what="replayed update")
+    assert row["in_stock"] is False
