@@ -61,6 +61,8 @@ def read_uri(uri: str, settings: ImageSettings | None = None) -> bytes:
 def decode_image(data: bytes, settings: ImageSettings | None = None) -> Image.Image:
     """Decode encoded image bytes to an RGB ``PIL.Image`` (EXIF orientation applied, alpha over white).
 
+    The result's ``format`` attribute keeps the encoded format (``JPEG``, ``PNG``, ``WEBP``...).
+
     Any format Pillow reads (JPEG, PNG, WebP, GIF first frame, BMP, TIFF...). CMYK, palette, grey,
     16-bit and alpha images are converted to 8-bit RGB.
 
@@ -81,6 +83,7 @@ def decode_image(data: bytes, settings: ImageSettings | None = None) -> Image.Im
         raise InvalidImageError("bytes are not a recognised image format", reason="undecodable_image") from exc
     except (OSError, ValueError, SyntaxError) as exc:
         raise InvalidImageError(f"image header is corrupt: {exc}", reason="undecodable_image") from exc
+    encoded_format = img.format or ""
     width, height = img.size
     if width <= 0 or height <= 0:
         raise InvalidImageError(f"image has no pixels ({width}x{height})", reason="undecodable_image")
@@ -98,7 +101,9 @@ def decode_image(data: bytes, settings: ImageSettings | None = None) -> Image.Im
         raise InvalidImageError(f"image data is truncated or corrupt: {exc}", reason="truncated_image") from exc
     except (ValueError, SyntaxError, EOFError) as exc:
         raise InvalidImageError(f"image data is corrupt: {exc}", reason="undecodable_image") from exc
-    return _to_rgb(img)
+    rgb = _to_rgb(img)
+    rgb.format = encoded_format
+    return rgb
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

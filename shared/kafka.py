@@ -38,7 +38,6 @@ class KafkaTransport:
         self.client_id = client_id
         self._consumers: dict[tuple[str, str], KafkaConsumer] = {}
         self._pending = []
-        self._lock = threading.Lock()
         try:
             self._producer = KafkaProducer(
                 bootstrap_servers=settings.bootstrap, client_id=client_id, acks="all", linger_ms=5,

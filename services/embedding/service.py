@@ -95,7 +95,7 @@ class EmbeddingStage(Stage):
                 results[i] = self.fail(doc, exc)
                 continue
             doc.info.CopyFrom(events_pb2.ImageInfo(
-                width=image.width, height=image.height, format=_format_of(data), sha256=hashlib.sha256(data).hexdigest(),
+                width=image.width, height=image.height, format=image.format or "", sha256=hashlib.sha256(data).hexdigest(),
                 size_bytes=len(data)))
             pending.append(i)
             images.append(image)
@@ -117,11 +117,3 @@ class EmbeddingStage(Stage):
             doc.stages.add(stage=self.name, duration_ms=elapsed_ms / max(len(documents), 1), finished_at=finished)
         return results
 
-
-def _format_of(data: bytes) -> str:
-    from io import BytesIO
-
-    from PIL import Image
-
-    with Image.open(BytesIO(data)) as img:
-        return img.format or ""

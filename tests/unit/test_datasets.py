@@ -14,7 +14,6 @@ from PIL import Image
 
 from visearch.shared.datasets import (
     FASHION_MNIST_CLASSES,
-    FASHION_MNIST_DIR,
     CatalogueItem,
     fashion_mnist,
     folder_catalogue,
@@ -193,7 +192,6 @@ def test_fashion_mnist_rejects_non_byte_idx(tmp_path):
         next(fashion_mnist(root=tmp_path))
 
 
-@pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(), reason="Debian dataset-fashion-mnist is not installed")
 def test_real_fashion_mnist_files():
     """The installed dataset: first ids, valid categories, 28x28 PNGs, and exactly 60,000 train items."""
     items = list(fashion_mnist(limit=3))
