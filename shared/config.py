@@ -29,6 +29,8 @@ class ModelSettings(BaseSettings):
     intra_op_threads: int = Field(0, ge=0, description="onnxruntime intra-op threads; 0 lets onnxruntime choose.")
     image_batch_size: int = Field(16, ge=1, le=256, description="Images per inference call of the image model.")
     text_batch_size: int = Field(64, ge=1, le=1024, description="Texts per inference call of the text encoder.")
+    triton_url: str = Field("", description="Triton gRPC address (host:port); empty runs the models in-process with onnxruntime.")
+    triton_timeout_s: float = Field(30.0, gt=0, description="Deadline of each Triton inference call, seconds.")
 
 
 class ImageSettings(BaseSettings):

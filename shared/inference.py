@@ -60,3 +60,88 @@ class OnnxRunner:
         INFERENCE_SECONDS.labels(model=self.model_name, runner="onnxruntime").observe(time.perf_counter() - start)
         INFERENCE_BATCH_SIZE.labels(model=self.model_name).observe(batch)
         return dict(zip(outputs, results))
+
+
+_NP_TO_TRITON = {np.dtype(np.float32): "FP32", np.dtype(np.int64): "INT64", np.dtype(np.int32): "INT32"}
+
+
+class TritonRunner:
+    """A model served by Triton, over tritonclient's gRPC client.
+
+    At start-up it checks that the server and the model version are ready and that the model was
+    built from ``recipe_key`` (the ``recipe`` parameter of its config.pbtxt), and reads the model's
+    ``max_batch_size``: ``infer`` splits larger batches into chunks of that size. Each call has a
+    deadline; UNAVAILABLE (server down or restarting) is retried with exponential backoff and jitter.
+
+    Raises:
+        DependencyUnavailableError: Triton unreachable, the model not ready, or retries exhausted.
+        InvalidEventError: (reason ``model_input_mismatch``) a name, shape or dtype the model rejects.
+        ModelNotBuiltError: the served model comes from a different recipe than this client expects.
+    """
+
+    def __init__(self, url: str, model_name: str, recipe_key: str | None = None, version: str = "1",
+                 timeout_s: float = 30.0, retries: int = 5) -> None:
+        import tritonclient.grpc as triton
+        from tritonclient.utils import InferenceServerException
+
+        from visearch.shared.errors import DependencyUnavailableError, ModelNotBuiltError
+
+        self._triton, self._error = triton, InferenceServerException
+        self.model_name, self.version, self.url = model_name, version, url
+        self.timeout_s, self.retries = timeout_s, retries
+        self._client = triton.InferenceServerClient(url=url)
+        try:
+            if not self._client.is_server_ready(client_timeout=timeout_s):
+                raise DependencyUnavailableError(f"Triton at {url} is not ready")
+            if not self._client.is_model_ready(model_name, version, client_timeout=timeout_s):
+                raise DependencyUnavailableError(f"model {model_name} version {version} is not ready on Triton at {url}")
+            config = self._client.get_model_config(model_name, version, as_json=True, client_timeout=timeout_s)["config"]
+        except InferenceServerException as exc:
+            raise DependencyUnavailableError(f"Triton at {url}: {exc.message()}") from exc
+        served_recipe = config.get("parameters", {}).get("recipe", {}).get("string_value")
+        if recipe_key and served_recipe != recipe_key:
+            raise ModelNotBuiltError(f"Triton serves {model_name} from recipe {served_recipe}, this client expects "
+                                     f"{recipe_key}: rebuild the repository (visearch models build --triton)")
+        self.max_batch_size = int(config.get("max_batch_size", 0)) or 1
+
+    def infer(self, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:  # noqa: D102
+        batch = next(iter(inputs.values())).shape[0]
+        parts = [self._infer_chunk({k: v[s : s + self.max_batch_size] for k, v in inputs.items()}, outputs)
+                 for s in range(0, batch, self.max_batch_size)]
+        return {name: np.concatenate([p[name] for p in parts]) for name in outputs}
+
+    def _infer_chunk(self, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
+        from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+        from visearch.shared.errors import DependencyUnavailableError
+
+        infer_inputs = []
+        for name, array in inputs.items():
+            array = np.ascontiguousarray(array)
+            if array.dtype not in _NP_TO_TRITON:
+                raise InvalidEventError(f"{self.model_name}: unsupported dtype {array.dtype} for {name!r}",
+                                        reason="model_input_mismatch")
+            tensor = self._triton.InferInput(name, list(array.shape), _NP_TO_TRITON[array.dtype])
+            tensor.set_data_from_numpy(array)
+            infer_inputs.append(tensor)
+        requested = [self._triton.InferRequestedOutput(name) for name in outputs]
+
+        def call():
+            return self._client.infer(self.model_name, infer_inputs, model_version=self.version, outputs=requested,
+                                      client_timeout=self.timeout_s)
+
+        def unavailable(exc: BaseException) -> bool:
+            return isinstance(exc, self._error) and "UNAVAILABLE" in str(exc.status())
+
+        start = time.perf_counter()
+        try:
+            result = Retrying(retry=retry_if_exception(unavailable), stop=stop_after_attempt(self.retries),
+                              wait=wait_exponential_jitter(multiplier=0.2, max=5.0), reraise=True)(call)
+        except self._error as exc:
+            status = str(exc.status())
+            if "INVALID_ARG" in status:
+                raise InvalidEventError(f"{self.model_name}: {exc.message()}", reason="model_input_mismatch") from exc
+            raise DependencyUnavailableError(f"Triton {self.model_name}: {status}: {exc.message()}") from exc
+        INFERENCE_SECONDS.labels(model=self.model_name, runner="triton").observe(time.perf_counter() - start)
+        INFERENCE_BATCH_SIZE.labels(model=self.model_name).observe(next(iter(inputs.values())).shape[0])
+        return {name: result.as_numpy(name) for name in outputs}

@@ -79,16 +79,30 @@ def main(log_level: Annotated[str, typer.Option(help="Log level for JSON logs on
 def models_build(
     only: Annotated[Optional[list[str]], typer.Option("--only", help="Build only this model (repeatable).")] = None,
     force: Annotated[bool, typer.Option(help="Rebuild even when the cache has this recipe.")] = False,
+    triton: Annotated[Optional[Path], typer.Option(help="Also write a Triton model repository into this folder.")] = None,
+    flavour: Annotated[str, typer.Option(help="Triton repository flavour: local (python backend, CPU) or production (onnxruntime backend, GPU).")] = "local",
 ) -> None:
-    """Export the models to ONNX in the model cache and verify them against the source framework."""
-    try:
-        from visearch.shared.models.build import build_models
-    except ImportError as exc:  # torch missing
-        raise typer.BadParameter(f"{exc}: install the build extra: pip install -e '.[build,data]'") from exc
+    """Export the models to ONNX in the model cache, verify them against the source framework, and
+    optionally write a Triton model repository."""
     cache = ModelSettings().cache_dir
-    for name, path in build_models(cache, only, force).items():
-        meta = json.loads((path / "meta.json").read_text())
-        console.print(f"[green]ok[/] {name} -> {path}  parity: {meta.get('parity')}")
+    from visearch.shared.models.registry import ALL_MODELS
+
+    missing = [s.name for s in ALL_MODELS if not (s.directory(cache) / "meta.json").is_file()]
+    if missing or force or only:
+        try:
+            from visearch.shared.models.build import build_models
+        except ImportError as exc:  # torch missing
+            raise typer.BadParameter(f"{exc}: install the build extra: pip install -e '.[build,data]'") from exc
+        for name, path in build_models(cache, only, force).items():
+            meta = json.loads((path / "meta.json").read_text())
+            console.print(f"[green]ok[/] {name} -> {path}  parity: {meta.get('parity')}")
+    else:
+        console.print(f"models up to date in {cache}")
+    if triton is not None:
+        from visearch.shared.models.triton_repository import write_repository
+
+        for folder in write_repository(cache, triton, flavour):
+            console.print(f"[green]ok[/] triton ({flavour}) {folder}")
 
 
 @models_app.command("list")
