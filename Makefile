@@ -10,12 +10,13 @@ PROTOS := $(wildcard protos/visearch/v1/*.proto)
 PYTEST_ARGS ?=
 
 .PHONY: help setup system-packages models proto proto-check demo test test-unit clean \
-        kafka-up kafka-down milvus-up milvus-down up down status
+        kafka-up kafka-down milvus-up milvus-down triton-up triton-down up down status
 
 # The local stack (make up): real Kafka and Milvus standalone on 127.0.0.1, services under supervisord.
 VAR := $(CURDIR)/var
 STACK_ENV := VISEARCH_ROOT=$(CURDIR) VISEARCH_VAR=$(VAR) VISEARCH_KAFKA_BOOTSTRAP=127.0.0.1:9092 \
-	VISEARCH_MILVUS_URI=http://127.0.0.1:19530
+	VISEARCH_MILVUS_URI=http://127.0.0.1:19530 VISEARCH_MODEL_TRITON_URL=127.0.0.1:8001
+TRITON_REPOSITORY := $(VAR)/triton/models
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -68,7 +69,14 @@ milvus-up:  ## start Milvus standalone (PyPI milvus 2.3) on 127.0.0.1:19530, dat
 milvus-down:  ## stop Milvus standalone
 	bash deploy/milvus/milvus.sh down
 
-up: models kafka-up milvus-up  ## the local stack: Kafka, Milvus, topics, and every service under supervisord
+triton-up: models  ## write the local Triton model repository and start Triton (gRPC 127.0.0.1:8001)
+	$(BIN)/visearch models build --triton $(TRITON_REPOSITORY) --flavour local
+	bash deploy/triton/triton.sh up $(TRITON_REPOSITORY)
+
+triton-down:  ## stop Triton
+	bash deploy/triton/triton.sh down
+
+up: models kafka-up milvus-up triton-up  ## the local stack: Kafka, Milvus, topics, and every service under supervisord
 	mkdir -p $(VAR)/log
 	$(STACK_ENV) $(BIN)/visearch topics create
 	@if [ -S $(VAR)/supervisor.sock ] && $(STACK_ENV) $(BIN)/supervisorctl -c deploy/local/supervisord.conf status >/dev/null 2>&1; then \
@@ -81,9 +89,11 @@ status:  ## state of the local stack
 	-@$(STACK_ENV) $(BIN)/supervisorctl -c deploy/local/supervisord.conf status
 	-@bash deploy/kafka/kafka.sh status
 	-@bash deploy/milvus/milvus.sh status
+	-@bash deploy/triton/triton.sh status
 
 down:  ## stop the services, Milvus and Kafka (data kept in var/)
 	-@if [ -S $(VAR)/supervisor.sock ]; then $(STACK_ENV) $(BIN)/supervisorctl -c deploy/local/supervisord.conf shutdown; fi
+	bash deploy/triton/triton.sh down
 	bash deploy/milvus/milvus.sh down
 	bash deploy/kafka/kafka.sh down
 

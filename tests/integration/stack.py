@@ -28,13 +28,14 @@ def script(component: str, *args: str, timeout: float = 600) -> subprocess.Compl
 class ScriptManaged:
     """Starts a component with its script unless it already runs; stops it only if we started it."""
 
-    def __init__(self, component: str) -> None:
+    def __init__(self, component: str, up_args: tuple[str, ...] = ()) -> None:
         self.component = component
+        self.up_args = up_args
         self.started = False
 
     def up(self) -> None:
         if script(self.component, "status").returncode != 0:
-            result = script(self.component, "up")
+            result = script(self.component, "up", *self.up_args)
             assert result.returncode == 0, f"{self.component} up failed:\n{result.stdout}\n{result.stderr}"
             self.started = True
 
