@@ -7,11 +7,8 @@ Milvus Lite database that `visearch ingest` wrote in another process.
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 
 import grpc
@@ -19,68 +16,28 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from tests.integration.stack import ServiceProcess
 from visearch.v1 import common_pb2, embedding_pb2, embedding_pb2_grpc, search_pb2, search_pb2_grpc
 
 pytestmark = [pytest.mark.models, pytest.mark.milvus_lite]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_serving(address: str, process: subprocess.Popen, timeout_s: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            assert process.poll() is None, f"server exited early with {process.returncode}"
-            try:
-                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                time.sleep(0.3)
-    raise TimeoutError(f"{address} not serving after {timeout_s} s")
-
-
-def start(service: str, env: dict[str, str], log_path) -> subprocess.Popen:
-    log = open(log_path, "wb")  # noqa: SIM115 (closed with the process)
-    return subprocess.Popen([sys.executable, "-m", "visearch", "serve", service], env=env, stdout=log, stderr=subprocess.STDOUT)
-
-
-def stop(process: subprocess.Popen) -> int:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    return process.returncode
 
 
 @pytest.fixture(scope="module")
 def services(built_models, tmp_path_factory):
     """Ingest the photos with the CLI, then start embedding and ranking servers; SIGTERM them after."""
     tmp = tmp_path_factory.mktemp("grpc")
-    db = str(tmp / "index.db")
-    base = {**os.environ, "VISEARCH_MILVUS_URI": db, "VISEARCH_TENANT": "default"}
+    env = {"VISEARCH_MILVUS_URI": str(tmp / "index.db"), "VISEARCH_TENANT": "default"}
     subprocess.run([sys.executable, "-m", "visearch", "ingest", "--dataset", "photos", "--no-progress"],
-                   env=base, check=True, capture_output=True, timeout=300)
-    ports = {name: (free_port(), free_port()) for name in ("embedding", "ranking")}
-    emb_env = {**base, "VISEARCH_GRPC_PORT": str(ports["embedding"][0]), "VISEARCH_METRICS_PORT": str(ports["embedding"][1])}
-    embedding = start("embedding", emb_env, tmp / "embedding.log")
-    ranking = None
+                   env={**os.environ, **env}, check=True, capture_output=True, timeout=300)
+    embedding = ServiceProcess("embedding", env, tmp)
+    ranking = ServiceProcess("ranking", {**env, "VISEARCH_EMBEDDING_ADDR": embedding.address}, tmp)
     try:
-        wait_serving(f"127.0.0.1:{ports['embedding'][0]}", embedding)
-        rank_env = {**base, "VISEARCH_GRPC_PORT": str(ports["ranking"][0]), "VISEARCH_METRICS_PORT": str(ports["ranking"][1]),
-                    "VISEARCH_EMBEDDING_ADDR": f"127.0.0.1:{ports['embedding'][0]}"}
-        ranking = start("ranking", rank_env, tmp / "ranking.log")
-        wait_serving(f"127.0.0.1:{ports['ranking'][0]}", ranking)
-        yield {"ports": ports, "processes": {"embedding": embedding, "ranking": ranking}}
+        embedding.start()
+        ranking.start()
+        yield {"ports": {p.service: (p.port, p.metrics_port) for p in (embedding, ranking)},
+               "processes": {"embedding": embedding.process, "ranking": ranking.process}}
     finally:
-        codes = {"embedding": stop(embedding), "ranking": stop(ranking) if ranking else None}
+        codes = {"embedding": embedding.stop(), "ranking": ranking.stop()}
     # Graceful shutdown: SIGTERM drains and exits 0.
     assert codes == {"embedding": 0, "ranking": 0}
 
