@@ -9,7 +9,7 @@ export VISEARCH_MODEL_CACHE_DIR ?= $(HOME)/.cache/visearch/models
 PROTOS := $(wildcard protos/visearch/v1/*.proto)
 PYTEST_ARGS ?=
 
-.PHONY: help setup system-packages models proto proto-check demo test test-unit clean \
+.PHONY: help setup system-packages models proto proto-check demo test test-unit bench clean \
         kafka-up kafka-down milvus-up milvus-down triton-up triton-down up down status
 
 # The local stack (make up): real Kafka and Milvus standalone on 127.0.0.1, services under supervisord.
@@ -53,6 +53,9 @@ demo: models  ## ingest real photos + 2,000 Fashion-MNIST products, then search 
 
 test: models proto-check  ## unit + integration tests on real models, real images, real Milvus Lite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: models  ## first benchmark set (embedded mode): ingest and search vs bare model/ANN, recall, RSS
+	$(BIN)/python -m tests.bench.run --out reports
 
 test-unit: setup  ## fast unit tests only
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)

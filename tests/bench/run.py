@@ -1,0 +1,156 @@
+"""``make bench``: figures and ratios measured in one run on this machine (embedded mode, CPU).
+
+First version (issue 9 grows it): ingest throughput against the bare model compute, search latency
+by image and by text against one bare encode + one bare ANN query, Milvus Lite recall@10 of the
+index against exact search, and the process RSS. Kafka end to end, Milvus standalone at 1M and
+replica scaling are not measured here yet.
+
+Writes ``reports/bench.json`` and ``reports/bench.md`` and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from visearch.shared.config import ServiceSettings, StoreSettings
+from visearch.shared.datasets import fashion_mnist, photo_catalogue
+from visearch.shared.embedded import EmbeddedPlatform
+from visearch.shared.images import decode_image, preprocess_imagenet
+from visearch.shared.store import IndexRow, MilvusStore
+from visearch.v1 import common_pb2, search_pb2
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def rss_mb() -> float:
+    """Peak resident set size of this process, MB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bench_ingest(platform: EmbeddedPlatform, n: int) -> dict:
+    items = list(fashion_mnist("train", limit=n, offset=20000))
+    images = [decode_image(item.content) for item in items]
+    batch = platform.embedder.image.batch_size
+    start = time.perf_counter()
+    for i in range(0, len(images), batch):
+        tensor = np.stack([preprocess_imagenet(img) for img in images[i : i + batch]])
+        platform.embedder.image.runner.infer({"image": tensor}, ["logits", "embedding"])
+    bare = n / (time.perf_counter() - start)
+    start = time.perf_counter()
+    report = platform.ingest(items, progress=False)
+    pipeline = report.indexed / (time.perf_counter() - start)
+    return {"images": n, "bare_model_img_per_s": round(bare, 1), "pipeline_img_per_s": round(pipeline, 1),
+            "ratio_pipeline_to_bare": round(pipeline / bare, 3)}
+
+
+def bench_search(platform: EmbeddedPlatform, queries: int) -> dict:
+    photos = photo_catalogue()
+    image_bytes = [p.read_bytes() for p in photos]
+    texts = ["dog", "a cup of coffee", "ankle boot", "red dress", "a cat", "sneaker", "flower", "rocket"]
+    out = {}
+    for kind in ("image", "text"):
+        latencies, encode, ann = [], [], []
+        for i in range(queries):
+            if kind == "image":
+                request = search_pb2.SearchRequest(image=common_pb2.Image(content=image_bytes[i % len(image_bytes)]), top_k=10)
+            else:
+                request = search_pb2.SearchRequest(text=texts[i % len(texts)], top_k=10)
+            start = time.perf_counter()
+            platform.search.Search(request, None)
+            latencies.append((time.perf_counter() - start) * 1000)
+            # The bare path: one encode and one ANN query, nothing else.
+            start = time.perf_counter()
+            if kind == "image":
+                vector = platform.embedder.embed_images([decode_image(image_bytes[i % len(image_bytes)])]).image[0]
+            else:
+                vector = platform.embedder.embed_texts([texts[i % len(texts)]])[0]
+            middle = time.perf_counter()
+            platform.store.search("image" if kind == "image" else "joint", vector, tenant=platform.tenant, top_k=10)
+            encode.append((middle - start) * 1000)
+            ann.append((time.perf_counter() - middle) * 1000)
+        bare = [e + a for e, a in zip(encode, ann)]
+        out[kind] = {"p50_ms": round(percentile(latencies, 50), 2), "p99_ms": round(percentile(latencies, 99), 2),
+                     "bare_encode_p50_ms": round(statistics.median(encode), 2), "bare_ann_p50_ms": round(statistics.median(ann), 2),
+                     "ratio_p50_to_bare": round(percentile(latencies, 50) / statistics.median(bare), 3)}
+    return out
+
+
+def bench_recall(n: int, queries: int, dim: int = 1280) -> dict:
+    """Recall@10 of Milvus Lite's index against exact cosine search on unit vectors (synthetic, clustered)."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(64, dim)).astype(np.float32)
+    data = centres[rng.integers(0, 64, n)] + 0.5 * rng.normal(size=(n, dim)).astype(np.float32)
+    data /= np.linalg.norm(data, axis=1, keepdims=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        store = MilvusStore(StoreSettings(uri=str(Path(tmp) / "recall.db"), collection_prefix="bench"))
+        joint = np.zeros(384, dtype=np.float32)
+        joint[0] = 1.0
+        start = time.perf_counter()
+        for i in range(0, n, 1000):
+            store.upsert(IndexRow(image_id=f"v{j}", tenant="b", image_vector=data[j], joint_vector=joint) for j in range(i, min(n, i + 1000)))
+        insert_rate = n / (time.perf_counter() - start)
+        hits, latencies = 0, []
+        for q in range(queries):
+            query = data[q * 7 % n] + 0.1 * rng.normal(size=dim).astype(np.float32)
+            exact = set(np.argsort(-(data @ query))[:10].tolist())
+            start = time.perf_counter()
+            found = store.search("image", query, tenant="b", top_k=10)
+            latencies.append((time.perf_counter() - start) * 1000)
+            hits += len(exact & {int(h.image_id[1:]) for h in found})
+        store.close()
+    return {"rows": n, "dim": dim, "recall_at_10": round(hits / (10 * queries), 4), "search_p50_ms": round(percentile(latencies, 50), 2),
+            "search_p99_ms": round(percentile(latencies, 99), 2), "insert_rows_per_s": round(insert_rate, 0)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=500, help="Fashion-MNIST images for the ingest figures.")
+    parser.add_argument("--queries", type=int, default=100, help="Queries per search kind.")
+    parser.add_argument("--recall-rows", type=int, default=10000, help="Synthetic vectors for the recall figure.")
+    parser.add_argument("--out", type=Path, default=Path("reports"), help="Folder for bench.json and bench.md.")
+    args = parser.parse_args()
+
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        with EmbeddedPlatform(StoreSettings(uri=str(Path(tmp) / "bench.db")), service_settings=ServiceSettings(tenant="bench")) as platform:
+            rss_rest = rss_mb()
+            results["ingest"] = bench_ingest(platform, args.images)
+            platform.ingest(photo_catalogue(), progress=False)
+            results["search"] = bench_search(platform, args.queries)
+            results["memory"] = {"rss_after_model_load_mb": round(rss_rest, 0), "rss_peak_mb": round(rss_mb(), 0)}
+    results["milvus_lite_recall"] = bench_recall(args.recall_rows, 100)
+
+    rows = [
+        ("ingest: bare EfficientNet-Lite0 (preprocess + inference)", f"{results['ingest']['bare_model_img_per_s']} img/s"),
+        ("ingest: embedded pipeline (decode, embed, ConSE, Milvus Lite upsert)", f"{results['ingest']['pipeline_img_per_s']} img/s"),
+        ("ingest ratio pipeline / bare model", f"{results['ingest']['ratio_pipeline_to_bare']}"),
+    ]
+    for kind in ("image", "text"):
+        s = results["search"][kind]
+        rows += [(f"search by {kind}: p50 / p99", f"{s['p50_ms']} / {s['p99_ms']} ms"),
+                 (f"search by {kind}: bare encode p50 + bare ANN p50", f"{s['bare_encode_p50_ms']} + {s['bare_ann_p50_ms']} ms"),
+                 (f"search by {kind}: ratio p50 / bare", f"{s['ratio_p50_to_bare']}")]
+    r = results["milvus_lite_recall"]
+    rows += [(f"Milvus Lite recall@10 ({r['rows']} x {r['dim']}-d)", f"{r['recall_at_10']}"),
+             ("Milvus Lite search p50 / p99", f"{r['search_p50_ms']} / {r['search_p99_ms']} ms"),
+             ("Milvus Lite upsert", f"{r['insert_rows_per_s']:.0f} rows/s"),
+             ("RSS after model load / peak", f"{results['memory']['rss_after_model_load_mb']:.0f} / {results['memory']['rss_peak_mb']:.0f} MB")]
+    table = "| measurement | value |\n|---|---|\n" + "\n".join(f"| {a} | {b} |" for a, b in rows) + "\n"
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench.json").write_text(json.dumps(results, indent=2))
+    (args.out / "bench.md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
