@@ -108,6 +108,8 @@ class EmbeddedPlatform:
         if batch:
             run(batch)
         bar.close()
+        if report.indexed:
+            self.store.flush()  # seal the new rows so searches use the index (matters for Milvus Lite)
         for worker in self.workers:
             for message in self.transport.messages(dlq_topic(worker.input_topic))[dlq_seen[worker.input_topic]:]:
                 report.failed.append((message.key.decode(), message.headers[HEADER_DLQ_REASON],

@@ -99,6 +99,7 @@ def bench_recall(n: int, queries: int, dim: int = 1280) -> dict:
         for i in range(0, n, 1000):
             store.upsert(IndexRow(image_id=f"v{j}", tenant="b", image_vector=data[j], joint_vector=joint) for j in range(i, min(n, i + 1000)))
         insert_rate = n / (time.perf_counter() - start)
+        store.flush()
         hits, latencies = 0, []
         for q in range(queries):
             query = data[q * 7 % n] + 0.1 * rng.normal(size=dim).astype(np.float32)
