@@ -9,7 +9,7 @@ export VISEARCH_MODEL_CACHE_DIR ?= $(HOME)/.cache/visearch/models
 PROTOS := $(wildcard protos/visearch/v1/*.proto)
 PYTEST_ARGS ?=
 
-.PHONY: help setup system-packages models proto proto-check demo test test-unit bench clean \
+.PHONY: help setup system-packages models proto proto-check demo test test-unit bench chart-check clean \
         kafka-up kafka-down milvus-up milvus-down triton-up triton-down up down status
 
 # The local stack (make up): real Kafka and Milvus standalone on 127.0.0.1, services under supervisord.
@@ -56,6 +56,10 @@ test: models proto-check  ## unit + integration tests on real models, real image
 
 bench: models  ## first benchmark set (embedded mode): ingest and search vs bare model/ANN, recall, RSS
 	$(BIN)/python -m tests.bench.run --out reports
+
+chart-check: setup  ## build helm/kubeconform/promtool (first run: minutes) and validate chart, alerts, dashboard
+	bash deploy/tools/install-tools.sh
+	bash deploy/tools/check-chart.sh
 
 test-unit: setup  ## fast unit tests only
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
