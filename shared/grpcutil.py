@@ -61,7 +61,7 @@ def rpc_method(service: str) -> Callable:
                 log.exception("rpc_internal_error", service=service, method=method.__name__)
                 context.abort(code, f"internal error: {type(exc).__name__}")
             finally:
-                GRPC_SECONDS.labels(service=service, method=method.__name__, code=code.name).observe(time.perf_counter() - start)
+                GRPC_SECONDS.labels(grpc_service=service, grpc_method=method.__name__, grpc_code=code.name).observe(time.perf_counter() - start)
 
         return handler
 

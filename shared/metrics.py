@@ -32,7 +32,8 @@ MILVUS_SECONDS = Histogram(
     buckets=_LATENCY_BUCKETS,
 )
 GRPC_SECONDS = Histogram(
-    "visearch_grpc_server_handling_seconds", "gRPC method handling time, seconds.", ["service", "method", "code"],
+    "visearch_grpc_server_handling_seconds", "gRPC method handling time, seconds (labels as go-grpc-prometheus).",
+    ["grpc_service", "grpc_method", "grpc_code"],
     buckets=_LATENCY_BUCKETS,
 )
 

@@ -37,13 +37,10 @@ else timed helm go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"; fi
 if [ -x "$BIN/kubeconform" ]; then echo "kubeconform present: $("$BIN/kubeconform" -v 2>/dev/null || true)"
 else timed kubeconform go install "github.com/yannh/kubeconform/cmd/kubeconform@$KUBECONFORM_VERSION"; fi
 
-install_promtool() {
-  local tmp; tmp=$(mktemp -d)
-  (cd "$tmp" && apt-get download prometheus >/dev/null && dpkg-deb -x prometheus_*.deb x)
-  cp "$tmp/x/usr/bin/promtool" "$BIN/promtool"
-  rm -rf "$tmp"
+install_promtool() {  # promtool and the prometheus server itself (for the scrape/alert integration test)
+  bash "$(dirname "${BASH_SOURCE[0]}")/install-prometheus.sh"
 }
-if [ -x "$BIN/promtool" ]; then echo "promtool present: $("$BIN/promtool" --version 2>/dev/null | head -1)"
+if [ -x "$BIN/promtool" ] && [ -x "$BIN/prometheus" ]; then echo "promtool present: $("$BIN/promtool" --version 2>/dev/null | head -1)"
 elif command -v apt-get >/dev/null && apt-cache show prometheus >/dev/null 2>&1; then timed promtool install_promtool
 else timed promtool go install "github.com/prometheus/prometheus/cmd/promtool@v0.54.1"; fi
 

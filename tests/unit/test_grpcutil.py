@@ -103,7 +103,7 @@ def test_unexpected_exception_aborts_internal_without_leaking_details():
 
 def test_handling_time_is_recorded_with_the_status_code():
     """Each call observes the latency histogram labelled with service, method and final code."""
-    labels = {"service": "TestService", "method": "Echo", "code": "NOT_FOUND"}
+    labels = {"grpc_service": "TestService", "grpc_method": "Echo", "grpc_code": "NOT_FOUND"}
     before = REGISTRY.get_sample_value("visearch_grpc_server_handling_seconds_count", labels) or 0.0
     with pytest.raises(Aborted):
         Servicer().Echo(errors.NotFoundError("x"), FakeContext())
