@@ -9,6 +9,7 @@ flushed, which gives at-least-once delivery.
 from __future__ import annotations
 
 import threading
+import time
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
@@ -21,6 +22,8 @@ from visearch.shared.metrics import CONSUMER_LAG, RECORDS_CONSUMED, RECORDS_PROD
 from visearch.shared.transport import Message, dlq_topic, topic_name
 
 log = get_logger("kafka")
+
+LAG_INTERVAL_S = 5.0  # how often a consumer refreshes its lag gauge
 
 
 class KafkaTransport:
@@ -38,6 +41,7 @@ class KafkaTransport:
         self.client_id = client_id
         self._consumers: dict[tuple[str, str], KafkaConsumer] = {}
         self._pending = []
+        self._lag_recorded_at: dict[tuple[str, str], float] = {}
         try:
             self._producer = KafkaProducer(
                 bootstrap_servers=settings.bootstrap, client_id=client_id, acks="all", linger_ms=5,
@@ -92,6 +96,8 @@ class KafkaTransport:
         ]
         if messages:
             RECORDS_CONSUMED.labels(topic=topic, group=group).inc(len(messages))
+        else:
+            self._maybe_record_lag(consumer, topic, group)  # idle: keep the gauge from going stale
         return messages
 
     def commit(self, topic: str, group: str) -> None:  # noqa: D102
@@ -100,7 +106,7 @@ class KafkaTransport:
             consumer.commit()
         except KafkaError as exc:
             raise DependencyUnavailableError(f"commit of {topic} for {group} failed: {exc}") from exc
-        self._record_lag(consumer, topic, group)
+        self._maybe_record_lag(consumer, topic, group)
 
     def rewind_to_committed(self, topic: str, group: str) -> None:  # noqa: D102
         consumer = self._consumers.get((topic, group))
@@ -116,6 +122,14 @@ class KafkaTransport:
     def lag(self, topic: str, group: str) -> int:
         """Messages in ``topic`` not committed by ``group`` (end offset − committed, summed over partitions)."""
         return sum(group_lag(self.settings, topic, group).values())
+
+    def _maybe_record_lag(self, consumer: KafkaConsumer, topic: str, group: str) -> None:
+        """Refresh the lag gauge at most every LAG_INTERVAL_S: it costs broker round-trips (end offsets,
+        and committed offsets per partition), too many to pay on every batch."""
+        now = time.monotonic()
+        if now - self._lag_recorded_at.get((topic, group), float("-inf")) >= LAG_INTERVAL_S:
+            self._lag_recorded_at[(topic, group)] = now
+            self._record_lag(consumer, topic, group)
 
     def _record_lag(self, consumer: KafkaConsumer, topic: str, group: str) -> None:
         try:
