@@ -88,7 +88,7 @@ up: models kafka-up milvus-up triton-up  ## the local stack: Kafka, Milvus, topi
 	$(STACK_ENV) $(BIN)/visearch topics create
 	@if [ -S $(VAR)/supervisor.sock ] && $(STACK_ENV) $(BIN)/supervisorctl -c deploy/local/supervisord.conf status >/dev/null 2>&1; then \
 	  echo "services already running"; else $(STACK_ENV) $(BIN)/supervisord -c deploy/local/supervisord.conf; fi
-	$(BIN)/visearch health --wait 180 127.0.0.1:50052 127.0.0.1:50053 127.0.0.1:50051
+	$(BIN)/visearch health --wait 240 127.0.0.1:50054 127.0.0.1:50052 127.0.0.1:50055 127.0.0.1:50056 127.0.0.1:50053 127.0.0.1:50051
 	@echo "stack up: publish with '$(BIN)/visearch publish --dataset fashion-mnist --limit 500'," \
 	  "search with '$(BIN)/visearch search --server 127.0.0.1:50051 --text \"ankle boot\"'; logs in var/log"
 

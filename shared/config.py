@@ -69,6 +69,48 @@ class ConseSettings(BaseSettings):
     top_t: int = Field(10, ge=1, le=1000, description="Number of top ImageNet classes averaged into the joint vector.")
 
 
+class DetectionSettings(BaseSettings):
+    """The object detector (CenterNet-MobileNetV3, COCO-80) and which detections become regions."""
+
+    model_config = SettingsConfigDict(env_prefix="VISEARCH_DETECTION_", extra="ignore")
+
+    score_threshold: float = Field(0.3, ge=0, le=1, description="Smallest detection score kept.")
+    nms_iou: float = Field(0.5, gt=0, le=1, description="IoU above which NMS (OpenCV NMSBoxes, per class) drops the lower-scored box.")
+    max_detections: int = Field(50, ge=1, le=100, description="Most detections kept per image after NMS.")
+    region_min_score: float = Field(0.4, ge=0, le=1, description="Smallest score of a detection that gets a region embedding.")
+    region_min_area: float = Field(0.01, ge=0, le=1, description="Smallest box area, as a share of the image, that gets a region embedding.")
+    max_regions: int = Field(8, ge=0, le=64, description="Most regions embedded and indexed per image (highest scores first).")
+
+
+class OcrSettings(BaseSettings):
+    """Text reading (PP-OCR det/cls/rec)."""
+
+    model_config = SettingsConfigDict(env_prefix="VISEARCH_OCR_", extra="ignore")
+
+    det_max_side: int = Field(960, ge=32, le=4096, description="Longest side the text detector sees, pixels (speed vs small text).")
+    min_score: float = Field(0.5, ge=0, le=1, description="Smallest recognition confidence of a line that is kept.")
+    use_angle_classifier: bool = Field(True, description="Run the 0/180 degree direction classifier on each line crop.")
+    det_threshold: float = Field(0.3, gt=0, lt=1, description="Text-probability above which a detector map pixel is text (DB binarisation).")
+    det_box_threshold: float = Field(0.5, ge=0, le=1, description="Smallest mean text-probability inside a detected box that is kept.")
+    det_unclip_ratio: float = Field(1.6, gt=0, le=5, description="How far detected text kernels are grown back (offset = area * ratio / perimeter); larger gives looser boxes.")
+    cls_threshold: float = Field(0.9, ge=0, le=1, description="A line is turned 180 degrees only when the direction classifier is at least this sure.")
+    rec_batch_size: int = Field(6, ge=1, le=64, description="Line crops per classifier / recogniser call (crops of similar aspect ratio are batched together).")
+
+
+class ClassificationSettings(BaseSettings):
+    """Taxonomy, tags, colours and moderation."""
+
+    model_config = SettingsConfigDict(env_prefix="VISEARCH_CLASSIFICATION_", extra="ignore")
+
+    taxonomy_path: Path | None = Field(None, description="Taxonomy YAML; empty uses the one built from WordNet by `visearch models build`.")
+    taxonomy_min_score: float = Field(0.5, ge=0, le=1, description="A taxonomy path stops at the deepest node whose probability is at least this.")
+    concept_vocabulary_path: Path | None = Field(None, description="YAML list of zero-shot concept tags; empty uses the built-in vocabulary.")
+    concept_min_score: float = Field(0.25, ge=-1, le=1, description="Smallest joint-space affinity of a concept tag that is kept.")
+    max_concepts: int = Field(5, ge=0, le=100, description="Most zero-shot concept tags per image.")
+    colours: int = Field(5, ge=1, le=16, description="Dominant colours found per image (k of the k-means in Lab).")
+    moderation_unsafe_threshold: float = Field(0.6, ge=0, le=1, description="An image is unsafe when P(porn) + P(hentai) + P(sexy) is at least this.")
+
+
 class KafkaSettings(BaseSettings):
     """Kafka connection, topics and consumer behaviour (the asynchronous pipeline)."""
 
@@ -98,7 +140,7 @@ class PipelineSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VISEARCH_PIPELINE_", extra="ignore")
 
     stages: str = Field(
-        "embedding,indexer",
+        "detection,embedding,ocr,classification,indexer",
         description="Comma-separated stages in the chain (detection, embedding, ocr, classification, indexer); "
                     "stages left out are passed through: the next one consumes the previous one's output.",
     )
@@ -122,9 +164,16 @@ class ServiceSettings(BaseSettings):
     tenant: str = Field("default", description="Tenant used when a request or event names none.")
     embedding_addr: str = Field(
         "", description="host:port of the embedding service for the search API; empty loads the models in-process.")
+    detection_addr: str = Field(
+        "", description="host:port of the detection service (search by the query's objects, Classify's objects); "
+                        "empty: in-process in embedded mode, unused by a standalone server.")
+    ocr_addr: str = Field("", description="host:port of the OCR service (Classify's has_text); empty as detection_addr.")
+    classification_addr: str = Field(
+        "", description="host:port of the classification service (Tag on a query image); empty as detection_addr.")
 
 
-ALL_SETTINGS = (ServiceSettings, ModelSettings, ImageSettings, StoreSettings, ConseSettings, KafkaSettings, PipelineSettings)
+ALL_SETTINGS = (ServiceSettings, ModelSettings, ImageSettings, StoreSettings, ConseSettings, DetectionSettings,
+                OcrSettings, ClassificationSettings, KafkaSettings, PipelineSettings)
 
 
 def settings_markdown() -> str:

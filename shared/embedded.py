@@ -1,8 +1,9 @@
 """Embedded mode: every service class wired in one process, for the demo, the CLI and tests.
 
 Ingest publishes ImageEvents to the in-process transport and drives the same stage workers the
-services run (embedding -> indexer); search calls the same SearchService, whose embedding stub is
-the EmbeddingService in this process. Milvus Lite (a local .db file) is the store.
+services run (detection -> embedding -> ocr -> classification -> indexer, or the stages configured);
+search calls the same SearchService, whose stubs are the recognition services in this process.
+Milvus Lite (a local .db file) is the store.
 """
 
 from __future__ import annotations
@@ -12,15 +13,31 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
-from visearch.shared.config import ConseSettings, ImageSettings, ModelSettings, ServiceSettings, StoreSettings
+from visearch.shared.config import (
+    ClassificationSettings,
+    ConseSettings,
+    DetectionSettings,
+    ImageSettings,
+    ModelSettings,
+    OcrSettings,
+    PipelineSettings,
+    ServiceSettings,
+    StoreSettings,
+)
 from visearch.shared.datasets import CatalogueItem
 from visearch.shared.grpcutil import InProcessStub
 from visearch.shared.pipeline import StageWorker, encode_event
 from visearch.shared.store import MilvusStore
 from visearch.shared.transport import HEADER_DLQ_ERROR, HEADER_DLQ_REASON, InProcessTransport, dlq_topic, stage_topics
+from visearch.services.classification.classifier import Classifier
+from visearch.services.classification.service import ClassificationService, ClassificationStage
+from visearch.services.detection.detector import Detector
+from visearch.services.detection.service import DetectionService, DetectionStage
 from visearch.services.embedding.encoders import Embedder
 from visearch.services.embedding.service import EmbeddingService, EmbeddingStage
 from visearch.services.indexer.stage import IndexerStage
+from visearch.services.ocr.reader import TextReader
+from visearch.services.ocr.service import OcrService, OcrStage
 from visearch.services.ranking.service import SearchService
 from visearch.v1 import common_pb2, events_pb2
 
@@ -55,23 +72,41 @@ class EmbeddedPlatform:
     """
 
     def __init__(self, store_settings: StoreSettings | None = None, model_settings: ModelSettings | None = None,
-                 service_settings: ServiceSettings | None = None) -> None:
+                 service_settings: ServiceSettings | None = None, stages: list[str] | None = None) -> None:
         service_settings = service_settings or ServiceSettings()
+        models = model_settings or ModelSettings()
         self.tenant = service_settings.tenant
-        image_settings = ImageSettings()
-        self.embedder = Embedder.from_cache(model_settings or ModelSettings(), ConseSettings())
+        self.stages = stages if stages is not None else PipelineSettings().stage_list
+        image_settings, detection_settings = ImageSettings(), DetectionSettings()
+        self.embedder = Embedder.from_cache(models, ConseSettings())
         self.store = MilvusStore(store_settings or StoreSettings())
         self.transport = InProcessTransport()
-        batch = (model_settings or ModelSettings()).image_batch_size
-        topics = stage_topics(["embedding", "indexer"])
-        self.input_topic = topics["embedding"].input
-        self.workers = [
-            StageWorker(EmbeddingStage(self.embedder, image_settings), self.transport, topics["embedding"].input,
-                        topics["embedding"].output, batch_size=batch),
-            StageWorker(IndexerStage(self.store, self.tenant), self.transport, topics["indexer"].input, None, batch_size=256),
-        ]
+        topics = stage_topics(self.stages)
+        self.input_topic = next(iter(topics.values())).input
         self.embedding = EmbeddingService(self.embedder, image_settings)
-        self.search = SearchService(InProcessStub(self.embedding), self.store, self.tenant)
+        self.detection = self.ocr = self.classification = None
+        stage_objects = {"embedding": EmbeddingStage(self.embedder, image_settings, detection_settings=detection_settings),
+                         "indexer": IndexerStage(self.store, self.tenant)}
+        if "detection" in self.stages:
+            detector = Detector.from_cache(models, detection_settings)
+            self.detection = DetectionService(detector, image_settings)
+            stage_objects["detection"] = DetectionStage(detector, image_settings)
+        if "ocr" in self.stages:
+            reader = TextReader.from_cache(models, OcrSettings())
+            self.ocr = OcrService(reader, image_settings)
+            stage_objects["ocr"] = OcrStage(reader, image_settings)
+        if "classification" in self.stages:
+            classifier = Classifier.from_cache(models, ClassificationSettings(), self.embedder)
+            self.classification = ClassificationService(classifier, image_settings, _stub(self.detection), _stub(self.ocr))
+            stage_objects["classification"] = ClassificationStage(classifier, image_settings)
+        self.workers = [
+            StageWorker(stage_objects[name], self.transport, t.input, t.output,
+                        batch_size=256 if name == "indexer" else models.image_batch_size)
+            for name, t in topics.items()
+        ]
+        self.search = SearchService(InProcessStub(self.embedding), self.store, self.tenant,
+                                    detection=_stub(self.detection), classification=_stub(self.classification),
+                                    image_settings=image_settings, detection_settings=detection_settings)
 
     def publish(self, event: events_pb2.ImageEvent) -> None:
         """Publish one ImageEvent to the images topic, as an upstream system would."""
@@ -125,3 +160,7 @@ class EmbeddedPlatform:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _stub(servicer) -> InProcessStub | None:
+    return InProcessStub(servicer) if servicer is not None else None

@@ -151,3 +151,41 @@ def image_bytes(image, settings: ImageSettings | None = None) -> bytes:
     if source == "uri" and image.uri:
         return read_uri(image.uri, settings)
     raise InvalidEventError("no image given (set image.content or image.uri)", reason="missing_image")
+
+
+def decode_request_images(images, settings: ImageSettings | None = None, max_images: int = 64) -> list[Image.Image]:
+    """Decode the ``visearch.v1.Image`` messages of a request, in order.
+
+    Raises:
+        InvalidEventError: (``empty_request``) no image, or (``too_many_images``) more than ``max_images``.
+        InvalidImageError, ImageFetchError: the first bad image, its message prefixed with its index.
+    """
+    from visearch.shared.errors import InvalidEventError, VisearchError
+
+    if not images:
+        raise InvalidEventError("the request needs at least one image", reason="empty_request")
+    if len(images) > max_images:
+        raise InvalidEventError(f"at most {max_images} images per request, got {len(images)}", reason="too_many_images")
+    decoded = []
+    for index, image in enumerate(images):
+        try:
+            decoded.append(decode_image(image_bytes(image, settings), settings))
+        except VisearchError as exc:
+            raise type(exc)(f"image {index}: {exc}", reason=exc.reason) from exc
+    return decoded
+
+
+def crop_box(img: Image.Image, box: tuple[float, float, float, float], min_side: int = 8) -> Image.Image:
+    """The part of ``img`` inside ``box`` (x1, y1, x2, y2 in pixels), clipped to the image.
+
+    Raises:
+        InvalidEventError: (reason ``bad_box``) the clipped box is narrower or lower than ``min_side`` pixels.
+    """
+    from visearch.shared.errors import InvalidEventError
+
+    x1, y1 = max(0, int(round(box[0]))), max(0, int(round(box[1])))
+    x2, y2 = min(img.width, int(round(box[2]))), min(img.height, int(round(box[3])))
+    if x2 - x1 < min_side or y2 - y1 < min_side:
+        raise InvalidEventError(f"box {tuple(box)} is smaller than {min_side} px inside a {img.width}x{img.height} image",
+                                reason="bad_box")
+    return img.crop((x1, y1, x2, y2))

@@ -16,9 +16,13 @@ from collections import deque
 from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
+from google.protobuf.timestamp_pb2 import Timestamp
+from PIL import Image
 from tenacity import Retrying, retry_if_exception, wait_exponential_jitter
 
+from visearch.shared.config import ImageSettings
 from visearch.shared.errors import VisearchError
+from visearch.shared.images import decode_image, image_bytes
 from visearch.shared.logging import get_logger
 from visearch.shared.metrics import (
     DLQ_MESSAGES,
@@ -81,6 +85,50 @@ class Stage(ABC):
         """A StageFailure from an exception (VisearchError reasons are kept; others are ``internal``)."""
         reason = error.reason if isinstance(error, VisearchError) else "internal"
         return StageFailure(document, reason, str(error), type(error).__name__)
+
+
+class ImageStage(Stage):
+    """A stage that runs models on each upsert's image; deletes and attribute updates pass through.
+
+    It decodes each upsert's image (a bad one fails only its own document, with the decoder's reason),
+    calls :meth:`process_images` with the decoded documents, and records the stage's time on every
+    document. Subclasses implement :meth:`process_images`, which enriches the documents in place.
+    """
+
+    def __init__(self, image_settings: ImageSettings | None = None) -> None:
+        self.image_settings = image_settings or ImageSettings()
+
+    @abstractmethod
+    def process_images(self, documents: list[events_pb2.ImageDocument], images: list[Image.Image],
+                       encoded: list[bytes]) -> None:
+        """Enrich ``documents`` in place from their decoded ``images`` (RGB) and ``encoded`` bytes.
+
+        Raise only for transient failures of the whole batch (see :class:`Stage`).
+        """
+
+    def process(self, documents: list[events_pb2.ImageDocument]) -> list[StageResult]:  # noqa: D102
+        start = time.perf_counter()
+        results: list[StageResult] = list(documents)
+        pending, images, encoded = [], [], []
+        for i, doc in enumerate(documents):
+            if doc.event.kind != events_pb2.ImageEvent.KIND_UPSERT:
+                continue
+            try:
+                data = image_bytes(doc.event.image, self.image_settings)
+                images.append(decode_image(data, self.image_settings))
+            except VisearchError as exc:
+                results[i] = self.fail(doc, exc)
+                continue
+            pending.append(doc)
+            encoded.append(data)
+        if pending:
+            self.process_images(pending, images, encoded)
+        elapsed_ms = (time.perf_counter() - start) * 1000
+        finished = Timestamp()
+        finished.GetCurrentTime()
+        for doc in documents:
+            doc.stages.add(stage=self.name, duration_ms=elapsed_ms / max(len(documents), 1), finished_at=finished)
+        return results
 
 
 def encode_event(event: events_pb2.ImageEvent) -> tuple[bytes, bytes, dict[str, str]]:
@@ -266,3 +314,16 @@ class StageWorker:
 
 def _is_transient(exc: BaseException) -> bool:
     return isinstance(exc, VisearchError) and not exc.permanent
+
+
+def kafka_workers(stage: Stage) -> tuple:
+    """The Kafka worker loop of ``stage`` when ``VISEARCH_KAFKA_BOOTSTRAP`` is set and the stage is in
+    ``VISEARCH_PIPELINE_STAGES``; else an empty tuple (the service serves its gRPC API only)."""
+    from visearch.shared.config import KafkaSettings, PipelineSettings
+
+    kafka, pipeline = KafkaSettings(), PipelineSettings()
+    if not kafka.bootstrap or stage.name not in pipeline.stage_list:
+        return ()
+    from visearch.shared.kafka import stage_worker_loop
+
+    return (stage_worker_loop(stage, kafka, pipeline.stage_list),)

@@ -1,14 +1,18 @@
 """The vector store: Milvus through pymilvus ``MilvusClient``, addressed by URI.
 
 A local ``*.db`` path selects Milvus Lite (embedded default); ``http://host:19530`` a Milvus server.
-Two collections, one vector field each (so Milvus 2.3 standalone works too):
+One vector field per collection (so Milvus 2.3 standalone works too):
 
 - ``<prefix>_image``: the global visual embedding (1280-d, COSINE);
-- ``<prefix>_joint``: the joint image-text vector (384-d, COSINE).
+- ``<prefix>_joint``: the joint image-text vector (384-d, COSINE);
+- ``<prefix>_colour``: the colour descriptor (Lab histogram, COSINE), when classification ran;
+- ``<prefix>_region``: one row per detected object with its own embedding (1280-d, same space as
+  ``image``), keyed ``<tenant>/<image_id>#<index>``, with the region's label, score and box.
 
-Both carry the same scalar fields (tenant, category, brand, price, in_stock, title, uri...) as plain
-fields, because filters on ARRAY/JSON fields are slow in Milvus Lite. Primary keys are deterministic,
-``<tenant>/<image_id>``, so every write is an upsert and redelivered events are harmless.
+Every collection carries the same scalar fields (tenant, category, brand, price, in_stock, safe,
+title, tags, OCR text...) as plain fields, because filters on ARRAY/JSON fields are slow in Milvus
+Lite; so every route filters in Milvus. Primary keys are deterministic (``<tenant>/<image_id>``), so
+every write is an upsert and redelivered events are harmless.
 """
 
 from __future__ import annotations
@@ -24,16 +28,35 @@ from pymilvus import DataType, MilvusClient
 from pymilvus.exceptions import MilvusException
 
 from visearch.shared.config import StoreSettings
-from visearch.shared.errors import DependencyUnavailableError
+import grpc
+
+from visearch.shared.errors import DependencyUnavailableError, VisearchError
 from visearch.shared.logging import get_logger
 from visearch.shared.metrics import MILVUS_SECONDS
 
 log = get_logger("store")
 
-SPACES = {"image": 1280, "joint": 384}
+COLOUR_DIM = 245  # must equal services/classification/colour.COLOUR_DIM (checked in tests/unit)
+SPACES = {"image": 1280, "joint": 384, "colour": COLOUR_DIM, "region": 1280}
 _VARCHAR = {"pk": 640, "image_id": 512, "tenant": 64, "collection": 128, "title": 1024, "category": 256,
-            "brand": 256, "uri": 2048, "image_model": 128}
-OUTPUT_FIELDS = ["image_id", "tenant", "collection", "title", "category", "brand", "price", "in_stock", "uri"]
+            "brand": 256, "uri": 2048, "image_model": 128, "description": 2048, "ocr_text": 4096, "tags": 2048,
+            "taxonomy": 1024, "duplicate_of": 512, "attributes": 8192}
+_REGION_VARCHAR = {"label": 64, "box": 128}
+OUTPUT_FIELDS = ["image_id", "tenant", "collection", "title", "category", "brand", "price", "in_stock", "uri",
+                 "description", "ocr_text", "tags", "taxonomy", "safe", "phash", "duplicate_of", "attributes"]
+REGION_FIELDS = ["region_index", "label", "region_score", "box"]
+TAG_SEPARATOR = ";"
+
+
+@dataclass
+class RegionRow:
+    """A detected object of an image, with its embedding (float32 [1280], unit norm) and box in pixels."""
+
+    index: int
+    label: str
+    score: float
+    box: tuple[float, float, float, float]
+    vector: np.ndarray
 
 
 @dataclass
@@ -52,6 +75,17 @@ class IndexRow:
     uri: str = ""
     collection: str = ""
     image_model: str = ""
+    description: str = ""
+    ocr_text: str = ""
+    tags: list[str] = field(default_factory=list)
+    taxonomy: str = ""
+    safe: bool = True
+    phash: int = 0
+    duplicate_of: str = ""
+    # The model's attribute list, (attribute, value, score) triples, e.g. ("object", "dog", 0.91).
+    attributes: list[tuple[str, str, float]] = field(default_factory=list)
+    colour_vector: np.ndarray | None = None
+    regions: list[RegionRow] = field(default_factory=list)
 
     @property
     def pk(self) -> str:
@@ -66,7 +100,26 @@ class IndexRow:
             "category": self.category[: _VARCHAR["category"]], "brand": self.brand[: _VARCHAR["brand"]],
             "price": float(self.price), "in_stock": bool(self.in_stock), "uri": self.uri[: _VARCHAR["uri"]],
             "image_model": self.image_model[: _VARCHAR["image_model"]], "updated_ms": int(time.time() * 1000),
+            "description": _clip(self.description, "description"), "ocr_text": _clip(self.ocr_text, "ocr_text"),
+            "tags": _clip(TAG_SEPARATOR.join(self.tags), "tags"), "taxonomy": _clip(self.taxonomy, "taxonomy"),
+            "safe": bool(self.safe), "phash": int(self.phash), "duplicate_of": _clip(self.duplicate_of, "duplicate_of"),
+            "attributes": _attributes_json(self.attributes),
         }
+
+
+def _attributes_json(attributes: list[tuple[str, str, float]]) -> str:
+    """JSON of the attribute triples, dropping the lowest-scored ones until it fits its column."""
+    kept = sorted(attributes, key=lambda a: -a[2])
+    while True:
+        text = json.dumps([[n, v, round(float(s), 4)] for n, v, s in kept], ensure_ascii=False)
+        if len(text.encode()) <= _VARCHAR["attributes"] or not kept:
+            return text
+        kept = kept[:-1]
+
+
+def _clip(text: str, name: str) -> str:
+    """``text`` cut to the column width (Milvus counts bytes: cut on UTF-8 bytes, not characters)."""
+    return text.encode()[: _VARCHAR[name]].decode(errors="ignore")
 
 
 @dataclass
@@ -87,6 +140,7 @@ class SearchFilter:
     in_stock: bool | None = None
     price_min: float | None = None
     price_max: float | None = None
+    safe: bool | None = None
     exclude_image_ids: list[str] = field(default_factory=list)
 
     def expression(self, tenant: str) -> str:
@@ -102,23 +156,39 @@ class SearchFilter:
             parts.append(f"price >= {float(self.price_min)!r}")
         if self.price_max is not None:
             parts.append(f"price <= {float(self.price_max)!r}")
+        if self.safe is not None:
+            parts.append(f"safe == {str(bool(self.safe)).lower()}")
         if self.exclude_image_ids:
             parts.append(f"image_id not in {json.dumps(list(self.exclude_image_ids))}")
         return " and ".join(parts)
 
 
 def primary_key(tenant: str, image_id: str) -> str:
-    """``<tenant>/<image_id>``: the primary key of an image in every collection."""
+    """``<tenant>/<image_id>``: the primary key of an image in the image, joint and colour collections."""
     return f"{tenant}/{image_id}"
 
 
+def region_key(tenant: str, image_id: str, index: int) -> str:
+    """``<tenant>/<image_id>#<index>``: the primary key of a region."""
+    return f"{primary_key(tenant, image_id)}#{index}"
+
+
+class SchemaMismatchError(VisearchError):
+    """An existing collection was created by an older schema: reindex into a new prefix (see docs/operations.md)."""
+
+    reason = "schema_mismatch"
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    permanent = True
+
+
 class MilvusStore:
-    """Upsert, delete, get and search image rows in Milvus (Lite or server).
+    """Upsert, delete, get, update and search image rows in Milvus (Lite or server).
 
     Thread-safe for concurrent callers (Milvus Lite's client is not, so calls are serialised).
 
     Raises:
         DependencyUnavailableError: Milvus cannot be reached or a call fails on the server side.
+        SchemaMismatchError: an existing collection lacks fields this version writes.
     """
 
     def __init__(self, settings: StoreSettings | None = None) -> None:
@@ -130,7 +200,7 @@ class MilvusStore:
             raise DependencyUnavailableError(f"cannot connect to Milvus at {self.settings.uri}: {exc}") from exc
         self.collections = {space: f"{self.settings.collection_prefix}_{space}" for space in SPACES}
         for space, dim in SPACES.items():
-            self._ensure_collection(self.collections[space], dim)
+            self._ensure_collection(space, dim)
 
     def _call(self, operation: str, fn, *args, **kwargs):
         start = time.perf_counter()
@@ -150,8 +220,18 @@ class MilvusStore:
         finally:
             MILVUS_SECONDS.labels(operation=operation).observe(time.perf_counter() - start)
 
-    def _ensure_collection(self, name: str, dim: int) -> None:
+    def _ensure_collection(self, space: str, dim: int) -> None:
+        name = self.collections[space]
+        expected = {"pk", "vector", *_VARCHAR, "price", "in_stock", "updated_ms", "safe", "phash"}
+        if space == "region":
+            expected |= set(REGION_FIELDS)
         if self._call("has_collection", self._client.has_collection, name):
+            described = self._call("describe_collection", self._client.describe_collection, name)
+            missing = expected - {f["name"] for f in described["fields"]}
+            if missing:
+                raise SchemaMismatchError(
+                    f"collection {name} lacks fields {sorted(missing)} (created by an older visearch): reindex into a "
+                    f"new VISEARCH_MILVUS_COLLECTION_PREFIX or drop it (docs/operations.md, index rebuild)")
             self._call("load_collection", self._client.load_collection, name)
             return
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
@@ -162,7 +242,14 @@ class MilvusStore:
                 schema.add_field(name_, DataType.VARCHAR, max_length=length)
         schema.add_field("price", DataType.DOUBLE)
         schema.add_field("in_stock", DataType.BOOL)
+        schema.add_field("safe", DataType.BOOL)
+        schema.add_field("phash", DataType.INT64)
         schema.add_field("updated_ms", DataType.INT64)
+        if space == "region":
+            schema.add_field("region_index", DataType.INT64)
+            schema.add_field("region_score", DataType.DOUBLE)
+            for name_, length in _REGION_VARCHAR.items():
+                schema.add_field(name_, DataType.VARCHAR, max_length=length)
         index = self._client.prepare_index_params()
         index.add_index(field_name="vector", index_type="AUTOINDEX", metric_type="COSINE")
         self._call("create_collection", self._client.create_collection, collection_name=name, schema=schema,
@@ -170,41 +257,105 @@ class MilvusStore:
         log.info("collection_created", collection=name, dim=dim, uri=self.settings.uri)
 
     def upsert(self, rows: Iterable[IndexRow]) -> int:
-        """Insert or replace rows in both collections (idempotent by primary key). Returns the row count."""
+        """Insert or replace rows in every collection (idempotent by primary key). Returns the row count.
+
+        An image's regions are replaced as a whole: its previous regions are deleted first, so an image
+        re-ingested with fewer detected objects keeps no stale region.
+        """
         rows = list(rows)
         if not rows:
             return 0
         for space, attr in (("image", "image_vector"), ("joint", "joint_vector")):
-            data = [{"pk": r.pk, "vector": np.asarray(getattr(r, attr), dtype=np.float32).tolist(), **r.fields()} for r in rows]
+            data = [{"pk": r.pk, "vector": _floats(getattr(r, attr)), **r.fields()} for r in rows]
             self._call("upsert", self._client.upsert, collection_name=self.collections[space], data=data)
+        colour = [{"pk": r.pk, "vector": _floats(r.colour_vector), **r.fields()} for r in rows if r.colour_vector is not None]
+        if colour:
+            self._call("upsert", self._client.upsert, collection_name=self.collections["colour"], data=colour)
+        by_tenant: dict[str, list[str]] = {}
+        for r in rows:
+            by_tenant.setdefault(r.tenant, []).append(r.image_id)
+        for tenant, ids in by_tenant.items():
+            self._delete_regions(tenant, ids)
+        regions = [{"pk": region_key(r.tenant, r.image_id, g.index), "vector": _floats(g.vector), **r.fields(),
+                    "region_index": int(g.index), "label": g.label[: _REGION_VARCHAR["label"]],
+                    "region_score": float(g.score), "box": json.dumps([round(float(v), 1) for v in g.box])}
+                   for r in rows for g in r.regions]
+        if regions:
+            self._call("upsert", self._client.upsert, collection_name=self.collections["region"], data=regions)
         return len(rows)
 
+    def _delete_regions(self, tenant: str, image_ids: list[str]) -> None:
+        expr = f"tenant == {json.dumps(tenant)} and image_id in {json.dumps(list(image_ids))}"
+        self._call("delete", self._client.delete, collection_name=self.collections["region"], filter=expr)
+
     def delete(self, tenant: str, image_ids: Iterable[str]) -> None:
-        """Remove images (all their vectors) by id; ids that are not stored are ignored."""
+        """Remove images (all their vectors and regions) by id; ids that are not stored are ignored."""
+        image_ids = list(image_ids)
         pks = [primary_key(tenant, i) for i in image_ids]
         if pks:
-            for name in self.collections.values():
-                self._call("delete", self._client.delete, collection_name=name, ids=pks)
+            for space in ("image", "joint", "colour"):
+                self._call("delete", self._client.delete, collection_name=self.collections[space], ids=pks)
+            self._delete_regions(tenant, image_ids)
 
     def get(self, tenant: str, image_id: str, space: str = "image") -> dict | None:
-        """The stored row (scalar fields and ``vector``) of one image, or None if it is not indexed."""
+        """The stored row (scalar fields and ``vector``) of one image in ``space`` (image, joint, colour), or None."""
         rows = self._call("get", self._client.get, collection_name=self.collections[space],
                           ids=[primary_key(tenant, image_id)], output_fields=[*OUTPUT_FIELDS, "vector"],
                           consistency_level="Strong")
         return dict(rows[0]) if rows else None
 
+    def regions(self, tenant: str, image_id: str) -> list[dict]:
+        """The stored regions of one image (fields, ``vector``, ``box`` as a list), by region index."""
+        rows = self._call("query", self._client.query, collection_name=self.collections["region"],
+                          filter=f"tenant == {json.dumps(tenant)} and image_id == {json.dumps(image_id)}",
+                          output_fields=[*OUTPUT_FIELDS, *REGION_FIELDS, "vector"], consistency_level="Strong")
+        return sorted((_region_fields(dict(r)) for r in rows), key=lambda r: r["region_index"])
+
+    def update_attributes(self, tenant: str, image_id: str, changes: dict) -> bool:
+        """Rewrite the scalar ``changes`` (e.g. in_stock, price) of one image in every collection, keeping its
+        vectors. Returns False when the image is not indexed.
+
+        Raises:
+            ValueError: a field that is not a stored scalar field.
+        """
+        unknown = set(changes) - set(OUTPUT_FIELDS)
+        if unknown:
+            raise ValueError(f"not updatable: {sorted(unknown)}")
+        expr = f"tenant == {json.dumps(tenant)} and image_id == {json.dumps(image_id)}"
+        found = False
+        for space, name in self.collections.items():
+            extra = ["collection", "image_model", "updated_ms", *(REGION_FIELDS if space == "region" else [])]
+            rows = self._call("query", self._client.query, collection_name=name, filter=expr,
+                              output_fields=["pk", "vector", *OUTPUT_FIELDS, *extra], consistency_level="Strong")
+            if not rows:
+                continue
+            found = found or space == "image"
+            updated = [{**dict(r), **changes, "updated_ms": int(time.time() * 1000)} for r in rows]
+            self._call("upsert", self._client.upsert, collection_name=name, data=updated)
+        return found
+
     def search(self, space: str, vector: np.ndarray, *, tenant: str, top_k: int = 10, offset: int = 0,
                filter: SearchFilter | None = None) -> list[StoredHit]:
-        """Top-k nearest rows by cosine similarity in ``space`` ("image" or "joint"), best first."""
+        """Top-k nearest rows by cosine similarity in ``space`` (image, joint, colour, region), best first.
+
+        Region hits carry ``region_index``, ``label``, ``region_score`` and ``box`` (a list) in ``fields``.
+        """
+        return self.search_many(space, np.asarray(vector, dtype=np.float32)[None, :], tenant=tenant, top_k=top_k,
+                                offset=offset, filter=filter)[0]
+
+    def search_many(self, space: str, vectors: np.ndarray, *, tenant: str, top_k: int = 10, offset: int = 0,
+                    filter: SearchFilter | None = None) -> list[list[StoredHit]]:
+        """:meth:`search` for N query vectors ``[N, dim]`` in one call; one hit list per query."""
         expr = (filter or SearchFilter()).expression(tenant)
+        fields = [*OUTPUT_FIELDS, *(REGION_FIELDS if space == "region" else [])]
         result = self._call(
             "search", self._client.search, collection_name=self.collections[space],
-            data=[np.asarray(vector, dtype=np.float32).tolist()], filter=expr, limit=top_k,
-            output_fields=OUTPUT_FIELDS, search_params={"metric_type": "COSINE", "offset": offset},
+            data=[_floats(v) for v in np.asarray(vectors, dtype=np.float32)], filter=expr, limit=top_k,
+            output_fields=fields, search_params={"metric_type": "COSINE", "offset": offset},
             consistency_level=self.settings.search_consistency,
         )
-        return [StoredHit(image_id=h["entity"]["image_id"], score=float(h["distance"]), fields=dict(h["entity"]))
-                for h in result[0]]
+        return [[StoredHit(image_id=h["entity"]["image_id"], score=float(h["distance"]),
+                           fields=_region_fields(dict(h["entity"]))) for h in hits] for hits in result]
 
     def count(self, space: str = "image", tenant: str | None = None) -> int:
         """Number of stored rows in ``space`` (optionally of one tenant)."""
@@ -214,7 +365,7 @@ class MilvusStore:
         return int(res[0]["count(*)"])
 
     def flush(self) -> None:
-        """Seal the growing segments of both collections so they get indexed.
+        """Seal the growing segments of every collection so they get indexed.
 
         Worth calling after a bulk load into Milvus Lite, which otherwise searches unsealed rows by
         brute force (measured: 10k x 1280-d, ~930 ms per search before, ~56 ms after a 1.8 s flush).
@@ -227,3 +378,13 @@ class MilvusStore:
         """Release the connection (Milvus Lite flushes to its .db file)."""
         with self._lock:
             self._client.close()
+
+
+def _floats(vector: np.ndarray) -> list[float]:
+    return np.asarray(vector, dtype=np.float32).tolist()
+
+
+def _region_fields(fields: dict) -> dict:
+    if isinstance(fields.get("box"), str):
+        fields["box"] = json.loads(fields["box"])
+    return fields

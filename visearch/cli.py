@@ -38,6 +38,7 @@ TenantOption = Annotated[Optional[str], typer.Option("--tenant", help="Tenant (c
 DbOption = Annotated[Optional[str], typer.Option("--db", help="Milvus URI: a .db path (Milvus Lite) or http://host:19530. Default: $VISEARCH_MILVUS_URI or ~/.cache/visearch/milvus.db.")]
 
 
+ServerOption = Annotated[Optional[str], typer.Option("--server", help="Ask a running ranking service (host:port) instead of searching in-process, e.g. 127.0.0.1:50051 for `make up`.")]
 DEMO_PHOTOS = "photos"
 DEMO_FASHION = "fashion"
 
@@ -48,7 +49,10 @@ class Dataset(str, Enum):
 
 
 class ServiceName(str, Enum):
+    detection = "detection"
     embedding = "embedding"
+    ocr = "ocr"
+    classification = "classification"
     indexer = "indexer"
     ranking = "ranking"
 
@@ -85,7 +89,7 @@ def models_build(
     """Export the models to ONNX in the model cache, verify them against the source framework, and
     optionally write a Triton model repository."""
     cache = ModelSettings().cache_dir
-    from visearch.shared.models.registry import ALL_MODELS
+    from visearch.shared.models.registry import ALL_BUILDS as ALL_MODELS
 
     missing = [s.name for s in ALL_MODELS if not (s.directory(cache) / "meta.json").is_file()]
     if missing or force or only:
@@ -108,7 +112,7 @@ def models_build(
 @models_app.command("list")
 def models_list() -> None:
     """Show each model's recipe key and whether it is built."""
-    from visearch.shared.models.registry import ALL_MODELS
+    from visearch.shared.models.registry import ALL_BUILDS as ALL_MODELS
 
     cache = ModelSettings().cache_dir
     for spec in ALL_MODELS:
@@ -164,13 +168,26 @@ def _catalogue(path: Path | None, metadata: Path | None, dataset: "Dataset | Non
     return items, None
 
 
+def _image_message(image: str):
+    """A visearch.v1.Image for a CLI argument: an http(s) URL, or a file read into inline bytes."""
+    from visearch.v1 import common_pb2
+
+    if image.startswith(("http://", "https://")):
+        return common_pb2.Image(uri=image)
+    try:
+        return common_pb2.Image(content=Path(image).read_bytes())
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot read {image}: {exc.strerror}") from exc
+
+
 def _search_request(image: str | None, text: str | None, image_id: str | None, top_k: int, offset: int,
                     category: list[str] | None, brand: list[str] | None, in_stock: bool | None,
-                    price_min: float | None, price_max: float | None):
+                    price_min: float | None, price_max: float | None, colour: list[str] | None = None,
+                    region: str | None = None, objects: bool = False, safe: bool | None = None):
     from visearch.v1 import common_pb2, search_pb2
 
-    if sum(x is not None for x in (image, text, image_id)) != 1:
-        raise typer.BadParameter("give exactly one of --image, --text, --id")
+    if sum(x is not None for x in (image, text, image_id)) + bool(colour) != 1:
+        raise typer.BadParameter("give exactly one of --image, --text, --id, --colour")
     flt = search_pb2.Filter(categories=category or [], brands=brand or [])
     if in_stock is not None:
         flt.in_stock = in_stock
@@ -178,12 +195,25 @@ def _search_request(image: str | None, text: str | None, image_id: str | None, t
         flt.price_min = price_min
     if price_max is not None:
         flt.price_max = price_max
+    if safe is not None:
+        flt.safe = safe
     request = search_pb2.SearchRequest(top_k=top_k, offset=offset, filter=flt)
+    if (region or objects) and image is None:
+        raise typer.BadParameter("--region and --objects go with --image")
     if image is not None:
-        is_url = image.startswith(("http://", "https://"))
-        request.image.CopyFrom(common_pb2.Image(uri=image) if is_url else common_pb2.Image(content=Path(image).read_bytes()))
+        request.image.CopyFrom(_image_message(image))
+        if region:
+            try:
+                x1, y1, x2, y2 = (float(v) for v in region.split(","))
+            except ValueError as exc:
+                raise typer.BadParameter("--region is x1,y1,x2,y2 in pixels") from exc
+            request.region.CopyFrom(common_pb2.Box(x1=x1, y1=y1, x2=x2, y2=y2))
+        if objects:
+            request.region_mode = search_pb2.REGION_MODE_QUERY_OBJECTS
     elif text is not None:
         request.text = text
+    elif colour:
+        request.colour.palette.colours.extend(search_pb2.WeightedColour(colour=c, weight=1.0) for c in colour)
     else:
         request.image_id = image_id
     return request
@@ -197,11 +227,15 @@ def print_hits(title: str, response, as_json: bool = False) -> None:
         print(json.dumps(MessageToDict(response, preserving_proto_field_name=True)))
         return
     table = Table(title=f"{title}  ({response.took_ms:.0f} ms)", title_justify="left")
-    for col in ("#", "image_id", "score", "factors", "category", "title"):
+    for col in ("#", "image_id", "score", "factors", "matched region", "category", "title"):
         table.add_column(col)
     for rank, hit in enumerate(response.hits, 1):
         factors = ", ".join(f"{f.name}={f.value:.3f}" for f in hit.factors)
-        table.add_row(str(rank), hit.image_id, f"{hit.score:.3f}", factors, hit.category, hit.title[:50])
+        region = ""
+        if hit.HasField("region"):
+            b = hit.region.box
+            region = f"#{hit.region.index} {hit.region.label} [{b.x1:.0f},{b.y1:.0f},{b.x2:.0f},{b.y2:.0f}]"
+        table.add_row(str(rank), hit.image_id, f"{hit.score:.3f}", factors, region, hit.category, hit.title[:50])
     console.print(table)
 
 
@@ -217,14 +251,25 @@ def search(
     in_stock: Annotated[Optional[bool], typer.Option("--in-stock/--out-of-stock", help="Filter on stock.")] = None,
     price_min: Annotated[Optional[float], typer.Option(help="Minimum price.")] = None,
     price_max: Annotated[Optional[float], typer.Option(help="Maximum price.")] = None,
+    colour: Annotated[Optional[list[str]], typer.Option("--colour", help="Search by colour: a palette name (red, navy...) or hex (#d02020); repeatable for a palette.")] = None,
+    region: Annotated[Optional[str], typer.Option(help="With --image: search with this box of the image, x1,y1,x2,y2 pixels.")] = None,
+    objects: Annotated[bool, typer.Option("--objects", help="With --image: detect the query's objects and search the indexed regions with each.")] = False,
+    safe: Annotated[Optional[bool], typer.Option("--safe/--unsafe", help="Filter on the moderation verdict.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the response as JSON.")] = False,
     tenant: TenantOption = None,
     db: DbOption = None,
-    server: Annotated[Optional[str], typer.Option("--server", help="Ask a running ranking service (host:port) instead of searching in-process, e.g. 127.0.0.1:50051 for `make up`.")] = None,
+    server: ServerOption = None,
 ) -> None:
-    """Search the index by image, text or indexed id, with filters."""
-    request = _search_request(image, text, image_id, top_k, offset, category, brand, in_stock, price_min, price_max)
+    """Search the index by image (whole, a region, or its objects), text, colour or indexed id, with filters."""
+    request = _search_request(image, text, image_id, top_k, offset, category, brand, in_stock, price_min, price_max,
+                              colour, region, objects, safe)
     request.tenant = tenant or ""
+    response = _call_search("Search", request, server, db, tenant)
+    print_hits(f"query: {request.WhichOneof('query')}", response, as_json)
+
+
+def _call_search(method: str, request, server: str | None, db: Path | None, tenant: str | None):
+    """Call a SearchService method on a running ranking service (``server``) or in-process; exit 2 on an error."""
     if server:
         import grpc
 
@@ -232,20 +277,131 @@ def search(
 
         with grpc.insecure_channel(server) as channel:
             try:
-                response = search_pb2_grpc.SearchServiceStub(channel).Search(request, timeout=30)
+                return getattr(search_pb2_grpc.SearchServiceStub(channel), method)(request, timeout=60)
             except grpc.RpcError as exc:
                 console.print(f"[red]error[/] {exc.code().name}: {exc.details()}")
                 raise typer.Exit(2) from exc
-    else:
-        from visearch.shared.embedded import EmbeddedPlatform
+    from visearch.shared.embedded import EmbeddedPlatform
 
-        with EmbeddedPlatform(_store_settings(db), service_settings=_service_settings(tenant)) as platform:
+    with EmbeddedPlatform(_store_settings(db), service_settings=_service_settings(tenant)) as platform:
+        try:
+            return getattr(platform.search, method)(request, None)
+        except VisearchError as exc:
+            console.print(f"[red]error[/] {exc.code.name}: {exc}")
+            raise typer.Exit(2) from exc
+
+
+@app.command()
+def similar(
+    image_id: Annotated[Optional[str], typer.Option("--id", help="An indexed image.")] = None,
+    image: Annotated[Optional[str], typer.Option(help="A query image: a file path or http(s) URL.")] = None,
+    exact: Annotated[bool, typer.Option("--exact", help="Only near-duplicates and exact matches (pHash, ORB + RANSAC).")] = False,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Number of hits.")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the response as JSON.")] = False,
+    tenant: TenantOption = None,
+    db: DbOption = None,
+    server: ServerOption = None,
+) -> None:
+    """More like an indexed or given image; --exact keeps only verified duplicates and exact matches."""
+    from visearch.v1 import search_pb2
+
+    if (image_id is None) == (image is None):
+        raise typer.BadParameter("give exactly one of --id, --image")
+    request = search_pb2.SimilarToRequest(exact_only=exact, top_k=top_k, tenant=tenant or "")
+    if image_id is not None:
+        request.image_id = image_id
+    else:
+        request.image.CopyFrom(_image_message(image))
+    print_hits("exact matches" if exact else "similar", _call_search("SimilarTo", request, server, db, tenant), as_json)
+
+
+@app.command()
+def tag(
+    image_id: Annotated[Optional[str], typer.Option("--id", help="An indexed image.")] = None,
+    image: Annotated[Optional[str], typer.Option(help="A query image: a file path or http(s) URL.")] = None,
+    neighbours: Annotated[int, typer.Option(help="Visual neighbours whose linked text is aggregated.")] = 20,
+    top_n: Annotated[int, typer.Option(help="Phrases to return.")] = 10,
+    tenant: TenantOption = None,
+    db: DbOption = None,
+    server: ServerOption = None,
+) -> None:
+    """Open-ended tags: phrases from the titles, descriptions and OCR text of visually similar images."""
+    from visearch.v1 import search_pb2
+
+    if (image_id is None) == (image is None):
+        raise typer.BadParameter("give exactly one of --id, --image")
+    request = search_pb2.TagRequest(neighbours=neighbours, top_n=top_n, tenant=tenant or "")
+    if image_id is not None:
+        request.image_id = image_id
+    else:
+        request.image.CopyFrom(_image_message(image))
+    response = _call_search("Tag", request, server, db, tenant)
+    table = Table(title=f"open-ended tags from {response.neighbours_used} neighbours", title_justify="left")
+    table.add_column("phrase")
+    table.add_column("score")
+    for phrase in response.phrases:
+        table.add_row(phrase.value, f"{phrase.score:.3f}")
+    console.print(table)
+    print_attributes("model tags", response.model_tags)
+
+
+def print_attributes(title: str, attributes) -> None:
+    """Print an attribute list (attribute, value, score) as a table."""
+    table = Table(title=title, title_justify="left")
+    for col in ("attribute", "value", "score"):
+        table.add_column(col)
+    for a in attributes:
+        table.add_row(a.name, a.value, f"{a.score:.3f}")
+    console.print(table)
+
+
+def print_recognition(name: str, result, detections, text) -> None:
+    """Print what recognition found in one image: objects, text, taxonomy path, tags, moderation."""
+    objects = ", ".join(f"{d.label} {d.score:.2f} [{d.box.x1:.0f},{d.box.y1:.0f},{d.box.x2:.0f},{d.box.y2:.0f}]"
+                        for d in detections) or "-"
+    path = " > ".join(f"{n.name} ({n.score:.2f})" for n in result.taxonomy) or "-"
+    colours = ", ".join(f"{c.name} {c.fraction:.0%}" for c in result.colours)
+    tags = ", ".join(f"{a.value} {a.score:.2f}" for a in result.attributes if a.name == "concept") or "-"
+    quality = ", ".join(f"{a.name}={a.value}" for a in result.attributes
+                        if a.name in ("blur", "resolution", "has_text", "aspect", "collage"))
+    verdict = "safe" if result.moderation.safe else "UNSAFE"
+    scores = ", ".join(f"{s.name} {s.score:.2f}" for s in result.moderation.scores)
+    console.print(f"[bold]{name}[/]\n  objects:    {objects}\n  text:       {text.replace(chr(10), ' | ') or '-'}"
+                  f"\n  taxonomy:   {path}\n  colours:    {colours}\n  concepts:   {tags}\n  quality:    {quality}"
+                  f"\n  moderation: {verdict} ({scores})")
+
+
+@app.command()
+def recognize(
+    images: Annotated[list[Path], typer.Argument(help="Image files.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the responses as JSON.")] = False,
+) -> None:
+    """Detect objects, read text, classify (taxonomy, tags, colours, quality) and moderate images, in-process."""
+    import tempfile
+
+    from visearch.shared.embedded import EmbeddedPlatform
+    from visearch.v1 import classification_pb2, common_pb2, detection_pb2, ocr_pb2
+
+    # The recognition services need no index; the platform still opens one, in a throw-away folder.
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedPlatform(StoreSettings(uri=str(Path(tmp) / "r.db"))) as platform:
+        if platform.classification is None:
+            raise typer.BadParameter("recognize needs the detection, ocr and classification stages (VISEARCH_PIPELINE_STAGES)")
+        for path in images:
+            msg = [common_pb2.Image(content=path.read_bytes())]
             try:
-                response = platform.search.Search(request, None)
+                detected = platform.detection.Detect(detection_pb2.DetectRequest(images=msg), None).results[0]
+                text = platform.ocr.Read(ocr_pb2.ReadRequest(images=msg), None).results[0]
+                result = platform.classification.Classify(classification_pb2.ClassifyRequest(images=msg), None).results[0]
             except VisearchError as exc:
-                console.print(f"[red]error[/] {exc.code.name}: {exc}")
-                raise typer.Exit(2) from exc
-    print_hits(f"query: {request.WhichOneof('query')}", response, as_json)
+                console.print(f"[red]{path}[/]: {exc.code.name} {exc.reason}: {exc}")
+                continue
+            if as_json:
+                from google.protobuf.json_format import MessageToDict
+
+                print(json.dumps({"image": str(path), "detections": MessageToDict(detected), "text": MessageToDict(text),
+                                  "classification": MessageToDict(result)}))
+            else:
+                print_recognition(str(path), result, detected.detections, text.text)
 
 
 @app.command()
@@ -255,17 +411,15 @@ def serve(
 ) -> None:
     """Run one service as a long-running process (gRPC with health and reflection, /metrics).
 
-    With VISEARCH_KAFKA_BOOTSTRAP set, embedding and indexer also consume their pipeline topic.
+    With VISEARCH_KAFKA_BOOTSTRAP set, every stage in VISEARCH_PIPELINE_STAGES (detection, embedding,
+    ocr, classification, indexer) also consumes its pipeline topic.
     """
+    import importlib
+
     settings = ServiceSettings()
     if port is not None:
         settings.grpc_port = port
-    if service is ServiceName.embedding:
-        from visearch.services.embedding.server import main as run
-    elif service is ServiceName.indexer:
-        from visearch.services.indexer.server import main as run
-    else:
-        from visearch.services.ranking.server import main as run
+    run = importlib.import_module(f"visearch.services.{service.value}.server").main
     raise typer.Exit(run(settings))
 
 
@@ -470,11 +624,63 @@ def demo(
         request = search_pb2.SearchRequest(text="ankle boot", top_k=5, tenant=DEMO_FASHION)
         print_hits("text query over the fashion catalogue: 'ankle boot'", platform.search.Search(request, None))
 
+        if platform.classification is not None:
+            _demo_recognition(platform, photos)
+
         held_out = next(datasets.fashion_mnist("test", limit=1))
         query = search_pb2.SearchRequest(image=common_pb2.Image(content=held_out.content), top_k=5, tenant=DEMO_FASHION,
                                          filter=search_pb2.Filter(in_stock=True))
         print_hits(f"image query: held-out Fashion-MNIST {held_out.category!r}, in stock only",
                    platform.search.Search(query, None))
+
+
+def _demo_recognition(platform, photos) -> None:
+    """The recognition part of the demo: what the services see in a few real photos, then search by a
+    region, by colour, for exact matches, and open-ended tags."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    from visearch.v1 import classification_pb2, common_pb2, detection_pb2, ocr_pb2, search_pb2
+
+    by_id = {p.image_id: p for p in photos}
+    coffee = Image.open(io.BytesIO(by_id["photo-coffee"].read_bytes())).convert("RGB")
+    draw = ImageDraw.Draw(coffee)
+    font = ImageFont.truetype("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf", 36)
+    draw.rectangle((20, 20, 420, 80), fill=(255, 255, 255))
+    draw.text((30, 28), "ESPRESSO 2.50 EUR", font=font, fill=(10, 10, 10))
+    signed = io.BytesIO()
+    coffee.save(signed, format="JPEG", quality=92)
+    samples = [(f"{i} ({by_id[i].title})", by_id[i].read_bytes()) for i in ("photo-dog", "photo-horses", "photo-astronaut")]
+    samples.append(("photo-coffee with text drawn on it", signed.getvalue()))
+    console.rule("recognition: detection, OCR, taxonomy, tags, moderation")
+    for name, data in samples:
+        msg = [common_pb2.Image(content=data)]
+        detected = platform.detection.Detect(detection_pb2.DetectRequest(images=msg), None).results[0]
+        text = platform.ocr.Read(ocr_pb2.ReadRequest(images=msg), None).results[0]
+        result = platform.classification.Classify(classification_pb2.ClassifyRequest(images=msg), None).results[0]
+        print_recognition(name, result, detected.detections, text.text)
+
+    dog = by_id["photo-dog"].read_bytes()
+    detected = platform.detection.Detect(detection_pb2.DetectRequest(images=[common_pb2.Image(content=dog)]), None).results[0]
+    bicycle = next((d for d in detected.detections if d.label == "bicycle"), None)
+    if bicycle is not None:
+        crop = Image.open(io.BytesIO(dog)).convert("RGB").crop((bicycle.box.x1, bicycle.box.y1, bicycle.box.x2, bicycle.box.y2))
+        buf = io.BytesIO()
+        crop.save(buf, format="JPEG", quality=85)
+        request = search_pb2.SearchRequest(image=common_pb2.Image(content=buf.getvalue()), top_k=3, tenant=DEMO_PHOTOS)
+        print_hits("region search: a crop of the bicycle in photo-dog", platform.search.Search(request, None))
+    request = search_pb2.SearchRequest(top_k=5, tenant=DEMO_PHOTOS)
+    request.colour.palette.colours.add(colour="red", weight=1.0)
+    print_hits("colour search: palette ['red']", platform.search.Search(request, None))
+    img = Image.open(io.BytesIO(by_id["photo-chelsea"].read_bytes())).convert("RGB")
+    w, h = img.size
+    copy = io.BytesIO()
+    img.crop((w // 20, h // 20, w - w // 20, h - h // 20)).resize((w * 2 // 3, h * 2 // 3)).save(copy, format="JPEG", quality=60)
+    request = search_pb2.SimilarToRequest(image=common_pb2.Image(content=copy.getvalue()), exact_only=True, top_k=3,
+                                          tenant=DEMO_PHOTOS)
+    print_hits("exact match: a cropped, resized JPEG q60 copy of photo-chelsea", platform.search.SimilarTo(request, None))
+    response = platform.search.Tag(search_pb2.TagRequest(image_id="photo-horses", tenant=DEMO_PHOTOS, top_n=8), None)
+    console.print("open-ended tags of photo-horses from its neighbours' titles: "
+                  + ", ".join(f"{p.value} {p.score:.2f}" for p in response.phrases))
 
 
 if __name__ == "__main__":

@@ -3,9 +3,10 @@
 #   dataset-fashion-mnist  70,000 Zalando product images (Fashion-MNIST)
 #   darknet                real photos in /usr/share/darknet/data (dog, eagle, giraffe, ...)
 #   wordnet                WordNet 3.0 (ImageNet classes are its noun synsets)
+#   fonts-dejavu-core      TrueType fonts for the OCR tests (text drawn onto real photos)
 # Idempotent: does nothing when every package is installed.
 set -euo pipefail
-packages=(dataset-fashion-mnist darknet wordnet)
+packages=(dataset-fashion-mnist darknet wordnet fonts-dejavu-core)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -10,10 +10,11 @@ import sys
 
 import grpc
 
-from visearch.shared.config import ConseSettings, ImageSettings, KafkaSettings, ModelSettings, PipelineSettings, ServiceSettings
+from visearch.shared.config import ConseSettings, DetectionSettings, ImageSettings, ModelSettings, ServiceSettings
 from visearch.shared.grpcutil import serve
 from visearch.shared.logging import configure_logging
 from visearch.shared.metrics import start_metrics_server
+from visearch.shared.pipeline import kafka_workers
 from visearch.services.embedding.encoders import Embedder
 from visearch.services.embedding.service import SERVICE_NAME, EmbeddingService, EmbeddingStage
 from visearch.v1 import embedding_pb2_grpc
@@ -26,12 +27,7 @@ def main(settings: ServiceSettings | None = None, **serve_kwargs) -> int:
     embedder = Embedder.from_cache(ModelSettings(), ConseSettings())
     image_settings = ImageSettings()
     servicer = EmbeddingService(embedder, image_settings)
-    kafka, pipeline = KafkaSettings(), PipelineSettings()
-    workers = ()
-    if kafka.bootstrap and "embedding" in pipeline.stage_list:
-        from visearch.shared.kafka import stage_worker_loop
-
-        workers = (stage_worker_loop(EmbeddingStage(embedder, image_settings), kafka, pipeline.stage_list),)
+    workers = kafka_workers(EmbeddingStage(embedder, image_settings, detection_settings=DetectionSettings()))
     start_metrics_server(settings.metrics_port, settings.grpc_host)
 
     def register(server: grpc.Server) -> list[str]:

@@ -1,18 +1,15 @@
-"""Embedding service: the gRPC API (EmbedImage, EmbedText) and the pipeline stage, over one Embedder."""
+"""Embedding service: the gRPC API (EmbedImage, EmbedText, EmbedRegions) and the pipeline stage, over one Embedder."""
 
 from __future__ import annotations
 
 import hashlib
-import time
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
-from visearch.shared.config import ImageSettings
-from visearch.shared.errors import InvalidEventError, VisearchError
+from visearch.shared.config import DetectionSettings, ImageSettings
+from visearch.shared.errors import InvalidEventError
 from visearch.shared.grpcutil import rpc_method
-from visearch.shared.images import decode_image, image_bytes
+from visearch.shared.images import crop_box, decode_request_images
 from visearch.shared.logging import get_logger
-from visearch.shared.pipeline import Stage, StageResult
+from visearch.shared.pipeline import ImageStage
 from visearch.services.embedding.encoders import Embedder
 from visearch.v1 import common_pb2, embedding_pb2, embedding_pb2_grpc, events_pb2
 
@@ -34,16 +31,7 @@ class EmbeddingService(embedding_pb2_grpc.EmbeddingServiceServicer):
     @rpc_method(SERVICE_NAME)
     def EmbedImage(self, request: embedding_pb2.EmbedImageRequest, context) -> embedding_pb2.EmbedImageResponse:  # noqa: N802
         """Embed each image; any bad image fails the call with INVALID_ARGUMENT naming its index."""
-        if not request.images:
-            raise InvalidEventError("EmbedImage needs at least one image", reason="empty_request")
-        if len(request.images) > MAX_IMAGES_PER_REQUEST:
-            raise InvalidEventError(f"at most {MAX_IMAGES_PER_REQUEST} images per request", reason="too_many_images")
-        decoded = []
-        for index, image in enumerate(request.images):
-            try:
-                decoded.append(decode_image(image_bytes(image, self.image_settings), self.image_settings))
-            except VisearchError as exc:
-                raise type(exc)(f"image {index}: {exc}", reason=exc.reason) from exc
+        decoded = decode_request_images(request.images, self.image_settings, MAX_IMAGES_PER_REQUEST)
         result = self.embedder.embed_images(decoded)
         top = self.embedder.top_classes(result.probs, request.top_classes) if request.top_classes > 0 else [[]] * len(decoded)
         response = embedding_pb2.EmbedImageResponse(image_model=self.embedder.image_model, text_model=self.embedder.text_model)
@@ -53,6 +41,19 @@ class EmbeddingService(embedding_pb2_grpc.EmbeddingServiceServicer):
                 classes=[common_pb2.ClassScore(wnid=c.wnid, name=c.name, score=s) for c, s in top[i]],
             )
         return response
+
+    @rpc_method(SERVICE_NAME)
+    def EmbedRegions(self, request: embedding_pb2.EmbedRegionsRequest, context) -> embedding_pb2.EmbedRegionsResponse:  # noqa: N802
+        """Embed boxes of one image (each cropped, clipped to the image) into the global image space."""
+        if not request.boxes:
+            raise InvalidEventError("EmbedRegions needs at least one box", reason="empty_request")
+        if len(request.boxes) > MAX_IMAGES_PER_REQUEST:
+            raise InvalidEventError(f"at most {MAX_IMAGES_PER_REQUEST} boxes per request", reason="too_many_boxes")
+        (image,) = decode_request_images([request.image], self.image_settings, 1)
+        crops = [crop_box(image, (b.x1, b.y1, b.x2, b.y2)) for b in request.boxes]
+        vectors = self.embedder.embed_images(crops).image
+        return embedding_pb2.EmbedRegionsResponse(vectors=[common_pb2.Vector(values=v) for v in vectors],
+                                                  image_model=self.embedder.image_model)
 
     @rpc_method(SERVICE_NAME)
     def EmbedText(self, request: embedding_pb2.EmbedTextRequest, context) -> embedding_pb2.EmbedTextResponse:  # noqa: N802
@@ -68,52 +69,55 @@ class EmbeddingService(embedding_pb2_grpc.EmbeddingServiceServicer):
             vectors=[common_pb2.Vector(values=v) for v in vectors], text_model=self.embedder.text_model)
 
 
-class EmbeddingStage(Stage):
-    """Pipeline stage: decode each upsert's image, embed the batch, add info, vectors and top classes.
+def select_regions(detections, width: int, height: int, settings: DetectionSettings) -> list[int]:
+    """Indices of the detections that get a region embedding: score >= ``region_min_score``, box area
+    >= ``region_min_area`` of the image, at most ``max_regions``, highest score first."""
+    area = float(width * height) or 1.0
+    keep = [i for i, d in enumerate(detections)
+            if d.score >= settings.region_min_score
+            and (d.box.x2 - d.box.x1) * (d.box.y2 - d.box.y1) / area >= settings.region_min_area]
+    keep.sort(key=lambda i: -detections[i].score)
+    return keep[: settings.max_regions]
 
-    Deletes and attribute updates pass through untouched. A bad image fails only its own document.
+
+class EmbeddingStage(ImageStage):
+    """Pipeline stage: embed each upsert's image (global vector, joint vector, class probabilities, top
+    classes) and, when the detection stage ran before it, the regions of its detected objects.
     """
 
     name = "embedding"
 
-    def __init__(self, embedder: Embedder, image_settings: ImageSettings | None = None, top_classes: int = 5) -> None:
+    def __init__(self, embedder: Embedder, image_settings: ImageSettings | None = None, top_classes: int = 5,
+                 detection_settings: DetectionSettings | None = None) -> None:
+        super().__init__(image_settings)
         self.embedder = embedder
-        self.image_settings = image_settings or ImageSettings()
         self.top_classes = top_classes
+        self.detection_settings = detection_settings or DetectionSettings()
 
-    def process(self, documents: list[events_pb2.ImageDocument]) -> list[StageResult]:  # noqa: D102
-        start = time.perf_counter()
-        results: list[StageResult] = list(documents)
-        pending, images = [], []
-        for i, doc in enumerate(documents):
-            if doc.event.kind != events_pb2.ImageEvent.KIND_UPSERT:
-                continue
-            try:
-                data = image_bytes(doc.event.image, self.image_settings)
-                image = decode_image(data, self.image_settings)
-            except VisearchError as exc:
-                results[i] = self.fail(doc, exc)
-                continue
+    def process_images(self, documents, images, encoded) -> None:  # noqa: D102
+        crops, owners = [], []  # region crops of every document, embedded in the same batches
+        for doc, image, data in zip(documents, images, encoded):
             doc.info.CopyFrom(events_pb2.ImageInfo(
-                width=image.width, height=image.height, format=image.format or "", sha256=hashlib.sha256(data).hexdigest(),
-                size_bytes=len(data)))
-            pending.append(i)
-            images.append(image)
-        if images:
-            emb = self.embedder.embed_images(images)
-            top = self.embedder.top_classes(emb.probs, self.top_classes)
-            for row, i in enumerate(pending):
-                doc = documents[i]
-                doc.embeddings.image.values[:] = emb.image[row]
-                doc.embeddings.joint.values[:] = emb.joint[row]
-                doc.embeddings.image_model = self.embedder.image_model
-                doc.embeddings.text_model = self.embedder.text_model
-                del doc.classes[:]
-                doc.classes.extend(common_pb2.ClassScore(wnid=c.wnid, name=c.name, score=s) for c, s in top[row])
-        elapsed_ms = (time.perf_counter() - start) * 1000
-        finished = Timestamp()
-        finished.GetCurrentTime()
-        for doc in documents:
-            doc.stages.add(stage=self.name, duration_ms=elapsed_ms / max(len(documents), 1), finished_at=finished)
-        return results
-
+                width=image.width, height=image.height, format=image.format or "",
+                sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data)))
+            del doc.regions[:]
+            for index in select_regions(doc.detections, image.width, image.height, self.detection_settings):
+                box = doc.detections[index].box
+                try:
+                    crops.append(crop_box(image, (box.x1, box.y1, box.x2, box.y2)))
+                except InvalidEventError:  # a sliver of a box: no region
+                    continue
+                owners.append((doc, index))
+        emb = self.embedder.embed_images(images + crops)
+        top = self.embedder.top_classes(emb.probs[: len(images)], self.top_classes)
+        for row, doc in enumerate(documents):
+            doc.embeddings.image.values[:] = emb.image[row]
+            doc.embeddings.joint.values[:] = emb.joint[row]
+            doc.embeddings.class_probs.values[:] = emb.probs[row]
+            doc.embeddings.image_model = self.embedder.image_model
+            doc.embeddings.text_model = self.embedder.text_model
+            del doc.classes[:]
+            doc.classes.extend(common_pb2.ClassScore(wnid=c.wnid, name=c.name, score=s) for c, s in top[row])
+        for row, (doc, index) in enumerate(owners, start=len(images)):
+            region = doc.regions.add(index=index, embedding=common_pb2.Vector(values=emb.image[row]))
+            region.detection.CopyFrom(doc.detections[index])

@@ -11,10 +11,14 @@ import numpy as np
 
 from visearch.shared.errors import InvalidEventError, NotFoundError
 from visearch.shared.pipeline import Stage, StageResult
-from visearch.shared.store import IndexRow, MilvusStore
+from visearch.shared.duplicates import DEFAULT_MAX_DISTANCE as DUPLICATE_MAX_DISTANCE
+from visearch.shared.duplicates import hash_distance
+from visearch.shared.store import IndexRow, MilvusStore, RegionRow, SearchFilter
 from visearch.v1 import events_pb2
 
 Kind = events_pb2.ImageEvent
+DUPLICATE_CANDIDATES = 5  # visual neighbours whose perceptual hash is compared at ingest
+TAG_ATTRIBUTES = ("object", "colour", "concept")
 
 
 class IndexerStage(Stage):
@@ -22,9 +26,11 @@ class IndexerStage(Stage):
 
     name = "indexer"
 
-    def __init__(self, store: MilvusStore, default_tenant: str = "default") -> None:
+    def __init__(self, store: MilvusStore, default_tenant: str = "default",
+                 duplicate_max_distance: int = DUPLICATE_MAX_DISTANCE) -> None:
         self.store = store
         self.default_tenant = default_tenant
+        self.duplicate_max_distance = duplicate_max_distance
 
     def process(self, documents: list[events_pb2.ImageDocument]) -> list[StageResult]:  # noqa: D102
         results: list[StageResult] = list(documents)
@@ -51,6 +57,7 @@ class IndexerStage(Stage):
 
     def _flush(self, upserts: dict[str, IndexRow]) -> None:
         if upserts:
+            self._mark_duplicates(list(upserts.values()))
             self.store.upsert(upserts.values())
             upserts.clear()
 
@@ -60,25 +67,59 @@ class IndexerStage(Stage):
         joint_vec = np.asarray(doc.embeddings.joint.values, dtype=np.float32)
         if image_vec.size == 0 or joint_vec.size == 0:
             raise InvalidEventError("upsert reached the indexer without embeddings", reason="missing_embeddings")
-        event, product = doc.event, doc.event.product
+        event, product, cls = doc.event, doc.event.product, doc.classification
         uri = event.image.uri if event.image.WhichOneof("source") == "uri" else ""
+        colour = np.asarray(cls.colour_descriptor.values, dtype=np.float32) if cls.colour_descriptor.values else None
         return IndexRow(
             image_id=event.image_id, tenant=tenant, image_vector=image_vec, joint_vector=joint_vec,
             title=product.title, category=product.category, brand=product.brand, price=product.price,
             in_stock=product.in_stock, uri=uri, collection=event.collection, image_model=doc.embeddings.image_model,
+            description=product.description, ocr_text="\n".join(line.text for line in doc.text_lines),
+            tags=model_tags(doc), taxonomy=" > ".join(node.name for node in cls.taxonomy),
+            safe=cls.moderation.safe if doc.HasField("classification") else True, phash=cls.phash,
+            colour_vector=colour, attributes=[(a.name, a.value, a.score) for a in cls.attributes],
+            regions=[RegionRow(index=r.index, label=r.detection.label, score=r.detection.score,
+                               box=(r.detection.box.x1, r.detection.box.y1, r.detection.box.x2, r.detection.box.y2),
+                               vector=np.asarray(r.embedding.values, dtype=np.float32)) for r in doc.regions],
         )
+
+    def _mark_duplicates(self, rows: list[IndexRow]) -> None:
+        """Flag each row that is a near-duplicate of an image already indexed for its tenant.
+
+        Candidates are the row's nearest visual neighbours (one batched ANN query per tenant); a
+        candidate whose perceptual hash is within ``duplicate_max_distance`` bits is the original.
+        """
+        by_tenant: dict[str, list[IndexRow]] = {}
+        for row in rows:
+            if row.phash:
+                by_tenant.setdefault(row.tenant, []).append(row)
+        for tenant, group in by_tenant.items():
+            vectors = np.stack([r.image_vector for r in group])
+            ids = [r.image_id for r in group]
+            neighbours = self.store.search_many("image", vectors, tenant=tenant, top_k=DUPLICATE_CANDIDATES,
+                                                filter=SearchFilter(exclude_image_ids=ids))
+            for row, hits in zip(group, neighbours):
+                close = [h for h in hits if h.fields.get("phash")
+                         and hash_distance(row.phash, int(h.fields["phash"])) <= self.duplicate_max_distance]
+                row.duplicate_of = close[0].fields.get("duplicate_of") or close[0].image_id if close else ""
 
     def _update_attributes(self, doc: events_pb2.ImageDocument, tenant: str) -> None:
         """Rewrite the stored rows with the event's catalogue fields, keeping their vectors."""
         event, product = doc.event, doc.event.product
-        image_row = self.store.get(tenant, event.image_id, "image")
-        joint_row = self.store.get(tenant, event.image_id, "joint")
-        if image_row is None or joint_row is None:
+        changes = {"price": product.price, "in_stock": product.in_stock}
+        for name in ("title", "category", "brand", "description"):
+            if getattr(product, name):
+                changes[name] = getattr(product, name)
+        if event.collection:
+            changes["collection"] = event.collection
+        if not self.store.update_attributes(tenant, event.image_id, changes):
             raise NotFoundError(f"attribute update for {event.image_id!r}, which is not indexed", reason="not_indexed")
-        self.store.upsert([IndexRow(
-            image_id=event.image_id, tenant=tenant, image_vector=np.asarray(image_row["vector"], dtype=np.float32),
-            joint_vector=np.asarray(joint_row["vector"], dtype=np.float32),
-            title=product.title or image_row["title"], category=product.category or image_row["category"],
-            brand=product.brand or image_row["brand"], price=product.price, in_stock=product.in_stock,
-            uri=image_row["uri"], collection=event.collection or image_row["collection"],
-        )])
+
+
+def model_tags(doc: events_pb2.ImageDocument) -> list[str]:
+    """The tags stored with an image: catalogue tags, then the model's object, colour and concept values."""
+    tags = list(doc.event.product.tags)
+    for attribute in doc.classification.attributes:
+        if attribute.name in TAG_ATTRIBUTES and attribute.value not in tags:
+            tags.append(attribute.value)
+    return tags

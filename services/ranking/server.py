@@ -1,7 +1,9 @@
 """``visearch serve ranking``: the search API as its own process.
 
 With ``VISEARCH_EMBEDDING_ADDR`` (ServiceSettings.embedding_addr) set (host:port) queries are embedded by the embedding service over
-gRPC; otherwise the models are loaded in this process (embedded mode).
+gRPC; otherwise the models are loaded in this process (embedded mode). ``VISEARCH_DETECTION_ADDR`` enables
+search by the query's detected objects, ``VISEARCH_CLASSIFICATION_ADDR`` the model tags of ``Tag`` on a
+query image.
 """
 
 from __future__ import annotations
@@ -10,13 +12,13 @@ import sys
 
 import grpc
 
-from visearch.shared.config import ImageSettings, ServiceSettings, StoreSettings
+from visearch.shared.config import DetectionSettings, ImageSettings, ServiceSettings, StoreSettings
 from visearch.shared.grpcutil import InProcessStub, serve
 from visearch.shared.logging import configure_logging
 from visearch.shared.metrics import start_metrics_server
 from visearch.shared.store import MilvusStore
 from visearch.services.ranking.service import SERVICE_NAME, SearchService
-from visearch.v1 import embedding_pb2_grpc, search_pb2_grpc
+from visearch.v1 import classification_pb2_grpc, detection_pb2_grpc, embedding_pb2_grpc, search_pb2_grpc
 
 
 def embedding_stub(address: str | None):
@@ -34,7 +36,13 @@ def main(settings: ServiceSettings | None = None, **serve_kwargs) -> int:
     settings = settings or ServiceSettings()
     configure_logging("ranking", settings.log_level)
     store = MilvusStore(StoreSettings())
-    servicer = SearchService(embedding_stub(settings.embedding_addr), store, settings.tenant)
+    servicer = SearchService(
+        embedding_stub(settings.embedding_addr), store, settings.tenant,
+        detection=detection_pb2_grpc.DetectionServiceStub(grpc.insecure_channel(settings.detection_addr))
+        if settings.detection_addr else None,
+        classification=classification_pb2_grpc.ClassificationServiceStub(grpc.insecure_channel(settings.classification_addr))
+        if settings.classification_addr else None,
+        image_settings=ImageSettings(), detection_settings=DetectionSettings())
     start_metrics_server(settings.metrics_port, settings.grpc_host)
 
     def register(server: grpc.Server) -> list[str]:

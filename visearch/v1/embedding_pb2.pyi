@@ -7,6 +7,22 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class EmbedRegionsRequest(_message.Message):
+    __slots__ = ("image", "boxes")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    BOXES_FIELD_NUMBER: _ClassVar[int]
+    image: _common_pb2.Image
+    boxes: _containers.RepeatedCompositeFieldContainer[_common_pb2.Box]
+    def __init__(self, image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., boxes: _Optional[_Iterable[_Union[_common_pb2.Box, _Mapping]]] = ...) -> None: ...
+
+class EmbedRegionsResponse(_message.Message):
+    __slots__ = ("vectors", "image_model")
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_MODEL_FIELD_NUMBER: _ClassVar[int]
+    vectors: _containers.RepeatedCompositeFieldContainer[_common_pb2.Vector]
+    image_model: str
+    def __init__(self, vectors: _Optional[_Iterable[_Union[_common_pb2.Vector, _Mapping]]] = ..., image_model: _Optional[str] = ...) -> None: ...
+
 class EmbedImageRequest(_message.Message):
     __slots__ = ("images", "top_classes")
     IMAGES_FIELD_NUMBER: _ClassVar[int]

@@ -46,6 +46,11 @@ class EmbeddingServiceStub(object):
                 request_serializer=visearch_dot_v1_dot_embedding__pb2.EmbedTextRequest.SerializeToString,
                 response_deserializer=visearch_dot_v1_dot_embedding__pb2.EmbedTextResponse.FromString,
                 _registered_method=True)
+        self.EmbedRegions = channel.unary_unary(
+                '/visearch.v1.EmbeddingService/EmbedRegions',
+                request_serializer=visearch_dot_v1_dot_embedding__pb2.EmbedRegionsRequest.SerializeToString,
+                response_deserializer=visearch_dot_v1_dot_embedding__pb2.EmbedRegionsResponse.FromString,
+                _registered_method=True)
 
 
 class EmbeddingServiceServicer(object):
@@ -67,6 +72,13 @@ class EmbeddingServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EmbedRegions(self, request, context):
+        """Region embeddings (same space as the global image embedding) of boxes in one image.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EmbeddingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -79,6 +91,11 @@ def add_EmbeddingServiceServicer_to_server(servicer, server):
                     servicer.EmbedText,
                     request_deserializer=visearch_dot_v1_dot_embedding__pb2.EmbedTextRequest.FromString,
                     response_serializer=visearch_dot_v1_dot_embedding__pb2.EmbedTextResponse.SerializeToString,
+            ),
+            'EmbedRegions': grpc.unary_unary_rpc_method_handler(
+                    servicer.EmbedRegions,
+                    request_deserializer=visearch_dot_v1_dot_embedding__pb2.EmbedRegionsRequest.FromString,
+                    response_serializer=visearch_dot_v1_dot_embedding__pb2.EmbedRegionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -137,6 +154,33 @@ class EmbeddingService(object):
             '/visearch.v1.EmbeddingService/EmbedText',
             visearch_dot_v1_dot_embedding__pb2.EmbedTextRequest.SerializeToString,
             visearch_dot_v1_dot_embedding__pb2.EmbedTextResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EmbedRegions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/visearch.v1.EmbeddingService/EmbedRegions',
+            visearch_dot_v1_dot_embedding__pb2.EmbedRegionsRequest.SerializeToString,
+            visearch_dot_v1_dot_embedding__pb2.EmbedRegionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -71,18 +71,36 @@ class Product(_message.Message):
     def __init__(self, title: _Optional[str] = ..., description: _Optional[str] = ..., brand: _Optional[str] = ..., category: _Optional[str] = ..., price: _Optional[float] = ..., currency: _Optional[str] = ..., in_stock: bool = ..., tags: _Optional[_Iterable[str]] = ..., attributes: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ImageDocument(_message.Message):
-    __slots__ = ("event", "info", "embeddings", "classes", "stages")
+    __slots__ = ("event", "info", "embeddings", "classes", "stages", "detections", "regions", "text_lines", "classification")
     EVENT_FIELD_NUMBER: _ClassVar[int]
     INFO_FIELD_NUMBER: _ClassVar[int]
     EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
     CLASSES_FIELD_NUMBER: _ClassVar[int]
     STAGES_FIELD_NUMBER: _ClassVar[int]
+    DETECTIONS_FIELD_NUMBER: _ClassVar[int]
+    REGIONS_FIELD_NUMBER: _ClassVar[int]
+    TEXT_LINES_FIELD_NUMBER: _ClassVar[int]
+    CLASSIFICATION_FIELD_NUMBER: _ClassVar[int]
     event: ImageEvent
     info: ImageInfo
     embeddings: Embeddings
     classes: _containers.RepeatedCompositeFieldContainer[_common_pb2.ClassScore]
     stages: _containers.RepeatedCompositeFieldContainer[StageRecord]
-    def __init__(self, event: _Optional[_Union[ImageEvent, _Mapping]] = ..., info: _Optional[_Union[ImageInfo, _Mapping]] = ..., embeddings: _Optional[_Union[Embeddings, _Mapping]] = ..., classes: _Optional[_Iterable[_Union[_common_pb2.ClassScore, _Mapping]]] = ..., stages: _Optional[_Iterable[_Union[StageRecord, _Mapping]]] = ...) -> None: ...
+    detections: _containers.RepeatedCompositeFieldContainer[_common_pb2.Detection]
+    regions: _containers.RepeatedCompositeFieldContainer[Region]
+    text_lines: _containers.RepeatedCompositeFieldContainer[_common_pb2.TextLine]
+    classification: _common_pb2.Classification
+    def __init__(self, event: _Optional[_Union[ImageEvent, _Mapping]] = ..., info: _Optional[_Union[ImageInfo, _Mapping]] = ..., embeddings: _Optional[_Union[Embeddings, _Mapping]] = ..., classes: _Optional[_Iterable[_Union[_common_pb2.ClassScore, _Mapping]]] = ..., stages: _Optional[_Iterable[_Union[StageRecord, _Mapping]]] = ..., detections: _Optional[_Iterable[_Union[_common_pb2.Detection, _Mapping]]] = ..., regions: _Optional[_Iterable[_Union[Region, _Mapping]]] = ..., text_lines: _Optional[_Iterable[_Union[_common_pb2.TextLine, _Mapping]]] = ..., classification: _Optional[_Union[_common_pb2.Classification, _Mapping]] = ...) -> None: ...
+
+class Region(_message.Message):
+    __slots__ = ("index", "detection", "embedding")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    DETECTION_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    detection: _common_pb2.Detection
+    embedding: _common_pb2.Vector
+    def __init__(self, index: _Optional[int] = ..., detection: _Optional[_Union[_common_pb2.Detection, _Mapping]] = ..., embedding: _Optional[_Union[_common_pb2.Vector, _Mapping]] = ...) -> None: ...
 
 class ImageInfo(_message.Message):
     __slots__ = ("width", "height", "format", "sha256", "size_bytes")
@@ -99,16 +117,18 @@ class ImageInfo(_message.Message):
     def __init__(self, width: _Optional[int] = ..., height: _Optional[int] = ..., format: _Optional[str] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ...) -> None: ...
 
 class Embeddings(_message.Message):
-    __slots__ = ("image", "joint", "image_model", "text_model")
+    __slots__ = ("image", "joint", "image_model", "text_model", "class_probs")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     JOINT_FIELD_NUMBER: _ClassVar[int]
     IMAGE_MODEL_FIELD_NUMBER: _ClassVar[int]
     TEXT_MODEL_FIELD_NUMBER: _ClassVar[int]
+    CLASS_PROBS_FIELD_NUMBER: _ClassVar[int]
     image: _common_pb2.Vector
     joint: _common_pb2.Vector
     image_model: str
     text_model: str
-    def __init__(self, image: _Optional[_Union[_common_pb2.Vector, _Mapping]] = ..., joint: _Optional[_Union[_common_pb2.Vector, _Mapping]] = ..., image_model: _Optional[str] = ..., text_model: _Optional[str] = ...) -> None: ...
+    class_probs: _common_pb2.Vector
+    def __init__(self, image: _Optional[_Union[_common_pb2.Vector, _Mapping]] = ..., joint: _Optional[_Union[_common_pb2.Vector, _Mapping]] = ..., image_model: _Optional[str] = ..., text_model: _Optional[str] = ..., class_probs: _Optional[_Union[_common_pb2.Vector, _Mapping]] = ...) -> None: ...
 
 class StageRecord(_message.Message):
     __slots__ = ("stage", "duration_ms", "finished_at")

@@ -42,6 +42,16 @@ class SearchServiceStub(object):
                 request_serializer=visearch_dot_v1_dot_search__pb2.SearchRequest.SerializeToString,
                 response_deserializer=visearch_dot_v1_dot_search__pb2.SearchResponse.FromString,
                 _registered_method=True)
+        self.SimilarTo = channel.unary_unary(
+                '/visearch.v1.SearchService/SimilarTo',
+                request_serializer=visearch_dot_v1_dot_search__pb2.SimilarToRequest.SerializeToString,
+                response_deserializer=visearch_dot_v1_dot_search__pb2.SearchResponse.FromString,
+                _registered_method=True)
+        self.Tag = channel.unary_unary(
+                '/visearch.v1.SearchService/Tag',
+                request_serializer=visearch_dot_v1_dot_search__pb2.TagRequest.SerializeToString,
+                response_deserializer=visearch_dot_v1_dot_search__pb2.TagResponse.FromString,
+                _registered_method=True)
 
 
 class SearchServiceServicer(object):
@@ -56,6 +66,22 @@ class SearchServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SimilarTo(self, request, context):
+        """"More like this" for an indexed image or a given image; `exact_only` keeps only near-duplicates
+        and exact matches (perceptual hash + ORB keypoints verified with RANSAC).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Tag(self, request, context):
+        """Open-ended tags: phrases from the linked text (titles, descriptions, OCR) of the image's visual
+        neighbours, weighted by similarity, beside the model's own tags.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SearchServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -63,6 +89,16 @@ def add_SearchServiceServicer_to_server(servicer, server):
                     servicer.Search,
                     request_deserializer=visearch_dot_v1_dot_search__pb2.SearchRequest.FromString,
                     response_serializer=visearch_dot_v1_dot_search__pb2.SearchResponse.SerializeToString,
+            ),
+            'SimilarTo': grpc.unary_unary_rpc_method_handler(
+                    servicer.SimilarTo,
+                    request_deserializer=visearch_dot_v1_dot_search__pb2.SimilarToRequest.FromString,
+                    response_serializer=visearch_dot_v1_dot_search__pb2.SearchResponse.SerializeToString,
+            ),
+            'Tag': grpc.unary_unary_rpc_method_handler(
+                    servicer.Tag,
+                    request_deserializer=visearch_dot_v1_dot_search__pb2.TagRequest.FromString,
+                    response_serializer=visearch_dot_v1_dot_search__pb2.TagResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -95,6 +131,60 @@ class SearchService(object):
             '/visearch.v1.SearchService/Search',
             visearch_dot_v1_dot_search__pb2.SearchRequest.SerializeToString,
             visearch_dot_v1_dot_search__pb2.SearchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SimilarTo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/visearch.v1.SearchService/SimilarTo',
+            visearch_dot_v1_dot_search__pb2.SimilarToRequest.SerializeToString,
+            visearch_dot_v1_dot_search__pb2.SearchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Tag(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/visearch.v1.SearchService/Tag',
+            visearch_dot_v1_dot_search__pb2.TagRequest.SerializeToString,
+            visearch_dot_v1_dot_search__pb2.TagResponse.FromString,
             options,
             channel_credentials,
             insecure,
