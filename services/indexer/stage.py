@@ -11,7 +11,7 @@ import numpy as np
 
 from visearch.shared.errors import InvalidEventError, NotFoundError
 from visearch.shared.pipeline import Stage, StageResult
-from visearch.shared.duplicates import DEFAULT_MAX_DISTANCE as DUPLICATE_MAX_DISTANCE
+from visearch.shared.duplicates import NEAR_DUPLICATE_MAX_DISTANCE as DUPLICATE_MAX_DISTANCE
 from visearch.shared.duplicates import hash_distance
 from visearch.shared.store import IndexRow, MilvusStore, RegionRow, SearchFilter
 from visearch.v1 import events_pb2

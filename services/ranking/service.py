@@ -19,7 +19,13 @@ import numpy as np
 from PIL import Image
 
 from visearch.shared.config import DetectionSettings, ImageSettings
-from visearch.shared.duplicates import hash_distance, is_exact_match, perceptual_hash, verify_match
+from visearch.shared.duplicates import (
+    NEAR_DUPLICATE_MAX_DISTANCE,
+    hash_distance,
+    is_exact_match,
+    perceptual_hash,
+    verify_match,
+)
 from visearch.shared.errors import InvalidEventError, NotFoundError, VisearchError
 from visearch.shared.grpcutil import error_from_rpc, rpc_method
 from visearch.shared.images import decode_image, image_bytes, read_uri
@@ -213,12 +219,10 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
     def _verify_exact(self, candidates: dict, query_image: Image.Image | None, phash: int) -> dict:
         """Keep the candidates that are near-duplicates (pHash) or verified exact matches (ORB + RANSAC);
         the "exact" factor (inlier ratio, or 1 - pHash bits / 64 without pixels) orders them."""
-        from visearch.shared.duplicates import DEFAULT_MAX_DISTANCE
-
         verified = {}
         for image_id, c in candidates.items():
             distance = hash_distance(phash, int(c.stored.fields.get("phash") or 0)) if phash else 64
-            near = distance <= DEFAULT_MAX_DISTANCE
+            near = distance <= NEAR_DUPLICATE_MAX_DISTANCE
             exact, ratio = False, 0.0
             other = self._try_load(c.stored.fields.get("uri", "")) if query_image is not None else None
             if other is not None:

@@ -80,12 +80,19 @@ class ServiceProcess:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self) -> "ServiceProcess":
+    def start(self, wait: bool = True) -> "ServiceProcess":
+        """Launch the process; with ``wait``, return once it is SERVING (else call :meth:`wait_serving`)."""
         log = open(self.log_path, "ab")  # noqa: SIM115 (owned by the child)
         self.process = subprocess.Popen([sys.executable, "-m", "visearch", "serve", self.service], env=self.env,
                                         stdout=log, stderr=subprocess.STDOUT)
-        wait_serving(self.address, self.process)
+        if wait:
+            self.wait_serving()
         return self
+
+    def wait_serving(self, timeout_s: float = 180.0) -> None:
+        """Block until the process reports SERVING (models loaded)."""
+        assert self.process is not None
+        wait_serving(self.address, self.process, timeout_s)
 
     def kill9(self) -> None:
         """SIGKILL: no drain, no commit (a crash)."""

@@ -65,6 +65,7 @@ def stack(built_models, tmp_path_factory):
         env = {"VISEARCH_KAFKA_BOOTSTRAP": KAFKA_BOOTSTRAP, "VISEARCH_KAFKA_TOPIC_PREFIX": prefix,
                "VISEARCH_MILVUS_URI": MILVUS_URI, "VISEARCH_MILVUS_COLLECTION_PREFIX": prefix,
                "VISEARCH_MODEL_TRITON_URL": "127.0.0.1:8001", "VISEARCH_TENANT": "prom",
+               "VISEARCH_PIPELINE_STAGES": "embedding,indexer",
                # Poison on purpose: keep the DLQ policy from stopping the worker during this test.
                "VISEARCH_KAFKA_DLQ_MAX_CONSECUTIVE": "100000"}
         embedding = ServiceProcess("embedding", env, tmp)

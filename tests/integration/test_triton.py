@@ -143,7 +143,7 @@ def test_kafka_ingest_and_grpc_search_with_models_on_triton(triton, tmp_path):
         env = {"VISEARCH_KAFKA_BOOTSTRAP": KAFKA_BOOTSTRAP, "VISEARCH_KAFKA_TOPIC_PREFIX": prefix,
                "VISEARCH_MILVUS_URI": MILVUS_URI, "VISEARCH_MILVUS_COLLECTION_PREFIX": prefix,
                "VISEARCH_MILVUS_SEARCH_CONSISTENCY": "Strong", "VISEARCH_MODEL_TRITON_URL": triton,
-               "VISEARCH_TENANT": "tr"}
+               "VISEARCH_TENANT": "tr", "VISEARCH_PIPELINE_STAGES": "embedding,indexer"}
         for name in ("embedding", "indexer"):
             procs.append(ServiceProcess(name, env, tmp_path).start())
         ranking = ServiceProcess("ranking", {**env, "VISEARCH_EMBEDDING_ADDR": procs[0].address}, tmp_path)

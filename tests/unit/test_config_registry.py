@@ -19,7 +19,7 @@ from visearch.shared.config import (
     StoreSettings,
 )
 from visearch.shared.errors import ModelNotBuiltError
-from visearch.shared.models.registry import ALL_MODELS, IMAGE_MODEL, TEXT_MODEL, ModelSpec
+from visearch.shared.models.registry import ALL_BUILDS, ALL_MODELS, IMAGE_MODEL, TEXT_MODEL, ModelSpec
 
 
 
@@ -72,9 +72,23 @@ def test_directory_layout(tmp_path):
 
 
 def test_shipped_models_have_distinct_keys():
-    """The image and text models are both registered, with different names and keys."""
-    assert list(ALL_MODELS) == [IMAGE_MODEL, TEXT_MODEL]
-    assert IMAGE_MODEL.key != TEXT_MODEL.key and IMAGE_MODEL.name != TEXT_MODEL.name
+    """Every registered build (models and the taxonomy) has its own name and key, image and text first."""
+    assert list(ALL_MODELS)[:2] == [IMAGE_MODEL, TEXT_MODEL]
+    assert len({s.name for s in ALL_BUILDS}) == len({s.key for s in ALL_BUILDS}) == len(ALL_BUILDS) >= 8
+
+
+def test_every_build_has_a_builder():
+    """`models build` knows how to build everything in the registry, and nothing else."""
+    from visearch.shared.models.build import BUILDERS
+
+    assert set(BUILDERS) == {s.name for s in ALL_BUILDS}
+
+
+def test_registry_changes_key_only_for_non_pypi_sources():
+    """The registry field enters the key only when it is not PyPI (existing builds keep their folders)."""
+    pypi = ModelSpec("m", "pkg", "1.0", {"revision": 1})
+    assert pypi.key == ModelSpec("m", "pkg", "1.0", {"revision": 1}, registry="pypi").key
+    assert pypi.key != ModelSpec("m", "pkg", "1.0", {"revision": 1}, registry="npm").key
 
 
 def test_locate_missing_build_raises_model_not_built(tmp_path):

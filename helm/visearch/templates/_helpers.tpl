@@ -73,7 +73,8 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
-{{/* Kafka input topic of a stage with the default chain: embedding <- images, indexer <- the last output before it. */}}
+{{/* Kafka input topic of a stage (shared/transport.py stage_topics): the output of the previous stage of
+     pipelineStages in chain order, or images for the first; e.g. ocr <- embedded with the default chain. */}}
 {{- define "visearch.inputTopic" -}}
 {{- $stages := splitList "," (.root.Values.pipelineStages | nospace) }}
 {{- $order := list "detection" "embedding" "ocr" "classification" "indexer" }}
@@ -112,4 +113,46 @@ topologySpreadConstraints:
     matchLabelKeys: [pod-template-hash]
 {{- end }}
 {{- end }}
+{{- end }}
+
+{{/* The service components, in chain order then ranking (space-separated; splitList " " to range). */}}
+{{- define "visearch.components" -}}
+detection embedding ocr classification indexer ranking
+{{- end }}
+
+{{/* "true" when the component is a stage of pipelineStages: (dict "root" $ "component" "ocr"). */}}
+{{- define "visearch.inPipeline" -}}
+{{- if has .component (splitList "," (.root.Values.pipelineStages | nospace)) }}true{{ end }}
+{{- end }}
+
+{{/* "true" when a KEDA ScaledObject scales the component (enabled, and a stage of the chain, so that
+     it has an input topic); the CPU HPA and the fixed replica count then step aside. */}}
+{{- define "visearch.kedaEnabled" -}}
+{{- $svc := index .root.Values.services .component }}
+{{- if and $svc.enabled (hasKey $svc "keda") $svc.keda.enabled (include "visearch.inPipeline" .) }}true{{ end }}
+{{- end }}
+
+{{/* host:port of a component's Service, or "" when it is disabled: (dict "root" $ "component" "detection"). */}}
+{{- define "visearch.addr" -}}
+{{- $svc := index .root.Values.services .component }}
+{{- if $svc.enabled }}
+{{- printf "%s-%s:%d" (include "visearch.fullname" .root) .component (int $svc.grpcPort) }}
+{{- end }}
+{{- end }}
+
+{{/* Fail the render when a stage of pipelineStages has no enabled service (its topic would never drain). */}}
+{{- define "visearch.validatePipeline" -}}
+{{- range $stage := splitList "," (.Values.pipelineStages | nospace) }}
+{{- $svc := index $.Values.services $stage | default dict }}
+{{- if not $svc.enabled }}
+{{- fail (printf "pipelineStages lists %q but services.%s.enabled is false" $stage $stage) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Who calls whom over gRPC (caller: [callees]), as YAML: the Deployments set VISEARCH_<CALLEE>_ADDR
+     from it and the NetworkPolicies admit the callers. */}}
+{{- define "visearch.peers" -}}
+ranking: [embedding, detection, classification]
+classification: [detection, ocr]
 {{- end }}
