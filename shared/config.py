@@ -80,6 +80,7 @@ class DetectionSettings(BaseSettings):
     region_min_score: float = Field(0.4, ge=0, le=1, description="Smallest score of a detection that gets a region embedding.")
     region_min_area: float = Field(0.01, ge=0, le=1, description="Smallest box area, as a share of the image, that gets a region embedding.")
     max_regions: int = Field(8, ge=0, le=64, description="Most regions embedded and indexed per image (highest scores first).")
+    batch_size: int = Field(8, ge=1, le=64, description="Images per inference call of the detector (each a 512 x 512 input).")
 
 
 class OcrSettings(BaseSettings):
@@ -105,7 +106,10 @@ class ClassificationSettings(BaseSettings):
     taxonomy_path: Path | None = Field(None, description="Taxonomy YAML; empty uses the one built from WordNet by `visearch models build`.")
     taxonomy_min_score: float = Field(0.5, ge=0, le=1, description="A taxonomy path stops at the deepest node whose probability is at least this.")
     concept_vocabulary_path: Path | None = Field(None, description="YAML list of zero-shot concept tags; empty uses the built-in vocabulary.")
-    concept_min_score: float = Field(0.25, ge=-1, le=1, description="Smallest joint-space affinity of a concept tag that is kept.")
+    concept_min_score: float = Field(
+        0.18, ge=-1, le=1,
+        description="Smallest score of a zero-shot concept tag that is kept: its cosine with the image's joint vector "
+                    "minus the image's mean cosine over the vocabulary (calibrated on the demo photos).")
     max_concepts: int = Field(5, ge=0, le=100, description="Most zero-shot concept tags per image.")
     colours: int = Field(5, ge=1, le=16, description="Dominant colours found per image (k of the k-means in Lab).")
     moderation_unsafe_threshold: float = Field(0.6, ge=0, le=1, description="An image is unsafe when P(porn) + P(hentai) + P(sexy) is at least this.")

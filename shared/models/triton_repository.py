@@ -22,7 +22,17 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from visearch.shared.models.registry import IMAGE_MODEL, TEXT_MODEL, ModelSpec
+from visearch.shared.models.registry import (
+    ALL_MODELS,
+    DETECTOR_MODEL,
+    IMAGE_MODEL,
+    MODERATION_MODEL,
+    OCR_CLS_MODEL,
+    OCR_DET_MODEL,
+    OCR_REC_MODEL,
+    TEXT_MODEL,
+    ModelSpec,
+)
 
 FLAVOURS = ("local", "production")
 _ONNX_TO_TRITON = {"tensor(float)": "TYPE_FP32", "tensor(int64)": "TYPE_INT64", "tensor(int32)": "TYPE_INT32"}
@@ -43,6 +53,16 @@ class ServingSpec:
 SERVING = {
     IMAGE_MODEL.name: ServingSpec(max_batch_size=32, preferred_batch_sizes=(8, 16, 32), max_queue_delay_us=2000),
     TEXT_MODEL.name: ServingSpec(max_batch_size=64, preferred_batch_sizes=(16, 32, 64), max_queue_delay_us=1000),
+    # OCR: Triton batches only requests of equal shape. Detector inputs differ per image size (a few
+    # requests of one size at most); classifier crops are all 48 x 192; recogniser batches are groups
+    # of similar-width crops (OcrSettings.rec_batch_size, default 6).
+    OCR_DET_MODEL.name: ServingSpec(max_batch_size=8, preferred_batch_sizes=(4, 8), max_queue_delay_us=1000),
+    OCR_CLS_MODEL.name: ServingSpec(max_batch_size=64, preferred_batch_sizes=(16, 32, 64), max_queue_delay_us=500),
+    OCR_REC_MODEL.name: ServingSpec(max_batch_size=32, preferred_batch_sizes=(6, 12, 24), max_queue_delay_us=1000),
+    # Detector: 512 x 512 inputs, ~60-130 ms per image on one CPU core; batches of 8 (DetectionSettings.batch_size).
+    DETECTOR_MODEL.name: ServingSpec(max_batch_size=8, preferred_batch_sizes=(4, 8), max_queue_delay_us=2000),
+    # Moderation: 224 x 224 MobileNetV2, ~15 ms per image on CPU; batches follow ModelSettings.image_batch_size.
+    MODERATION_MODEL.name: ServingSpec(max_batch_size=32, preferred_batch_sizes=(8, 16, 32), max_queue_delay_us=2000),
 }
 
 
@@ -93,7 +113,7 @@ def write_repository(cache_dir: Path, target: Path, flavour: str = "local") -> l
         ModelNotBuiltError: a model is not built in ``cache_dir``.
     """
     written = []
-    for spec in (IMAGE_MODEL, TEXT_MODEL):
+    for spec in ALL_MODELS:
         source = spec.locate(cache_dir) / "model.onnx"
         folder = Path(target) / spec.name
         if folder.exists():

@@ -7,7 +7,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from visearch.shared.config import ModelSettings
-from visearch.shared.models.registry import IMAGE_MODEL, TEXT_MODEL
+from visearch.shared.models.registry import ALL_MODELS, IMAGE_MODEL, TEXT_MODEL
 from visearch.shared.models.triton_repository import write_repository
 
 pytestmark = [pytest.mark.models]
@@ -33,3 +33,13 @@ def test_repository_layout_and_config(built_models, tmp_path, flavour):
         assert config.parameters["recipe"].string_value == spec.key
         assert (folder / "1" / "model.onnx").stat().st_size > 1_000_000
         assert (folder / "1" / "model.py").is_file() == (flavour == "local")
+
+
+def test_every_model_is_in_the_repository(built_models, tmp_path):
+    """Recognition models (detector, moderation, OCR det/cls/rec) are served like the embedding models."""
+    write_repository(ModelSettings().cache_dir, tmp_path, "local")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(s.name for s in ALL_MODELS)
+    for spec in ALL_MODELS:
+        config = text_format.Parse((tmp_path / spec.name / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+        assert config.max_batch_size >= 1 and config.parameters["recipe"].string_value == spec.key
+        assert list(config.dynamic_batching.preferred_batch_size)

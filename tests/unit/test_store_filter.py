@@ -114,10 +114,12 @@ def test_milvus_lite_round_trip(store):
 
     # Idempotent upsert: same primary keys, same count.
     assert store.upsert(rows_a) == 12
-    for space in SPACES:
+    for space in ("image", "joint"):
         assert store.count(space) == 16
         assert store.count(space, tenant="A") == 12
         assert store.count(space, tenant="B") == 4
+    # Rows without a colour descriptor or regions (classification/detection did not run) write none.
+    assert store.count("colour") == store.count("region") == 0
 
     # A row finds itself first, with cosine ~1, in both spaces.
     row = rows_a[5]
