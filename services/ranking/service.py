@@ -23,6 +23,7 @@ from visearch.shared.duplicates import (
     NEAR_DUPLICATE_MAX_DISTANCE,
     hash_distance,
     is_exact_match,
+    local_features,
     perceptual_hash,
     verify_match,
 )
@@ -220,13 +221,14 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         """Keep the candidates that are near-duplicates (pHash) or verified exact matches (ORB + RANSAC);
         the "exact" factor (inlier ratio, or 1 - pHash bits / 64 without pixels) orders them."""
         verified = {}
+        query_features = local_features(query_image) if query_image is not None else None  # once, not per pair
         for image_id, c in candidates.items():
             distance = hash_distance(phash, int(c.stored.fields.get("phash") or 0)) if phash else 64
             near = distance <= NEAR_DUPLICATE_MAX_DISTANCE
             exact, ratio = False, 0.0
             other = self._try_load(c.stored.fields.get("uri", "")) if query_image is not None else None
             if other is not None:
-                match = verify_match(query_image, other)
+                match = verify_match(query_features, other)
                 exact, ratio = is_exact_match(match), match.inlier_ratio
             if near or exact:
                 c.factors["exact"] = ratio if other is not None else 1.0 - distance / 64.0

@@ -131,13 +131,25 @@ def test_moderation_filter(platform, photos):
     assert len(platform.search.Search(safe, None).hits) == len(photos) + 1
 
 
-def test_tag_returns_phrases_and_model_tags(platform):
-    """Tag aggregates phrases from the neighbours' titles and returns the image's stored model tags."""
-    response = platform.search.Tag(search_pb2.TagRequest(image_id="photo-chelsea", tenant=TENANT, neighbours=5), None)
+def test_tag_returns_phrases_and_model_tags(platform, photos):
+    """Tag aggregates phrases from the visual neighbours' linked text (here: crops of the cat photo whose
+    titles share "tabby cat", among the other photos) and returns the image's stored model tags."""
+    tenant = "tags"
+    chelsea = by_id(photos, "photo-chelsea")
+    titles = ("tabby cat asleep on a rug", "a grey tabby cat, close up", "tabby cat portrait | free shipping")
+    items = [_copy(chelsea, f"cat-{i}", crop=0.8 - 0.1 * i, scale=0.5) for i in range(len(titles))]
+    for item, title in zip(items, titles):
+        item.title = title
+    others = [p for p in photos if p.image_id != "photo-chelsea"]
+    assert platform.ingest([*items, *others], progress=False, tenant=tenant).indexed == len(items) + len(others)
+    platform.store.flush()
+    chelsea_copy = _copy(chelsea, "query-cat", crop=0.95, scale=0.7)
+    assert platform.ingest([chelsea_copy], progress=False, tenant=tenant).indexed == 1
+    response = platform.search.Tag(search_pb2.TagRequest(image_id="query-cat", tenant=tenant, neighbours=5, top_n=5), None)
     assert response.neighbours_used == 5
-    phrases = [p.value for p in response.phrases]
-    assert phrases and all(0 < p.score <= 1 for p in response.phrases)
-    assert any("tabby" in p or "cat" in p for p in phrases), phrases  # from the copy's title, its nearest neighbour
+    phrases = [(p.value, round(p.score, 2)) for p in response.phrases]
+    assert phrases and phrases[0][0] == "tabby cat", phrases
+    assert all("shipping" not in p for p, _ in phrases)  # boilerplate is filtered
     assert {a.name for a in response.model_tags} >= {"category", "colour", "moderation"}
 
 
