@@ -1,0 +1,533 @@
+"""A coarse-to-fine taxonomy over the ImageNet-1k classes, from WordNet 3.0 hypernyms.
+
+ImageNet classes are WordNet noun synsets (Deng et al. 2009), so WordNet's hypernym ("is a kind of")
+relation gives each class a path from broad to specific: entity > physical entity > object > whole >
+living thing > organism > animal > chordate > vertebrate > mammal > placental > carnivore > feline >
+cat > domestic cat > tabby. :func:`build_taxonomy` turns those paths into a small tree that is useful
+to people (``animal > vertebrate > mammal > carnivore > cat > tabby``) and writes it as YAML; the
+:class:`Taxonomy` scores every node from the image model's softmax and returns the most specific
+confident path.
+
+The build reads WordNet 3.0 from Debian's ``wordnet-base`` files (/usr/share/wordnet) with nltk's
+``WordNetCorpusReader`` (build extra; no corpus download) and the class list from the built image
+model's ``classes.json``. Rules, in order (``max_levels`` and ``near_chain`` are in
+``TAXONOMY_DATA.recipe``):
+
+1. One parent per synset, so the result is a tree (WordNet gives 304 of the 1000 classes several
+   paths). Among a synset's hypernyms and instance hypernyms prefer, in order: a physical one (under
+   ``physical_entity``; WordNet also files substances under ``abstraction > relation > part``); one
+   from the same lexicographer file or from ``noun.Tops`` (keeps beverages under food, not liquid);
+   the deepest, i.e. most specific, one (``cat`` rather than ``domestic animal`` for ``domestic
+   cat``); the one with more classes below it; the name. ``PARENT_OVERRIDES`` fixes one case.
+2. Drop WordNet's abstract upper levels (``UPPER_LEVELS``: entity, physical entity, object, whole,
+   living thing, organism, artifact, instrumentality, commodity, ...): they group unrelated things.
+3. Near-chains: where a node holds at least ``near_chain`` of its parent's classes (a single child
+   is the extreme case), drop the less familiar of the two, by WordNet's SemCor sense counts
+   (``mammal`` over ``placental``, ``dog`` over ``canine``); a class is never dropped, so a parent
+   with a single class below it goes (``coffee > espresso`` becomes ``espresso``).
+4. Depth cap: while some class is deeper than ``max_levels`` levels, drop an inner node on such a
+   path, smallest and least familiar group first (leaves x (1 + SemCor count): ``sled dog``, ``toy
+   spaniel`` go, ``mammal``, ``carnivore``, ``dog`` stay). Roots are never dropped here.
+
+Roots are what is left at the top: ~34 of them (animal, clothing, container, device, food,
+vehicle, ...), a few of them single classes whose whole chain was dropped (pillow, teddy).
+
+A deployment can replace the YAML (``ClassificationSettings.taxonomy_path``), e.g. with a retail tree
+whose nodes list the ImageNet classes they own (see :meth:`Taxonomy.load`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import subprocess
+import tempfile
+import warnings
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from visearch.shared.config import ClassificationSettings, ModelSettings
+from visearch.shared.errors import InvalidEventError
+from visearch.shared.models.registry import IMAGE_MODEL, TAXONOMY_DATA
+
+WORDNET_DIR = Path("/usr/share/wordnet")
+TAXONOMY_FILE = "taxonomy.yaml"
+
+# WordNet's abstract upper levels (synset names): they sit above nearly every class of a branch
+# and mean nothing to a user ("whole", "instrumentality"). Dropped by rule 2.
+UPPER_LEVELS = frozenset({
+    "entity.n.01", "physical_entity.n.01", "abstraction.n.06", "object.n.01", "whole.n.02",
+    "living_thing.n.01", "organism.n.01", "causal_agent.n.01", "matter.n.03", "substance.n.01",
+    "substance.n.07", "part.n.01", "relation.n.01", "artifact.n.01", "instrumentality.n.03",
+    "psychological_feature.n.01", "attribute.n.02", "thing.n.12", "commodity.n.01", "consumer_goods.n.01",
+})
+
+# Where WordNet's own parent is no use (child synset -> parent synset): "solid food" hangs under
+# "matter > solid", away from "food, nutrient" and its beverages.
+PARENT_OVERRIDES = {"food.n.02": "food.n.01"}
+
+# WordNet 3.0's lexicographer files in file-number order, as listed in lexnames(5WN). nltk's reader
+# needs them as a ``lexnames`` file, which Debian ships only inside that man page.
+_LEXNAMES = (
+    "adj.all", "adj.pert", "adv.all", "noun.Tops", "noun.act", "noun.animal", "noun.artifact",
+    "noun.attribute", "noun.body", "noun.cognition", "noun.communication", "noun.event", "noun.feeling",
+    "noun.food", "noun.group", "noun.location", "noun.motive", "noun.object", "noun.person",
+    "noun.phenomenon", "noun.plant", "noun.possession", "noun.process", "noun.quantity", "noun.relation",
+    "noun.shape", "noun.state", "noun.substance", "noun.time", "verb.body", "verb.change", "verb.cognition",
+    "verb.communication", "verb.competition", "verb.consumption", "verb.contact", "verb.creation",
+    "verb.emotion", "verb.motion", "verb.perception", "verb.possession", "verb.social", "verb.stative",
+    "verb.weather", "adj.ppl",
+)
+_POS_CODE = {"noun": 1, "verb": 2, "adj": 3, "adv": 4}
+
+
+@dataclass(frozen=True)
+class TaxonomyNode:
+    """One node of a predicted path.
+
+    ``id``: the node id (a WordNet noun synset id such as ``n02121808`` in the built taxonomy);
+    ``name``: readable name; ``depth``: 0 for a root; ``score``: the node's probability, in [0, 1]
+    (the sum of the softmax probabilities of the classes under it).
+    """
+
+    id: str
+    name: str
+    depth: int
+    score: float
+
+
+class Taxonomy:
+    """A tree of nodes over the image model's classes; scores nodes from class probabilities.
+
+    Args:
+        nodes: dicts with ``id``, ``name``, ``parent`` (an id or None for a root) and optionally
+            ``classes`` (class ids the node owns besides its own id). A node's ``depth`` is derived.
+        class_ids: the class id of each model output, in output order (ImageNet wnids).
+        min_score: a path stops at the deepest node whose probability is at least this (0..1].
+
+    A class belongs to the node whose id equals it or whose ``classes`` list it; a node's probability
+    is the sum of the probabilities of the classes owned by it and its descendants. Classes no node
+    owns add to no node.
+
+    Raises:
+        ValueError: unknown parents, a cycle, duplicate ids, or a class owned by two nodes.
+    """
+
+    def __init__(self, nodes: list[dict], class_ids: list[str], min_score: float = 0.5) -> None:
+        ids = [str(n["id"]) for n in nodes]
+        if len(set(ids)) != len(ids):
+            dupes = sorted(k for k, v in Counter(ids).items() if v > 1)
+            raise ValueError(f"duplicate taxonomy node ids: {dupes[:5]}")
+        index = {node_id: i for i, node_id in enumerate(ids)}
+        self._index = index
+        self.ids = ids
+        self.names = [str(n.get("name") or n["id"]) for n in nodes]
+        self.parents = np.full(len(nodes), -1, dtype=np.int64)
+        for i, node in enumerate(nodes):
+            parent = node.get("parent")
+            if parent is not None:
+                if str(parent) not in index:
+                    raise ValueError(f"taxonomy node {ids[i]} has unknown parent {parent}")
+                self.parents[i] = index[str(parent)]
+        self.depths = self._depths()
+        self.children: list[list[int]] = [[] for _ in nodes]
+        for i, p in enumerate(self.parents):
+            if p >= 0:
+                self.children[p].append(i)
+        self.roots = [i for i, p in enumerate(self.parents) if p < 0]
+        self.class_ids = list(class_ids)
+        self.min_score = min_score
+        owner: dict[str, int] = {}
+        for i, node in enumerate(nodes):
+            for cls_id in [ids[i], *map(str, node.get("classes") or [])]:
+                if cls_id in owner and owner[cls_id] != i:
+                    raise ValueError(f"class {cls_id} is owned by two taxonomy nodes")
+                owner[cls_id] = i
+        # Node probabilities: each class's probability goes to its owner, then every level adds
+        # into its parents, deepest first (a few vectorised adds; no BLAS, which competes badly for
+        # the cores with onnxruntime's threads).
+        owned = [(c, owner[cls_id]) for c, cls_id in enumerate(self.class_ids) if cls_id in owner]
+        self._owned_classes = np.array([c for c, _ in owned], dtype=np.int64)
+        self._owners = np.array([n for _, n in owned], dtype=np.int64)
+        self._levels = [(np.flatnonzero(self.depths == d), self.parents[self.depths == d])
+                        for d in range(int(self.depths.max()), 0, -1)]
+        self.covered_classes = len(owned)
+        """How many of the model's classes some node owns."""
+
+    def _depths(self) -> np.ndarray:
+        depths = np.full(len(self.parents), -1, dtype=np.int64)
+        for start in range(len(self.parents)):
+            chain, node = [], start
+            while node >= 0 and depths[node] < 0:
+                if node in chain:
+                    raise ValueError(f"taxonomy has a cycle through {self.ids[node]}")
+                chain.append(node)
+                node = int(self.parents[node])
+            base = -1 if node < 0 else int(depths[node])
+            for offset, n in enumerate(reversed(chain), start=1):
+                depths[n] = base + offset
+        return depths
+
+    @classmethod
+    def load(cls, path: Path, class_ids: list[str] | None = None, min_score: float = 0.5) -> "Taxonomy":
+        """Read a taxonomy YAML: ``{nodes: [{id, name, parent, depth?, classes?}], classes?: [ids]}``.
+
+        ``classes`` (top level) is the model's class id per output index; ``class_ids`` overrides it
+        and is required when the file has none. ``depth`` is informative (derived from the parents).
+
+        Raises:
+            FileNotFoundError: no file at ``path``.
+            ValueError: malformed YAML (no nodes, no class list) or an inconsistent tree.
+        """
+        return cls._from_document(_read_yaml(path), str(path), class_ids, min_score)
+
+    @classmethod
+    def _from_document(cls, data, source: str, class_ids: list[str] | None, min_score: float) -> "Taxonomy":
+        if not isinstance(data, dict) or not isinstance(data.get("nodes"), list) or not data["nodes"]:
+            raise ValueError(f"{source}: a taxonomy YAML needs a non-empty 'nodes' list")
+        classes = class_ids if class_ids is not None else data.get("classes")
+        if not classes:
+            raise ValueError(f"{source}: no class list (top-level 'classes'), and none given")
+        return cls(data["nodes"], [str(c) for c in classes], min_score)
+
+    @classmethod
+    def from_cache(cls, models: ModelSettings | None = None,
+                   settings: ClassificationSettings | None = None) -> "Taxonomy":
+        """The deployment's taxonomy (``settings.taxonomy_path``) or the one built from WordNet.
+
+        The class order comes from the YAML, else from the built image model's ``classes.json``.
+
+        Raises:
+            ModelNotBuiltError: the built taxonomy (or, when needed, the image model) is missing.
+            FileNotFoundError, ValueError: as :meth:`load`.
+        """
+        models = models or ModelSettings()
+        settings = settings or ClassificationSettings()
+        path = settings.taxonomy_path or TAXONOMY_DATA.locate(models.cache_dir) / TAXONOMY_FILE
+        data = _read_yaml(path)
+        has_classes = isinstance(data, dict) and bool(data.get("classes"))
+        class_ids = None if has_classes else _image_model_class_ids(models.cache_dir)
+        return cls._from_document(data, str(path), class_ids, settings.taxonomy_min_score)
+
+    def node_scores(self, probs: np.ndarray) -> np.ndarray:
+        """Probabilities of every node: float32 ``[N, nodes]`` from class probabilities ``[N, classes]``.
+
+        Raises:
+            InvalidEventError: (reason ``probs_shape_mismatch``) ``probs`` is not [classes] or [N, classes].
+        """
+        probs = np.asarray(probs, dtype=np.float32)
+        if probs.ndim not in (1, 2) or probs.shape[-1] != len(self.class_ids):
+            raise InvalidEventError(f"probs must be [{len(self.class_ids)}] or [N, {len(self.class_ids)}], got {probs.shape}",
+                                    reason="probs_shape_mismatch")
+        probs = np.atleast_2d(probs)
+        scores = np.zeros((len(self.ids), probs.shape[0]), dtype=np.float32)  # [nodes, N]
+        np.add.at(scores, self._owners, probs[:, self._owned_classes].T)
+        for level, parents in self._levels:
+            np.add.at(scores, parents, scores[level])
+        return scores.T
+
+    def classify(self, probs: np.ndarray) -> list[TaxonomyNode]:
+        """The path of one image, root first, from its softmax ``probs`` (float [classes], sums to 1).
+
+        Descends greedily from the most probable root to the most probable child and stops at the
+        deepest node whose probability is at least ``min_score``; empty when no root reaches it.
+        """
+        probs = np.asarray(probs)
+        if probs.ndim != 1:
+            raise InvalidEventError(f"classify takes one image's probabilities [classes], got {probs.shape}; "
+                                    "use classify_batch", reason="probs_shape_mismatch")
+        return self.classify_batch(probs[None, :])[0]
+
+    def classify_batch(self, probs: np.ndarray) -> list[list[TaxonomyNode]]:
+        """:meth:`classify` for each row of ``probs`` (float [N, classes])."""
+        scores = self.node_scores(probs)
+        paths = []
+        for row in scores:
+            path, level = [], self.roots
+            while level:
+                best = max(level, key=lambda i: row[i])
+                if row[best] < self.min_score:
+                    break
+                path.append(TaxonomyNode(self.ids[best], self.names[best], int(self.depths[best]), float(row[best])))
+                level = self.children[best]
+            paths.append(path)
+        return paths
+
+    def path_to(self, node_id: str) -> list[str]:
+        """Ids from the root down to ``node_id`` (inclusive). Raises KeyError for an unknown id."""
+        node = self._index[node_id]
+        chain = []
+        while node >= 0:
+            chain.append(self.ids[node])
+            node = int(self.parents[node])
+        return chain[::-1]
+
+
+def _read_yaml(path: Path):
+    """Parse a YAML file safely, with libyaml's C loader when PyYAML has it (~10x faster here)."""
+    return yaml.load(Path(path).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506
+
+
+def _image_model_class_ids(cache_dir: Path) -> list[str]:
+    classes = json.loads((IMAGE_MODEL.locate(cache_dir) / "classes.json").read_text())
+    return [c["wnid"] for c in classes]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Build (needs the `build` extra: nltk)
+
+
+def _installed_debian_version(package: str) -> str | None:
+    try:
+        out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package], capture_output=True, text=True, check=False)
+    except FileNotFoundError:  # not a Debian system
+        return None
+    return out.stdout.strip() or None
+
+
+@contextlib.contextmanager
+def _wordnet_reader() -> Iterator:
+    """nltk's WordNet reader over a staged copy of Debian's dict files plus the ``lexnames`` file it needs.
+
+    nltk 3.9+ only opens corpus files under its data path (and not under a shared /tmp), so the
+    staging folder is on ``nltk.data.path`` while the reader is in use. The reader's WordNet-version
+    mapping (used only for the multilingual OMW data) would look for nltk's downloaded corpus: skipped.
+    """
+    import nltk
+    from nltk.corpus.reader.wordnet import WordNetCorpusReader
+
+    class _Reader(WordNetCorpusReader):
+        def map_wn(self, version="wordnet"):  # noqa: ARG002 - no OMW mapping needed
+            return None
+
+    if not (WORDNET_DIR / "data.noun").is_file():
+        raise FileNotFoundError(f"{WORDNET_DIR}/data.noun missing: install Debian's wordnet-base (make setup)")
+    with tempfile.TemporaryDirectory(prefix="wordnet-") as tmp:
+        staging = str(Path(tmp).resolve())
+        for item in WORDNET_DIR.iterdir():
+            if item.is_file():
+                shutil.copyfile(item, Path(staging) / item.name)
+        (Path(staging) / "lexnames").write_text("".join(
+            f"{i:02d}\t{name}\t{_POS_CODE[name.split('.')[0]]}\n" for i, name in enumerate(_LEXNAMES)))
+        nltk.data.path.append(staging)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "multilingual functions are not available"
+                yield _Reader(staging, None)
+        finally:
+            nltk.data.path.remove(staging)
+
+
+def _wnid(synset) -> str:
+    return f"n{synset.offset():08d}"
+
+
+def prune_tree(parent: dict[str, str | None], leaves: list[str], drop: set[str], max_levels: int,
+               near_chain: float, familiarity: dict[str, int] | None = None) -> dict[str, str | None]:
+    """Rules 2-4 of the module docstring on a tree given as child -> parent (None for a root).
+
+    Args:
+        parent: child id -> parent id (None for a root); every leaf's ancestors must be keys.
+        leaves: the class ids; never dropped. A dropped node's children move to its parent.
+        drop: ids removed first (rule 2).
+        max_levels: most levels on any path (a root is level 1); 1 <= max_levels.
+        near_chain: in (0, 1]; an inner node holding at least this share of its parent's leaves
+            makes a near-chain with it, and the less familiar of the two is dropped (rule 3).
+        familiarity: id -> how familiar the name is (WordNet's SemCor sense counts); default 0.
+
+    Returns the pruned child -> parent map (only the nodes on some leaf's path).
+    """
+    parent = {k: v for k, v in parent.items()}
+    familiarity = familiarity or {}
+    fam = lambda n: familiarity.get(n, 0)  # noqa: E731
+    leaf_set = set(leaves)
+
+    def remove(node: str) -> None:
+        up = parent.pop(node)
+        for child, p in list(parent.items()):
+            if p == node:
+                parent[child] = up
+
+    def leaves_below() -> dict[str, int]:
+        below: dict[str, int] = defaultdict(int)
+        for leaf in leaves:
+            node: str | None = leaf
+            while node is not None:
+                below[node] += 1
+                node = parent[node]
+        return below
+
+    for node in [n for n in parent if n in drop and n not in leaf_set]:
+        remove(node)
+    below = leaves_below()
+    for node in [n for n in parent if n not in leaf_set and not below.get(n)]:
+        remove(node)  # not on any leaf's path
+    while True:  # rule 3: near-chains (a single child is the extreme case), until none is left
+        below = leaves_below()
+        doomed = set()
+        for node, up in parent.items():
+            if up is not None and below[node] >= near_chain * below[up]:
+                # keep the more familiar name of the two (mammal over placental, dog over canine);
+                # a class is never dropped, so a parent with one class below it goes
+                doomed.add(up if node in leaf_set or fam(up) < fam(node) else node)
+        if not doomed:
+            break
+        remove(max(doomed, key=lambda n: (below[n], n)))
+    while True:  # rule 4: cap the depth
+        below = leaves_below()
+        depth: dict[str, int] = {}
+        for node in parent:
+            d, up = 0, parent[node]
+            while up is not None:
+                d, up = d + 1, parent[up]
+            depth[node] = d
+        too_deep = [leaf for leaf in leaves if depth[leaf] >= max_levels]
+        if not too_deep:
+            break
+        candidates = set()
+        for leaf in too_deep:
+            up = parent[leaf]
+            while up is not None and parent[up] is not None:
+                candidates.add(up)
+                up = parent[up]
+        # drop small, unfamiliar groups first (sled dog, toy spaniel) and keep the broad, well-known
+        # levels (mammal, carnivore, dog); ties: the least informative split
+        remove(min(candidates, key=lambda n: (below[n] * (1 + fam(n)), -below[n] / below[parent[n]], n)))
+    return parent
+
+
+def build_taxonomy(cache_dir: Path, force: bool = False) -> Path:
+    """Build ``taxonomy.yaml`` from WordNet 3.0 and the image model's classes; returns its folder.
+
+    The folder's ``meta.json`` records the node count per level. Checks before the folder is moved
+    into place: every class is a leaf of the tree, no path is deeper than ``max_levels``, and the
+    written file loads and maps each class's one-hot probability vector to the path of that class.
+
+    Raises:
+        ModelNotBuiltError: the image model (its ``classes.json``) is not built.
+        FileNotFoundError: Debian's WordNet files are missing.
+        RuntimeError: the installed WordNet is not the pinned version, or a check fails.
+    """
+    from visearch.shared.models.build import build_atomically  # build.py imports this module lazily
+
+    recipe = TAXONOMY_DATA.recipe
+    class_dir = IMAGE_MODEL.locate(Path(cache_dir))
+
+    def export(out: Path) -> dict:
+        installed = _installed_debian_version("wordnet-base")
+        if installed is not None and installed != TAXONOMY_DATA.source_version:
+            raise RuntimeError(f"wordnet-base {installed} is installed but the recipe pins {TAXONOMY_DATA.source_version}")
+        classes = json.loads((class_dir / "classes.json").read_text())
+        leaves = [c["wnid"] for c in classes]
+        with _wordnet_reader() as wn:
+            if wn.get_version() != "3.0":
+                raise RuntimeError(f"expected WordNet 3.0, found {wn.get_version()}")
+            parent_of, lemmas, upper, familiarity = _hypernym_tree(wn, leaves)
+        lemmas.update({c["wnid"]: [c["name"]] for c in classes})  # the class names serving shows elsewhere
+        pruned = prune_tree(parent_of, leaves, upper, recipe["max_levels"], recipe["near_chain"], familiarity)
+        nodes = _ordered_nodes(pruned, lemmas)
+        document = {
+            "source": f"WordNet 3.0 hypernyms (Debian wordnet-base {TAXONOMY_DATA.source_version}) of the "
+                      f"{len(leaves)} classes of {IMAGE_MODEL.name}@{IMAGE_MODEL.key}",
+            "rules": "visearch.services.classification.taxonomy (module docstring)",
+            "classes": leaves,
+            "nodes": nodes,
+        }
+        path = out / TAXONOMY_FILE
+        path.write_text(yaml.safe_dump(document, sort_keys=False, width=200, allow_unicode=True))
+        levels = _check(path, leaves, recipe["max_levels"])
+        return {"nodes": len(nodes), "classes": len(leaves), "nodes_per_level": levels,
+                # what the check verified (`models build` prints a build's "parity")
+                "parity": {"classes_on_own_path": len(leaves), "levels": len(levels)}}
+
+    return build_atomically(TAXONOMY_DATA, Path(cache_dir), force, export)
+
+
+def _hypernym_tree(wn, wnids: list[str]) -> tuple[dict[str, str | None], dict[str, list[str]], set[str], dict[str, int]]:
+    """Rule 1 over every synset on the classes' hypernym paths.
+
+    Returns (child wnid -> parent wnid or None, wnid -> lemma names, wnids of the UPPER_LEVELS met,
+    wnid -> familiarity: the summed SemCor counts of its lemmas, from WordNet's cntlist).
+    """
+    physical = wn.synset("physical_entity.n.01")
+    up = lambda s: s.hypernyms() + s.instance_hypernyms()  # noqa: E731
+    overrides = {wn.synset(child): wn.synset(p) for child, p in PARENT_OVERRIDES.items()}
+    synsets = [wn.synset_from_pos_and_offset("n", int(w[1:])) for w in wnids]
+    below: Counter = Counter()
+    for s in synsets:
+        for ancestor in {s, *s.closure(up)}:
+            below[ancestor] += 1
+    parent_of: dict[str, str | None] = {}
+    lemmas: dict[str, list[str]] = {}
+    familiarity: dict[str, int] = {}
+    upper: set[str] = set()
+    for s in synsets:
+        node = s
+        while _wnid(node) not in parent_of:
+            lemmas[_wnid(node)] = [lemma.name().replace("_", " ") for lemma in node.lemmas()]
+            familiarity[_wnid(node)] = sum(lemma.count() for lemma in node.lemmas())
+            if node.name() in UPPER_LEVELS:
+                upper.add(_wnid(node))
+            hypernyms = [overrides[node]] if node in overrides else up(node)
+            if not hypernyms:
+                parent_of[_wnid(node)] = None
+                break
+            best = max(hypernyms, key=lambda h: (
+                h == physical or physical in set(h.closure(up)),
+                h.lexname() in (node.lexname(), "noun.Tops"),
+                h.max_depth(),
+                below[h],
+                h.name(),
+            ))
+            parent_of[_wnid(node)] = _wnid(best)
+            node = best
+    return parent_of, lemmas, upper, familiarity
+
+
+def _ordered_nodes(parent: dict[str, str | None], lemmas: dict[str, list[str]]) -> list[dict]:
+    """Nodes depth-first from the roots (children by name), each with id, name, parent, depth.
+
+    A node's name is its first lemma, or the next one where the first repeats its parent's name
+    (WordNet's "solid food" is also lemma "food").
+    """
+    children: dict[str | None, list[str]] = defaultdict(list)
+    for child, p in parent.items():
+        children[p].append(child)
+    nodes: list[dict] = []
+    names: dict[str, str] = {}
+
+    def visit(node: str, depth: int) -> None:
+        above = names.get(parent[node] or "")
+        names[node] = next((n for n in lemmas[node] if n != above), lemmas[node][0])
+        nodes.append({"id": node, "name": names[node], "parent": parent[node], "depth": depth})
+        for child in sorted(children[node], key=lambda c: (lemmas[c][0].lower(), c)):
+            visit(child, depth + 1)
+
+    for root in sorted(children[None], key=lambda c: (lemmas[c][0].lower(), c)):
+        visit(root, 0)
+    return nodes
+
+
+def _check(path: Path, leaves: list[str], max_levels: int) -> dict[str, int]:
+    """Load the written YAML and check it; returns the node count per depth ("0" = roots)."""
+    taxonomy = Taxonomy.load(path, min_score=0.5)
+    data = yaml.safe_load(path.read_text())
+    has_children = {n["parent"] for n in data["nodes"]}
+    inner_classes = [w for w in leaves if w in has_children]
+    if inner_classes or set(leaves) - set(taxonomy.ids):
+        raise RuntimeError(f"taxonomy check: classes missing or not leaves: {inner_classes[:5]}")
+    if any(n["depth"] != int(taxonomy.depths[i]) for i, n in enumerate(data["nodes"])):
+        raise RuntimeError("taxonomy check: written depths disagree with the parents")
+    if int(taxonomy.depths.max()) >= max_levels:
+        raise RuntimeError(f"taxonomy check: a path has {int(taxonomy.depths.max()) + 1} levels > {max_levels}")
+    paths = taxonomy.classify_batch(np.eye(len(leaves), dtype=np.float32))
+    for wnid, path in zip(leaves, paths):
+        if [n.id for n in path] != taxonomy.path_to(wnid):
+            raise RuntimeError(f"taxonomy check: one-hot {wnid} does not give its own path")
+    return {str(d): int(c) for d, c in sorted(Counter(taxonomy.depths.tolist()).items())}
