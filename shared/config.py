@@ -77,7 +77,7 @@ class DetectionSettings(BaseSettings):
     score_threshold: float = Field(0.3, ge=0, le=1, description="Smallest detection score kept.")
     nms_iou: float = Field(0.5, gt=0, le=1, description="IoU above which NMS (OpenCV NMSBoxes, per class) drops the lower-scored box.")
     max_detections: int = Field(50, ge=1, le=100, description="Most detections kept per image after NMS.")
-    region_min_score: float = Field(0.4, ge=0, le=1, description="Smallest score of a detection that gets a region embedding.")
+    region_min_score: float = Field(0.3, ge=0, le=1, description="Smallest score of a detection that gets a region embedding.")
     region_min_area: float = Field(0.01, ge=0, le=1, description="Smallest box area, as a share of the image, that gets a region embedding.")
     max_regions: int = Field(8, ge=0, le=64, description="Most regions embedded and indexed per image (highest scores first).")
     batch_size: int = Field(8, ge=1, le=64, description="Images per inference call of the detector (each a 512 x 512 input).")

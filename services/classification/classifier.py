@@ -51,7 +51,7 @@ class Classifier:
         """
         models, settings = models or ModelSettings(), settings or ClassificationSettings()
         embedder = embedder or Embedder.from_cache(models, ConseSettings())
-        return cls(embedder, Taxonomy.from_cache(models, settings), ConceptTagger.from_embedder(embedder, settings),
+        return cls(embedder, Taxonomy.from_cache(models, settings), ConceptTagger.from_embedder(embedder, settings=settings),
                    ModerationModel.from_cache(models, settings), settings)
 
     def classify(self, images: Sequence[Image.Image], probs: np.ndarray | None = None, joint: np.ndarray | None = None,

@@ -52,6 +52,14 @@ def by_id(photos, image_id):
     return next(p for p in photos if p.image_id == image_id)
 
 
+def best_regions(platform, image_id: str) -> dict[str, dict]:
+    """The highest-scored stored region of each label of an image (region indices follow detection score)."""
+    best: dict[str, dict] = {}
+    for region in platform.store.regions(TENANT, image_id):
+        best.setdefault(region["label"], region)
+    return best
+
+
 def test_ingest_stores_recognition_results(platform):
     """The dog photo's row carries objects, taxonomy, moderation, a pHash, a colour vector and its regions."""
     row = platform.store.get(TENANT, "photo-dog")
@@ -65,8 +73,7 @@ def test_ingest_stores_recognition_results(platform):
 
 def test_region_search_finds_the_photo_and_the_matching_region(platform, photos):
     """A crop of one object of a multi-object photo retrieves that photo, matched through that object's region."""
-    regions = {r["label"]: r for r in platform.store.regions(TENANT, "photo-dog")}
-    bicycle = regions["bicycle"]
+    bicycle = best_regions(platform, "photo-dog")["bicycle"]
     img = Image.open(io.BytesIO(by_id(photos, "photo-dog").read_bytes())).convert("RGB")
     crop = img.crop(tuple(int(v) for v in bicycle["box"]))
     request = search_pb2.SearchRequest(image=common_pb2.Image(content=jpeg_bytes(crop, 85)), top_k=3, tenant=TENANT)
@@ -79,8 +86,7 @@ def test_region_search_finds_the_photo_and_the_matching_region(platform, photos)
 
 def test_region_box_of_the_query_and_query_objects(platform, photos):
     """A box of the query image searches with that crop; QUERY_OBJECTS searches with each detected object."""
-    regions = {r["label"]: r for r in platform.store.regions(TENANT, "photo-dog")}
-    x1, y1, x2, y2 = regions["dog"]["box"]
+    x1, y1, x2, y2 = best_regions(platform, "photo-dog")["dog"]["box"]
     dog = common_pb2.Image(content=by_id(photos, "photo-dog").read_bytes())
     request = search_pb2.SearchRequest(image=dog, region=common_pb2.Box(x1=x1, y1=y1, x2=x2, y2=y2), top_k=3, tenant=TENANT)
     top = platform.search.Search(request, None).hits[0]
