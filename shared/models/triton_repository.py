@@ -59,9 +59,9 @@ SERVING = {
     OCR_DET_MODEL.name: ServingSpec(max_batch_size=8, preferred_batch_sizes=(4, 8), max_queue_delay_us=1000),
     OCR_CLS_MODEL.name: ServingSpec(max_batch_size=64, preferred_batch_sizes=(16, 32, 64), max_queue_delay_us=500),
     OCR_REC_MODEL.name: ServingSpec(max_batch_size=32, preferred_batch_sizes=(6, 12, 24), max_queue_delay_us=1000),
-    # Detector: 512 x 512 inputs, ~60-130 ms per image on one CPU core; batches of 8 (DetectionSettings.batch_size).
+    # Detector: 512 x 512 inputs, ~45 ms per image on 2 CPU cores (~70 ms on one); DetectionSettings.batch_size = 8.
     DETECTOR_MODEL.name: ServingSpec(max_batch_size=8, preferred_batch_sizes=(4, 8), max_queue_delay_us=2000),
-    # Moderation: 224 x 224 MobileNetV2, ~15 ms per image on CPU; batches follow ModelSettings.image_batch_size.
+    # Moderation: 224 x 224 MobileNetV2, ~12 ms per image on 2 CPU cores; batches of ModelSettings.image_batch_size.
     MODERATION_MODEL.name: ServingSpec(max_batch_size=32, preferred_batch_sizes=(8, 16, 32), max_queue_delay_us=2000),
 }
 
