@@ -99,14 +99,21 @@ class EmbeddedPlatform:
             classifier = Classifier.from_cache(models, ClassificationSettings(), self.embedder)
             self.classification = ClassificationService(classifier, image_settings, _stub(self.detection), _stub(self.ocr))
             stage_objects["classification"] = ClassificationStage(classifier, image_settings)
-        self.workers = [
-            StageWorker(stage_objects[name], self.transport, t.input, t.output,
-                        batch_size=256 if name == "indexer" else models.image_batch_size)
-            for name, t in topics.items()
-        ]
+        self._stage_objects = stage_objects
+        self._batch_size = models.image_batch_size
+        self.workers = self._workers(self.stages)
         self.search = SearchService(InProcessStub(self.embedding), self.store, self.tenant,
                                     detection=_stub(self.detection), classification=_stub(self.classification),
                                     image_settings=image_settings, detection_settings=detection_settings)
+
+    def _workers(self, stages: list[str]) -> list[StageWorker]:
+        """Stage workers for a chain of the loaded stages (its topics follow the chain, as over Kafka)."""
+        missing = [s for s in stages if s not in self._stage_objects]
+        if missing:
+            raise ValueError(f"stages {missing} are not loaded in this platform (loaded: {self.stages})")
+        return [StageWorker(self._stage_objects[name], self.transport, t.input, t.output,
+                            batch_size=256 if name == "indexer" else self._batch_size)
+                for name, t in stage_topics(stages).items()]
 
     def publish(self, event: events_pb2.ImageEvent) -> None:
         """Publish one ImageEvent to the images topic, as an upstream system would."""
@@ -114,22 +121,29 @@ class EmbeddedPlatform:
         self.transport.produce(self.input_topic, key, value, headers)
 
     def ingest(self, items: Iterable[CatalogueItem], chunk: int = 64, progress: bool = True,
-               total: int | None = None, tenant: str | None = None) -> IngestReport:
+               total: int | None = None, tenant: str | None = None, stages: list[str] | None = None) -> IngestReport:
         """Publish items as upsert events (for ``tenant``, default the platform's) and run them through
         every stage, ``chunk`` at a time.
 
-        Bad images do not stop the run: they land in the DLQ topics and in ``report.failed``.
+        ``stages`` runs a shorter chain of the loaded stages for these items (e.g. thumbnails without
+        detection and OCR), the way a deployment's VISEARCH_PIPELINE_STAGES would; it must end with
+        the indexer. Bad images do not stop the run: they land in the DLQ topics and in ``report.failed``.
+
+        Raises:
+            ValueError: ``stages`` names a stage this platform did not load, or does not end with the indexer.
         """
+        workers = self.workers if stages is None else self._workers(stages)
         report = IngestReport()
-        dlq_seen = {w.input_topic: len(self.transport.messages(dlq_topic(w.input_topic))) for w in self.workers}
+        dlq_seen = {w.input_topic: len(self.transport.messages(dlq_topic(w.input_topic))) for w in workers}
         bar = tqdm(total=total, unit="img", desc="ingest", disable=not progress)
         batch: list[CatalogueItem] = []
 
         def run(batch: list[CatalogueItem]) -> None:
             for item in batch:
-                self.publish(item_to_event(item, tenant or self.tenant))
+                key, value, headers = encode_event(item_to_event(item, tenant or self.tenant))
+                self.transport.produce(workers[0].input_topic, key, value, headers)
             report.published += len(batch)
-            for worker in self.workers:
+            for worker in workers:
                 ok, _ = worker.drain()
                 if worker.output_topic is None:
                     report.indexed += ok
@@ -145,7 +159,7 @@ class EmbeddedPlatform:
         bar.close()
         if report.indexed:
             self.store.flush()  # seal the new rows so searches use the index (matters for Milvus Lite)
-        for worker in self.workers:
+        for worker in workers:
             for message in self.transport.messages(dlq_topic(worker.input_topic))[dlq_seen[worker.input_topic]:]:
                 report.failed.append((message.key.decode(), message.headers[HEADER_DLQ_REASON],
                                       message.headers.get(HEADER_DLQ_ERROR, "")))
