@@ -106,12 +106,17 @@ class EmbeddedPlatform:
                                     detection=_stub(self.detection), classification=_stub(self.classification),
                                     image_settings=image_settings, detection_settings=detection_settings)
 
-    def _workers(self, stages: list[str]) -> list[StageWorker]:
-        """Stage workers for a chain of the loaded stages (its topics follow the chain, as over Kafka)."""
+    def _workers(self, stages: list[str], transport: InProcessTransport | None = None) -> list[StageWorker]:
+        """Stage workers for a chain of the loaded stages (its topics follow the chain, as over Kafka).
+
+        A shorter chain gets its own transport: its topics overlap the main chain's (its embedding
+        stage reads the images topic), and sharing them would replay the main chain's events.
+        """
         missing = [s for s in stages if s not in self._stage_objects]
         if missing:
             raise ValueError(f"stages {missing} are not loaded in this platform (loaded: {self.stages})")
-        return [StageWorker(self._stage_objects[name], self.transport, t.input, t.output,
+        transport = transport or self.transport
+        return [StageWorker(self._stage_objects[name], transport, t.input, t.output,
                             batch_size=256 if name == "indexer" else self._batch_size)
                 for name, t in stage_topics(stages).items()]
 
@@ -132,16 +137,20 @@ class EmbeddedPlatform:
         Raises:
             ValueError: ``stages`` names a stage this platform did not load, or does not end with the indexer.
         """
-        workers = self.workers if stages is None else self._workers(stages)
+        if stages is None or list(stages) == self.stages:
+            workers, transport = self.workers, self.transport
+        else:
+            transport = InProcessTransport()
+            workers = self._workers(list(stages), transport)
         report = IngestReport()
-        dlq_seen = {w.input_topic: len(self.transport.messages(dlq_topic(w.input_topic))) for w in workers}
+        dlq_seen = {w.input_topic: len(transport.messages(dlq_topic(w.input_topic))) for w in workers}
         bar = tqdm(total=total, unit="img", desc="ingest", disable=not progress)
         batch: list[CatalogueItem] = []
 
         def run(batch: list[CatalogueItem]) -> None:
             for item in batch:
                 key, value, headers = encode_event(item_to_event(item, tenant or self.tenant))
-                self.transport.produce(workers[0].input_topic, key, value, headers)
+                transport.produce(workers[0].input_topic, key, value, headers)
             report.published += len(batch)
             for worker in workers:
                 ok, _ = worker.drain()
@@ -160,7 +169,7 @@ class EmbeddedPlatform:
         if report.indexed:
             self.store.flush()  # seal the new rows so searches use the index (matters for Milvus Lite)
         for worker in workers:
-            for message in self.transport.messages(dlq_topic(worker.input_topic))[dlq_seen[worker.input_topic]:]:
+            for message in transport.messages(dlq_topic(worker.input_topic))[dlq_seen[worker.input_topic]:]:
                 report.failed.append((message.key.decode(), message.headers[HEADER_DLQ_REASON],
                                       message.headers.get(HEADER_DLQ_ERROR, "")))
         return report
