@@ -146,3 +146,29 @@ def serve(service_name: str, register: Callable[[grpc.Server], list[str]], setti
     server.stop(grace=10).wait()
     log.info("stopped", service=service_name, failed_workers=len(failures))
     return 1 if failures else 0
+
+
+def run_service(service_name: str, settings: ServiceSettings, servicer, add_to_server: Callable, full_name: str,
+                stage=None, **serve_kwargs) -> int:
+    """The common main of a model service: its ``/metrics`` endpoint, its servicer on a gRPC server
+    (health, reflection), and, when Kafka is configured and ``stage`` is in the chain, its stage worker.
+
+    Args:
+        servicer: the gRPC servicer; ``add_to_server``: the generated ``add_*Servicer_to_server``.
+        full_name: the servicer's full service name (health status, reflection).
+        stage: the service's pipeline stage, or None for a service that is not one.
+
+    Returns:
+        the process exit code (see :func:`serve`).
+    """
+    from visearch.shared.metrics import start_metrics_server
+    from visearch.shared.pipeline import kafka_workers
+
+    workers = kafka_workers(stage) if stage is not None else ()
+    start_metrics_server(settings.metrics_port, settings.grpc_host)
+
+    def register(server: grpc.Server) -> list[str]:
+        add_to_server(servicer, server)
+        return [full_name]
+
+    return serve(service_name, register, settings, workers=workers, **serve_kwargs)

@@ -145,3 +145,20 @@ class TritonRunner:
         INFERENCE_SECONDS.labels(model=self.model_name, runner="triton").observe(time.perf_counter() - start)
         INFERENCE_BATCH_SIZE.labels(model=self.model_name).observe(next(iter(inputs.values())).shape[0])
         return {name: result.as_numpy(name) for name in outputs}
+
+
+def runner_for(models, spec, folder: Path) -> InferenceRunner:
+    """The runner of a built model: Triton when ``models.triton_url`` is set (the model served from the
+    same recipe), else onnxruntime in this process over ``folder/model.onnx``.
+
+    Pre- and post-processing stay in the calling process either way (see docs/architecture.md).
+
+    Args:
+        models: ``ModelSettings``. spec: the model's ``ModelSpec``. folder: its built folder.
+
+    Raises:
+        DependencyUnavailableError, ModelNotBuiltError: see :class:`TritonRunner`.
+    """
+    if models.triton_url:
+        return TritonRunner(models.triton_url, spec.name, spec.key, timeout_s=models.triton_timeout_s)
+    return OnnxRunner(folder / "model.onnx", spec.name, models.intra_op_threads)

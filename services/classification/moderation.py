@@ -12,14 +12,13 @@ resize to 224 x 224 with ``alignCorners = true`` (the whole image, stretched: no
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from visearch.shared.config import ClassificationSettings, ModelSettings
-from visearch.shared.inference import InferenceRunner, OnnxRunner, TritonRunner
-from visearch.shared.models.registry import MODERATION_MODEL, ModelSpec
+from visearch.shared.inference import InferenceRunner, runner_for
+from visearch.shared.models.registry import MODERATION_MODEL
 
 MODERATION_CLASSES = ("drawing", "hentai", "neutral", "porn", "sexy")
 """Output order of the model (nsfwjs ``NSFW_CLASSES``: Drawing, Hentai, Neutral, Porn, Sexy), lower-cased."""
@@ -81,7 +80,7 @@ class ModerationModel:
         """
         models = models or ModelSettings()
         folder = MODERATION_MODEL.locate(models.cache_dir)
-        return cls(_runner(models, MODERATION_MODEL, folder), settings, models.image_batch_size)
+        return cls(runner_for(models, MODERATION_MODEL, folder), settings, models.image_batch_size)
 
     def predict(self, images: list[Image.Image]) -> np.ndarray:
         """Class probabilities of decoded RGB images (any size): float32 ``[N, 5]``, rows sum to 1
@@ -107,8 +106,3 @@ class ModerationModel:
         return self.unsafe_scores(probs) < self.settings.moderation_unsafe_threshold
 
 
-def _runner(models: ModelSettings, spec: ModelSpec, folder: Path) -> InferenceRunner:
-    """Triton when ``triton_url`` is set, else in-process onnxruntime (preprocessing stays here)."""
-    if models.triton_url:
-        return TritonRunner(models.triton_url, spec.name, spec.key, timeout_s=models.triton_timeout_s)
-    return OnnxRunner(folder / "model.onnx", spec.name, models.intra_op_threads)

@@ -12,10 +12,8 @@ import sys
 import grpc
 
 from visearch.shared.config import ClassificationSettings, ImageSettings, ModelSettings, ServiceSettings
-from visearch.shared.grpcutil import serve
+from visearch.shared.grpcutil import run_service
 from visearch.shared.logging import configure_logging
-from visearch.shared.metrics import start_metrics_server
-from visearch.shared.pipeline import kafka_workers
 from visearch.services.classification.classifier import Classifier
 from visearch.services.classification.service import SERVICE_NAME, ClassificationService, ClassificationStage
 from visearch.v1 import classification_pb2_grpc, detection_pb2_grpc, ocr_pb2_grpc
@@ -30,14 +28,9 @@ def main(settings: ServiceSettings | None = None, **serve_kwargs) -> int:
     detection = detection_pb2_grpc.DetectionServiceStub(grpc.insecure_channel(settings.detection_addr)) if settings.detection_addr else None
     ocr = ocr_pb2_grpc.OcrServiceStub(grpc.insecure_channel(settings.ocr_addr)) if settings.ocr_addr else None
     servicer = ClassificationService(classifier, image_settings, detection, ocr)
-    workers = kafka_workers(ClassificationStage(classifier, image_settings))
-    start_metrics_server(settings.metrics_port, settings.grpc_host)
-
-    def register(server) -> list[str]:
-        classification_pb2_grpc.add_ClassificationServiceServicer_to_server(servicer, server)
-        return [SERVICE_NAME]
-
-    return serve("classification", register, settings, workers=workers, **serve_kwargs)
+    return run_service("classification", settings, servicer,
+                       classification_pb2_grpc.add_ClassificationServiceServicer_to_server, SERVICE_NAME,
+                       ClassificationStage(classifier, image_settings), **serve_kwargs)
 
 
 if __name__ == "__main__":

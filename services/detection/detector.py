@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
 from PIL import Image
 
 from visearch.shared.config import DetectionSettings, ModelSettings
-from visearch.shared.inference import InferenceRunner, OnnxRunner, TritonRunner
-from visearch.shared.models.registry import DETECTOR_MODEL, ModelSpec
+from visearch.shared.inference import InferenceRunner, runner_for
+from visearch.shared.models.registry import DETECTOR_MODEL
 
 INPUT_SIZE = 512
 """Side of the square model input, pixels."""
@@ -149,7 +148,7 @@ class Detector:
         models = models or ModelSettings()
         folder = DETECTOR_MODEL.locate(models.cache_dir)
         labels = json.loads((folder / "labels.json").read_text())
-        return cls(_runner(models, DETECTOR_MODEL, folder), labels, settings)
+        return cls(runner_for(models, DETECTOR_MODEL, folder), labels, settings)
 
     def detect(self, images: list[Image.Image]) -> list[list[Detection]]:
         """Objects in each decoded RGB image (any size), one list per image in input order, each sorted by
@@ -183,8 +182,3 @@ class Detector:
                           box=tuple(float(v) for v in boxes[i])) for i in keep]
 
 
-def _runner(models: ModelSettings, spec: ModelSpec, folder: Path) -> InferenceRunner:
-    """Triton when ``triton_url`` is set, else in-process onnxruntime (pre- and post-processing stay here)."""
-    if models.triton_url:
-        return TritonRunner(models.triton_url, spec.name, spec.key, timeout_s=models.triton_timeout_s)
-    return OnnxRunner(folder / "model.onnx", spec.name, models.intra_op_threads)

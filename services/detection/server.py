@@ -9,10 +9,8 @@ from __future__ import annotations
 import sys
 
 from visearch.shared.config import DetectionSettings, ImageSettings, ModelSettings, ServiceSettings
-from visearch.shared.grpcutil import serve
+from visearch.shared.grpcutil import run_service
 from visearch.shared.logging import configure_logging
-from visearch.shared.metrics import start_metrics_server
-from visearch.shared.pipeline import kafka_workers
 from visearch.services.detection.detector import Detector
 from visearch.services.detection.service import SERVICE_NAME, DetectionService, DetectionStage
 from visearch.v1 import detection_pb2_grpc
@@ -24,15 +22,9 @@ def main(settings: ServiceSettings | None = None, **serve_kwargs) -> int:
     configure_logging("detection", settings.log_level)
     detector = Detector.from_cache(ModelSettings(), DetectionSettings())
     image_settings = ImageSettings()
-    servicer = DetectionService(detector, image_settings)
-    workers = kafka_workers(DetectionStage(detector, image_settings))
-    start_metrics_server(settings.metrics_port, settings.grpc_host)
-
-    def register(server) -> list[str]:
-        detection_pb2_grpc.add_DetectionServiceServicer_to_server(servicer, server)
-        return [SERVICE_NAME]
-
-    return serve("detection", register, settings, workers=workers, **serve_kwargs)
+    return run_service("detection", settings, DetectionService(detector, image_settings),
+                       detection_pb2_grpc.add_DetectionServiceServicer_to_server, SERVICE_NAME,
+                       DetectionStage(detector, image_settings), **serve_kwargs)
 
 
 if __name__ == "__main__":

@@ -23,8 +23,8 @@ from PIL import Image
 
 from visearch.shared.config import ConseSettings, ModelSettings
 from visearch.shared.images import preprocess_imagenet
-from visearch.shared.inference import InferenceRunner, OnnxRunner, TritonRunner
-from visearch.shared.models.registry import IMAGE_MODEL, TEXT_MODEL, ModelSpec
+from visearch.shared.inference import InferenceRunner, runner_for
+from visearch.shared.models.registry import IMAGE_MODEL, TEXT_MODEL
 from visearch.shared.text import Tokenizer
 
 IMAGE_DIM = 1280
@@ -153,9 +153,9 @@ class Embedder:
         image_dir = IMAGE_MODEL.locate(models.cache_dir)
         text_dir = TEXT_MODEL.locate(models.cache_dir)
         classes = [ImageClass(**c) for c in json.loads((image_dir / "classes.json").read_text())]
-        image = ImageEncoder(_runner(models, IMAGE_MODEL, image_dir), classes, models.image_batch_size)
+        image = ImageEncoder(runner_for(models, IMAGE_MODEL, image_dir), classes, models.image_batch_size)
         tokenizer = Tokenizer(text_dir / "tokenizer.json", TEXT_MODEL.recipe["max_seq_length"])
-        text = TextEncoder(_runner(models, TEXT_MODEL, text_dir), tokenizer, models.text_batch_size)
+        text = TextEncoder(runner_for(models, TEXT_MODEL, text_dir), tokenizer, models.text_batch_size)
         vectors = _cached_class_vectors(text, classes, text_dir, IMAGE_MODEL.key)
         return cls(image, text, ConseProjector(vectors, conse.top_t),
                    f"{IMAGE_MODEL.name}@{IMAGE_MODEL.key}", f"{TEXT_MODEL.name}@{TEXT_MODEL.key}")
@@ -175,12 +175,6 @@ class Embedder:
         return [[(self.image.classes[j], float(p[j])) for j in row] for p, row in zip(probs, order)]
 
 
-def _runner(models: ModelSettings, spec: ModelSpec, folder: Path) -> InferenceRunner:
-    """Triton when ``triton_url`` is set, else in-process onnxruntime. Pre- and post-processing stay
-    in this process either way (tokenizer, resize, softmax, ConSE): see docs/architecture.md."""
-    if models.triton_url:
-        return TritonRunner(models.triton_url, spec.name, spec.key, timeout_s=models.triton_timeout_s)
-    return OnnxRunner(folder / "model.onnx", spec.name, models.intra_op_threads)
 
 
 def _cached_class_vectors(text: TextEncoder, classes: list[ImageClass], text_dir: Path, image_key: str) -> np.ndarray:

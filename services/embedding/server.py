@@ -8,13 +8,9 @@ from __future__ import annotations
 
 import sys
 
-import grpc
-
 from visearch.shared.config import ConseSettings, DetectionSettings, ImageSettings, ModelSettings, ServiceSettings
-from visearch.shared.grpcutil import serve
+from visearch.shared.grpcutil import run_service
 from visearch.shared.logging import configure_logging
-from visearch.shared.metrics import start_metrics_server
-from visearch.shared.pipeline import kafka_workers
 from visearch.services.embedding.encoders import Embedder
 from visearch.services.embedding.service import SERVICE_NAME, EmbeddingService, EmbeddingStage
 from visearch.v1 import embedding_pb2_grpc
@@ -27,14 +23,9 @@ def main(settings: ServiceSettings | None = None, **serve_kwargs) -> int:
     embedder = Embedder.from_cache(ModelSettings(), ConseSettings())
     image_settings = ImageSettings()
     servicer = EmbeddingService(embedder, image_settings)
-    workers = kafka_workers(EmbeddingStage(embedder, image_settings, detection_settings=DetectionSettings()))
-    start_metrics_server(settings.metrics_port, settings.grpc_host)
-
-    def register(server: grpc.Server) -> list[str]:
-        embedding_pb2_grpc.add_EmbeddingServiceServicer_to_server(servicer, server)
-        return [SERVICE_NAME]
-
-    return serve("embedding", register, settings, workers=workers, **serve_kwargs)
+    stage = EmbeddingStage(embedder, image_settings, detection_settings=DetectionSettings())
+    return run_service("embedding", settings, servicer, embedding_pb2_grpc.add_EmbeddingServiceServicer_to_server,
+                       SERVICE_NAME, stage, **serve_kwargs)
 
 
 if __name__ == "__main__":

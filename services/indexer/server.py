@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sys
 
-import grpc
 
 from visearch.shared.config import KafkaSettings, PipelineSettings, ServiceSettings, StoreSettings
 from visearch.shared.grpcutil import serve

@@ -30,7 +30,6 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -39,8 +38,8 @@ from PIL import Image
 
 from visearch.shared.config import ModelSettings, OcrSettings
 from visearch.shared.errors import ModelNotBuiltError
-from visearch.shared.inference import InferenceRunner, OnnxRunner, TritonRunner
-from visearch.shared.models.registry import OCR_CLS_MODEL, OCR_DET_MODEL, OCR_REC_MODEL, ModelSpec
+from visearch.shared.inference import InferenceRunner, runner_for
+from visearch.shared.models.registry import OCR_CLS_MODEL, OCR_DET_MODEL, OCR_REC_MODEL
 
 # Tensor names of the built models (build_ocr.py renames PaddleOCR's "x" / "fetch_name_0" to these).
 INPUT = "image"
@@ -337,9 +336,9 @@ class TextReader:
         charset = charset_path.read_text(encoding="utf-8").split("\n")
         cls_runner = None
         if settings.use_angle_classifier:
-            cls_runner = _runner(models, OCR_CLS_MODEL, OCR_CLS_MODEL.locate(models.cache_dir))
-        det = _runner(models, OCR_DET_MODEL, det_dir)
-        rec = _runner(models, OCR_REC_MODEL, rec_dir)
+            cls_runner = runner_for(models, OCR_CLS_MODEL, OCR_CLS_MODEL.locate(models.cache_dir))
+        det = runner_for(models, OCR_DET_MODEL, det_dir)
+        rec = runner_for(models, OCR_REC_MODEL, rec_dir)
         return cls(det, cls_runner, rec, charset, settings, model_name=f"ppocr@{OCR_DET_MODEL.key}+{OCR_REC_MODEL.key}")
 
     def read(self, images: list[Image.Image], timings: dict[str, float] | None = None) -> list[list[TextLine]]:
@@ -448,8 +447,3 @@ class TextReader:
         return results
 
 
-def _runner(models: ModelSettings, spec: ModelSpec, folder: Path) -> InferenceRunner:
-    """Triton when ``triton_url`` is set, else in-process onnxruntime (as the embedding service's models)."""
-    if models.triton_url:
-        return TritonRunner(models.triton_url, spec.name, spec.key, timeout_s=models.triton_timeout_s)
-    return OnnxRunner(folder / "model.onnx", spec.name, models.intra_op_threads)

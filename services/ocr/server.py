@@ -5,10 +5,8 @@ from __future__ import annotations
 import sys
 
 from visearch.shared.config import ImageSettings, ModelSettings, OcrSettings, ServiceSettings
-from visearch.shared.grpcutil import serve
+from visearch.shared.grpcutil import run_service
 from visearch.shared.logging import configure_logging
-from visearch.shared.metrics import start_metrics_server
-from visearch.shared.pipeline import kafka_workers
 from visearch.services.ocr.reader import TextReader
 from visearch.services.ocr.service import SERVICE_NAME, OcrService, OcrStage
 from visearch.v1 import ocr_pb2_grpc
@@ -20,15 +18,8 @@ def main(settings: ServiceSettings | None = None, **serve_kwargs) -> int:
     configure_logging("ocr", settings.log_level)
     reader = TextReader.from_cache(ModelSettings(), OcrSettings())
     image_settings = ImageSettings()
-    servicer = OcrService(reader, image_settings)
-    workers = kafka_workers(OcrStage(reader, image_settings))
-    start_metrics_server(settings.metrics_port, settings.grpc_host)
-
-    def register(server) -> list[str]:
-        ocr_pb2_grpc.add_OcrServiceServicer_to_server(servicer, server)
-        return [SERVICE_NAME]
-
-    return serve("ocr", register, settings, workers=workers, **serve_kwargs)
+    return run_service("ocr", settings, OcrService(reader, image_settings), ocr_pb2_grpc.add_OcrServiceServicer_to_server,
+                       SERVICE_NAME, OcrStage(reader, image_settings), **serve_kwargs)
 
 
 if __name__ == "__main__":

@@ -159,6 +159,21 @@ def test_tag_returns_phrases_and_model_tags(platform, photos):
     assert {a.name for a in response.model_tags} >= {"category", "colour", "moderation"}
 
 
+def test_shorter_chain_for_thumbnails(platform):
+    """A catalogue ingested through embedding -> classification -> indexer gets colours, taxonomy and
+    moderation but no regions, and does not replay the main chain's events (the photos keep theirs)."""
+    from visearch.shared.datasets import fashion_mnist
+
+    before = len(platform.store.regions(TENANT, "photo-dog"))
+    items = list(fashion_mnist("test", limit=5))
+    report = platform.ingest(items, progress=False, tenant="thumbs", stages=["embedding", "classification", "indexer"])
+    assert report.indexed == 5 and not report.failed
+    row = platform.store.get("thumbs", items[0].image_id)
+    assert row["attributes"] and platform.store.get("thumbs", items[0].image_id, "colour") is not None
+    assert platform.store.regions("thumbs", items[0].image_id) == []
+    assert len(platform.store.regions(TENANT, "photo-dog")) == before > 0
+
+
 def test_attribute_update_and_delete_reach_every_collection(platform):
     """An attribute update rewrites regions and colour rows too; a delete removes them."""
     event = events_pb2.ImageEvent(image_id="photo-dog", kind=events_pb2.ImageEvent.KIND_ATTRIBUTE_UPDATE, tenant=TENANT,
