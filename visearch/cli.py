@@ -639,6 +639,10 @@ def demo(
                                          filter=search_pb2.Filter(in_stock=True))
         print_hits(f"image query: held-out Fashion-MNIST {held_out.category!r}, in stock only",
                    platform.search.Search(query, None))
+        tags = platform.search.Tag(search_pb2.TagRequest(image=common_pb2.Image(content=held_out.content), neighbours=20,
+                                                         top_n=5, tenant=DEMO_FASHION), None)
+        console.print(f"open-ended tags of the held-out {held_out.category!r}, from its {tags.neighbours_used} visual "
+                      "neighbours' titles: " + ", ".join(f"{p.value} {p.score:.2f}" for p in tags.phrases))
 
 
 def _demo_recognition(platform, photos) -> None:
@@ -685,9 +689,6 @@ def _demo_recognition(platform, photos) -> None:
     request = search_pb2.SimilarToRequest(image=common_pb2.Image(content=copy.getvalue()), exact_only=True, top_k=3,
                                           tenant=DEMO_PHOTOS)
     print_hits("exact match: a cropped, resized JPEG q60 copy of photo-chelsea", platform.search.SimilarTo(request, None))
-    response = platform.search.Tag(search_pb2.TagRequest(image_id="photo-horses", tenant=DEMO_PHOTOS, top_n=8), None)
-    console.print("open-ended tags of photo-horses from its neighbours' titles: "
-                  + ", ".join(f"{p.value} {p.score:.2f}" for p in response.phrases))
 
 
 if __name__ == "__main__":
