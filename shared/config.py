@@ -67,6 +67,8 @@ class ConseSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VISEARCH_CONSE_", extra="ignore")
 
     top_t: int = Field(10, ge=1, le=1000, description="Number of top ImageNet classes averaged into the joint vector.")
+    object_weight: float = Field(0.5, ge=0, le=10, description="Weight of the detected objects' label embeddings added to an indexed image's joint vector (0: classes only).")
+    ocr_weight: float = Field(0.5, ge=0, le=10, description="Weight of the embedding of the image's OCR text added to its joint vector (0: ignore OCR).")
 
 
 class DetectionSettings(BaseSettings):

@@ -62,15 +62,18 @@ class Classifier:
         Args:
             images: decoded RGB images.
             probs: float32 [N, 1000] ImageNet probabilities from the embedding stage (computed if None).
-            joint: float32 [N, 384] joint-space vectors (computed with ``probs`` if None).
+            joint: float32 [N, 384] joint-space vectors (computed with ``probs`` if None, then with the
+                objects and text added, see ``Embedder.contextualise``).
             detections: per image, the detection stage's objects (empty: no "object" attributes).
             text_lines: per image, the OCR stage's lines (used for ``has_text``).
         """
-        if probs is None or joint is None:
-            emb = self.embedder.embed_images(list(images))
-            probs, joint = emb.probs, emb.joint
         detections = detections or [[] for _ in images]
         text_lines = text_lines or [[] for _ in images]
+        if probs is None or joint is None:
+            emb = self.embedder.embed_images(list(images))
+            probs = emb.probs
+            joint = self.embedder.contextualise(emb.joint, [[(d.label, d.score) for d in row] for row in detections],
+                                                [" ".join(line.text for line in row) for row in text_lines])
         moderation = self.moderation.predict(list(images))
         safe = self.moderation.is_safe(moderation)
         concepts = self.concepts.tag(np.asarray(joint, dtype=np.float32))

@@ -134,12 +134,16 @@ class Embedder:
     Build with :meth:`from_cache` (in-process onnxruntime over the model cache).
     """
 
-    def __init__(self, image: ImageEncoder, text: TextEncoder, conse: ConseProjector, image_model: str, text_model: str):
+    def __init__(self, image: ImageEncoder, text: TextEncoder, conse: ConseProjector, image_model: str, text_model: str,
+                 object_weight: float = 0.5, ocr_weight: float = 0.5):
         self.image = image
         self.text = text
         self.conse = conse
         self.image_model = image_model
         self.text_model = text_model
+        self.object_weight = object_weight
+        self.ocr_weight = ocr_weight
+        self._label_vectors: dict[str, np.ndarray] = {}  # object label -> prompt embedding (80 COCO labels)
 
     @classmethod
     def from_cache(cls, models: ModelSettings | None = None, conse: ConseSettings | None = None) -> "Embedder":
@@ -158,7 +162,8 @@ class Embedder:
         text = TextEncoder(runner_for(models, TEXT_MODEL, text_dir), tokenizer, models.text_batch_size)
         vectors = _cached_class_vectors(text, classes, text_dir, IMAGE_MODEL.key)
         return cls(image, text, ConseProjector(vectors, conse.top_t),
-                   f"{IMAGE_MODEL.name}@{IMAGE_MODEL.key}", f"{TEXT_MODEL.name}@{TEXT_MODEL.key}")
+                   f"{IMAGE_MODEL.name}@{IMAGE_MODEL.key}", f"{TEXT_MODEL.name}@{TEXT_MODEL.key}",
+                   conse.object_weight, conse.ocr_weight)
 
     def embed_images(self, images: list[Image.Image]) -> ImageEmbeddings:
         """Embed decoded RGB images (N >= 1): global vector, joint-space vector and class probabilities."""
@@ -168,6 +173,37 @@ class Embedder:
     def embed_texts(self, texts: list[str]) -> np.ndarray:
         """Joint-space vectors of texts, float32 [N, 384], unit norm."""
         return self.text.encode(texts)
+
+    def contextualise(self, joint: np.ndarray, objects: list[list[tuple[str, float]]], texts: list[str]) -> np.ndarray:
+        """Joint vectors that also carry what detection and OCR found, as the design's joint space does
+        (ConSE's class mixture plus object labels and OCR text, all in the text encoder's space).
+
+        ``joint_i' = normalise(joint_i + object_weight * o_i + ocr_weight * t_i)`` where ``o_i`` is the
+        score-weighted, normalised mean of the prompt embeddings of image i's object labels and ``t_i``
+        the embedding of its OCR text (terms left out when there is none).
+
+        Args:
+            joint: float32 [N, 384] ConSE vectors (unit norm).
+            objects: per image, (label, score in [0, 1]) of its detected objects.
+            texts: per image, its OCR text ("" for none).
+
+        Returns:
+            float32 [N, 384], unit norm.
+        """
+        out = np.array(joint, dtype=np.float32, copy=True)
+        missing = sorted({label for row in objects for label, _ in row} - set(self._label_vectors))
+        if missing:
+            for label, vector in zip(missing, self.text.encode([CLASS_PROMPT.format(name=m) for m in missing])):
+                self._label_vectors[label] = vector
+        with_text = [i for i, t in enumerate(texts) if t.strip()]
+        text_vectors = dict(zip(with_text, self.text.encode([texts[i] for i in with_text]))) if with_text else {}
+        for i, row in enumerate(objects):
+            if row and self.object_weight:
+                mix = sum(score * self._label_vectors[label] for label, score in row)
+                out[i] += self.object_weight * mix / max(float(np.linalg.norm(mix)), 1e-12)
+            if i in text_vectors and self.ocr_weight:
+                out[i] += self.ocr_weight * text_vectors[i]
+        return _l2_normalise(out)
 
     def top_classes(self, probs: np.ndarray, k: int) -> list[list[tuple[ImageClass, float]]]:
         """The k most probable classes of each row of ``probs`` [N, 1000], highest first."""

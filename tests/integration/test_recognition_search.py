@@ -159,6 +159,27 @@ def test_tag_returns_phrases_and_model_tags(platform, photos):
     assert {a.name for a in response.model_tags} >= {"category", "colour", "moderation"}
 
 
+def test_text_search_reads_ocr_text_and_objects(platform, photos):
+    """The indexed joint vector carries OCR text and detected objects: a word painted on a photo of a
+    temple makes it the first hit for that word, ahead of every photo without it."""
+    from PIL import ImageDraw, ImageFont
+
+    tenant = "signs"
+    china = Image.open(io.BytesIO(by_id(photos, "photo-china").read_bytes())).convert("RGB")
+    draw = ImageDraw.Draw(china)
+    draw.rectangle((40, 40, 420, 130), fill=(250, 250, 250))
+    draw.text((60, 50), "PIZZA", font=ImageFont.truetype("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf", 64),
+              fill=(200, 20, 20))
+    sign = CatalogueItem(image_id="china-pizza-sign", content=jpeg_bytes(china, 92))
+    items = [by_id(photos, i) for i in ("photo-china", "photo-coffee", "photo-dog", "photo-chelsea", "photo-flower")]
+    assert platform.ingest([*items, sign], progress=False, tenant=tenant).indexed == len(items) + 1
+    assert "PIZZA" in platform.store.get(tenant, "china-pizza-sign")["ocr_text"]
+    hits = platform.search.Search(search_pb2.SearchRequest(text="pizza", top_k=3, tenant=tenant), None).hits
+    assert hits[0].image_id == "china-pizza-sign", [(h.image_id, h.score) for h in hits]
+    hits = platform.search.Search(search_pb2.SearchRequest(text="a bicycle", top_k=2, tenant=tenant), None).hits
+    assert hits[0].image_id == "photo-dog", [(h.image_id, h.score) for h in hits]  # its detected bicycle
+
+
 def test_shorter_chain_for_thumbnails(platform):
     """A catalogue ingested through embedding -> classification -> indexer gets colours, taxonomy and
     moderation but no regions, and does not replay the main chain's events (the photos keep theirs)."""
