@@ -114,12 +114,19 @@ def test_recipe_mismatch_is_refused(triton):
 
 
 def test_search_with_models_on_triton(triton, photos, tmp_path):
-    """Ingest and search (near-duplicate and text) with every model call going to Triton."""
+    """The five-stage chain and search (near-duplicate and text) with every model call going to Triton."""
     settings = ModelSettings(triton_url=triton)
     with EmbeddedPlatform(StoreSettings(uri=str(tmp_path / "t.db")), settings, ServiceSettings(tenant="t")) as platform:
         assert isinstance(platform.embedder.image.runner, TritonRunner)
+        # The recognition models too: detector, OCR det/cls/rec, moderation.
+        reader = platform.ocr.reader
+        for runner in (platform.detection.detector.runner, reader.det, reader.cls, reader.rec,
+                       platform.classification.classifier.moderation.runner):
+            assert isinstance(runner, TritonRunner), runner
         report = platform.ingest(photos, progress=False)
         assert report.indexed == len(photos) and not report.failed
+        assert {"dog", "bicycle"} <= {r["label"] for r in platform.store.regions("t", "photo-dog")}
+        assert platform.store.get("t", "photo-motorcycle")["ocr_text"] == "YAMAHA"
         dog = next(p for p in photos if p.image_id == "photo-dog")
         img = Image.open(io.BytesIO(dog.read_bytes())).convert("RGB")
         query = jpeg_bytes(img.crop((20, 20, img.width - 20, img.height - 20)).resize((img.width // 2, img.height // 2)), 50)
