@@ -7,9 +7,10 @@ docs/configuration.md lists every variable; tests/unit/test_config.py keeps that
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -34,26 +35,66 @@ class ModelSettings(BaseSettings):
 
 
 class ImageSettings(BaseSettings):
-    """Limits applied when decoding untrusted images."""
+    """Limits applied when reading and decoding untrusted images, and the rules of http(s) image fetches.
+
+    An image URI in an event or request is untrusted input. http(s) fetches (``shared/fetch.py``) refuse
+    hosts that resolve to loopback, private, link-local (cloud metadata), CGNAT, multicast, reserved or
+    otherwise non-global addresses unless allowlisted; file URIs are refused unless enabled.
+    """
 
     model_config = SettingsConfigDict(env_prefix="VISEARCH_IMAGE_", extra="ignore")
 
-    max_bytes: int = Field(20 * 1024 * 1024, ge=1, description="Largest encoded image accepted, in bytes.")
+    max_bytes: int = Field(20 * 1024 * 1024, ge=1, description="Largest encoded image accepted, in bytes (also the cap of an http(s) download).")
     max_pixels: int = Field(40_000_000, ge=1, description="Largest decoded image accepted, width x height pixels.")
-    allow_file_uris: bool = Field(True, description="Accept file:// URIs and bare paths (the CLI ingests folders).")
-    fetch_timeout_s: float = Field(10.0, gt=0, description="Timeout for http(s) image fetches, seconds.")
+    allow_file_uris: bool = Field(
+        False, description="Accept file:// URIs and bare paths. Off for services: an untrusted event must not make them "
+                           "read local files. The CLI turns it on for the folders it ingests.")
+    fetch_timeout_s: float = Field(10.0, gt=0, le=600, description="Total time limit of one http(s) image fetch (DNS, connects, redirects and body), seconds.")
+    fetch_connect_timeout_s: float = Field(3.0, gt=0, le=600, description="Time limit of each TCP (+TLS) connect of an http(s) image fetch, seconds.")
+    fetch_max_redirects: int = Field(3, ge=0, le=20, description="Most redirects followed by an http(s) image fetch; each hop's address is checked again.")
+    fetch_allow_cidrs: str = Field(
+        "", description="Comma-separated CIDRs (e.g. 10.20.0.0/16,fd12::/16) whose addresses image fetches may reach "
+                        "although they are private, loopback, link-local or otherwise not global.")
+    fetch_allow_hosts: str = Field(
+        "", description="Comma-separated host names image fetches may reach whatever addresses they resolve to "
+                        "(exact names, or *.example.com for its subdomains).")
+    fetch_ca_file: Path | None = Field(None, description="PEM file of CA certificates trusted for https image fetches instead of the system store; empty uses the system store.")
+
+    @field_validator("fetch_allow_cidrs")
+    @classmethod
+    def _check_cidrs(cls, value: str) -> str:
+        for item in _comma_list(value):
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"fetch_allow_cidrs: {item!r} is not a CIDR or address") from exc
+        return value
+
+    @property
+    def allow_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        """``fetch_allow_cidrs`` parsed (host bits ignored: ``10.0.0.1/8`` means ``10.0.0.0/8``)."""
+        return [ipaddress.ip_network(item, strict=False) for item in _comma_list(self.fetch_allow_cidrs)]
+
+    @property
+    def allow_host_list(self) -> list[str]:
+        """``fetch_allow_hosts`` as lower-case names without a trailing dot."""
+        return [item.lower().rstrip(".") for item in _comma_list(self.fetch_allow_hosts)]
+
+
+def _comma_list(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 class StoreSettings(BaseSettings):
     """Milvus connection and collection names."""
 
-    model_config = SettingsConfigDict(env_prefix="VISEARCH_MILVUS_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="VISEARCH_MILVUS_", extra="ignore", hide_input_in_errors=True)
 
     uri: str = Field(
         default_factory=lambda: str(_default_cache() / "milvus.db"),
         description="Milvus URI: a local *.db path selects Milvus Lite; http://host:19530 a Milvus server.",
     )
-    token: str = Field("", description="Milvus auth token (user:password), empty for none.")
+    token: SecretStr = Field(SecretStr(""), description="Milvus auth token (user:password), empty for none (a secret: never logged).")
     collection_prefix: str = Field("visearch", description="Prefix of the collection names (<prefix>_image, <prefix>_joint).")
     search_consistency: str = Field(
         "Bounded", pattern="^(Strong|Bounded|Session|Eventually)$",
@@ -178,8 +219,89 @@ class ServiceSettings(BaseSettings):
         "", description="host:port of the classification service (Tag on a query image); empty as detection_addr.")
 
 
+class SecuritySettings(BaseSettings):
+    """TLS / mutual TLS of gRPC servers and clients, bearer-token auth and per-client rate limits.
+
+    Everything is off by default (plaintext on the loopback address, no token, no limit). The server side
+    (tls_cert_file, tls_key_file, tls_client_ca_file, auth_*, rate_limit_*) applies to every gRPC server
+    of the process; the client side (tls_ca_file, client_tls, tls_client_*, client_token,
+    client_timeout_s) to every call it makes to another service (and the CLI's ``--server``).
+    """
+
+    # Validation errors never echo the input: it holds the tokens.
+    model_config = SettingsConfigDict(env_prefix="VISEARCH_SECURITY_", extra="ignore", hide_input_in_errors=True)
+
+    tls_cert_file: Path | None = Field(
+        None, description="Server certificate chain (PEM). With tls_key_file, every gRPC server of the process "
+                          "serves TLS only; empty: plaintext (keep the loopback default). Re-read when the file changes.")
+    tls_key_file: Path | None = Field(None, description="Private key (PEM) of tls_cert_file; its contents are never logged.")
+    tls_client_ca_file: Path | None = Field(
+        None, description="CA bundle (PEM) for client certificates; set: mutual TLS, servers require a client "
+                          "certificate that chains to it and refuse the handshake otherwise.")
+    tls_ca_file: Path | None = Field(
+        None, description="CA bundle (PEM) that clients verify servers with; set: the process's gRPC calls use TLS.")
+    client_tls: bool = Field(False, description="Calls use TLS even without tls_ca_file (servers verified with the system's root CAs).")
+    tls_client_cert_file: Path | None = Field(
+        None, description="Client certificate chain (PEM) presented on the process's gRPC calls (for mutual TLS servers).")
+    tls_client_key_file: Path | None = Field(None, description="Private key (PEM) of tls_client_cert_file.")
+    tls_server_name: str = Field(
+        "", description="Name a client expects in server certificates instead of the address's host (e.g. one "
+                        "cluster-wide certificate name); empty: the host of the address.")
+    auth_tokens: SecretStr = Field(
+        SecretStr(""),
+        description="Bearer tokens the servers accept, comma-separated `id:token` (several at once for rotation; the "
+                    "id names the client in logs, metrics and rate limits; a token without `id:` is named "
+                    "token-<sha256 prefix>); each token at least 16 characters. Empty (and no auth_tokens_file): no auth.")
+    auth_tokens_file: Path | None = Field(
+        None, description="File of further `id:token` entries, one per line or comma-separated (e.g. a mounted "
+                          "Secret); re-read when it changes, so tokens rotate without a restart.")
+    auth_services: str = Field(
+        "visearch.v1.SearchService",
+        description="Comma-separated full gRPC service names that require a token when tokens are configured "
+                    "(`*`: all); grpc.health.v1 and reflection always stay open.")
+    client_token: SecretStr = Field(
+        SecretStr(""), description="Bearer token sent as `authorization` metadata on the process's gRPC calls "
+                                   "(service-to-service, CLI --server); empty: none.")
+    client_timeout_s: float = Field(30.0, gt=0, description="Deadline of a client call that sets none itself, seconds.")
+    rate_limit_per_s: float = Field(
+        0.0, ge=0, description="Requests per second each client may make to the rate-limited services (token-bucket "
+                               "refill); a client is its token id, else its certificate's common name, else its IP. 0: no limit.")
+    rate_limit_burst: int = Field(20, ge=1, le=1_000_000, description="Requests a client may make at once after being idle (bucket size).")
+    rate_limit_services: str = Field(
+        "visearch.v1.SearchService", description="Comma-separated full gRPC service names that are rate-limited (`*`: all but health and reflection).")
+    rate_limit_max_clients: int = Field(10_000, ge=1, description="Most clients tracked by the rate limiter (the least recently seen are forgotten).")
+
+    @model_validator(mode="after")
+    def _check_pairs(self) -> "SecuritySettings":
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("set both tls_cert_file and tls_key_file, or neither")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_client_ca_file (mutual TLS) needs tls_cert_file and tls_key_file")
+        if (self.tls_client_cert_file is None) != (self.tls_client_key_file is None):
+            raise ValueError("set both tls_client_cert_file and tls_client_key_file, or neither")
+        from visearch.shared.security import parse_tokens  # noqa: PLC0415 (security imports this module)
+
+        parse_tokens(self.auth_tokens.get_secret_value())  # raises ValueError on a malformed or short token
+        return self
+
+    @property
+    def tls_enabled(self) -> bool:
+        """Whether servers serve TLS (a certificate and key are set)."""
+        return self.tls_cert_file is not None
+
+    @property
+    def mtls_enabled(self) -> bool:
+        """Whether servers require and verify client certificates."""
+        return self.tls_client_ca_file is not None
+
+    @property
+    def client_tls_enabled(self) -> bool:
+        """Whether this process's gRPC calls use TLS."""
+        return self.client_tls or self.tls_ca_file is not None
+
+
 ALL_SETTINGS = (ServiceSettings, ModelSettings, ImageSettings, StoreSettings, ConseSettings, DetectionSettings,
-                OcrSettings, ClassificationSettings, KafkaSettings, PipelineSettings)
+                OcrSettings, ClassificationSettings, KafkaSettings, PipelineSettings, SecuritySettings)
 
 
 def settings_markdown() -> str:
@@ -188,7 +310,12 @@ def settings_markdown() -> str:
     for cls in ALL_SETTINGS:
         prefix = cls.model_config.get("env_prefix", "")
         for name, field in cls.model_fields.items():
-            default = "(per user: ~/.cache/visearch/...)" if field.default_factory else repr(field.default)
+            if field.default_factory:
+                default = "(per user: ~/.cache/visearch/...)"
+            elif isinstance(field.default, SecretStr):
+                default = repr(field.default.get_secret_value())
+            else:
+                default = repr(field.default)
             lines.append(f"| `{(prefix + name).upper()}` | `{default}` | {field.description} |")
     return "\n".join(lines) + "\n"
 

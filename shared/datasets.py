@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from visearch.shared.config import ImageSettings
 from visearch.shared.images import read_uri
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -52,8 +53,9 @@ class CatalogueItem:
     attributes: dict[str, str] = field(default_factory=dict)
 
     def read_bytes(self) -> bytes:
-        """The encoded image: ``content``, or the bytes at ``uri``."""
-        return self.content if self.content is not None else read_uri(self.uri or "")
+        """The encoded image: ``content``, or the bytes at ``uri`` (a local path of the operator's own
+        catalogue is read even though services refuse file URIs; http(s) goes through the safe fetcher)."""
+        return self.content if self.content is not None else read_uri(self.uri or "", ImageSettings(allow_file_uris=True))
 
 
 # (package-relative file, image id, title, category) of the colour photos we ship in the demo catalogue.

@@ -67,17 +67,21 @@ def item_to_event(item: CatalogueItem, tenant: str = "", kind: int = events_pb2.
 class EmbeddedPlatform:
     """Embedder + store + stage workers + search API in one process. Use as a context manager.
 
+    ``image_settings`` (default: from the environment) apply to every stage and service of the
+    platform; ingesting catalogue items by local path needs ``ImageSettings(allow_file_uris=True)``.
+
     Raises:
         ModelNotBuiltError: models are not built (run ``visearch models build``).
     """
 
     def __init__(self, store_settings: StoreSettings | None = None, model_settings: ModelSettings | None = None,
-                 service_settings: ServiceSettings | None = None, stages: list[str] | None = None) -> None:
+                 service_settings: ServiceSettings | None = None, stages: list[str] | None = None,
+                 image_settings: ImageSettings | None = None) -> None:
         service_settings = service_settings or ServiceSettings()
         models = model_settings or ModelSettings()
         self.tenant = service_settings.tenant
         self.stages = stages if stages is not None else PipelineSettings().stage_list
-        image_settings, detection_settings = ImageSettings(), DetectionSettings()
+        image_settings, detection_settings = image_settings or ImageSettings(), DetectionSettings()
         self.embedder = Embedder.from_cache(models, ConseSettings())
         self.store = MilvusStore(store_settings or StoreSettings())
         self.transport = InProcessTransport()

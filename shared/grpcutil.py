@@ -1,9 +1,14 @@
-"""gRPC plumbing shared by every server: error mapping, timing, in-process stubs, server start-up.
+"""gRPC plumbing shared by every server: error mapping, timing, in-process stubs, server start-up, client channels.
 
 Servicer methods are written once, gRPC-agnostic: they take a request message and raise
 :class:`VisearchError` subclasses. :func:`rpc_method` turns those into gRPC statuses when called by
 a real server, and :class:`InProcessStub` lets another service call the same servicer in one
 process (embedded mode) with a stub-shaped API, so callers never know which they hold.
+
+Security (``VISEARCH_SECURITY_*``, :mod:`visearch.shared.security`): :func:`serve` listens with TLS (and
+mutual TLS) when configured and installs the auth / rate-limit interceptor; :func:`client_channel` is the
+one way a process opens a channel to another service (TLS, client certificate, bearer token, message size
+limits and a default deadline).
 """
 
 from __future__ import annotations
@@ -19,9 +24,17 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from visearch.shared import errors
-from visearch.shared.config import ServiceSettings
+from visearch.shared.config import SecuritySettings, ServiceSettings
 from visearch.shared.logging import get_logger
 from visearch.shared.metrics import GRPC_SECONDS
+from visearch.shared.security import (
+    AUTH_METADATA_KEY,
+    ClientDefaults,
+    channel_credentials,
+    is_loopback,
+    server_credentials,
+    server_interceptors,
+)
 
 log = get_logger("grpc")
 
@@ -90,10 +103,53 @@ class InProcessStub:
         return call
 
 
+def client_channel(address: str, settings: SecuritySettings | None = None, *, max_message_bytes: int | None = None,
+                   timeout_s: float | None = None) -> grpc.Channel:
+    """A channel to another service at ``address`` (host:port), configured by ``settings``.
+
+    TLS when ``tls_ca_file`` or ``client_tls`` is set (presenting ``tls_client_cert_file`` for mutual TLS;
+    ``tls_server_name`` overrides the name checked in the server certificate), else plaintext. Every call
+    carries ``authorization: Bearer <client_token>`` when a client token is set (a call's own
+    ``authorization`` metadata wins), has a deadline (``timeout_s``, default ``client_timeout_s``, when the
+    caller gives none) and is limited to ``max_message_bytes`` each way (default
+    ``VISEARCH_GRPC_MAX_MESSAGE_BYTES``). Use it as a context manager or ``close()`` it.
+
+    Args:
+        address: ``host:port`` of the server.
+        settings: security settings; None reads ``VISEARCH_SECURITY_*``.
+        max_message_bytes: largest message sent or received, bytes.
+        timeout_s: default deadline of a call, seconds.
+
+    Raises:
+        OSError: a configured certificate or key file cannot be read.
+    """
+    settings = settings or SecuritySettings()
+    limit = max_message_bytes or ServiceSettings().grpc_max_message_bytes
+    options = [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
+    if settings.tls_server_name:
+        options.append(("grpc.ssl_target_name_override", settings.tls_server_name))
+    credentials = channel_credentials(settings)
+    token = settings.client_token.get_secret_value()
+    if credentials is not None:
+        channel = grpc.secure_channel(address, credentials, options=options)
+    else:
+        channel = grpc.insecure_channel(address, options=options)
+        if token and not is_loopback(address.rsplit(":", 1)[0]):
+            log.warning("token_over_plaintext", target=address,
+                        hint="set VISEARCH_SECURITY_TLS_CA_FILE or VISEARCH_SECURITY_CLIENT_TLS for TLS")
+    metadata = [(AUTH_METADATA_KEY, f"Bearer {token}")] if token else []
+    return grpc.intercept_channel(channel, ClientDefaults(timeout_s or settings.client_timeout_s, metadata))
+
+
 def serve(service_name: str, register: Callable[[grpc.Server], list[str]], settings: ServiceSettings,
           workers: tuple[Callable[[threading.Event], None], ...] = (), stop_event: threading.Event | None = None,
-          ready: Callable[[int], None] | None = None) -> int:
+          ready: Callable[[int], None] | None = None, security: SecuritySettings | None = None) -> int:
     """Run a gRPC server (health checking, reflection) and background workers until SIGTERM/SIGINT.
+
+    The server accepts messages up to ``grpc_max_message_bytes`` each way (larger ones fail with
+    RESOURCE_EXHAUSTED), listens with TLS / mutual TLS when ``security`` configures a certificate (else
+    plaintext, with a warning unless the address is loopback) and authenticates / rate-limits calls
+    per ``security`` (:mod:`visearch.shared.security`; health and reflection stay open).
 
     On stop: health turns NOT_SERVING, workers finish their batch in flight and commit, then the
     server drains its calls (10 s grace). A worker that fails stops the whole process.
@@ -102,20 +158,35 @@ def serve(service_name: str, register: Callable[[grpc.Server], list[str]], setti
         register: adds the servicers to the server and returns their full service names.
         workers: callables ``run(stop_event)``, each run in its own thread (e.g. a Kafka stage worker).
         ready: called with the bound port once serving (useful when ``grpc_port`` is 0).
+        security: TLS, auth and rate-limit settings; None reads ``VISEARCH_SECURITY_*``.
 
     Returns:
         the process exit code: 0 after a clean stop, 1 when a worker failed.
+
+    Raises:
+        OSError: a configured certificate, key or tokens file cannot be read.
+        ValueError: a tokens file is malformed.
     """
     from concurrent import futures
 
+    security = security or SecuritySettings()
     options = [("grpc.max_receive_message_length", settings.grpc_max_message_bytes),
                ("grpc.max_send_message_length", settings.grpc_max_message_bytes)]
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=options)
+    interceptors = server_interceptors(security)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=options, interceptors=interceptors)
     names = register(server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-    port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
+    credentials = server_credentials(security)
+    bind = f"{settings.grpc_host}:{settings.grpc_port}"
+    if credentials is not None:
+        port = server.add_secure_port(bind, credentials)
+    else:
+        port = server.add_insecure_port(bind)
+        if not is_loopback(settings.grpc_host):
+            log.warning("plaintext_grpc", service=service_name, address=bind,
+                        hint="set VISEARCH_SECURITY_TLS_CERT_FILE and VISEARCH_SECURITY_TLS_KEY_FILE for TLS")
     server.start()
     stop_event = stop_event or threading.Event()
     failures: list[BaseException] = []
@@ -133,7 +204,9 @@ def serve(service_name: str, register: Callable[[grpc.Server], list[str]], setti
         thread.start()
     for name in ["", *names]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("serving", service=service_name, address=f"{settings.grpc_host}:{port}", services=names, workers=len(threads))
+    log.info("serving", service=service_name, address=f"{settings.grpc_host}:{port}", services=names, workers=len(threads),
+             tls=security.tls_enabled, mtls=security.mtls_enabled, auth_or_rate_limit=bool(interceptors),
+             max_message_bytes=settings.grpc_max_message_bytes)
     if ready:
         ready(port)
     if threading.current_thread() is threading.main_thread():

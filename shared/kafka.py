@@ -13,10 +13,10 @@ import time
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import KafkaError, MessageSizeTooLargeError, TopicAlreadyExistsError
 
 from visearch.shared.config import KafkaSettings
-from visearch.shared.errors import DependencyUnavailableError
+from visearch.shared.errors import DependencyUnavailableError, InvalidEventError
 from visearch.shared.logging import get_logger
 from visearch.shared.metrics import CONSUMER_LAG, RECORDS_CONSUMED, RECORDS_PRODUCED
 from visearch.shared.transport import Message, dlq_topic, topic_name
@@ -66,6 +66,9 @@ class KafkaTransport:
     def produce(self, topic: str, key: bytes, value: bytes, headers: dict[str, str]) -> None:  # noqa: D102
         try:
             future = self._producer.send(topic, key=key, value=value, headers=[(k, v.encode()) for k, v in headers.items()])
+        except MessageSizeTooLargeError as exc:  # permanent: retrying the same message cannot help
+            raise InvalidEventError(f"message for {topic} is larger than VISEARCH_KAFKA_MAX_MESSAGE_BYTES="
+                                    f"{self.settings.max_message_bytes}: {exc}", reason="message_too_large") from exc
         except KafkaError as exc:
             raise DependencyUnavailableError(f"produce to {topic} failed: {exc}") from exc
         self._pending.append(future)
@@ -226,7 +229,7 @@ def stage_worker_loop(stage, settings: KafkaSettings, stages: list[str]):
         transport = connect(KafkaTransport, settings, f"visearch-{stage.name}")
         worker = StageWorker(stage, transport, topics.input, topics.output, batch_size=settings.max_poll_records,
                              policy=DlqPolicy(settings.dlq_max_consecutive, settings.dlq_max_ratio, settings.dlq_window),
-                             poll_timeout_s=settings.poll_timeout_s)
+                             poll_timeout_s=settings.poll_timeout_s, max_message_bytes=settings.max_message_bytes)
         log.info("worker_started", stage=stage.name, input=topics.input, output=topics.output, group=worker.group)
         try:
             worker.run(stop, settings.retry_initial_s, settings.retry_max_s)

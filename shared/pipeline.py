@@ -8,6 +8,7 @@ and dead letters, flush, and only then commit the input offsets (at-least-once).
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import uuid
@@ -21,7 +22,7 @@ from PIL import Image
 from tenacity import Retrying, retry_if_exception, wait_exponential_jitter
 
 from visearch.shared.config import ImageSettings
-from visearch.shared.errors import VisearchError
+from visearch.shared.errors import InvalidEventError, VisearchError
 from visearch.shared.images import decode_image, image_bytes
 from visearch.shared.logging import get_logger
 from visearch.shared.metrics import (
@@ -52,6 +53,22 @@ log = get_logger("pipeline")
 
 SCHEMA_EVENT = "visearch.v1.ImageEvent"
 SCHEMA_DOCUMENT = "visearch.v1.ImageDocument"
+
+# Kafka's largest message by default (KafkaSettings.max_message_bytes); publishers pass their own.
+DEFAULT_MAX_MESSAGE_BYTES = 10 * 1024 * 1024
+# What a Kafka record batch adds to key + value + headers (batch and record headers, varints): a
+# message within max_message_bytes minus this is accepted by the producer and the broker.
+RECORD_OVERHEAD_BYTES = 1024
+
+# Limits of event fields, in UTF-8 bytes. Identity fields must fit their store columns unchanged (a cut
+# id would merge two images); text fields get generous caps that only absurd values break.
+ID_FIELD_LIMITS = {"image_id": 512, "tenant": 64, "collection": 128, "trace_id": 128}
+PRODUCT_FIELD_LIMITS = {"title": 4096, "description": 65536, "brand": 1024, "category": 1024, "currency": 16}
+MAX_URI_BYTES = 2048
+MAX_TAGS, MAX_TAG_BYTES = 256, 256
+MAX_ATTRIBUTES, MAX_ATTRIBUTE_BYTES = 256, 4096  # entries; bytes of key + value of one entry
+MAX_PRICE = 1e15  # a catalogue price above this is a unit or encoding error upstream
+_CONTROL_CHARS = frozenset(map(chr, [*range(0x20), 0x7F]))
 
 
 @dataclass
@@ -131,18 +148,97 @@ class ImageStage(Stage):
         return results
 
 
-def encode_event(event: events_pb2.ImageEvent) -> tuple[bytes, bytes, dict[str, str]]:
-    """Key, value and headers of the message that publishes ``event`` (a trace id is assigned if empty)."""
+def encode_event(event: events_pb2.ImageEvent, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+                 ) -> tuple[bytes, bytes, dict[str, str]]:
+    """Key, value and headers of the message that publishes ``event`` (a trace id is assigned if empty).
+
+    Args:
+        max_message_bytes: the topic's largest message (``VISEARCH_KAFKA_MAX_MESSAGE_BYTES``), bytes.
+
+    Raises:
+        InvalidEventError: (reason ``message_too_large``) key + value + headers + Kafka's record
+            overhead (:data:`RECORD_OVERHEAD_BYTES`) exceed ``max_message_bytes``: the broker would
+            refuse it. Send a large image by URI instead of inline.
+    """
     if not event.trace_id:
         event.trace_id = uuid.uuid4().hex
-    return event.image_id.encode(), event.SerializeToString(), {HEADER_SCHEMA: SCHEMA_EVENT, HEADER_TRACE_ID: event.trace_id}
+    key, value = event.image_id.encode(), event.SerializeToString()
+    headers = {HEADER_SCHEMA: SCHEMA_EVENT, HEADER_TRACE_ID: event.trace_id}
+    check_message_size(key, value, headers, max_message_bytes)
+    return key, value, headers
+
+
+def message_size(key: bytes, value: bytes, headers: dict[str, str]) -> int:
+    """Bytes of a message's key, value and headers (without Kafka's record overhead)."""
+    return len(key) + len(value) + sum(len(k.encode()) + len(v.encode()) for k, v in headers.items())
+
+
+def check_message_size(key: bytes, value: bytes, headers: dict[str, str], max_message_bytes: int) -> None:
+    """Refuse a message the broker would refuse (see :func:`encode_event`).
+
+    Raises:
+        InvalidEventError: reason ``message_too_large``.
+    """
+    size = message_size(key, value, headers)
+    if size + RECORD_OVERHEAD_BYTES > max_message_bytes:
+        raise InvalidEventError(
+            f"message is {size} bytes (+{RECORD_OVERHEAD_BYTES} record overhead) > the topic's limit of "
+            f"{max_message_bytes} bytes (VISEARCH_KAFKA_MAX_MESSAGE_BYTES); send large images by URI",
+            reason="message_too_large")
+
+
+def validate_event(event: events_pb2.ImageEvent) -> None:
+    """Refuse absurd field values before any stage works on the event.
+
+    Checks: ``kind`` is a known enum value; identity fields (:data:`ID_FIELD_LIMITS`) fit their limits and hold no control characters;
+    product text, URI, tags and attributes fit their limits; the price is finite, >= 0 and <= MAX_PRICE.
+
+    Raises:
+        InvalidEventError: reasons ``unknown_kind``, ``field_too_long``, ``too_many_values``,
+            ``invalid_id``, ``invalid_price``. (An upsert without an image is the image stages' to
+            refuse, with ``missing_image``: a chain may have none.)
+    """
+    kinds = events_pb2.ImageEvent.Kind.values()
+    if event.kind not in kinds:
+        raise InvalidEventError(f"event kind {event.kind} is not one of {sorted(kinds)}", reason="unknown_kind")
+    for name, limit in ID_FIELD_LIMITS.items():
+        value = getattr(event, name)
+        _check_length(name, value, limit)
+        if not _CONTROL_CHARS.isdisjoint(value):
+            raise InvalidEventError(f"{name} contains control characters: {value[:80]!r}", reason="invalid_id")
+    if event.image.WhichOneof("source") == "uri":
+        _check_length("image.uri", event.image.uri, MAX_URI_BYTES)
+    product = event.product
+    for name, limit in PRODUCT_FIELD_LIMITS.items():
+        _check_length(f"product.{name}", getattr(product, name), limit)
+    if len(product.tags) > MAX_TAGS:
+        raise InvalidEventError(f"product.tags has {len(product.tags)} values > limit {MAX_TAGS}", reason="too_many_values")
+    for tag in product.tags:
+        _check_length("a product tag", tag, MAX_TAG_BYTES)
+    if len(product.attributes) > MAX_ATTRIBUTES:
+        raise InvalidEventError(f"product.attributes has {len(product.attributes)} entries > limit {MAX_ATTRIBUTES}",
+                                reason="too_many_values")
+    for key, value in product.attributes.items():
+        _check_length(f"product.attributes[{key[:40]!r}]", key + value, MAX_ATTRIBUTE_BYTES)
+    if not (math.isfinite(product.price) and 0.0 <= product.price <= MAX_PRICE):
+        raise InvalidEventError(f"product.price {product.price!r} is not a finite number in [0, {MAX_PRICE:g}]",
+                                reason="invalid_price")
+
+
+def _check_length(name: str, value: str, limit: int) -> None:
+    if len(value) > limit or len(value.encode()) > limit:  # the character count is a cheap first check
+        size = len(value.encode())
+        if size > limit:
+            raise InvalidEventError(f"{name} is {size} bytes > limit {limit}", reason="field_too_long")
 
 
 def decode_message(message: Message) -> events_pb2.ImageDocument:
     """The ImageDocument a message carries (an ImageEvent is wrapped in a new document).
 
     Raises:
-        VisearchError: reason ``malformed_payload`` (not parseable) or ``unknown_schema``.
+        VisearchError: reason ``malformed_payload`` (not parseable), ``unknown_schema`` (another
+            ``visearch-schema`` header, e.g. a future version), ``missing_image_id``, ``missing_kind``,
+            or one of :func:`validate_event`'s reasons (an InvalidEventError).
     """
     schema = message.headers.get(HEADER_SCHEMA, SCHEMA_EVENT)
     try:
@@ -159,6 +255,7 @@ def decode_message(message: Message) -> events_pb2.ImageDocument:
         raise VisearchError("event has no image_id", reason="missing_image_id")
     if document.event.kind == events_pb2.ImageEvent.KIND_UNSPECIFIED:
         raise VisearchError("event kind is unspecified", reason="missing_kind")
+    validate_event(document.event)
     return document
 
 
@@ -198,11 +295,14 @@ class StageWorker:
         batch_size: max messages per poll, and so per model batch.
         policy: DLQ policy (default: never trips within a normal run).
         poll_timeout_s: how long a poll waits for the first record.
+        max_message_bytes: the output topic's largest message (None: no limit, e.g. in process). An
+            output document above it (the stage's results made it too big) is dead-lettered with reason
+            ``message_too_large`` instead of failing the produce, which would stall the partition.
     """
 
     def __init__(self, stage: Stage, transport: Transport, input_topic: str, output_topic: str | None,
                  group: str | None = None, batch_size: int = 32, policy: DlqPolicy | None = None,
-                 poll_timeout_s: float = 0.0) -> None:
+                 poll_timeout_s: float = 0.0, max_message_bytes: int | None = None) -> None:
         self.stage = stage
         self.transport = transport
         self.input_topic = input_topic
@@ -211,6 +311,7 @@ class StageWorker:
         self.batch_size = batch_size
         self.policy = policy or DlqPolicy()
         self.poll_timeout_s = poll_timeout_s
+        self.max_message_bytes = max_message_bytes
 
     def run_once(self) -> tuple[int, int]:
         """Process one polled batch. Returns ``(ok, failed)`` counts; (0, 0) when nothing was waiting.
@@ -236,6 +337,8 @@ class StageWorker:
             raise RuntimeError(f"stage {self.stage.name} returned {len(results)} results for {len(documents)} documents")
         outputs = []
         for message, result in zip(sources, results):
+            if not isinstance(result, StageFailure) and self.output_topic:
+                result = self._encode_output(message, result)
             if isinstance(result, StageFailure):
                 dead.append((message, result.reason, result.message, result.error_type))
                 log.warning("item_failed", stage=self.stage.name, image_id=result.document.event.image_id,
@@ -245,9 +348,8 @@ class StageWorker:
         failed_ids = {id(m) for m, *_ in dead}
         self.policy.check([id(m) in failed_ids for m in messages])
         if self.output_topic:
-            for message, result in outputs:
-                headers = {**message.headers, HEADER_SCHEMA: SCHEMA_DOCUMENT}
-                self.transport.produce(self.output_topic, message.key, result.SerializeToString(), headers)
+            for message, (value, headers) in outputs:
+                self.transport.produce(self.output_topic, message.key, value, headers)
         for message, reason, error, exc_type in dead:
             self._dead_letter(message, reason, error, exc_type)
         self.transport.flush()
@@ -260,6 +362,16 @@ class StageWorker:
         log.debug("batch_done", stage=self.stage.name, ok=len(outputs), failed=len(dead),
                   duration_ms=round(elapsed * 1000, 2))
         return len(outputs), len(dead)
+
+    def _encode_output(self, message: Message, document: events_pb2.ImageDocument) -> tuple[bytes, dict[str, str]] | StageFailure:
+        """The output message's value and headers, or a StageFailure when it is over max_message_bytes."""
+        value, headers = document.SerializeToString(), {**message.headers, HEADER_SCHEMA: SCHEMA_DOCUMENT}
+        if self.max_message_bytes is not None:
+            try:
+                check_message_size(message.key, value, headers, self.max_message_bytes)
+            except InvalidEventError as exc:
+                return self.stage.fail(document, exc)
+        return value, headers
 
     def _dead_letter(self, message: Message, reason: str, error: str, exc_type: str) -> None:
         STAGE_ERRORS.labels(stage=self.stage.name, reason=reason).inc()

@@ -145,11 +145,11 @@ class SearchFilter:
 
     def expression(self, tenant: str) -> str:
         """Milvus boolean expression; string literals are JSON-quoted so quotes in values cannot inject."""
-        parts = [f"tenant == {json.dumps(tenant)}"]
+        parts = [f"tenant == {_literal(tenant)}"]
         if self.categories:
-            parts.append(f"category in {json.dumps(list(self.categories))}")
+            parts.append(f"category in {_literal(list(self.categories))}")
         if self.brands:
-            parts.append(f"brand in {json.dumps(list(self.brands))}")
+            parts.append(f"brand in {_literal(list(self.brands))}")
         if self.in_stock is not None:
             parts.append(f"in_stock == {str(bool(self.in_stock)).lower()}")
         if self.price_min is not None:
@@ -159,8 +159,16 @@ class SearchFilter:
         if self.safe is not None:
             parts.append(f"safe == {str(bool(self.safe)).lower()}")
         if self.exclude_image_ids:
-            parts.append(f"image_id not in {json.dumps(list(self.exclude_image_ids))}")
+            parts.append(f"image_id not in {_literal(list(self.exclude_image_ids))}")
         return " and ".join(parts)
+
+
+def _literal(value: str | list[str]) -> str:
+    """A Milvus expression literal for a string or a list of strings: JSON, but with non-ASCII kept as
+    is. Milvus does not understand JSON's ``\\uXXXX`` escapes (``json.dumps``' default), which made
+    every expression naming an id like "café" fail. (Control characters still need them: the
+    pipeline refuses ids that hold any.)"""
+    return json.dumps(value, ensure_ascii=False)
 
 
 def primary_key(tenant: str, image_id: str) -> str:
@@ -195,7 +203,7 @@ class MilvusStore:
         self.settings = settings or StoreSettings()
         self._lock = threading.RLock()
         try:
-            self._client = MilvusClient(uri=self.settings.uri, token=self.settings.token or "")
+            self._client = MilvusClient(uri=self.settings.uri, token=self.settings.token.get_secret_value())
         except MilvusException as exc:
             raise DependencyUnavailableError(f"cannot connect to Milvus at {self.settings.uri}: {exc}") from exc
         self.collections = {space: f"{self.settings.collection_prefix}_{space}" for space in SPACES}
@@ -285,7 +293,7 @@ class MilvusStore:
         return len(rows)
 
     def _delete_regions(self, tenant: str, image_ids: list[str]) -> None:
-        expr = f"tenant == {json.dumps(tenant)} and image_id in {json.dumps(list(image_ids))}"
+        expr = f"tenant == {_literal(tenant)} and image_id in {_literal(list(image_ids))}"
         self._call("delete", self._client.delete, collection_name=self.collections["region"], filter=expr)
 
     def delete(self, tenant: str, image_ids: Iterable[str]) -> None:
@@ -294,20 +302,22 @@ class MilvusStore:
         pks = [primary_key(tenant, i) for i in image_ids]
         if pks:
             for space in ("image", "joint", "colour"):
-                self._call("delete", self._client.delete, collection_name=self.collections[space], ids=pks)
+                # By filter, not ids=: pymilvus quotes string ids without escaping (ids with ' or \ broke).
+                self._call("delete", self._client.delete, collection_name=self.collections[space],
+                           filter=f"pk in {_literal(pks)}")
             self._delete_regions(tenant, image_ids)
 
     def get(self, tenant: str, image_id: str, space: str = "image") -> dict | None:
         """The stored row (scalar fields and ``vector``) of one image in ``space`` (image, joint, colour), or None."""
-        rows = self._call("get", self._client.get, collection_name=self.collections[space],
-                          ids=[primary_key(tenant, image_id)], output_fields=[*OUTPUT_FIELDS, "vector"],
+        rows = self._call("get", self._client.query, collection_name=self.collections[space],  # not get(ids=): see delete
+                          filter=f"pk == {_literal(primary_key(tenant, image_id))}", output_fields=[*OUTPUT_FIELDS, "vector"],
                           consistency_level="Strong")
         return dict(rows[0]) if rows else None
 
     def regions(self, tenant: str, image_id: str) -> list[dict]:
         """The stored regions of one image (fields, ``vector``, ``box`` as a list), by region index."""
         rows = self._call("query", self._client.query, collection_name=self.collections["region"],
-                          filter=f"tenant == {json.dumps(tenant)} and image_id == {json.dumps(image_id)}",
+                          filter=f"tenant == {_literal(tenant)} and image_id == {_literal(image_id)}",
                           output_fields=[*OUTPUT_FIELDS, *REGION_FIELDS, "vector"], consistency_level="Strong")
         return sorted((_region_fields(dict(r)) for r in rows), key=lambda r: r["region_index"])
 
@@ -321,7 +331,7 @@ class MilvusStore:
         unknown = set(changes) - set(OUTPUT_FIELDS)
         if unknown:
             raise ValueError(f"not updatable: {sorted(unknown)}")
-        expr = f"tenant == {json.dumps(tenant)} and image_id == {json.dumps(image_id)}"
+        expr = f"tenant == {_literal(tenant)} and image_id == {_literal(image_id)}"
         found = False
         for space, name in self.collections.items():
             extra = ["collection", "image_model", "updated_ms", *(REGION_FIELDS if space == "region" else [])]
@@ -359,7 +369,7 @@ class MilvusStore:
 
     def count(self, space: str = "image", tenant: str | None = None) -> int:
         """Number of stored rows in ``space`` (optionally of one tenant)."""
-        expr = f"tenant == {json.dumps(tenant)}" if tenant else ""
+        expr = f"tenant == {_literal(tenant)}" if tenant else ""
         res = self._call("count", self._client.query, collection_name=self.collections[space], filter=expr,
                          output_fields=["count(*)"], consistency_level="Strong")
         return int(res[0]["count(*)"])

@@ -38,7 +38,7 @@ TenantOption = Annotated[Optional[str], typer.Option("--tenant", help="Tenant (c
 DbOption = Annotated[Optional[str], typer.Option("--db", help="Milvus URI: a .db path (Milvus Lite) or http://host:19530. Default: $VISEARCH_MILVUS_URI or ~/.cache/visearch/milvus.db.")]
 
 
-ServerOption = Annotated[Optional[str], typer.Option("--server", help="Ask a running ranking service (host:port) instead of searching in-process, e.g. 127.0.0.1:50051 for `make up`.")]
+ServerOption = Annotated[Optional[str], typer.Option("--server", help="Ask a running ranking service (host:port) instead of searching in-process, e.g. 127.0.0.1:50051 for `make up`. TLS, client certificate and token from $VISEARCH_SECURITY_* (docs/operations.md#security).")]
 DEMO_PHOTOS = "photos"
 DEMO_FASHION = "fashion"
 
@@ -71,6 +71,14 @@ def _store_settings(db: str | None) -> StoreSettings:
 
 def _service_settings(tenant: str | None) -> ServiceSettings:
     return ServiceSettings(tenant=tenant) if tenant else ServiceSettings()
+
+
+def _local_image_settings():
+    """ImageSettings of the CLI's in-process platform: it may read the operator's own catalogue files by
+    path (services keep VISEARCH_IMAGE_ALLOW_FILE_URIS off); http(s) URLs keep every fetch rule."""
+    from visearch.shared.config import ImageSettings
+
+    return ImageSettings(allow_file_uris=True)
 
 
 @app.callback()
@@ -141,7 +149,8 @@ def ingest(
     items, total = _catalogue(path, metadata, dataset, limit, offset, split)
     chain = [s.strip() for s in stages.split(",") if s.strip()] if stages else None
     start = time.perf_counter()
-    with EmbeddedPlatform(_store_settings(db), service_settings=_service_settings(tenant), stages=chain) as platform:
+    with EmbeddedPlatform(_store_settings(db), service_settings=_service_settings(tenant), stages=chain,
+                          image_settings=_local_image_settings()) as platform:
         report = platform.ingest(items, progress=progress, total=total)
         stored = platform.store.count(tenant=platform.tenant)
     elapsed = time.perf_counter() - start
@@ -278,7 +287,9 @@ def _call_search(method: str, request, server: str | None, db: Path | None, tena
 
         from visearch.v1 import search_pb2_grpc
 
-        with grpc.insecure_channel(server) as channel:
+        from visearch.shared.grpcutil import client_channel
+
+        with client_channel(server) as channel:
             try:
                 return getattr(search_pb2_grpc.SearchServiceStub(channel), method)(request, timeout=60)
             except grpc.RpcError as exc:
@@ -286,7 +297,9 @@ def _call_search(method: str, request, server: str | None, db: Path | None, tena
                 raise typer.Exit(2) from exc
     from visearch.shared.embedded import EmbeddedPlatform
 
-    with EmbeddedPlatform(_store_settings(db), service_settings=_service_settings(tenant)) as platform:
+    # File URIs: exact-match verification re-reads indexed images by the paths `ingest` stored.
+    with EmbeddedPlatform(_store_settings(db), service_settings=_service_settings(tenant),
+                          image_settings=_local_image_settings()) as platform:
         try:
             return getattr(platform.search, method)(request, None)
         except VisearchError as exc:
@@ -476,7 +489,7 @@ def publish(
     try:
         for item in tqdm(items, total=total, unit="event", desc="publish", disable=not progress):
             item.content, item.uri = item.read_bytes(), None  # inline bytes: consumers need no access to our files
-            transport.produce(topic, *encode_event(item_to_event(item, tenant or "")))
+            transport.produce(topic, *encode_event(item_to_event(item, tenant or ""), settings.max_message_bytes))
             count += 1
             if count % 256 == 0:
                 transport.flush()
@@ -495,7 +508,7 @@ def _publish_events(events, bootstrap: str | None) -> None:
     transport = KafkaTransport(settings, "visearch-publish")
     try:
         for event in events:
-            transport.produce(images_topic(settings), *encode_event(event))
+            transport.produce(images_topic(settings), *encode_event(event, settings.max_message_bytes))
         transport.flush()
     finally:
         transport.close()
@@ -575,10 +588,12 @@ def health(
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+    from visearch.shared.grpcutil import client_channel
+
     deadline = time.monotonic() + wait
     for address in addresses:
         while True:
-            with grpc.insecure_channel(address) as channel:
+            with client_channel(address) as channel:
                 try:
                     status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2).status
                 except grpc.RpcError:
@@ -605,7 +620,7 @@ def demo(
     from visearch.shared.embedded import EmbeddedPlatform
     from visearch.v1 import common_pb2, search_pb2
 
-    with EmbeddedPlatform(_store_settings(db)) as platform:
+    with EmbeddedPlatform(_store_settings(db), image_settings=_local_image_settings()) as platform:
         photos = datasets.photo_catalogue()
         report = platform.ingest(photos, total=len(photos), tenant=DEMO_PHOTOS)
         # 28 x 28 thumbnails: no objects or text to find, so detection and OCR are left out of their chain.

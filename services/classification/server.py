@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import sys
 
-import grpc
-
 from visearch.shared.config import ClassificationSettings, ImageSettings, ModelSettings, ServiceSettings
-from visearch.shared.grpcutil import run_service
+from visearch.shared.grpcutil import client_channel, run_service
 from visearch.shared.logging import configure_logging
 from visearch.services.classification.classifier import Classifier
 from visearch.services.classification.service import SERVICE_NAME, ClassificationService, ClassificationStage
@@ -25,8 +23,8 @@ def main(settings: ServiceSettings | None = None, **serve_kwargs) -> int:
     configure_logging("classification", settings.log_level)
     classifier = Classifier.from_cache(ModelSettings(), ClassificationSettings())
     image_settings = ImageSettings()
-    detection = detection_pb2_grpc.DetectionServiceStub(grpc.insecure_channel(settings.detection_addr)) if settings.detection_addr else None
-    ocr = ocr_pb2_grpc.OcrServiceStub(grpc.insecure_channel(settings.ocr_addr)) if settings.ocr_addr else None
+    detection = detection_pb2_grpc.DetectionServiceStub(client_channel(settings.detection_addr)) if settings.detection_addr else None
+    ocr = ocr_pb2_grpc.OcrServiceStub(client_channel(settings.ocr_addr)) if settings.ocr_addr else None
     servicer = ClassificationService(classifier, image_settings, detection, ocr)
     return run_service("classification", settings, servicer,
                        classification_pb2_grpc.add_ClassificationServiceServicer_to_server, SERVICE_NAME,

@@ -13,7 +13,7 @@ import sys
 import grpc
 
 from visearch.shared.config import DetectionSettings, ImageSettings, ServiceSettings, StoreSettings
-from visearch.shared.grpcutil import InProcessStub, serve
+from visearch.shared.grpcutil import InProcessStub, client_channel, serve
 from visearch.shared.logging import configure_logging
 from visearch.shared.metrics import start_metrics_server
 from visearch.shared.store import MilvusStore
@@ -22,9 +22,10 @@ from visearch.v1 import classification_pb2_grpc, detection_pb2_grpc, embedding_p
 
 
 def embedding_stub(address: str | None):
-    """A stub for the embedding service: gRPC to ``address``, or the servicer in this process."""
+    """A stub for the embedding service: gRPC to ``address`` (TLS and token per ``VISEARCH_SECURITY_*``), or
+    the servicer in this process."""
     if address:
-        return embedding_pb2_grpc.EmbeddingServiceStub(grpc.insecure_channel(address))
+        return embedding_pb2_grpc.EmbeddingServiceStub(client_channel(address))
     from visearch.services.embedding.encoders import Embedder
     from visearch.services.embedding.service import EmbeddingService
 
@@ -38,9 +39,9 @@ def main(settings: ServiceSettings | None = None, **serve_kwargs) -> int:
     store = MilvusStore(StoreSettings())
     servicer = SearchService(
         embedding_stub(settings.embedding_addr), store, settings.tenant,
-        detection=detection_pb2_grpc.DetectionServiceStub(grpc.insecure_channel(settings.detection_addr))
+        detection=detection_pb2_grpc.DetectionServiceStub(client_channel(settings.detection_addr))
         if settings.detection_addr else None,
-        classification=classification_pb2_grpc.ClassificationServiceStub(grpc.insecure_channel(settings.classification_addr))
+        classification=classification_pb2_grpc.ClassificationServiceStub(client_channel(settings.classification_addr))
         if settings.classification_addr else None,
         image_settings=ImageSettings(), detection_settings=DetectionSettings())
     start_metrics_server(settings.metrics_port, settings.grpc_host)

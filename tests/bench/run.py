@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from visearch.shared.config import ServiceSettings, StoreSettings
+from visearch.shared.config import ImageSettings, ServiceSettings, StoreSettings
 from visearch.shared.datasets import fashion_mnist, photo_catalogue
 from visearch.shared.embedded import EmbeddedPlatform
 from visearch.shared.images import decode_image, preprocess_imagenet
@@ -160,7 +160,7 @@ def main() -> None:
         # The ingest ratio compares the embedding chain with its own model: the recognition stages are
         # measured per model below.
         with EmbeddedPlatform(StoreSettings(uri=str(Path(tmp) / "bench.db")), service_settings=ServiceSettings(tenant="bench"),
-                              stages=["embedding", "indexer"]) as platform:
+                              stages=["embedding", "indexer"], image_settings=ImageSettings(allow_file_uris=True)) as platform:
             rss_rest = rss_mb()
             results["ingest"] = bench_ingest(platform, args.images)
             platform.ingest(photo_catalogue(), progress=False)

@@ -10,11 +10,13 @@ import io
 import pytest
 from PIL import Image
 
-from visearch.shared.config import ModelSettings, ServiceSettings, StoreSettings
+from visearch.shared.config import ImageSettings, ModelSettings, ServiceSettings, StoreSettings
 from visearch.shared.datasets import photo_catalogue
 from visearch.shared.embedded import EmbeddedPlatform
 from visearch.shared.models.registry import ALL_MODELS
 
+# The photos are ingested by local path: services refuse file URIs unless this is set.
+LOCAL_FILES = ImageSettings(allow_file_uris=True)
 REQUIRED_PHOTOS = {"photo-dog", "photo-coffee", "photo-chelsea", "photo-astronaut", "photo-china", "photo-eagle"}
 
 
@@ -39,7 +41,8 @@ def photos():
 def photo_platform(built_models, photos, tmp_path_factory):
     """An embedded platform whose Milvus Lite database holds the photo catalogue (tenant 'default')."""
     db = tmp_path_factory.mktemp("photos") / "photos.db"
-    platform = EmbeddedPlatform(StoreSettings(uri=str(db)), service_settings=ServiceSettings(tenant="default"))
+    platform = EmbeddedPlatform(StoreSettings(uri=str(db)), service_settings=ServiceSettings(tenant="default"),
+                                image_settings=LOCAL_FILES)
     report = platform.ingest(photos, progress=False)
     assert report.indexed == len(photos) and not report.failed, report.failed
     yield platform

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.integration.conftest import LOCAL_FILES
 from visearch.shared.config import ServiceSettings, StoreSettings
 from visearch.shared.embedded import EmbeddedPlatform
 from visearch.v1 import search_pb2
@@ -20,7 +21,7 @@ def _results(platform):
 def test_close_reopen_gives_same_results(built_models, photos, tmp_path):
     """Search results after reopening the database equal those before closing it."""
     settings = StoreSettings(uri=str(tmp_path / "persist.db"))
-    with EmbeddedPlatform(settings, service_settings=ServiceSettings(tenant="p")) as platform:
+    with EmbeddedPlatform(settings, service_settings=ServiceSettings(tenant="p"), image_settings=LOCAL_FILES) as platform:
         platform.ingest(photos, progress=False)
         before = _results(platform)
         count = platform.store.count(tenant="p")

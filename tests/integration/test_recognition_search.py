@@ -12,7 +12,7 @@ import io
 import pytest
 from PIL import Image
 
-from tests.integration.conftest import jpeg_bytes
+from tests.integration.conftest import LOCAL_FILES, jpeg_bytes
 from visearch.shared.config import ServiceSettings, StoreSettings
 from visearch.shared.datasets import CatalogueItem
 from visearch.shared.embedded import EmbeddedPlatform
@@ -39,7 +39,7 @@ def platform(built_models, photos, tmp_path_factory):
     """The photo catalogue through the five-stage chain, then a near-duplicate copy of the cat photo."""
     db = tmp_path_factory.mktemp("recognition") / "rec.db"
     with EmbeddedPlatform(StoreSettings(uri=str(db)), service_settings=ServiceSettings(tenant=TENANT),
-                          stages=ALL_STAGES) as p:
+                          stages=ALL_STAGES, image_settings=LOCAL_FILES) as p:
         report = p.ingest(photos, progress=False)
         assert report.indexed == len(photos) and not report.failed, report.failed
         chelsea = next(i for i in photos if i.image_id == "photo-chelsea")

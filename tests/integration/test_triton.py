@@ -15,7 +15,7 @@ from PIL import Image
 
 from tests.integration.conftest import jpeg_bytes
 from tests.integration.stack import KAFKA_BOOTSTRAP, MILVUS_URI, ScriptManaged, ServiceProcess, wait_until
-from visearch.shared.config import KafkaSettings, ModelSettings, ServiceSettings, StoreSettings
+from visearch.shared.config import ImageSettings, KafkaSettings, ModelSettings, ServiceSettings, StoreSettings
 from visearch.shared.datasets import fashion_mnist
 from visearch.shared.embedded import EmbeddedPlatform, item_to_event
 from visearch.shared.errors import InvalidEventError
@@ -116,7 +116,8 @@ def test_recipe_mismatch_is_refused(triton):
 def test_search_with_models_on_triton(triton, photos, tmp_path):
     """The five-stage chain and search (near-duplicate and text) with every model call going to Triton."""
     settings = ModelSettings(triton_url=triton)
-    with EmbeddedPlatform(StoreSettings(uri=str(tmp_path / "t.db")), settings, ServiceSettings(tenant="t")) as platform:
+    with EmbeddedPlatform(StoreSettings(uri=str(tmp_path / "t.db")), settings, ServiceSettings(tenant="t"),
+                          image_settings=ImageSettings(allow_file_uris=True)) as platform:
         assert isinstance(platform.embedder.image.runner, TritonRunner)
         # The recognition models too: detector, OCR det/cls/rec, moderation.
         reader = platform.ocr.reader

@@ -141,7 +141,7 @@ def test_settings_defaults():
     assert ServiceSettings().grpc_port == 50051
     assert StoreSettings().uri.endswith("milvus.db")
     assert ModelSettings().cache_dir.name == "models"
-    assert ImageSettings().max_pixels == 40_000_000 and ImageSettings().allow_file_uris is True
+    assert ImageSettings().max_pixels == 40_000_000 and ImageSettings().allow_file_uris is False
     assert ConseSettings().top_t == 10
 
 
@@ -150,12 +150,12 @@ def test_settings_read_env(monkeypatch, tmp_path):
     monkeypatch.setenv("VISEARCH_MILVUS_URI", "http://milvus:19530")
     monkeypatch.setenv("VISEARCH_MODEL_CACHE_DIR", str(tmp_path / "models"))
     monkeypatch.setenv("VISEARCH_GRPC_PORT", "6000")
-    monkeypatch.setenv("VISEARCH_IMAGE_ALLOW_FILE_URIS", "false")
+    monkeypatch.setenv("VISEARCH_IMAGE_ALLOW_FILE_URIS", "true")
     assert StoreSettings().uri == "http://milvus:19530"
     assert ModelSettings().cache_dir == tmp_path / "models"
     assert isinstance(ModelSettings().cache_dir, Path)
     assert ServiceSettings().grpc_port == 6000
-    assert ImageSettings().allow_file_uris is False
+    assert ImageSettings().allow_file_uris is True
 
 
 def test_prefixes_do_not_cross_over(monkeypatch):

@@ -21,6 +21,8 @@ from visearch.v1 import common_pb2
 
 # --------------------------------------------------------------------------------------------- helpers
 
+LOCAL_FILES = ImageSettings(allow_file_uris=True)  # file URIs are off by default
+
 
 def encode(img: Image.Image, fmt: str, **kwargs) -> bytes:
     """``img`` encoded as ``fmt`` bytes."""
@@ -79,7 +81,7 @@ def test_elf_header_named_jpg_is_undecodable(tmp_path):
     jpeg = encode(noise_rgb(), "JPEG")
     path = tmp_path / "photo.jpg"
     path.write_bytes(b"\x7fELF\x02\x01\x01\x00" + bytes(8) + jpeg)
-    assert_invalid(read_uri(str(path)), "undecodable_image")
+    assert_invalid(read_uri(str(path), LOCAL_FILES), "undecodable_image")
 
 
 def test_truncated_jpeg_is_truncated_image():
@@ -263,20 +265,20 @@ def test_read_uri_bare_path_and_file_uri(tmp_path):
     path = tmp_path / "my photo.png"
     data = encode(noise_rgb(), "PNG")
     path.write_bytes(data)
-    assert read_uri(str(path)) == data
+    assert read_uri(str(path), LOCAL_FILES) == data
     uri = path.as_uri()
     assert uri.startswith("file://") and "%20" in uri
-    assert read_uri(uri) == data
+    assert read_uri(uri, LOCAL_FILES) == data
 
 
 def test_read_uri_missing_file_is_image_not_found(tmp_path):
     """A path that does not exist -> ImageFetchError image_not_found (FAILED_PRECONDITION)."""
     with pytest.raises(ImageFetchError) as info:
-        read_uri(str(tmp_path / "nope.jpg"))
+        read_uri(str(tmp_path / "nope.jpg"), LOCAL_FILES)
     assert info.value.reason == "image_not_found"
     assert info.value.code == grpc.StatusCode.FAILED_PRECONDITION
     with pytest.raises(ImageFetchError) as info:
-        read_uri((tmp_path / "nope.jpg").as_uri())
+        read_uri((tmp_path / "nope.jpg").as_uri(), LOCAL_FILES)
     assert info.value.reason == "image_not_found"
 
 
@@ -289,14 +291,14 @@ def test_read_uri_unsupported_scheme():
 
 
 def test_read_uri_file_uris_can_be_disabled(tmp_path):
-    """With allow_file_uris=False, both file:// URIs and bare paths -> scheme_not_allowed (even if present)."""
+    """With allow_file_uris=False (the default), file:// URIs and bare paths -> scheme_not_allowed (even if present)."""
     path = tmp_path / "a.png"
     path.write_bytes(encode(noise_rgb(), "PNG"))
-    settings = ImageSettings(allow_file_uris=False)
-    for uri in (str(path), path.as_uri()):
-        with pytest.raises(ImageFetchError) as info:
-            read_uri(uri, settings)
-        assert info.value.reason == "scheme_not_allowed"
+    for settings in (ImageSettings(allow_file_uris=False), None):
+        for uri in (str(path), path.as_uri()):
+            with pytest.raises(ImageFetchError) as info:
+                read_uri(uri, settings)
+            assert info.value.reason == "scheme_not_allowed"
 
 
 def test_read_uri_file_over_max_bytes_is_image_too_large(tmp_path):
@@ -304,7 +306,7 @@ def test_read_uri_file_over_max_bytes_is_image_too_large(tmp_path):
     path = tmp_path / "big.png"
     path.write_bytes(encode(noise_rgb(), "PNG"))
     with pytest.raises(InvalidImageError) as info:
-        read_uri(str(path), ImageSettings(max_bytes=100))
+        read_uri(str(path), ImageSettings(max_bytes=100, allow_file_uris=True))
     assert info.value.reason == "image_too_large"
 
 
@@ -340,16 +342,21 @@ def local_http(monkeypatch):
 
 
 def test_read_uri_http(local_http):
-    """http:// returns the body; over max_bytes -> image_too_large; a 404 -> image_fetch_failed."""
+    """http:// returns the body; over max_bytes -> image_too_large; a 404 -> image_fetch_failed (127.0.0.1
+    allowlisted: without it the loopback address is refused, see tests/unit/test_fetch.py)."""
     base, payload = local_http
+    loopback = ImageSettings(fetch_allow_cidrs="127.0.0.1/32")
     payload["body"] = encode(noise_rgb(), "PNG")
-    assert read_uri(f"{base}/a.png") == payload["body"]
+    assert read_uri(f"{base}/a.png", loopback) == payload["body"]
     with pytest.raises(InvalidImageError) as info:
-        read_uri(f"{base}/a.png", ImageSettings(max_bytes=100))
+        read_uri(f"{base}/a.png", ImageSettings(max_bytes=100, fetch_allow_cidrs="127.0.0.1/32"))
     assert info.value.reason == "image_too_large"
     with pytest.raises(ImageFetchError) as info:
-        read_uri(f"{base}/missing.png")
+        read_uri(f"{base}/missing.png", loopback)
     assert info.value.reason == "image_fetch_failed"
+    with pytest.raises(ImageFetchError) as info:
+        read_uri(f"{base}/a.png")
+    assert info.value.reason == "address_not_allowed"
 
 
 # ------------------------------------------------------------------------------------------- image_bytes
@@ -371,9 +378,9 @@ def test_image_bytes_content_and_uri(tmp_path):
     assert image_bytes(common_pb2.Image(content=data)) == data
     path = tmp_path / "x.png"
     path.write_bytes(data)
-    assert image_bytes(common_pb2.Image(uri=str(path))) == data
+    assert image_bytes(common_pb2.Image(uri=str(path)), LOCAL_FILES) == data
     with pytest.raises(ImageFetchError):
-        image_bytes(common_pb2.Image(uri=str(tmp_path / "gone.png")))
+        image_bytes(common_pb2.Image(uri=str(tmp_path / "gone.png")), LOCAL_FILES)
 
 
 # ------------------------------------------------------------------------------------------------ errors

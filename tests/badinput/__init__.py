@@ -1,0 +1,1 @@
+"""The bad-input corpus: malformed, hostile and unusual images and events, each with its expected outcome."""

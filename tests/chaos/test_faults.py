@@ -1,0 +1,316 @@
+"""Faults injected into the running ingest chain; after each one nothing is lost, nothing is stored
+twice, the recovery time is measured and the DLQ stays empty.
+
+The chain is all five stages (detection -> embedding -> ocr -> classification -> indexer), each its own
+``visearch serve`` process, over a private Kafka broker, Milvus standalone and Triton (see
+:mod:`tests.chaos.harness`), fed with Fashion-MNIST thumbnails. Each scenario publishes its own tenant's
+events, waits until the stage it hits is mid-stream (some batches committed, more to come), injects the
+fault, and then checks:
+
+- exactly the published image ids are stored (count == distinct ids == published, in the image and the
+  joint collection), the DLQ topics did not grow, every service is still running;
+- a sample of stored rows equals an in-process computation of the same stages (vectors by cosine,
+  catalogue fields, perceptual hash, OCR text, region count);
+- and records: progress at the fault, outage, resume time (fault cleared -> the hit stage commits
+  again), recovery time (fault cleared -> everything indexed and consumer lag 0), events processed
+  twice (redelivered after the fault: harmless upserts), into ``reports/chaos.json``.
+
+Size: ``VISEARCH_CHAOS_SCALE`` (default 0.3, the CI run inside ``make test``; ``make chaos`` uses 1).
+Events per scenario ``80 x scale`` (at least 16); outages grow with the scale too; Triton is stopped for
+``VISEARCH_CHAOS_TRITON_DOWN_S`` (default 30 s at scale >= 1, else 10 s).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+from tests.chaos.harness import (
+    ALL_STAGES,
+    DelayProxy,
+    IsolatedStack,
+    KafkaProbe,
+    Reference,
+    Services,
+    StoreProbe,
+    content_mismatches,
+    env_float,
+    publish,
+    run_dir,
+    scaled,
+    wait_until,
+    write_report,
+    write_triton_repository,
+)
+from visearch.shared.datasets import fashion_mnist
+from visearch.shared.embedded import item_to_event
+from visearch.shared.kafka import create_topics
+
+pytestmark = [pytest.mark.chaos, pytest.mark.kafka, pytest.mark.milvus, pytest.mark.triton, pytest.mark.models,
+              pytest.mark.slow]
+
+SCALE = env_float("VISEARCH_CHAOS_SCALE", 0.3)
+EVENTS = scaled(80, SCALE, 16)                      # events per scenario
+BATCH = 8                                           # VISEARCH_KAFKA_MAX_POLL_RECORDS: several batches per stream
+BROKER_DOWN_S = max(3.0, 15 * SCALE)                # broker stopped this long (plus its stop/start time)
+MILVUS_DOWN_S = max(3.0, 15 * SCALE)
+TRITON_DOWN_S = env_float("VISEARCH_CHAOS_TRITON_DOWN_S", 30.0 if SCALE >= 1 else 10.0)
+SLOW_S = max(8.0, 30 * SCALE)                       # how long a dependency is slowed or paused
+SLOW_DELAY_S = 0.3                                  # added per chunk, each way, by the delay proxy
+SAMPLE = 3                                          # rows compared with the in-process computation
+WAIT_S = 600                                        # upper bound of any wait (a hang fails, it does not eat CI)
+
+REPORT: dict = {"scale": SCALE, "events_per_scenario": EVENTS, "batch": BATCH, "scenarios": {}}
+_offsets = iter(range(0, 60_000, 2_000))  # each scenario its own Fashion-MNIST slice
+
+
+@pytest.fixture(scope="module")
+def stack(built_models):
+    """Kafka, Milvus standalone and Triton (all models, local flavour) in a private run directory."""
+    root = run_dir("chaos")
+    stack = IsolatedStack(root, triton_repository=write_triton_repository(root / "triton-repo"))
+    try:
+        REPORT["startup_s"] = stack.up_all()
+        yield stack
+    finally:
+        stack.close()
+
+
+class Chain:
+    """The running chain of one test module and its probes."""
+
+    def __init__(self, stack: IsolatedStack, log_dir) -> None:
+        self.stack = stack
+        self.prefix = f"c{uuid.uuid4().hex[:8]}"
+        # The indexer reaches Milvus through a delay proxy (0 s delay unless a test slows it).
+        self.proxy = DelayProxy(stack.ports["milvus"])
+        self.services = Services(stack, self.prefix, ALL_STAGES, log_dir, triton=False,
+                                 extra_env={"VISEARCH_KAFKA_MAX_POLL_RECORDS": str(BATCH)})
+        self.services.add("indexer", {"VISEARCH_MILVUS_URI": f"http://127.0.0.1:{self.proxy.port}"})
+        self.kafka = self.services.kafka
+        created = create_topics(self.kafka, ALL_STAGES)
+        assert set(created.values()) == {"created"}, created
+        self.probe = KafkaProbe(self.kafka, ALL_STAGES)
+        self.store = StoreProbe(stack.milvus_uri, self.prefix)
+        self.on_triton = False
+
+    def use_triton(self) -> float:
+        """Restart the four model services with VISEARCH_MODEL_TRITON_URL (SIGTERM: drain and commit).
+        Returns the seconds it took."""
+        start = time.perf_counter()
+        for name in ALL_STAGES[:-1]:
+            assert self.services.procs[name].stop() == 0, self.services.logs()
+            self.services.add(name, {"VISEARCH_MODEL_TRITON_URL": self.stack.triton_url})
+        self.services.start_all(ALL_STAGES[:-1])
+        self.on_triton = True
+        return time.perf_counter() - start
+
+    def check_alive(self) -> None:
+        dead = [n for n, ok in self.services.alive().items() if not ok]
+        assert not dead, f"services died: {dead}\n{self.services.logs()}"
+
+
+@pytest.fixture(scope="module")
+def chain(stack, tmp_path_factory):
+    """The five stage services (in-process models first) consuming this module's topics."""
+    chain = Chain(stack, tmp_path_factory.mktemp("chaos-logs"))
+    try:
+        REPORT["services_start_s"] = round(chain.services.start_all(), 1)
+        yield chain
+    finally:
+        codes = chain.services.stop_all()
+        chain.probe.close()
+        chain.store.close()
+        chain.proxy.close()
+        REPORT["exit_codes"] = codes
+        write_report("chaos", REPORT)
+        print_table()
+    assert set(codes.values()) == {0}, f"exit codes {codes}\n{chain.services.logs()}"
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return Reference()
+
+
+def print_table() -> None:
+    rows = REPORT["scenarios"]
+    print(f"\nchaos (scale {SCALE}, {EVENTS} events per scenario; reports/chaos.json):")
+    print(f"{'scenario':28} {'at fault':>9} {'outage s':>9} {'resume s':>9} {'recovery s':>11} {'twice':>6} {'dlq':>4}")
+    for name, r in rows.items():
+        print(f"{name:28} {r['progress_at_fault']:>4}/{r['events']:<4} {r['outage_s']:>9} {r['resume_s']:>9} "
+              f"{r['recovery_s']:>11} {r['processed_twice']:>6} {r['dlq_new']:>4}")
+
+
+def fashion_events(tenant: str, n: int):
+    offset = next(_offsets)
+    return [item_to_event(item, tenant) for item in fashion_mnist("train", limit=n, offset=offset)]
+
+
+def _value(fn):
+    """``fn()``, or None while the dependency it reads from is down."""
+    try:
+        return fn()
+    except Exception:  # noqa: BLE001 (probes during an outage)
+        return None
+
+
+def run_scenario(chain: Chain, reference: Reference, name: str, affected: str, inject) -> dict:
+    """Publish EVENTS events for tenant ``name``, call ``inject()`` once stage ``affected`` is mid-stream,
+    wait for full recovery, check the outcome and record the figures.
+
+    ``inject`` returns a dict with ``t_fault`` and ``t_clear`` (perf_counter) and any other figures.
+    """
+    tenant = name.replace("[", "-").replace("]", "")
+    events = fashion_events(tenant, EVENTS)
+    chain.check_alive()
+    dlq_before, out_before = chain.probe.dlq_sizes(), chain.probe.output_sizes()
+    base = chain.probe.committed(affected)
+    assert None not in (dlq_before, out_before, base), "broker not answering before the scenario"
+
+    start = time.perf_counter()
+    publish(chain.kafka, events)
+
+    def mid_stream():
+        chain.check_alive()
+        done = chain.probe.committed(affected)
+        return done is not None and done - base >= BATCH and done - base
+
+    progress = wait_until(mid_stream, WAIT_S, 0.1, f"{affected} mid-stream")
+    assert progress < EVENTS, (f"{affected} finished all {EVENTS} events before the fault: the stream is too short "
+                               f"for this machine (raise VISEARCH_CHAOS_SCALE)")
+    fault = inject()
+    t_clear = fault.pop("t_clear")
+    outage = t_clear - fault.pop("t_fault")
+
+    at_clear = wait_until(lambda: chain.probe.committed(affected), WAIT_S, 0.2, "broker answering")
+    if at_clear - base < EVENTS:
+        wait_until(lambda: (chain.check_alive(), (chain.probe.committed(affected) or 0) > at_clear)[1], WAIT_S, 0.2,
+                   f"{affected} resumed")
+    resumed = time.perf_counter()
+
+    def recovered():
+        chain.check_alive()
+        return chain.store.count(tenant) == EVENTS and chain.probe.total_lag() == 0
+
+    wait_until(recovered, WAIT_S, 0.2, f"all {EVENTS} indexed and lag 0")
+    done = time.perf_counter()
+
+    expected_ids = sorted(e.image_id for e in events)
+    stored = sorted(chain.store.ids(tenant))
+    assert stored == expected_ids, (f"{len(stored)} rows, {len(set(stored))} distinct; missing "
+                                    f"{sorted(set(expected_ids) - set(stored))[:5]}, extra {sorted(set(stored) - set(expected_ids))[:5]}")
+    assert sorted(chain.store.ids(tenant, "joint")) == expected_ids
+    dlq_after, out_after = chain.probe.dlq_sizes(), chain.probe.output_sizes()
+    dlq_new = sum(dlq_after.values()) - sum(dlq_before.values())
+    assert dlq_new == 0, f"{dlq_new} dead letters after {name}: {dlq_after}"
+    produced = sum(out_after.values()) - sum(out_before.values())
+    twice = produced - EVENTS * len(out_after)
+    assert twice >= 0, f"stage outputs lost events: {produced} produced for {EVENTS} x {len(out_after)}"
+    sample = [events[0], events[len(events) // 2], events[-1]][:SAMPLE]
+    problems = content_mismatches(chain.store.store, tenant, reference.rows(sample, ALL_STAGES))
+    assert not problems, problems
+
+    figures = {"events": EVENTS, "affected_stage": affected, "progress_at_fault": int(progress),
+               "outage_s": round(outage, 1), "resume_s": round(resumed - t_clear, 1),
+               "recovery_s": round(done - t_clear, 1), "total_s": round(done - start, 1),
+               "processed_twice": int(twice), "dlq_new": int(dlq_new), "models": "triton" if chain.on_triton else "onnxruntime",
+               **{k: round(v, 1) if isinstance(v, float) else v for k, v in fault.items()}}
+    REPORT["scenarios"][name] = figures
+    write_report("chaos", REPORT)
+    print(f"{name}: {figures}")
+    return figures
+
+
+@pytest.mark.parametrize("stage", ALL_STAGES)
+def test_kill_9_stage_mid_stream(chain, reference, stage):
+    """SIGKILL one stage's process mid-stream (no drain, no commit) and start it again, as a supervisor
+    would: its uncommitted batch is redelivered; every image is stored exactly once."""
+
+    def inject():
+        t_fault = time.perf_counter()
+        chain.services.procs[stage].kill9()
+        boot = chain.services.restart(stage)
+        return {"t_fault": t_fault, "t_clear": t_fault, "boot_s": boot}
+
+    run_scenario(chain, reference, f"kill9[{stage}]", stage, inject)
+
+
+def test_kafka_broker_restart(chain, reference):
+    """Stop the broker (SIGTERM) while the chain is busy and start it again: every stage backs off,
+    rewinds to its committed offsets and resumes; nothing is lost or dead-lettered."""
+
+    def inject():
+        t_fault = time.perf_counter()
+        down = chain.stack.down("kafka")
+        time.sleep(BROKER_DOWN_S)
+        up = chain.stack.up("kafka")
+        return {"t_fault": t_fault, "t_clear": time.perf_counter(), "down_s": down, "up_s": up}
+
+    run_scenario(chain, reference, "kafka-broker-restart", "detection", inject)
+
+
+def test_milvus_restart(chain, reference):
+    """Stop Milvus standalone mid-stream and start it again: the indexer's writes fail, it backs off
+    without committing, and indexes everything once Milvus is back."""
+
+    def inject():
+        t_fault = time.perf_counter()
+        down = chain.stack.down("milvus")
+        time.sleep(MILVUS_DOWN_S)
+        up = chain.stack.up("milvus")
+        return {"t_fault": t_fault, "t_clear": time.perf_counter(), "down_s": down, "up_s": up}
+
+    run_scenario(chain, reference, "milvus-restart", "indexer", inject)
+
+
+@pytest.mark.parametrize("mode", ["latency", "pause"])
+def test_slow_milvus(chain, reference, mode):
+    """A slow dependency: Milvus answers the indexer late (``latency``: a proxy holds every chunk
+    SLOW_DELAY_S each way) or not at all for a while (``pause``: SIGSTOP/SIGCONT of the Milvus server, a
+    process this test started). The indexer slows down or stalls, Kafka buffers, nothing is lost."""
+
+    def inject():
+        before = chain.probe.committed("indexer")
+        t_fault = time.perf_counter()
+        if mode == "latency":
+            chain.proxy.delay_s = SLOW_DELAY_S
+            try:
+                time.sleep(SLOW_S)
+            finally:
+                chain.proxy.delay_s = 0.0
+        else:
+            import os
+            import signal
+
+            pid = chain.stack.pid("milvus")
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                time.sleep(SLOW_S)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+        t_clear = time.perf_counter()
+        during = (chain.probe.committed("indexer") or 0) - before
+        return {"t_fault": t_fault, "t_clear": t_clear, "indexed_while_slow": during,
+                "slow_for_s": SLOW_S, **({"delay_per_chunk_s": SLOW_DELAY_S} if mode == "latency" else {})}
+
+    run_scenario(chain, reference, f"slow-milvus[{mode}]", "indexer", inject)
+
+
+def test_triton_stopped(chain, reference):
+    """With every model on Triton, stop Triton for TRITON_DOWN_S mid-stream and start it again: the
+    model stages retry with backoff (no dead letters) and catch up."""
+    switch = chain.use_triton() if not chain.on_triton else 0.0
+    REPORT["switch_to_triton_s"] = round(switch, 1)
+
+    def inject():
+        t_fault = time.perf_counter()
+        down = chain.stack.down("triton")
+        time.sleep(TRITON_DOWN_S)
+        up = chain.stack.up("triton")
+        return {"t_fault": t_fault, "t_clear": time.perf_counter(), "down_s": down, "stopped_for_s": TRITON_DOWN_S,
+                "up_s": up}
+
+    run_scenario(chain, reference, "triton-stopped", "detection", inject)
