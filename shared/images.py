@@ -194,7 +194,7 @@ def image_bytes(image, settings: ImageSettings | None = None) -> bytes:
         return image.content
     if source == "uri" and image.uri:
         return read_uri(image.uri, settings)
-    raise InvalidEventError("no image given (set image.content or image.uri)", reason="missing_image")
+    raise InvalidEventError("no image given: set image.content or image.uri (missing_image)", reason="missing_image")
 
 
 def decode_request_images(images, settings: ImageSettings | None = None, max_images: int = 64) -> list[Image.Image]:

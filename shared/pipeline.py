@@ -190,8 +190,9 @@ def check_message_size(key: bytes, value: bytes, headers: dict[str, str], max_me
 def validate_event(event: events_pb2.ImageEvent) -> None:
     """Refuse absurd field values before any stage works on the event.
 
-    Checks: ``kind`` is a known enum value; identity fields (:data:`ID_FIELD_LIMITS`) fit their limits and hold no control characters;
-    product text, URI, tags and attributes fit their limits; the price is finite, >= 0 and <= MAX_PRICE.
+    Checks: ``kind`` is a known enum value; identity fields (:data:`ID_FIELD_LIMITS`, UTF-8 bytes) fit
+    their limits and hold no control characters; product text, the image URI, tags and attributes fit
+    theirs; the price is finite and in [0, MAX_PRICE].
 
     Raises:
         InvalidEventError: reasons ``unknown_kind``, ``field_too_long``, ``too_many_values``,

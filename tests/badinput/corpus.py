@@ -14,7 +14,8 @@ byte strings. Two families:
   ``stage`` says which check refuses them: ``decode`` (the first worker, before any model runs),
   ``image`` (the first image stage), ``indexer``, or ``publish`` (the publisher refuses to send it).
 
-``python -m tests.badinput.corpus`` prints the Markdown table of docs/reliability.md ("Bad input").
+``python -m tests.badinput.corpus`` prints the Markdown tables of docs/reliability.md ("Bad input");
+``python -m tests.badinput.corpus --write`` replaces them there (between the ``corpus-table`` markers).
 """
 
 from __future__ import annotations
@@ -171,6 +172,16 @@ def tiff_with_size(tiff: bytes, width: int, height: int) -> bytes:
     return tiff
 
 
+def tiff_with_tag_type(tiff: bytes, tag: int, typ: int) -> bytes:
+    """A little-endian TIFF whose first IFD entry for ``tag`` says its values have type ``typ``."""
+    ifd = struct.unpack("<I", tiff[4:8])[0]
+    for entry in range(struct.unpack("<H", tiff[ifd:ifd + 2])[0]):
+        at = ifd + 2 + entry * 12
+        if struct.unpack("<H", tiff[at:at + 2])[0] == tag:
+            return patch(tiff, at + 2, struct.pack("<H", typ))
+    raise ValueError(f"no tag {tag} in the first IFD")
+
+
 def exif(orientation: int) -> bytes:
     """An EXIF block with only the Orientation tag."""
     data = Image.Exif()
@@ -286,6 +297,8 @@ IMAGE_CASES: list[ImageCase] = [
          lambda p: garble(d := p.cat_webp, len(d) // 2, 64)),
     _bad("gif_corrupt", "a GIF with 64 random bytes in its LZW data", "truncated_image",
          lambda p: garble(d := p.cat_gif, len(d) // 2, 64)),
+    _bad("tiff_rational_strip_offsets", "a TIFF whose StripOffsets are RATIONALs (found by fuzzing: Pillow raised TypeError)",
+         "undecodable_image", lambda p: tiff_with_tag_type(p.encode("TIFF"), 273, 5)),
     _bad("png_zero_width", "a PNG whose header says 0 x 300", "undecodable_image", lambda p: with_ihdr(p.cat_png, 0, 300)),
     # --- not images, named like images
     _bad("text_as_jpg", "a text file", "undecodable_image", lambda p: b"this is a text file, not an image\n" * 20),
@@ -337,7 +350,8 @@ IMAGE_CASES: list[ImageCase] = [
     _good("jpeg_exif_bad_orientation", "a JPEG with EXIF orientation 99 (ignored)", lambda p: p.encode("JPEG", exif=exif(99))),
     _good("jpeg_exif_garbage", "a JPEG whose EXIF block is 1 KiB of garbage",
           lambda p: p.encode("JPEG", exif=b"Exif\x00\x00" + bytes(range(256)) * 4)),
-    _good("png_rgba", "a PNG with an alpha channel (composited over white)", lambda p: p.encode("PNG", img=p.cat.convert("RGBA"))),
+    _good("png_rgba", "a PNG with an alpha channel (composited over white)",
+          lambda p: p.encode("PNG", img=p.cat.convert("RGBA"))),
     _good("png_grey_alpha", "a grey + alpha PNG (LA)", lambda p: p.encode("PNG", img=p.cat.convert("LA"))),
     _good("png_palette_transparency", "a palette PNG with a transparent colour",
           lambda p: p.encode("PNG", img=p.cat.convert("P"), transparency=0)),
@@ -349,9 +363,11 @@ IMAGE_CASES: list[ImageCase] = [
     _good("png_1x10000", "a 1 x 10,000 PNG", lambda p: p.encode("PNG", img=p.cat.resize((1, 10000))), (1, 10000)),
     _good("gif_animated", "an animated GIF of 12 frames (the first frame is used)", lambda p: animated(p, "GIF")),
     _good("webp_animated", "an animated WebP of 12 frames", lambda p: animated(p, "WEBP")),
-    _good("webp_lossless_alpha", "a lossless WebP with alpha", lambda p: p.encode("WEBP", img=p.cat.convert("RGBA"), lossless=True)),
+    _good("webp_lossless_alpha", "a lossless WebP with alpha",
+          lambda p: p.encode("WEBP", img=p.cat.convert("RGBA"), lossless=True)),
     _good("tiff_float", "a 32-bit float TIFF holding a NaN and an infinity", lambda p: p.encode("TIFF", img=float_image(p))),
-    _good("tiff_cmyk_lzw", "an LZW-compressed CMYK TIFF", lambda p: p.encode("TIFF", img=p.cat.convert("CMYK"), compression="tiff_lzw")),
+    _good("tiff_cmyk_lzw", "an LZW-compressed CMYK TIFF",
+          lambda p: p.encode("TIFF", img=p.cat.convert("CMYK"), compression="tiff_lzw")),
     _good("bmp_top_down", "a top-down BMP (negative height)",
           lambda p: patch(p.encode("BMP"), 22, struct.pack("<i", -CAT_SIZE[1]))),
 ]
@@ -474,6 +490,8 @@ EVENT_CASES: list[EventCase] = [
               _event(lambda p: upsert(p, "evt-price-inf", product={"price": math.inf}))),
     EventCase("tenant_huge", "a 10,000-character tenant", "field_too_long", "decode",
               _event(lambda p: upsert(p, "evt-tenant", tenant="t" * 10_000))),
+    EventCase("tenant_65_bytes", "a 65-byte tenant (the store's column holds 64: it would be cut to another tenant's name)",
+              "field_too_long", "decode", _event(lambda p: upsert(p, "evt-tenant-65", tenant="t" * 65))),
     EventCase("title_10mb", "a 10 MB title", "field_too_long", "decode",
               _event(lambda p: upsert(p, "evt-title", product={"title": "x" * 10_000_000}))),
     EventCase("image_id_too_long", "a 513-byte image_id", "field_too_long", "decode",
@@ -502,7 +520,6 @@ EVENT_CASES: list[EventCase] = [
 
 # ------------------------------------------------------------------------------------------ docs
 
-REASON_STATUS = {"ok": "OK", "scheme_not_allowed": "FAILED_PRECONDITION", "image_not_found": "FAILED_PRECONDITION"}
 STAGE_WORDS = {"decode": "DLQ of the first stage, before any model runs", "image": "DLQ of the first image stage",
                "indexer": "DLQ of the indexer", "publish": "refused by the publisher (encode_event / KafkaTransport)",
                "": "applied"}
@@ -527,5 +544,25 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
+DOC = Path(__file__).resolve().parents[2] / "docs" / "reliability.md"
+BEGIN, END = "<!-- corpus-table: generated by python -m tests.badinput.corpus --write -->\n", "<!-- end corpus-table -->\n"
+
+
+def write_doc(path: Path = DOC) -> None:
+    """Replace the generated tables between the markers in ``path``.
+
+    Raises:
+        ValueError: the markers are missing.
+    """
+    text = path.read_text()
+    if BEGIN not in text or END not in text:
+        raise ValueError(f"{path} has no {BEGIN.strip()} ... {END.strip()} markers")
+    head, rest = text.split(BEGIN, 1)
+    path.write_text(head + BEGIN + markdown_table() + END + rest.split(END, 1)[1])
+
+
 if __name__ == "__main__":
-    print(markdown_table(), end="")
+    if sys.argv[1:] == ["--write"]:
+        write_doc()
+    else:
+        print(markdown_table(), end="")
