@@ -57,7 +57,9 @@ def stack(built_models, tmp_path_factory):
            "VISEARCH_KAFKA_POLL_TIMEOUT_S": "0.5", "VISEARCH_KAFKA_MAX_POLL_RECORDS": "8",
            "VISEARCH_MILVUS_URI": MILVUS_URI, "VISEARCH_MILVUS_COLLECTION_PREFIX": PREFIX,
            "VISEARCH_MILVUS_SEARCH_CONSISTENCY": "Strong", "VISEARCH_TENANT": TENANT,
-           "VISEARCH_PIPELINE_STAGES": ",".join(STAGES), "VISEARCH_LOG_LEVEL": "info"}
+           "VISEARCH_PIPELINE_STAGES": ",".join(STAGES), "VISEARCH_LOG_LEVEL": "info",
+           # the photo events carry paths on this machine: file URIs are off by default, this stack opts in
+           "VISEARCH_IMAGE_ALLOW_FILE_URIS": "true"}
     logs = tmp_path_factory.mktemp("recognition-logs")
     procs = {name: ServiceProcess(name, env, logs) for name in ("detection", "embedding", "ocr", "indexer")}
     procs["classification"] = ServiceProcess("classification", {**env, "VISEARCH_DETECTION_ADDR": procs["detection"].address,
