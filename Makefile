@@ -9,7 +9,7 @@ export VISEARCH_MODEL_CACHE_DIR ?= $(HOME)/.cache/visearch/models
 PROTOS := $(wildcard protos/visearch/v1/*.proto)
 PYTEST_ARGS ?=
 
-.PHONY: help setup system-packages models proto proto-check demo test test-unit bench chart-check clean \
+.PHONY: help setup system-packages models proto proto-check demo test test-unit bench chaos load chart-check clean \
         kafka-up kafka-down milvus-up milvus-down triton-up triton-down up down status
 
 # The local stack (make up): real Kafka and Milvus standalone on 127.0.0.1, services under supervisord.
@@ -51,8 +51,23 @@ demo: models  ## ingest real photos + 2,000 Fashion-MNIST products, then search 
 	mkdir -p var
 	$(BIN)/visearch demo --fashion 2000 --db var/demo.db
 
-test: models proto-check  ## unit + integration tests on real models, real images, real Milvus Lite
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+test: models proto-check  ## unit + integration tests on real models and stacks, bounded chaos and load runs
+	$(BIN)/python -m pytest -m "not full" $(PYTEST_ARGS)
+
+# Full-size fault and load runs (reports/chaos.json, reports/load.json); docs/reliability.md has the figures.
+CHAOS_SCALE ?= 1
+LOAD_DURATION_S ?= 300
+LOAD_INGEST_RATE ?= 1.5
+LOAD_SEARCH_RATE ?= 4
+LOAD_SEARCH_CLIENTS ?= 4
+
+chaos: models  ## fault injection at full scale: kill -9 per stage, broker/Milvus restarts, Triton stopped 30 s, slow Milvus
+	VISEARCH_CHAOS_SCALE=$(CHAOS_SCALE) $(BIN)/python -m pytest tests/chaos -v -s $(PYTEST_ARGS)
+
+load: models  ## steady ingest + concurrent search for LOAD_DURATION_S (default 300 s), then a slow indexer
+	VISEARCH_LOAD_DURATION_S=$(LOAD_DURATION_S) VISEARCH_LOAD_INGEST_RATE=$(LOAD_INGEST_RATE) \
+	VISEARCH_LOAD_SEARCH_RATE=$(LOAD_SEARCH_RATE) VISEARCH_LOAD_SEARCH_CLIENTS=$(LOAD_SEARCH_CLIENTS) \
+	$(BIN)/python -m pytest tests/load -v -s $(PYTEST_ARGS)
 
 bench: models  ## first benchmark set (embedded mode): ingest and search vs bare model/ANN, recall, RSS
 	$(BIN)/python -m tests.bench.run --out reports

@@ -399,17 +399,20 @@ class StoreProbe:
         self.store = MilvusStore(StoreSettings(uri=uri, collection_prefix=prefix, search_consistency="Strong"))
 
     def count(self, tenant: str) -> int | None:
-        """Rows of ``tenant`` in the image collection, or None when Milvus does not answer."""
+        """Rows of ``tenant`` in the image collection, or None when Milvus does not answer within 10 s."""
         try:
-            return self.store.count(tenant=tenant)
+            rows = self.store._client.query(collection_name=self.store.collections["image"],
+                                            filter=f"tenant == {json.dumps(tenant)}", output_fields=["count(*)"],
+                                            consistency_level="Strong", timeout=10)
+            return int(rows[0]["count(*)"])
         except Exception:  # noqa: BLE001 (Milvus restarting or paused)
             return None
 
     def ids(self, tenant: str, space: str = "image") -> list[str]:
         """Every stored ``image_id`` of ``tenant`` in ``space`` (one per stored row, duplicates kept)."""
-        rows = self.store._call("query", self.store._client.query, collection_name=self.store.collections[space],
-                                filter=f"tenant == {json.dumps(tenant)}", output_fields=["image_id"], limit=16384,
-                                consistency_level="Strong")
+        rows = self.store._client.query(collection_name=self.store.collections[space],
+                                        filter=f"tenant == {json.dumps(tenant)}", output_fields=["image_id"],
+                                        limit=16384, consistency_level="Strong", timeout=30)
         return [r["image_id"] for r in rows]
 
     def close(self) -> None:

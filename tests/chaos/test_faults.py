@@ -22,6 +22,9 @@ Events per scenario ``80 x scale`` (at least 16); outages grow with the scale to
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
 import time
 import uuid
 
@@ -57,7 +60,9 @@ BATCH = 8                                           # VISEARCH_KAFKA_MAX_POLL_RE
 BROKER_DOWN_S = max(3.0, 15 * SCALE)                # broker stopped this long (plus its stop/start time)
 MILVUS_DOWN_S = max(3.0, 15 * SCALE)
 TRITON_DOWN_S = env_float("VISEARCH_CHAOS_TRITON_DOWN_S", 30.0 if SCALE >= 1 else 10.0)
-SLOW_S = max(8.0, 30 * SCALE)                       # how long a dependency is slowed or paused
+SLOW_S = max(8.0, 30 * SCALE)                       # how long Milvus is slowed by the proxy
+PAUSE_S = 6.0                                       # SIGSTOP of Milvus: below its 10 s session TTL
+PAST_TTL_S = 15.0                                   # ... and past it (make chaos only)
 SLOW_DELAY_S = 0.3                                  # added per chunk, each way, by the delay proxy
 SAMPLE = 3                                          # rows compared with the in-process computation
 WAIT_S = 600                                        # upper bound of any wait (a hang fails, it does not eat CI)
@@ -149,12 +154,86 @@ def fashion_events(tenant: str, n: int):
     return [item_to_event(item, tenant) for item in fashion_mnist("train", limit=n, offset=offset)]
 
 
-def _value(fn):
-    """``fn()``, or None while the dependency it reads from is down."""
-    try:
-        return fn()
-    except Exception:  # noqa: BLE001 (probes during an outage)
-        return None
+class Scenario:
+    """One scenario's stream: its tenant and events, and the DLQ / output / offset baselines."""
+
+    def __init__(self, chain: Chain, name: str, n: int = EVENTS) -> None:
+        self.chain, self.name, self.n = chain, name, n
+        self.tenant = name.replace("[", "-").replace("]", "")
+        self.events = fashion_events(self.tenant, n)
+        chain.check_alive()
+        self.dlq_before, self.out_before = chain.probe.dlq_sizes(), chain.probe.output_sizes()
+        self.base = {stage: chain.probe.committed(stage) for stage in ALL_STAGES}
+        assert None not in (self.dlq_before, self.out_before, *self.base.values()), "broker not answering"
+        self.start = time.perf_counter()
+        publish(chain.kafka, self.events)
+
+    def progress(self, stage: str) -> int | None:
+        """Events of this stream that ``stage`` has committed (None while the broker is down)."""
+        done = self.chain.probe.committed(stage)
+        return None if done is None else done - self.base[stage]
+
+    def wait_mid_stream(self, stage: str) -> int:
+        """Wait until ``stage`` committed at least one batch of this stream; return its progress.
+
+        Raises:
+            AssertionError: it had already finished the stream (too short to test anything).
+        """
+        def mid():
+            self.chain.check_alive()
+            done = self.progress(stage)
+            return done is not None and done >= BATCH and done
+
+        progress = wait_until(mid, WAIT_S, 0.1, f"{stage} mid-stream")
+        assert progress < self.n, (f"{stage} finished all {self.n} events before the fault: the stream is too short "
+                                   f"for this machine (raise VISEARCH_CHAOS_SCALE)")
+        return int(progress)
+
+    def wait_resumed(self, stage: str, since: int) -> float:
+        """Wait until ``stage`` commits past ``since`` (or has done the whole stream); return the time."""
+        if since < self.n:
+            wait_until(lambda: (self.chain.check_alive(), (self.progress(stage) or 0) > since)[1], WAIT_S, 0.2,
+                       f"{stage} resumed")
+        return time.perf_counter()
+
+    def finish(self, reference: Reference) -> dict:
+        """Wait until everything is indexed and the lag is 0, check the outcome, return the common figures.
+
+        Raises:
+            AssertionError: a lost, extra or duplicated row, a dead letter, a wrong stored row, a dead service.
+        """
+        chain = self.chain
+
+        def recovered():
+            chain.check_alive()
+            return chain.store.count(self.tenant) == self.n and chain.probe.total_lag() == 0
+
+        wait_until(recovered, WAIT_S, 0.2, f"all {self.n} indexed and lag 0")
+        self.done = time.perf_counter()
+        expected = sorted(e.image_id for e in self.events)
+        stored = sorted(chain.store.ids(self.tenant))
+        assert stored == expected, (f"{len(stored)} rows, {len(set(stored))} distinct; missing "
+                                    f"{sorted(set(expected) - set(stored))[:5]}, extra {sorted(set(stored) - set(expected))[:5]}")
+        assert sorted(chain.store.ids(self.tenant, "joint")) == expected
+        dlq_after, out_after = chain.probe.dlq_sizes(), chain.probe.output_sizes()
+        dlq_new = sum(dlq_after.values()) - sum(self.dlq_before.values())
+        assert dlq_new == 0, f"{dlq_new} dead letters after {self.name}: {dlq_after}"
+        produced = sum(out_after.values()) - sum(self.out_before.values())
+        twice = produced - self.n * len(out_after)
+        assert twice >= 0, f"stage outputs lost events: {produced} produced for {self.n} x {len(out_after)}"
+        sample = [self.events[0], self.events[len(self.events) // 2], self.events[-1]][:SAMPLE]
+        problems = content_mismatches(chain.store.store, self.tenant, reference.rows(sample, ALL_STAGES))
+        assert not problems, problems
+        return {"events": self.n, "processed_twice": int(twice), "dlq_new": int(dlq_new),
+                "total_s": round(self.done - self.start, 1), "models": "triton" if chain.on_triton else "onnxruntime"}
+
+    def record(self, figures: dict) -> dict:
+        """Add ``figures`` to reports/chaos.json (rewritten) and print them."""
+        figures = {k: round(v, 1) if isinstance(v, float) else v for k, v in figures.items()}
+        REPORT["scenarios"][self.name] = figures
+        write_report("chaos", REPORT)
+        print(f"{self.name}: {figures}")
+        return figures
 
 
 def run_scenario(chain: Chain, reference: Reference, name: str, affected: str, inject) -> dict:
@@ -163,67 +242,56 @@ def run_scenario(chain: Chain, reference: Reference, name: str, affected: str, i
 
     ``inject`` returns a dict with ``t_fault`` and ``t_clear`` (perf_counter) and any other figures.
     """
-    tenant = name.replace("[", "-").replace("]", "")
-    events = fashion_events(tenant, EVENTS)
-    chain.check_alive()
-    dlq_before, out_before = chain.probe.dlq_sizes(), chain.probe.output_sizes()
-    base = chain.probe.committed(affected)
-    assert None not in (dlq_before, out_before, base), "broker not answering before the scenario"
-
-    start = time.perf_counter()
-    publish(chain.kafka, events)
-
-    def mid_stream():
-        chain.check_alive()
-        done = chain.probe.committed(affected)
-        return done is not None and done - base >= BATCH and done - base
-
-    progress = wait_until(mid_stream, WAIT_S, 0.1, f"{affected} mid-stream")
-    assert progress < EVENTS, (f"{affected} finished all {EVENTS} events before the fault: the stream is too short "
-                               f"for this machine (raise VISEARCH_CHAOS_SCALE)")
+    scenario = Scenario(chain, name)
+    progress = scenario.wait_mid_stream(affected)
     fault = inject()
     t_clear = fault.pop("t_clear")
     outage = t_clear - fault.pop("t_fault")
-
-    at_clear = wait_until(lambda: chain.probe.committed(affected), WAIT_S, 0.2, "broker answering")
-    if at_clear - base < EVENTS:
-        wait_until(lambda: (chain.check_alive(), (chain.probe.committed(affected) or 0) > at_clear)[1], WAIT_S, 0.2,
-                   f"{affected} resumed")
-    resumed = time.perf_counter()
-
-    def recovered():
-        chain.check_alive()
-        return chain.store.count(tenant) == EVENTS and chain.probe.total_lag() == 0
-
-    wait_until(recovered, WAIT_S, 0.2, f"all {EVENTS} indexed and lag 0")
-    done = time.perf_counter()
-
-    expected_ids = sorted(e.image_id for e in events)
-    stored = sorted(chain.store.ids(tenant))
-    assert stored == expected_ids, (f"{len(stored)} rows, {len(set(stored))} distinct; missing "
-                                    f"{sorted(set(expected_ids) - set(stored))[:5]}, extra {sorted(set(stored) - set(expected_ids))[:5]}")
-    assert sorted(chain.store.ids(tenant, "joint")) == expected_ids
-    dlq_after, out_after = chain.probe.dlq_sizes(), chain.probe.output_sizes()
-    dlq_new = sum(dlq_after.values()) - sum(dlq_before.values())
-    assert dlq_new == 0, f"{dlq_new} dead letters after {name}: {dlq_after}"
-    produced = sum(out_after.values()) - sum(out_before.values())
-    twice = produced - EVENTS * len(out_after)
-    assert twice >= 0, f"stage outputs lost events: {produced} produced for {EVENTS} x {len(out_after)}"
-    sample = [events[0], events[len(events) // 2], events[-1]][:SAMPLE]
-    problems = content_mismatches(chain.store.store, tenant, reference.rows(sample, ALL_STAGES))
-    assert not problems, problems
-
-    figures = {"events": EVENTS, "affected_stage": affected, "progress_at_fault": int(progress),
-               "outage_s": round(outage, 1), "resume_s": round(resumed - t_clear, 1),
-               "recovery_s": round(done - t_clear, 1), "total_s": round(done - start, 1),
-               "processed_twice": int(twice), "dlq_new": int(dlq_new), "models": "triton" if chain.on_triton else "onnxruntime",
-               **{k: round(v, 1) if isinstance(v, float) else v for k, v in fault.items()}}
-    REPORT["scenarios"][name] = figures
-    write_report("chaos", REPORT)
-    print(f"{name}: {figures}")
-    return figures
+    at_clear = wait_until(lambda: scenario.progress(affected), WAIT_S, 0.2, "broker answering")
+    resumed = scenario.wait_resumed(affected, at_clear)
+    common = scenario.finish(reference)
+    return scenario.record({**common, "affected_stage": affected, "progress_at_fault": progress,
+                            "outage_s": outage, "resume_s": resumed - t_clear, "recovery_s": scenario.done - t_clear,
+                            **fault})
 
 
+def test_kill_9_every_stage_in_one_stream(chain, reference):
+    """SIGKILL each of the five stage processes in turn, each once it is mid-stream (no drain, no
+    commit), and start it again at once in the background, as a supervisor would: the uncommitted
+    batches are redelivered; every image is stored exactly once. Per stage: progress at the kill,
+    boot time, and resume time (restart issued -> the stage commits again)."""
+    scenario = Scenario(chain, "kill9[every-stage]", scaled(100, SCALE, 32))
+    kills, boots, threads = {}, {}, []
+    for stage in ALL_STAGES:
+        progress = scenario.wait_mid_stream(stage)
+        proc = chain.services.procs[stage]
+        t_kill = time.perf_counter()
+        proc.kill9()
+        proc.start(wait=False)  # at once, as a supervisor would; it boots while the next stage is hit
+
+        def booted(proc=proc, stage=stage, t0=t_kill):
+            proc.wait_serving()
+            boots[stage] = time.perf_counter() - t0
+
+        kills[stage] = (t_kill, progress)
+        thread = threading.Thread(target=booted, daemon=True)
+        thread.start()
+        threads.append(thread)
+    per_stage = {}
+    for (stage, (t_kill, progress)), thread in zip(kills.items(), threads):
+        resumed = scenario.wait_resumed(stage, progress)
+        thread.join(WAIT_S)
+        per_stage[stage] = {"progress_at_kill": progress, "boot_s": round(boots[stage], 1),
+                            "resume_s": round(resumed - t_kill, 1)}
+    first_kill = min(t for t, _ in kills.values())
+    last_kill = max(t for t, _ in kills.values())
+    common = scenario.finish(reference)
+    scenario.record({**common, "affected_stage": "all", "progress_at_fault": min(p for _, p in kills.values()),
+                     "outage_s": last_kill - first_kill, "resume_s": max(s["resume_s"] for s in per_stage.values()),
+                     "recovery_s": scenario.done - last_kill, "stages": per_stage})
+
+
+@pytest.mark.full  # `make chaos`: one stream per stage; `make test` kills every stage in one stream
 @pytest.mark.parametrize("stage", ALL_STAGES)
 def test_kill_9_stage_mid_stream(chain, reference, stage):
     """SIGKILL one stage's process mid-stream (no drain, no commit) and start it again, as a supervisor
@@ -238,18 +306,35 @@ def test_kill_9_stage_mid_stream(chain, reference, stage):
     run_scenario(chain, reference, f"kill9[{stage}]", stage, inject)
 
 
-def test_kafka_broker_restart(chain, reference):
-    """Stop the broker (SIGTERM) while the chain is busy and start it again: every stage backs off,
-    rewinds to its committed offsets and resumes; nothing is lost or dead-lettered."""
+@pytest.mark.parametrize("mode", ["latency", "pause"])
+def test_slow_milvus(chain, reference, mode):
+    """A slow dependency: Milvus answers the indexer late (``latency``: a proxy holds every chunk
+    SLOW_DELAY_S each way, for SLOW_S) or not at all for a while (``pause``: SIGSTOP/SIGCONT of the Milvus
+    server, a process this test started, for PAUSE_S). The indexer slows down or stalls, Kafka buffers,
+    nothing is lost, nothing is dead-lettered."""
 
     def inject():
+        before = chain.probe.committed("indexer")
         t_fault = time.perf_counter()
-        down = chain.stack.down("kafka")
-        time.sleep(BROKER_DOWN_S)
-        up = chain.stack.up("kafka")
-        return {"t_fault": t_fault, "t_clear": time.perf_counter(), "down_s": down, "up_s": up}
+        if mode == "latency":
+            chain.proxy.delay_s = SLOW_DELAY_S
+            try:
+                time.sleep(SLOW_S)
+            finally:
+                chain.proxy.delay_s = 0.0
+        else:
+            pid = chain.stack.pid("milvus")
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                time.sleep(PAUSE_S)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+        t_clear = time.perf_counter()
+        extra = {"delay_per_chunk_s": SLOW_DELAY_S} if mode == "latency" else {}
+        return {"t_fault": t_fault, "t_clear": t_clear, "indexed_during_fault": (chain.probe.committed("indexer") or 0) - before,
+                **extra}
 
-    run_scenario(chain, reference, "kafka-broker-restart", "detection", inject)
+    run_scenario(chain, reference, f"slow-milvus[{mode}]", "indexer", inject)
 
 
 def test_milvus_restart(chain, reference):
@@ -266,37 +351,44 @@ def test_milvus_restart(chain, reference):
     run_scenario(chain, reference, "milvus-restart", "indexer", inject)
 
 
-@pytest.mark.parametrize("mode", ["latency", "pause"])
-def test_slow_milvus(chain, reference, mode):
-    """A slow dependency: Milvus answers the indexer late (``latency``: a proxy holds every chunk
-    SLOW_DELAY_S each way) or not at all for a while (``pause``: SIGSTOP/SIGCONT of the Milvus server, a
-    process this test started). The indexer slows down or stalls, Kafka buffers, nothing is lost."""
+@pytest.mark.full  # `make chaos` only
+def test_milvus_paused_past_its_session_ttl(chain, reference):
+    """SIGSTOP Milvus for longer than its etcd session TTL (10 s in deploy/milvus): Milvus 2.3 exits by
+    itself soon after SIGCONT (its sessions expired). The test then starts it again, as a supervisor
+    would; the indexer waits it out and loses nothing."""
 
     def inject():
-        before = chain.probe.committed("indexer")
+        pid = chain.stack.pid("milvus")
         t_fault = time.perf_counter()
-        if mode == "latency":
-            chain.proxy.delay_s = SLOW_DELAY_S
-            try:
-                time.sleep(SLOW_S)
-            finally:
-                chain.proxy.delay_s = 0.0
-        else:
-            import os
-            import signal
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            time.sleep(PAST_TTL_S)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        try:
+            wait_until(lambda: not os.path.exists(f"/proc/{pid}"), 60, 0.5, "milvus exit")
+            exited = True
+        except TimeoutError:
+            exited = False
+        up = chain.stack.up("milvus")
+        return {"t_fault": t_fault, "t_clear": time.perf_counter(), "paused_s": PAST_TTL_S, "milvus_exited": exited,
+                "up_s": up}
 
-            pid = chain.stack.pid("milvus")
-            os.kill(pid, signal.SIGSTOP)
-            try:
-                time.sleep(SLOW_S)
-            finally:
-                os.kill(pid, signal.SIGCONT)
-        t_clear = time.perf_counter()
-        during = (chain.probe.committed("indexer") or 0) - before
-        return {"t_fault": t_fault, "t_clear": t_clear, "indexed_while_slow": during,
-                "slow_for_s": SLOW_S, **({"delay_per_chunk_s": SLOW_DELAY_S} if mode == "latency" else {})}
+    run_scenario(chain, reference, "milvus-paused-past-ttl", "indexer", inject)
 
-    run_scenario(chain, reference, f"slow-milvus[{mode}]", "indexer", inject)
+
+def test_kafka_broker_restart(chain, reference):
+    """Stop the broker (SIGTERM) while the chain is busy and start it again: every stage backs off,
+    rewinds to its committed offsets and resumes; nothing is lost or dead-lettered."""
+
+    def inject():
+        t_fault = time.perf_counter()
+        down = chain.stack.down("kafka")
+        time.sleep(BROKER_DOWN_S)
+        up = chain.stack.up("kafka")
+        return {"t_fault": t_fault, "t_clear": time.perf_counter(), "down_s": down, "up_s": up}
+
+    run_scenario(chain, reference, "kafka-broker-restart", "detection", inject)
 
 
 def test_triton_stopped(chain, reference):
