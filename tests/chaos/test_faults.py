@@ -15,7 +15,8 @@ fault, and then checks:
   again), recovery time (fault cleared -> everything indexed and consumer lag 0), events processed
   twice (redelivered after the fault: harmless upserts), into ``reports/chaos.json``.
 
-Size: ``VISEARCH_CHAOS_SCALE`` (default 0.3, the CI run inside ``make test``; ``make chaos`` uses 1).
+Size: ``VISEARCH_CHAOS_SCALE`` (default 0.3, the CI run inside ``make test``; ``make chaos`` uses 1 and
+adds the tests marked ``full``: one kill -9 stream per stage, Milvus paused past its session TTL).
 Events per scenario ``80 x scale`` (at least 16); outages grow with the scale too; Triton is stopped for
 ``VISEARCH_CHAOS_TRITON_DOWN_S`` (default 30 s at scale >= 1, else 10 s).
 """
