@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Validate the Helm chart, its alerts and dashboard, offline. Exit non-zero on any failure.
-#   1. helm lint --strict (default and production values)
+#   1. helm lint --strict (default, production and helm/visearch/ci/security-values.yaml)
 #   2. helm template for default, production (CRD APIs declared, so ServiceMonitor, PrometheusRule and
-#      ScaledObject render) and default + Milvus token (renders the Secret)
+#      ScaledObject render), default + Milvus token (renders the Secret) and security (ci/security-values.yaml:
+#      TLS + mutual TLS + tokens + rate limit + fetch CA bundle; no gRPC probe may remain under TLS); security
+#      values that cannot work (TLS or auth without their Secret) must fail the render
 #   3. kubeconform -strict -summary on every render, against the offline schemas of install-tools.sh
 #      (Kubernetes $K8S_VERSION OpenAPI + prometheus-operator and KEDA CRDs); a self-test first proves
 #      the schemas reject an unknown field
@@ -33,13 +35,18 @@ step "helm lint (default values)"
 step "helm lint (values-production.yaml)"
 "$BIN/helm" lint --strict --kube-version "$KUBE_VERSION" "$CHART" -f "$CHART/values-production.yaml"
 
+step "helm lint (ci/security-values.yaml)"
+"$BIN/helm" lint --strict --kube-version "$KUBE_VERSION" "$CHART" -f "$CHART/ci/security-values.yaml"
+
 step "helm template"
 "$BIN/helm" template visearch "$CHART" -n visearch --kube-version "$KUBE_VERSION" > "$OUT/default.yaml"
 "$BIN/helm" template visearch "$CHART" -n visearch --kube-version "$KUBE_VERSION" "${CRD_APIS[@]}" \
   -f "$CHART/values-production.yaml" > "$OUT/production.yaml"
 "$BIN/helm" template visearch "$CHART" -n visearch --kube-version "$KUBE_VERSION" \
   --set milvus.token=user:password --set triton.enabled=true > "$OUT/token-triton.yaml"
-for f in default production token-triton; do
+"$BIN/helm" template visearch "$CHART" -n visearch --kube-version "$KUBE_VERSION" \
+  -f "$CHART/ci/security-values.yaml" > "$OUT/security.yaml"
+for f in default production token-triton security; do
   echo "$f: $(grep -c '^kind:' "$OUT/$f.yaml") objects: $(grep '^kind:' "$OUT/$f.yaml" | sort | uniq -c | awk '{printf "%s %s, ", $1, $3}')"
 done
 # Values the schema must refuse.
@@ -47,6 +54,32 @@ if "$BIN/helm" template visearch "$CHART" --kube-version "$KUBE_VERSION" --set k
   echo "values.schema.json accepted an invalid kafka.bootstrap" >&2; exit 1
 fi
 echo "values.schema.json rejects an invalid kafka.bootstrap: ok"
+# Security values the templates must refuse (fail fast instead of pods that cannot start or cannot talk).
+for bad in "security.tls.enabled=true" "security.tls.mutual=true" "security.auth.enabled=true" \
+           "security.auth.enabled=true,security.auth.existingSecret=t,security.auth.services=*"; do
+  if "$BIN/helm" template visearch "$CHART" --kube-version "$KUBE_VERSION" --set "$bad" >/dev/null 2>&1; then
+    echo "the chart rendered with --set $bad" >&2; exit 1
+  fi
+done
+echo "TLS / auth without their Secrets (or a protected peer API without a client token) refused: ok"
+# Under TLS every service mounts the Secret, and no probe is a (plaintext-only) Kubernetes gRPC probe.
+"$PYTHON" - "$OUT/security.yaml" <<'PY'
+import sys, yaml
+deps = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d["kind"] == "Deployment"]
+assert deps, "no Deployment rendered"
+for d in deps:
+    name, pod = d["metadata"]["name"], d["spec"]["template"]["spec"]
+    if name.endswith("-triton"):
+        continue
+    c = pod["containers"][0]
+    env = {e["name"] for e in c["env"]}
+    for var in ("VISEARCH_SECURITY_TLS_CERT_FILE", "VISEARCH_SECURITY_TLS_CLIENT_CA_FILE", "VISEARCH_SECURITY_AUTH_TOKENS_FILE"):
+        assert var in env, f"{name}: {var} not set"
+    assert any(v["name"] == "tls" and v["secret"]["secretName"] for v in pod["volumes"]), f"{name}: no tls volume"
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert "grpc" not in c[probe], f"{name}: {probe} is a gRPC probe under TLS"
+print(f"security: {len(deps)} Deployments with TLS files, token file and TLS-safe probes: ok")
+PY
 
 step "kubeconform self-test (an unknown field must be rejected)"
 cat > "$OUT/bad.yaml" <<'YAML'
@@ -64,7 +97,7 @@ if "${KC[@]}" "$OUT/bad.yaml" >/dev/null 2>&1; then echo "kubeconform accepted a
 echo "invalid Deployment rejected: ok"
 
 step "kubeconform -strict -summary (Kubernetes $KUBE_VERSION + CRD schemas, offline)"
-"${KC[@]}" "$OUT/default.yaml" "$OUT/production.yaml" "$OUT/token-triton.yaml"
+"${KC[@]}" "$OUT/default.yaml" "$OUT/production.yaml" "$OUT/token-triton.yaml" "$OUT/security.yaml"
 
 step "promtool check rules"
 "$BIN/promtool" check rules "$CHART/files/alerts.yaml"

@@ -156,3 +156,40 @@ detection embedding ocr classification indexer ranking
 ranking: [embedding, detection, classification]
 classification: [detection, ocr]
 {{- end }}
+
+{{/* Where the security Secrets (and the image-fetch CA bundle) are mounted in the service containers. */}}
+{{- define "visearch.tlsDir" -}}/etc/visearch/tls{{- end }}
+{{- define "visearch.authDir" -}}/etc/visearch/auth{{- end }}
+{{- define "visearch.fetchCaDir" -}}/etc/visearch/fetch-ca{{- end }}
+
+{{/* Full gRPC service name of a component's API, e.g. ocr -> visearch.v1.OcrService. */}}
+{{- define "visearch.grpcService" -}}
+{{- if eq . "ranking" }}visearch.v1.SearchService{{ else }}{{ printf "visearch.v1.%sService" (title .) }}{{ end }}
+{{- end }}
+
+{{/* Fail the render on security values that cannot work (checked before anything is deployed). */}}
+{{- define "visearch.validateSecurity" -}}
+{{- $sec := .Values.security }}
+{{- if $sec.tls.enabled }}
+{{- $_ := required "security.tls.enabled needs security.tls.existingSecret: a kubernetes.io/tls Secret with tls.crt, tls.key and ca.crt" $sec.tls.existingSecret }}
+{{- else if $sec.tls.mutual }}
+{{- fail "security.tls.mutual needs security.tls.enabled (and security.tls.existingSecret)" }}
+{{- end }}
+{{- if $sec.auth.enabled }}
+{{- $_ := required "security.auth.enabled needs security.auth.existingSecret: a Secret whose key (security.auth.existingSecretKey, default tokens) holds id:token lines" $sec.auth.existingSecret }}
+{{- /* A caller whose peer's API needs a token must send one. */}}
+{{- $protected := splitList "," ($sec.auth.services | nospace) }}
+{{- if not $sec.auth.clientTokenSecret.name }}
+{{- range $caller, $callees := include "visearch.peers" . | fromYaml }}
+{{- if (index $.Values.services $caller).enabled }}
+{{- range $callee := $callees }}
+{{- $name := include "visearch.grpcService" $callee }}
+{{- if and (index $.Values.services $callee).enabled (or (has "*" $protected) (has $name $protected)) }}
+{{- fail (printf "security.auth.services covers %s, which %s calls: set security.auth.clientTokenSecret to a Secret with a token that security.auth.existingSecret accepts" $name $caller) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
