@@ -69,8 +69,9 @@ load: models  ## steady ingest + concurrent search for LOAD_DURATION_S (default 
 	VISEARCH_LOAD_SEARCH_RATE=$(LOAD_SEARCH_RATE) VISEARCH_LOAD_SEARCH_CLIENTS=$(LOAD_SEARCH_CLIENTS) \
 	$(BIN)/python -m pytest tests/load -v -s $(PYTEST_ARGS)
 
-bench: models  ## first benchmark set (embedded mode): ingest and search vs bare model/ANN, recall, RSS
+bench: models  ## figures and ratios: embedded ingest/search vs bare, per-model latency, recall; Kafka chain per stage vs bare, replicas, RSS
 	$(BIN)/python -m tests.bench.run --out reports
+	$(BIN)/python -m tests.bench.pipeline --out reports
 
 chart-check: setup  ## build helm/kubeconform/promtool (first run: minutes) and validate chart, alerts, dashboard
 	bash deploy/tools/install-tools.sh

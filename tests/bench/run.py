@@ -3,8 +3,9 @@
 First version (issue 9 grows it): ingest throughput against the bare model compute, search latency
 by image and by text against one bare encode + one bare ANN query, Milvus Lite recall@10 of the
 index against exact search, per-image latency of every recognition model and the five-stage chain's
-throughput on real photos, and the process RSS. Kafka end to end, Milvus standalone at 1M and
-replica scaling are not measured here yet.
+throughput on real photos, and the process RSS. The chain over Kafka (per stage against the bare
+stage compute, end to end, two replicas, RSS per service) is tests/bench/pipeline.py, also run by
+``make bench``; Milvus standalone at 1M is not measured yet.
 
 Writes ``reports/bench.json`` and ``reports/bench.md`` and prints the table.
 """
