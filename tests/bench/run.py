@@ -87,6 +87,79 @@ def bench_search(platform: EmbeddedPlatform, queries: int) -> dict:
     return out
 
 
+def bench_search_breakdown(platform: EmbeddedPlatform, queries: int) -> dict:
+    """p50 of each part of a search by image and by text, in one run: decode, preprocess (or tokenise),
+    inference, one ANN query, the whole ``Search`` in process (``ranking_and_api`` is what it adds to those
+    parts: the region ANN of AUTO mode, filters, merging, the response) and over gRPC on 127.0.0.1
+    (``transport`` is what the server, serialisation and the loopback add). Milliseconds."""
+    from concurrent import futures
+
+    import grpc
+
+    from visearch.v1 import search_pb2_grpc
+
+    photos = photo_catalogue()
+    image_bytes = [p.read_bytes() for p in photos]
+    texts = ["dog", "a cup of coffee", "ankle boot", "red dress", "a cat", "sneaker", "flower", "rocket"]
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    search_pb2_grpc.add_SearchServiceServicer_to_server(platform.search, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    stub = search_pb2_grpc.SearchServiceStub(channel)
+    image_model, text_model = platform.embedder.image, platform.embedder.text
+    parts: dict[str, dict[str, list[float]]] = {"image": {}, "text": {}}
+
+    def record(kind: str, name: str, seconds: float) -> None:
+        parts[kind].setdefault(name, []).append(seconds * 1000)
+
+    try:
+        for i in range(queries):
+            data, text = image_bytes[i % len(image_bytes)], texts[i % len(texts)]
+            t0 = time.perf_counter()
+            image = decode_image(data)
+            t1 = time.perf_counter()
+            tensor = preprocess_imagenet(image)[None]
+            t2 = time.perf_counter()
+            vector = image_model.runner.infer({"image": tensor}, ["logits", "embedding"])["embedding"][0]
+            t3 = time.perf_counter()
+            platform.store.search("image", vector / np.linalg.norm(vector), tenant=platform.tenant, top_k=10)
+            t4 = time.perf_counter()
+            for name, seconds in (("decode", t1 - t0), ("preprocess", t2 - t1), ("inference", t3 - t2), ("ann", t4 - t3)):
+                record("image", name, seconds)
+            t0 = time.perf_counter()
+            ids, mask = text_model.tokenizer.encode([text])
+            t1 = time.perf_counter()
+            vector = text_model.runner.infer({"input_ids": ids, "attention_mask": mask}, ["sentence_embedding"])["sentence_embedding"][0]
+            t2 = time.perf_counter()
+            platform.store.search("joint", vector / np.linalg.norm(vector), tenant=platform.tenant, top_k=10)
+            t3 = time.perf_counter()
+            for name, seconds in (("preprocess", t1 - t0), ("inference", t2 - t1), ("ann", t3 - t2)):
+                record("text", name, seconds)
+            for kind, request in (("image", search_pb2.SearchRequest(image=common_pb2.Image(content=data), top_k=10)),
+                                  ("text", search_pb2.SearchRequest(text=text, top_k=10))):
+                t0 = time.perf_counter()
+                platform.search.Search(request, None)
+                t1 = time.perf_counter()
+                stub.Search(request, timeout=30)
+                t2 = time.perf_counter()
+                record(kind, "in_process", t1 - t0)
+                record(kind, "grpc", t2 - t1)
+    finally:
+        channel.close()
+        server.stop(None)
+    out = {}
+    for kind, named in parts.items():
+        p50 = {name: round(statistics.median(values), 2) for name, values in named.items()}
+        bare = sum(p50[n] for n in ("decode", "preprocess", "inference", "ann") if n in p50)
+        p50["ranking_and_api"] = round(max(0.0, p50["in_process"] - bare), 2)
+        p50["transport"] = round(max(0.0, p50["grpc"] - p50["in_process"]), 2)
+        p50["grpc_p99"] = round(percentile(named["grpc"], 99), 2)
+        p50["ratio_grpc_to_bare"] = round(p50["grpc"] / bare, 3)
+        out[kind] = p50
+    return out
+
+
 def bench_recall(n: int, queries: int, dim: int = 1280) -> dict:
     """Recall@10 of Milvus Lite's index against exact cosine search on unit vectors (synthetic, clustered)."""
     rng = np.random.default_rng(0)
@@ -166,6 +239,7 @@ def main() -> None:
             results["ingest"] = bench_ingest(platform, args.images)
             platform.ingest(photo_catalogue(), progress=False)
             results["search"] = bench_search(platform, args.queries)
+            results["search_breakdown"] = bench_search_breakdown(platform, args.queries)
             results["memory"] = {"rss_after_model_load_mb": round(rss_rest, 0), "rss_peak_mb": round(rss_mb(), 0)}
         with EmbeddedPlatform(StoreSettings(uri=str(Path(tmp) / "recognition.db")),
                               service_settings=ServiceSettings(tenant="bench")) as platform:
@@ -183,6 +257,12 @@ def main() -> None:
         rows += [(f"search by {kind}: p50 / p99", f"{s['p50_ms']} / {s['p99_ms']} ms"),
                  (f"search by {kind}: bare encode p50 + bare ANN p50", f"{s['bare_encode_p50_ms']} + {s['bare_ann_p50_ms']} ms"),
                  (f"search by {kind}: ratio p50 / bare", f"{s['ratio_p50_to_bare']}")]
+    for kind in ("image", "text"):
+        b = results["search_breakdown"][kind]
+        steps = " + ".join(f"{n} {b[n]}" for n in ("decode", "preprocess", "inference", "ann", "ranking_and_api", "transport")
+                           if n in b)
+        rows += [(f"search by {kind} over gRPC, p50 parts (ms)", f"{steps} = {b['grpc']} (p99 {b['grpc_p99']})"),
+                 (f"search by {kind} over gRPC / bare parts", f"{b['ratio_grpc_to_bare']}")]
     r = results["milvus_lite_recall"]
     rows += [(f"Milvus Lite recall@10 ({r['rows']} x {r['dim']}-d)", f"{r['recall_at_10']}"),
              ("Milvus Lite search p50 / p99", f"{r['search_p50_ms']} / {r['search_p99_ms']} ms"),
