@@ -13,7 +13,7 @@ in-process with one inference thread:
 3. **one stage at a time**: each stage's recorded input (the documents the end-to-end run wrote to its
    input topic, copied to a fresh topic) consumed by that stage's process alone: images/s over Kafka,
    and the ratio to the bare figure (what Kafka, protobuf and the worker loop cost);
-4. **replicas**: the slowest stage again with two processes in one consumer group (3 partitions);
+4. **replicas**: the slowest stage again with two processes in one consumer group (4 partitions: 2 each);
 5. **memory**: RSS of every service at rest (SERVING, before the first event) and after the run.
 
 Writes ``reports/bench_pipeline.json`` and ``reports/bench_pipeline.md`` and prints the table.
@@ -51,6 +51,7 @@ from visearch.v1 import events_pb2  # noqa: E402
 
 TENANT = "bench"
 WAIT_S = 900
+PARTITIONS = 4
 
 
 def bare_rates(events, batch: int, milvus_uri: str) -> dict[str, float]:
@@ -118,7 +119,9 @@ class Bench:
         services = Services(self.infra, prefix, ALL_STAGES, self.log_dir / prefix, triton=False,
                             extra_env={"VISEARCH_KAFKA_MAX_POLL_RECORDS": str(self.batch), "VISEARCH_TENANT": TENANT})
         (self.log_dir / prefix).mkdir(parents=True, exist_ok=True)
-        assert set(create_topics(services.kafka, ALL_STAGES).values()) == {"created"}
+        # Partitions: a multiple of the replica counts measured, so two consumers get equal shares.
+        topics = services.kafka.model_copy(update={"partitions": PARTITIONS})
+        assert set(create_topics(topics, ALL_STAGES).values()) == {"created"}
         return services
 
     def end_to_end(self, events) -> tuple[dict, str]:

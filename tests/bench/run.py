@@ -216,6 +216,7 @@ def bench_recognition(platform: EmbeddedPlatform, repeats: int = 3) -> dict:
     start = time.perf_counter()
     report = platform.ingest(photos, progress=False, tenant="bench-chain")
     elapsed = time.perf_counter() - start
+    assert report.indexed == len(photos), f"the chain indexed {report.indexed} of {len(photos)} photos: {report}"
     results["chain"] = {"images": report.indexed, "img_per_s": round(report.indexed / elapsed, 2),
                         "stages": list(platform.stages)}
     return results
@@ -241,8 +242,8 @@ def main() -> None:
             results["search"] = bench_search(platform, args.queries)
             results["search_breakdown"] = bench_search_breakdown(platform, args.queries)
             results["memory"] = {"rss_after_model_load_mb": round(rss_rest, 0), "rss_peak_mb": round(rss_mb(), 0)}
-        with EmbeddedPlatform(StoreSettings(uri=str(Path(tmp) / "recognition.db")),
-                              service_settings=ServiceSettings(tenant="bench")) as platform:
+        with EmbeddedPlatform(StoreSettings(uri=str(Path(tmp) / "recognition.db")), service_settings=ServiceSettings(tenant="bench"),
+                              image_settings=ImageSettings(allow_file_uris=True)) as platform:
             results["recognition"] = bench_recognition(platform)
             results["memory"]["rss_peak_all_models_mb"] = round(rss_mb(), 0)
     results["milvus_lite_recall"] = bench_recall(args.recall_rows, 100)
