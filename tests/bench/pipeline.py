@@ -14,7 +14,9 @@ in-process with one inference thread:
    input topic, copied to a fresh topic) consumed by that stage's process alone: images/s over Kafka,
    and the ratio to the bare figure (what Kafka, protobuf and the worker loop cost);
 4. **replicas**: the slowest stage again with two processes in one consumer group (4 partitions: 2 each);
-5. **memory**: RSS of every service at rest (SERVING, before the first event) and after the run.
+5. **memory**: RSS of every service at rest (SERVING, before the first event) and after the run;
+6. **Milvus standalone**: recall@10 of the store's index against exact search, latency and QPS, on
+   ``--milvus-rows`` synthetic 1280-d vectors (default 10k and 70k).
 
 Writes ``reports/bench_pipeline.json`` and ``reports/bench_pipeline.md`` and prints the table.
 """
@@ -42,6 +44,7 @@ from tests.chaos.harness import (  # noqa: E402  (after the thread setting: the 
     run_dir,
     wait_until,
 )
+from tests.bench.run import bench_recall  # noqa: E402
 from tests.integration.stack import ServiceProcess  # noqa: E402
 from visearch.shared.datasets import fashion_mnist  # noqa: E402
 from visearch.shared.embedded import item_to_event  # noqa: E402
@@ -178,6 +181,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=96, help="Fashion-MNIST products per run.")
     parser.add_argument("--batch", type=int, default=8, help="Documents per poll / per bare call.")
+    parser.add_argument("--milvus-rows", type=int, nargs="*", default=[10000, 70000],
+                        help="Synthetic 1280-d vectors per Milvus standalone recall run (1000000: ~5 GB of RAM and a long index build).")
     parser.add_argument("--out", type=Path, default=Path("reports"), help="Folder for bench_pipeline.json/.md.")
     args = parser.parse_args()
 
@@ -205,6 +210,9 @@ def main() -> None:
         results["replicas"] = {"stage": slowest, "one_img_per_s": stages[slowest]["kafka_img_per_s"],
                                "two_img_per_s": two["img_per_s"],
                                "speedup": round(two["img_per_s"] / stages[slowest]["kafka_img_per_s"], 2)}
+        for rows in args.milvus_rows:
+            print(f"Milvus standalone, {rows} vectors ...", flush=True)
+            results.setdefault("milvus_standalone", []).append(bench_recall(rows, 100, uri=infra.milvus_uri))
         bare_chain = 1 / sum(1 / bare[s] for s in ALL_STAGES)  # every stage in turn on one core's worth
         results["end_to_end"]["bare_serial_img_per_s"] = round(bare_chain, 2)
         results["end_to_end"]["ratio_to_bare_serial"] = round(results["end_to_end"]["img_per_s"] / bare_chain, 3)
@@ -220,6 +228,10 @@ def main() -> None:
              ("end to end / bare chain", f"{e2e['ratio_to_bare_serial']}"),
              (f"slowest stage ({r['stage']}): 1 -> 2 replicas", f"{r['one_img_per_s']} -> {r['two_img_per_s']} img/s "
               f"(x{r['speedup']})")]
+    for m in results.get("milvus_standalone", []):
+        rows.append((f"Milvus standalone, {m['rows']} x {m['dim']}-d, AUTOINDEX cosine: recall@10 / p50 / p99 / QPS (4 clients)",
+                     f"{m['recall_at_10']} / {m['search_p50_ms']} ms / {m['search_p99_ms']} ms / {m['qps_4_clients']}/s "
+                     f"(upsert {m['insert_rows_per_s']:.0f} rows/s, flush + index {m['flush_and_index_s']} s)"))
     rows += [(f"RSS {n}: at rest / after the run / peak", f"{e2e['rss_at_rest_mb'][n]} / {e2e['rss_after_mb'][n]} / "
               f"{e2e['rss_peak_mb'][n]} MiB") for n in ALL_STAGES]
     table = "| measurement | value |\n|---|---|\n" + "\n".join(f"| {a} | {b} |" for a, b in rows) + "\n"
