@@ -24,7 +24,6 @@ Events per scenario ``80 x scale`` (at least 16); outages grow with the scale to
 from __future__ import annotations
 
 import os
-import signal
 import threading
 import time
 import uuid
@@ -41,6 +40,7 @@ from tests.chaos.harness import (
     StoreProbe,
     content_mismatches,
     env_float,
+    pause_process,
     publish,
     run_dir,
     scaled,
@@ -256,6 +256,20 @@ def run_scenario(chain: Chain, reference: Reference, name: str, affected: str, i
                             **fault})
 
 
+def restart(chain: Chain, component: str, down_s: float):
+    """An ``inject`` for :func:`run_scenario`: stop ``component`` with its script, keep it down ``down_s``
+    seconds, start it again; records the scripts' stop and start times."""
+
+    def inject():
+        t_fault = time.perf_counter()
+        down = chain.stack.down(component)
+        time.sleep(down_s)
+        up = chain.stack.up(component)
+        return {"t_fault": t_fault, "t_clear": time.perf_counter(), "down_s": down, "up_s": up}
+
+    return inject
+
+
 def test_kill_9_every_stage_in_one_stream(chain, reference):
     """SIGKILL each of the five stage processes in turn, each once it is mid-stream (no drain, no
     commit), and start it again at once in the background, as a supervisor would: the uncommitted
@@ -324,12 +338,7 @@ def test_slow_milvus(chain, reference, mode):
             finally:
                 chain.proxy.delay_s = 0.0
         else:
-            pid = chain.stack.pid("milvus")
-            os.kill(pid, signal.SIGSTOP)
-            try:
-                time.sleep(PAUSE_S)
-            finally:
-                os.kill(pid, signal.SIGCONT)
+            pause_process(chain.stack.pid("milvus"), PAUSE_S)
         t_clear = time.perf_counter()
         extra = {"delay_per_chunk_s": SLOW_DELAY_S} if mode == "latency" else {}
         return {"t_fault": t_fault, "t_clear": t_clear, "indexed_during_fault": (chain.probe.committed("indexer") or 0) - before,
@@ -342,14 +351,7 @@ def test_milvus_restart(chain, reference):
     """Stop Milvus standalone mid-stream and start it again: the indexer's writes fail, it backs off
     without committing, and indexes everything once Milvus is back."""
 
-    def inject():
-        t_fault = time.perf_counter()
-        down = chain.stack.down("milvus")
-        time.sleep(MILVUS_DOWN_S)
-        up = chain.stack.up("milvus")
-        return {"t_fault": t_fault, "t_clear": time.perf_counter(), "down_s": down, "up_s": up}
-
-    run_scenario(chain, reference, "milvus-restart", "indexer", inject)
+    run_scenario(chain, reference, "milvus-restart", "indexer", restart(chain, "milvus", MILVUS_DOWN_S))
 
 
 @pytest.mark.full  # `make chaos` only
@@ -361,11 +363,7 @@ def test_milvus_paused_past_its_session_ttl(chain, reference):
     def inject():
         pid = chain.stack.pid("milvus")
         t_fault = time.perf_counter()
-        os.kill(pid, signal.SIGSTOP)
-        try:
-            time.sleep(PAST_TTL_S)
-        finally:
-            os.kill(pid, signal.SIGCONT)
+        pause_process(pid, PAST_TTL_S)
         try:
             wait_until(lambda: not os.path.exists(f"/proc/{pid}"), 60, 0.5, "milvus exit")
             exited = True
@@ -382,14 +380,7 @@ def test_kafka_broker_restart(chain, reference):
     """Stop the broker (SIGTERM) while the chain is busy and start it again: every stage backs off,
     rewinds to its committed offsets and resumes; nothing is lost or dead-lettered."""
 
-    def inject():
-        t_fault = time.perf_counter()
-        down = chain.stack.down("kafka")
-        time.sleep(BROKER_DOWN_S)
-        up = chain.stack.up("kafka")
-        return {"t_fault": t_fault, "t_clear": time.perf_counter(), "down_s": down, "up_s": up}
-
-    run_scenario(chain, reference, "kafka-broker-restart", "detection", inject)
+    run_scenario(chain, reference, "kafka-broker-restart", "detection", restart(chain, "kafka", BROKER_DOWN_S))
 
 
 def test_triton_stopped(chain, reference):
@@ -398,12 +389,6 @@ def test_triton_stopped(chain, reference):
     switch = chain.use_triton() if not chain.on_triton else 0.0
     REPORT["switch_to_triton_s"] = round(switch, 1)
 
-    def inject():
-        t_fault = time.perf_counter()
-        down = chain.stack.down("triton")
-        time.sleep(TRITON_DOWN_S)
-        up = chain.stack.up("triton")
-        return {"t_fault": t_fault, "t_clear": time.perf_counter(), "down_s": down, "stopped_for_s": TRITON_DOWN_S,
-                "up_s": up}
-
-    run_scenario(chain, reference, "triton-stopped", "detection", inject)
+    inject = restart(chain, "triton", TRITON_DOWN_S)
+    run_scenario(chain, reference, "triton-stopped", "detection",
+                 lambda: {**inject(), "stopped_for_s": TRITON_DOWN_S})
