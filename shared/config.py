@@ -32,6 +32,19 @@ class ModelSettings(BaseSettings):
     text_batch_size: int = Field(64, ge=1, le=1024, description="Texts per inference call of the text encoder.")
     triton_url: str = Field("", description="Triton gRPC address (host:port); empty runs the models in-process with onnxruntime.")
     triton_timeout_s: float = Field(30.0, gt=0, description="Deadline of each Triton inference call, seconds.")
+    # Trained catalogue models (`visearch train`, shared/models/trained.py): "" off, "latest", or a version number.
+    catalogue: str = Field(
+        "fashion-mnist", min_length=1, max_length=64,
+        description="Catalogue whose trained models (`visearch train`) projection and catalogue_head select: "
+                    "<cache_dir>/<kind>_<catalogue>/<version>/.")
+    projection: str = Field(
+        "", pattern=r"^(|latest|[1-9][0-9]*)$",
+        description="Metric-learning projection applied to every image embedding (empty: off; latest; or a version "
+                    "number). The image model name gets +projection_<catalogue>@<version>; re-index after changing it.")
+    catalogue_head: str = Field(
+        "", pattern=r"^(|latest|[1-9][0-9]*)$",
+        description="Multi-task head whose category and tags the classification service adds (empty: off; latest; "
+                    "or a version number).")
 
 
 class ImageSettings(BaseSettings):
@@ -156,6 +169,7 @@ class ClassificationSettings(BaseSettings):
     max_concepts: int = Field(5, ge=0, le=100, description="Most zero-shot concept tags per image.")
     colours: int = Field(5, ge=1, le=16, description="Dominant colours found per image (k of the k-means in Lab).")
     moderation_unsafe_threshold: float = Field(0.6, ge=0, le=1, description="An image is unsafe when P(porn) + P(hentai) + P(sexy) is at least this.")
+    head_tag_min_score: float = Field(0.5, ge=0, le=1, description="Smallest sigmoid probability of a catalogue head's tag that becomes a \"tag\" attribute.")
 
 
 class KafkaSettings(BaseSettings):
@@ -217,6 +231,30 @@ class ServiceSettings(BaseSettings):
     ocr_addr: str = Field("", description="host:port of the OCR service (Classify's has_text); empty as detection_addr.")
     classification_addr: str = Field(
         "", description="host:port of the classification service (Tag on a query image); empty as detection_addr.")
+
+
+class RankingSettings(BaseSettings):
+    """The ranking service's ranker: profiles, the learned ranker's folder, candidate depth, query understanding."""
+
+    model_config = SettingsConfigDict(env_prefix="VISEARCH_RANKING_", extra="ignore")
+
+    profile: str = Field("blended", description="Default ranking profile (built in: blended, visual_only, colour).")
+    profiles: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description='Extra named profiles as JSON: {"name": {"factor": weight, ...}}.')
+    tenant_profiles: dict[str, str] = Field(default_factory=dict, description='Per-tenant profile as JSON: {"tenant": "profile"}.')
+    learned_dir: Path | None = Field(
+        None, description="Folder of learned rankers (ranker-v<N>.json, written by `visearch rank fit`); the newest "
+                           "replaces the default profile and is hot-reloaded. Unset: profiles only.")
+    reload_interval_s: float = Field(5.0, ge=0.1, le=3600, description="How often the learned-ranker folder is checked, seconds.")
+    rrf_k: int = Field(60, ge=1, le=10_000, description="Reciprocal rank fusion constant k.")
+    rerank_depth: int = Field(100, ge=1, le=16_384,
+                              description="Candidates fetched per route and re-scored by every factor (at least the requested window).")
+    understand_query: bool = Field(
+        True, description="Read a query image's text (OCR) and tags (classification) for the text and tag factors.")
+    freshness_half_life_days: float = Field(30.0, gt=0, description="Age at which the freshness factor halves, days.")
+    text_index_refresh_s: float = Field(
+        30.0, ge=0, description="Age after which a tenant's BM25 index is rebuilt from Milvus, seconds (0: every query).")
+    feedback_impressions: bool = Field(True, description="Log every served hit as an impression on the feedback topic.")
 
 
 class SecuritySettings(BaseSettings):
@@ -301,7 +339,7 @@ class SecuritySettings(BaseSettings):
 
 
 ALL_SETTINGS = (ServiceSettings, ModelSettings, ImageSettings, StoreSettings, ConseSettings, DetectionSettings,
-                OcrSettings, ClassificationSettings, KafkaSettings, PipelineSettings, SecuritySettings)
+                OcrSettings, ClassificationSettings, KafkaSettings, PipelineSettings, RankingSettings, SecuritySettings)
 
 
 def settings_markdown() -> str:
@@ -311,7 +349,8 @@ def settings_markdown() -> str:
         prefix = cls.model_config.get("env_prefix", "")
         for name, field in cls.model_fields.items():
             if field.default_factory:
-                default = "(per user: ~/.cache/visearch/...)"
+                value = field.default_factory()
+                default = "(per user: ~/.cache/visearch/...)" if isinstance(value, Path) else repr(value)
             elif isinstance(field.default, SecretStr):
                 default = repr(field.default.get_secret_value())
             else:

@@ -21,6 +21,7 @@ from visearch.shared.config import (
     ModelSettings,
     OcrSettings,
     PipelineSettings,
+    RankingSettings,
     ServiceSettings,
     StoreSettings,
 )
@@ -76,7 +77,7 @@ class EmbeddedPlatform:
 
     def __init__(self, store_settings: StoreSettings | None = None, model_settings: ModelSettings | None = None,
                  service_settings: ServiceSettings | None = None, stages: list[str] | None = None,
-                 image_settings: ImageSettings | None = None) -> None:
+                 image_settings: ImageSettings | None = None, ranking_settings: RankingSettings | None = None) -> None:
         service_settings = service_settings or ServiceSettings()
         models = model_settings or ModelSettings()
         self.tenant = service_settings.tenant
@@ -106,9 +107,12 @@ class EmbeddedPlatform:
         self._stage_objects = stage_objects
         self._batch_size = models.image_batch_size
         self.workers = self._workers(self.stages)
+        # Impressions and Feedback go to the in-process feedback topic (read by `visearch rank fit` in tests).
         self.search = SearchService(InProcessStub(self.embedding), self.store, self.tenant,
                                     detection=_stub(self.detection), classification=_stub(self.classification),
-                                    image_settings=image_settings, detection_settings=detection_settings)
+                                    ocr=_stub(self.ocr), image_settings=image_settings,
+                                    detection_settings=detection_settings, ranking=ranking_settings or RankingSettings(),
+                                    feedback=self.transport)
 
     def _workers(self, stages: list[str], transport: InProcessTransport | None = None) -> list[StageWorker]:
         """Stage workers for a chain of the loaded stages (its topics follow the chain, as over Kafka).
@@ -172,6 +176,7 @@ class EmbeddedPlatform:
         bar.close()
         if report.indexed:
             self.store.flush()  # seal the new rows so searches use the index (matters for Milvus Lite)
+            self.search.text_index.invalidate(tenant or self.tenant)  # BM25 sees the new rows at once
         for worker in workers:
             for message in transport.messages(dlq_topic(worker.input_topic))[dlq_seen[worker.input_topic]:]:
                 report.failed.append((message.key.decode(), message.headers[HEADER_DLQ_REASON],

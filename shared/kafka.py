@@ -73,6 +73,8 @@ class KafkaTransport:
             raise DependencyUnavailableError(f"produce to {topic} failed: {exc}") from exc
         self._pending.append(future)
         RECORDS_PRODUCED.labels(topic=topic).inc()
+        if len(self._pending) >= 10_000:  # a producer that never flushes (impression logging) stays bounded
+            self.flush()
 
     def flush(self) -> None:
         """Wait until every produced message is acknowledged by the broker (acks=all); raise if any failed."""
@@ -200,6 +202,27 @@ def create_topics(settings: KafkaSettings, stages: list[str]) -> dict[str, str]:
             except TopicAlreadyExistsError:
                 result[new.name] = "exists"
         return result
+    finally:
+        admin.close()
+
+
+def create_feedback_topic(settings: KafkaSettings) -> tuple[str, str]:
+    """Create the learning-to-rank feedback topic ``<prefix>.feedback.v1`` (partitions and retention from
+    settings). Idempotent. Returns (topic, "created" | "exists")."""
+    from visearch.shared.transport import feedback_topic
+
+    topic = feedback_topic(settings.topic_prefix)
+    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap, client_id="visearch-admin")
+    try:
+        if topic in set(admin.list_topics()):
+            return topic, "exists"
+        try:
+            admin.create_topics([NewTopic(topic, num_partitions=settings.partitions,
+                                          replication_factor=settings.replication_factor,
+                                          topic_configs={"retention.ms": str(settings.retention_ms)})])
+        except TopicAlreadyExistsError:
+            return topic, "exists"
+        return topic, "created"
     finally:
         admin.close()
 

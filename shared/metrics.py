@@ -56,6 +56,13 @@ RECORDS_PRODUCED = Counter(
 CONSUMER_LAG = Gauge(
     "visearch_kafka_consumer_lag_records", "End offset minus committed offset, per partition.", ["topic", "group", "partition"],
 )
+RANKER_VERSION = Gauge(
+    "visearch_ranker_version", "Version of the learned ranker the ranking service serves with (0: none, profiles only).",
+)
+FEEDBACK_EVENTS = Counter(
+    "visearch_feedback_events_total", "Feedback events published (impressions logged, clicks and purchases received).",
+    ["action"],
+)
 
 
 def start_metrics_server(port: int, host: str = "127.0.0.1") -> None:

@@ -43,7 +43,7 @@ _VARCHAR = {"pk": 640, "image_id": 512, "tenant": 64, "collection": 128, "title"
             "taxonomy": 1024, "duplicate_of": 512, "attributes": 8192}
 _REGION_VARCHAR = {"label": 64, "box": 128}
 OUTPUT_FIELDS = ["image_id", "tenant", "collection", "title", "category", "brand", "price", "in_stock", "uri",
-                 "description", "ocr_text", "tags", "taxonomy", "safe", "phash", "duplicate_of", "attributes"]
+                 "description", "ocr_text", "tags", "taxonomy", "safe", "phash", "duplicate_of", "attributes", "updated_ms"]
 REGION_FIELDS = ["region_index", "label", "region_score", "box"]
 TAG_SEPARATOR = ";"
 
@@ -142,6 +142,8 @@ class SearchFilter:
     price_max: float | None = None
     safe: bool | None = None
     exclude_image_ids: list[str] = field(default_factory=list)
+    # An exact taxonomy path ("clothing > shoe > sneaker"): the node of out-of-stock alternatives.
+    taxonomy: str | None = None
 
     def expression(self, tenant: str) -> str:
         """Milvus boolean expression; string literals are JSON-quoted so quotes in values cannot inject."""
@@ -158,6 +160,8 @@ class SearchFilter:
             parts.append(f"price <= {float(self.price_max)!r}")
         if self.safe is not None:
             parts.append(f"safe == {str(bool(self.safe)).lower()}")
+        if self.taxonomy is not None:
+            parts.append(f"taxonomy == {_literal(self.taxonomy)}")
         if self.exclude_image_ids:
             parts.append(f"image_id not in {_literal(list(self.exclude_image_ids))}")
         return " and ".join(parts)
@@ -314,6 +318,42 @@ class MilvusStore:
                           consistency_level="Strong")
         return dict(rows[0]) if rows else None
 
+    def vectors(self, space: str, tenant: str, image_ids: Iterable[str]) -> dict[str, np.ndarray]:
+        """The stored vectors (float32, unit norm) of several images in ``space`` (image, joint, colour), by
+        image id; images without one are absent."""
+        pks = [primary_key(tenant, i) for i in image_ids]
+        if not pks:
+            return {}
+        rows = self._call("query", self._client.query, collection_name=self.collections[space],
+                          filter=f"pk in {_literal(pks)}", output_fields=["image_id", "vector"],
+                          consistency_level=self.settings.search_consistency)
+        return {r["image_id"]: np.asarray(r["vector"], dtype=np.float32) for r in rows}
+
+    def rows(self, tenant: str, image_ids: Iterable[str], filter: SearchFilter | None = None) -> list[StoredHit]:
+        """The scalar fields of several images (score 0.0), keeping only those that pass ``filter``."""
+        pks = [primary_key(tenant, i) for i in image_ids]
+        if not pks:
+            return []
+        expr = f"{(filter or SearchFilter()).expression(tenant)} and pk in {_literal(pks)}"
+        rows = self._call("query", self._client.query, collection_name=self.collections["image"], filter=expr,
+                          output_fields=OUTPUT_FIELDS, consistency_level=self.settings.search_consistency)
+        return [StoredHit(image_id=r["image_id"], score=0.0, fields=dict(r)) for r in rows]
+
+    def text_rows(self, tenant: str, batch_size: int = 1000) -> Iterable[dict]:
+        """Every row of ``tenant`` with its text fields (image_id, title, description, tags, ocr_text),
+        read page by page with a query iterator (for the BM25 index)."""
+        iterator = self._call("query", self._client.query_iterator, collection_name=self.collections["image"],
+                              batch_size=batch_size, filter=f"tenant == {_literal(tenant)}",
+                              output_fields=["image_id", "title", "description", "tags", "ocr_text"])
+        try:
+            while True:
+                page = self._call("query", iterator.next)
+                if not page:
+                    return
+                yield from (dict(r) for r in page)
+        finally:
+            iterator.close()
+
     def regions(self, tenant: str, image_id: str) -> list[dict]:
         """The stored regions of one image (fields, ``vector``, ``box`` as a list), by region index."""
         rows = self._call("query", self._client.query, collection_name=self.collections["region"],
@@ -328,13 +368,13 @@ class MilvusStore:
         Raises:
             ValueError: a field that is not a stored scalar field.
         """
-        unknown = set(changes) - set(OUTPUT_FIELDS)
+        unknown = set(changes) - set(OUTPUT_FIELDS) | ({"updated_ms"} & set(changes))
         if unknown:
             raise ValueError(f"not updatable: {sorted(unknown)}")
         expr = f"tenant == {_literal(tenant)} and image_id == {_literal(image_id)}"
         found = False
         for space, name in self.collections.items():
-            extra = ["collection", "image_model", "updated_ms", *(REGION_FIELDS if space == "region" else [])]
+            extra = ["collection", "image_model", *(REGION_FIELDS if space == "region" else [])]
             rows = self._call("query", self._client.query, collection_name=name, filter=expr,
                               output_fields=["pk", "vector", *OUTPUT_FIELDS, *extra], consistency_level="Strong")
             if not rows:

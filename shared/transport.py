@@ -24,6 +24,12 @@ def topic_name(prefix: str, name: str) -> str:
     return f"{prefix}.{name}.v1"
 
 
+def feedback_topic(prefix: str = "visearch") -> str:
+    """The learning-to-rank topic ``<prefix>.feedback.v1``: FeedbackEvents (impressions the ranking service
+    logs, clicks and purchases clients report), keyed by query_id."""
+    return topic_name(prefix, "feedback")
+
+
 @dataclass(frozen=True)
 class StageTopics:
     """Where a stage reads and writes. ``output`` is None for the terminal indexer."""

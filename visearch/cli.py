@@ -231,6 +231,27 @@ def _search_request(image: str | None, text: str | None, image_id: str | None, t
     return request
 
 
+def _ranking_profile(profile: str | None, weights: list[str] | None, rrf: bool):
+    """A RankingProfile from ``--profile``, ``--weight factor=w`` (repeatable) and ``--rrf``."""
+    from visearch.v1 import search_pb2
+
+    ranking = search_pb2.RankingProfile(name=profile or "", fusion=search_pb2.FUSION_RRF if rrf else search_pb2.FUSION_DEFAULT)
+    for item in weights or []:
+        name, _, value = item.partition("=")
+        try:
+            ranking.weights[name.strip()] = float(value)
+        except ValueError as exc:
+            raise typer.BadParameter(f"--weight is factor=number, got {item!r}") from exc
+    return ranking
+
+
+ProfileOption = Annotated[Optional[str], typer.Option(
+    "--profile", help="Ranking profile: blended, visual_only, colour, or one configured in VISEARCH_RANKING_PROFILES.")]
+WeightOption = Annotated[Optional[list[str]], typer.Option(
+    "--weight", help="Override one factor's weight, factor=number (repeatable), e.g. --weight bm25=0.")]
+RrfOption = Annotated[bool, typer.Option("--rrf", help="Reciprocal rank fusion instead of the weighted blend.")]
+
+
 def print_hits(title: str, response, as_json: bool = False) -> None:
     """Print a SearchResponse as a table (or JSON lines)."""
     if as_json:
@@ -238,11 +259,13 @@ def print_hits(title: str, response, as_json: bool = False) -> None:
 
         print(json.dumps(MessageToDict(response, preserving_proto_field_name=True)))
         return
-    table = Table(title=f"{title}  ({response.took_ms:.0f} ms)", title_justify="left")
+    ranker = f", ranker {response.ranker}" if response.ranker else ""
+    table = Table(title=f"{title}  ({response.took_ms:.0f} ms{ranker})", title_justify="left")
     for col in ("#", "image_id", "score", "factors", "matched region", "category", "title"):
         table.add_column(col)
     for rank, hit in enumerate(response.hits, 1):
-        factors = ", ".join(f"{f.name}={f.value:.3f}" for f in hit.factors)
+        # value, then its contribution to the score in brackets
+        factors = ", ".join(f"{f.name}={f.value:.3f} ({f.contribution:+.3f})" for f in hit.factors)
         region = ""
         if hit.HasField("region"):
             b = hit.region.box
@@ -267,15 +290,26 @@ def search(
     region: Annotated[Optional[str], typer.Option(help="With --image: search with this box of the image, x1,y1,x2,y2 pixels.")] = None,
     objects: Annotated[bool, typer.Option("--objects", help="With --image: detect the query's objects and search the indexed regions with each.")] = False,
     safe: Annotated[Optional[bool], typer.Option("--safe/--unsafe", help="Filter on the moderation verdict.")] = None,
+    profile: ProfileOption = None,
+    weight: WeightOption = None,
+    rrf: RrfOption = False,
+    understand: Annotated[Optional[bool], typer.Option(
+        "--understand/--no-understand", help="With --image: read the query's text and tags for the text and tag factors (default: on).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the response as JSON.")] = False,
     tenant: TenantOption = None,
     db: DbOption = None,
     server: ServerOption = None,
 ) -> None:
-    """Search the index by image (whole, a region, or its objects), text, colour or indexed id, with filters."""
+    """Search the index by image (whole, a region, or its objects), text, colour or indexed id, with filters.
+
+    Hits are ranked by the blended ranker; each factor is printed as value (contribution to the score).
+    """
     request = _search_request(image, text, image_id, top_k, offset, category, brand, in_stock, price_min, price_max,
                               colour, region, objects, safe)
     request.tenant = tenant or ""
+    request.ranking.CopyFrom(_ranking_profile(profile, weight, rrf))
+    if understand is not None:
+        request.understand_query = understand
     response = _call_search("Search", request, server, db, tenant)
     print_hits(f"query: {request.WhichOneof('query')}", response, as_json)
 
@@ -329,6 +363,26 @@ def similar(
     else:
         request.image.CopyFrom(_image_message(image))
     print_hits("exact matches" if exact else "similar", _call_search("SimilarTo", request, server, db, tenant), as_json)
+
+
+@app.command()
+def alternatives(
+    image_id: Annotated[str, typer.Argument(help="An indexed item (typically out of stock).")],
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Number of hits.")] = 10,
+    offset: Annotated[int, typer.Option(help="Hits to skip (pagination).")] = 0,
+    profile: ProfileOption = None,
+    weight: WeightOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the response as JSON.")] = False,
+    tenant: TenantOption = None,
+    db: DbOption = None,
+    server: ServerOption = None,
+) -> None:
+    """In-stock alternatives to an item: same taxonomy node (or category), visually closest first."""
+    from visearch.v1 import search_pb2
+
+    request = search_pb2.AlternativesRequest(image_id=image_id, top_k=top_k, offset=offset, tenant=tenant or "",
+                                             ranking=_ranking_profile(profile, weight, False))
+    print_hits(f"in-stock alternatives to {image_id}", _call_search("Alternatives", request, server, db, tenant), as_json)
 
 
 @app.command()

@@ -2,8 +2,10 @@
 
 With ``VISEARCH_EMBEDDING_ADDR`` (ServiceSettings.embedding_addr) set (host:port) queries are embedded by the embedding service over
 gRPC; otherwise the models are loaded in this process (embedded mode). ``VISEARCH_DETECTION_ADDR`` enables
-search by the query's detected objects, ``VISEARCH_CLASSIFICATION_ADDR`` the model tags of ``Tag`` on a
-query image.
+search by the query's detected objects; ``VISEARCH_CLASSIFICATION_ADDR`` and ``VISEARCH_OCR_ADDR`` the
+query understanding of image queries (tags, taxonomy, text) and the model tags of ``Tag``.
+``VISEARCH_KAFKA_BOOTSTRAP`` enables the feedback topic (impressions logged, the Feedback RPC);
+``VISEARCH_RANKING_*`` the ranking profiles and the learned ranker's folder (hot-reloaded).
 """
 
 from __future__ import annotations
@@ -12,13 +14,21 @@ import sys
 
 import grpc
 
-from visearch.shared.config import DetectionSettings, ImageSettings, ServiceSettings, StoreSettings
+from visearch.shared.config import (
+    DetectionSettings,
+    ImageSettings,
+    KafkaSettings,
+    RankingSettings,
+    ServiceSettings,
+    StoreSettings,
+)
 from visearch.shared.grpcutil import InProcessStub, client_channel, serve
 from visearch.shared.logging import configure_logging
 from visearch.shared.metrics import start_metrics_server
 from visearch.shared.store import MilvusStore
 from visearch.services.ranking.service import SERVICE_NAME, SearchService
-from visearch.v1 import classification_pb2_grpc, detection_pb2_grpc, embedding_pb2_grpc, search_pb2_grpc
+from visearch.shared.transport import feedback_topic
+from visearch.v1 import classification_pb2_grpc, detection_pb2_grpc, embedding_pb2_grpc, ocr_pb2_grpc, search_pb2_grpc
 
 
 def embedding_stub(address: str | None):
@@ -37,13 +47,21 @@ def main(settings: ServiceSettings | None = None, **serve_kwargs) -> int:
     settings = settings or ServiceSettings()
     configure_logging("ranking", settings.log_level)
     store = MilvusStore(StoreSettings())
+    kafka = KafkaSettings()
+    feedback = None
+    if kafka.bootstrap:  # impressions and Feedback go to the feedback topic
+        from visearch.shared.kafka import KafkaTransport
+
+        feedback = KafkaTransport(kafka, client_id="visearch-ranking")
     servicer = SearchService(
         embedding_stub(settings.embedding_addr), store, settings.tenant,
         detection=detection_pb2_grpc.DetectionServiceStub(client_channel(settings.detection_addr))
         if settings.detection_addr else None,
         classification=classification_pb2_grpc.ClassificationServiceStub(client_channel(settings.classification_addr))
         if settings.classification_addr else None,
-        image_settings=ImageSettings(), detection_settings=DetectionSettings())
+        ocr=ocr_pb2_grpc.OcrServiceStub(client_channel(settings.ocr_addr)) if settings.ocr_addr else None,
+        image_settings=ImageSettings(), detection_settings=DetectionSettings(), ranking=RankingSettings(),
+        feedback=feedback, feedback_topic_name=feedback_topic(kafka.topic_prefix))
     start_metrics_server(settings.metrics_port, settings.grpc_host)
 
     def register(server: grpc.Server) -> list[str]:
@@ -53,6 +71,8 @@ def main(settings: ServiceSettings | None = None, **serve_kwargs) -> int:
     try:
         return serve("ranking", register, settings, **serve_kwargs)
     finally:
+        if feedback is not None:
+            feedback.close()
         store.close()
 
 

@@ -5,20 +5,22 @@ the same stub interface and with deadlines): the embedding service embeds query 
 texts; the detection service finds the objects of a query image. Candidates come from Milvus by the
 query's routes (global visual vectors, region vectors, the joint image-text space, colour
 descriptors), filters applied in Milvus; every hit carries its factor scores. Exact-match requests are
-verified with perceptual hashes and ORB keypoints + RANSAC. The blended multi-factor ranker and
-learned weights come with the ranking issue; for now a hit's score is its best route's cosine.
+verified with perceptual hashes and ORB keypoints + RANSAC. Hits are ordered by the blended ranker
+(services/ranking/ranker.py): a ranking profile or the learned ranker, overridable per request.
 """
 
 from __future__ import annotations
 
+import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 
 import grpc
 import numpy as np
 from PIL import Image
 
-from visearch.shared.config import DetectionSettings, ImageSettings
+from visearch.shared.config import DetectionSettings, ImageSettings, RankingSettings
 from visearch.shared.duplicates import (
     NEAR_DUPLICATE_MAX_DISTANCE,
     hash_distance,
@@ -31,15 +33,31 @@ from visearch.shared.errors import InvalidEventError, NotFoundError, VisearchErr
 from visearch.shared.grpcutil import error_from_rpc, rpc_method
 from visearch.shared.images import decode_image, image_bytes, read_uri
 from visearch.shared.logging import get_logger
+from visearch.shared.metrics import FEEDBACK_EVENTS
 from visearch.shared.store import MilvusStore, SearchFilter, StoredHit
+from visearch.shared.transport import HEADER_SCHEMA, Transport, feedback_topic
 from visearch.services.classification.colour import colour_descriptor, palette_descriptor
 from visearch.services.embedding.service import select_regions
+from visearch.services.ranking.factors import (
+    TAG_ATTRIBUTES,
+    TAXONOMY_SEPARATOR,
+    freshness,
+    hit_tags,
+    phash_similarity,
+    tag_overlap,
+    taxonomy_agreement,
+    text_tags,
+)
 from visearch.services.ranking.open_tags import aggregate_phrases
+from visearch.services.ranking.ranker import FACTORS, RankedHit, Ranker, RankerRegistry
+from visearch.services.ranking.text_index import TextIndex
 from visearch.v1 import (
     classification_pb2,
     common_pb2,
     detection_pb2,
     embedding_pb2,
+    events_pb2,
+    ocr_pb2,
     search_pb2,
     search_pb2_grpc,
 )
@@ -54,48 +72,93 @@ EXACT_CANDIDATES = 50  # visual neighbours verified for an exact-match request
 DEFAULT_TAG_NEIGHBOURS, MAX_TAG_NEIGHBOURS = 20, 200
 DEFAULT_TAG_PHRASES, MAX_TAG_PHRASES = 10, 100
 Mode = search_pb2.RegionMode
+FEEDBACK_SCHEMA = "visearch.v1.FeedbackEvent"
+EXACT_RANKER = Ranker("exact", {"exact": 1.0})  # SimilarTo(exact_only): how well a match verifies decides
 
 
 @dataclass
 class Candidate:
-    """A hit being assembled from one or more routes: the best score, its factors, the matched region."""
+    """A hit being assembled from one or more routes: its raw factor values and the matched region."""
 
     stored: StoredHit
-    score: float = -2.0
     factors: dict[str, float] = field(default_factory=dict)
     region: search_pb2.RegionMatch | None = None
-    best: str = ""  # the factor that set the score (its contribution is the score's)
 
     def offer(self, factor: str, value: float, region: search_pb2.RegionMatch | None = None) -> None:
-        """Record a route's similarity; the best route sets the score (and the region, if it was a region)."""
-        self.factors[factor] = max(value, self.factors.get(factor, -2.0))
-        if value > self.score:
-            self.score, self.region, self.best = value, region, factor
+        """Record a route's similarity; each factor keeps its best value (and "region" its best region)."""
+        if value > self.factors.get(factor, -2.0):
+            self.factors[factor] = value
+            if region is not None:
+                self.region = region
+
+
+@dataclass
+class Query:
+    """What a request asks for, as the factors need it (each part optional).
+
+    ``visual`` float32 [1280] and ``joint`` [384] are unit vectors; ``colour`` the colour descriptor;
+    ``text`` the query text (or the query image's OCR text), ``tags`` tag -> score in [0, 1],
+    ``taxonomy`` a path "a > b > c", ``phash`` a 64-bit perceptual hash (0: unknown).
+    """
+
+    kind: str
+    visual: np.ndarray | None = None
+    joint: np.ndarray | None = None
+    colour: np.ndarray | None = None
+    text: str = ""
+    tags: dict[str, float] = field(default_factory=dict)
+    taxonomy: str = ""
+    phash: int = 0
+
+    def summary(self) -> str:
+        """What was asked, for the feedback log: "text:red dress", "image", "image_id:<id>"."""
+        return f"text:{self.text}"[:200] if self.kind == "text" else self.kind
 
 
 class SearchService(search_pb2_grpc.SearchServiceServicer):
-    """Search by image, region, text, colour or indexed image id; similar and exact matches; open tags.
+    """Search by image, region, text, colour or indexed image id; similar items, exact matches, in-stock
+    alternatives; open tags; feedback for learning to rank.
+
+    Candidates come from several routes (global visual ANN, region ANN, joint-space vector, BM25 over
+    linked text + OCR, colour), filters applied in Milvus; each candidate then gets every factor the
+    ranker weighs (vectors fetched from Milvus for the candidates a route did not find), and the ranker
+    (a profile, or the learned ranker) orders them; every hit carries its factor values and contributions.
 
     Args:
         embedding: EmbeddingService stub (``EmbedImage``/``EmbedRegions``/``EmbedText`` taking ``timeout``).
         store: the Milvus store.
         detection: DetectionService stub, for REGION_MODE_QUERY_OBJECTS (None: that mode is UNAVAILABLE).
-        classification: ClassificationService stub, for the model tags of a query image in ``Tag``.
+        classification: ClassificationService stub: tags and taxonomy of a query image (query understanding,
+            ``Tag``); None: image queries have no tag/taxonomy factor.
+        ocr: OcrService stub: the query image's text for the text factors; None: no OCR of queries.
         default_tenant: tenant used when the request names none.
         deadline_s: deadline of each call to another service, seconds.
+        ranking: ranker settings (profiles, learned ranker folder, depth, query understanding).
+        feedback: a transport (Kafka or in-process) for the feedback topic; None: Feedback is UNAVAILABLE
+            and no impressions are logged.
     """
 
     def __init__(self, embedding, store: MilvusStore, default_tenant: str = "default", deadline_s: float = 10.0,
                  detection=None, classification=None, image_settings: ImageSettings | None = None,
-                 detection_settings: DetectionSettings | None = None) -> None:
+                 detection_settings: DetectionSettings | None = None, ocr=None,
+                 ranking: RankingSettings | None = None, feedback: Transport | None = None,
+                 feedback_topic_name: str = feedback_topic()) -> None:
         self.embedding = embedding
         self.store = store
         self.default_tenant = default_tenant
         self.deadline_s = deadline_s
         self.detection = detection
         self.classification = classification
+        self.ocr = ocr
         self.image_settings = image_settings or ImageSettings()
         self.detection_settings = detection_settings or DetectionSettings()
+        self.settings = ranking or RankingSettings()
+        self.rankers = RankerRegistry(self.settings.profiles, self.settings.profile, self.settings.tenant_profiles,
+                                      self.settings.learned_dir, self.settings.reload_interval_s, self.settings.rrf_k)
+        self.text_index = TextIndex(store.text_rows, self.settings.text_index_refresh_s)
+        self.feedback = feedback
+        self.feedback_topic = feedback_topic_name
+        self._feedback_lock = threading.Lock()  # a Kafka transport is not thread-safe; gRPC handlers are threads
 
     # --- Search ---------------------------------------------------------------------------------
 
@@ -105,55 +168,110 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         start = time.perf_counter()
         top_k, tenant, flt = self._window(request.top_k, request.offset), request.tenant or self.default_tenant, _filter(request.filter)
         window = request.offset + top_k
-        query = request.WhichOneof("query")
-        if query == "image":
-            candidates = self._image_routes(request.image, request, tenant, window, flt)
-        elif query == "text":
+        kind = request.WhichOneof("query")
+        ranker = self._ranker(request.ranking, tenant, "colour" if kind == "colour" else None)
+        depth = min(max(window, self.settings.rerank_depth), MAX_WINDOW)
+        understand = request.understand_query if request.HasField("understand_query") else self.settings.understand_query
+        if kind == "image":
+            query, candidates = self._image_query(request.image, request, tenant, depth, flt, ranker, understand)
+        elif kind == "text":
             if not request.text.strip():
                 raise InvalidEventError("text query is empty", reason="empty_query")
-            candidates = self._route({}, "joint", "text", self._embed_text(request.text), tenant, window, flt)
-        elif query == "image_id":
+            query = Query("text", joint=self._embed_text(request.text), text=request.text, tags=text_tags(request.text))
+            candidates = self._route({}, "joint", "text", query.joint, tenant, depth, flt)
+        elif kind == "image_id":
             row = self._stored(tenant, request.image_id)
             flt.exclude_image_ids.append(request.image_id)
-            vector = np.asarray(row["vector"], dtype=np.float32)
-            candidates = self._route({}, "image", "visual", vector, tenant, window, flt)
-            if request.region_mode == Mode.REGION_MODE_AUTO:
-                self._route(candidates, "region", "region", vector, tenant, window, flt)
-        elif query == "colour":
-            candidates = self._route({}, "colour", "colour", self._colour_vector(request.colour, tenant), tenant, window, flt)
+            query = self._stored_query(tenant, row)
+            candidates = self._route({}, "image", "visual", query.visual, tenant, depth, flt)
+            if request.region_mode == Mode.REGION_MODE_AUTO and ranker.active("region"):
+                self._route(candidates, "region", "region", query.visual, tenant, depth, flt)
+        elif kind == "colour":
+            query = Query("colour", colour=self._colour_vector(request.colour, tenant))
+            candidates = self._route({}, "colour", "colour", query.colour, tenant, depth, flt)
         else:
             raise InvalidEventError("set one of image, text, image_id or colour", reason="empty_query")
-        hits = _ranked(candidates)[request.offset : window]
-        took = (time.perf_counter() - start) * 1000
-        log.info("search", query=query, tenant=tenant, top_k=top_k, hits=len(hits), took_ms=round(took, 2))
-        return search_pb2.SearchResponse(hits=[_hit(c) for c in hits], took_ms=took)
+        if query.text and ranker.active("bm25"):
+            self._bm25_route(candidates, query.text, tenant, depth, flt)
+        return self._respond(candidates, query, ranker, tenant, request.offset, window, start)
 
-    def _image_routes(self, image: common_pb2.Image, request, tenant: str, window: int, flt: SearchFilter) -> dict:
+    def _ranker(self, profile: search_pb2.RankingProfile, tenant: str, default: str | None = None) -> Ranker:
+        fusion = {search_pb2.FUSION_BLEND: "blend", search_pb2.FUSION_RRF: "rrf"}.get(profile.fusion)
+        return self.rankers.resolve(tenant, profile.name, dict(profile.weights), fusion, default)
+
+    def _respond(self, candidates: dict, query: Query, ranker: Ranker, tenant: str, offset: int, window: int,
+                 start: float) -> search_pb2.SearchResponse:
+        """Score the candidates by every active factor, rank them, page, log impressions."""
+        self._rescore(candidates, query, ranker, tenant)
+        ranked = ranker.rank({i: c.factors for i, c in candidates.items()})[offset:window]
+        response = search_pb2.SearchResponse(hits=[_hit(candidates[r.image_id], r) for r in ranked],
+                                             query_id=uuid.uuid4().hex, ranker=ranker.name)
+        response.took_ms = (time.perf_counter() - start) * 1000
+        self._log_impressions(response, tenant, query, offset)
+        log.info("search", query=query.kind, tenant=tenant, ranker=ranker.name, candidates=len(candidates),
+                 hits=len(response.hits), took_ms=round(response.took_ms, 2))
+        return response
+
+    def _image_query(self, image: common_pb2.Image, request, tenant: str, depth: int, flt: SearchFilter,
+                     ranker: Ranker, understand: bool) -> tuple[Query, dict]:
         if request.HasField("region"):
             vector = self._embed_regions(image, [request.region])[0]
             query_box = request.region
         else:
             vector, query_box = self._embed_image(image), None
+        query = Query("image", visual=vector)
+        if understand:
+            self._understand(image, query, ranker)
         candidates: dict[str, Candidate] = {}
         if request.region_mode != Mode.REGION_MODE_QUERY_OBJECTS:
-            self._route(candidates, "image", "visual", vector, tenant, window, flt)
-        if request.region_mode == Mode.REGION_MODE_AUTO:
-            self._route(candidates, "region", "region", vector, tenant, window, flt, query_box=query_box)
+            self._route(candidates, "image", "visual", vector, tenant, depth, flt)
+        if request.region_mode == Mode.REGION_MODE_AUTO and ranker.active("region"):
+            self._route(candidates, "region", "region", vector, tenant, depth, flt, query_box=query_box)
         elif request.region_mode == Mode.REGION_MODE_QUERY_OBJECTS:
             objects = self._query_objects(image)
             if not objects:  # nothing detected: fall back to the whole image against the regions
-                return self._route(candidates, "region", "region", vector, tenant, window, flt)
+                return query, self._route(candidates, "region", "region", vector, tenant, depth, flt)
             vectors = self._embed_regions(image, [d.box for d in objects])
             for detection, vec in zip(objects, vectors):
-                self._route(candidates, "region", "region", vec, tenant, window, flt, query_box=detection.box,
+                self._route(candidates, "region", "region", vec, tenant, depth, flt, query_box=detection.box,
                             query_label=detection.label)
-        return candidates
+        if query.joint is not None and ranker.active("text"):
+            self._route(candidates, "joint", "text", query.joint, tenant, depth, flt)
+        return query, candidates
 
-    def _route(self, candidates: dict, space: str, factor: str, vector: np.ndarray, tenant: str, window: int,
+    def _understand(self, image: common_pb2.Image, query: Query, ranker: Ranker) -> None:
+        """Query understanding: the query image's OCR text feeds the text factors, its model tags and
+        taxonomy path the tag and taxonomy factors, its colours and perceptual hash theirs."""
+        wants_text = ranker.active("text") or ranker.active("bm25")
+        if self.ocr is not None and wants_text:
+            text = self._call(self.ocr, "Read", ocr_pb2.ReadRequest(images=[image])).results[0].text.strip()
+            if text:
+                query.text = " ".join(text.split())
+                if ranker.active("text"):
+                    query.joint = self._embed_text(query.text)
+        wants_class = any(ranker.active(f) for f in ("tags", "taxonomy", "colour", "phash"))
+        if self.classification is not None and wants_class:
+            result = self._call(self.classification, "Classify", classification_pb2.ClassifyRequest(images=[image])).results[0]
+            query.tags = {a.value.lower(): a.score for a in result.attributes if a.name in TAG_ATTRIBUTES and a.value}
+            query.taxonomy = TAXONOMY_SEPARATOR.join(node.name for node in result.taxonomy)
+            if result.colour_descriptor.values:
+                query.colour = np.asarray(result.colour_descriptor.values, dtype=np.float32)
+            query.phash = int(result.phash)
+
+    def _stored_query(self, tenant: str, row: dict) -> Query:
+        """The query an indexed item makes ("more like this", alternatives): its vector, joint vector,
+        colour descriptor, tags, taxonomy and perceptual hash as stored."""
+        image_id = row["image_id"]
+        joint = self.store.vectors("joint", tenant, [image_id]).get(image_id)
+        colour = self.store.vectors("colour", tenant, [image_id]).get(image_id)
+        return Query("image_id", visual=np.asarray(row["vector"], dtype=np.float32), joint=joint, colour=colour,
+                     tags=hit_tags(row), taxonomy=row.get("taxonomy", ""), phash=int(row.get("phash") or 0))
+
+    def _route(self, candidates: dict, space: str, factor: str, vector: np.ndarray, tenant: str, depth: int,
                flt: SearchFilter, query_box: common_pb2.Box | None = None, query_label: str = "") -> dict:
         """Search one collection and merge its hits into ``candidates`` (image id -> Candidate)."""
-        # Several regions of one image can be near the query: ask for more so `window` images remain.
-        limit = min(window * (3 if space == "region" else 1), MAX_WINDOW)
+        # Several regions of one image can be near the query: ask for more so `depth` images remain.
+        limit = min(depth * (3 if space == "region" else 1), MAX_WINDOW)
         for stored in self.store.search(space, vector, tenant=tenant, top_k=limit, filter=flt):
             candidate = candidates.setdefault(stored.image_id, Candidate(stored))
             region = None
@@ -165,6 +283,68 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
                     region.query_box.CopyFrom(query_box)
             candidate.offer(factor, stored.score, region)
         return candidates
+
+    def _bm25_route(self, candidates: dict, text: str, tenant: str, depth: int, flt: SearchFilter) -> None:
+        """Add the best BM25 matches of ``text`` (their rows read from Milvus, so filters still apply)."""
+        found = [i for i, _ in self.text_index.search(tenant, text, depth) if i not in candidates]
+        for stored in self.store.rows(tenant, found, flt):
+            candidates[stored.image_id] = Candidate(stored)
+
+    def _rescore(self, candidates: dict, query: Query, ranker: Ranker, tenant: str) -> None:
+        """Give every candidate each factor the ranker weighs and the query supports."""
+        if not candidates:
+            return
+        ids = list(candidates)
+        for factor, space, vector in (("visual", "image", query.visual), ("text", "joint", query.joint),
+                                      ("colour", "colour", query.colour)):
+            if vector is None or not ranker.active(factor):
+                continue
+            missing = [i for i in ids if factor not in candidates[i].factors]
+            for image_id, stored in self.store.vectors(space, tenant, missing).items():
+                candidates[image_id].factors[factor] = float(np.dot(stored, vector))
+        if query.text and ranker.active("bm25"):
+            index_ids, scores = self.text_index.scores(tenant, query.text)
+            position = {i: n for n, i in enumerate(index_ids)}
+            raw = {i: float(scores[position[i]]) if i in position else 0.0 for i in ids}
+            best = max(raw.values())
+            for i in ids:
+                candidates[i].factors["bm25"] = raw[i] / best if best > 0 else 0.0
+        now_ms = int(time.time() * 1000)
+        for c in candidates.values():
+            fields = c.stored.fields
+            if query.tags and ranker.active("tags"):
+                c.factors["tags"] = tag_overlap(query.tags, hit_tags(fields))
+            if query.taxonomy and ranker.active("taxonomy"):
+                c.factors["taxonomy"] = taxonomy_agreement(query.taxonomy, fields.get("taxonomy", ""))
+            if query.phash and ranker.active("phash"):
+                c.factors["phash"] = phash_similarity(query.phash, int(fields.get("phash") or 0))
+            if ranker.active("in_stock"):
+                c.factors["in_stock"] = 1.0 if fields.get("in_stock", False) else 0.0
+            if ranker.active("freshness"):
+                c.factors["freshness"] = freshness(int(fields.get("updated_ms") or 0), now_ms,
+                                                   self.settings.freshness_half_life_days)
+
+    def _log_impressions(self, response: search_pb2.SearchResponse, tenant: str, query: Query, offset: int) -> None:
+        """One ACTION_IMPRESSION FeedbackEvent per served hit, with its factor values (the training data of
+        `visearch rank fit`). A failing feedback topic never fails a search: it is logged and counted."""
+        if self.feedback is None or not self.settings.feedback_impressions or not response.hits:
+            return
+        events = []
+        for position, hit in enumerate(response.hits, start=offset):
+            event = events_pb2.FeedbackEvent(
+                query_id=response.query_id, tenant=tenant, image_id=hit.image_id, position=position,
+                action=events_pb2.FeedbackEvent.ACTION_IMPRESSION, factors={f.name: f.value for f in hit.factors},
+                ranker=response.ranker, query=query.summary())
+            event.event_time.GetCurrentTime()
+            events.append(event.SerializeToString())
+        try:
+            with self._feedback_lock:
+                for value in events:
+                    self.feedback.produce(self.feedback_topic, response.query_id.encode(), value,
+                                          {HEADER_SCHEMA: FEEDBACK_SCHEMA})
+            FEEDBACK_EVENTS.labels(action="impression").inc(len(events))
+        except Exception as exc:  # noqa: BLE001 (any transport failure: searching matters more than logging)
+            log.warning("impressions_not_logged", query_id=response.query_id, error=str(exc))
 
     def _query_objects(self, image: common_pb2.Image) -> list[common_pb2.Detection]:
         if self.detection is None:
@@ -190,6 +370,60 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             return np.asarray(row["vector"], dtype=np.float32)
         raise InvalidEventError("set the colour query's palette, image or image_id", reason="empty_query")
 
+    # --- Alternatives and Feedback --------------------------------------------------------------
+
+    @rpc_method(SERVICE_NAME)
+    def Alternatives(self, request: search_pb2.AlternativesRequest, context) -> search_pb2.SearchResponse:  # noqa: N802
+        """In-stock items of the item's taxonomy node (its category when it has no taxonomy path), ranked by
+        the profile over the item's own query (visually closest first with the visual factor)."""
+        start = time.perf_counter()
+        if not request.image_id:
+            raise InvalidEventError("set image_id", reason="empty_query")
+        top_k, tenant, flt = self._window(request.top_k, request.offset), request.tenant or self.default_tenant, _filter(request.filter)
+        window = request.offset + top_k
+        row = self._stored(tenant, request.image_id)
+        flt.in_stock = True
+        flt.exclude_image_ids.append(request.image_id)
+        if row.get("taxonomy"):
+            flt.taxonomy = row["taxonomy"]
+        elif row.get("category"):
+            flt.categories = [row["category"]]
+        else:
+            raise InvalidEventError(f"image {request.image_id!r} has neither a taxonomy path nor a category to stay in",
+                                    reason="no_taxonomy")
+        query = self._stored_query(tenant, row)
+        ranker = self._ranker(request.ranking, tenant)
+        depth = min(max(window, self.settings.rerank_depth), MAX_WINDOW)
+        candidates = self._route({}, "image", "visual", query.visual, tenant, depth, flt)
+        return self._respond(candidates, query, ranker, tenant, request.offset, window, start)
+
+    @rpc_method(SERVICE_NAME)
+    def Feedback(self, request: search_pb2.FeedbackRequest, context) -> search_pb2.FeedbackResponse:  # noqa: N802
+        """Publish clicks, purchases (and client-side impressions) to the feedback topic, keyed by query_id.
+
+        Raises INVALID_ARGUMENT for an event without query_id or image_id or with no action (nothing of the
+        request is published then), UNAVAILABLE when no feedback topic is configured.
+        """
+        if self.feedback is None:
+            raise VisearchError("no feedback topic is configured (set VISEARCH_KAFKA_BOOTSTRAP)", reason="feedback_unavailable")
+        if not request.events:
+            raise InvalidEventError("no feedback events", reason="empty_query")
+        for n, event in enumerate(request.events):
+            if not event.query_id or not event.image_id or event.action == events_pb2.FeedbackEvent.ACTION_UNSPECIFIED:
+                raise InvalidEventError(f"event {n}: query_id, image_id and action are required", reason="bad_feedback")
+        with self._feedback_lock:
+            for event in request.events:
+                event = events_pb2.FeedbackEvent.FromString(event.SerializeToString())
+                event.tenant = event.tenant or self.default_tenant
+                if not event.HasField("event_time"):
+                    event.event_time.GetCurrentTime()
+                self.feedback.produce(self.feedback_topic, event.query_id.encode(), event.SerializeToString(),
+                                      {HEADER_SCHEMA: FEEDBACK_SCHEMA})
+                action = events_pb2.FeedbackEvent.Action.Name(event.action).removeprefix("ACTION_").lower()
+                FEEDBACK_EVENTS.labels(action=action).inc()
+            self.feedback.flush()  # acknowledged by the broker before we say accepted
+        return search_pb2.FeedbackResponse(accepted=len(request.events))
+
     # --- SimilarTo ------------------------------------------------------------------------------
 
     @rpc_method(SERVICE_NAME)
@@ -203,19 +437,23 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         if item == "image_id":
             row = self._stored(tenant, request.image_id)
             flt.exclude_image_ids.append(request.image_id)
-            vector, phash = np.asarray(row["vector"], dtype=np.float32), int(row.get("phash") or 0)
+            query = self._stored_query(tenant, row)
             query_image = self._try_load(row.get("uri", "")) if request.exact_only else None
         elif item == "image":
             query_image = decode_image(image_bytes(request.image, self.image_settings), self.image_settings)
-            vector, phash = self._embed_image(request.image), perceptual_hash(query_image)
+            query = Query("image", visual=self._embed_image(request.image), phash=perceptual_hash(query_image))
         else:
             raise InvalidEventError("set image_id or image", reason="empty_query")
-        limit = max(window, EXACT_CANDIDATES) if request.exact_only else window
-        candidates = self._route({}, "image", "visual", vector, tenant, limit, flt)
-        if request.exact_only:
-            candidates = self._verify_exact(candidates, query_image, phash)
-        hits = _ranked(candidates)[request.offset : window]
-        return search_pb2.SearchResponse(hits=[_hit(c) for c in hits], took_ms=(time.perf_counter() - start) * 1000)
+        if request.exact_only:  # verified matches only, ordered by how well they verify
+            candidates = self._route({}, "image", "visual", query.visual, tenant, max(window, EXACT_CANDIDATES), flt)
+            candidates = self._verify_exact(candidates, query_image, query.phash)
+            return self._respond(candidates, query, EXACT_RANKER, tenant, request.offset, window, start)
+        ranker = self._ranker(request.ranking, tenant)
+        if item == "image" and self.settings.understand_query:
+            self._understand(request.image, query, ranker)
+        depth = min(max(window, self.settings.rerank_depth), MAX_WINDOW)
+        candidates = self._route({}, "image", "visual", query.visual, tenant, depth, flt)
+        return self._respond(candidates, query, ranker, tenant, request.offset, window, start)
 
     def _verify_exact(self, candidates: dict, query_image: Image.Image | None, phash: int) -> dict:
         """Keep the candidates that are near-duplicates (pHash) or verified exact matches (ORB + RANSAC);
@@ -232,7 +470,6 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
                 exact, ratio = is_exact_match(match), match.inlier_ratio
             if near or exact:
                 c.factors["exact"] = ratio if other is not None else 1.0 - distance / 64.0
-                c.score, c.best = 1.0 + c.factors["exact"], "exact"  # verified matches rank above unverified ones
                 verified[image_id] = c
         return verified
 
@@ -325,24 +562,22 @@ def _filter(f: search_pb2.Filter) -> SearchFilter:
     )
 
 
-def _ranked(candidates: dict) -> list[Candidate]:
-    return sorted(candidates.values(), key=lambda c: (-c.score, c.stored.image_id))
-
-
 def _attributes(text: str) -> list[common_pb2.Attribute]:
     import json
 
     return [common_pb2.Attribute(name=n, value=v, score=s) for n, v, s in (json.loads(text) if text else [])]
 
 
-def _hit(candidate: Candidate) -> search_pb2.Hit:
+def _hit(candidate: Candidate, ranked: RankedHit) -> search_pb2.Hit:
+    """The API's hit: stored fields, score, and each factor's value and contribution (in FACTORS order)."""
     fields = candidate.stored.fields
+    order = {name: n for n, name in enumerate(FACTORS)}
     hit = search_pb2.Hit(
-        image_id=candidate.stored.image_id, score=candidate.score, title=fields.get("title", ""),
+        image_id=candidate.stored.image_id, score=ranked.score, title=fields.get("title", ""),
         category=fields.get("category", ""), brand=fields.get("brand", ""), price=fields.get("price", 0.0),
         in_stock=fields.get("in_stock", False), uri=fields.get("uri", ""),
-        factors=[search_pb2.FactorScore(name=name, value=value, contribution=value if name == candidate.best else 0.0)
-                 for name, value in candidate.factors.items()],
+        factors=[search_pb2.FactorScore(name=name, value=value, contribution=ranked.contributions.get(name, 0.0))
+                 for name, value in sorted(candidate.factors.items(), key=lambda kv: order.get(kv[0], len(order)))],
         duplicate_of=fields.get("duplicate_of", ""), safe=fields.get("safe", True),
         tags=[t for t in (fields.get("tags") or "").split(";") if t], taxonomy=fields.get("taxonomy", ""),
         ocr_text=fields.get("ocr_text", ""),

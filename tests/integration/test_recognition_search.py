@@ -94,7 +94,8 @@ def test_region_box_of_the_query_and_query_objects(platform, photos):
     request = search_pb2.SearchRequest(image=dog, region_mode=search_pb2.REGION_MODE_QUERY_OBJECTS, top_k=3, tenant=TENANT)
     top = platform.search.Search(request, None).hits[0]
     assert top.image_id == "photo-dog" and top.region.query_label in {"dog", "bicycle", "truck", "car"}
-    assert [f.name for f in top.factors] == ["region"]
+    # Found through the query's objects: the region factor is there (the blend adds the others).
+    assert "region" in {f.name for f in top.factors}
 
 
 def test_near_duplicate_is_flagged_at_ingest(platform):

@@ -11,7 +11,8 @@ from visearch.shared.transport import stage_topics
 from visearch.services.classification.colour import COLOUR_DIM as DESCRIPTOR_DIM
 from visearch.services.embedding.service import select_regions
 from visearch.services.indexer.stage import model_tags
-from visearch.services.ranking.service import Candidate, _hit, _ranked
+from visearch.services.ranking.ranker import Ranker
+from visearch.services.ranking.service import Candidate, _hit
 from visearch.v1 import common_pb2, events_pb2, search_pb2
 
 
@@ -49,23 +50,22 @@ def test_default_chain_has_five_stages():
 
 
 def test_candidate_keeps_the_best_route_and_its_region():
-    """A hit found by several routes keeps each factor's best value; the best route sets score and region."""
+    """A hit found by several routes keeps each factor's best value and the best region; the ranker's
+    contributions (weight * value) make the hit's score, factors listed in FACTORS order."""
     c = Candidate(StoredHit("a", 0.5, {"title": "t", "tags": "dog;red"}))
-    c.offer("visual", 0.50)
     region = search_pb2.RegionMatch(index=2, label="dog")
     c.offer("region", 0.80, region)
+    c.offer("visual", 0.50)
     c.offer("region", 0.70, search_pb2.RegionMatch(index=3))
-    assert c.score == 0.80 and c.best == "region" and c.region.index == 2
+    assert c.region.index == 2
     assert c.factors == {"visual": 0.50, "region": 0.80}
-    hit = _hit(c)
+    ranked = Ranker("test", {"visual": 1.0, "region": 0.5}).rank({"a": c.factors})[0]
+    hit = _hit(c, ranked)
     assert hit.region.label == "dog" and list(hit.tags) == ["dog", "red"]
+    assert [f.name for f in hit.factors] == ["visual", "region"]
     contributions = {f.name: f.contribution for f in hit.factors}
-    assert contributions == {"visual": 0.0, "region": np.float32(0.80)}
-
-
-def test_ranked_is_by_score_then_id():
-    cands = {i: Candidate(StoredHit(i, 0.0), score=s) for i, s in (("b", 0.5), ("a", 0.5), ("c", 0.9))}
-    assert [c.stored.image_id for c in _ranked(cands)] == ["c", "a", "b"]
+    assert contributions == {"visual": np.float32(0.50), "region": np.float32(0.40)}
+    assert hit.score == np.float32(0.90)
 
 
 def test_region_keys_and_attribute_json_fit():

@@ -139,3 +139,42 @@ class StageRecord(_message.Message):
     duration_ms: float
     finished_at: _timestamp_pb2.Timestamp
     def __init__(self, stage: _Optional[str] = ..., duration_ms: _Optional[float] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class FeedbackEvent(_message.Message):
+    __slots__ = ("query_id", "tenant", "image_id", "action", "position", "event_time", "factors", "ranker", "query")
+    class Action(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        ACTION_UNSPECIFIED: _ClassVar[FeedbackEvent.Action]
+        ACTION_IMPRESSION: _ClassVar[FeedbackEvent.Action]
+        ACTION_CLICK: _ClassVar[FeedbackEvent.Action]
+        ACTION_PURCHASE: _ClassVar[FeedbackEvent.Action]
+    ACTION_UNSPECIFIED: FeedbackEvent.Action
+    ACTION_IMPRESSION: FeedbackEvent.Action
+    ACTION_CLICK: FeedbackEvent.Action
+    ACTION_PURCHASE: FeedbackEvent.Action
+    class FactorsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    QUERY_ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TIME_FIELD_NUMBER: _ClassVar[int]
+    FACTORS_FIELD_NUMBER: _ClassVar[int]
+    RANKER_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    query_id: str
+    tenant: str
+    image_id: str
+    action: FeedbackEvent.Action
+    position: int
+    event_time: _timestamp_pb2.Timestamp
+    factors: _containers.ScalarMap[str, float]
+    ranker: str
+    query: str
+    def __init__(self, query_id: _Optional[str] = ..., tenant: _Optional[str] = ..., image_id: _Optional[str] = ..., action: _Optional[_Union[FeedbackEvent.Action, str]] = ..., position: _Optional[int] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., factors: _Optional[_Mapping[str, float]] = ..., ranker: _Optional[str] = ..., query: _Optional[str] = ...) -> None: ...

@@ -1,4 +1,5 @@
 from visearch.v1 import common_pb2 as _common_pb2
+from visearch.v1 import events_pb2 as _events_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -8,14 +9,40 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class Fusion(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FUSION_DEFAULT: _ClassVar[Fusion]
+    FUSION_BLEND: _ClassVar[Fusion]
+    FUSION_RRF: _ClassVar[Fusion]
+
 class RegionMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     REGION_MODE_AUTO: _ClassVar[RegionMode]
     REGION_MODE_GLOBAL_ONLY: _ClassVar[RegionMode]
     REGION_MODE_QUERY_OBJECTS: _ClassVar[RegionMode]
+FUSION_DEFAULT: Fusion
+FUSION_BLEND: Fusion
+FUSION_RRF: Fusion
 REGION_MODE_AUTO: RegionMode
 REGION_MODE_GLOBAL_ONLY: RegionMode
 REGION_MODE_QUERY_OBJECTS: RegionMode
+
+class RankingProfile(_message.Message):
+    __slots__ = ("weights", "fusion", "name")
+    class WeightsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    FUSION_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    weights: _containers.ScalarMap[str, float]
+    fusion: Fusion
+    name: str
+    def __init__(self, weights: _Optional[_Mapping[str, float]] = ..., fusion: _Optional[_Union[Fusion, str]] = ..., name: _Optional[str] = ...) -> None: ...
 
 class WeightedColour(_message.Message):
     __slots__ = ("colour", "weight")
@@ -42,7 +69,7 @@ class Palette(_message.Message):
     def __init__(self, colours: _Optional[_Iterable[_Union[WeightedColour, _Mapping]]] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("image", "text", "image_id", "colour", "region", "region_mode", "top_k", "offset", "filter", "tenant")
+    __slots__ = ("image", "text", "image_id", "colour", "region", "region_mode", "top_k", "offset", "filter", "tenant", "ranking", "understand_query")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -53,6 +80,8 @@ class SearchRequest(_message.Message):
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
+    RANKING_FIELD_NUMBER: _ClassVar[int]
+    UNDERSTAND_QUERY_FIELD_NUMBER: _ClassVar[int]
     image: _common_pb2.Image
     text: str
     image_id: str
@@ -63,7 +92,9 @@ class SearchRequest(_message.Message):
     offset: int
     filter: Filter
     tenant: str
-    def __init__(self, image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., text: _Optional[str] = ..., image_id: _Optional[str] = ..., colour: _Optional[_Union[ColourQuery, _Mapping]] = ..., region: _Optional[_Union[_common_pb2.Box, _Mapping]] = ..., region_mode: _Optional[_Union[RegionMode, str]] = ..., top_k: _Optional[int] = ..., offset: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., tenant: _Optional[str] = ...) -> None: ...
+    ranking: RankingProfile
+    understand_query: bool
+    def __init__(self, image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., text: _Optional[str] = ..., image_id: _Optional[str] = ..., colour: _Optional[_Union[ColourQuery, _Mapping]] = ..., region: _Optional[_Union[_common_pb2.Box, _Mapping]] = ..., region_mode: _Optional[_Union[RegionMode, str]] = ..., top_k: _Optional[int] = ..., offset: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., tenant: _Optional[str] = ..., ranking: _Optional[_Union[RankingProfile, _Mapping]] = ..., understand_query: bool = ...) -> None: ...
 
 class Filter(_message.Message):
     __slots__ = ("categories", "brands", "in_stock", "price_min", "price_max", "safe")
@@ -140,7 +171,7 @@ class RegionMatch(_message.Message):
     def __init__(self, index: _Optional[int] = ..., label: _Optional[str] = ..., box: _Optional[_Union[_common_pb2.Box, _Mapping]] = ..., query_box: _Optional[_Union[_common_pb2.Box, _Mapping]] = ..., query_label: _Optional[str] = ...) -> None: ...
 
 class SimilarToRequest(_message.Message):
-    __slots__ = ("image_id", "image", "exact_only", "top_k", "offset", "filter", "tenant")
+    __slots__ = ("image_id", "image", "exact_only", "top_k", "offset", "filter", "tenant", "ranking")
     IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     EXACT_ONLY_FIELD_NUMBER: _ClassVar[int]
@@ -148,6 +179,7 @@ class SimilarToRequest(_message.Message):
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
+    RANKING_FIELD_NUMBER: _ClassVar[int]
     image_id: str
     image: _common_pb2.Image
     exact_only: bool
@@ -155,7 +187,36 @@ class SimilarToRequest(_message.Message):
     offset: int
     filter: Filter
     tenant: str
-    def __init__(self, image_id: _Optional[str] = ..., image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., exact_only: bool = ..., top_k: _Optional[int] = ..., offset: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., tenant: _Optional[str] = ...) -> None: ...
+    ranking: RankingProfile
+    def __init__(self, image_id: _Optional[str] = ..., image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., exact_only: bool = ..., top_k: _Optional[int] = ..., offset: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., tenant: _Optional[str] = ..., ranking: _Optional[_Union[RankingProfile, _Mapping]] = ...) -> None: ...
+
+class AlternativesRequest(_message.Message):
+    __slots__ = ("image_id", "top_k", "offset", "filter", "tenant", "ranking")
+    IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    RANKING_FIELD_NUMBER: _ClassVar[int]
+    image_id: str
+    top_k: int
+    offset: int
+    filter: Filter
+    tenant: str
+    ranking: RankingProfile
+    def __init__(self, image_id: _Optional[str] = ..., top_k: _Optional[int] = ..., offset: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., tenant: _Optional[str] = ..., ranking: _Optional[_Union[RankingProfile, _Mapping]] = ...) -> None: ...
+
+class FeedbackRequest(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[_events_pb2.FeedbackEvent]
+    def __init__(self, events: _Optional[_Iterable[_Union[_events_pb2.FeedbackEvent, _Mapping]]] = ...) -> None: ...
+
+class FeedbackResponse(_message.Message):
+    __slots__ = ("accepted",)
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    accepted: int
+    def __init__(self, accepted: _Optional[int] = ...) -> None: ...
 
 class TagRequest(_message.Message):
     __slots__ = ("image_id", "image", "neighbours", "top_n", "tenant")
@@ -182,9 +243,13 @@ class TagResponse(_message.Message):
     def __init__(self, phrases: _Optional[_Iterable[_Union[_common_pb2.Attribute, _Mapping]]] = ..., model_tags: _Optional[_Iterable[_Union[_common_pb2.Attribute, _Mapping]]] = ..., neighbours_used: _Optional[int] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("hits", "took_ms")
+    __slots__ = ("hits", "took_ms", "query_id", "ranker")
     HITS_FIELD_NUMBER: _ClassVar[int]
     TOOK_MS_FIELD_NUMBER: _ClassVar[int]
+    QUERY_ID_FIELD_NUMBER: _ClassVar[int]
+    RANKER_FIELD_NUMBER: _ClassVar[int]
     hits: _containers.RepeatedCompositeFieldContainer[Hit]
     took_ms: float
-    def __init__(self, hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., took_ms: _Optional[float] = ...) -> None: ...
+    query_id: str
+    ranker: str
+    def __init__(self, hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., took_ms: _Optional[float] = ..., query_id: _Optional[str] = ..., ranker: _Optional[str] = ...) -> None: ...

@@ -52,6 +52,16 @@ class SearchServiceStub(object):
                 request_serializer=visearch_dot_v1_dot_search__pb2.TagRequest.SerializeToString,
                 response_deserializer=visearch_dot_v1_dot_search__pb2.TagResponse.FromString,
                 _registered_method=True)
+        self.Alternatives = channel.unary_unary(
+                '/visearch.v1.SearchService/Alternatives',
+                request_serializer=visearch_dot_v1_dot_search__pb2.AlternativesRequest.SerializeToString,
+                response_deserializer=visearch_dot_v1_dot_search__pb2.SearchResponse.FromString,
+                _registered_method=True)
+        self.Feedback = channel.unary_unary(
+                '/visearch.v1.SearchService/Feedback',
+                request_serializer=visearch_dot_v1_dot_search__pb2.FeedbackRequest.SerializeToString,
+                response_deserializer=visearch_dot_v1_dot_search__pb2.FeedbackResponse.FromString,
+                _registered_method=True)
 
 
 class SearchServiceServicer(object):
@@ -82,6 +92,22 @@ class SearchServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Alternatives(self, request, context):
+        """Alternatives to an (often out-of-stock) indexed item: in-stock items of the same taxonomy node
+        (or category, when the item has no taxonomy path), visually closest first, ranked by the profile.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Feedback(self, request, context):
+        """Impressions, clicks and purchases on search results, for learning to rank: published to the
+        feedback topic (visearch.feedback.v1), from which `visearch rank fit` learns the factor weights.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SearchServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -99,6 +125,16 @@ def add_SearchServiceServicer_to_server(servicer, server):
                     servicer.Tag,
                     request_deserializer=visearch_dot_v1_dot_search__pb2.TagRequest.FromString,
                     response_serializer=visearch_dot_v1_dot_search__pb2.TagResponse.SerializeToString,
+            ),
+            'Alternatives': grpc.unary_unary_rpc_method_handler(
+                    servicer.Alternatives,
+                    request_deserializer=visearch_dot_v1_dot_search__pb2.AlternativesRequest.FromString,
+                    response_serializer=visearch_dot_v1_dot_search__pb2.SearchResponse.SerializeToString,
+            ),
+            'Feedback': grpc.unary_unary_rpc_method_handler(
+                    servicer.Feedback,
+                    request_deserializer=visearch_dot_v1_dot_search__pb2.FeedbackRequest.FromString,
+                    response_serializer=visearch_dot_v1_dot_search__pb2.FeedbackResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -185,6 +221,60 @@ class SearchService(object):
             '/visearch.v1.SearchService/Tag',
             visearch_dot_v1_dot_search__pb2.TagRequest.SerializeToString,
             visearch_dot_v1_dot_search__pb2.TagResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Alternatives(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/visearch.v1.SearchService/Alternatives',
+            visearch_dot_v1_dot_search__pb2.AlternativesRequest.SerializeToString,
+            visearch_dot_v1_dot_search__pb2.SearchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Feedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/visearch.v1.SearchService/Feedback',
+            visearch_dot_v1_dot_search__pb2.FeedbackRequest.SerializeToString,
+            visearch_dot_v1_dot_search__pb2.FeedbackResponse.FromString,
             options,
             channel_credentials,
             insecure,
