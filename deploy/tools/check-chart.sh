@@ -78,6 +78,11 @@ for d in deps:
     assert any(v["name"] == "tls" and v["secret"]["secretName"] for v in pod["volumes"]), f"{name}: no tls volume"
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert "grpc" not in c[probe], f"{name}: {probe} is a gRPC probe under TLS"
+    # Learned rankers: mounted (optional ConfigMap) into ranking only.
+    rankers = [v for v in pod["volumes"] if v["name"] == "rankers"]
+    assert bool(rankers) == name.endswith("-ranking"), f"{name}: rankers volume {rankers}"
+    if rankers:
+        assert rankers[0]["configMap"] == {"name": "visearch-rankers", "optional": True}
 print(f"security: {len(deps)} Deployments with TLS files, token file and TLS-safe probes: ok")
 PY
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import grpc
@@ -158,7 +159,8 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         self.text_index = TextIndex(store.text_rows, self.settings.text_index_refresh_s)
         self.feedback = feedback
         self.feedback_topic = feedback_topic_name
-        self._feedback_lock = threading.Lock()  # a Kafka transport is not thread-safe; gRPC handlers are threads
+        self._feedback_lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="understand")  # a Kafka transport is not thread-safe; gRPC handlers are threads
 
     # --- Search ---------------------------------------------------------------------------------
 
@@ -214,14 +216,16 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
 
     def _image_query(self, image: common_pb2.Image, request, tenant: str, depth: int, flt: SearchFilter,
                      ranker: Ranker, understand: bool) -> tuple[Query, dict]:
+        # Query understanding (OCR, classification) runs concurrently with the embedding: the three
+        # services' latencies overlap instead of adding up.
+        pending = self._understand_async(image, ranker) if understand else {}
         if request.HasField("region"):
             vector = self._embed_regions(image, [request.region])[0]
             query_box = request.region
         else:
             vector, query_box = self._embed_image(image), None
         query = Query("image", visual=vector)
-        if understand:
-            self._understand(image, query, ranker)
+        self._apply_understanding(query, pending, ranker)
         candidates: dict[str, Candidate] = {}
         if request.region_mode != Mode.REGION_MODE_QUERY_OBJECTS:
             self._route(candidates, "image", "visual", vector, tenant, depth, flt)
@@ -239,19 +243,38 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             self._route(candidates, "joint", "text", query.joint, tenant, depth, flt)
         return query, candidates
 
-    def _understand(self, image: common_pb2.Image, query: Query, ranker: Ranker) -> None:
+    def _understand_async(self, image: common_pb2.Image, ranker: Ranker) -> dict[str, Future]:
+        """Start query understanding: OCR when a text factor is weighed, classification when a tag,
+        taxonomy, colour or pHash factor is."""
+        pending = {}
+        if self.ocr is not None and (ranker.active("text") or ranker.active("bm25")):
+            pending["ocr"] = self._pool.submit(self._call, self.ocr, "Read", ocr_pb2.ReadRequest(images=[image]))
+        if self.classification is not None and any(ranker.active(f) for f in ("tags", "taxonomy", "colour", "phash")):
+            pending["classification"] = self._pool.submit(
+                self._call, self.classification, "Classify", classification_pb2.ClassifyRequest(images=[image]))
+        return pending
+
+    def _apply_understanding(self, query: Query, pending: dict[str, Future], ranker: Ranker) -> None:
         """Query understanding: the query image's OCR text feeds the text factors, its model tags and
-        taxonomy path the tag and taxonomy factors, its colours and perceptual hash theirs."""
-        wants_text = ranker.active("text") or ranker.active("bm25")
-        if self.ocr is not None and wants_text:
-            text = self._call(self.ocr, "Read", ocr_pb2.ReadRequest(images=[image])).results[0].text.strip()
+        taxonomy path the tag and taxonomy factors, its colours and perceptual hash theirs.
+
+        An understanding service that fails (down, past its deadline) costs its factors, not the search:
+        logged as ``query_understanding_skipped`` (the embedding already refused a bad image).
+        """
+        results = {}
+        for name, future in pending.items():
+            try:
+                results[name] = future.result().results[0]
+            except VisearchError as exc:
+                log.warning("query_understanding_skipped", service=name, reason=exc.reason, error=str(exc))
+        if "ocr" in results:
+            text = " ".join(results["ocr"].text.split())
             if text:
-                query.text = " ".join(text.split())
+                query.text = text
                 if ranker.active("text"):
-                    query.joint = self._embed_text(query.text)
-        wants_class = any(ranker.active(f) for f in ("tags", "taxonomy", "colour", "phash"))
-        if self.classification is not None and wants_class:
-            result = self._call(self.classification, "Classify", classification_pb2.ClassifyRequest(images=[image])).results[0]
+                    query.joint = self._embed_text(text)
+        if "classification" in results:
+            result = results["classification"]
             query.tags = {a.value.lower(): a.score for a in result.attributes if a.name in TAG_ATTRIBUTES and a.value}
             query.taxonomy = TAXONOMY_SEPARATOR.join(node.name for node in result.taxonomy)
             if result.colour_descriptor.values:
@@ -450,7 +473,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             return self._respond(candidates, query, EXACT_RANKER, tenant, request.offset, window, start)
         ranker = self._ranker(request.ranking, tenant)
         if item == "image" and self.settings.understand_query:
-            self._understand(request.image, query, ranker)
+            self._apply_understanding(query, self._understand_async(request.image, ranker), ranker)
         depth = min(max(window, self.settings.rerank_depth), MAX_WINDOW)
         candidates = self._route({}, "image", "visual", query.visual, tenant, depth, flt)
         return self._respond(candidates, query, ranker, tenant, request.offset, window, start)

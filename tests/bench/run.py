@@ -90,8 +90,10 @@ def bench_search(platform: EmbeddedPlatform, queries: int) -> dict:
 def bench_search_breakdown(platform: EmbeddedPlatform, queries: int) -> dict:
     """p50 of each part of a search by image and by text, in one run: decode, preprocess (or tokenise),
     inference, one ANN query, the whole ``Search`` in process (``ranking_and_api`` is what it adds to those
-    parts: the region ANN of AUTO mode, filters, merging, the response) and over gRPC on 127.0.0.1
-    (``transport`` is what the server, serialisation and the loopback add). Milliseconds."""
+    parts: query understanding, the other routes, re-scoring, the response) and over gRPC on 127.0.0.1
+    (``transport`` is what the server, serialisation and the loopback add); ``in_process_vector_only`` the
+    same query with the visual_only profile and no query understanding (``blend_cost`` the difference).
+    Milliseconds."""
     from concurrent import futures
 
     import grpc
@@ -145,6 +147,12 @@ def bench_search_breakdown(platform: EmbeddedPlatform, queries: int) -> dict:
                 t2 = time.perf_counter()
                 record(kind, "in_process", t1 - t0)
                 record(kind, "grpc", t2 - t1)
+                # The same query ranked by vector similarity alone, without query understanding: what the
+                # blend (OCR + classification of the query, BM25, re-scoring every factor) costs.
+                request.ranking.name, request.understand_query = "visual_only", False
+                t0 = time.perf_counter()
+                platform.search.Search(request, None)
+                record(kind, "in_process_vector_only", time.perf_counter() - t0)
     finally:
         channel.close()
         server.stop(None)
@@ -153,10 +161,30 @@ def bench_search_breakdown(platform: EmbeddedPlatform, queries: int) -> dict:
         p50 = {name: round(statistics.median(values), 2) for name, values in named.items()}
         bare = sum(p50[n] for n in ("decode", "preprocess", "inference", "ann") if n in p50)
         p50["ranking_and_api"] = round(max(0.0, p50["in_process"] - bare), 2)
+        p50["blend_cost"] = round(p50["in_process"] - p50["in_process_vector_only"], 2)
         p50["transport"] = round(max(0.0, p50["grpc"] - p50["in_process"]), 2)
         p50["grpc_p99"] = round(percentile(named["grpc"], 99), 2)
         p50["ratio_grpc_to_bare"] = round(p50["grpc"] / bare, 3)
         out[kind] = p50
+    return out
+
+
+def bench_blend(platform: EmbeddedPlatform, queries: int, tenant: str) -> dict:
+    """p50 / p99 of a search by image with every recognition service loaded: the blended profile with
+    query understanding (OCR and classification of the query, concurrent with its embedding; BM25;
+    re-scoring) against the visual_only profile without it. Milliseconds, and their ratio."""
+    photos = [p.read_bytes() for p in photo_catalogue()]
+    times: dict[str, list[float]] = {"blended": [], "visual_only": []}
+    for i in range(queries):
+        for profile in times:
+            request = search_pb2.SearchRequest(image=common_pb2.Image(content=photos[i % len(photos)]), top_k=10,
+                                               tenant=tenant, ranking=search_pb2.RankingProfile(name=profile),
+                                               understand_query=profile == "blended")
+            start = time.perf_counter()
+            platform.search.Search(request, None)
+            times[profile].append((time.perf_counter() - start) * 1000)
+    out = {name: {"p50_ms": round(percentile(t, 50), 2), "p99_ms": round(percentile(t, 99), 2)} for name, t in times.items()}
+    out["ratio_p50_blended_to_visual_only"] = round(out["blended"]["p50_ms"] / out["visual_only"]["p50_ms"], 3)
     return out
 
 
@@ -268,6 +296,7 @@ def main() -> None:
         with EmbeddedPlatform(StoreSettings(uri=str(Path(tmp) / "recognition.db")), service_settings=ServiceSettings(tenant="bench"),
                               image_settings=ImageSettings(allow_file_uris=True)) as platform:
             results["recognition"] = bench_recognition(platform)
+            results["blend"] = bench_blend(platform, min(args.queries, 40), "bench-chain")
             results["memory"]["rss_peak_all_models_mb"] = round(rss_mb(), 0)
     results["milvus_lite_recall"] = bench_recall(args.recall_rows, 100)
 
@@ -287,6 +316,14 @@ def main() -> None:
                            if n in b)
         rows += [(f"search by {kind} over gRPC, p50 parts (ms)", f"{steps} = {b['grpc']} (p99 {b['grpc_p99']})"),
                  (f"search by {kind} over gRPC / bare parts", f"{b['ratio_grpc_to_bare']}")]
+    for kind in ("image", "text"):
+        b = results["search_breakdown"][kind]
+        rows.append((f"search by {kind}: blended vs visual_only profile (no recognition services), p50",
+                     f"{b['in_process']} vs {b['in_process_vector_only']} ms (blend costs {b['blend_cost']} ms)"))
+    blend = results["blend"]
+    rows.append(("search by image, all services: blended + query understanding vs visual_only, p50 / p99",
+                 f"{blend['blended']['p50_ms']} / {blend['blended']['p99_ms']} vs {blend['visual_only']['p50_ms']} / "
+                 f"{blend['visual_only']['p99_ms']} ms (x{blend['ratio_p50_blended_to_visual_only']})"))
     r = results["milvus_lite_recall"]
     rows += [(f"Milvus Lite recall@10 ({r['rows']} x {r['dim']}-d)", f"{r['recall_at_10']}"),
              ("Milvus Lite search p50 / p99", f"{r['search_p50_ms']} / {r['search_p99_ms']} ms"),

@@ -153,7 +153,7 @@ detection embedding ocr classification indexer ranking
 {{/* Who calls whom over gRPC (caller: [callees]), as YAML: the Deployments set VISEARCH_<CALLEE>_ADDR
      from it and the NetworkPolicies admit the callers. */}}
 {{- define "visearch.peers" -}}
-ranking: [embedding, detection, classification]
+ranking: [embedding, detection, classification, ocr]
 classification: [detection, ocr]
 {{- end }}
 
@@ -161,6 +161,7 @@ classification: [detection, ocr]
 {{- define "visearch.tlsDir" -}}/etc/visearch/tls{{- end }}
 {{- define "visearch.authDir" -}}/etc/visearch/auth{{- end }}
 {{- define "visearch.fetchCaDir" -}}/etc/visearch/fetch-ca{{- end }}
+{{- define "visearch.rankersDir" -}}/etc/visearch/rankers{{- end }}
 
 {{/* Full gRPC service name of a component's API, e.g. ocr -> visearch.v1.OcrService. */}}
 {{- define "visearch.grpcService" -}}
