@@ -18,6 +18,7 @@ every write is an upsert and redelivered events are harmless.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterable
@@ -35,6 +36,8 @@ from visearch.shared.logging import get_logger
 from visearch.shared.metrics import MILVUS_SECONDS
 
 log = get_logger("store")
+# Milvus Lite has no MVCC timestamps: its query iterator warns on every use that it uses the client's clock.
+logging.getLogger("pymilvus.orm.iterator").setLevel(logging.ERROR)
 
 COLOUR_DIM = 245  # must equal services/classification/colour.COLOUR_DIM (checked in tests/unit)
 SPACES = {"image": 1280, "joint": 384, "colour": COLOUR_DIM, "region": 1280}
