@@ -350,7 +350,8 @@ def settings_markdown() -> str:
         for name, field in cls.model_fields.items():
             if field.default_factory:
                 value = field.default_factory()
-                default = "(per user: ~/.cache/visearch/...)" if isinstance(value, Path) else repr(value)
+                # Paths under the user's cache differ per machine: the table names them generically.
+                default = "(per user: ~/.cache/visearch/...)" if isinstance(value, (Path, str)) else repr(value)
             elif isinstance(field.default, SecretStr):
                 default = repr(field.default.get_secret_value())
             else:
