@@ -239,15 +239,13 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             for detection, vec in zip(objects, vectors):
                 self._route(candidates, "region", "region", vec, tenant, depth, flt, query_box=detection.box,
                             query_label=detection.label)
-        if query.joint is not None and ranker.active("text"):
-            self._route(candidates, "joint", "text", query.joint, tenant, depth, flt)
         return query, candidates
 
     def _understand_async(self, image: common_pb2.Image, ranker: Ranker) -> dict[str, Future]:
-        """Start query understanding: OCR when a text factor is weighed, classification when a tag,
-        taxonomy, colour or pHash factor is."""
+        """Start query understanding: OCR when BM25 is weighed, classification when a tag, taxonomy, colour
+        or pHash factor is."""
         pending = {}
-        if self.ocr is not None and (ranker.active("text") or ranker.active("bm25")):
+        if self.ocr is not None and ranker.active("bm25"):
             pending["ocr"] = self._pool.submit(self._call, self.ocr, "Read", ocr_pb2.ReadRequest(images=[image]))
         if self.classification is not None and any(ranker.active(f) for f in ("tags", "taxonomy", "colour", "phash")):
             pending["classification"] = self._pool.submit(
@@ -255,8 +253,8 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         return pending
 
     def _apply_understanding(self, query: Query, pending: dict[str, Future], ranker: Ranker) -> None:
-        """Query understanding: the query image's OCR text feeds the text factors, its model tags and
-        taxonomy path the tag and taxonomy factors, its colours and perceptual hash theirs.
+        """Query understanding: the query image's OCR text feeds BM25, its model tags and taxonomy path the
+        tag and taxonomy factors, its colours and perceptual hash theirs.
 
         An understanding service that fails (down, past its deadline) costs its factors, not the search:
         logged as ``query_understanding_skipped`` (the embedding already refused a bad image).
@@ -268,11 +266,10 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             except VisearchError as exc:
                 log.warning("query_understanding_skipped", service=name, reason=exc.reason, error=str(exc))
         if "ocr" in results:
-            text = " ".join(results["ocr"].text.split())
-            if text:
-                query.text = text
-                if ranker.active("text"):
-                    query.joint = self._embed_text(text)
+            # The words feed BM25 (a label or title in the photo matches the item's linked text); they do
+            # not become a joint-space query: overlaid text ("SUMMER SALE -50%") says little about what
+            # the image shows, and as a "text" factor it outweighed the picture (docs/quality.md).
+            query.text = " ".join(results["ocr"].text.split())
         if "classification" in results:
             result = results["classification"]
             query.tags = {a.value.lower(): a.score for a in result.attributes if a.name in TAG_ATTRIBUTES and a.value}

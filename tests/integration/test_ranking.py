@@ -96,7 +96,7 @@ def test_query_understanding_reads_the_query_image_text(platform):
     image = common_pb2.Image(content=_text_image("ZANZIBAR"))
     understood = _search(platform, image=image, top_k=5)
     assert understood.hits[0].image_id == "zanzibar-mug"
-    assert {f.name for f in understood.hits[0].factors} >= {"visual", "bm25", "text"}
+    assert {f.name for f in understood.hits[0].factors} >= {"visual", "bm25"}
     plain = _search(platform, image=image, top_k=5, understand_query=False)
     assert "zanzibar-mug" not in [h.image_id for h in plain.hits]
 
