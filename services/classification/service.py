@@ -41,6 +41,9 @@ class ClassificationService(classification_pb2_grpc.ClassificationServiceService
         results = self.classifier.classify(
             images, detections=[list(r.detections) for r in detections.results] if detections else None,
             text_lines=[list(r.lines) for r in lines.results] if lines else None)
+        if lines:  # callers (the search API's query understanding) get the text without a second OCR call
+            for result, text in zip(results, lines.results):
+                result.ocr_text = text.text
         return classification_pb2.ClassifyResponse(results=results)
 
     def _call(self, stub, method: str, request):

@@ -242,14 +242,16 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         return query, candidates
 
     def _understand_async(self, image: common_pb2.Image, ranker: Ranker) -> dict[str, Future]:
-        """Start query understanding: OCR when BM25 is weighed, classification when a tag, taxonomy, colour
-        or pHash factor is."""
+        """Start query understanding when a factor it feeds is weighed: Classify (tags, taxonomy, colours,
+        pHash, and the text its OCR call read, for BM25), or without a classification service, OCR alone."""
         pending = {}
-        if self.ocr is not None and ranker.active("bm25"):
-            pending["ocr"] = self._pool.submit(self._call, self.ocr, "Read", ocr_pb2.ReadRequest(images=[image]))
-        if self.classification is not None and any(ranker.active(f) for f in ("tags", "taxonomy", "colour", "phash")):
+        wants_class = any(ranker.active(f) for f in ("tags", "taxonomy", "colour", "phash"))
+        if self.classification is not None and (wants_class or ranker.active("bm25")):
+            # Classify reads the text too (it asks the OCR service) and returns it: one OCR pass, not two.
             pending["classification"] = self._pool.submit(
                 self._call, self.classification, "Classify", classification_pb2.ClassifyRequest(images=[image]))
+        elif self.ocr is not None and ranker.active("bm25"):
+            pending["ocr"] = self._pool.submit(self._call, self.ocr, "Read", ocr_pb2.ReadRequest(images=[image]))
         return pending
 
     def _apply_understanding(self, query: Query, pending: dict[str, Future], ranker: Ranker) -> None:
@@ -265,11 +267,12 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
                 results[name] = future.result().results[0]
             except VisearchError as exc:
                 log.warning("query_understanding_skipped", service=name, reason=exc.reason, error=str(exc))
-        if "ocr" in results:
+        if "ocr" in results or "classification" in results:
             # The words feed BM25 (a label or title in the photo matches the item's linked text); they do
             # not become a joint-space query: overlaid text ("SUMMER SALE -50%") says little about what
             # the image shows, and as a "text" factor it outweighed the picture (docs/quality.md).
-            query.text = " ".join(results["ocr"].text.split())
+            text = results["ocr"].text if "ocr" in results else results["classification"].ocr_text
+            query.text = " ".join(text.split())
         if "classification" in results:
             result = results["classification"]
             query.tags = {a.value.lower(): a.score for a in result.attributes if a.name in TAG_ATTRIBUTES and a.value}

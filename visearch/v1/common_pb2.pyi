@@ -113,7 +113,7 @@ class Moderation(_message.Message):
     def __init__(self, safe: bool = ..., scores: _Optional[_Iterable[_Union[ClassScore, _Mapping]]] = ...) -> None: ...
 
 class Classification(_message.Message):
-    __slots__ = ("taxonomy", "attributes", "colours", "moderation", "colour_descriptor", "phash", "model")
+    __slots__ = ("taxonomy", "attributes", "colours", "moderation", "colour_descriptor", "phash", "model", "ocr_text")
     TAXONOMY_FIELD_NUMBER: _ClassVar[int]
     ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
     COLOURS_FIELD_NUMBER: _ClassVar[int]
@@ -121,6 +121,7 @@ class Classification(_message.Message):
     COLOUR_DESCRIPTOR_FIELD_NUMBER: _ClassVar[int]
     PHASH_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    OCR_TEXT_FIELD_NUMBER: _ClassVar[int]
     taxonomy: _containers.RepeatedCompositeFieldContainer[TaxonomyNode]
     attributes: _containers.RepeatedCompositeFieldContainer[Attribute]
     colours: _containers.RepeatedCompositeFieldContainer[Colour]
@@ -128,4 +129,5 @@ class Classification(_message.Message):
     colour_descriptor: Vector
     phash: int
     model: str
-    def __init__(self, taxonomy: _Optional[_Iterable[_Union[TaxonomyNode, _Mapping]]] = ..., attributes: _Optional[_Iterable[_Union[Attribute, _Mapping]]] = ..., colours: _Optional[_Iterable[_Union[Colour, _Mapping]]] = ..., moderation: _Optional[_Union[Moderation, _Mapping]] = ..., colour_descriptor: _Optional[_Union[Vector, _Mapping]] = ..., phash: _Optional[int] = ..., model: _Optional[str] = ...) -> None: ...
+    ocr_text: str
+    def __init__(self, taxonomy: _Optional[_Iterable[_Union[TaxonomyNode, _Mapping]]] = ..., attributes: _Optional[_Iterable[_Union[Attribute, _Mapping]]] = ..., colours: _Optional[_Iterable[_Union[Colour, _Mapping]]] = ..., moderation: _Optional[_Union[Moderation, _Mapping]] = ..., colour_descriptor: _Optional[_Union[Vector, _Mapping]] = ..., phash: _Optional[int] = ..., model: _Optional[str] = ..., ocr_text: _Optional[str] = ...) -> None: ...
