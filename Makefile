@@ -3,13 +3,14 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-EXTRAS ?= build,data,dev
+EXTRAS ?= build,data,dev,eval
 # Built models live outside the repo, keyed by recipe (see shared/models/registry.py).
 export VISEARCH_MODEL_CACHE_DIR ?= $(HOME)/.cache/visearch/models
 PROTOS := $(wildcard protos/visearch/v1/*.proto)
 PYTEST_ARGS ?=
+EVAL_ARGS ?=
 
-.PHONY: help setup system-packages models proto proto-check demo test test-unit bench chaos load chart-check clean \
+.PHONY: help setup system-packages models proto proto-check demo test test-unit eval bench chaos load chart-check clean \
         kafka-up kafka-down milvus-up milvus-down triton-up triton-down up down status
 
 # The local stack (make up): real Kafka and Milvus standalone on 127.0.0.1, services under supervisord.
@@ -68,6 +69,9 @@ load: models  ## steady ingest + concurrent search for LOAD_DURATION_S (default 
 	VISEARCH_LOAD_DURATION_S=$(LOAD_DURATION_S) VISEARCH_LOAD_INGEST_RATE=$(LOAD_INGEST_RATE) \
 	VISEARCH_LOAD_SEARCH_RATE=$(LOAD_SEARCH_RATE) VISEARCH_LOAD_SEARCH_CLIENTS=$(LOAD_SEARCH_CLIENTS) \
 	$(BIN)/python -m pytest tests/load -v -s $(PYTEST_ARGS)
+
+eval: models  ## search quality: fashion, near-duplicate and text-to-image suites x ranking profiles (reports/eval)
+	$(BIN)/visearch eval --out reports/eval $(EVAL_ARGS)
 
 bench: models  ## figures and ratios: embedded ingest/search vs bare, per-model latency, recall; Kafka chain per stage vs bare, replicas, RSS
 	$(BIN)/python -m tests.bench.run --out reports

@@ -31,6 +31,14 @@ topics_app = typer.Typer(help="Kafka topics of the pipeline (admin).", no_args_i
 app.add_typer(topics_app, name="topics")
 dlq_app = typer.Typer(help="Inspect and replay dead-letter topics.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
+
+# Sub-commands kept in their own modules (each imports its heavy dependencies only when it runs).
+from visearch.cli_eval import eval_app  # noqa: E402 (after `app`: the modules are plain typer apps)
+from visearch.cli_train import train_app  # noqa: E402
+
+app.add_typer(eval_app, name="eval")
+app.add_typer(train_app, name="train")
+
 BootstrapOption = Annotated[Optional[str], typer.Option("--bootstrap", help="Kafka bootstrap servers. Default: $VISEARCH_KAFKA_BOOTSTRAP or 127.0.0.1:9092 (the local stack).")]
 console = Console(width=None if sys.stdout.isatty() else 140)
 

@@ -68,17 +68,20 @@ class ClassificationStage(ImageStage):
     def process_images(self, documents, images, encoded) -> None:  # noqa: D102
         embedder = self.classifier.embedder
         have = all(d.embeddings.class_probs.values and d.embeddings.joint.values for d in documents)
+        encoder_vectors = None  # the catalogue head's input: unprojected encoder vectors
         if have:
             probs = np.array([d.embeddings.class_probs.values for d in documents], dtype=np.float32)
             joint = np.array([d.embeddings.joint.values for d in documents], dtype=np.float32)
+            if all(d.embeddings.image_model == embedder.encoder_model and d.embeddings.image.values for d in documents):
+                encoder_vectors = np.array([d.embeddings.image.values for d in documents], dtype=np.float32)
         else:  # the chain has no embedding stage before this one
             emb = embedder.embed_images(images)
-            probs, joint = emb.probs, emb.joint
+            probs, joint, encoder_vectors = emb.probs, emb.joint, emb.raw
         # The indexed joint vector also carries the objects and the OCR text (text search finds both).
         joint = embedder.contextualise(joint, [[(d.label, d.score) for d in doc.detections] for doc in documents],
                                        [" ".join(line.text for line in doc.text_lines) for doc in documents])
         results = self.classifier.classify(images, probs, joint, [list(d.detections) for d in documents],
-                                           [list(d.text_lines) for d in documents])
+                                           [list(d.text_lines) for d in documents], encoder_vectors)
         for doc, result, vector in zip(documents, results, joint):
             doc.classification.CopyFrom(result)
             if have:

@@ -25,6 +25,7 @@ from visearch.shared.config import ConseSettings, ModelSettings
 from visearch.shared.images import preprocess_imagenet
 from visearch.shared.inference import InferenceRunner, runner_for
 from visearch.shared.models.registry import IMAGE_MODEL, TEXT_MODEL
+from visearch.shared.models.trained import Projection
 from visearch.shared.text import Tokenizer
 
 IMAGE_DIM = 1280
@@ -65,6 +66,18 @@ class ImageEncoder:
         self.runner = runner
         self.classes = classes
         self.batch_size = batch_size
+
+    @classmethod
+    def from_cache(cls, models: ModelSettings | None = None) -> "ImageEncoder":
+        """The built EfficientNet-Lite0 (in-process onnxruntime, or Triton when configured) and its classes.
+
+        Raises:
+            ModelNotBuiltError: the image model is not built; run ``visearch models build``.
+        """
+        models = models or ModelSettings()
+        image_dir = IMAGE_MODEL.locate(models.cache_dir)
+        classes = [ImageClass(**c) for c in json.loads((image_dir / "classes.json").read_text())]
+        return cls(runner_for(models, IMAGE_MODEL, image_dir), classes, models.image_batch_size)
 
     def encode(self, images: list[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
         """Returns ``(embeddings float32 [N, 1280], probabilities float32 [N, 1000])``; N = len(images) >= 1."""
@@ -121,25 +134,35 @@ class ConseProjector:
 
 @dataclass
 class ImageEmbeddings:
-    """Results for N images: ``image`` [N,1280], ``joint`` [N,384] (both unit norm), ``probs`` [N,1000]."""
+    """Results for N images: ``image`` [N,1280], ``joint`` [N,384] (both unit norm), ``probs`` [N,1000].
+
+    ``raw`` [N,1280] (unit norm) is the encoder's own vector before a trained projection; it is
+    ``image`` itself when no projection is configured.
+    """
 
     image: np.ndarray
     joint: np.ndarray
     probs: np.ndarray
+    raw: np.ndarray | None = None
 
 
 class Embedder:
     """The embedding service's model set: image encoder, text encoder and ConSE projector.
 
-    Build with :meth:`from_cache` (in-process onnxruntime over the model cache).
+    Build with :meth:`from_cache` (in-process onnxruntime over the model cache). With a trained
+    ``projection`` (``VISEARCH_MODEL_PROJECTION``, see ``shared/models/trained.py``) every image vector is
+    projected into the catalogue's metric space and ``image_model`` ends with ``+<projection>@<version>``.
     """
 
     def __init__(self, image: ImageEncoder, text: TextEncoder, conse: ConseProjector, image_model: str, text_model: str,
-                 object_weight: float = 0.5, ocr_weight: float = 0.5):
+                 object_weight: float = 0.5, ocr_weight: float = 0.5, projection: Projection | None = None):
         self.image = image
         self.text = text
         self.conse = conse
-        self.image_model = image_model
+        self.encoder_model = image_model
+        """The encoder's own space (``name@key``): what ``ImageEmbeddings.raw`` vectors are in."""
+        self.projection = projection
+        self.image_model = f"{image_model}+{projection.model_name}" if projection else image_model
         self.text_model = text_model
         self.object_weight = object_weight
         self.ocr_weight = ocr_weight
@@ -150,25 +173,26 @@ class Embedder:
         """Load both ONNX models from the cache and compute (or load cached) class vectors.
 
         Raises:
-            ModelNotBuiltError: a model is not built; run ``visearch models build``.
+            ModelNotBuiltError: a model is not built (run ``visearch models build``), or
+                ``models.projection`` names a version that is not there (run ``visearch train projection``).
         """
         models = models or ModelSettings()
         conse = conse or ConseSettings()
-        image_dir = IMAGE_MODEL.locate(models.cache_dir)
         text_dir = TEXT_MODEL.locate(models.cache_dir)
-        classes = [ImageClass(**c) for c in json.loads((image_dir / "classes.json").read_text())]
-        image = ImageEncoder(runner_for(models, IMAGE_MODEL, image_dir), classes, models.image_batch_size)
+        image = ImageEncoder.from_cache(models)
         tokenizer = Tokenizer(text_dir / "tokenizer.json", TEXT_MODEL.recipe["max_seq_length"])
         text = TextEncoder(runner_for(models, TEXT_MODEL, text_dir), tokenizer, models.text_batch_size)
-        vectors = _cached_class_vectors(text, classes, text_dir, IMAGE_MODEL.key)
+        vectors = _cached_class_vectors(text, image.classes, text_dir, IMAGE_MODEL.key)
         return cls(image, text, ConseProjector(vectors, conse.top_t),
                    f"{IMAGE_MODEL.name}@{IMAGE_MODEL.key}", f"{TEXT_MODEL.name}@{TEXT_MODEL.key}",
-                   conse.object_weight, conse.ocr_weight)
+                   conse.object_weight, conse.ocr_weight, Projection.from_settings(models, models.projection))
 
     def embed_images(self, images: list[Image.Image]) -> ImageEmbeddings:
-        """Embed decoded RGB images (N >= 1): global vector, joint-space vector and class probabilities."""
-        image_vecs, probs = self.image.encode(images)
-        return ImageEmbeddings(image=image_vecs, joint=self.conse.project(probs), probs=probs)
+        """Embed decoded RGB images (N >= 1): global vector (projected when a projection is configured),
+        joint-space vector, class probabilities, and the unprojected vector as ``raw``."""
+        raw, probs = self.image.encode(images)
+        image_vecs = self.projection.project(raw) if self.projection else raw
+        return ImageEmbeddings(image=image_vecs, joint=self.conse.project(probs), probs=probs, raw=raw)
 
     def embed_texts(self, texts: list[str]) -> np.ndarray:
         """Joint-space vectors of texts, float32 [N, 384], unit norm."""

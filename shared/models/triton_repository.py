@@ -76,16 +76,21 @@ def _tensors(kind: str, metas) -> str:
 
 def config_pbtxt(spec: ModelSpec, onnx_path: Path, flavour: str) -> str:
     """The config.pbtxt text of ``spec`` for ``flavour`` ("local" or "production")."""
+    return _config_text(spec.name, SERVING[spec.name], onnx_path, flavour, spec.key)
+
+
+def _config_text(name: str, serving: ServingSpec, onnx_path: Path, flavour: str, recipe: str, all_versions: bool = False) -> str:
     if flavour not in FLAVOURS:
         raise ValueError(f"flavour must be one of {FLAVOURS}")
-    serving = SERVING[spec.name]
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    lines = [f'name: "{spec.name}"']
+    lines = [f'name: "{name}"']
     if flavour == "production":
         lines.append('backend: "onnxruntime"')
     else:
         lines.append('backend: "python"')
     lines.append(f"max_batch_size: {serving.max_batch_size}")
+    if all_versions:
+        lines.append("version_policy: { all { } }")
     text = "\n".join(lines) + "\n"
     text += _tensors("input", session.get_inputs()) + _tensors("output", session.get_outputs())
     preferred = ", ".join(str(s) for s in serving.preferred_batch_sizes)
@@ -101,7 +106,7 @@ def config_pbtxt(spec: ModelSpec, onnx_path: Path, flavour: str) -> str:
     else:
         text += f"instance_group [\n  {{\n    kind: KIND_CPU\n    count: {serving.cpu_instances}\n  }}\n]\n"
         text += 'parameters {\n  key: "intra_op_threads"\n  value: { string_value: "0" }\n}\n'
-    text += f'parameters {{\n  key: "recipe"\n  value: {{ string_value: "{spec.key}" }}\n}}\n'
+    text += f'parameters {{\n  key: "recipe"\n  value: {{ string_value: "{recipe}" }}\n}}\n'
     return text
 
 
@@ -124,5 +129,43 @@ def write_repository(cache_dir: Path, target: Path, flavour: str = "local") -> l
         if flavour == "local":
             shutil.copy(Path(__file__).with_name("triton_model.py"), version_dir / "model.py")
         (folder / "config.pbtxt").write_text(config_pbtxt(spec, source, flavour))
+        written.append(folder)
+    return written
+
+
+# Trained catalogue models (`visearch train`): a few matrix products per vector.
+TRAINED_SERVING = ServingSpec(max_batch_size=64, preferred_batch_sizes=(16, 32, 64), max_queue_delay_us=500)
+
+
+def write_trained_repository(cache_dir: Path, target: Path, catalogue: str, flavour: str = "local") -> list[Path]:
+    """Publish every installed version of ``catalogue``'s trained models (``visearch train``) as Triton model
+    versions: ``<target>/<kind>_<catalogue>/config.pbtxt`` (all versions served; the ``recipe`` parameter is
+    the encoder the versions were trained on) and ``<target>/<kind>_<catalogue>/<version>/model.onnx``
+    (+ ``model.py`` for the local flavour). A client picks a version by number, as ``TritonRunner(version=...)``
+    does. The services themselves run these small models in-process (``shared/models/trained.py``).
+
+    Existing folders of these models are replaced. Returns the model folders written (none when nothing
+    is installed). Raises ValueError when the versions were trained on different encoders.
+    """
+    from visearch.shared.models.trained import KINDS, list_versions, read_meta, trained_name
+
+    written = []
+    for kind in KINDS:
+        versions = list_versions(cache_dir, kind, catalogue)
+        if not versions:
+            continue
+        encoders = {read_meta(folder).get("encoder", "") for _, folder in versions}
+        if len(encoders) != 1:
+            raise ValueError(f"{kind} versions of {catalogue!r} come from several encoders {sorted(encoders)}: remove the stale ones")
+        folder = Path(target) / trained_name(kind, catalogue)
+        if folder.exists():
+            shutil.rmtree(folder)
+        for version, source in versions:
+            (folder / str(version)).mkdir(parents=True)
+            shutil.copy(source / "model.onnx", folder / str(version) / "model.onnx")
+            if flavour == "local":
+                shutil.copy(Path(__file__).with_name("triton_model.py"), folder / str(version) / "model.py")
+        (folder / "config.pbtxt").write_text(_config_text(folder.name, TRAINED_SERVING, versions[-1][1] / "model.onnx",
+                                                          flavour, encoders.pop(), all_versions=True))
         written.append(folder)
     return written
