@@ -19,7 +19,7 @@ from visearch.shared.config import KafkaSettings
 from visearch.shared.errors import DependencyUnavailableError, InvalidEventError
 from visearch.shared.logging import get_logger
 from visearch.shared.metrics import CONSUMER_LAG, RECORDS_CONSUMED, RECORDS_PRODUCED
-from visearch.shared.transport import Message, dlq_topic, topic_name
+from visearch.shared.transport import Message, dlq_topic, feedback_topic, topic_name
 
 log = get_logger("kafka")
 
@@ -178,7 +178,8 @@ def pipeline_topics(settings: KafkaSettings, stages: list[str]) -> list[str]:
 
 
 def create_topics(settings: KafkaSettings, stages: list[str]) -> dict[str, str]:
-    """Create the chain's topics and their ``.dlq`` topics with partitions and retention from settings.
+    """Create the chain's topics and their ``.dlq`` topics, and the feedback topic (learning to rank,
+    no DLQ), with partitions and retention from settings.
 
     Idempotent: existing topics are left as they are. Returns topic -> "created" | "exists".
     """
@@ -191,6 +192,9 @@ def create_topics(settings: KafkaSettings, stages: list[str]) -> dict[str, str]:
                 wanted.append(NewTopic(topic, num_partitions=settings.partitions, replication_factor=settings.replication_factor,
                                        topic_configs={"retention.ms": str(retention),
                                                       "max.message.bytes": str(settings.max_message_bytes)}))
+        wanted.append(NewTopic(feedback_topic(settings.topic_prefix), num_partitions=settings.partitions,
+                               replication_factor=settings.replication_factor,
+                               topic_configs={"retention.ms": str(settings.retention_ms)}))
         result = {}
         for new in wanted:
             if new.name in existing:
@@ -202,27 +206,6 @@ def create_topics(settings: KafkaSettings, stages: list[str]) -> dict[str, str]:
             except TopicAlreadyExistsError:
                 result[new.name] = "exists"
         return result
-    finally:
-        admin.close()
-
-
-def create_feedback_topic(settings: KafkaSettings) -> tuple[str, str]:
-    """Create the learning-to-rank feedback topic ``<prefix>.feedback.v1`` (partitions and retention from
-    settings). Idempotent. Returns (topic, "created" | "exists")."""
-    from visearch.shared.transport import feedback_topic
-
-    topic = feedback_topic(settings.topic_prefix)
-    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap, client_id="visearch-admin")
-    try:
-        if topic in set(admin.list_topics()):
-            return topic, "exists"
-        try:
-            admin.create_topics([NewTopic(topic, num_partitions=settings.partitions,
-                                          replication_factor=settings.replication_factor,
-                                          topic_configs={"retention.ms": str(settings.retention_ms)})])
-        except TopicAlreadyExistsError:
-            return topic, "exists"
-        return topic, "created"
     finally:
         admin.close()
 

@@ -125,7 +125,9 @@ def configure_logging(service: str = "visearch", level: str = "info", stream=Non
             structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+        # Without an explicit stream, sys.stderr is looked up per event, not bound here: a test runner or
+        # CLI harness that swaps (and later closes) sys.stderr must not leave loggers writing to a dead file.
+        logger_factory=structlog.PrintLoggerFactory(stream) if stream else (lambda *_: structlog.PrintLogger(sys.stderr)),
         cache_logger_on_first_use=False,
     )
     structlog.contextvars.bind_contextvars(service=service)

@@ -158,7 +158,7 @@ def write_ranker(directory: Path, ranker: Ranker, **extra) -> Path:
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    version = max((v for v, _ in _versions(directory)), default=0) + 1
+    version = max((v for v, _ in ranker_files(directory)), default=0) + 1
     named = replace(ranker, name=f"learned:{version}")
     path = directory / f"ranker-v{version}.json"
     tmp = directory / f".{path.name}.tmp"
@@ -167,7 +167,8 @@ def write_ranker(directory: Path, ranker: Ranker, **extra) -> Path:
     return path
 
 
-def _versions(directory: Path) -> list[tuple[int, Path]]:
+def ranker_files(directory: Path) -> list[tuple[int, Path]]:
+    """The ``ranker-v<N>.json`` files of ``directory`` as (N, path), oldest first (other names ignored)."""
     found = []
     for p in directory.glob("ranker-v*.json"):
         m = _RANKER_FILE.match(p.name)
@@ -216,24 +217,34 @@ class RankerRegistry:
         return self._learned
 
     def reload(self) -> int:
-        """Load the newest learned ranker if its version is newer than the one in use; returns the version in use."""
+        """Serve the newest readable ranker file of the folder; returns the version in use (0: none, profiles).
+
+        A newer version is loaded; when the file of the version in use has been deleted (a rollback), the
+        newest remaining one is, or with none left the profiles serve again. Unreadable files are skipped.
+        """
         with self._lock:
             self._checked = time.monotonic()
-            if self.learned_dir is None or not self.learned_dir.is_dir():
-                return self._learned_version
-            for version, path in reversed(_versions(self.learned_dir)):
-                if version <= self._learned_version:
-                    break
+            versions = ranker_files(self.learned_dir) if self.learned_dir is not None and self.learned_dir.is_dir() else []
+            present = {v for v, _ in versions}
+            if versions and max(present) <= self._learned_version and self._learned_version in present:
+                return self._learned_version  # nothing newer, and the one in use is still there
+            for version, path in reversed(versions):
+                if version == self._learned_version:
+                    return version
                 try:
                     self._learned, _ = read_ranker(path)
                 except ValueError as exc:
                     log.error("ranker_unreadable", path=str(path), error=str(exc))
                     continue
-                log.info("ranker_loaded", version=version, path=str(path))
+                log.info("ranker_loaded", version=version, path=str(path), previous=self._learned_version)
                 self._learned_version = version
                 RANKER_VERSION.set(version)
-                break
-            return self._learned_version
+                return version
+            if self._learned is not None:
+                log.warning("ranker_removed", version=self._learned_version, serving="profiles")
+            self._learned, self._learned_version = None, 0
+            RANKER_VERSION.set(0)
+            return 0
 
     def resolve(self, tenant: str, name: str = "", weights: Mapping[str, float] | None = None,
                 fusion: str | None = None, default: str | None = None) -> Ranker:

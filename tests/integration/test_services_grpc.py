@@ -65,14 +65,15 @@ def test_search_by_text_and_image_over_grpc(services, photos):
         hits = stub.Search(search_pb2.SearchRequest(text="coffee", top_k=3), timeout=30).hits
         assert "photo-coffee" in [h.image_id for h in hits]
         dog = next(p for p in photos if p.image_id == "photo-dog").read_bytes()
-        hits = stub.Search(search_pb2.SearchRequest(image=common_pb2.Image(content=dog), top_k=3), timeout=30).hits
+        response = stub.Search(search_pb2.SearchRequest(image=common_pb2.Image(content=dog), top_k=3), timeout=30)
+        hits = response.hits
         assert hits[0].image_id == "photo-dog" and hits[0].score > 0.99
         factors = {f.name: f for f in hits[0].factors}
         # An image query searches whole images and indexed regions; the blended score is the sum of the
         # factors' contributions, the visual one being weight * cosine.
         assert factors["visual"].value > 0.99 and factors["visual"].contribution == pytest.approx(factors["visual"].value)
         assert hits[0].score == pytest.approx(sum(f.contribution for f in hits[0].factors), abs=1e-5)
-        assert hits[0].ranker == "profile:blended" and len(stub.Search(search_pb2.SearchRequest(text="dog")).query_id) == 32
+        assert response.ranker == "profile:blended" and len(stub.Search(search_pb2.SearchRequest(text="dog")).query_id) == 32
 
 
 @pytest.mark.parametrize(("request_", "code"), [

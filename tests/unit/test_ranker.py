@@ -87,6 +87,13 @@ def test_learned_ranker_versions_and_hot_reload(tmp_path):
     assert registry.resolve("t").name == "learned:3"
     # A named profile still wins over the learned ranker (per-request rollback).
     assert registry.resolve("t", name="blended").name == "profile:blended"
+    # Deleting the served version rolls back hot: the newest readable one left (v2 is broken: v1), then none.
+    (tmp_path / "ranker-v3.json").unlink()
+    time.sleep(0.15)
+    assert registry.resolve("t").name == "learned:1"
+    first.unlink()
+    time.sleep(0.15)
+    assert registry.resolve("t").name == "profile:blended" and registry.reload() == 0
 
 
 def test_factor_functions():

@@ -488,3 +488,24 @@ def test_module_logger_follows_later_configuration():
     events = [json.loads(line)["event"] for line in stream.getvalue().splitlines()]
     assert events == ["kept"]
     assert structlog.get_config()["processors"][-2] is vlog.redact  # last before rendering
+
+
+def test_default_logging_follows_a_swapped_stderr(monkeypatch):
+    """Configured while a harness (typer's CliRunner, pytest capture) had swapped sys.stderr, logging keeps
+    working after that stream is closed: the default stream is looked up per event, not bound once."""
+    import sys
+
+    swapped = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", swapped)
+    vlog.configure_logging("test", "info")
+    log = vlog.get_logger("swap")
+    log.info("while_swapped")
+    assert "while_swapped" in swapped.getvalue()
+    swapped.close()
+    after = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", after)
+    try:
+        log.info("after_close")
+    finally:
+        vlog.configure_logging()
+    assert json.loads(after.getvalue())["event"] == "after_close"
