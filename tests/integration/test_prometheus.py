@@ -132,7 +132,12 @@ def test_key_series_exist_and_dlq_alert_fires(stack):
     time.sleep(3)  # a few scrapes of the small value, so increase() sees the jump that follows
     publish(settings, poison(120, 5))
     with grpc.insecure_channel(procs["ranking"].address) as channel:
-        search_pb2_grpc.SearchServiceStub(channel).Search(search_pb2.SearchRequest(text="sneaker", tenant="prom"), timeout=30)
+        try:
+            search_pb2_grpc.SearchServiceStub(channel).Search(search_pb2.SearchRequest(text="sneaker", tenant="prom"),
+                                                              timeout=30)
+        except grpc.RpcError as error:  # say where the time went: the ranking and embedding services' own logs
+            pytest.fail(f"Search failed: {error.code()} {error.details()}\n--- ranking\n{procs['ranking'].log_tail(40)}"
+                        f"\n--- embedding\n{procs['embedding'].log_tail(40)}")
 
     expected_series = [
         'up{job="visearch",service="embedding"} == 1', 'up{job="visearch",service="indexer"} == 1',

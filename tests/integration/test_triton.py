@@ -172,8 +172,11 @@ def test_kafka_ingest_and_grpc_search_with_models_on_triton(triton, tmp_path):
 
         with grpc.insecure_channel(ranking.address) as channel:
             query = search_pb2.SearchRequest(image=common_pb2.Image(content=events[0].image.content), top_k=3)
-            hits = search_pb2_grpc.SearchServiceStub(channel).Search(query, timeout=30).hits
-        assert hits[0].image_id == events[0].image_id and hits[0].score > 0.99
+            try:
+                hits = search_pb2_grpc.SearchServiceStub(channel).Search(query, timeout=30).hits
+            except grpc.RpcError as error:
+                pytest.fail(f"Search failed: {error.code()} {error.details()}\n--- ranking\n{ranking.log_tail(40)}")
+        assert hits[0].image_id == events[0].image_id and hits[0].score > 0.99, [(h.image_id, h.score) for h in hits]
         store.close()
     finally:
         codes = [p.stop() for p in procs]
