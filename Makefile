@@ -10,7 +10,7 @@ PROTOS := $(wildcard protos/visearch/v1/*.proto)
 PYTEST_ARGS ?=
 EVAL_ARGS ?=
 
-.PHONY: help setup system-packages models proto proto-check demo test test-unit eval bench chaos load chart-check clean \
+.PHONY: help setup system-packages models proto proto-check demo test test-unit eval bench bench-milvus chaos load chart-check clean \
         kafka-up kafka-down milvus-up milvus-down triton-up triton-down up down status
 
 # The local stack (make up): real Kafka and Milvus standalone on 127.0.0.1, services under supervisord.
@@ -76,6 +76,11 @@ eval: models  ## search quality: fashion, near-duplicate and text-to-image suite
 bench: models  ## figures and ratios: embedded ingest/search vs bare, per-model latency, recall; Kafka chain per stage vs bare, replicas, RSS
 	$(BIN)/python -m tests.bench.run --out reports
 	$(BIN)/python -m tests.bench.pipeline --out reports
+
+MILVUS_ROWS ?= 10000 70000
+
+bench-milvus: setup  ## Milvus standalone index alone: recall@10 / latency / QPS per HNSW search ef at MILVUS_ROWS vectors
+	$(BIN)/python -m tests.bench.milvus --out reports --rows $(MILVUS_ROWS)
 
 chart-check: setup  ## build helm/kubeconform/promtool (first run: minutes) and validate chart, alerts, dashboard
 	bash deploy/tools/install-tools.sh

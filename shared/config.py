@@ -113,6 +113,19 @@ class StoreSettings(BaseSettings):
         "Bounded", pattern="^(Strong|Bounded|Session|Eventually)$",
         description="Milvus consistency level of searches (Bounded: may miss writes of the last seconds, faster); "
                     "reads by id and counts are always Strong.")
+    index_type: str = Field(
+        "HNSW", pattern="^(HNSW|IVF_FLAT|FLAT|AUTOINDEX)$",
+        description="Vector index of new collections on a Milvus server (an existing collection keeps the index it "
+                    "was built with; Milvus Lite always searches FLAT). HNSW: graph (Malkov & Yashunin 2018), "
+                    "recall set per query by search_ef; IVF_FLAT: k-means lists probed by search_nprobe; FLAT: exact.")
+    hnsw_m: int = Field(16, ge=4, le=64, description="HNSW: graph neighbours per node (memory and recall grow with it).")
+    hnsw_ef_construction: int = Field(200, ge=8, le=1024, description="HNSW: candidate list size while building the graph.")
+    ivf_nlist: int = Field(1024, ge=1, le=65536, description="IVF_FLAT: number of k-means lists (about 4 x sqrt(rows)).")
+    search_ef: int = Field(
+        128, ge=1, le=32768,
+        description="HNSW: candidate list size per search, raised to offset + top_k when smaller; higher = better "
+                    "recall, slower (docs/performance.md has recall@10 per value).")
+    search_nprobe: int = Field(32, ge=1, le=65536, description="IVF_FLAT: lists probed per search.")
 
 
 class ConseSettings(BaseSettings):

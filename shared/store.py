@@ -214,6 +214,7 @@ class MilvusStore:
         except MilvusException as exc:
             raise DependencyUnavailableError(f"cannot connect to Milvus at {self.settings.uri}: {exc}") from exc
         self.collections = {space: f"{self.settings.collection_prefix}_{space}" for space in SPACES}
+        self._index_types: dict[str, str] = {}  # per space: the collection's actual index (it may predate settings)
         for space, dim in SPACES.items():
             self._ensure_collection(space, dim)
 
@@ -248,6 +249,8 @@ class MilvusStore:
                     f"collection {name} lacks fields {sorted(missing)} (created by an older visearch): reindex into a "
                     f"new VISEARCH_MILVUS_COLLECTION_PREFIX or drop it (docs/operations.md, index rebuild)")
             self._call("load_collection", self._client.load_collection, name)
+            described = self._call("describe_index", self._client.describe_index, name, "vector") or {}
+            self._index_types[space] = str(described.get("index_type", "AUTOINDEX"))
             return
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("pk", DataType.VARCHAR, is_primary=True, max_length=_VARCHAR["pk"])
@@ -266,10 +269,26 @@ class MilvusStore:
             for name_, length in _REGION_VARCHAR.items():
                 schema.add_field(name_, DataType.VARCHAR, max_length=length)
         index = self._client.prepare_index_params()
-        index.add_index(field_name="vector", index_type="AUTOINDEX", metric_type="COSINE")
+        index.add_index(field_name="vector", metric_type="COSINE", **self._index_build_params())
+        self._index_types[space] = self.settings.index_type
         self._call("create_collection", self._client.create_collection, collection_name=name, schema=schema,
                    index_params=index)
         log.info("collection_created", collection=name, dim=dim, uri=self.settings.uri)
+
+    def _index_build_params(self) -> dict:
+        kind = self.settings.index_type
+        params = {"HNSW": {"M": self.settings.hnsw_m, "efConstruction": self.settings.hnsw_ef_construction},
+                  "IVF_FLAT": {"nlist": self.settings.ivf_nlist}}.get(kind, {})
+        return {"index_type": kind, "params": params}
+
+    def search_params(self, space: str, top_k: int, offset: int = 0) -> dict:
+        """Milvus search parameters for ``space``: cosine metric, ``offset``, and the recall knob of the
+        collection's index (HNSW ``ef`` = max(search_ef, offset + top_k), as Milvus requires ef >= k;
+        IVF ``nprobe``); none for FLAT and AUTOINDEX."""
+        kind = self._index_types.get(space, "AUTOINDEX")
+        params = {"HNSW": {"ef": max(self.settings.search_ef, offset + top_k)},
+                  "IVF_FLAT": {"nprobe": self.settings.search_nprobe}}.get(kind, {})
+        return {"metric_type": "COSINE", "offset": offset, **({"params": params} if params else {})}
 
     def upsert(self, rows: Iterable[IndexRow]) -> int:
         """Insert or replace rows in every collection (idempotent by primary key). Returns the row count.
@@ -404,7 +423,7 @@ class MilvusStore:
         result = self._call(
             "search", self._client.search, collection_name=self.collections[space],
             data=[_floats(v) for v in np.asarray(vectors, dtype=np.float32)], filter=expr, limit=top_k,
-            output_fields=fields, search_params={"metric_type": "COSINE", "offset": offset},
+            output_fields=fields, search_params=self.search_params(space, top_k, offset),
             consistency_level=self.settings.search_consistency,
         )
         return [[StoredHit(image_id=h["entity"]["image_id"], score=float(h["distance"]),

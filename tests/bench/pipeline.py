@@ -15,7 +15,7 @@ in-process with one inference thread:
    and the ratio to the bare figure (what Kafka, protobuf and the worker loop cost);
 4. **replicas**: the slowest stage again with two processes in one consumer group (4 partitions: 2 each);
 5. **memory**: RSS of every service at rest (SERVING, before the first event) and after the run;
-6. **Milvus standalone**: recall@10 of the store's index against exact search, latency and QPS, on
+6. **Milvus standalone**: recall@10 of the store's index (HNSW) against exact search, latency and QPS per search ef, on
    ``--milvus-rows`` synthetic 1280-d vectors (default 10k and 70k).
 
 Writes ``reports/bench_pipeline.json`` and ``reports/bench_pipeline.md`` and prints the table.
@@ -24,7 +24,6 @@ Writes ``reports/bench_pipeline.json`` and ``reports/bench_pipeline.md`` and pri
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 import uuid
@@ -44,7 +43,7 @@ from tests.chaos.harness import (  # noqa: E402  (after the thread setting: the 
     run_dir,
     wait_until,
 )
-from tests.bench.run import bench_recall  # noqa: E402
+from tests.bench.run import bench_recall, write_report  # noqa: E402
 from tests.integration.stack import ServiceProcess  # noqa: E402
 from visearch.shared.datasets import fashion_mnist  # noqa: E402
 from visearch.shared.embedded import item_to_event  # noqa: E402
@@ -229,16 +228,15 @@ def main() -> None:
              (f"slowest stage ({r['stage']}): 1 -> 2 replicas", f"{r['one_img_per_s']} -> {r['two_img_per_s']} img/s "
               f"(x{r['speedup']})")]
     for m in results.get("milvus_standalone", []):
-        rows.append((f"Milvus standalone, {m['rows']} x {m['dim']}-d, AUTOINDEX cosine: recall@10 / p50 / p99 / QPS (4 clients)",
-                     f"{m['recall_at_10']} / {m['search_p50_ms']} ms / {m['search_p99_ms']} ms / {m['qps_4_clients']}/s "
-                     f"(upsert {m['insert_rows_per_s']:.0f} rows/s, flush + index {m['flush_and_index_s']} s)"))
+        rows.append((f"Milvus standalone, {m['rows']} x {m['dim']}-d, {m['index_type']} cosine: upsert / flush + index build",
+                     f"{m['insert_rows_per_s']:.0f} rows/s / {m['flush_and_index_s']} s"))
+        rows += [(f"Milvus standalone, {m['rows']} rows, ef {r['search_ef']}: recall@10 / p50 / p99 / QPS (4 clients)",
+                  f"{r['recall_at_10']} / {r['search_p50_ms']} ms / {r['search_p99_ms']} ms / {r['qps_4_clients']}/s")
+                 for r in m["sweep"]]
     rows += [(f"RSS {n}: at rest / after the run / peak", f"{e2e['rss_at_rest_mb'][n]} / {e2e['rss_after_mb'][n]} / "
               f"{e2e['rss_peak_mb'][n]} MiB") for n in ALL_STAGES]
     table = "| measurement | value |\n|---|---|\n" + "\n".join(f"| {a} | {b} |" for a, b in rows) + "\n"
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bench_pipeline.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.out / "bench_pipeline.md").write_text(table)
-    print(table)
+    write_report(args.out, "bench_pipeline", results, table)
 
 
 if __name__ == "__main__":

@@ -188,10 +188,21 @@ def bench_blend(platform: EmbeddedPlatform, queries: int, tenant: str) -> dict:
     return out
 
 
-def bench_recall(n: int, queries: int, dim: int = 1280, uri: str | None = None, clients: int = 4) -> dict:
-    """Recall@10 of the store's index (AUTOINDEX, cosine) against exact search, on ``n`` synthetic
+def write_report(out: Path, stem: str, results, table: str) -> None:
+    """Write ``<out>/<stem>.json`` (every figure) and ``<out>/<stem>.md`` (the table), and print the table."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / f"{stem}.md").write_text(table)
+    print(table)
+
+
+def bench_recall(n: int, queries: int, dim: int = 1280, uri: str | None = None, clients: int = 4,
+                 index_type: str = "HNSW", efs: tuple[int, ...] = (16, 64, 128, 256, 512)) -> dict:
+    """Recall@10 of the store's index (``index_type``, cosine) against exact search, on ``n`` synthetic
     clustered unit vectors: Milvus Lite in a temporary folder, or the Milvus server at ``uri`` (a fresh
-    collection prefix). Also the query latency (one client) and QPS with ``clients`` concurrent clients."""
+    collection prefix). For HNSW on a server, one row per search ``ef`` in ``efs`` (the index is built
+    once): recall, latency (one client) and QPS with ``clients`` concurrent clients. The top-level
+    figures are those of the default ``search_ef``."""
     from concurrent.futures import ThreadPoolExecutor
 
     rng = np.random.default_rng(0)
@@ -201,8 +212,9 @@ def bench_recall(n: int, queries: int, dim: int = 1280, uri: str | None = None, 
         m = min(n, i + 10000) - i
         chunk = centres[rng.integers(0, 64, m)] + 0.5 * rng.normal(size=(m, dim)).astype(np.float32)
         data[i : i + m] = chunk / np.linalg.norm(chunk, axis=1, keepdims=True)
+    default_ef = StoreSettings.model_fields["search_ef"].default
     with tempfile.TemporaryDirectory() as tmp:
-        store = MilvusStore(StoreSettings(uri=uri or str(Path(tmp) / "recall.db"),
+        store = MilvusStore(StoreSettings(uri=uri or str(Path(tmp) / "recall.db"), index_type=index_type,
                                           collection_prefix=f"bench{rng.integers(1 << 30):x}"))
         joint = np.zeros(384, dtype=np.float32)
         joint[0] = 1.0
@@ -222,20 +234,26 @@ def bench_recall(n: int, queries: int, dim: int = 1280, uri: str | None = None, 
                 time.sleep(1)
         index_s = time.perf_counter() - start
         query_vectors = [data[q * 7 % n] + 0.1 * rng.normal(size=dim).astype(np.float32) for q in range(queries)]
-        hits, latencies = 0, []
-        for query in query_vectors:
-            exact = set(np.argsort(-(data @ query))[:10].tolist())
-            start = time.perf_counter()
-            found = store.search("image", query, tenant="b", top_k=10)
-            latencies.append((time.perf_counter() - start) * 1000)
-            hits += len(exact & {int(h.image_id[1:]) for h in found})
-        with ThreadPoolExecutor(clients) as pool:
-            start = time.perf_counter()
-            list(pool.map(lambda q: store.search("image", q, tenant="b", top_k=10), query_vectors * 2))
-            qps = 2 * len(query_vectors) / (time.perf_counter() - start)
+        exact = [set(np.argsort(-(data @ query))[:10].tolist()) for query in query_vectors]
+        sweep = []
+        for ef in (efs if uri and index_type == "HNSW" else (default_ef,)):
+            store.settings.search_ef = ef
+            hits, latencies = 0, []
+            for query, truth in zip(query_vectors, exact):
+                start = time.perf_counter()
+                found = store.search("image", query, tenant="b", top_k=10)
+                latencies.append((time.perf_counter() - start) * 1000)
+                hits += len(truth & {int(h.image_id[1:]) for h in found})
+            with ThreadPoolExecutor(clients) as pool:
+                start = time.perf_counter()
+                list(pool.map(lambda q: store.search("image", q, tenant="b", top_k=10), query_vectors * 2))
+                qps = 2 * len(query_vectors) / (time.perf_counter() - start)
+            sweep.append({"search_ef": ef, "recall_at_10": round(hits / (10 * queries), 4),
+                          "search_p50_ms": round(percentile(latencies, 50), 2),
+                          "search_p99_ms": round(percentile(latencies, 99), 2), f"qps_{clients}_clients": round(qps, 1)})
         store.close()
-    return {"rows": n, "dim": dim, "recall_at_10": round(hits / (10 * queries), 4), "search_p50_ms": round(percentile(latencies, 50), 2),
-            "search_p99_ms": round(percentile(latencies, 99), 2), f"qps_{clients}_clients": round(qps, 1),
+    default = next((r for r in sweep if r["search_ef"] == default_ef), sweep[-1])
+    return {"rows": n, "dim": dim, "index_type": index_type, **default, "sweep": sweep,
             "insert_rows_per_s": round(insert_rate, 0), "flush_and_index_s": round(index_s, 1)}
 
 
@@ -336,10 +354,7 @@ def main() -> None:
     rows += [(f"ingest through {len(chain['stages'])} stages ({chain['images']} real photos)", f"{chain['img_per_s']} img/s"),
              ("RSS peak with every model loaded", f"{results['memory']['rss_peak_all_models_mb']:.0f} MB")]
     table = "| measurement | value |\n|---|---|\n" + "\n".join(f"| {a} | {b} |" for a, b in rows) + "\n"
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bench.json").write_text(json.dumps(results, indent=2))
-    (args.out / "bench.md").write_text(table)
-    print(table)
+    write_report(args.out, "bench", results, table)
 
 
 if __name__ == "__main__":

@@ -185,3 +185,27 @@ def test_milvus_lite_reopen_keeps_rows(tmp_path):
         assert second.search("image", rows[1].image_vector, tenant="A", top_k=1)[0].image_id == "img-1"
     finally:
         second.close()
+
+
+@pytest.mark.milvus_lite
+@pytest.mark.parametrize(("kind", "knob"), [("HNSW", {"ef": 128}), ("IVF_FLAT", {"nprobe": 32}), ("FLAT", None)])
+def test_index_type_is_built_and_its_search_knob_sent(tmp_path, kind, knob):
+    """The configured index type is what Milvus builds; searches send that index's recall knob (HNSW ef is
+    raised to offset + top_k); a reopened collection keeps the index it was built with, whatever the
+    settings now say."""
+    store = MilvusStore(StoreSettings(uri=str(tmp_path / "t.db"), index_type=kind))
+    try:
+        assert store._client.describe_index(store.collections["image"], "vector")["index_type"] == kind
+        store.upsert(make_rows("A", 3, seed=5))
+        assert store.search("image", make_rows("A", 3, seed=5)[2].image_vector, tenant="A", top_k=1)[0].image_id == "img-2"
+        params = store.search_params("image", top_k=10, offset=5)
+        assert params.get("params") == knob and params["offset"] == 5 and params["metric_type"] == "COSINE"
+        if kind == "HNSW":
+            assert store.search_params("image", top_k=200, offset=100)["params"] == {"ef": 300}
+    finally:
+        store.close()
+    reopened = MilvusStore(StoreSettings(uri=str(tmp_path / "t.db"), index_type="AUTOINDEX"))
+    try:
+        assert reopened.search_params("image", top_k=10).get("params") == knob
+    finally:
+        reopened.close()
