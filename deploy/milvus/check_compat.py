@@ -67,8 +67,9 @@ def main() -> int:
     schema.add_field("in_stock", DataType.BOOL)
     schema.add_field("updated_ms", DataType.INT64)
     index = client.prepare_index_params()
-    index.add_index(field_name="vector", index_type="AUTOINDEX", metric_type="COSINE")
-    step("create_collection(schema, index_params AUTOINDEX/COSINE)", client.create_collection,
+    # The store's default index (StoreSettings.index_type): HNSW with its build parameters.
+    index.add_index(field_name="vector", index_type="HNSW", metric_type="COSINE", params={"M": 16, "efConstruction": 200})
+    step("create_collection(schema, index_params HNSW/COSINE)", client.create_collection,
          collection_name=name, schema=schema, index_params=index)
     step("has_collection", client.has_collection, name)
     step("describe_index", client.describe_index, collection_name=name, index_name="vector")
@@ -98,12 +99,12 @@ def main() -> int:
             got_ids = sorted(h["entity"]["image_id"] for h in res[0])
             print(f"     {len(got_ids)} hits, filter exact: {got_ids == expected}; best: "
                   f"{[(h['entity']['image_id'], round(float(h['distance']), 4)) for h in res[0][:3]]}")
-        res0 = step(f"search(search_params={{metric_type: COSINE, offset: 0}}, {label})", client.search,
+        res0 = step(f"search(search_params={{metric_type: COSINE, offset: 0, ef: 128}}, {label})", client.search,
                     collection_name=name, data=[vecs[4].tolist()], filter='tenant == "a"', limit=5,
-                    output_fields=out_fields, search_params={"metric_type": "COSINE", "offset": 0}, **extra)
-        res2 = step(f"search(search_params={{metric_type: COSINE, offset: 2}}, {label})", client.search,
+                    output_fields=out_fields, search_params={"metric_type": "COSINE", "offset": 0, "params": {"ef": 128}}, **extra)
+        res2 = step(f"search(search_params={{metric_type: COSINE, offset: 2, ef: 128}}, {label})", client.search,
                     collection_name=name, data=[vecs[4].tolist()], filter='tenant == "a"', limit=5,
-                    output_fields=out_fields, search_params={"metric_type": "COSINE", "offset": 2}, **extra)
+                    output_fields=out_fields, search_params={"metric_type": "COSINE", "offset": 2, "params": {"ef": 128}}, **extra)
         if res0 is not None and res2 is not None:
             ids0 = [h["entity"]["image_id"] for h in res0[0]]
             ids2 = [h["entity"]["image_id"] for h in res2[0]]
