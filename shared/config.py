@@ -122,7 +122,7 @@ class StoreSettings(BaseSettings):
     hnsw_ef_construction: int = Field(200, ge=8, le=1024, description="HNSW: candidate list size while building the graph.")
     ivf_nlist: int = Field(1024, ge=1, le=65536, description="IVF_FLAT: number of k-means lists (about 4 x sqrt(rows)).")
     search_ef: int = Field(
-        128, ge=1, le=32768,
+        256, ge=1, le=32768,
         description="HNSW: candidate list size per search, raised to offset + top_k when smaller; higher = better "
                     "recall, slower (docs/performance.md has recall@10 per value).")
     search_nprobe: int = Field(32, ge=1, le=65536, description="IVF_FLAT: lists probed per search.")

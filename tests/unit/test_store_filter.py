@@ -188,7 +188,7 @@ def test_milvus_lite_reopen_keeps_rows(tmp_path):
 
 
 @pytest.mark.milvus_lite
-@pytest.mark.parametrize(("kind", "knob"), [("HNSW", {"ef": 128}), ("IVF_FLAT", {"nprobe": 32}), ("FLAT", None)])
+@pytest.mark.parametrize(("kind", "knob"), [("HNSW", {"ef": 256}), ("IVF_FLAT", {"nprobe": 32}), ("FLAT", None)])
 def test_index_type_is_built_and_its_search_knob_sent(tmp_path, kind, knob):
     """The configured index type is what Milvus builds; searches send that index's recall knob (HNSW ef is
     raised to offset + top_k); a reopened collection keeps the index it was built with, whatever the
