@@ -66,6 +66,10 @@ def wait_serving(address: str, process: subprocess.Popen, timeout_s: float = 120
     raise TimeoutError(f"{address} not serving after {timeout_s} s")
 
 
+_BIND_FAILURES = ("Address already in use", "Failed to bind")
+_BIND_RETRIES = 3
+
+
 class ServiceProcess:
     """``visearch serve <service>`` as a child process with its own ports and log file."""
 
@@ -75,6 +79,7 @@ class ServiceProcess:
         self.env = {**os.environ, **env, "VISEARCH_GRPC_PORT": str(self.port), "VISEARCH_METRICS_PORT": str(self.metrics_port)}
         self.log_path = log_dir / f"{service}.log"
         self.process: subprocess.Popen | None = None
+        self._log_offset = 0  # where this start's lines begin in the (appended) log
 
     @property
     def address(self) -> str:
@@ -82,6 +87,7 @@ class ServiceProcess:
 
     def start(self, wait: bool = True) -> "ServiceProcess":
         """Launch the process; with ``wait``, return once it is SERVING (else call :meth:`wait_serving`)."""
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")  # noqa: SIM115 (owned by the child)
         self.process = subprocess.Popen([sys.executable, "-m", "visearch", "serve", self.service], env=self.env,
                                         stdout=log, stderr=subprocess.STDOUT)
@@ -90,9 +96,24 @@ class ServiceProcess:
         return self
 
     def wait_serving(self, timeout_s: float = 180.0) -> None:
-        """Block until the process reports SERVING (models loaded)."""
+        """Block until the process reports SERVING (models loaded). A start that failed because its port
+        was taken is retried on new ports; any other failure raises with the service's last log lines."""
         assert self.process is not None
-        wait_serving(self.address, self.process, timeout_s)
+        for attempt in range(1, _BIND_RETRIES + 1):
+            try:
+                wait_serving(self.address, self.process, timeout_s)
+                return
+            except (AssertionError, TimeoutError) as exc:
+                this_run = self.log_path.read_bytes()[self._log_offset:].decode(errors="replace")
+                # free_port() closes its probe socket, so another process's client connection can take the
+                # port before the service binds it: choose new ports and start again.
+                if attempt < _BIND_RETRIES and any(marker in this_run for marker in _BIND_FAILURES):
+                    self.port, self.metrics_port = free_port(), free_port()
+                    self.env.update(VISEARCH_GRPC_PORT=str(self.port), VISEARCH_METRICS_PORT=str(self.metrics_port))
+                    self.start(wait=False)
+                    continue
+                tail = "\n".join(this_run.splitlines()[-40:])
+                raise type(exc)(f"{self.service}: {exc}\n--- last lines of {self.log_path}\n{tail}") from None
 
     def kill9(self) -> None:
         """SIGKILL: no drain, no commit (a crash)."""
