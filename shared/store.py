@@ -36,6 +36,7 @@ from visearch.shared.logging import get_logger
 from visearch.shared.metrics import MILVUS_SECONDS
 
 log = get_logger("store")
+_INDEX_WAIT_S = 10.0  # how long a starting service waits for a concurrent creator to build the vector index
 # Milvus Lite has no MVCC timestamps: its query iterator warns on every use that it uses the client's clock.
 logging.getLogger("pymilvus.orm.iterator").setLevel(logging.ERROR)
 
@@ -248,6 +249,7 @@ class MilvusStore:
                 raise SchemaMismatchError(
                     f"collection {name} lacks fields {sorted(missing)} (created by an older visearch): reindex into a "
                     f"new VISEARCH_MILVUS_COLLECTION_PREFIX or drop it (docs/operations.md, index rebuild)")
+            self._await_index(name)
             self._call("load_collection", self._client.load_collection, name)
             described = self._call("describe_index", self._client.describe_index, name, "vector") or {}
             self._index_types[space] = str(described.get("index_type", "AUTOINDEX"))
@@ -274,6 +276,23 @@ class MilvusStore:
         self._call("create_collection", self._client.create_collection, collection_name=name, schema=schema,
                    index_params=index)
         log.info("collection_created", collection=name, dim=dim, uri=self.settings.uri)
+
+    def _await_index(self, name: str) -> None:
+        """Wait for the vector index of an existing collection, building it if none comes.
+
+        A collection is created before its index (MilvusClient.create_collection makes both in turn), so a
+        service starting beside the one that creates it can see the collection without the index, and
+        load_collection then fails with "index not found". Polls for ``_INDEX_WAIT_S`` seconds; then builds this
+        version's index itself (the creator stopped in between)."""
+        deadline = time.monotonic() + _INDEX_WAIT_S
+        while not self._call("list_indexes", self._client.list_indexes, name):
+            if time.monotonic() > deadline:
+                log.warning("collection_index_missing", collection=name, action="creating it")
+                index = self._client.prepare_index_params()
+                index.add_index(field_name="vector", metric_type="COSINE", **self._index_build_params())
+                self._call("create_index", self._client.create_index, name, index)
+                return
+            time.sleep(0.5)
 
     def _index_build_params(self) -> dict:
         kind = self.settings.index_type

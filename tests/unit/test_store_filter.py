@@ -209,3 +209,44 @@ def test_index_type_is_built_and_its_search_knob_sent(tmp_path, kind, knob):
         assert reopened.search_params("image", top_k=10).get("params") == knob
     finally:
         reopened.close()
+
+
+@pytest.mark.milvus_lite
+@pytest.mark.parametrize("creator_finishes", [True, False])
+def test_a_collection_seen_before_its_index_is_awaited_or_indexed(tmp_path, monkeypatch, creator_finishes):
+    """A service starting beside the one that creates the collections can see a collection before its
+    vector index (load_collection would fail with "index not found"): it waits for the creator's index,
+    or builds the index itself when none comes, and then serves searches."""
+    import threading
+
+    import visearch.shared.store as store_module
+    from pymilvus import MilvusClient
+
+    settings = StoreSettings(uri=str(tmp_path / "t.db"))
+    create = MilvusClient.create_collection
+    monkeypatch.setattr(MilvusClient, "create_collection",
+                        lambda self, *a, index_params=None, **k: create(self, *a, **k))  # stop before the index
+    MilvusStore(settings).close()
+    monkeypatch.setattr(MilvusClient, "create_collection", create)
+    monkeypatch.setattr(store_module, "_INDEX_WAIT_S", 30.0 if creator_finishes else 0.5)
+    creator = None
+    if creator_finishes:
+        def build_indexes() -> None:
+            client = MilvusClient(uri=settings.uri)
+            for name in [f"{settings.collection_prefix}_{space}" for space in store_module.SPACES]:
+                index = client.prepare_index_params()
+                index.add_index(field_name="vector", metric_type="COSINE", index_type="FLAT")
+                client.create_index(name, index)
+        creator = threading.Timer(1.0, build_indexes)
+        creator.start()
+    store = MilvusStore(settings)
+    try:
+        if creator is not None:
+            creator.join()
+        built = store._client.describe_index(store.collections["image"], "vector")["index_type"]
+        assert built == ("FLAT" if creator_finishes else settings.index_type)
+        rows = make_rows("A", 3, seed=7)
+        store.upsert(rows)
+        assert store.search("image", rows[0].image_vector, tenant="A", top_k=1)[0].image_id == "img-0"
+    finally:
+        store.close()
