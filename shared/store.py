@@ -17,6 +17,7 @@ every write is an upsert and redelivered events are harmless.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -36,6 +37,7 @@ from visearch.shared.logging import get_logger
 from visearch.shared.metrics import MILVUS_SECONDS
 
 log = get_logger("store")
+_SERVER_SCHEMES = ("http://", "https://", "tcp://", "grpc://")  # anything else is a Milvus Lite file
 _INDEX_WAIT_S = 10.0  # how long a starting service waits for a concurrent creator to build the vector index
 # Milvus Lite has no MVCC timestamps: its query iterator warns on every use that it uses the client's clock.
 logging.getLogger("pymilvus.orm.iterator").setLevel(logging.ERROR)
@@ -200,7 +202,8 @@ class SchemaMismatchError(VisearchError):
 class MilvusStore:
     """Upsert, delete, get, update and search image rows in Milvus (Lite or server).
 
-    Thread-safe for concurrent callers (Milvus Lite's client is not, so calls are serialised).
+    Thread-safe for concurrent callers: calls to a Milvus server run concurrently (one gRPC channel;
+    :attr:`concurrent` is True), calls to Milvus Lite are serialised (its local client is not thread-safe).
 
     Raises:
         DependencyUnavailableError: Milvus cannot be reached or a call fails on the server side.
@@ -209,7 +212,8 @@ class MilvusStore:
 
     def __init__(self, settings: StoreSettings | None = None) -> None:
         self.settings = settings or StoreSettings()
-        self._lock = threading.RLock()
+        self.concurrent = self.settings.uri.startswith(_SERVER_SCHEMES)
+        self._lock = contextlib.nullcontext() if self.concurrent else threading.RLock()
         try:
             self._client = MilvusClient(uri=self.settings.uri, token=self.settings.token.get_secret_value())
         except MilvusException as exc:
@@ -370,15 +374,26 @@ class MilvusStore:
                           consistency_level=self.settings.search_consistency)
         return {r["image_id"]: np.asarray(r["vector"], dtype=np.float32) for r in rows}
 
-    def rows(self, tenant: str, image_ids: Iterable[str], filter: SearchFilter | None = None) -> list[StoredHit]:
-        """The scalar fields of several images (score 0.0), keeping only those that pass ``filter``."""
+    def rows(self, tenant: str, image_ids: Iterable[str], filter: SearchFilter | None = None, space: str = "image",
+             with_vector: bool = False) -> list[StoredHit]:
+        """The scalar fields of several images (score 0.0), keeping only those that pass ``filter``.
+
+        Args:
+            space: the collection read (image, joint, colour: each holds every scalar field).
+            with_vector: also return the row's vector of ``space`` (float32, unit norm) as ``fields["vector"]``,
+                in the same round trip.
+        """
         pks = [primary_key(tenant, i) for i in image_ids]
         if not pks:
             return []
         expr = f"{(filter or SearchFilter()).expression(tenant)} and pk in {_literal(pks)}"
-        rows = self._call("query", self._client.query, collection_name=self.collections["image"], filter=expr,
-                          output_fields=OUTPUT_FIELDS, consistency_level=self.settings.search_consistency)
-        return [StoredHit(image_id=r["image_id"], score=0.0, fields=dict(r)) for r in rows]
+        rows = self._call("query", self._client.query, collection_name=self.collections[space], filter=expr,
+                          output_fields=[*OUTPUT_FIELDS, *(["vector"] if with_vector else [])],
+                          consistency_level=self.settings.search_consistency)
+        hits = [StoredHit(image_id=r["image_id"], score=0.0, fields=dict(r)) for r in rows]
+        for hit in hits if with_vector else []:
+            hit.fields["vector"] = np.asarray(hit.fields["vector"], dtype=np.float32)
+        return hits
 
     def text_rows(self, tenant: str, batch_size: int = 1000) -> Iterable[dict]:
         """Every row of ``tenant`` with its text fields (image_id, title, description, tags, ocr_text),

@@ -93,6 +93,18 @@ class Candidate:
                 self.region = region
 
 
+@dataclass(frozen=True)
+class Route:
+    """One candidate source: an ANN query of ``vector`` in collection ``space`` whose cosine similarity
+    becomes factor ``factor``; region routes may name the query box and label they came from."""
+
+    space: str
+    factor: str
+    vector: np.ndarray
+    query_box: common_pb2.Box | None = None
+    query_label: str = ""
+
+
 @dataclass
 class Query:
     """What a request asks for, as the factors need it (each part optional).
@@ -160,6 +172,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         self.feedback = feedback
         self.feedback_topic = feedback_topic_name
         self._feedback_lock = threading.Lock()
+        self._route_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="route")
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="understand")  # a Kafka transport is not thread-safe; gRPC handlers are threads
 
     # --- Search ---------------------------------------------------------------------------------
@@ -180,21 +193,22 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             if not request.text.strip():
                 raise InvalidEventError("text query is empty", reason="empty_query")
             query = Query("text", joint=self._embed_text(request.text), text=request.text, tags=text_tags(request.text))
-            candidates = self._route({}, "joint", "text", query.joint, tenant, depth, flt)
+            candidates = self._run_routes([Route("joint", "text", query.joint)], tenant, depth, flt)
         elif kind == "image_id":
             row = self._stored(tenant, request.image_id)
             flt.exclude_image_ids.append(request.image_id)
             query = self._stored_query(tenant, row)
-            candidates = self._route({}, "image", "visual", query.visual, tenant, depth, flt)
+            routes = [Route("image", "visual", query.visual)]
             if request.region_mode == Mode.REGION_MODE_AUTO and ranker.active("region"):
-                self._route(candidates, "region", "region", query.visual, tenant, depth, flt)
+                routes.append(Route("region", "region", query.visual))
+            candidates = self._run_routes(routes, tenant, depth, flt)
         elif kind == "colour":
             query = Query("colour", colour=self._colour_vector(request.colour, tenant))
-            candidates = self._route({}, "colour", "colour", query.colour, tenant, depth, flt)
+            candidates = self._run_routes([Route("colour", "colour", query.colour)], tenant, depth, flt)
         else:
             raise InvalidEventError("set one of image, text, image_id or colour", reason="empty_query")
         if query.text and ranker.active("bm25"):
-            self._bm25_route(candidates, query.text, tenant, depth, flt)
+            self._bm25_route(candidates, query, ranker, tenant, depth, flt)
         return self._respond(candidates, query, ranker, tenant, request.offset, window, start)
 
     def _ranker(self, profile: search_pb2.RankingProfile, tenant: str, default: str | None = None) -> Ranker:
@@ -226,20 +240,20 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             vector, query_box = self._embed_image(image), None
         query = Query("image", visual=vector)
         self._apply_understanding(query, pending, ranker)
-        candidates: dict[str, Candidate] = {}
+        routes: list[Route] = []
         if request.region_mode != Mode.REGION_MODE_QUERY_OBJECTS:
-            self._route(candidates, "image", "visual", vector, tenant, depth, flt)
+            routes.append(Route("image", "visual", vector))
         if request.region_mode == Mode.REGION_MODE_AUTO and ranker.active("region"):
-            self._route(candidates, "region", "region", vector, tenant, depth, flt, query_box=query_box)
+            routes.append(Route("region", "region", vector, query_box=query_box))
         elif request.region_mode == Mode.REGION_MODE_QUERY_OBJECTS:
             objects = self._query_objects(image)
             if not objects:  # nothing detected: fall back to the whole image against the regions
-                return query, self._route(candidates, "region", "region", vector, tenant, depth, flt)
-            vectors = self._embed_regions(image, [d.box for d in objects])
-            for detection, vec in zip(objects, vectors):
-                self._route(candidates, "region", "region", vec, tenant, depth, flt, query_box=detection.box,
-                            query_label=detection.label)
-        return query, candidates
+                routes.append(Route("region", "region", vector))
+            else:
+                vectors = self._embed_regions(image, [d.box for d in objects])
+                routes += [Route("region", "region", vec, query_box=detection.box, query_label=detection.label)
+                           for detection, vec in zip(objects, vectors)]
+        return query, self._run_routes(routes, tenant, depth, flt)
 
     def _understand_async(self, image: common_pb2.Image, ranker: Ranker) -> dict[str, Future]:
         """Start query understanding when a factor it feeds is weighed: Classify (tags, taxonomy, colours,
@@ -290,28 +304,50 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         return Query("image_id", visual=np.asarray(row["vector"], dtype=np.float32), joint=joint, colour=colour,
                      tags=hit_tags(row), taxonomy=row.get("taxonomy", ""), phash=int(row.get("phash") or 0))
 
-    def _route(self, candidates: dict, space: str, factor: str, vector: np.ndarray, tenant: str, depth: int,
-               flt: SearchFilter, query_box: common_pb2.Box | None = None, query_label: str = "") -> dict:
-        """Search one collection and merge its hits into ``candidates`` (image id -> Candidate)."""
-        # Several regions of one image can be near the query: ask for more so `depth` images remain.
-        limit = min(depth * (3 if space == "region" else 1), MAX_WINDOW)
-        for stored in self.store.search(space, vector, tenant=tenant, top_k=limit, filter=flt):
-            candidate = candidates.setdefault(stored.image_id, Candidate(stored))
-            region = None
-            if space == "region":
-                x1, y1, x2, y2 = stored.fields["box"]
-                region = search_pb2.RegionMatch(index=int(stored.fields["region_index"]), label=stored.fields["label"],
-                                                box=common_pb2.Box(x1=x1, y1=y1, x2=x2, y2=y2), query_label=query_label)
-                if query_box is not None:
-                    region.query_box.CopyFrom(query_box)
-            candidate.offer(factor, stored.score, region)
+    def _run_routes(self, routes: list[Route], tenant: str, depth: int, flt: SearchFilter) -> dict[str, Candidate]:
+        """Search the collection of each route and merge the hits into candidates (image id -> Candidate),
+        in route order (so the first route that found an image provides its fields).
+
+        On a Milvus server the routes' queries run concurrently: the search waits for the slowest one,
+        not for their sum. Milvus Lite serialises them.
+        """
+        def search(route: Route) -> list[StoredHit]:
+            # Several regions of one image can be near the query: ask for more so `depth` images remain.
+            limit = min(depth * (3 if route.space == "region" else 1), MAX_WINDOW)
+            return self.store.search(route.space, route.vector, tenant=tenant, top_k=limit, filter=flt)
+
+        if self.store.concurrent and len(routes) > 1:
+            found = list(self._route_pool.map(search, routes))
+        else:
+            found = [search(route) for route in routes]
+        candidates: dict[str, Candidate] = {}
+        for route, hits in zip(routes, found):
+            for stored in hits:
+                candidate = candidates.setdefault(stored.image_id, Candidate(stored))
+                region = None
+                if route.space == "region":
+                    x1, y1, x2, y2 = stored.fields["box"]
+                    region = search_pb2.RegionMatch(index=int(stored.fields["region_index"]), label=stored.fields["label"],
+                                                    box=common_pb2.Box(x1=x1, y1=y1, x2=x2, y2=y2),
+                                                    query_label=route.query_label)
+                    if route.query_box is not None:
+                        region.query_box.CopyFrom(route.query_box)
+                candidate.offer(route.factor, stored.score, region)
         return candidates
 
-    def _bm25_route(self, candidates: dict, text: str, tenant: str, depth: int, flt: SearchFilter) -> None:
-        """Add the best BM25 matches of ``text`` (their rows read from Milvus, so filters still apply)."""
-        found = [i for i, _ in self.text_index.search(tenant, text, depth) if i not in candidates]
-        for stored in self.store.rows(tenant, found, flt):
-            candidates[stored.image_id] = Candidate(stored)
+    def _bm25_route(self, candidates: dict, query: Query, ranker: Ranker, tenant: str, depth: int,
+                    flt: SearchFilter) -> None:
+        """Add the best BM25 matches of the query text (their rows read from Milvus, so filters still apply).
+
+        The rows come from the joint collection with their joint vectors when the text factor is weighed:
+        the new candidates' dense text similarity needs no second read.
+        """
+        found = [i for i, _ in self.text_index.search(tenant, query.text, depth) if i not in candidates]
+        with_text = query.joint is not None and ranker.active("text")
+        for stored in self.store.rows(tenant, found, flt, space="joint", with_vector=with_text):
+            candidate = candidates[stored.image_id] = Candidate(stored)
+            if with_text:
+                candidate.factors["text"] = float(np.dot(stored.fields.pop("vector"), query.joint))
 
     def _rescore(self, candidates: dict, query: Query, ranker: Ranker, tenant: str) -> None:
         """Give every candidate each factor the ranker weighs and the query supports."""
@@ -417,7 +453,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         query = self._stored_query(tenant, row)
         ranker = self._ranker(request.ranking, tenant)
         depth = min(max(window, self.settings.rerank_depth), MAX_WINDOW)
-        candidates = self._route({}, "image", "visual", query.visual, tenant, depth, flt)
+        candidates = self._run_routes([Route("image", "visual", query.visual)], tenant, depth, flt)
         return self._respond(candidates, query, ranker, tenant, request.offset, window, start)
 
     @rpc_method(SERVICE_NAME)
@@ -468,14 +504,14 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         else:
             raise InvalidEventError("set image_id or image", reason="empty_query")
         if request.exact_only:  # verified matches only, ordered by how well they verify
-            candidates = self._route({}, "image", "visual", query.visual, tenant, max(window, EXACT_CANDIDATES), flt)
+            candidates = self._run_routes([Route("image", "visual", query.visual)], tenant, max(window, EXACT_CANDIDATES), flt)
             candidates = self._verify_exact(candidates, query_image, query.phash)
             return self._respond(candidates, query, EXACT_RANKER, tenant, request.offset, window, start)
         ranker = self._ranker(request.ranking, tenant)
         if item == "image" and self.settings.understand_query:
             self._apply_understanding(query, self._understand_async(request.image, ranker), ranker)
         depth = min(max(window, self.settings.rerank_depth), MAX_WINDOW)
-        candidates = self._route({}, "image", "visual", query.visual, tenant, depth, flt)
+        candidates = self._run_routes([Route("image", "visual", query.visual)], tenant, depth, flt)
         return self._respond(candidates, query, ranker, tenant, request.offset, window, start)
 
     def _verify_exact(self, candidates: dict, query_image: Image.Image | None, phash: int) -> dict:
