@@ -250,3 +250,18 @@ def test_a_collection_seen_before_its_index_is_awaited_or_indexed(tmp_path, monk
         assert store.search("image", rows[0].image_vector, tenant="A", top_k=1)[0].image_id == "img-0"
     finally:
         store.close()
+
+
+@pytest.mark.milvus_lite
+def test_rows_read_with_their_vector_of_a_space_in_one_query(store):
+    """rows(space="joint", with_vector=True): the filtered rows' fields plus their joint vectors (what the
+    BM25 route needs for the dense text factor); without with_vector no vector is returned. A Lite store
+    serialises its calls (not concurrent)."""
+    rows = make_rows("A", 4, seed=11)
+    store.upsert(rows)
+    read = store.rows("A", ["img-0", "img-1", "img-3"], SearchFilter(in_stock=True), space="joint", with_vector=True)
+    assert sorted(h.image_id for h in read) == ["img-1"]  # img-0 and img-3 are out of stock
+    assert read[0].fields["title"] == "item 1" and read[0].fields["vector"].dtype == np.float32
+    np.testing.assert_allclose(read[0].fields["vector"], rows[1].joint_vector, atol=1e-6)
+    assert "vector" not in store.rows("A", ["img-1"])[0].fields
+    assert store.concurrent is False
