@@ -7,6 +7,7 @@ that claims 20,000 x 20,000 pixels (a decompression bomb) is refused without all
 from __future__ import annotations
 
 import io
+import math
 import urllib.parse
 import warnings
 from pathlib import Path
@@ -69,8 +70,14 @@ def read_uri(uri: str, settings: ImageSettings | None = None) -> bytes:
 DECODABLE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 
 
-def decode_image(data: bytes, settings: ImageSettings | None = None) -> Image.Image:
+def decode_image(data: bytes, settings: ImageSettings | None = None, min_side: int = 0) -> Image.Image:
     """Decode encoded image bytes to an RGB ``PIL.Image`` (EXIF orientation applied, alpha over white).
+
+    With ``min_side`` > 0, a JPEG is decoded in draft mode (libjpeg's DCT scaling by 1/2, 1/4 or 1/8,
+    Pillow's ``Image.draft``) to the smallest scale whose short side is still >= ``min_side`` pixels:
+    for a 1411 x 1411 photo and ``min_side`` 256, 353 x 353, decoded about 10x faster. Other formats,
+    and JPEGs already small, decode at full size. Only for callers that resize the whole image below
+    ``min_side`` anyway (a global embedding), not for crops in the original's pixel coordinates.
 
     The result's ``format`` attribute keeps the encoded format (``JPEG``, ``PNG``, ``WEBP``...).
 
@@ -111,6 +118,9 @@ def decode_image(data: bytes, settings: ImageSettings | None = None) -> Image.Im
     if width * height > settings.max_pixels:
         raise _invalid(f"image is {width}x{height} = {width * height} pixels > limit {settings.max_pixels}",
                        "decompression_bomb")
+    if min_side > 0 and encoded_format == "JPEG" and min(width, height) >= 2 * min_side:
+        scale = min_side / min(width, height)
+        img.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))  # libjpeg picks the scale >= this
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. "Corrupt EXIF data": not fatal
@@ -197,8 +207,9 @@ def image_bytes(image, settings: ImageSettings | None = None) -> bytes:
     raise InvalidEventError("no image given: set image.content or image.uri (missing_image)", reason="missing_image")
 
 
-def decode_request_images(images, settings: ImageSettings | None = None, max_images: int = 64) -> list[Image.Image]:
-    """Decode the ``visearch.v1.Image`` messages of a request, in order.
+def decode_request_images(images, settings: ImageSettings | None = None, max_images: int = 64,
+                          min_side: int = 0) -> list[Image.Image]:
+    """Decode the ``visearch.v1.Image`` messages of a request, in order (``min_side``: see :func:`decode_image`).
 
     Raises:
         InvalidEventError: (``empty_request``) no image, or (``too_many_images``) more than ``max_images``.
@@ -214,7 +225,7 @@ def decode_request_images(images, settings: ImageSettings | None = None, max_ima
     decoded = []
     for index, image in enumerate(images):
         try:
-            decoded.append(decode_image(image_bytes(image, settings), settings))
+            decoded.append(decode_image(image_bytes(image, settings), settings, min_side))
         except VisearchError as exc:
             suffix = "" if f"({exc.reason})" in str(exc) else f" ({exc.reason})"
             raise type(exc)(f"image {index}: {exc}{suffix}", reason=exc.reason) from exc

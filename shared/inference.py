@@ -41,6 +41,7 @@ class OnnxRunner:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = intra_op_threads
         self.model_name = model_name
+        self.path = Path(path)
         self._session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
         self._inputs = {i.name: i for i in self._session.get_inputs()}
 

@@ -7,7 +7,7 @@ import hashlib
 from visearch.shared.config import DetectionSettings, ImageSettings
 from visearch.shared.errors import InvalidEventError
 from visearch.shared.grpcutil import rpc_method
-from visearch.shared.images import crop_box, decode_request_images
+from visearch.shared.images import RESIZE_SHORT_SIDE, crop_box, decode_request_images
 from visearch.shared.logging import get_logger
 from visearch.shared.pipeline import ImageStage
 from visearch.services.embedding.encoders import Embedder
@@ -31,7 +31,9 @@ class EmbeddingService(embedding_pb2_grpc.EmbeddingServiceServicer):
     @rpc_method(SERVICE_NAME)
     def EmbedImage(self, request: embedding_pb2.EmbedImageRequest, context) -> embedding_pb2.EmbedImageResponse:  # noqa: N802
         """Embed each image; any bad image fails the call with INVALID_ARGUMENT naming its index."""
-        decoded = decode_request_images(request.images, self.image_settings, MAX_IMAGES_PER_REQUEST)
+        # Only the global embedding is computed, which resizes to 256 px: a large JPEG decodes at reduced scale.
+        min_side = RESIZE_SHORT_SIDE if self.image_settings.draft_decode else 0
+        decoded = decode_request_images(request.images, self.image_settings, MAX_IMAGES_PER_REQUEST, min_side)
         result = self.embedder.embed_images(decoded)
         top = self.embedder.top_classes(result.probs, request.top_classes) if request.top_classes > 0 else [[]] * len(decoded)
         response = embedding_pb2.EmbedImageResponse(image_model=self.embedder.image_model, text_model=self.embedder.text_model)

@@ -5,7 +5,9 @@ by image and by text against one bare encode + one bare ANN query, Milvus Lite r
 index against exact search, per-image latency of every recognition model and the five-stage chain's
 throughput on real photos, and the process RSS. The chain over Kafka (per stage against the bare
 stage compute, end to end, two replicas, RSS per service) is tests/bench/pipeline.py, also run by
-``make bench``; Milvus standalone at 1M is not measured yet.
+``make bench``; Milvus standalone recall per HNSW ef is tests/bench/milvus.py (``make bench-milvus``).
+The fast-path options are measured here too: draft-mode JPEG decode and int8 dynamic quantisation of
+the query encoders (speed and how far their embeddings move).
 
 Writes ``reports/bench.json`` and ``reports/bench.md`` and prints the table.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import resource
 import statistics
 import tempfile
@@ -291,6 +294,92 @@ def bench_recognition(platform: EmbeddedPlatform, repeats: int = 3) -> dict:
     return results
 
 
+def bench_draft_decode(platform: EmbeddedPlatform, repeats: int = 7) -> dict:
+    """Full vs draft-mode JPEG decode (``decode_image(min_side=256)``, VISEARCH_IMAGE_DRAFT_DECODE) of the
+    real JPEG photos whose short side is >= 512 px and of a 3000 x 2000 q90 JPEG (one photo upscaled, a
+    catalogue-sized image): p50 milliseconds, their ratio, and the cosine between the EfficientNet-Lite0
+    embeddings of the two decodes (1.0: the same vector)."""
+    import io
+
+    from PIL import Image
+
+    jpegs = {p.image_id: p.read_bytes() for p in photo_catalogue()}
+    jpegs = {k: v for k, v in jpegs.items() if Image.open(io.BytesIO(v)).format == "JPEG"
+             and min(Image.open(io.BytesIO(v)).size) >= 512}
+    big = Image.open(io.BytesIO(jpegs["photo-kite"])).convert("RGB").resize((3000, 2000), Image.BICUBIC)
+    buf = io.BytesIO()
+    big.save(buf, format="JPEG", quality=90)
+    jpegs["3000x2000 q90"] = buf.getvalue()
+    out = {}
+    for name, data in jpegs.items():
+        times: dict[int, list[float]] = {0: [], 256: []}
+        for _ in range(repeats):
+            for min_side in times:
+                start = time.perf_counter()
+                decoded = decode_image(data, min_side=min_side)
+                times[min_side].append((time.perf_counter() - start) * 1000)
+        full, draft = decode_image(data), decode_image(data, min_side=256)
+        if full.size == draft.size:  # short side under 2 x 256 px at some scale: draft mode does nothing
+            continue
+        vectors = platform.embedder.embed_images([full, draft]).image
+        out[name] = {"size": list(full.size), "draft_size": list(draft.size),
+                     "full_p50_ms": round(statistics.median(times[0]), 2), "draft_p50_ms": round(statistics.median(times[256]), 2),
+                     "speedup": round(statistics.median(times[0]) / statistics.median(times[256]), 2),
+                     "embedding_cosine": round(float(np.dot(vectors[0], vectors[1])), 4)}
+    return out
+
+
+def bench_int8(platform: EmbeddedPlatform, repeats: int = 3) -> dict:
+    """onnxruntime dynamic int8 quantisation (``onnxruntime.quantization.quantize_dynamic``, weights QInt8)
+    of the two query encoders, measured against their fp32 models on this CPU: batch-1 p50 milliseconds,
+    speed-up, and the cosine of the int8 embedding to the fp32 one (min and median over the photos or
+    query texts). EfficientNet-Lite0: every Conv and MatMul quantised; MiniLM: its MatMuls."""
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    photos = photo_catalogue()
+    images = np.stack([preprocess_imagenet(decode_image(p.read_bytes())) for p in photos])
+    tokenizer = platform.embedder.text.tokenizer
+    texts = [p.title for p in photos] + ["dog", "a cup of coffee", "ankle boot", "red dress", "rocket launch at night"]
+    cases = {
+        "EfficientNet-Lite0 (image)": (platform.embedder.image.runner.path, None, "embedding",
+                                       [{"image": images[i : i + 1]} for i in range(len(images))]),
+        "MiniLM-L6 (text)": (platform.embedder.text.runner.path, ["MatMul"], "sentence_embedding",
+                             [dict(zip(("input_ids", "attention_mask"), tokenizer.encode([t]))) for t in texts]),
+    }
+    options = ort.SessionOptions()  # as the services' sessions (shared/inference.py), one thread
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = 1
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, (source, ops, output, feeds) in cases.items():
+            target = Path(tmp) / f"{Path(source).parent.parent.name}-int8.onnx"
+            root = logging.getLogger()
+            level, root.level = root.level, logging.ERROR  # the quantiser warns per tensor it skips (hundreds of lines)
+            try:
+                quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, op_types_to_quantize=ops)
+            finally:
+                root.setLevel(level)
+            sessions = {kind: ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+                        for kind, path in (("fp32", source), ("int8", target))}
+            times: dict[str, list[float]] = {"fp32": [], "int8": []}
+            vectors: dict[str, list[np.ndarray]] = {"fp32": [], "int8": []}
+            for _ in range(repeats):
+                for feed in feeds:
+                    for kind, session in sessions.items():
+                        start = time.perf_counter()
+                        vector = session.run([output], feed)[0][0]
+                        times[kind].append((time.perf_counter() - start) * 1000)
+                        vectors[kind].append(vector / np.linalg.norm(vector))
+            cosines = [float(np.dot(a, b)) for a, b in zip(vectors["fp32"], vectors["int8"])]
+            out[name] = {"fp32_p50_ms": round(statistics.median(times["fp32"]), 2),
+                         "int8_p50_ms": round(statistics.median(times["int8"]), 2),
+                         "speedup": round(statistics.median(times["fp32"]) / statistics.median(times["int8"]), 2),
+                         "cosine_min": round(min(cosines), 4), "cosine_median": round(statistics.median(cosines), 4),
+                         "size_mb": [round(Path(source).stat().st_size / 2**20, 1), round(target.stat().st_size / 2**20, 1)]}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=500, help="Fashion-MNIST images for the ingest figures.")
@@ -311,6 +400,8 @@ def main() -> None:
             results["search"] = bench_search(platform, args.queries)
             results["search_breakdown"] = bench_search_breakdown(platform, args.queries)
             results["memory"] = {"rss_after_model_load_mb": round(rss_rest, 0), "rss_peak_mb": round(rss_mb(), 0)}
+            results["draft_decode"] = bench_draft_decode(platform)
+            results["int8"] = bench_int8(platform)
         with EmbeddedPlatform(StoreSettings(uri=str(Path(tmp) / "recognition.db")), service_settings=ServiceSettings(tenant="bench"),
                               image_settings=ImageSettings(allow_file_uris=True)) as platform:
             results["recognition"] = bench_recognition(platform)
@@ -347,6 +438,14 @@ def main() -> None:
              ("Milvus Lite search p50 / p99", f"{r['search_p50_ms']} / {r['search_p99_ms']} ms"),
              ("Milvus Lite upsert", f"{r['insert_rows_per_s']:.0f} rows/s"),
              ("RSS after model load / peak", f"{results['memory']['rss_after_model_load_mb']:.0f} / {results['memory']['rss_peak_mb']:.0f} MB")]
+    for name, d in results["draft_decode"].items():
+        rows.append((f"JPEG decode {name} ({d['size'][0]}x{d['size'][1]} -> draft {d['draft_size'][0]}x{d['draft_size'][1]}), "
+                     "full vs draft p50", f"{d['full_p50_ms']} vs {d['draft_p50_ms']} ms (x{d['speedup']}; "
+                     f"embedding cosine {d['embedding_cosine']})"))
+    for name, q in results["int8"].items():
+        rows.append((f"int8 dynamic quantisation, {name}: fp32 vs int8 p50",
+                     f"{q['fp32_p50_ms']} vs {q['int8_p50_ms']} ms (x{q['speedup']}; cosine to fp32 min {q['cosine_min']}, "
+                     f"median {q['cosine_median']}; {q['size_mb'][0]} -> {q['size_mb'][1]} MB)"))
     for name, figures in results["recognition"].items():
         if name != "chain":
             rows.append((f"model latency per image: {name}, p50 / p90", f"{figures['p50_ms']} / {figures['p90_ms']} ms"))

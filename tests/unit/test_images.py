@@ -410,3 +410,35 @@ def test_error_reason_override_is_per_instance():
     err = InvalidImageError("x", reason="empty_image")
     assert err.reason == "empty_image"
     assert InvalidImageError("y").reason == "undecodable_image"
+
+
+def _encoded(size: tuple[int, int], fmt: str, exif_orientation: int = 0) -> bytes:
+    rng = np.random.default_rng(5)
+    img = Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+    buf = io.BytesIO()
+    if exif_orientation:
+        exif = Image.Exif()
+        exif[0x0112] = exif_orientation
+        img.save(buf, format=fmt, exif=exif)
+    else:
+        img.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(("size", "fmt", "min_side", "expected"), [
+    ((1200, 800), "JPEG", 256, (600, 400)),    # 1/2: 1/4 would leave a 200 px short side
+    ((2400, 1600), "JPEG", 256, (600, 400)),   # 1/4: 1/8 would leave 200 px
+    ((600, 400), "JPEG", 256, (600, 400)),     # short side < 2 x 256: nothing to gain
+    ((1200, 800), "PNG", 256, (1200, 800)),    # draft is a JPEG (DCT) feature
+    ((1200, 800), "JPEG", 0, (1200, 800)),     # off
+])
+def test_draft_decode_keeps_the_short_side_at_least_min_side(size, fmt, min_side, expected):
+    img = decode_image(_encoded(size, fmt), min_side=min_side)
+    assert min(img.size) >= min(min_side, min(size))
+    assert img.mode == "RGB" and img.format == fmt and img.size == expected
+
+
+def test_draft_decode_applies_exif_orientation():
+    """A portrait photo stored landscape with EXIF orientation 6 comes out portrait at the reduced scale."""
+    img = decode_image(_encoded((1200, 800), "JPEG", exif_orientation=6), min_side=256)
+    assert img.size == (400, 600)
