@@ -267,7 +267,7 @@ class RankingSettings(BaseSettings):
     reload_interval_s: float = Field(5.0, ge=0.1, le=3600, description="How often the learned-ranker folder is checked, seconds.")
     rrf_k: int = Field(60, ge=1, le=10_000, description="Reciprocal rank fusion constant k.")
     rerank_depth: int = Field(100, ge=1, le=16_384,
-                              description="Candidates fetched per route and re-scored by every factor (at least the requested window).")
+                              description="Candidates fetched per route and re-scored by every factor (at least the requested window; only the window when the ranker weighs nothing but the one route's similarity, e.g. visual_only).")
     understand_query: bool = Field(
         True, description="Read a query image's text (OCR) and tags (classification) for the text and tag factors.")
     freshness_half_life_days: float = Field(30.0, gt=0, description="Age at which the freshness factor halves, days.")

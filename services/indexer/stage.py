@@ -97,7 +97,8 @@ class IndexerStage(Stage):
             vectors = np.stack([r.image_vector for r in group])
             ids = [r.image_id for r in group]
             neighbours = self.store.search_many("image", vectors, tenant=tenant, top_k=DUPLICATE_CANDIDATES,
-                                                filter=SearchFilter(exclude_image_ids=ids))
+                                                filter=SearchFilter(exclude_image_ids=ids),
+                                                output_fields=("phash", "duplicate_of"))
             for row, hits in zip(group, neighbours):
                 close = [h for h in hits if h.fields.get("phash")
                          and hash_distance(row.phash, int(h.fields["phash"])) <= self.duplicate_max_distance]

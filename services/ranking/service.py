@@ -35,7 +35,7 @@ from visearch.shared.grpcutil import error_from_rpc, rpc_method
 from visearch.shared.images import decode_image, image_bytes, read_uri
 from visearch.shared.logging import get_logger
 from visearch.shared.metrics import FEEDBACK_EVENTS
-from visearch.shared.store import MilvusStore, SearchFilter, StoredHit
+from visearch.shared.store import OUTPUT_FIELDS, MilvusStore, SearchFilter, StoredHit
 from visearch.shared.transport import HEADER_SCHEMA, Transport, feedback_topic
 from visearch.services.classification.colour import colour_descriptor, palette_descriptor
 from visearch.services.embedding.service import select_regions
@@ -75,6 +75,13 @@ DEFAULT_TAG_PHRASES, MAX_TAG_PHRASES = 10, 100
 Mode = search_pb2.RegionMode
 FEEDBACK_SCHEMA = "visearch.v1.FeedbackEvent"
 EXACT_RANKER = Ranker("exact", {"exact": 1.0})  # SimilarTo(exact_only): how well a match verifies decides
+# What a route reads with each of its candidates: the fields the factors need. The hits of the returned page
+# read the rest (title, uri, ...) once ranked: on Milvus Lite a top-100 search reading every field took
+# 26 ms p50, reading these 17.7 ms (docs/performance.md).
+FACTOR_FIELDS = ("image_id", "tags", "attributes", "taxonomy", "phash", "in_stock", "updated_ms")
+# The query part each factor compares a candidate with; factors absent here need only the candidate.
+_FACTOR_NEEDS = {"visual": "visual", "region": "visual", "text": "joint", "bm25": "text", "tags": "tags",
+                 "taxonomy": "taxonomy", "colour": "colour", "phash": "phash"}
 
 
 @dataclass
@@ -126,6 +133,14 @@ class Query:
     def summary(self) -> str:
         """What was asked, for the feedback log: "text:red dress", "image", "image_id:<id>"."""
         return f"text:{self.text}"[:200] if self.kind == "text" else self.kind
+
+    def scores(self, factor: str) -> bool:
+        """True when this query can give a candidate a value of ``factor`` (a text factor needs a query
+        text vector, ...); factors of the candidate alone (in_stock, freshness) always can."""
+        if factor not in _FACTOR_NEEDS:
+            return True
+        value = getattr(self, _FACTOR_NEEDS[factor])
+        return isinstance(value, np.ndarray) or bool(value)  # None, "", {} and a 0 pHash: nothing to compare
 
 
 class SearchService(search_pb2_grpc.SearchServiceServicer):
@@ -185,15 +200,14 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         window = request.offset + top_k
         kind = request.WhichOneof("query")
         ranker = self._ranker(request.ranking, tenant, "colour" if kind == "colour" else None)
-        depth = min(max(window, self.settings.rerank_depth), MAX_WINDOW)
         understand = request.understand_query if request.HasField("understand_query") else self.settings.understand_query
         if kind == "image":
-            query, candidates = self._image_query(request.image, request, tenant, depth, flt, ranker, understand)
+            query, routes = self._image_query(request.image, request, ranker, understand)
         elif kind == "text":
             if not request.text.strip():
                 raise InvalidEventError("text query is empty", reason="empty_query")
             query = Query("text", joint=self._embed_text(request.text), text=request.text, tags=text_tags(request.text))
-            candidates = self._run_routes([Route("joint", "text", query.joint)], tenant, depth, flt)
+            routes = [Route("joint", "text", query.joint)]
         elif kind == "image_id":
             row = self._stored(tenant, request.image_id)
             flt.exclude_image_ids.append(request.image_id)
@@ -201,12 +215,13 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             routes = [Route("image", "visual", query.visual)]
             if request.region_mode == Mode.REGION_MODE_AUTO and ranker.active("region"):
                 routes.append(Route("region", "region", query.visual))
-            candidates = self._run_routes(routes, tenant, depth, flt)
         elif kind == "colour":
             query = Query("colour", colour=self._colour_vector(request.colour, tenant))
-            candidates = self._run_routes([Route("colour", "colour", query.colour)], tenant, depth, flt)
+            routes = [Route("colour", "colour", query.colour)]
         else:
             raise InvalidEventError("set one of image, text, image_id or colour", reason="empty_query")
+        depth = self._depth(window, ranker, query, routes)
+        candidates = self._run_routes(routes, tenant, depth, flt)
         if query.text and ranker.active("bm25"):
             self._bm25_route(candidates, query, ranker, tenant, depth, flt)
         return self._respond(candidates, query, ranker, tenant, request.offset, window, start)
@@ -215,11 +230,21 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         fusion = {search_pb2.FUSION_BLEND: "blend", search_pb2.FUSION_RRF: "rrf"}.get(profile.fusion)
         return self.rankers.resolve(tenant, profile.name, dict(profile.weights), fusion, default)
 
+    def _depth(self, window: int, ranker: Ranker, query: Query, routes: list[Route]) -> int:
+        """How many candidates each route fetches: the rerank window (``rerank_depth``, at least the page)
+        when other factors can reorder them; only the page when the ranker weighs nothing but the one
+        route's own similarity (visual_only on an image or text query: the ANN order is the final order)."""
+        weighed = {f for f in FACTORS if ranker.active(f) and query.scores(f)}
+        if len(routes) == 1 and weighed == {routes[0].factor} and ranker.weights[routes[0].factor] > 0:
+            return window
+        return min(max(window, self.settings.rerank_depth), MAX_WINDOW)
+
     def _respond(self, candidates: dict, query: Query, ranker: Ranker, tenant: str, offset: int, window: int,
                  start: float) -> search_pb2.SearchResponse:
-        """Score the candidates by every active factor, rank them, page, log impressions."""
+        """Score the candidates by every active factor, rank them, read the page's fields, log impressions."""
         self._rescore(candidates, query, ranker, tenant)
         ranked = ranker.rank({i: c.factors for i, c in candidates.items()})[offset:window]
+        self._read_page_fields(candidates, [r.image_id for r in ranked], tenant)
         response = search_pb2.SearchResponse(hits=[_hit(candidates[r.image_id], r) for r in ranked],
                                              query_id=uuid.uuid4().hex, ranker=ranker.name)
         response.took_ms = (time.perf_counter() - start) * 1000
@@ -228,8 +253,10 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
                  hits=len(response.hits), took_ms=round(response.took_ms, 2))
         return response
 
-    def _image_query(self, image: common_pb2.Image, request, tenant: str, depth: int, flt: SearchFilter,
-                     ranker: Ranker, understand: bool) -> tuple[Query, dict]:
+    def _image_query(self, image: common_pb2.Image, request, ranker: Ranker, understand: bool,
+                     ) -> tuple[Query, list[Route]]:
+        """The query of an image request (its embedding, and with ``understand`` its tags, taxonomy, text,
+        colours and pHash) and its candidate routes by region mode."""
         # Query understanding (OCR, classification) runs concurrently with the embedding: the three
         # services' latencies overlap instead of adding up.
         pending = self._understand_async(image, ranker) if understand else {}
@@ -253,7 +280,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
                 vectors = self._embed_regions(image, [d.box for d in objects])
                 routes += [Route("region", "region", vec, query_box=detection.box, query_label=detection.label)
                            for detection, vec in zip(objects, vectors)]
-        return query, self._run_routes(routes, tenant, depth, flt)
+        return query, routes
 
     def _understand_async(self, image: common_pb2.Image, ranker: Ranker) -> dict[str, Future]:
         """Start query understanding when a factor it feeds is weighed: Classify (tags, taxonomy, colours,
@@ -304,17 +331,20 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         return Query("image_id", visual=np.asarray(row["vector"], dtype=np.float32), joint=joint, colour=colour,
                      tags=hit_tags(row), taxonomy=row.get("taxonomy", ""), phash=int(row.get("phash") or 0))
 
-    def _run_routes(self, routes: list[Route], tenant: str, depth: int, flt: SearchFilter) -> dict[str, Candidate]:
+    def _run_routes(self, routes: list[Route], tenant: str, depth: int, flt: SearchFilter,
+                    fields: tuple[str, ...] = FACTOR_FIELDS) -> dict[str, Candidate]:
         """Search the collection of each route and merge the hits into candidates (image id -> Candidate),
         in route order (so the first route that found an image provides its fields).
 
-        On a Milvus server the routes' queries run concurrently: the search waits for the slowest one,
-        not for their sum. Milvus Lite serialises them.
+        Candidates carry ``fields`` only (what the factors need); :meth:`_respond` reads the rest for the
+        returned page. On a Milvus server the routes' queries run concurrently: the search waits for the
+        slowest one, not for their sum. Milvus Lite serialises them.
         """
         def search(route: Route) -> list[StoredHit]:
             # Several regions of one image can be near the query: ask for more so `depth` images remain.
             limit = min(depth * (3 if route.space == "region" else 1), MAX_WINDOW)
-            return self.store.search(route.space, route.vector, tenant=tenant, top_k=limit, filter=flt)
+            return self.store.search(route.space, route.vector, tenant=tenant, top_k=limit, filter=flt,
+                                     output_fields=fields)
 
         if self.store.concurrent and len(routes) > 1:
             found = list(self._route_pool.map(search, routes))
@@ -344,10 +374,18 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         """
         found = [i for i, _ in self.text_index.search(tenant, query.text, depth) if i not in candidates]
         with_text = query.joint is not None and ranker.active("text")
-        for stored in self.store.rows(tenant, found, flt, space="joint", with_vector=with_text):
+        for stored in self.store.rows(tenant, found, flt, space="joint", with_vector=with_text,
+                                      output_fields=FACTOR_FIELDS):
             candidate = candidates[stored.image_id] = Candidate(stored)
             if with_text:
                 candidate.factors["text"] = float(np.dot(stored.fields.pop("vector"), query.joint))
+
+    def _read_page_fields(self, candidates: dict, image_ids: list[str], tenant: str) -> None:
+        """Complete the page's candidates with every stored field (title, uri, ...) in one query: the routes
+        read only the factors' fields of the whole rerank window."""
+        partial = [i for i in image_ids if not candidates[i].stored.fields.keys() >= set(OUTPUT_FIELDS)]
+        for stored in self.store.rows(tenant, partial):
+            candidates[stored.image_id].stored.fields.update(stored.fields)
 
     def _rescore(self, candidates: dict, query: Query, ranker: Ranker, tenant: str) -> None:
         """Give every candidate each factor the ranker weighs and the query supports."""
@@ -452,8 +490,8 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
                                     reason="no_taxonomy")
         query = self._stored_query(tenant, row)
         ranker = self._ranker(request.ranking, tenant)
-        depth = min(max(window, self.settings.rerank_depth), MAX_WINDOW)
-        candidates = self._run_routes([Route("image", "visual", query.visual)], tenant, depth, flt)
+        routes = [Route("image", "visual", query.visual)]
+        candidates = self._run_routes(routes, tenant, self._depth(window, ranker, query, routes), flt)
         return self._respond(candidates, query, ranker, tenant, request.offset, window, start)
 
     @rpc_method(SERVICE_NAME)
@@ -504,14 +542,15 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         else:
             raise InvalidEventError("set image_id or image", reason="empty_query")
         if request.exact_only:  # verified matches only, ordered by how well they verify
-            candidates = self._run_routes([Route("image", "visual", query.visual)], tenant, max(window, EXACT_CANDIDATES), flt)
+            candidates = self._run_routes([Route("image", "visual", query.visual)], tenant, max(window, EXACT_CANDIDATES),
+                                          flt, fields=(*FACTOR_FIELDS, "uri"))
             candidates = self._verify_exact(candidates, query_image, query.phash)
             return self._respond(candidates, query, EXACT_RANKER, tenant, request.offset, window, start)
         ranker = self._ranker(request.ranking, tenant)
         if item == "image" and self.settings.understand_query:
             self._apply_understanding(query, self._understand_async(request.image, ranker), ranker)
-        depth = min(max(window, self.settings.rerank_depth), MAX_WINDOW)
-        candidates = self._run_routes([Route("image", "visual", query.visual)], tenant, depth, flt)
+        routes = [Route("image", "visual", query.visual)]
+        candidates = self._run_routes(routes, tenant, self._depth(window, ranker, query, routes), flt)
         return self._respond(candidates, query, ranker, tenant, request.offset, window, start)
 
     def _verify_exact(self, candidates: dict, query_image: Image.Image | None, phash: int) -> dict:

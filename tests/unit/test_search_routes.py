@@ -1,5 +1,6 @@
 """How the search service runs its candidate routes: concurrently on a Milvus server, one at a time on
-Milvus Lite, merged in route order either way. The store is a stand-in that records its calls."""
+Milvus Lite, merged in route order either way; how deep they fetch, and which fields they read. The
+store is a stand-in that records its calls."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import threading
 import numpy as np
 import pytest
 
-from visearch.shared.store import SearchFilter, StoredHit
-from visearch.services.ranking.service import Route, SearchService
+from visearch.shared.store import OUTPUT_FIELDS, SearchFilter, StoredHit
+from visearch.services.ranking.ranker import BUILTIN_PROFILES, Ranker
+from visearch.services.ranking.service import FACTOR_FIELDS, Query, Route, SearchService
 
 
 class RecordingStore:
@@ -25,7 +27,7 @@ class RecordingStore:
     def text_rows(self, tenant):  # the BM25 index's source; unused here
         return iter(())
 
-    def search(self, space, vector, *, tenant, top_k, filter):
+    def search(self, space, vector, *, tenant, top_k, filter, output_fields):
         with self.lock:
             self.in_flight += 1
             self.most_in_flight = max(self.most_in_flight, self.in_flight)
@@ -53,3 +55,72 @@ def test_routes_overlap_on_a_server_and_merge_in_route_order(concurrent):
     assert shared.factors == {"visual": 0.5, "region": 0.9}
     assert shared.stored.fields["space"] == "image"  # the first route's row provides the fields
     assert shared.region is not None and shared.region.label == "dog"
+
+
+class PagedStore:
+    """A store of 30 images whose searches return the factor fields asked for, and whose rows() returns
+    every field; it records what each call asked."""
+
+    concurrent = False
+
+    def __init__(self) -> None:
+        self.searches: list[tuple[int, tuple]] = []
+        self.row_reads: list[list[str]] = []
+
+    def text_rows(self, tenant):
+        return iter(())
+
+    def search(self, space, vector, *, tenant, top_k, filter, output_fields):
+        self.searches.append((top_k, tuple(output_fields)))
+        return [StoredHit(f"img-{n}", 1.0 - n / 100, {f: self._value(f, n) for f in output_fields})
+                for n in range(min(top_k, 30))]
+
+    def vectors(self, space, tenant, image_ids):  # every candidate came with its visual score
+        assert not list(image_ids)
+        return {}
+
+    def rows(self, tenant, image_ids, filter=None, space="image", with_vector=False, output_fields=OUTPUT_FIELDS):
+        ids = list(image_ids)
+        self.row_reads.append(ids)
+        return [StoredHit(i, 0.0, {f: self._value(f, int(i.split("-")[1])) for f in output_fields}) for i in ids]
+
+    @staticmethod
+    def _value(name: str, n: int):
+        return {"image_id": f"img-{n}", "title": f"title {n}", "in_stock": True, "phash": 0, "updated_ms": 0,
+                "price": 1.0, "safe": True}.get(name, "")
+
+
+def test_routes_read_the_factor_fields_and_the_page_reads_the_rest():
+    store = PagedStore()
+    service = SearchService(embedding=None, store=store)
+    ranker = Ranker("blended", BUILTIN_PROFILES["blended"])
+    query = Query("image", visual=np.ones(4, dtype=np.float32))
+    candidates = service._run_routes([Route("image", "visual", query.visual)], "default", 20, SearchFilter())
+    assert store.searches == [(20, FACTOR_FIELDS)]
+    assert all("title" not in c.stored.fields for c in candidates.values())
+    response = service._respond(candidates, query, ranker, "default", offset=2, window=5, start=0.0)
+    assert store.row_reads == [["img-2", "img-3", "img-4"]]  # the page only, in one read
+    assert [h.title for h in response.hits] == ["title 2", "title 3", "title 4"]
+
+
+@pytest.mark.parametrize(("profile", "query", "routes", "depth"), [
+    # Only the route's own similarity is weighed: the ANN order is final, the page is enough.
+    ("visual_only", Query("image", visual=np.ones(4)), [Route("image", "visual", np.ones(4))], 10),
+    ("visual_only", Query("text", joint=np.ones(4), text="red"), [Route("joint", "text", np.ones(4))], 10),
+    # A second factor can reorder: the rerank window.
+    ("visual_only", Query("image_id", visual=np.ones(4), joint=np.ones(4)), [Route("image", "visual", np.ones(4))], 100),
+    ("blended", Query("image", visual=np.ones(4)), [Route("image", "visual", np.ones(4))], 100),
+    ("colour", Query("colour", colour=np.ones(4)), [Route("colour", "colour", np.ones(4))], 100),
+    ("visual_only", Query("image", visual=np.ones(4)),
+     [Route("image", "visual", np.ones(4)), Route("region", "region", np.ones(4))], 100),
+])
+def test_rerank_depth_follows_what_the_ranker_weighs(profile, query, routes, depth):
+    service = SearchService(embedding=None, store=PagedStore())
+    assert service._depth(10, Ranker(profile, BUILTIN_PROFILES[profile]), query, routes) == depth
+
+
+def test_a_negative_weight_on_the_route_factor_keeps_the_window():
+    service = SearchService(embedding=None, store=PagedStore())
+    ranker = Ranker("odd", {"visual": -1.0})
+    routes = [Route("image", "visual", np.ones(4))]
+    assert service._depth(10, ranker, Query("image", visual=np.ones(4)), routes) == 100
