@@ -75,9 +75,9 @@ DEFAULT_TAG_PHRASES, MAX_TAG_PHRASES = 10, 100
 Mode = search_pb2.RegionMode
 FEEDBACK_SCHEMA = "visearch.v1.FeedbackEvent"
 EXACT_RANKER = Ranker("exact", {"exact": 1.0})  # SimilarTo(exact_only): how well a match verifies decides
-# What a route reads with each of its candidates: the fields the factors need. The hits of the returned page
-# read the rest (title, uri, ...) once ranked: on Milvus Lite a top-100 search reading every field took
-# 26 ms p50, reading these 17.7 ms (docs/performance.md).
+# What a route reads with each candidate of a rerank window: the fields the factors need. The hits of the
+# returned page read the rest (title, uri, ...) once ranked: on Milvus Lite a top-100 search reading every
+# field took 26 ms p50, reading these 17.7 ms, and the page's read ~4 ms (docs/performance.md).
 FACTOR_FIELDS = ("image_id", "tags", "attributes", "taxonomy", "phash", "in_stock", "updated_ms")
 # The query part each factor compares a candidate with; factors absent here need only the candidate.
 _FACTOR_NEEDS = {"visual": "visual", "region": "visual", "text": "joint", "bm25": "text", "tags": "tags",
@@ -220,8 +220,8 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             routes = [Route("colour", "colour", query.colour)]
         else:
             raise InvalidEventError("set one of image, text, image_id or colour", reason="empty_query")
-        depth = self._depth(window, ranker, query, routes)
-        candidates = self._run_routes(routes, tenant, depth, flt)
+        depth, fields = self._fetch_plan(window, ranker, query, routes)
+        candidates = self._run_routes(routes, tenant, depth, flt, fields)
         if query.text and ranker.active("bm25"):
             self._bm25_route(candidates, query, ranker, tenant, depth, flt)
         return self._respond(candidates, query, ranker, tenant, request.offset, window, start)
@@ -230,14 +230,18 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         fusion = {search_pb2.FUSION_BLEND: "blend", search_pb2.FUSION_RRF: "rrf"}.get(profile.fusion)
         return self.rankers.resolve(tenant, profile.name, dict(profile.weights), fusion, default)
 
-    def _depth(self, window: int, ranker: Ranker, query: Query, routes: list[Route]) -> int:
-        """How many candidates each route fetches: the rerank window (``rerank_depth``, at least the page)
-        when other factors can reorder them; only the page when the ranker weighs nothing but the one
-        route's own similarity (visual_only on an image or text query: the ANN order is the final order)."""
+    def _fetch_plan(self, window: int, ranker: Ranker, query: Query, routes: list[Route]) -> tuple[int, tuple[str, ...]]:
+        """How many candidates each route fetches, and with which fields.
+
+        The rerank window (``rerank_depth``, at least the page) with the factors' fields when other factors
+        can reorder the candidates; only the page, with every field (no second read), when the ranker weighs
+        nothing but the one route's own similarity (visual_only on an image or text query: the ANN order is
+        the final order).
+        """
         weighed = {f for f in FACTORS if ranker.active(f) and query.scores(f)}
         if len(routes) == 1 and weighed == {routes[0].factor} and ranker.weights[routes[0].factor] > 0:
-            return window
-        return min(max(window, self.settings.rerank_depth), MAX_WINDOW)
+            return window, tuple(OUTPUT_FIELDS)
+        return min(max(window, self.settings.rerank_depth), MAX_WINDOW), FACTOR_FIELDS
 
     def _respond(self, candidates: dict, query: Query, ranker: Ranker, tenant: str, offset: int, window: int,
                  start: float) -> search_pb2.SearchResponse:
@@ -332,12 +336,12 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
                      tags=hit_tags(row), taxonomy=row.get("taxonomy", ""), phash=int(row.get("phash") or 0))
 
     def _run_routes(self, routes: list[Route], tenant: str, depth: int, flt: SearchFilter,
-                    fields: tuple[str, ...] = FACTOR_FIELDS) -> dict[str, Candidate]:
+                    fields: tuple[str, ...]) -> dict[str, Candidate]:
         """Search the collection of each route and merge the hits into candidates (image id -> Candidate),
         in route order (so the first route that found an image provides its fields).
 
-        Candidates carry ``fields`` only (what the factors need); :meth:`_respond` reads the rest for the
-        returned page. On a Milvus server the routes' queries run concurrently: the search waits for the
+        Candidates carry ``fields`` (:meth:`_fetch_plan`); :meth:`_respond` reads the rest for the returned
+        page. On a Milvus server the routes' queries run concurrently: the search waits for the
         slowest one, not for their sum. Milvus Lite serialises them.
         """
         def search(route: Route) -> list[StoredHit]:
@@ -384,7 +388,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         """Complete the page's candidates with every stored field (title, uri, ...) in one query: the routes
         read only the factors' fields of the whole rerank window."""
         partial = [i for i in image_ids if not candidates[i].stored.fields.keys() >= set(OUTPUT_FIELDS)]
-        for stored in self.store.rows(tenant, partial):
+        for stored in self.store.rows(tenant, partial) if partial else []:
             candidates[stored.image_id].stored.fields.update(stored.fields)
 
     def _rescore(self, candidates: dict, query: Query, ranker: Ranker, tenant: str) -> None:
@@ -491,7 +495,8 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         query = self._stored_query(tenant, row)
         ranker = self._ranker(request.ranking, tenant)
         routes = [Route("image", "visual", query.visual)]
-        candidates = self._run_routes(routes, tenant, self._depth(window, ranker, query, routes), flt)
+        depth, fields = self._fetch_plan(window, ranker, query, routes)
+        candidates = self._run_routes(routes, tenant, depth, flt, fields)
         return self._respond(candidates, query, ranker, tenant, request.offset, window, start)
 
     @rpc_method(SERVICE_NAME)
@@ -550,7 +555,8 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         if item == "image" and self.settings.understand_query:
             self._apply_understanding(query, self._understand_async(request.image, ranker), ranker)
         routes = [Route("image", "visual", query.visual)]
-        candidates = self._run_routes(routes, tenant, self._depth(window, ranker, query, routes), flt)
+        depth, fields = self._fetch_plan(window, ranker, query, routes)
+        candidates = self._run_routes(routes, tenant, depth, flt, fields)
         return self._respond(candidates, query, ranker, tenant, request.offset, window, start)
 
     def _verify_exact(self, candidates: dict, query_image: Image.Image | None, phash: int) -> dict:

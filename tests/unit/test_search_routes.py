@@ -48,7 +48,7 @@ def test_routes_overlap_on_a_server_and_merge_in_route_order(concurrent):
     service = SearchService(embedding=None, store=store)
     vector = np.ones(4, dtype=np.float32)
     candidates = service._run_routes([Route("image", "visual", vector), Route("region", "region", vector)],
-                                     "default", 10, SearchFilter())
+                                     "default", 10, SearchFilter(), FACTOR_FIELDS)
     assert store.most_in_flight == (2 if concurrent else 1)
     assert set(candidates) == {"shared", "only-image", "only-region"}
     shared = candidates["shared"]
@@ -95,12 +95,27 @@ def test_routes_read_the_factor_fields_and_the_page_reads_the_rest():
     service = SearchService(embedding=None, store=store)
     ranker = Ranker("blended", BUILTIN_PROFILES["blended"])
     query = Query("image", visual=np.ones(4, dtype=np.float32))
-    candidates = service._run_routes([Route("image", "visual", query.visual)], "default", 20, SearchFilter())
+    candidates = service._run_routes([Route("image", "visual", query.visual)], "default", 20, SearchFilter(),
+                                     FACTOR_FIELDS)
     assert store.searches == [(20, FACTOR_FIELDS)]
     assert all("title" not in c.stored.fields for c in candidates.values())
     response = service._respond(candidates, query, ranker, "default", offset=2, window=5, start=0.0)
     assert store.row_reads == [["img-2", "img-3", "img-4"]]  # the page only, in one read
     assert [h.title for h in response.hits] == ["title 2", "title 3", "title 4"]
+
+
+def test_a_route_that_fetches_only_the_page_reads_every_field_at_once():
+    store = PagedStore()
+    service = SearchService(embedding=None, store=store)
+    ranker = Ranker("visual_only", BUILTIN_PROFILES["visual_only"])
+    query = Query("image", visual=np.ones(4, dtype=np.float32))
+    routes = [Route("image", "visual", query.visual)]
+    depth, fields = service._fetch_plan(5, ranker, query, routes)
+    candidates = service._run_routes(routes, "default", depth, SearchFilter(), fields)
+    response = service._respond(candidates, query, ranker, "default", offset=0, window=5, start=0.0)
+    assert store.searches == [(5, tuple(OUTPUT_FIELDS))]
+    assert store.row_reads == []  # nothing left to read
+    assert [h.title for h in response.hits] == [f"title {n}" for n in range(5)]
 
 
 @pytest.mark.parametrize(("profile", "query", "routes", "depth"), [
@@ -116,11 +131,12 @@ def test_routes_read_the_factor_fields_and_the_page_reads_the_rest():
 ])
 def test_rerank_depth_follows_what_the_ranker_weighs(profile, query, routes, depth):
     service = SearchService(embedding=None, store=PagedStore())
-    assert service._depth(10, Ranker(profile, BUILTIN_PROFILES[profile]), query, routes) == depth
+    fetched, fields = service._fetch_plan(10, Ranker(profile, BUILTIN_PROFILES[profile]), query, routes)
+    assert (fetched, fields) == (depth, tuple(OUTPUT_FIELDS) if depth == 10 else FACTOR_FIELDS)
 
 
 def test_a_negative_weight_on_the_route_factor_keeps_the_window():
     service = SearchService(embedding=None, store=PagedStore())
     ranker = Ranker("odd", {"visual": -1.0})
     routes = [Route("image", "visual", np.ones(4))]
-    assert service._depth(10, ranker, Query("image", visual=np.ones(4)), routes) == 100
+    assert service._fetch_plan(10, ranker, Query("image", visual=np.ones(4)), routes)[0] == 100
