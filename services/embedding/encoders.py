@@ -24,7 +24,7 @@ from PIL import Image
 from visearch.shared.config import ConseSettings, ModelSettings
 from visearch.shared.images import preprocess_imagenet
 from visearch.shared.inference import InferenceRunner, runner_for
-from visearch.shared.models.registry import IMAGE_MODEL, TEXT_MODEL
+from visearch.shared.models.registry import IMAGE_MODEL, TEXT_MODEL, TEXT_MODEL_INT8
 from visearch.shared.models.trained import Projection
 from visearch.shared.text import Tokenizer
 
@@ -170,7 +170,8 @@ class Embedder:
 
     @classmethod
     def from_cache(cls, models: ModelSettings | None = None, conse: ConseSettings | None = None) -> "Embedder":
-        """Load both ONNX models from the cache and compute (or load cached) class vectors.
+        """Load both ONNX models from the cache (the int8 text model with ``models.text_int8``) and compute (or
+        load cached) class vectors.
 
         Raises:
             ModelNotBuiltError: a model is not built (run ``visearch models build``), or
@@ -178,13 +179,14 @@ class Embedder:
         """
         models = models or ModelSettings()
         conse = conse or ConseSettings()
-        text_dir = TEXT_MODEL.locate(models.cache_dir)
+        text_spec = TEXT_MODEL_INT8 if models.text_int8 else TEXT_MODEL
+        text_dir = text_spec.locate(models.cache_dir)
         image = ImageEncoder.from_cache(models)
-        tokenizer = Tokenizer(text_dir / "tokenizer.json", TEXT_MODEL.recipe["max_seq_length"])
-        text = TextEncoder(runner_for(models, TEXT_MODEL, text_dir), tokenizer, models.text_batch_size)
+        tokenizer = Tokenizer(text_dir / "tokenizer.json", text_spec.recipe["max_seq_length"])
+        text = TextEncoder(runner_for(models, text_spec, text_dir), tokenizer, models.text_batch_size)
         vectors = _cached_class_vectors(text, image.classes, text_dir, IMAGE_MODEL.key)
         return cls(image, text, ConseProjector(vectors, conse.top_t),
-                   f"{IMAGE_MODEL.name}@{IMAGE_MODEL.key}", f"{TEXT_MODEL.name}@{TEXT_MODEL.key}",
+                   f"{IMAGE_MODEL.name}@{IMAGE_MODEL.key}", f"{text_spec.name}@{text_spec.key}",
                    conse.object_weight, conse.ocr_weight, Projection.from_settings(models, models.projection))
 
     def embed_images(self, images: list[Image.Image]) -> ImageEmbeddings:

@@ -6,7 +6,9 @@ the source framework on real inputs, and only then moves the folder into place, 
 interrupted build never leaves a half-written model that serving would pick up.
 
 Parity tolerances (float32, CPU): image logits max |diff| <= 1e-3 and embedding cosine >= 0.99999;
-sentence embeddings cosine >= 0.99999 against sentence-transformers' own ``encode``.
+sentence embeddings cosine >= 0.99999 against sentence-transformers' own ``encode``. The int8 text
+model is not a reproduction: its cosine to the fp32 model is recorded, and only a broken quantisation
+(below 0.8) fails the build; its retrieval cost is what `visearch eval` measures (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from visearch.shared.models.registry import (
     OCR_REC_MODEL,
     TAXONOMY_DATA,
     TEXT_MODEL,
+    TEXT_MODEL_INT8,
     ModelSpec,
 )
 
@@ -38,6 +41,7 @@ log = get_logger("models.build")
 
 IMAGE_TOLERANCE_ABS = 1e-3
 COSINE_TOLERANCE = 0.99999
+INT8_MIN_COSINE = 0.8  # a gross-error guard: a sound int8 MiniLM keeps >= 0.9 on the parity texts (0.909 for "", 0.94-0.97 else)
 PARITY_TEXTS = (
     "a red dress with white dots",
     "dog",
@@ -205,6 +209,42 @@ def build_text_model(cache_dir: Path, force: bool = False) -> Path:
     return build_atomically(TEXT_MODEL, cache_dir, force, export)
 
 
+def build_text_model_int8(cache_dir: Path, force: bool = False) -> Path:
+    """MiniLM with int8 weights: onnxruntime's dynamic quantisation (``quantize_dynamic``, QInt8 weights of
+    the MatMul nodes; activations quantised per call) of the fp32 build, which is built first if missing.
+
+    Raises:
+        ParityError: a parity text's embedding has cosine < ``INT8_MIN_COSINE`` to the fp32 model's.
+    """
+    source = build_text_model(cache_dir)
+
+    def export(out: Path) -> dict:
+        import logging
+
+        import onnxruntime as ort
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        from visearch.shared.text import Tokenizer
+
+        root = logging.getLogger()
+        level, root.level = root.level, logging.ERROR  # the quantiser warns per tensor it leaves in fp32
+        try:
+            quantize_dynamic(str(source / "model.onnx"), str(out / "model.onnx"), weight_type=QuantType.QInt8,
+                             op_types_to_quantize=["MatMul"])
+        finally:
+            root.setLevel(level)
+        shutil.copy(source / "tokenizer.json", out / "tokenizer.json")
+        ids, mask = Tokenizer(out / "tokenizer.json", TEXT_MODEL_INT8.recipe["max_seq_length"]).encode(list(PARITY_TEXTS))
+        fp32, int8 = (ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"]).run(
+            ["sentence_embedding"], {"input_ids": ids, "attention_mask": mask})[0] for folder in (source, out))
+        cos = _min_cosine(int8, fp32)
+        if cos < INT8_MIN_COSINE:
+            raise ParityError(f"int8 text model: min cosine to fp32 {cos:.4f} < {INT8_MIN_COSINE}")
+        return {"parity": {"texts": len(PARITY_TEXTS), "min_cosine_to_fp32": round(cos, 4)}}
+
+    return build_atomically(TEXT_MODEL_INT8, cache_dir, force, export)
+
+
 def _min_cosine(a: np.ndarray, b: np.ndarray) -> float:
     a = a / np.linalg.norm(a, axis=1, keepdims=True)
     b = b / np.linalg.norm(b, axis=1, keepdims=True)
@@ -214,6 +254,7 @@ def _min_cosine(a: np.ndarray, b: np.ndarray) -> float:
 BUILDERS: dict[str, Callable[[Path, bool], Path] | str] = {
     IMAGE_MODEL.name: build_image_model,
     TEXT_MODEL.name: build_text_model,
+    TEXT_MODEL_INT8.name: build_text_model_int8,
     # Recognition builders live in their own modules (imported on use: they need other converters).
     DETECTOR_MODEL.name: "visearch.shared.models.build_tfjs:build_detector_model",
     MODERATION_MODEL.name: "visearch.shared.models.build_tfjs:build_moderation_model",

@@ -81,6 +81,22 @@ TEXT_MODEL = ModelSpec(
     },
 )
 
+# shared/models/build.py: MiniLM with int8 weights, made from the fp32 build by onnxruntime's dynamic
+# quantisation (VISEARCH_MODEL_TEXT_INT8; in-process only, not in the Triton repository).
+TEXT_MODEL_INT8 = ModelSpec(
+    name="all_minilm_l6_v2_int8",
+    source_package=TEXT_MODEL.source_package,
+    source_version=TEXT_MODEL.source_version,
+    recipe={
+        "revision": 1,
+        "from": f"{TEXT_MODEL.name}@{TEXT_MODEL.key}",
+        "quantisation": "onnxruntime quantize_dynamic: QInt8 weights of the MatMul nodes, activations per call",
+        "inputs": TEXT_MODEL.recipe["inputs"],
+        "outputs": TEXT_MODEL.recipe["outputs"],
+        "max_seq_length": TEXT_MODEL.recipe["max_seq_length"],
+    },
+)
+
 # Recognition models. Each recipe belongs to the module that builds it (named in the comment); edit
 # the recipe there and here together: a changed recipe builds into a new folder.
 
@@ -164,5 +180,5 @@ TAXONOMY_DATA = ModelSpec(name="wordnet_taxonomy", source_package="wordnet", sou
 
 ALL_MODELS = (IMAGE_MODEL, TEXT_MODEL, DETECTOR_MODEL, MODERATION_MODEL, OCR_DET_MODEL, OCR_CLS_MODEL, OCR_REC_MODEL)
 """Every ONNX model, in the order `models build` builds them and the Triton repository lists them."""
-ALL_BUILDS = (*ALL_MODELS, TAXONOMY_DATA)
+ALL_BUILDS = (*ALL_MODELS, TEXT_MODEL_INT8, TAXONOMY_DATA)
 """Everything `models build` produces into the cache."""

@@ -168,6 +168,7 @@ def bench_search_breakdown(platform: EmbeddedPlatform, queries: int) -> dict:
         p50["transport"] = round(max(0.0, p50["grpc"] - p50["in_process"]), 2)
         p50["grpc_p99"] = round(percentile(named["grpc"], 99), 2)
         p50["ratio_grpc_to_bare"] = round(p50["grpc"] / bare, 3)
+        p50["ratio_vector_only_to_bare"] = round(p50["in_process_vector_only"] / bare, 3)
         out[kind] = p50
     return out
 
@@ -428,7 +429,8 @@ def main() -> None:
     for kind in ("image", "text"):
         b = results["search_breakdown"][kind]
         rows.append((f"search by {kind}: blended vs visual_only profile (no recognition services), p50",
-                     f"{b['in_process']} vs {b['in_process_vector_only']} ms (blend costs {b['blend_cost']} ms)"))
+                     f"{b['in_process']} vs {b['in_process_vector_only']} ms (blend costs {b['blend_cost']} ms; "
+                     f"visual_only / bare parts {b['ratio_vector_only_to_bare']})"))
     blend = results["blend"]
     rows.append(("search by image, all services: blended + query understanding vs visual_only, p50 / p99",
                  f"{blend['blended']['p50_ms']} / {blend['blended']['p99_ms']} vs {blend['visual_only']['p50_ms']} / "

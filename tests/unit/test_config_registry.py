@@ -184,3 +184,12 @@ def test_invalid_env_values_raise_validation_error(monkeypatch, var, value, cls)
     with pytest.raises(ValidationError):
         cls()
 
+
+
+def test_the_int8_text_encoder_is_in_process_only():
+    """text_int8 with a Triton address is a configuration error (Triton serves the fp32 model)."""
+    from pydantic import ValidationError
+
+    assert ModelSettings(text_int8=True).text_int8
+    with pytest.raises(ValidationError, match="in-process"):
+        ModelSettings(text_int8=True, triton_url="127.0.0.1:8001")
