@@ -33,7 +33,8 @@ class ModelSettings(BaseSettings):
     text_int8: bool = Field(
         False, description="Run the text encoder with int8 weights (MiniLM quantised by onnxruntime's dynamic "
                            "quantisation, built by `visearch models build`), in-process only. Measured: query encode "
-                           "x2.1 faster; embedding cosine to fp32 median 0.97; text2image nDCG@10 see docs/performance.md. "
+                           "x2.0 faster; embedding cosine to fp32 median 0.97; text-to-image nDCG@10 within +-0.02 of fp32 "
+                           "(docs/performance.md). "
                            "Every text vector changes space (ConSE class vectors too): re-index after changing it.")
     triton_url: str = Field("", description="Triton gRPC address (host:port); empty runs the models in-process with onnxruntime.")
     triton_timeout_s: float = Field(30.0, gt=0, description="Deadline of each Triton inference call, seconds.")
