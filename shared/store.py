@@ -274,11 +274,9 @@ class MilvusStore:
             schema.add_field("region_score", DataType.DOUBLE)
             for name_, length in _REGION_VARCHAR.items():
                 schema.add_field(name_, DataType.VARCHAR, max_length=length)
-        index = self._client.prepare_index_params()
-        index.add_index(field_name="vector", metric_type="COSINE", **self._index_build_params())
         self._index_types[space] = self.settings.index_type
         self._call("create_collection", self._client.create_collection, collection_name=name, schema=schema,
-                   index_params=index)
+                   index_params=self._vector_index())
         log.info("collection_created", collection=name, dim=dim, uri=self.settings.uri)
 
     def _await_index(self, name: str) -> None:
@@ -292,17 +290,18 @@ class MilvusStore:
         while not self._call("list_indexes", self._client.list_indexes, name):
             if time.monotonic() > deadline:
                 log.warning("collection_index_missing", collection=name, action="creating it")
-                index = self._client.prepare_index_params()
-                index.add_index(field_name="vector", metric_type="COSINE", **self._index_build_params())
-                self._call("create_index", self._client.create_index, name, index)
+                self._call("create_index", self._client.create_index, name, self._vector_index())
                 return
             time.sleep(0.5)
 
-    def _index_build_params(self) -> dict:
+    def _vector_index(self):
+        """The index this version builds on ``vector``: cosine, ``index_type`` with its build parameters."""
         kind = self.settings.index_type
         params = {"HNSW": {"M": self.settings.hnsw_m, "efConstruction": self.settings.hnsw_ef_construction},
                   "IVF_FLAT": {"nlist": self.settings.ivf_nlist}}.get(kind, {})
-        return {"index_type": kind, "params": params}
+        index = self._client.prepare_index_params()
+        index.add_index(field_name="vector", metric_type="COSINE", index_type=kind, params=params)
+        return index
 
     def search_params(self, space: str, top_k: int, offset: int = 0) -> dict:
         """Milvus search parameters for ``space``: cosine metric, ``offset``, and the recall knob of the

@@ -209,6 +209,22 @@ def build_text_model(cache_dir: Path, force: bool = False) -> Path:
     return build_atomically(TEXT_MODEL, cache_dir, force, export)
 
 
+def quantize_int8(source: Path, target: Path, op_types: list[str] | None = None) -> None:
+    """Write ``target``: the ONNX model ``source`` with int8 weights, by onnxruntime's dynamic quantisation
+    (``quantize_dynamic``, QInt8 weights of the ``op_types`` nodes, all supported ones by default;
+    activations quantised per call)."""
+    import logging
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    root = logging.getLogger()
+    level, root.level = root.level, logging.ERROR  # the quantiser warns per tensor it leaves in fp32 (hundreds)
+    try:
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, op_types_to_quantize=op_types)
+    finally:
+        root.setLevel(level)
+
+
 def build_text_model_int8(cache_dir: Path, force: bool = False) -> Path:
     """MiniLM with int8 weights: onnxruntime's dynamic quantisation (``quantize_dynamic``, QInt8 weights of
     the MatMul nodes; activations quantised per call) of the fp32 build, which is built first if missing.
@@ -219,20 +235,11 @@ def build_text_model_int8(cache_dir: Path, force: bool = False) -> Path:
     source = build_text_model(cache_dir)
 
     def export(out: Path) -> dict:
-        import logging
-
         import onnxruntime as ort
-        from onnxruntime.quantization import QuantType, quantize_dynamic
 
         from visearch.shared.text import Tokenizer
 
-        root = logging.getLogger()
-        level, root.level = root.level, logging.ERROR  # the quantiser warns per tensor it leaves in fp32
-        try:
-            quantize_dynamic(str(source / "model.onnx"), str(out / "model.onnx"), weight_type=QuantType.QInt8,
-                             op_types_to_quantize=["MatMul"])
-        finally:
-            root.setLevel(level)
+        quantize_int8(source / "model.onnx", out / "model.onnx", ["MatMul"])
         shutil.copy(source / "tokenizer.json", out / "tokenizer.json")
         ids, mask = Tokenizer(out / "tokenizer.json", TEXT_MODEL_INT8.recipe["max_seq_length"]).encode(list(PARITY_TEXTS))
         fp32, int8 = (ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"]).run(

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import resource
 import statistics
 import tempfile
@@ -25,10 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from visearch.shared.config import ImageSettings, ServiceSettings, StoreSettings
+from visearch.shared.config import ImageSettings, ModelSettings, ServiceSettings, StoreSettings
 from visearch.shared.datasets import fashion_mnist, photo_catalogue
 from visearch.shared.embedded import EmbeddedPlatform
 from visearch.shared.images import decode_image, preprocess_imagenet
+from visearch.shared.models.registry import TEXT_MODEL_INT8
 from visearch.shared.store import IndexRow, MilvusStore
 from visearch.v1 import common_pb2, search_pb2
 
@@ -334,33 +334,31 @@ def bench_int8(platform: EmbeddedPlatform, repeats: int = 3) -> dict:
     """onnxruntime dynamic int8 quantisation (``onnxruntime.quantization.quantize_dynamic``, weights QInt8)
     of the two query encoders, measured against their fp32 models on this CPU: batch-1 p50 milliseconds,
     speed-up, and the cosine of the int8 embedding to the fp32 one (min and median over the photos or
-    query texts). EfficientNet-Lite0: every Conv and MatMul quantised; MiniLM: its MatMuls."""
+    query texts). EfficientNet-Lite0: every Conv and MatMul quantised here; MiniLM: its MatMuls, the
+    ``all_minilm_l6_v2_int8`` build that ``VISEARCH_MODEL_TEXT_INT8`` serves."""
     import onnxruntime as ort
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from visearch.shared.models.build import quantize_int8
 
     photos = photo_catalogue()
     images = np.stack([preprocess_imagenet(decode_image(p.read_bytes())) for p in photos])
     tokenizer = platform.embedder.text.tokenizer
     texts = [p.title for p in photos] + ["dog", "a cup of coffee", "ankle boot", "red dress", "rocket launch at night"]
-    cases = {
-        "EfficientNet-Lite0 (image)": (platform.embedder.image.runner.path, None, "embedding",
-                                       [{"image": images[i : i + 1]} for i in range(len(images))]),
-        "MiniLM-L6 (text)": (platform.embedder.text.runner.path, ["MatMul"], "sentence_embedding",
-                             [dict(zip(("input_ids", "attention_mask"), tokenizer.encode([t]))) for t in texts]),
-    }
     options = ort.SessionOptions()  # as the services' sessions (shared/inference.py), one thread
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = 1
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, (source, ops, output, feeds) in cases.items():
-            target = Path(tmp) / f"{Path(source).parent.parent.name}-int8.onnx"
-            root = logging.getLogger()
-            level, root.level = root.level, logging.ERROR  # the quantiser warns per tensor it skips (hundreds of lines)
-            try:
-                quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, op_types_to_quantize=ops)
-            finally:
-                root.setLevel(level)
+        image_int8 = Path(tmp) / "efficientnet_lite0-int8.onnx"
+        quantize_int8(platform.embedder.image.runner.path, image_int8)
+        cases = {
+            "EfficientNet-Lite0 (image)": (platform.embedder.image.runner.path, image_int8, "embedding",
+                                           [{"image": images[i : i + 1]} for i in range(len(images))]),
+            "MiniLM-L6 (text)": (platform.embedder.text.runner.path,
+                                 TEXT_MODEL_INT8.locate(ModelSettings().cache_dir) / "model.onnx", "sentence_embedding",
+                                 [dict(zip(("input_ids", "attention_mask"), tokenizer.encode([t]))) for t in texts]),
+        }
+        for name, (source, target, output, feeds) in cases.items():
             sessions = {kind: ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
                         for kind, path in (("fp32", source), ("int8", target))}
             times: dict[str, list[float]] = {"fp32": [], "int8": []}
