@@ -281,8 +281,27 @@ class RankingSettings(BaseSettings):
     rrf_k: int = Field(60, ge=1, le=10_000, description="Reciprocal rank fusion constant k.")
     rerank_depth: int = Field(100, ge=1, le=16_384,
                               description="Candidates fetched per route and re-scored by every factor (at least the requested window; only the window when the ranker weighs nothing but the one route's similarity, e.g. visual_only).")
+    rerank_depth_embedded: int = Field(
+        30, ge=1, le=16_384,
+        description="The rerank window on Milvus Lite (embedded mode), whose cost per search grows with the rows it "
+                    "returns (top-30 ~8 ms, top-100 ~19 ms); the eval suites rank the same at 30 as at 100 "
+                    "(docs/performance.md). At most rerank_depth.")
     understand_query: bool = Field(
-        True, description="Read a query image's text (OCR) and tags (classification) for the text and tag factors.")
+        True, description="Query understanding of image queries, cheapest first and only what the ranker weighs: "
+                          "colours, pHash and the main photo of a framed query (in this process), taxonomy and "
+                          "concept tags (Classify over the embedding's class probabilities), text (OCR, for BM25).")
+    signal_budgets_ms: dict[str, float] = Field(
+        default_factory=lambda: {"pixels": 80.0, "main_region_embedding": 150.0, "classes": 120.0, "text": 120.0,
+                                 "objects": 1000.0},
+        description='Time budget of each query-understanding signal, milliseconds from the start of the request, as '
+                    'JSON {"signal": ms}: a signal not ready by then is skipped (SearchResponse.signals says so), '
+                    "never an error. Signals: pixels, main_region_embedding, classes, text, objects.")
+    framed_queries: bool = Field(
+        True, description="Find the main photo of a framed image query (a screenshot or web page) and search with it "
+                          "alongside the whole image, each candidate keeping the better visual evidence.")
+    query_ocr_max_side: int = Field(
+        480, ge=64, le=4096, description="Longest side of a query image's OCR pass (text detector input), pixels: "
+                                         "larger text only, fast enough for a search.")
     freshness_half_life_days: float = Field(30.0, gt=0, description="Age at which the freshness factor halves, days.")
     text_index_refresh_s: float = Field(
         30.0, ge=0, description="Age after which a tenant's BM25 index is rebuilt from Milvus, seconds (0: every query).")

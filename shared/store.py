@@ -42,7 +42,7 @@ _INDEX_WAIT_S = 10.0  # how long a starting service waits for a concurrent creat
 # Milvus Lite has no MVCC timestamps: its query iterator warns on every use that it uses the client's clock.
 logging.getLogger("pymilvus.orm.iterator").setLevel(logging.ERROR)
 
-COLOUR_DIM = 245  # must equal services/classification/colour.COLOUR_DIM (checked in tests/unit)
+COLOUR_DIM = 245  # must equal shared/colour.COLOUR_DIM (checked in tests/unit)
 SPACES = {"image": 1280, "joint": 384, "colour": COLOUR_DIM, "region": 1280}
 _VARCHAR = {"pk": 640, "image_id": 512, "tenant": 64, "collection": 128, "title": 1024, "category": 256,
             "brand": 256, "uri": 2048, "image_model": 128, "description": 2048, "ocr_text": 4096, "tags": 2048,
@@ -372,6 +372,36 @@ class MilvusStore:
                           filter=f"pk in {_literal(pks)}", output_fields=["image_id", "vector"],
                           consistency_level=self.settings.search_consistency)
         return {r["image_id"]: np.asarray(r["vector"], dtype=np.float32) for r in rows}
+
+    def similarities(self, space: str, tenant: str, image_ids: Iterable[str],
+                     vectors: Sequence[np.ndarray]) -> dict[str, float]:
+        """The best cosine similarity of the query ``vectors`` (one or more, each [dim]) with the stored vector of
+        each of several images in ``space``, by image id.
+
+        Milvus computes them (one search restricted to these ids), so no stored vector crosses the wire: for
+        100 candidates on Milvus Lite ~10 ms against ~26 ms to read their 1280-d vectors. Ids a filtered ANN
+        search on a server leaves out are read by id and scored here, so the result is exact; images without a
+        vector in ``space`` are absent.
+        """
+        ids = list(dict.fromkeys(image_ids))
+        if not ids or not len(vectors):
+            return {}
+        result = self._call("search", self._client.search, collection_name=self.collections[space],
+                            data=[_floats(v) for v in vectors],
+                            filter=f"tenant == {_literal(tenant)} and image_id in {_literal(ids)}",
+                            limit=len(ids), output_fields=["image_id"], search_params=self.search_params(space, len(ids)),
+                            consistency_level=self.settings.search_consistency)
+        found: dict[str, float] = {}
+        for hits in result:
+            for h in hits:
+                image_id = h["entity"]["image_id"]
+                found[image_id] = max(found.get(image_id, -2.0), float(h["distance"]))
+        # Milvus Lite searches exactly (FLAT): an id it left out has no vector. A server's index may drop some.
+        missing = [i for i in ids if i not in found] if self.concurrent else []
+        if missing:
+            for image_id, stored in self.vectors(space, tenant, missing).items():
+                found[image_id] = max(float(np.dot(stored, v)) for v in vectors)
+        return found
 
     def rows(self, tenant: str, image_ids: Iterable[str], filter: SearchFilter | None = None, space: str = "image",
              with_vector: bool = False, output_fields: Sequence[str] = OUTPUT_FIELDS) -> list[StoredHit]:

@@ -16,13 +16,19 @@ from PIL import Image
 from visearch.shared.config import ClassificationSettings, ConseSettings, ModelSettings
 from visearch.shared.duplicates import perceptual_hash
 from visearch.shared.models.trained import CatalogueHead
-from visearch.services.classification.colour import colour_descriptor, dominant_colours
+from visearch.shared.colour import colour_descriptor, dominant_colours
 from visearch.services.classification.concepts import ConceptTagger
 from visearch.services.classification.moderation import MODERATION_CLASSES, ModerationModel
 from visearch.services.classification.quality import quality_attributes
 from visearch.services.classification.taxonomy import Taxonomy
 from visearch.services.embedding.encoders import Embedder
-from visearch.v1 import common_pb2
+from visearch.v1 import classification_pb2, common_pb2
+
+# The parts of a Classification (ClassifyPart in protos/visearch/v1/classification.proto, lower case).
+PARTS = frozenset(classification_pb2.ClassifyPart.Name(v).removeprefix("CLASSIFY_PART_").lower()
+                  for v in classification_pb2.ClassifyPart.values() if v)
+# Parts computed from the model outputs alone (class probabilities, joint vector) or other services.
+PIXEL_FREE_PARTS = frozenset({"taxonomy", "concepts", "objects", "text"})
 
 
 class Classifier:
@@ -61,14 +67,17 @@ class Classifier:
                    ModerationModel.from_cache(models, settings), settings,
                    CatalogueHead.from_settings(models, models.catalogue_head))
 
-    def classify(self, images: Sequence[Image.Image], probs: np.ndarray | None = None, joint: np.ndarray | None = None,
+    def classify(self, images: Sequence[Image.Image] | None, probs: np.ndarray | None = None,
+                 joint: np.ndarray | None = None,
                  detections: Sequence[Sequence[common_pb2.Detection]] | None = None,
                  text_lines: Sequence[Sequence[common_pb2.TextLine]] | None = None,
-                 encoder_vectors: np.ndarray | None = None) -> list[common_pb2.Classification]:
+                 encoder_vectors: np.ndarray | None = None,
+                 parts: frozenset[str] | None = None) -> list[common_pb2.Classification]:
         """Classify N >= 1 images.
 
         Args:
-            images: decoded RGB images.
+            images: decoded RGB images; may be None when ``probs`` and ``joint`` are given and every part in
+                ``parts`` needs no pixels (:data:`PIXEL_FREE_PARTS`).
             probs: float32 [N, 1000] ImageNet probabilities from the embedding stage (computed if None).
             joint: float32 [N, 384] joint-space vectors (computed with ``probs`` if None, then with the
                 objects and text added, see ``Embedder.contextualise``).
@@ -76,44 +85,59 @@ class Classifier:
             text_lines: per image, the OCR stage's lines (used for ``has_text``).
             encoder_vectors: float32 [N, 1280], the image encoder's unprojected vectors (``embedder.encoder_model``
                 space) for the catalogue head; computed when a head is configured and they are None.
+            parts: the parts of :data:`PARTS` to compute (None: all). The search API asks for the taxonomy and
+                concepts of a query from the embedding's outputs, which costs no image-model pass.
+
+        Raises:
+            ValueError: ``images`` is None while a requested part needs pixels or the model outputs are missing.
         """
-        detections = detections or [[] for _ in images]
-        text_lines = text_lines or [[] for _ in images]
+        parts = PARTS if parts is None else parts
+        if images is None and (parts - PIXEL_FREE_PARTS or probs is None or joint is None):
+            raise ValueError(f"parts {sorted(parts - PIXEL_FREE_PARTS)} need the images (or give probs and joint)")
+        count = len(images) if images is not None else len(probs)
+        detections = detections or [[] for _ in range(count)]
+        text_lines = text_lines or [[] for _ in range(count)]
         if probs is None or joint is None:
             emb = self.embedder.embed_images(list(images))
             probs, encoder_vectors = emb.probs, emb.raw if encoder_vectors is None else encoder_vectors
             joint = self.embedder.contextualise(emb.joint, [[(d.label, d.score) for d in row] for row in detections],
                                                 [" ".join(line.text for line in row) for row in text_lines])
-        head_attributes: list[list[tuple[str, str, float]]] = [[] for _ in images]
-        if self.head is not None:
+        head_attributes: list[list[tuple[str, str, float]]] = [[] for _ in range(count)]
+        if self.head is not None and "catalogue_head" in parts:
             if encoder_vectors is None:
                 encoder_vectors = self.embedder.image.encode(list(images))[0]
             head_attributes = self.head.attributes(encoder_vectors, self.settings.head_tag_min_score)
-        moderation = self.moderation.predict(list(images))
-        safe = self.moderation.is_safe(moderation)
-        concepts = self.concepts.tag(np.asarray(joint, dtype=np.float32))
+        moderation = self.moderation.predict(list(images)) if "moderation" in parts else None
+        safe = self.moderation.is_safe(moderation) if moderation is not None else None
+        concepts = self.concepts.tag(np.asarray(joint, dtype=np.float32)) if "concepts" in parts else [[]] * count
         results = []
-        for i, image in enumerate(images):
-            out = common_pb2.Classification(model=self.model_name, phash=perceptual_hash(image))
-            for node in self.taxonomy.classify(probs[i]):
+        for i in range(count):
+            image = images[i] if images is not None else None
+            out = common_pb2.Classification(model=self.model_name)
+            if "phash" in parts:
+                out.phash = perceptual_hash(image)
+            for node in self.taxonomy.classify(probs[i]) if "taxonomy" in parts else []:
                 out.taxonomy.add(id=node.id, name=node.name, depth=node.depth, score=node.score)
                 out.attributes.add(name="category", value=node.name, score=node.score)
             best: dict[str, float] = {}
             for d in detections[i]:
                 best[d.label] = max(best.get(d.label, 0.0), d.score)
             out.attributes.extend(common_pb2.Attribute(name="object", value=k, score=v) for k, v in best.items())
-            for colour in dominant_colours(image, self.settings.colours):
-                out.colours.add(name=colour.name, hex=colour.hex, fraction=colour.fraction)
-                out.attributes.add(name="colour", value=colour.name, score=colour.fraction)
-            out.colour_descriptor.values[:] = colour_descriptor(image)
+            if "colours" in parts:
+                for colour in dominant_colours(image, self.settings.colours):
+                    out.colours.add(name=colour.name, hex=colour.hex, fraction=colour.fraction)
+                    out.attributes.add(name="colour", value=colour.name, score=colour.fraction)
+                out.colour_descriptor.values[:] = colour_descriptor(image)
             out.attributes.extend(common_pb2.Attribute(name="concept", value=c, score=s) for c, s in concepts[i])
             out.attributes.extend(common_pb2.Attribute(name=n, value=v, score=s) for n, v, s in head_attributes[i])
-            for name, (value, score) in quality_attributes(image, len(text_lines[i])).items():
-                out.attributes.add(name=name, value=value, score=score)
-            unsafe = float(sum(moderation[i][MODERATION_CLASSES.index(c)] for c in ("porn", "hentai", "sexy")))
-            out.moderation.safe = bool(safe[i])
-            out.moderation.scores.extend(common_pb2.ClassScore(name=c, score=float(p))
-                                         for c, p in zip(MODERATION_CLASSES, moderation[i]))
-            out.attributes.add(name="moderation", value="safe" if safe[i] else "unsafe", score=unsafe)
+            if "quality" in parts:
+                for name, (value, score) in quality_attributes(image, len(text_lines[i])).items():
+                    out.attributes.add(name=name, value=value, score=score)
+            if moderation is not None:
+                unsafe = float(sum(moderation[i][MODERATION_CLASSES.index(c)] for c in ("porn", "hentai", "sexy")))
+                out.moderation.safe = bool(safe[i])
+                out.moderation.scores.extend(common_pb2.ClassScore(name=c, score=float(p))
+                                             for c, p in zip(MODERATION_CLASSES, moderation[i]))
+                out.attributes.add(name="moderation", value="safe" if safe[i] else "unsafe", score=unsafe)
             results.append(out)
         return results

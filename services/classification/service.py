@@ -8,10 +8,12 @@ import grpc
 import numpy as np
 
 from visearch.shared.config import ImageSettings
+from visearch.shared.errors import InvalidEventError
 from visearch.shared.grpcutil import error_from_rpc, rpc_method
 from visearch.shared.images import decode_request_images
 from visearch.shared.pipeline import ImageStage
-from visearch.services.classification.classifier import Classifier
+from visearch.services.classification.classifier import PARTS, PIXEL_FREE_PARTS, Classifier
+from visearch.services.embedding.encoders import TEXT_DIM
 from visearch.v1 import classification_pb2, classification_pb2_grpc, detection_pb2, ocr_pb2
 
 SERVICE_NAME = "visearch.v1.ClassificationService"
@@ -33,15 +35,44 @@ class ClassificationService(classification_pb2_grpc.ClassificationServiceService
 
     @rpc_method(SERVICE_NAME)
     def Classify(self, request: classification_pb2.ClassifyRequest, context) -> classification_pb2.ClassifyResponse:  # noqa: N802
-        """Taxonomy, attributes, colours and moderation of each image."""
-        images = decode_request_images(request.images, self.image_settings, MAX_IMAGES_PER_REQUEST)
-        detections = self._pool.submit(self._call, self.detection, "Detect", detection_pb2.DetectRequest(images=request.images))
-        lines = self._pool.submit(self._call, self.ocr, "Read", ocr_pb2.ReadRequest(images=request.images))
-        detections, lines = detections.result(), lines.result()
+        """Taxonomy, attributes, colours and moderation of each image (only ``parts``, when given).
+
+        With ``precomputed`` (the embedding service's class probabilities and joint vector per image) the
+        image model does not run again, and parts that need no pixels need no image at all.
+        Raises INVALID_ARGUMENT for a bad image, or when ``precomputed`` does not match the images.
+        """
+        parts = frozenset(classification_pb2.ClassifyPart.Name(p).removeprefix("CLASSIFY_PART_").lower()
+                          for p in request.parts if p) or PARTS
+        probs = joint = None
+        if request.precomputed:
+            if request.images and len(request.precomputed) != len(request.images):
+                raise InvalidEventError(f"precomputed: one per image, got {len(request.precomputed)} for "
+                                        f"{len(request.images)} images", reason="bad_precomputed")
+            try:
+                probs = np.array([p.class_probs.values for p in request.precomputed], dtype=np.float32)
+                joint = np.array([p.joint.values for p in request.precomputed], dtype=np.float32)
+            except ValueError as exc:  # ragged rows
+                raise InvalidEventError(f"precomputed vectors differ in length: {exc}", reason="bad_precomputed") from exc
+            expected = (len(self.classifier.embedder.image.classes), TEXT_DIM)
+            if probs.ndim != 2 or joint.ndim != 2 or (probs.shape[1], joint.shape[1]) != expected:
+                raise InvalidEventError(f"precomputed class_probs / joint must have {expected[0]} / {expected[1]} values",
+                                        reason="bad_precomputed")
+        if request.images or probs is None or parts - PIXEL_FREE_PARTS:
+            images = decode_request_images(request.images, self.image_settings, MAX_IMAGES_PER_REQUEST)
+        else:
+            images = None  # taxonomy / concepts from the given model outputs: no pixels needed
+        detections = lines = None
+        if request.images:
+            pending_detections = self._pool.submit(self._call, self.detection, "Detect",
+                                                   detection_pb2.DetectRequest(images=request.images)) if "objects" in parts else None
+            pending_lines = self._pool.submit(self._call, self.ocr, "Read",
+                                              ocr_pb2.ReadRequest(images=request.images)) if "text" in parts else None
+            detections = pending_detections.result() if pending_detections else None
+            lines = pending_lines.result() if pending_lines else None
         results = self.classifier.classify(
-            images, detections=[list(r.detections) for r in detections.results] if detections else None,
-            text_lines=[list(r.lines) for r in lines.results] if lines else None)
-        if lines:  # callers (the search API's query understanding) get the text without a second OCR call
+            images, probs, joint, detections=[list(r.detections) for r in detections.results] if detections else None,
+            text_lines=[list(r.lines) for r in lines.results] if lines else None, parts=parts)
+        if lines:  # callers get the text without a second OCR call
             for result, text in zip(results, lines.results):
                 result.ocr_text = text.text
         return classification_pb2.ClassifyResponse(results=results)

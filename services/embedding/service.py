@@ -10,6 +10,7 @@ from visearch.shared.grpcutil import rpc_method
 from visearch.shared.images import RESIZE_SHORT_SIDE, crop_box, decode_request_images
 from visearch.shared.logging import get_logger
 from visearch.shared.pipeline import ImageStage
+from visearch.shared.regions import select_regions
 from visearch.services.embedding.encoders import Embedder
 from visearch.v1 import common_pb2, embedding_pb2, embedding_pb2_grpc, events_pb2
 
@@ -30,10 +31,25 @@ class EmbeddingService(embedding_pb2_grpc.EmbeddingServiceServicer):
 
     @rpc_method(SERVICE_NAME)
     def EmbedImage(self, request: embedding_pb2.EmbedImageRequest, context) -> embedding_pb2.EmbedImageResponse:  # noqa: N802
-        """Embed each image; any bad image fails the call with INVALID_ARGUMENT naming its index."""
-        # Only the global embedding is computed, which resizes to 256 px: a large JPEG decodes at reduced scale.
-        min_side = RESIZE_SHORT_SIDE if self.image_settings.draft_decode else 0
+        """Embed each image (or its box in ``crops``); ``class_probs`` also returns the ImageNet probabilities.
+
+        Raises INVALID_ARGUMENT naming the index of a bad image or box, or when ``crops`` is neither empty
+        nor one per image.
+        """
+        crops = list(request.crops)
+        if crops and len(crops) != len(request.images):
+            raise InvalidEventError(f"crops: none or one per image, got {len(crops)} for {len(request.images)} images",
+                                    reason="bad_box")
+        # Only the global embedding is computed, which resizes to 256 px: a large JPEG decodes at reduced
+        # scale (not when a crop is taken: boxes are in the original's pixels).
+        min_side = RESIZE_SHORT_SIDE if self.image_settings.draft_decode and not crops else 0
         decoded = decode_request_images(request.images, self.image_settings, MAX_IMAGES_PER_REQUEST, min_side)
+        for index, box in enumerate(crops):
+            if (box.x1, box.y1, box.x2, box.y2) != (0, 0, 0, 0):
+                try:
+                    decoded[index] = crop_box(decoded[index], (box.x1, box.y1, box.x2, box.y2))
+                except InvalidEventError as exc:
+                    raise InvalidEventError(f"image {index}: {exc}", reason=exc.reason) from exc
         result = self.embedder.embed_images(decoded)
         top = self.embedder.top_classes(result.probs, request.top_classes) if request.top_classes > 0 else [[]] * len(decoded)
         response = embedding_pb2.EmbedImageResponse(image_model=self.embedder.image_model, text_model=self.embedder.text_model)
@@ -41,6 +57,7 @@ class EmbeddingService(embedding_pb2_grpc.EmbeddingServiceServicer):
             response.embeddings.add(
                 image=common_pb2.Vector(values=result.image[i]), joint=common_pb2.Vector(values=result.joint[i]),
                 classes=[common_pb2.ClassScore(wnid=c.wnid, name=c.name, score=s) for c, s in top[i]],
+                class_probs=common_pb2.Vector(values=result.probs[i]) if request.class_probs else None,
             )
         return response
 
@@ -69,17 +86,6 @@ class EmbeddingService(embedding_pb2_grpc.EmbeddingServiceServicer):
         vectors = self.embedder.embed_texts(list(request.texts))
         return embedding_pb2.EmbedTextResponse(
             vectors=[common_pb2.Vector(values=v) for v in vectors], text_model=self.embedder.text_model)
-
-
-def select_regions(detections, width: int, height: int, settings: DetectionSettings) -> list[int]:
-    """Indices of the detections that get a region embedding: score >= ``region_min_score``, box area
-    >= ``region_min_area`` of the image, at most ``max_regions``, highest score first."""
-    area = float(width * height) or 1.0
-    keep = [i for i, d in enumerate(detections)
-            if d.score >= settings.region_min_score
-            and (d.box.x2 - d.box.x1) * (d.box.y2 - d.box.y1) / area >= settings.region_min_area]
-    keep.sort(key=lambda i: -detections[i].score)
-    return keep[: settings.max_regions]
 
 
 class EmbeddingStage(ImageStage):

@@ -341,11 +341,14 @@ class TextReader:
         rec = runner_for(models, OCR_REC_MODEL, rec_dir)
         return cls(det, cls_runner, rec, charset, settings, model_name=f"ppocr@{OCR_DET_MODEL.key}+{OCR_REC_MODEL.key}")
 
-    def read(self, images: list[Image.Image], timings: dict[str, float] | None = None) -> list[list[TextLine]]:
+    def read(self, images: list[Image.Image], timings: dict[str, float] | None = None,
+             det_max_side: int = 0) -> list[list[TextLine]]:
         """Read the text lines of each image.
 
         Args:
             images: decoded PIL images of any size and mode (converted to RGB).
+            det_max_side: the detector's longest input side for this call, pixels (0: ``settings.det_max_side``);
+                smaller is faster and finds only larger text. Recognition runs on the found lines only.
             timings: if given, receives the seconds spent in ``det``, ``cls`` and ``rec`` (model calls
                 plus their pre- and post-processing) summed over the images.
 
@@ -364,7 +367,7 @@ class TextReader:
         if not images:
             return []
         start = time.perf_counter()
-        pages, boxes = self._detect(images)
+        pages, boxes = self._detect(images, det_max_side or self.settings.det_max_side)
         crops = [(page, k, crop_line(pages[page][0], box)) for page, page_boxes in enumerate(boxes)
                  for k, box in enumerate(page_boxes)]
         timings["det"] = time.perf_counter() - start
@@ -387,7 +390,7 @@ class TextReader:
             results[page].append(TextLine(text=text, score=score, polygon=[(float(x), float(y)) for x, y in polygon]))
         return results
 
-    def _detect(self, images: list[Image.Image]) -> tuple[list[_Page], list[np.ndarray]]:
+    def _detect(self, images: list[Image.Image], max_side: int) -> tuple[list[_Page], list[np.ndarray]]:
         """Per image: (padded BGR, pad rows, original (h, w)) and its boxes in padded pixels, in reading order."""
         pages = []
         for image in images:
@@ -399,12 +402,12 @@ class TextReader:
         # DET_MAX_BATCH at a time (a 960 x 960 input is 11 MB of float32).
         groups: dict[tuple[int, int], list[int]] = {}
         for i, (padded, _, _) in enumerate(pages):
-            groups.setdefault(det_input_size(*padded.shape[:2], self.settings.det_max_side), []).append(i)
+            groups.setdefault(det_input_size(*padded.shape[:2], max_side), []).append(i)
         maps: list[np.ndarray | None] = [None] * len(images)
         for indices in groups.values():
             for start in range(0, len(indices), DET_MAX_BATCH):
                 chunk = indices[start : start + DET_MAX_BATCH]
-                batch = np.stack([det_input(pages[i][0], self.settings.det_max_side) for i in chunk])
+                batch = np.stack([det_input(pages[i][0], max_side) for i in chunk])
                 out = self.det.infer({INPUT: batch}, [DET_OUTPUT])[DET_OUTPUT]
                 for i, prob in zip(chunk, out):
                     maps[i] = prob[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from visearch.shared.config import ImageSettings
+from visearch.shared.errors import InvalidEventError
 from visearch.shared.grpcutil import rpc_method
 from visearch.shared.images import decode_request_images
 from visearch.shared.pipeline import ImageStage
@@ -28,10 +29,15 @@ class OcrService(ocr_pb2_grpc.OcrServiceServicer):
 
     @rpc_method(SERVICE_NAME)
     def Read(self, request: ocr_pb2.ReadRequest, context) -> ocr_pb2.ReadResponse:  # noqa: N802
-        """The lines of text in each image, in reading order."""
+        """The lines of text in each image, in reading order (``det_max_side``: a smaller, faster detector pass).
+
+        Raises INVALID_ARGUMENT for a bad image or a negative ``det_max_side``.
+        """
+        if request.det_max_side < 0:
+            raise InvalidEventError(f"det_max_side must be >= 0, got {request.det_max_side}", reason="bad_det_max_side")
         images = decode_request_images(request.images, self.image_settings, MAX_IMAGES_PER_REQUEST)
         response = ocr_pb2.ReadResponse(model=self.reader.model_name)
-        for lines in self.reader.read(images):
+        for lines in self.reader.read(images, det_max_side=request.det_max_side):
             response.results.add(lines=[line_message(line) for line in lines], text="\n".join(l.text for l in lines))
         return response
 

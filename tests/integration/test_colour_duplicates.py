@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from visearch.services.classification.colour import colour_descriptor, dominant_colours, palette_descriptor
+from visearch.shared.colour import colour_descriptor, dominant_colours, palette_descriptor
 from visearch.shared.duplicates import (
     hash_distance,
     is_exact_match,

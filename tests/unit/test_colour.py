@@ -1,4 +1,4 @@
-"""Unit tests for visearch.services.classification.colour on synthetic images: naming, k-means shares,
+"""Unit tests for visearch.shared.colour on synthetic images: naming, k-means shares,
 descriptor properties, palette parsing and its errors."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from visearch.services.classification.colour import (
+from visearch.shared.colour import (
     COLOUR_DIM,
     PALETTE,
     ColourTag,

@@ -24,22 +24,28 @@ class EmbedRegionsResponse(_message.Message):
     def __init__(self, vectors: _Optional[_Iterable[_Union[_common_pb2.Vector, _Mapping]]] = ..., image_model: _Optional[str] = ...) -> None: ...
 
 class EmbedImageRequest(_message.Message):
-    __slots__ = ("images", "top_classes")
+    __slots__ = ("images", "top_classes", "class_probs", "crops")
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     TOP_CLASSES_FIELD_NUMBER: _ClassVar[int]
+    CLASS_PROBS_FIELD_NUMBER: _ClassVar[int]
+    CROPS_FIELD_NUMBER: _ClassVar[int]
     images: _containers.RepeatedCompositeFieldContainer[_common_pb2.Image]
     top_classes: int
-    def __init__(self, images: _Optional[_Iterable[_Union[_common_pb2.Image, _Mapping]]] = ..., top_classes: _Optional[int] = ...) -> None: ...
+    class_probs: bool
+    crops: _containers.RepeatedCompositeFieldContainer[_common_pb2.Box]
+    def __init__(self, images: _Optional[_Iterable[_Union[_common_pb2.Image, _Mapping]]] = ..., top_classes: _Optional[int] = ..., class_probs: bool = ..., crops: _Optional[_Iterable[_Union[_common_pb2.Box, _Mapping]]] = ...) -> None: ...
 
 class ImageEmbedding(_message.Message):
-    __slots__ = ("image", "joint", "classes")
+    __slots__ = ("image", "joint", "classes", "class_probs")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     JOINT_FIELD_NUMBER: _ClassVar[int]
     CLASSES_FIELD_NUMBER: _ClassVar[int]
+    CLASS_PROBS_FIELD_NUMBER: _ClassVar[int]
     image: _common_pb2.Vector
     joint: _common_pb2.Vector
     classes: _containers.RepeatedCompositeFieldContainer[_common_pb2.ClassScore]
-    def __init__(self, image: _Optional[_Union[_common_pb2.Vector, _Mapping]] = ..., joint: _Optional[_Union[_common_pb2.Vector, _Mapping]] = ..., classes: _Optional[_Iterable[_Union[_common_pb2.ClassScore, _Mapping]]] = ...) -> None: ...
+    class_probs: _common_pb2.Vector
+    def __init__(self, image: _Optional[_Union[_common_pb2.Vector, _Mapping]] = ..., joint: _Optional[_Union[_common_pb2.Vector, _Mapping]] = ..., classes: _Optional[_Iterable[_Union[_common_pb2.ClassScore, _Mapping]]] = ..., class_probs: _Optional[_Union[_common_pb2.Vector, _Mapping]] = ...) -> None: ...
 
 class EmbedImageResponse(_message.Message):
     __slots__ = ("embeddings", "image_model", "text_model")

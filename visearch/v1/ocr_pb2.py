@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from visearch.v1 import common_pb2 as visearch_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15visearch/v1/ocr.proto\x12\x0bvisearch.v1\x1a\x18visearch/v1/common.proto\"1\n\x0bReadRequest\x12\"\n\x06images\x18\x01 \x03(\x0b\x32\x12.visearch.v1.Image\"?\n\tImageText\x12$\n\x05lines\x18\x01 \x03(\x0b\x32\x15.visearch.v1.TextLine\x12\x0c\n\x04text\x18\x02 \x01(\t\"F\n\x0cReadResponse\x12\'\n\x07results\x18\x01 \x03(\x0b\x32\x16.visearch.v1.ImageText\x12\r\n\x05model\x18\x02 \x01(\t2I\n\nOcrService\x12;\n\x04Read\x12\x18.visearch.v1.ReadRequest\x1a\x19.visearch.v1.ReadResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15visearch/v1/ocr.proto\x12\x0bvisearch.v1\x1a\x18visearch/v1/common.proto\"G\n\x0bReadRequest\x12\"\n\x06images\x18\x01 \x03(\x0b\x32\x12.visearch.v1.Image\x12\x14\n\x0c\x64\x65t_max_side\x18\x02 \x01(\x05\"?\n\tImageText\x12$\n\x05lines\x18\x01 \x03(\x0b\x32\x15.visearch.v1.TextLine\x12\x0c\n\x04text\x18\x02 \x01(\t\"F\n\x0cReadResponse\x12\'\n\x07results\x18\x01 \x03(\x0b\x32\x16.visearch.v1.ImageText\x12\r\n\x05model\x18\x02 \x01(\t2I\n\nOcrService\x12;\n\x04Read\x12\x18.visearch.v1.ReadRequest\x1a\x19.visearch.v1.ReadResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,11 +33,11 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'visearch.v1.ocr_pb2', _glob
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_READREQUEST']._serialized_start=64
-  _globals['_READREQUEST']._serialized_end=113
-  _globals['_IMAGETEXT']._serialized_start=115
-  _globals['_IMAGETEXT']._serialized_end=178
-  _globals['_READRESPONSE']._serialized_start=180
-  _globals['_READRESPONSE']._serialized_end=250
-  _globals['_OCRSERVICE']._serialized_start=252
-  _globals['_OCRSERVICE']._serialized_end=325
+  _globals['_READREQUEST']._serialized_end=135
+  _globals['_IMAGETEXT']._serialized_start=137
+  _globals['_IMAGETEXT']._serialized_end=200
+  _globals['_READRESPONSE']._serialized_start=202
+  _globals['_READRESPONSE']._serialized_end=272
+  _globals['_OCRSERVICE']._serialized_start=274
+  _globals['_OCRSERVICE']._serialized_end=347
 # @@protoc_insertion_point(module_scope)

@@ -8,10 +8,12 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ReadRequest(_message.Message):
-    __slots__ = ("images",)
+    __slots__ = ("images", "det_max_side")
     IMAGES_FIELD_NUMBER: _ClassVar[int]
+    DET_MAX_SIDE_FIELD_NUMBER: _ClassVar[int]
     images: _containers.RepeatedCompositeFieldContainer[_common_pb2.Image]
-    def __init__(self, images: _Optional[_Iterable[_Union[_common_pb2.Image, _Mapping]]] = ...) -> None: ...
+    det_max_side: int
+    def __init__(self, images: _Optional[_Iterable[_Union[_common_pb2.Image, _Mapping]]] = ..., det_max_side: _Optional[int] = ...) -> None: ...
 
 class ImageText(_message.Message):
     __slots__ = ("lines", "text")

@@ -243,13 +243,29 @@ class TagResponse(_message.Message):
     def __init__(self, phrases: _Optional[_Iterable[_Union[_common_pb2.Attribute, _Mapping]]] = ..., model_tags: _Optional[_Iterable[_Union[_common_pb2.Attribute, _Mapping]]] = ..., neighbours_used: _Optional[int] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("hits", "took_ms", "query_id", "ranker")
+    __slots__ = ("hits", "took_ms", "query_id", "ranker", "signals", "main_region")
     HITS_FIELD_NUMBER: _ClassVar[int]
     TOOK_MS_FIELD_NUMBER: _ClassVar[int]
     QUERY_ID_FIELD_NUMBER: _ClassVar[int]
     RANKER_FIELD_NUMBER: _ClassVar[int]
+    SIGNALS_FIELD_NUMBER: _ClassVar[int]
+    MAIN_REGION_FIELD_NUMBER: _ClassVar[int]
     hits: _containers.RepeatedCompositeFieldContainer[Hit]
     took_ms: float
     query_id: str
     ranker: str
-    def __init__(self, hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., took_ms: _Optional[float] = ..., query_id: _Optional[str] = ..., ranker: _Optional[str] = ...) -> None: ...
+    signals: _containers.RepeatedCompositeFieldContainer[QuerySignal]
+    main_region: _common_pb2.Box
+    def __init__(self, hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., took_ms: _Optional[float] = ..., query_id: _Optional[str] = ..., ranker: _Optional[str] = ..., signals: _Optional[_Iterable[_Union[QuerySignal, _Mapping]]] = ..., main_region: _Optional[_Union[_common_pb2.Box, _Mapping]] = ...) -> None: ...
+
+class QuerySignal(_message.Message):
+    __slots__ = ("name", "used", "skipped", "took_ms")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    USED_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    TOOK_MS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    used: bool
+    skipped: str
+    took_ms: float
+    def __init__(self, name: _Optional[str] = ..., used: bool = ..., skipped: _Optional[str] = ..., took_ms: _Optional[float] = ...) -> None: ...

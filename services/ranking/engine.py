@@ -1,0 +1,119 @@
+"""The query engine: routes -> factor registry -> ranker -> page, for every search RPC once it has a query.
+
+The planner (``planner.py``) and query understanding (``understanding.py``) turn a request into a
+:class:`~visearch.services.ranking.query.Query` and its routes; :meth:`QueryEngine.retrieve` runs the
+routes (``routes.py``), :meth:`QueryEngine.rank` gives every candidate the factors the ranker weighs
+(``factor_registry.py``), orders them (``ranker.py``), reads the page's remaining fields in one query and
+returns the API's hits with each factor's value and contribution.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Executor
+
+from visearch.shared.config import RankingSettings
+from visearch.shared.store import OUTPUT_FIELDS, MilvusStore, SearchFilter
+from visearch.services.ranking.factor_registry import ScoringContext, score_candidates
+from visearch.services.ranking.planner import FetchPlan, plan_fetch
+from visearch.services.ranking.query import Candidate, Query
+from visearch.services.ranking.ranker import FACTORS, RankedHit, Ranker
+from visearch.services.ranking.routes import AnnRoute, Bm25Route, gather
+from visearch.v1 import search_pb2
+
+_FACTOR_ORDER = {name: n for n, name in enumerate(FACTORS)}
+
+
+class QueryEngine:
+    """Retrieval and ranking over one store and BM25 index.
+
+    Args:
+        store: the Milvus store.
+        text_index: the BM25 index (``text_index.TextIndex``).
+        settings: rerank depth (and its embedded-store value) and the freshness half-life.
+        pool: executor for concurrent routes (a Milvus server only).
+    """
+
+    def __init__(self, store: MilvusStore, text_index, settings: RankingSettings, pool: Executor) -> None:
+        self.store = store
+        self.text_index = text_index
+        self.settings = settings
+        self.pool = pool
+        # Milvus Lite's cost per search grows with the rows it returns; a server's top-100 costs about its top-30.
+        self.rerank_depth = (settings.rerank_depth if store.concurrent
+                             else min(settings.rerank_depth, settings.rerank_depth_embedded))
+
+    def fetch_plan(self, window: int, ranker: Ranker, signals, routes: list[AnnRoute]) -> FetchPlan:
+        """:func:`~visearch.services.ranking.planner.plan_fetch` with this store's rerank depth."""
+        return plan_fetch(window, ranker, signals, {r.factor for r in routes}, self.rerank_depth)
+
+    def search(self, query: Query, routes: list[AnnRoute], ranker: Ranker, tenant: str, flt: SearchFilter,
+               offset: int, window: int, bm25: Bm25Route | None = None) -> list[search_pb2.Hit]:
+        """The hits ``offset`` .. ``window`` (exclusive) of the query, best first."""
+        fetch = self.fetch_plan(window, ranker, query.signals(), routes)
+        ceilings: dict[str, float] = {}
+        candidates = self.retrieve(routes, tenant, flt, fetch, ceilings=ceilings)
+        self.add_bm25(candidates, bm25, tenant, flt, fetch)
+        return self.rank(candidates, query, ranker, tenant, offset, window, ceilings)
+
+    def retrieve(self, routes: list[AnnRoute], tenant: str, flt: SearchFilter, fetch: FetchPlan,
+                 into: dict[str, Candidate] | None = None, ceilings: dict[str, float] | None = None,
+                 ) -> dict[str, Candidate]:
+        """Candidates of the routes by image id (``routes.gather``), merged ``into`` earlier ones when given
+        (each factor keeps its best value; the earlier row keeps providing the fields). ``ceilings`` receives
+        the routes' lowest score per factor (see ``gather``)."""
+        found = gather(routes, self.store, tenant, fetch.depth, flt, fetch.fields, self.pool, ceilings,
+                       fetch.factor_fields) if routes else {}
+        if into is None:
+            return found
+        for image_id, candidate in found.items():
+            if image_id not in into:
+                into[image_id] = candidate
+                continue
+            for factor, value in candidate.factors.items():
+                into[image_id].offer(factor, value, candidate.region if factor == "region" else None)
+        return into
+
+    def add_bm25(self, candidates: dict[str, Candidate], bm25: Bm25Route | None, tenant: str, flt: SearchFilter,
+                 fetch: FetchPlan) -> None:
+        """Add the BM25 route's candidates (nothing when there is no BM25 route)."""
+        if bm25 is not None:
+            bm25.add_to(candidates, self.store, self.text_index, tenant, fetch.depth, flt, fetch.fields)
+
+    def rank(self, candidates: dict[str, Candidate], query: Query, ranker: Ranker, tenant: str, offset: int,
+             window: int, ceilings: dict[str, float] | None = None) -> list[search_pb2.Hit]:
+        """Score the candidates by every weighed factor, rank them, read the page's fields, build the hits.
+
+        ``ceilings``: the routes' lowest score per factor (``retrieve``), which lets the scoring skip the
+        candidates that cannot reach the page.
+        """
+        candidates = score_candidates(candidates, query, ranker, ScoringContext(
+            self.store, self.text_index, tenant, self.settings.freshness_half_life_days), keep=window, ceilings=ceilings)
+        ranked = ranker.rank({i: c.factors for i, c in candidates.items()})[offset:window]
+        self._read_page_fields(candidates, [r.image_id for r in ranked], tenant)
+        return [to_hit(candidates[r.image_id], r) for r in ranked]
+
+    def _read_page_fields(self, candidates: dict[str, Candidate], image_ids: list[str], tenant: str) -> None:
+        """Complete the page's candidates with every stored field (title, uri, ...) in one query, when a route
+        read only the factors' fields of a deep rerank window."""
+        partial = [i for i in image_ids if not candidates[i].stored.fields.keys() >= set(OUTPUT_FIELDS)]
+        for stored in self.store.rows(tenant, partial) if partial else []:
+            candidates[stored.image_id].stored.fields.update(stored.fields)
+
+
+def to_hit(candidate: Candidate, ranked: RankedHit) -> search_pb2.Hit:
+    """The API's hit: stored fields, score, and each factor's value and contribution (in FACTORS order)."""
+    fields = candidate.stored.fields
+    hit = search_pb2.Hit(
+        image_id=candidate.stored.image_id, score=ranked.score, title=fields.get("title", ""),
+        category=fields.get("category", ""), brand=fields.get("brand", ""), price=fields.get("price", 0.0),
+        in_stock=fields.get("in_stock", False), uri=fields.get("uri", ""),
+        factors=[search_pb2.FactorScore(name=name, value=value, contribution=ranked.contributions.get(name, 0.0))
+                 for name, value in sorted(candidate.factors.items(),
+                                           key=lambda kv: _FACTOR_ORDER.get(kv[0], len(_FACTOR_ORDER)))],
+        duplicate_of=fields.get("duplicate_of", ""), safe=fields.get("safe", True),
+        tags=[t for t in (fields.get("tags") or "").split(";") if t], taxonomy=fields.get("taxonomy", ""),
+        ocr_text=fields.get("ocr_text", ""),
+    )
+    if candidate.region is not None:
+        hit.region.CopyFrom(candidate.region)
+    return hit

@@ -1,0 +1,160 @@
+"""Retrieval routes: where a search's candidates come from, each route one unit.
+
+- :class:`VisualRoute`: ANN over the global image embeddings (factor "visual");
+- :class:`RegionRoute`: ANN over the indexed regions (detected objects), factor "region", with the
+  matched region (and the query's box or object) on the hit;
+- :class:`JointRoute`: ANN over the joint image-text vectors (factor "text");
+- :class:`ColourRoute`: ANN over the colour descriptors (factor "colour");
+- :class:`Bm25Route`: BM25 over linked text + OCR text (the ranking process's index, ``text_index.py``);
+  its candidates' rows are read from Milvus so filters apply, with their joint vectors when the text
+  factor is weighed.
+
+Every route filters in Milvus. :func:`gather` runs the ANN routes (concurrently on a Milvus server, in
+turn on Milvus Lite, whose client serialises calls) and merges their hits into candidates in route order,
+so the first route that found an image provides its fields.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+import numpy as np
+
+from visearch.shared.store import MilvusStore, SearchFilter, StoredHit
+from visearch.services.ranking.query import Candidate
+from visearch.v1 import common_pb2, search_pb2
+
+MAX_WINDOW = 16384  # Milvus limit on offset + limit
+
+
+@dataclass(frozen=True)
+class AnnRoute:
+    """One ANN query of ``vector`` in the collection ``space``; its cosine becomes factor ``factor``."""
+
+    vector: np.ndarray
+    space = "image"
+    factor = "visual"
+
+    def limit(self, depth: int) -> int:
+        """How many rows to ask for so that ``depth`` images come back."""
+        return min(depth, MAX_WINDOW)
+
+    def search(self, store: MilvusStore, tenant: str, depth: int, flt: SearchFilter,
+               fields: tuple[str, ...]) -> list[StoredHit]:
+        """The route's hits, best first."""
+        return store.search(self.space, self.vector, tenant=tenant, top_k=self.limit(depth), filter=flt,
+                            output_fields=fields)
+
+    def offer(self, candidate: Candidate, hit: StoredHit) -> None:
+        """Give ``candidate`` this route's evidence from ``hit``."""
+        candidate.offer(self.factor, hit.score)
+
+
+class VisualRoute(AnnRoute):
+    """Global visual embeddings (1280-d): the image query itself, or a framed query's main photo."""
+
+
+@dataclass(frozen=True)
+class RegionRoute(AnnRoute):
+    """Indexed regions (one row per detected object, same space as the global embeddings).
+
+    ``query_box`` / ``query_label``: the query's box or detected object this vector came from, reported on
+    the hit's RegionMatch.
+    """
+
+    query_box: common_pb2.Box | None = None
+    query_label: str = ""
+    space = "region"
+    factor = "region"
+
+    def limit(self, depth: int) -> int:
+        # Several regions of one image can be near the query: ask for more so `depth` images remain.
+        return min(3 * depth, MAX_WINDOW)
+
+    def offer(self, candidate: Candidate, hit: StoredHit) -> None:  # noqa: D102
+        x1, y1, x2, y2 = hit.fields["box"]
+        region = search_pb2.RegionMatch(index=int(hit.fields["region_index"]), label=hit.fields["label"],
+                                        box=common_pb2.Box(x1=x1, y1=y1, x2=x2, y2=y2), query_label=self.query_label)
+        if self.query_box is not None:
+            region.query_box.CopyFrom(self.query_box)
+        candidate.offer(self.factor, hit.score, region)
+
+
+class JointRoute(AnnRoute):
+    """Joint image-text vectors (384-d, the text encoder's space): a text query, or an item's joint vector."""
+
+    space = "joint"
+    factor = "text"
+
+
+class ColourRoute(AnnRoute):
+    """Colour descriptors (Lab histograms): search by colour or palette."""
+
+    space = "colour"
+    factor = "colour"
+
+
+def gather(routes: list[AnnRoute], store: MilvusStore, tenant: str, depth: int, flt: SearchFilter,
+           fields: tuple[str, ...], pool: Executor, ceilings: dict[str, float] | None = None,
+           region_fields: tuple[str, ...] | None = None) -> dict[str, Candidate]:
+    """Run the routes and merge their hits into candidates (image id -> Candidate), in route order.
+
+    On a Milvus server (``store.concurrent``) the routes' queries overlap, so the search waits for the
+    slowest, not their sum; Milvus Lite runs them in turn. Routes of one space and factor (the whole query
+    image and its main photo) go to Milvus as one multi-vector search.
+
+    ``region_fields``: the fields region routes read instead of ``fields`` (fewer: their rows are per object).
+    ``ceilings``, when given, receives per factor the highest value a candidate the factor's routes did not
+    find can have: the lowest score they returned (an ANN route returns its best first). The ranker's
+    pruning (``factor_registry.score_candidates``) uses it to skip candidates that cannot reach the page.
+    """
+    batches: dict[tuple[type, str], list[AnnRoute]] = {}
+    for route in routes:
+        key = (type(route), route.space) if type(route) is VisualRoute else (id(route), route.space)
+        batches.setdefault(key, []).append(route)
+
+    def search(batch: list[AnnRoute]) -> list[list[StoredHit]]:
+        wanted = region_fields if region_fields is not None and isinstance(batch[0], RegionRoute) else fields
+        if len(batch) == 1:
+            return [batch[0].search(store, tenant, depth, flt, wanted)]
+        return store.search_many(batch[0].space, np.stack([r.vector for r in batch]), tenant=tenant,
+                                 top_k=batch[0].limit(depth), filter=flt, output_fields=wanted)
+
+    groups = list(batches.values())
+    if store.concurrent and len(groups) > 1:
+        found = list(pool.map(search, groups))
+    else:
+        found = [search(batch) for batch in groups]
+    candidates: dict[str, Candidate] = {}
+    for batch, hit_lists in zip(groups, found):
+        for route, hits in zip(batch, hit_lists):
+            for hit in hits:
+                route.offer(candidates.setdefault(hit.image_id, Candidate(hit)), hit)
+            if ceilings is not None and hits:
+                ceilings[route.factor] = max(ceilings.get(route.factor, -1.0), min(h.score for h in hits))
+    return candidates
+
+
+@dataclass(frozen=True)
+class Bm25Route:
+    """The best BM25 matches of ``text`` over each image's title, description, tags and OCR text.
+
+    ``joint``: the query's joint vector, when the text factor is weighed: the new candidates' rows are read
+    with their joint vectors (from the joint collection) and get their dense text similarity at once.
+    """
+
+    text: str
+    joint: np.ndarray | None = None
+
+    def add_to(self, candidates: dict[str, Candidate], store: MilvusStore, text_index, tenant: str, depth: int,
+               flt: SearchFilter, fields: tuple[str, ...]) -> None:
+        """Add the BM25 matches not yet among ``candidates`` (their rows read from Milvus, filters applied)."""
+        found = [i for i, _ in text_index.search(tenant, self.text, depth) if i not in candidates]
+        if not found:
+            return
+        with_text = self.joint is not None
+        for stored in store.rows(tenant, found, flt, space="joint", with_vector=with_text, output_fields=fields):
+            candidate = candidates[stored.image_id] = Candidate(stored)
+            if with_text:
+                candidate.factors["text"] = float(np.dot(stored.fields.pop("vector"), self.joint))

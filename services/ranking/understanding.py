@@ -1,0 +1,358 @@
+"""Query understanding of an image query: a cascade of signals, cheapest first, each with a time budget.
+
+What runs is what the plan asks for (``planner.py``: the factors the ranker weighs, the region mode):
+
+1. ``image_embedding`` (required): EmbedImage of the query (or of its ``region``), returning the class
+   probabilities too when the classes are wanted, so the query image goes through the image model once.
+2. ``pixels`` (in this process, concurrent with 1): a draft-mode decode at ~256 px, then the colour
+   descriptor and dominant colours, the perceptual hash, and the main photo of a framed query
+   (``visearch.shared.framing.main_region``: a screenshot or web page); for a framed query these are
+   computed on the main photo, not the page around it.
+3. ``main_region_embedding`` (framed queries only): EmbedImage of the main photo's box, searched
+   alongside the whole image (``routes.VisualRoute``), each candidate keeping the better cosine.
+4. ``classes``: Classify with only the taxonomy and concept parts over the embedding's class
+   probabilities and joint vector (the main photo's, when framed): no second image-model pass, no pixels.
+5. ``text``: OCR of the downscaled query (the main photo when framed), only when a ~2 ms text-presence
+   check (``visearch.shared.text_presence``) sees lines of text: the text detector on an image of
+   ``query_ocr_max_side`` px, recognition on the lines it finds. Skipped as "no_text" otherwise.
+6. ``objects``: detection and region embeddings of the query's objects, only for REGION_MODE_QUERY_OBJECTS.
+
+Each optional signal has a deadline (``RankingSettings.signal_budgets_ms``, from the start of the
+request); one not ready by then, or whose service fails, is skipped: the response lists every signal
+with ``used``, ``skipped`` ("deadline", "unavailable", "failed") and its time, and the search goes on
+with the factors it has.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from concurrent.futures import Executor, Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+
+import grpc
+import numpy as np
+from PIL import Image
+
+from visearch.shared.colour import colour_descriptor, dominant_colours
+from visearch.shared.config import ClassificationSettings, DetectionSettings, ImageSettings, RankingSettings
+from visearch.shared.duplicates import perceptual_hash
+from visearch.shared.errors import VisearchError
+from visearch.shared.framing import main_region
+from visearch.shared.grpcutil import error_from_rpc
+from visearch.shared.images import decode_image, image_bytes
+from visearch.shared.logging import get_logger
+from visearch.shared.regions import select_regions
+from visearch.shared.text_presence import likely_text
+from visearch.services.ranking.factors import TAG_ATTRIBUTES, TAXONOMY_SEPARATOR
+from visearch.services.ranking.query import Query
+from visearch.v1 import classification_pb2, common_pb2, detection_pb2, embedding_pb2, ocr_pb2, search_pb2
+
+log = get_logger("ranking")
+
+PIXEL_MIN_SIDE = 256  # draft decode for the pixel signals: colours and pHash work on small copies anyway
+OCR_JPEG_QUALITY = 90
+TEXT_MIN_LINES = 2  # line-like regions the text-presence check must find before OCR runs (real photos: 0-1)
+
+
+@dataclass(frozen=True)
+class SignalPlan:
+    """Which optional signals an image query computes (``planner.plan_signals`` decides)."""
+
+    pixels: bool = False
+    framing: bool = False
+    classes: bool = False
+    text: bool = False
+    objects: bool = False
+
+    def expected(self) -> set[str]:
+        """The :class:`Query` attributes these signals fill when they all arrive in time."""
+        return ({"visual"} | ({"colour", "phash", "tags"} if self.pixels else set())
+                | ({"tags", "taxonomy"} if self.classes else set()) | ({"text"} if self.text else set()))
+
+
+@dataclass
+class QueryObject:
+    """A detected object of the query image and its embedding (REGION_MODE_QUERY_OBJECTS)."""
+
+    detection: common_pb2.Detection
+    vector: np.ndarray
+
+
+@dataclass
+class UnderstoodImage:
+    """The result of the cascade: the query, its objects, the main region found, and the signal report."""
+
+    query: Query
+    objects: list[QueryObject] | None = None
+    main_region: common_pb2.Box | None = None
+    signals: list[search_pb2.QuerySignal] = field(default_factory=list)
+
+
+@dataclass
+class _Pixels:
+    colour: np.ndarray
+    colour_tags: dict[str, float]
+    phash: int
+    box: tuple[int, int, int, int] | None  # main photo, original pixels
+    text: Future | None  # OCR of the downscaled query (or main photo), started as soon as it was cut
+    no_text: bool = False  # the text-presence check found no line of text: no OCR
+
+
+class QueryUnderstanding:
+    """Runs the cascade with the recognition services' stubs (gRPC or in-process).
+
+    Args:
+        embedding: EmbeddingService stub (required).
+        classification, ocr, detection: stubs, or None when the service is not configured (its signals are
+            then skipped as "unavailable").
+        settings: budgets, framing, OCR side. ``deadline_s``: each call's gRPC deadline, seconds.
+        pool: the executor the signals run on (shared with the service; at least 4 workers).
+    """
+
+    def __init__(self, embedding, classification, ocr, detection, settings: RankingSettings,
+                 image_settings: ImageSettings, detection_settings: DetectionSettings, deadline_s: float,
+                 pool: Executor) -> None:
+        self.embedding, self.classification, self.ocr, self.detection = embedding, classification, ocr, detection
+        self.settings = settings
+        self.image_settings = image_settings
+        self.detection_settings = detection_settings
+        self.deadline_s = deadline_s
+        self.pool = pool
+        self.colours = ClassificationSettings().colours
+
+    # --- calls ----------------------------------------------------------------------------------
+
+    def call(self, stub, method: str, request, timeout: float | None = None):
+        """``stub.method(request)`` with a deadline; a failed RPC becomes the matching VisearchError."""
+        try:
+            return getattr(stub, method)(request, timeout=timeout or self.deadline_s)
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc, method) from exc
+
+    def embed_image(self, image: common_pb2.Image, crop: common_pb2.Box | None = None,
+                    class_probs: bool = False) -> common_pb2.Vector:
+        """One EmbedImage call: the ``ImageEmbedding`` of ``image`` (or of its ``crop``)."""
+        request = embedding_pb2.EmbedImageRequest(images=[image], class_probs=class_probs,
+                                                  crops=[crop] if crop is not None else [])
+        return self.call(self.embedding, "EmbedImage", request).embeddings[0]
+
+    def embed_text(self, text: str) -> np.ndarray:
+        """The joint-space vector of ``text`` (float32 [384], unit norm)."""
+        response = self.call(self.embedding, "EmbedText", embedding_pb2.EmbedTextRequest(texts=[text]))
+        return np.asarray(response.vectors[0].values, dtype=np.float32)
+
+    def embed_regions(self, image: common_pb2.Image, boxes) -> list[np.ndarray]:
+        """Embeddings (float32 [1280], unit norm) of boxes of one image, in order."""
+        response = self.call(self.embedding, "EmbedRegions", embedding_pb2.EmbedRegionsRequest(image=image, boxes=boxes))
+        return [np.asarray(v.values, dtype=np.float32) for v in response.vectors]
+
+    # --- the cascade ----------------------------------------------------------------------------
+
+    def begin(self, image: common_pb2.Image, plan: SignalPlan, start: float,
+              region: common_pb2.Box | None = None) -> "PendingImage":
+        """Start understanding an image query (see the module doc): the embedding, the pixel signals and the
+        objects start now, concurrently. ``start``: the request's ``time.perf_counter()``."""
+        return PendingImage(self, image, plan, start, region)
+
+    def image(self, image: common_pb2.Image, plan: SignalPlan, start: float,
+              region: common_pb2.Box | None = None) -> UnderstoodImage:
+        """Understand an image query in one go (:meth:`begin`, then :meth:`PendingImage.finish`).
+
+        Raises:
+            VisearchError: the required embedding failed (INVALID_ARGUMENT for a bad image, UNAVAILABLE when
+                the embedding service is down); every other signal is skipped instead.
+        """
+        return self.begin(image, plan, start, region).finish()
+
+    def _pixels(self, image: common_pb2.Image, plan: SignalPlan, region: common_pb2.Box | None) -> _Pixels:
+        """Draft decode, main photo, colours, pHash, and the downscaled JPEG for OCR (on the main photo when framed)."""
+        data = image_bytes(image, self.image_settings)
+        full_size = _encoded_size(data)
+        small = decode_image(data, self.image_settings, min_side=PIXEL_MIN_SIDE)
+        scale = small.width / full_size[0] if full_size else 1.0
+        box = None
+        if region is not None:
+            focus = small.crop(tuple(int(round(v * scale)) for v in (region.x1, region.y1, region.x2, region.y2)))
+        else:
+            found = main_region(small) if plan.framing else None
+            if found is not None:
+                box = tuple(int(round(v / scale)) for v in found)
+                box = (max(0, box[0]), max(0, box[1]), min(full_size[0], box[2]), min(full_size[1], box[3]))
+            focus = small.crop(found) if found is not None else small
+        colours = dominant_colours(focus, self.colours) if plan.pixels else []
+        text, looked = None, False
+        if plan.text and self.ocr is not None and likely_text(focus, TEXT_MIN_LINES):
+            looked = True
+            side = self.settings.query_ocr_max_side
+            copy = focus if max(focus.size) <= side else focus.resize(
+                (max(1, round(focus.width * side / max(focus.size))), max(1, round(focus.height * side / max(focus.size)))),
+                Image.BILINEAR)
+            buffer = io.BytesIO()
+            copy.save(buffer, format="JPEG", quality=OCR_JPEG_QUALITY)
+            text = self.pool.submit(self._read_text, buffer.getvalue())  # overlaps the rest of this and the embedding
+        return _Pixels(colour=colour_descriptor(focus) if plan.pixels else None,
+                       colour_tags={c.name.lower(): c.fraction for c in colours},
+                       phash=perceptual_hash(focus) if plan.pixels else 0, box=box, text=text,
+                       no_text=plan.text and not looked)
+
+    def _classes(self, embedded, timeout: float) -> common_pb2.Classification:
+        """Taxonomy and concept tags from an ImageEmbedding's class probabilities and joint vector."""
+        request = classification_pb2.ClassifyRequest(
+            precomputed=[classification_pb2.PrecomputedSignals(class_probs=embedded.class_probs, joint=embedded.joint)],
+            parts=[classification_pb2.CLASSIFY_PART_TAXONOMY, classification_pb2.CLASSIFY_PART_CONCEPTS])
+        return self.call(self.classification, "Classify", request, timeout=max(timeout, 0.001)).results[0]
+
+    def _read_text(self, jpeg: bytes) -> str:
+        request = ocr_pb2.ReadRequest(images=[common_pb2.Image(content=jpeg)], det_max_side=self.settings.query_ocr_max_side)
+        return " ".join(self.call(self.ocr, "Read", request).results[0].text.split())
+
+    def _objects(self, image: common_pb2.Image) -> list[QueryObject]:
+        """The query's objects (as the indexer selects regions) with their embeddings."""
+        if self.detection is None:
+            raise VisearchError("REGION_MODE_QUERY_OBJECTS needs the detection service (VISEARCH_DETECTION_ADDR)",
+                                reason="detection_unavailable")
+        result = self.call(self.detection, "Detect", detection_pb2.DetectRequest(images=[image])).results[0]
+        keep = [result.detections[i] for i in select_regions(result.detections, result.width, result.height,
+                                                              self.detection_settings)]
+        if not keep:
+            return []
+        vectors = self.embed_regions(image, [d.box for d in keep])
+        return [QueryObject(d, v) for d, v in zip(keep, vectors)]
+
+
+class PendingImage:
+    """An image query being understood: :meth:`visual` as soon as the embedding is ready (so the search can
+    start its routes), :meth:`finish` for every other signal, each within its budget."""
+
+    def __init__(self, owner: QueryUnderstanding, image: common_pb2.Image, plan: SignalPlan, start: float,
+                 region: common_pb2.Box | None) -> None:
+        self.owner, self.image, self.plan, self.region = owner, image, plan, region
+        self.report = _Report(start, owner.settings.signal_budgets_ms)
+        pool = owner.pool
+        self._embedded = pool.submit(owner.embed_image, image, region, plan.classes)
+        self._objects = pool.submit(owner._objects, image) if plan.objects else None
+        self._pixels = pool.submit(owner._pixels, image, plan, region) if plan.pixels or plan.framing or plan.text else None
+        self._whole = None
+
+    def visual(self) -> np.ndarray:
+        """The query's embedding (float32 [1280], unit norm), waiting for it.
+
+        Raises:
+            VisearchError: the embedding failed (the request's error: a bad image, the service down).
+        """
+        if self._whole is None:
+            self._whole = self._embedded.result()
+            self.report.used("image_embedding")
+        return np.asarray(self._whole.image.values, dtype=np.float32)
+
+    def finish(self) -> UnderstoodImage:
+        """Every planned signal, each joined within its budget or skipped (the report says which)."""
+        owner, plan, report = self.owner, self.plan, self.report
+        query = Query("image", visual=self.visual())
+        out = UnderstoodImage(query)
+        found = report.join("pixels", self._pixels) if self._pixels is not None else None
+        main = None
+        if found is not None:
+            if plan.pixels:
+                query.colour, query.phash = found.colour, found.phash
+                query.tags.update(found.colour_tags)
+            if found.box is not None:
+                x1, y1, x2, y2 = found.box
+                out.main_region = common_pb2.Box(x1=x1, y1=y1, x2=x2, y2=y2)
+                main = report.join("main_region_embedding",
+                                   owner.pool.submit(owner.embed_image, self.image, out.main_region, plan.classes))
+                if main is not None:
+                    query.main_visual = np.asarray(main.image.values, dtype=np.float32)
+        pending_text = found.text if found is not None else None
+        if plan.classes:
+            source = main if main is not None else self._whole
+            if owner.classification is None:
+                report.skipped("classes", "unavailable")
+            else:
+                result = report.run("classes", lambda: owner._classes(source, report.remaining("classes")))
+                if result is not None:
+                    query.tags.update({a.value.lower(): a.score for a in result.attributes
+                                       if a.name in TAG_ATTRIBUTES and a.value})
+                    query.taxonomy = TAXONOMY_SEPARATOR.join(node.name for node in result.taxonomy)
+        if plan.text:
+            if owner.ocr is None:
+                report.skipped("text", "unavailable")
+            elif found is not None and found.no_text:
+                report.skipped("text", "no_text")
+            elif pending_text is None:
+                report.skipped("text", "failed")
+            else:
+                # The words feed BM25 (a label or title in the photo matches the item's linked text); they do not
+                # become a joint-space query: overlaid text says little about what the image shows (docs/quality.md).
+                query.text = report.join("text", pending_text) or ""
+        if self._objects is not None:
+            out.objects = report.join("objects", self._objects)
+        out.signals = report.signals
+        return out
+
+
+def _encoded_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) of encoded image bytes from the header (EXIF rotation applied), or None."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            width, height = img.size
+            orientation = img.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001 (decode_image reports bad bytes with its own reason)
+        return None
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
+class _Report:
+    """Deadlines and the signal report of one query."""
+
+    def __init__(self, start: float, budgets_ms: dict[str, float]) -> None:
+        self.start = start
+        self.budgets_ms = budgets_ms
+        self.signals: list[search_pb2.QuerySignal] = []
+
+    def _elapsed_ms(self) -> float:
+        return (time.perf_counter() - self.start) * 1000
+
+    def remaining(self, name: str) -> float:
+        """Seconds left in ``name``'s budget (<= 0: past it)."""
+        return (self.budgets_ms.get(name, 1000.0) - self._elapsed_ms()) / 1000
+
+    def used(self, name: str) -> None:
+        self.signals.append(search_pb2.QuerySignal(name=name, used=True, took_ms=self._elapsed_ms()))
+
+    def skipped(self, name: str, reason: str) -> None:
+        self.signals.append(search_pb2.QuerySignal(name=name, used=False, skipped=reason, took_ms=self._elapsed_ms()))
+
+    def join(self, name: str, future: Future):
+        """The future's result within ``name``'s budget, or None (the signal skipped, its reason recorded)."""
+        try:
+            result = future.result(timeout=max(self.remaining(name), 0.0))
+        except FutureTimeout:
+            future.cancel()
+            self.skipped(name, "deadline")
+            log.info("query_signal_skipped", signal=name, reason="deadline")
+            return None
+        except VisearchError as exc:
+            self.skipped(name, "unavailable" if exc.reason in ("dependency_unavailable", "detection_unavailable")
+                         else "failed")
+            log.warning("query_signal_skipped", signal=name, reason=exc.reason, error=str(exc))
+            return None
+        self.used(name)
+        return result
+
+    def run(self, name: str, fn):
+        """``fn()`` now, if ``name``'s budget is not spent; None (skipped) otherwise or when it fails."""
+        if self.remaining(name) <= 0:
+            self.skipped(name, "deadline")
+            return None
+        try:
+            result = fn()
+        except VisearchError as exc:
+            self.skipped(name, "deadline" if "DEADLINE_EXCEEDED" in str(exc) else
+                         "unavailable" if exc.reason == "dependency_unavailable" else "failed")
+            log.warning("query_signal_skipped", signal=name, reason=exc.reason, error=str(exc))
+            return None
+        self.used(name)
+        return result
