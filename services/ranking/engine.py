@@ -10,6 +10,7 @@ returns the API's hits with each factor's value and contribution.
 from __future__ import annotations
 
 from concurrent.futures import Executor
+from dataclasses import replace
 
 from visearch.shared.config import RankingSettings
 from visearch.shared.store import OUTPUT_FIELDS, MilvusStore, SearchFilter
@@ -43,8 +44,13 @@ class QueryEngine:
                              else min(settings.rerank_depth, settings.rerank_depth_embedded))
 
     def fetch_plan(self, window: int, ranker: Ranker, signals, routes: list[AnnRoute]) -> FetchPlan:
-        """:func:`~visearch.services.ranking.planner.plan_fetch` with this store's rerank depth."""
-        return plan_fetch(window, ranker, signals, {r.factor for r in routes}, self.rerank_depth)
+        """:func:`~visearch.services.ranking.planner.plan_fetch` with this store's rerank depth. On Milvus Lite,
+        whose searches cost per row returned, the region route looks for the page's number of images only: a
+        region match must beat the page to matter (the global routes keep the rerank window)."""
+        fetch = plan_fetch(window, ranker, signals, {r.factor for r in routes}, self.rerank_depth)
+        if not self.store.concurrent:
+            fetch = replace(fetch, region_depth=min(fetch.depth, window))
+        return fetch
 
     def search(self, query: Query, routes: list[AnnRoute], ranker: Ranker, tenant: str, flt: SearchFilter,
                offset: int, window: int, bm25: Bm25Route | None = None) -> list[search_pb2.Hit]:
@@ -62,7 +68,7 @@ class QueryEngine:
         (each factor keeps its best value; the earlier row keeps providing the fields). ``ceilings`` receives
         the routes' lowest score per factor (see ``gather``)."""
         found = gather(routes, self.store, tenant, fetch.depth, flt, fetch.fields, self.pool, ceilings,
-                       fetch.factor_fields) if routes else {}
+                       fetch.factor_fields, fetch.region_depth) if routes else {}
         if into is None:
             return found
         for image_id, candidate in found.items():

@@ -39,6 +39,7 @@ class FetchPlan:
     depth: int
     fields: tuple[str, ...]
     factor_fields: tuple[str, ...] | None = None
+    region_depth: int | None = None  # images the region route looks for (default ``depth``)
 
 
 def plan_signals(ranker: Ranker, region_mode: int, understand: bool, settings: RankingSettings,

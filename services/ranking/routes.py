@@ -16,6 +16,7 @@ so the first route that found an image provides its fields.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
@@ -97,14 +98,15 @@ class ColourRoute(AnnRoute):
 
 def gather(routes: list[AnnRoute], store: MilvusStore, tenant: str, depth: int, flt: SearchFilter,
            fields: tuple[str, ...], pool: Executor, ceilings: dict[str, float] | None = None,
-           region_fields: tuple[str, ...] | None = None) -> dict[str, Candidate]:
+           region_fields: tuple[str, ...] | None = None, region_depth: int | None = None) -> dict[str, Candidate]:
     """Run the routes and merge their hits into candidates (image id -> Candidate), in route order.
 
     On a Milvus server (``store.concurrent``) the routes' queries overlap, so the search waits for the
     slowest, not their sum; Milvus Lite runs them in turn. Routes of one space and factor (the whole query
     image and its main photo) go to Milvus as one multi-vector search.
 
-    ``region_fields``: the fields region routes read instead of ``fields`` (fewer: their rows are per object).
+    ``region_fields`` / ``region_depth``: what region routes read and how many images they look for instead of
+    ``fields`` / ``depth`` (their rows are per object).
     ``ceilings``, when given, receives per factor the highest value a candidate the factor's routes did not
     find can have: the lowest score they returned (an ANN route returns its best first). The ranker's
     pruning (``factor_registry.score_candidates``) uses it to skip candidates that cannot reach the page.
@@ -115,11 +117,13 @@ def gather(routes: list[AnnRoute], store: MilvusStore, tenant: str, depth: int, 
         batches.setdefault(key, []).append(route)
 
     def search(batch: list[AnnRoute]) -> list[list[StoredHit]]:
-        wanted = region_fields if region_fields is not None and isinstance(batch[0], RegionRoute) else fields
+        region = isinstance(batch[0], RegionRoute)
+        wanted = region_fields if region_fields is not None and region else fields
+        images = region_depth if region_depth is not None and region else depth
         if len(batch) == 1:
-            return [batch[0].search(store, tenant, depth, flt, wanted)]
+            return [batch[0].search(store, tenant, images, flt, wanted)]
         return store.search_many(batch[0].space, np.stack([r.vector for r in batch]), tenant=tenant,
-                                 top_k=batch[0].limit(depth), filter=flt, output_fields=wanted)
+                                 top_k=batch[0].limit(images), filter=flt, output_fields=wanted)
 
     groups = list(batches.values())
     if store.concurrent and len(groups) > 1:
@@ -147,14 +151,29 @@ class Bm25Route:
     text: str
     joint: np.ndarray | None = None
 
+    def fetch(self, store: MilvusStore, text_index, tenant: str, depth: int, flt: SearchFilter,
+              fields: tuple[str, ...], with_vectors: bool, exclude: Collection[str] = ()) -> list[StoredHit]:
+        """The rows of the ``depth`` best BM25 matches not in ``exclude``, filters applied in Milvus, from the
+        joint collection (with their joint vectors when ``with_vectors``). Needs no query vector, so it can run
+        while the query text is being embedded."""
+        found = [i for i, _ in text_index.search(tenant, self.text, depth) if i not in exclude]
+        if not found:
+            return []
+        return store.rows(tenant, found, flt, space="joint", with_vector=with_vectors, output_fields=fields)
+
+    def merge(self, candidates: dict[str, Candidate], rows: list[StoredHit]) -> None:
+        """Add the fetched rows that no other route found; with :attr:`joint`, their "text" factor is the dot
+        product of their joint vector with it."""
+        for stored in rows:
+            vector = stored.fields.pop("vector", None)
+            if stored.image_id in candidates:
+                continue
+            candidate = candidates[stored.image_id] = Candidate(stored)
+            if self.joint is not None and vector is not None:
+                candidate.factors["text"] = float(np.dot(vector, self.joint))
+
     def add_to(self, candidates: dict[str, Candidate], store: MilvusStore, text_index, tenant: str, depth: int,
                flt: SearchFilter, fields: tuple[str, ...]) -> None:
-        """Add the BM25 matches not yet among ``candidates`` (their rows read from Milvus, filters applied)."""
-        found = [i for i, _ in text_index.search(tenant, self.text, depth) if i not in candidates]
-        if not found:
-            return
-        with_text = self.joint is not None
-        for stored in store.rows(tenant, found, flt, space="joint", with_vector=with_text, output_fields=fields):
-            candidate = candidates[stored.image_id] = Candidate(stored)
-            if with_text:
-                candidate.factors["text"] = float(np.dot(stored.fields.pop("vector"), self.joint))
+        """Add the BM25 matches not yet among ``candidates`` (:meth:`fetch`, then :meth:`merge`)."""
+        self.merge(candidates, self.fetch(store, text_index, tenant, depth, flt, fields, self.joint is not None,
+                                          exclude=candidates))

@@ -80,12 +80,14 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         self.rankers = RankerRegistry(self.settings.profiles, self.settings.profile, self.settings.tenant_profiles,
                                       self.settings.learned_dir, self.settings.reload_interval_s, self.settings.rrf_k)
         self.text_index = TextIndex(store.text_rows, self.settings.text_index_refresh_s)
-        # Signals and routes run here; gRPC handlers are threads too, so the pool is shared and bounded.
-        self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="search")
+        # Query signals (and a search's early retrieval) run on one pool, the routes of a retrieval on another:
+        # a task never waits on tasks queued behind it in its own pool.
+        self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="search-signals")
+        self._route_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="search-routes")
         self.understanding = QueryUnderstanding(embedding, classification, ocr, detection, self.settings,
                                                 self.image_settings, detection_settings or DetectionSettings(),
                                                 deadline_s, self._pool)
-        self.engine = QueryEngine(store, self.text_index, self.settings, self._pool)
+        self.engine = QueryEngine(store, self.text_index, self.settings, self._route_pool)
         self.verifier = ExactMatchVerifier(self.image_settings)
         self.feedback = FeedbackLog(feedback, feedback_topic_name, default_tenant, self.settings.feedback_impressions)
         self.tagger = OpenTagger(store, self.understanding, default_tenant)
@@ -103,13 +105,8 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         if kind == "image":
             return self._image_search(request, ranker, tenant, flt, window, start)
         if kind == "text":
-            if not request.text.strip():
-                raise InvalidEventError("text query is empty", reason="empty_query")
-            query = Query("text", joint=self.understanding.embed_text(request.text), text=request.text,
-                          tags=text_tags(request.text))
-            response.signals.add(name="text_embedding", used=True, took_ms=_ms(start))
-            routes = [JointRoute(query.joint)]
-        elif kind == "image_id":
+            return self._text_search(request, ranker, tenant, flt, window, start)
+        if kind == "image_id":
             query = self._stored_query(tenant, self._stored(tenant, request.image_id))
             flt.exclude_image_ids.append(request.image_id)
             mode = request.region_mode if request.region_mode != Mode.REGION_MODE_QUERY_OBJECTS else Mode.REGION_MODE_GLOBAL_ONLY
@@ -149,7 +146,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             raise InvalidEventError("set image_id or image", reason="empty_query")
         routes = [VisualRoute(query.visual)] + ([VisualRoute(query.main_visual)] if query.main_visual is not None else [])
         if request.exact_only:  # verified matches only, ordered by how well they verify
-            fields = tuple(dict.fromkeys((*route_fields(EXACT_RANKER, query), "phash", "uri")))
+            fields = tuple(dict.fromkeys((*route_fields(EXACT_RANKER, query.signals()), "phash", "uri")))
             candidates = self.engine.retrieve(routes, tenant, flt,
                                               FetchPlan(min(max(window, EXACT_CANDIDATES), MAX_WINDOW), fields))
             candidates = self.verifier.verify(candidates, query_image, query.phash)
@@ -196,6 +193,28 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         return self.tagger.tag(request)
 
     # --- helpers --------------------------------------------------------------------------------
+
+    def _text_search(self, request: search_pb2.SearchRequest, ranker: Ranker, tenant: str, flt: SearchFilter,
+                     window: int, start: float) -> search_pb2.SearchResponse:
+        """Search by text: the BM25 route's rows are read while the text is embedded (they need no query
+        vector), then the joint-space route; BM25 matches it did not find join the candidates."""
+        if not request.text.strip():
+            raise InvalidEventError("text query is empty", reason="empty_query")
+        signals = {"joint", "text", "tags"}
+        fetch = self.engine.fetch_plan(window, ranker, signals, [JointRoute(np.zeros(1))])
+        bm25 = bm25_route(Query("text", text=request.text), ranker)
+        rows = self._pool.submit(bm25.fetch, self.store, self.text_index, tenant, fetch.depth, flt, fetch.fields,
+                                 ranker.active("text")) if bm25 is not None else None
+        query = Query("text", joint=self.understanding.embed_text(request.text), text=request.text,
+                      tags=text_tags(request.text))
+        response = search_pb2.SearchResponse(signals=[search_pb2.QuerySignal(name="text_embedding", used=True,
+                                                                             took_ms=_ms(start))])
+        ceilings: dict[str, float] = {}
+        candidates = self.engine.retrieve([JointRoute(query.joint)], tenant, flt, fetch, ceilings=ceilings)
+        if rows is not None:
+            bm25_route(query, ranker).merge(candidates, rows.result())
+        hits = self.engine.rank(candidates, query, ranker, tenant, request.offset, window, ceilings)
+        return self._respond(response, hits, query, ranker, tenant, request.offset, start)
 
     def _image_search(self, request: search_pb2.SearchRequest, ranker: Ranker, tenant: str, flt: SearchFilter,
                       window: int, start: float) -> search_pb2.SearchResponse:

@@ -19,7 +19,7 @@ What runs is what the plan asks for (``planner.py``: the factors the ranker weig
 
 Each optional signal has a deadline (``RankingSettings.signal_budgets_ms``, from the start of the
 request); one not ready by then, or whose service fails, is skipped: the response lists every signal
-with ``used``, ``skipped`` ("deadline", "unavailable", "failed") and its time, and the search goes on
+with ``used``, ``skipped`` ("deadline", "unavailable", "failed", "no_text") and its time, and the search goes on
 with the factors it has.
 """
 
@@ -173,8 +173,10 @@ class QueryUnderstanding:
         small = decode_image(data, self.image_settings, min_side=PIXEL_MIN_SIDE)
         scale = small.width / full_size[0] if full_size else 1.0
         box = None
-        if region is not None:
-            focus = small.crop(tuple(int(round(v * scale)) for v in (region.x1, region.y1, region.x2, region.y2)))
+        if region is not None:  # clipped to the image, as EmbedImage clips its crop
+            x1, y1 = max(0, round(region.x1 * scale)), max(0, round(region.y1 * scale))
+            x2, y2 = min(small.width, round(region.x2 * scale)), min(small.height, round(region.y2 * scale))
+            focus = small.crop((x1, y1, max(x2, x1 + 1), max(y2, y1 + 1)))
         else:
             found = main_region(small) if plan.framing else None
             if found is not None:
@@ -260,18 +262,19 @@ class PendingImage:
                 query.tags.update(found.colour_tags)
             if found.box is not None:
                 x1, y1, x2, y2 = found.box
-                out.main_region = common_pb2.Box(x1=x1, y1=y1, x2=x2, y2=y2)
+                box = common_pb2.Box(x1=x1, y1=y1, x2=x2, y2=y2)
                 main = report.join("main_region_embedding",
-                                   owner.pool.submit(owner.embed_image, self.image, out.main_region, plan.classes))
-                if main is not None:
+                                   owner.pool.submit(owner.embed_image, self.image, box, plan.classes))
+                if main is not None:  # reported only when it is searched
+                    out.main_region = box
                     query.main_visual = np.asarray(main.image.values, dtype=np.float32)
         pending_text = found.text if found is not None else None
         if plan.classes:
             source = main if main is not None else self._whole
             if owner.classification is None:
                 report.skipped("classes", "unavailable")
-            else:
-                result = report.run("classes", lambda: owner._classes(source, report.remaining("classes")))
+            else:  # joined within its budget, whatever the stub does with its timeout (an in-process one ignores it)
+                result = report.join("classes", owner.pool.submit(owner._classes, source, report.remaining("classes")))
                 if result is not None:
                     query.tags.update({a.value.lower(): a.score for a in result.attributes
                                        if a.name in TAG_ATTRIBUTES and a.value})
@@ -279,10 +282,10 @@ class PendingImage:
         if plan.text:
             if owner.ocr is None:
                 report.skipped("text", "unavailable")
-            elif found is not None and found.no_text:
+            elif found is None:  # the pixel step it starts from was skipped: for the same reason
+                report.skipped("text", report.reason("pixels"))
+            elif found.no_text:
                 report.skipped("text", "no_text")
-            elif pending_text is None:
-                report.skipped("text", "failed")
             else:
                 # The words feed BM25 (a label or title in the photo matches the item's linked text); they do not
                 # become a joint-space query: overlaid text says little about what the image shows (docs/quality.md).
@@ -319,6 +322,10 @@ class _Report:
         """Seconds left in ``name``'s budget (<= 0: past it)."""
         return (self.budgets_ms.get(name, 1000.0) - self._elapsed_ms()) / 1000
 
+    def reason(self, name: str) -> str:
+        """Why signal ``name`` was skipped ("failed" when it is not in the report)."""
+        return next((s.skipped for s in self.signals if s.name == name and not s.used), "failed")
+
     def used(self, name: str) -> None:
         self.signals.append(search_pb2.QuerySignal(name=name, used=True, took_ms=self._elapsed_ms()))
 
@@ -335,23 +342,8 @@ class _Report:
             log.info("query_signal_skipped", signal=name, reason="deadline")
             return None
         except VisearchError as exc:
-            self.skipped(name, "unavailable" if exc.reason in ("dependency_unavailable", "detection_unavailable")
-                         else "failed")
-            log.warning("query_signal_skipped", signal=name, reason=exc.reason, error=str(exc))
-            return None
-        self.used(name)
-        return result
-
-    def run(self, name: str, fn):
-        """``fn()`` now, if ``name``'s budget is not spent; None (skipped) otherwise or when it fails."""
-        if self.remaining(name) <= 0:
-            self.skipped(name, "deadline")
-            return None
-        try:
-            result = fn()
-        except VisearchError as exc:
             self.skipped(name, "deadline" if "DEADLINE_EXCEEDED" in str(exc) else
-                         "unavailable" if exc.reason == "dependency_unavailable" else "failed")
+                         "unavailable" if exc.reason in ("dependency_unavailable", "detection_unavailable") else "failed")
             log.warning("query_signal_skipped", signal=name, reason=exc.reason, error=str(exc))
             return None
         self.used(name)
