@@ -73,9 +73,10 @@ load: models  ## steady ingest + concurrent search for LOAD_DURATION_S (default 
 eval: models  ## search quality: fashion, near-duplicate and text-to-image suites x ranking profiles (reports/eval)
 	$(BIN)/visearch eval --out reports/eval $(EVAL_ARGS)
 
-bench: models  ## figures and ratios: embedded ingest/search vs bare, per-model latency, recall, draft decode, int8; Kafka chain per stage vs bare, replicas, RSS
+bench: models  ## figures and ratios: embedded ingest/search vs bare, per-model latency, recall, draft decode, int8; Kafka chain per stage vs bare, replicas, RSS; search over gRPC on the local stack (blended vs visual_only, text vs bare parts)
 	$(BIN)/python -m tests.bench.run --out reports
 	$(BIN)/python -m tests.bench.pipeline --out reports
+	$(BIN)/python -m tests.bench.search_stack --out reports
 
 MILVUS_ROWS ?= 10000 70000
 
