@@ -8,6 +8,13 @@
   colour jitter, grey + heavy JPEG, a text banner, and all of that combined); relevant = the original.
 - ``text2image``: text queries written by hand per photo (``suites.yaml``) over the same catalogue as
   ``neardup``, graded relevance (2 = the photo meant, 1 = another that partly fits).
+- ``screenshot``: "search with a screenshot" over the same catalogue as ``neardup``: each photo pasted
+  small (30-50 % of the page width; less where a tall photo must fit the page's height) into a rendered
+  shop page (:func:`screenshot_page`: a light page, a header bar with a shop name, a breadcrumb, a
+  product title, a price, an 'Add to cart' button, maybe a grey sidebar), once per layout of
+  :data:`SCREENSHOT_LAYOUTS` (photo left, centred, right), as JPEG q90; relevant = the original photo
+  (grade 1). The page's words come from fixed shop phrases, never from the catalogue titles (a real
+  screenshot comes from another shop with its own wording).
 
 Every suite is deterministic: the same inputs give the same queries byte for byte.
 """
@@ -16,6 +23,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
@@ -27,7 +35,7 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFont, ImageOps
 from visearch.shared.datasets import CatalogueItem, fashion_mnist, photo_catalogue
 
 DATA_FILE = Path(__file__).with_name("suites.yaml")
-SUITES = ("fashion", "neardup", "text2image")
+SUITES = ("fashion", "neardup", "text2image", "screenshot")
 FONT_FILE = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf")  # Debian fonts-dejavu-core
 BANNER_TEXT = "SUMMER SALE -50%"
 # The image-only ingest chain of a thumbnail catalogue (28 x 28 grey: no objects or text to find),
@@ -126,6 +134,171 @@ TRANSFORMS: dict[str, Callable[[Image.Image, list | None], Image.Image]] = {
 }
 
 
+# The "search with a screenshot" pages: fixed shop wording (never a catalogue title), page and header colours.
+SCREENSHOT_LAYOUTS = ("left", "centre", "right")  # where the photo sits; the text goes beside it, or around it
+SHOP_NAMES = ("ShopNow", "Marketo", "Bazaar 24", "The Corner Shop", "Emporium", "BuyMore", "Dealhouse",
+              "Northwind Store")
+SHOP_TITLES = ("Bestseller - free delivery", "New arrival - limited stock", "Customer favourite",
+               "Premium quality - 2 year warranty", "Today only: special offer", "Top rated in its category",
+               "Exclusive online deal", "Back in stock - order now")
+SHOP_LINES = ("Free delivery from EUR 25", "In stock - ships within 24 h", "30-day free returns",
+              "Secure payment", "4.6 / 5 - 128 reviews", "Pay in 3 instalments", "Gift wrapping available",
+              "Click & collect in store")
+SHOP_NAV = ("Home", "New", "Sale", "Brands", "Help", "Account", "Basket")
+SHOP_MENU = ("Women", "Men", "Kids", "Home & living", "Outdoor", "Electronics", "Gifts", "Outlet")
+PAGE_COLOURS = ((255, 255, 255), (248, 248, 248), (242, 242, 240), (250, 248, 243))
+HEADER_COLOURS = ((33, 37, 41), (24, 44, 84), (176, 28, 46), (0, 105, 92), (232, 234, 238))
+ACCENT_COLOURS = ((232, 93, 4), (0, 122, 204), (34, 139, 34), (200, 16, 46))
+INK = (40, 40, 40)
+GREY_INK = (120, 120, 120)
+
+
+def _wrap(draw: ImageDraw.ImageDraw, text: str, font, width: float) -> list[str]:
+    lines: list[str] = []
+    for word in text.split():
+        if lines and draw.textlength(f"{lines[-1]} {word}", font=font) <= width:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return lines
+
+
+def _text_block(draw: ImageDraw.ImageDraw, x: int, y: int, width: int, text: str, size: int,
+                fill: tuple[int, int, int]) -> int:
+    """``text`` wrapped into ``width`` px at (x, y); returns the y below it."""
+    font = _font(size)
+    for line in _wrap(draw, text, font, max(width, 1)):
+        draw.text((x, y), line, font=font, fill=fill)
+        y += round(size * 1.3)
+    return y
+
+
+def _button(draw: ImageDraw.ImageDraw, x: int, y: int, label: str, colour: tuple[int, int, int], size: int = 20) -> int:
+    font = _font(size)
+    width = round(draw.textlength(label, font=font)) + 2 * size
+    draw.rounded_rectangle((x, y, x + width, y + 2 * size), radius=size // 3, fill=colour)
+    draw.text((x + size, y + size // 2), label, font=font, fill=(255, 255, 255))
+    return x + width
+
+
+def screenshot_page(photo: Image.Image, rng: random.Random, *, scale: float | None = None, layout: str | None = None,
+                    page: tuple[int, int, int] | None = None,
+                    size: tuple[int, int] | None = None) -> tuple[Image.Image, tuple[int, int, int, int]]:
+    """A shop's product page with ``photo`` pasted small in it, like a user's screenshot.
+
+    Args:
+        photo: any PIL image (converted to RGB).
+        rng: every choice the caller leaves open is drawn from it (same state -> same page, pixel for pixel).
+        scale: the photo's width as a fraction of the page width (default: uniform in 0.30-0.50); the photo
+            shrinks below it when its height (or, beside a text column, its width) would not fit the page.
+        layout: one of :data:`SCREENSHOT_LAYOUTS`: the photo in the left column with the text on its right,
+            centred with the title above and price below, or on the right (default: drawn from ``rng``).
+        page: the page's RGB colour (default: white or a light grey from :data:`PAGE_COLOURS`); on a dark
+            one the text is light.
+        size: (width, height) of the page in px (default: 1280-1600 x 900-1000).
+
+    Returns:
+        (page, box): the RGB page and the pasted photo's rectangle (x1, y1, x2, y2) in page pixels, x2/y2
+        exclusive. Around the photo: a header bar (dark, coloured or light grey) with a shop name and menu
+        words, a breadcrumb, sometimes a grey sidebar with a category menu, a product title and a price in
+        DejaVu Sans Bold, an 'Add to cart' button and short shop lines; sometimes a 1 px grey frame around
+        the photo, outside the box.
+    """
+    width, height = size or (rng.randint(1280, 1600), rng.randint(900, 1000))
+    scale = rng.uniform(0.30, 0.50) if scale is None else scale
+    layout = layout or rng.choice(SCREENSHOT_LAYOUTS)
+    if layout not in SCREENSHOT_LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; known: {SCREENSHOT_LAYOUTS}")
+    background = page or rng.choice(PAGE_COLOURS)
+    canvas = Image.new("RGB", (width, height), background)
+    dark = sum(background) < 3 * 128  # a dark page (an option for callers; the suite's pages are light)
+    ink, grey_ink = ((235, 235, 235), (160, 160, 160)) if dark else (INK, GREY_INK)
+    draw = ImageDraw.Draw(canvas)
+
+    # Header bar: shop name on the left, menu words on the right, sometimes a search field.
+    header_h = rng.randint(56, 88)
+    header = rng.choice(HEADER_COLOURS)
+    header_ink = (255, 255, 255) if sum(header) < 3 * 150 else INK
+    draw.rectangle((0, 0, width, header_h), fill=header)
+    name_size = round(header_h * 0.42)
+    draw.text((32, (header_h - name_size) // 2), rng.choice(SHOP_NAMES), font=_font(name_size), fill=header_ink)
+    nav_font = _font(17)
+    x = width - 32
+    for word in reversed(rng.sample(SHOP_NAV, 4)):
+        x -= round(draw.textlength(word, font=nav_font))
+        draw.text((x, (header_h - 17) // 2), word, font=nav_font, fill=header_ink)
+        x -= 28
+    if rng.random() < 0.5:
+        draw.rounded_rectangle((width // 3, header_h // 4, width // 3 + width // 4, header_h * 3 // 4), radius=6,
+                               fill=(255, 255, 255))
+        draw.text((width // 3 + 12, header_h // 2 - 9), "Search products", font=_font(15), fill=GREY_INK)
+
+    left, right = 40, width - 40
+    if rng.random() < 0.4:  # a grey category sidebar under the header
+        side_w = rng.randint(200, 260)
+        delta = rng.randint(12, 22)
+        shade = tuple(min(255, c + delta) if dark else max(0, c - delta) for c in background)
+        draw.rectangle((0, header_h, side_w, height), fill=shade)
+        y = header_h + 30
+        for word in rng.sample(SHOP_MENU, 6):
+            draw.text((24, y), word, font=_font(17), fill=ink)
+            y += 36
+        left = side_w + 40
+    top = header_h + 16
+    crumb = f"Home > {rng.choice(SHOP_MENU)} > Item {rng.randint(1000, 99999)}"
+    draw.text((left, top), crumb, font=_font(14), fill=grey_ink)
+    top += 34
+    accent = rng.choice(ACCENT_COLOURS)
+    title = rng.choice(SHOP_TITLES)
+    price = f"EUR {rng.randint(9, 299)}.{rng.choice(('99', '95', '49', '00'))}"
+    lines = rng.sample(SHOP_LINES, 3)
+    title_size = rng.randint(28, 36)
+
+    # The photo's size: `scale` of the page width, shrunk to fit the content area and its layout.
+    content_w, content_h = right - left, height - top - 40
+    max_w = content_w if layout == "centre" else content_w * 0.62
+    max_h = content_h - (title_size * 2 + 110 if layout == "centre" else 0)
+    pw = scale * width
+    ph = pw * photo.height / photo.width
+    shrink = min(1.0, max_w / pw, max_h / ph)
+    pw, ph = max(1, round(pw * shrink)), max(1, round(ph * shrink))
+    resized = photo.convert("RGB").resize((pw, ph), Image.LANCZOS)
+
+    gap = rng.randint(36, 64)
+    if layout == "centre":
+        px = left + (content_w - pw) // 2
+        y = _text_block(draw, px, top, pw, title, title_size, ink)
+        py = y + 12
+        below = py + ph + 20
+        draw.text((px, below), price, font=_font(32), fill=accent)
+        _button(draw, px + round(draw.textlength(price, font=_font(32))) + 32, below - 4, "Add to cart", accent)
+        draw.text((px, below + 50), "  |  ".join(lines[:2]), font=_font(15), fill=grey_ink)
+    else:
+        py = top + rng.randint(0, 24)
+        if layout == "left":
+            px, tx = left, left + pw + gap
+            text_w = right - tx
+        else:
+            px, tx = right - pw, left
+            text_w = px - gap - left
+        y = _text_block(draw, tx, py + 8, text_w, title, title_size, ink)
+        y = _text_block(draw, tx, y + 8, text_w, lines[0], 16, grey_ink)
+        draw.text((tx, y + 16), price, font=_font(rng.randint(32, 40)), fill=accent)
+        y += 80
+        draw.line((tx, y, tx + text_w, y), fill=(215, 215, 215), width=1)
+        end = _button(draw, tx, y + 20, "Add to cart", accent)
+        if end + 180 < tx + text_w and rng.random() < 0.5:
+            draw.rounded_rectangle((end + 16, y + 20, end + 176, y + 60), radius=6, outline=grey_ink, width=2)
+            draw.text((end + 34, y + 30), "Wishlist", font=_font(18), fill=ink)
+        y += 90
+        for line in lines[1:]:
+            y = _text_block(draw, tx, y, text_w, line, 16, grey_ink) + 6
+    if rng.random() < 0.3:
+        draw.rectangle((px - 1, py - 1, px + pw, py + ph), outline=(210, 210, 210), width=1)
+    canvas.paste(resized, (px, py))
+    return canvas, (px, py, px + pw, py + ph)
+
+
 def _package_file(package: str, relative: str) -> Path | None:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
@@ -201,14 +374,37 @@ def text2image_suite(catalogue: list[CatalogueItem]) -> Suite:
                              f"{len(catalogue)} images")
 
 
+def screenshot_suite(catalogue: list[CatalogueItem], layouts: tuple[str, ...] = SCREENSHOT_LAYOUTS) -> Suite:
+    """Every photo of ``catalogue`` (ids ``photo-*``) pasted into a rendered shop page, once per layout, as
+    JPEG q90 queries; relevant = the original photo (grade 1). Each page is drawn from
+    ``random.Random("<image id>/screenshot/<layout>")``, so the queries are the same bytes on every run."""
+    queries = []
+    for item in catalogue:
+        if not item.image_id.startswith("photo-"):
+            continue
+        original = Image.open(io.BytesIO(item.read_bytes())).convert("RGB")
+        for layout in layouts:
+            page, box = screenshot_page(original, random.Random(f"{item.image_id}/screenshot/{layout}"), layout=layout)
+            info = {"photo": item.image_id, "layout": layout, "page": f"{page.width}x{page.height}",
+                    "box": ",".join(map(str, box))}
+            queries.append(EvalQuery(f"{item.image_id}/screenshot_{layout}", {item.image_id: 1}, image=_jpeg(page),
+                                     info=info))
+    photos = sum(1 for i in catalogue if i.image_id.startswith("photo-"))
+    return Suite("screenshot", "eval-photos", catalogue, queries,
+                 description=f"screenshots: {photos} photos x {len(layouts)} shop-page layouts (photo at 30-50 % "
+                             f"of the page width), among {len(catalogue)} images; relevant = the original")
+
+
 def build_suites(names: list[str], fashion_catalogue: int = 2000, fashion_queries: int = 200,
                  distractors: int = 200, transforms: list[str] | None = None) -> list[Suite]:
-    """The named suites, in :data:`SUITES` order; neardup and text2image share one catalogue and tenant."""
+    """The named suites, in :data:`SUITES` order; neardup, text2image and screenshot share one catalogue
+    and tenant."""
     unknown = set(names) - set(SUITES)
     if unknown:
         raise ValueError(f"unknown suites {sorted(unknown)}; known: {list(SUITES)}")
-    photos = photo_suite_catalogue(distractors) if {"neardup", "text2image"} & set(names) else []
+    photos = photo_suite_catalogue(distractors) if {"neardup", "text2image", "screenshot"} & set(names) else []
     builders = {"fashion": lambda: fashion_suite(fashion_catalogue, fashion_queries),
                 "neardup": lambda: neardup_suite(photos, transforms),
-                "text2image": lambda: text2image_suite(photos)}
+                "text2image": lambda: text2image_suite(photos),
+                "screenshot": lambda: screenshot_suite(photos)}
     return [builders[name]() for name in SUITES if name in names]
