@@ -291,11 +291,16 @@ class RankingSettings(BaseSettings):
                           "colours, pHash and the main photo of a framed query (in this process), taxonomy and "
                           "concept tags (Classify over the embedding's class probabilities), text (OCR, for BM25).")
     signal_budgets_ms: dict[str, float] = Field(
-        default_factory=lambda: {"pixels": 80.0, "main_region_embedding": 150.0, "classes": 120.0, "text": 120.0,
+        default_factory=lambda: {"pixels": 100.0, "main_region_embedding": 200.0, "classes": 150.0, "text": 150.0,
                                  "objects": 1000.0},
         description='Time budget of each query-understanding signal, milliseconds from the start of the request, as '
                     'JSON {"signal": ms}: a signal not ready by then is skipped (SearchResponse.signals says so), '
                     "never an error. Signals: pixels, main_region_embedding, classes, text, objects.")
+    query_object_tags: bool = Field(
+        False, description="Detect a query image's objects for the tags factor (their labels join its tags, as the "
+                           "detected objects of every indexed image are among its tags). Off: detection costs "
+                           "~40-100 ms per query on a CPU (3.3 x a visual-only search in make bench); on for GPU "
+                           "deployments.")
     framed_queries: bool = Field(
         True, description="Find the main photo of a framed image query (a screenshot or web page) and search with it "
                           "alongside the whole image, each candidate keeping the better visual evidence.")

@@ -148,6 +148,8 @@ class SearchFilter:
     price_max: float | None = None
     safe: bool | None = None
     exclude_image_ids: list[str] = field(default_factory=list)
+    # Only these images (empty: any): a route scoring known candidates instead of finding new ones.
+    image_ids: list[str] = field(default_factory=list)
     # An exact taxonomy path ("clothing > shoe > sneaker"): the node of out-of-stock alternatives.
     taxonomy: str | None = None
 
@@ -170,6 +172,8 @@ class SearchFilter:
             parts.append(f"taxonomy == {_literal(self.taxonomy)}")
         if self.exclude_image_ids:
             parts.append(f"image_id not in {_literal(list(self.exclude_image_ids))}")
+        if self.image_ids:
+            parts.append(f"image_id in {_literal(list(self.image_ids))}")
         return " and ".join(parts)
 
 

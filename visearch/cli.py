@@ -282,6 +282,12 @@ def print_hits(title: str, response, as_json: bool = False) -> None:
             region = f"#{hit.region.index} {hit.region.label} [{b.x1:.0f},{b.y1:.0f},{b.x2:.0f},{b.y2:.0f}]"
         table.add_row(str(rank), hit.image_id, f"{hit.score:.3f}", factors, region, hit.category, hit.title[:50])
     console.print(table)
+    if response.signals:  # which query signals the search used, and why others were skipped
+        console.print("query signals: " + ", ".join(
+            f"{s.name} ({s.took_ms:.0f} ms)" if s.used else f"{s.name} skipped: {s.skipped}" for s in response.signals))
+    if response.HasField("main_region"):
+        b = response.main_region
+        console.print(f"framed query: searched its main photo [{b.x1:.0f},{b.y1:.0f},{b.x2:.0f},{b.y2:.0f}] beside the whole image")
 
 
 @app.command()

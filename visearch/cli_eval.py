@@ -13,22 +13,20 @@ from typing import Annotated, Optional
 
 import typer
 
-EVAL_SIGNAL_BUDGET_MS = 60_000.0  # per query signal: no deadline in practice
-
 eval_app = typer.Typer(help="Measure search quality: suites x ranking profiles -> JSON, report.md, PNG plots.",
                        invoke_without_command=True, no_args_is_help=False)
 
 
 @eval_app.callback(invoke_without_command=True)
 def eval_command(
-    suite: Annotated[Optional[list[str]], typer.Option("--suite", help="Suite to run (repeatable): fashion, neardup, text2image. Default: all.")] = None,
+    suite: Annotated[Optional[list[str]], typer.Option("--suite", help="Suite to run (repeatable): fashion, neardup, text2image, screenshot. Default: all.")] = None,
     profile: Annotated[Optional[list[str]], typer.Option("--profile", help="Ranking profile (repeatable): visual_only, blended, blended_rrf, blended-no-<factor>. Default: all of them.")] = None,
     out: Annotated[Path, typer.Option("--out", help="Report folder (results.json, report.md, PNGs).")] = Path("reports/eval"),
     k: Annotated[int, typer.Option("--k", min=1, max=100, help="Cut-off of precision, recall and nDCG.")] = 10,
     depth: Annotated[int, typer.Option("--depth", min=1, max=1000, help="Hits requested per query (the list AP is computed over).")] = 100,
     fashion_catalogue: Annotated[int, typer.Option(min=10, help="fashion: training images indexed.")] = 2000,
     fashion_queries: Annotated[int, typer.Option(min=1, help="fashion: test images used as queries.")] = 200,
-    distractors: Annotated[int, typer.Option(min=0, help="neardup/text2image: Fashion-MNIST distractors added to the photos.")] = 200,
+    distractors: Annotated[int, typer.Option(min=0, help="neardup/text2image/screenshot: Fashion-MNIST distractors added to the photos.")] = 200,
     transform: Annotated[Optional[list[str]], typer.Option("--transform", help="neardup: transformation (repeatable). Default: all.")] = None,
     db: Annotated[Optional[Path], typer.Option("--db", help="Milvus Lite file to use (default: a temporary folder, removed after).")] = None,
     plots: Annotated[bool, typer.Option(help="Write the PNG plots (needs matplotlib: the eval extra).")] = True,
@@ -40,9 +38,9 @@ def eval_command(
     from rich.table import Table
 
     from visearch.services.ranking.evaluation.report import write_report
-    from visearch.services.ranking.evaluation.runner import evaluate
+    from visearch.services.ranking.evaluation.runner import evaluate, evaluation_settings
     from visearch.services.ranking.evaluation.suites import SUITES, build_suites
-    from visearch.shared.config import ImageSettings, RankingSettings, StoreSettings
+    from visearch.shared.config import ImageSettings, StoreSettings
     from visearch.shared.embedded import EmbeddedPlatform
 
     console = Console(stderr=False)
@@ -58,13 +56,8 @@ def eval_command(
     with tempfile.TemporaryDirectory(prefix="visearch-eval-") as tmp:
         store = StoreSettings(uri=str(db or Path(tmp) / "eval.db"))
         # The photos are read from local package files: the in-process platform may read file URIs.
-        # Evaluation searches are not user traffic: no impressions on the feedback topic. Quality is measured
-        # with every query signal the plan asks for: the signals' time budgets (a latency guard that depends on
-        # the machine's load, measured by `make bench`) are lifted, so the figures do not vary with load.
-        unhurried = {name: EVAL_SIGNAL_BUDGET_MS for name in RankingSettings().signal_budgets_ms}
         with EmbeddedPlatform(store, image_settings=ImageSettings(allow_file_uris=True),
-                              ranking_settings=RankingSettings(feedback_impressions=False,
-                                                               signal_budgets_ms=unhurried)) as platform:
+                              ranking_settings=evaluation_settings()) as platform:
             try:
                 result = evaluate(platform, suites, list(profile) if profile else None, k, depth, progress)
             except ValueError as exc:

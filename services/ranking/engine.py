@@ -18,7 +18,7 @@ from visearch.services.ranking.factor_registry import ScoringContext, score_cand
 from visearch.services.ranking.planner import FetchPlan, plan_fetch
 from visearch.services.ranking.query import Candidate, Query
 from visearch.services.ranking.ranker import FACTORS, RankedHit, Ranker
-from visearch.services.ranking.routes import AnnRoute, Bm25Route, gather
+from visearch.services.ranking.routes import AnnRoute, Bm25Route, RegionRoute, gather
 from visearch.v1 import search_pb2
 
 _FACTOR_ORDER = {name: n for n, name in enumerate(FACTORS)}
@@ -67,8 +67,12 @@ class QueryEngine:
         """Candidates of the routes by image id (``routes.gather``), merged ``into`` earlier ones when given
         (each factor keeps its best value; the earlier row keeps providing the fields). ``ceilings`` receives
         the routes' lowest score per factor (see ``gather``)."""
-        found = gather(routes, self.store, tenant, fetch.depth, flt, fetch.fields, self.pool, ceilings,
-                       fetch.factor_fields, fetch.region_depth) if routes else {}
+        if not self.store.concurrent and any(isinstance(r, RegionRoute) for r in routes) \
+                and any(not isinstance(r, RegionRoute) for r in routes):
+            found = self._scored_regions(routes, tenant, flt, fetch, ceilings)
+        else:
+            found = gather(routes, self.store, tenant, fetch.depth, flt, fetch.fields, self.pool, ceilings,
+                           fetch.factor_fields, fetch.region_depth) if routes else {}
         if into is None:
             return found
         for image_id, candidate in found.items():
@@ -78,6 +82,21 @@ class QueryEngine:
             for factor, value in candidate.factors.items():
                 into[image_id].offer(factor, value, candidate.region if factor == "region" else None)
         return into
+
+    def _scored_regions(self, routes: list[AnnRoute], tenant: str, flt: SearchFilter, fetch: FetchPlan,
+                        ceilings: dict[str, float] | None) -> dict[str, Candidate]:
+        """Milvus Lite: the global routes find the candidates, then one search restricted to their ids gives
+        the region factor of their regions. Lite runs searches one at a time at a cost per call and per row
+        returned: the region route searching the whole catalogue, then reading the global vector of the images
+        only it found, took three of a blended search's five calls. A server keeps the region route's own
+        candidates (``gather``)."""
+        region_routes = [r for r in routes if isinstance(r, RegionRoute)]
+        found = gather([r for r in routes if not isinstance(r, RegionRoute)], self.store, tenant, fetch.depth, flt,
+                       fetch.fields, self.pool, ceilings)
+        if found:
+            known = replace(flt, image_ids=list(found))
+            gather(region_routes, self.store, tenant, len(found), known, ("image_id",), self.pool, into=found)
+        return found
 
     def add_bm25(self, candidates: dict[str, Candidate], bm25: Bm25Route | None, tenant: str, flt: SearchFilter,
                  fetch: FetchPlan) -> None:

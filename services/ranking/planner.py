@@ -56,7 +56,8 @@ def plan_signals(ranker: Ranker, region_mode: int, understand: bool, settings: R
         framing=settings.framed_queries and not has_region and not objects and ranker.active("visual"),
         classes=ranker.active("tags") or ranker.active("taxonomy"),
         text=ranker.active("bm25"),
-        objects=objects)
+        objects=objects,
+        object_tags=settings.query_object_tags and ranker.active("tags"))
 
 
 def plan_routes(query: Query, ranker: Ranker, region_mode: int = Mode.REGION_MODE_AUTO,
@@ -114,3 +115,23 @@ def plan_fetch(window: int, ranker: Ranker, signals: Collection[str], route_fact
     if depth <= ALL_FIELDS_DEPTH:
         return FetchPlan(depth, tuple(dict.fromkeys((*factor_fields, *OUTPUT_FIELDS))), factor_fields)
     return FetchPlan(depth, factor_fields)
+
+
+# Text queries: the factors whose candidates the BM25 route brings (a tag is a word of the BM25 document).
+LEXICAL_FACTORS = frozenset({"bm25", "tags"})
+# Below this total weight, factors of the candidate alone (in_stock, freshness) only break near-ties.
+TIE_BREAK_WEIGHT = 0.05
+
+
+def plan_text_fetch(window: int, ranker: Ranker, text_fetch: FetchPlan) -> FetchPlan:
+    """The joint-space route's fetch for a text query, given the rerank window's plan ``text_fetch``.
+
+    Only the page (``window``), with every field, when what else the ranker weighs cannot lift a joint-space
+    candidate from beyond the page: BM25 and tag matches are lexical, and their candidates come from the
+    BM25 route (which reads the rerank window); in_stock / freshness weighing less than
+    :data:`TIE_BREAK_WEIGHT` in all break near-ties only. Otherwise ``text_fetch`` itself.
+    """
+    others = {f.name for f in weighed(ranker, {"joint", "text", "tags"})} - {"text"} - LEXICAL_FACTORS
+    if sum(abs(ranker.weights.get(f, 0.0)) for f in others) < TIE_BREAK_WEIGHT:
+        return FetchPlan(window, tuple(OUTPUT_FIELDS))
+    return text_fetch

@@ -98,7 +98,8 @@ class ColourRoute(AnnRoute):
 
 def gather(routes: list[AnnRoute], store: MilvusStore, tenant: str, depth: int, flt: SearchFilter,
            fields: tuple[str, ...], pool: Executor, ceilings: dict[str, float] | None = None,
-           region_fields: tuple[str, ...] | None = None, region_depth: int | None = None) -> dict[str, Candidate]:
+           region_fields: tuple[str, ...] | None = None, region_depth: int | None = None,
+           into: dict[str, Candidate] | None = None) -> dict[str, Candidate]:
     """Run the routes and merge their hits into candidates (image id -> Candidate), in route order.
 
     On a Milvus server (``store.concurrent``) the routes' queries overlap, so the search waits for the
@@ -106,7 +107,8 @@ def gather(routes: list[AnnRoute], store: MilvusStore, tenant: str, depth: int, 
     image and its main photo) go to Milvus as one multi-vector search.
 
     ``region_fields`` / ``region_depth``: what region routes read and how many images they look for instead of
-    ``fields`` / ``depth`` (their rows are per object).
+    ``fields`` / ``depth`` (their rows are per object). ``into``: known candidates the hits are merged into
+    (hits of other images are dropped: the routes score these candidates, they do not add any).
     ``ceilings``, when given, receives per factor the highest value a candidate the factor's routes did not
     find can have: the lowest score they returned (an ANN route returns its best first). The ranker's
     pruning (``factor_registry.score_candidates``) uses it to skip candidates that cannot reach the page.
@@ -130,10 +132,12 @@ def gather(routes: list[AnnRoute], store: MilvusStore, tenant: str, depth: int, 
         found = list(pool.map(search, groups))
     else:
         found = [search(batch) for batch in groups]
-    candidates: dict[str, Candidate] = {}
+    candidates: dict[str, Candidate] = {} if into is None else into
     for batch, hit_lists in zip(groups, found):
         for route, hits in zip(batch, hit_lists):
             for hit in hits:
+                if into is not None and hit.image_id not in into:
+                    continue
                 route.offer(candidates.setdefault(hit.image_id, Candidate(hit)), hit)
             if ceilings is not None and hits:
                 ceilings[route.factor] = max(ceilings.get(route.factor, -1.0), min(h.score for h in hits))

@@ -30,7 +30,7 @@ from visearch.services.ranking.exact import EXACT_CANDIDATES, ExactMatchVerifier
 from visearch.services.ranking.factor_registry import route_fields
 from visearch.services.ranking.factors import hit_tags, text_tags
 from visearch.services.ranking.feedback import FeedbackLog
-from visearch.services.ranking.planner import FetchPlan, bm25_route, plan_routes, plan_signals
+from visearch.services.ranking.planner import FetchPlan, bm25_route, plan_routes, plan_signals, plan_text_fetch
 from visearch.services.ranking.query import Query
 from visearch.services.ranking.ranker import Ranker, RankerRegistry
 from visearch.services.ranking.routes import MAX_WINDOW, ColourRoute, JointRoute, RegionRoute, VisualRoute
@@ -196,8 +196,9 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
 
     def _text_search(self, request: search_pb2.SearchRequest, ranker: Ranker, tenant: str, flt: SearchFilter,
                      window: int, start: float) -> search_pb2.SearchResponse:
-        """Search by text: the BM25 route's rows are read while the text is embedded (they need no query
-        vector), then the joint-space route; BM25 matches it did not find join the candidates."""
+        """Search by text: the BM25 route's rows (the rerank window) are read while the text is embedded (they
+        need no query vector), then the joint-space route (often the page only: ``plan_text_fetch``); BM25
+        matches it did not find join the candidates."""
         if not request.text.strip():
             raise InvalidEventError("text query is empty", reason="empty_query")
         signals = {"joint", "text", "tags"}
@@ -210,7 +211,8 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         response = search_pb2.SearchResponse(signals=[search_pb2.QuerySignal(name="text_embedding", used=True,
                                                                              took_ms=_ms(start))])
         ceilings: dict[str, float] = {}
-        candidates = self.engine.retrieve([JointRoute(query.joint)], tenant, flt, fetch, ceilings=ceilings)
+        candidates = self.engine.retrieve([JointRoute(query.joint)], tenant, flt, plan_text_fetch(window, ranker, fetch),
+                                          ceilings=ceilings)
         if rows is not None:
             bm25_route(query, ranker).merge(candidates, rows.result())
         hits = self.engine.rank(candidates, query, ranker, tenant, request.offset, window, ceilings)

@@ -15,7 +15,9 @@ What runs is what the plan asks for (``planner.py``: the factors the ranker weig
 5. ``text``: OCR of the downscaled query (the main photo when framed), only when a ~2 ms text-presence
    check (``visearch.shared.text_presence``) sees lines of text: the text detector on an image of
    ``query_ocr_max_side`` px, recognition on the lines it finds. Skipped as "no_text" otherwise.
-6. ``objects``: detection and region embeddings of the query's objects, only for REGION_MODE_QUERY_OBJECTS.
+6. ``objects``: detection of the query's objects, for REGION_MODE_QUERY_OBJECTS (with the region embeddings of
+   the objects the indexer would keep) and, with ``query_object_tags`` (off by default: a CPU pays ~40-100 ms),
+   for the tags factor (their labels join the query's tags, as detected objects are among an indexed image's).
 
 Each optional signal has a deadline (``RankingSettings.signal_budgets_ms``, from the start of the
 request); one not ready by then, or whose service fails, is skipped: the response lists every signal
@@ -51,9 +53,11 @@ from visearch.v1 import classification_pb2, common_pb2, detection_pb2, embedding
 
 log = get_logger("ranking")
 
-PIXEL_MIN_SIDE = 256  # draft decode for the pixel signals: colours and pHash work on small copies anyway
+# Draft decode for the pixel signals: colours and pHash work on <= 128 px copies, the framing and text checks
+# want ~256 px (their morphology sees a line of text only from ~5 px high).
+PIXEL_MIN_SIDE = 256
 OCR_JPEG_QUALITY = 90
-TEXT_MIN_LINES = 2  # line-like regions the text-presence check must find before OCR runs (real photos: 0-1)
+TEXT_MIN_LINES = 3  # line-like regions the text-presence check must find before OCR runs (real photos: 0-2)
 
 
 @dataclass(frozen=True)
@@ -65,10 +69,12 @@ class SignalPlan:
     classes: bool = False
     text: bool = False
     objects: bool = False
+    object_tags: bool = False  # detected objects' labels as query tags (the "object" tags the index holds)
 
     def expected(self) -> set[str]:
         """The :class:`Query` attributes these signals fill when they all arrive in time."""
         return ({"visual"} | ({"colour", "phash", "tags"} if self.pixels else set())
+                | ({"tags"} if self.object_tags else set())
                 | ({"tags", "taxonomy"} if self.classes else set()) | ({"text"} if self.text else set()))
 
 
@@ -121,6 +127,7 @@ class QueryUnderstanding:
         self.deadline_s = deadline_s
         self.pool = pool
         self.colours = ClassificationSettings().colours
+
 
     # --- calls ----------------------------------------------------------------------------------
 
@@ -176,24 +183,30 @@ class QueryUnderstanding:
         if region is not None:  # clipped to the image, as EmbedImage clips its crop
             x1, y1 = max(0, round(region.x1 * scale)), max(0, round(region.y1 * scale))
             x2, y2 = min(small.width, round(region.x2 * scale)), min(small.height, round(region.y2 * scale))
-            focus = small.crop((x1, y1, max(x2, x1 + 1), max(y2, y1 + 1)))
+            focus_box = (x1, y1, max(x2, x1 + 1), max(y2, y1 + 1))
         else:
             found = main_region(small) if plan.framing else None
             if found is not None:
                 box = tuple(int(round(v / scale)) for v in found)
                 box = (max(0, box[0]), max(0, box[1]), min(full_size[0], box[2]), min(full_size[1], box[3]))
-            focus = small.crop(found) if found is not None else small
+            focus_box = found or (0, 0, small.width, small.height)
+        focus = small.crop(focus_box)
         colours = dominant_colours(focus, self.colours) if plan.pixels else []
         text, looked = None, False
         if plan.text and self.ocr is not None and likely_text(focus, TEXT_MIN_LINES):
             looked = True
             side = self.settings.query_ocr_max_side
-            copy = focus if max(focus.size) <= side else focus.resize(
-                (max(1, round(focus.width * side / max(focus.size))), max(1, round(focus.height * side / max(focus.size)))),
-                Image.BILINEAR)
+            # OCR reads at least side / 2 px (decoded again when the check's copy is smaller; rare: most photos
+            # have no text).
+            larger = small if min(small.size) >= side // 2 else decode_image(data, self.image_settings, min_side=side // 2)
+            ratio = larger.width / small.width
+            copy = larger.crop(tuple(round(v * ratio) for v in focus_box))
+            if max(copy.size) > side:
+                copy = copy.resize((max(1, round(copy.width * side / max(copy.size))),
+                                    max(1, round(copy.height * side / max(copy.size)))), Image.BILINEAR)
             buffer = io.BytesIO()
             copy.save(buffer, format="JPEG", quality=OCR_JPEG_QUALITY)
-            text = self.pool.submit(self._read_text, buffer.getvalue())  # overlaps the rest of this and the embedding
+            text = self.pool.submit(_stamped, self._read_text, buffer.getvalue())  # overlaps the rest and the embedding
         return _Pixels(colour=colour_descriptor(focus) if plan.pixels else None,
                        colour_tags={c.name.lower(): c.fraction for c in colours},
                        phash=perceptual_hash(focus) if plan.pixels else 0, box=box, text=text,
@@ -210,18 +223,21 @@ class QueryUnderstanding:
         request = ocr_pb2.ReadRequest(images=[common_pb2.Image(content=jpeg)], det_max_side=self.settings.query_ocr_max_side)
         return " ".join(self.call(self.ocr, "Read", request).results[0].text.split())
 
-    def _objects(self, image: common_pb2.Image) -> list[QueryObject]:
-        """The query's objects (as the indexer selects regions) with their embeddings."""
+    def _detect(self, image: common_pb2.Image) -> detection_pb2.ImageDetections:
+        """The detection service's objects of the query image."""
         if self.detection is None:
-            raise VisearchError("REGION_MODE_QUERY_OBJECTS needs the detection service (VISEARCH_DETECTION_ADDR)",
+            raise VisearchError("the query's objects need the detection service (VISEARCH_DETECTION_ADDR)",
                                 reason="detection_unavailable")
-        result = self.call(self.detection, "Detect", detection_pb2.DetectRequest(images=[image])).results[0]
+        return self.call(self.detection, "Detect", detection_pb2.DetectRequest(images=[image])).results[0]
+
+    def _objects(self, image: common_pb2.Image, with_regions: bool) -> tuple[list, list[QueryObject]]:
+        """The query's detections and, ``with_regions``, the objects the indexer would make regions of, with
+        their embeddings."""
+        result = self._detect(image)
         keep = [result.detections[i] for i in select_regions(result.detections, result.width, result.height,
-                                                              self.detection_settings)]
-        if not keep:
-            return []
-        vectors = self.embed_regions(image, [d.box for d in keep])
-        return [QueryObject(d, v) for d, v in zip(keep, vectors)]
+                                                              self.detection_settings)] if with_regions else []
+        vectors = self.embed_regions(image, [d.box for d in keep]) if keep else []
+        return list(result.detections), [QueryObject(d, v) for d, v in zip(keep, vectors)]
 
 
 class PendingImage:
@@ -233,9 +249,11 @@ class PendingImage:
         self.owner, self.image, self.plan, self.region = owner, image, plan, region
         self.report = _Report(start, owner.settings.signal_budgets_ms)
         pool = owner.pool
-        self._embedded = pool.submit(owner.embed_image, image, region, plan.classes)
-        self._objects = pool.submit(owner._objects, image) if plan.objects else None
-        self._pixels = pool.submit(owner._pixels, image, plan, region) if plan.pixels or plan.framing or plan.text else None
+        self._embedded = pool.submit(_stamped, owner.embed_image, image, region, plan.classes)
+        self._objects = (pool.submit(_stamped, owner._objects, image, plan.objects)
+                         if plan.objects or plan.object_tags else None)
+        self._pixels = (pool.submit(_stamped, owner._pixels, image, plan, region)
+                        if plan.pixels or plan.framing or plan.text else None)
         self._whole = None
 
     def visual(self) -> np.ndarray:
@@ -245,8 +263,8 @@ class PendingImage:
             VisearchError: the embedding failed (the request's error: a bad image, the service down).
         """
         if self._whole is None:
-            self._whole = self._embedded.result()
-            self.report.used("image_embedding")
+            self._whole, ready = self._embedded.result()
+            self.report.used("image_embedding", ready)
         return np.asarray(self._whole.image.values, dtype=np.float32)
 
     def finish(self) -> UnderstoodImage:
@@ -264,7 +282,7 @@ class PendingImage:
                 x1, y1, x2, y2 = found.box
                 box = common_pb2.Box(x1=x1, y1=y1, x2=x2, y2=y2)
                 main = report.join("main_region_embedding",
-                                   owner.pool.submit(owner.embed_image, self.image, box, plan.classes))
+                                   owner.pool.submit(_stamped, owner.embed_image, self.image, box, plan.classes))
                 if main is not None:  # reported only when it is searched
                     out.main_region = box
                     query.main_visual = np.asarray(main.image.values, dtype=np.float32)
@@ -274,7 +292,8 @@ class PendingImage:
             if owner.classification is None:
                 report.skipped("classes", "unavailable")
             else:  # joined within its budget, whatever the stub does with its timeout (an in-process one ignores it)
-                result = report.join("classes", owner.pool.submit(owner._classes, source, report.remaining("classes")))
+                result = report.join("classes", owner.pool.submit(_stamped, owner._classes, source,
+                                                                  report.remaining("classes")))
                 if result is not None:
                     query.tags.update({a.value.lower(): a.score for a in result.attributes
                                        if a.name in TAG_ATTRIBUTES and a.value})
@@ -291,9 +310,22 @@ class PendingImage:
                 # become a joint-space query: overlaid text says little about what the image shows (docs/quality.md).
                 query.text = report.join("text", pending_text) or ""
         if self._objects is not None:
-            out.objects = report.join("objects", self._objects)
+            found_objects = report.join("objects", self._objects)
+            if found_objects is not None:
+                detections, objects = found_objects
+                if plan.objects:
+                    out.objects = objects
+                if plan.object_tags:  # as the classifier tags an indexed image: each label with its best score
+                    for d in detections:
+                        key = d.label.lower()
+                        query.tags[key] = max(query.tags.get(key, 0.0), d.score)
         out.signals = report.signals
         return out
+
+
+def _stamped(fn, *args):
+    """``(fn(*args), time.perf_counter())``: a signal's result with the moment it was ready."""
+    return fn(*args), time.perf_counter()
 
 
 def _encoded_size(data: bytes) -> tuple[int, int] | None:
@@ -326,16 +358,19 @@ class _Report:
         """Why signal ``name`` was skipped ("failed" when it is not in the report)."""
         return next((s.skipped for s in self.signals if s.name == name and not s.used), "failed")
 
-    def used(self, name: str) -> None:
-        self.signals.append(search_pb2.QuerySignal(name=name, used=True, took_ms=self._elapsed_ms()))
+    def used(self, name: str, ready: float | None = None) -> None:
+        """Record ``name`` as used; ``ready``: the ``perf_counter()`` when it was ready (default: now)."""
+        took = (ready - self.start) * 1000 if ready is not None else self._elapsed_ms()
+        self.signals.append(search_pb2.QuerySignal(name=name, used=True, took_ms=took))
 
     def skipped(self, name: str, reason: str) -> None:
         self.signals.append(search_pb2.QuerySignal(name=name, used=False, skipped=reason, took_ms=self._elapsed_ms()))
 
     def join(self, name: str, future: Future):
-        """The future's result within ``name``'s budget, or None (the signal skipped, its reason recorded)."""
+        """The result of a :func:`_stamped` future within ``name``'s budget, or None (the signal skipped, its
+        reason recorded)."""
         try:
-            result = future.result(timeout=max(self.remaining(name), 0.0))
+            result, ready = future.result(timeout=max(self.remaining(name), 0.0))
         except FutureTimeout:
             future.cancel()
             self.skipped(name, "deadline")
@@ -346,5 +381,5 @@ class _Report:
                          "unavailable" if exc.reason in ("dependency_unavailable", "detection_unavailable") else "failed")
             log.warning("query_signal_skipped", signal=name, reason=exc.reason, error=str(exc))
             return None
-        self.used(name)
+        self.used(name, ready)
         return result

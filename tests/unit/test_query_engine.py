@@ -146,10 +146,33 @@ def test_retrieve_passes_the_region_fields_and_depth_to_the_region_route(pool):
             return super().search(space, vector, tenant=tenant, top_k=top_k, filter=filter, output_fields=output_fields)
 
     store = Recording()
+    store.concurrent = True  # a server: the region route finds its own candidates
     engine = QueryEngine(store, None, RankingSettings(), pool)
     fetch = FetchPlan(30, ("image_id", "in_stock", "title"), ("image_id", "in_stock"), 10)
     engine.retrieve([VisualRoute(np.ones(4)), RegionRoute(np.ones(4))], TENANT, SearchFilter(), fetch)
-    assert store.asked == [("image", 30, ("image_id", "in_stock", "title")), ("region", 30, ("image_id", "in_stock"))]
+    assert sorted(store.asked) == [("image", 30, ("image_id", "in_stock", "title")), ("region", 30, ("image_id", "in_stock"))]
+
+
+def test_on_milvus_lite_the_region_route_scores_the_global_candidates_only(pool):
+    """Milvus Lite: the global route finds the candidates, one region search restricted to their ids (reading
+    the region fields and the id only) gives their region factor; a region hit of another image is dropped."""
+    hits = {"image": [StoredHit("a", 0.9, {"image_id": "a", "title": "A"}), StoredHit("b", 0.8, {"image_id": "b", "title": "B"})],
+            "region": [StoredHit("b", 0.7, {"image_id": "b", "region_index": 1, "label": "dog", "box": [0, 0, 5, 5]}),
+                       StoredHit("c", 0.95, {"image_id": "c", "region_index": 0, "label": "cat", "box": [0, 0, 5, 5]})]}
+    asked = []
+
+    class Restricted(MergeStore):
+        def search(self, space, vector, *, tenant, top_k, filter, output_fields):
+            asked.append((space, top_k, tuple(output_fields), list(filter.image_ids)))
+            return super().search(space, vector, tenant=tenant, top_k=top_k, filter=filter, output_fields=output_fields)
+
+    engine = QueryEngine(Restricted(hits), None, RankingSettings(), pool)
+    fetch = FetchPlan(30, ("image_id", "title"), ("image_id",), 10)
+    found = engine.retrieve([VisualRoute(np.ones(4)), RegionRoute(np.ones(4))], TENANT, SearchFilter(), fetch)
+    assert asked == [("image", 30, ("image_id", "title"), []), ("region", 6, ("image_id",), ["a", "b"])]
+    assert set(found) == {"a", "b"}
+    assert found["b"].factors == {"visual": 0.8, "region": 0.7} and found["b"].region.label == "dog"
+    assert found["b"].stored.fields["title"] == "B"  # the global route's row keeps providing the fields
 
 
 def test_the_fetch_plan_counts_every_routes_factor(pool):

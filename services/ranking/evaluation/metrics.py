@@ -111,16 +111,18 @@ class QueryMetrics:
     ndcg: float
     rr: float
     pr_curve: tuple[float, ...]
+    recall_at_1: float = 0.0  # the share of relevant items found first: 1 or 0 for a single-answer query
 
     @classmethod
     def of(cls, ranked: Sequence[str], judgments: Mapping[str, float], k: int, depth: int | None = None) -> "QueryMetrics":
         return cls(precision_at_k(ranked, judgments, k), recall_at_k(ranked, judgments, k),
                    average_precision(ranked, judgments, depth), ndcg_at_k(ranked, judgments, k),
-                   reciprocal_rank(ranked, judgments), tuple(interpolated_precision(ranked, judgments)))
+                   reciprocal_rank(ranked, judgments), tuple(interpolated_precision(ranked, judgments)),
+                   recall_at_k(ranked, judgments, 1))
 
 
 def summarise(per_query: Sequence[QueryMetrics], k: int) -> dict[str, float | list[float] | int]:
-    """Means over queries: ``precision@k``, ``recall@k``, ``mAP``, ``nDCG@k``, ``MRR``, the mean 11-point
+    """Means over queries: ``precision@k``, ``recall@k``, ``recall@1``, ``mAP``, ``nDCG@k``, ``MRR``, the mean 11-point
     curve (``pr_curve``, one precision per level of :data:`RECALL_LEVELS`) and ``queries``."""
     if not per_query:
         raise ValueError("no queries to summarise")
@@ -128,6 +130,7 @@ def summarise(per_query: Sequence[QueryMetrics], k: int) -> dict[str, float | li
     return {
         f"precision@{k}": mean(q.precision for q in per_query),
         f"recall@{k}": mean(q.recall for q in per_query),
+        "recall@1": mean(q.recall_at_1 for q in per_query),
         "mAP": mean(q.ap for q in per_query),
         f"nDCG@{k}": mean(q.ndcg for q in per_query),
         "MRR": mean(q.rr for q in per_query),

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from visearch.services.ranking.evaluation.metrics import RECALL_LEVELS, QueryMetrics, summarise
 from visearch.services.ranking.evaluation.suites import Suite
+from visearch.shared.config import RankingSettings
 from visearch.v1 import common_pb2, search_pb2
 
 BASE_PROFILES = ("visual_only", "blended", "blended_rrf")
@@ -62,6 +63,17 @@ def profiles_for(names: list[str] | None, factors: list[str]) -> list[Profile]:
     if unknown:
         raise ValueError(f"unknown profiles {unknown}; known: {list(known)}")
     return [known[n] for n in names]
+
+
+EVAL_SIGNAL_BUDGET_MS = 60_000.0  # per query signal: no deadline in practice
+
+
+def evaluation_settings(**overrides) -> RankingSettings:
+    """Ranking settings for measuring quality: no impressions on the feedback topic (evaluation is not user
+    traffic), and the query signals' time budgets lifted, so every signal the plan asks for is used whatever
+    the machine's load (the budgets are a latency guard, measured by ``make bench``)."""
+    budgets = {name: EVAL_SIGNAL_BUDGET_MS for name in RankingSettings().signal_budgets_ms}
+    return RankingSettings(**{"feedback_impressions": False, "signal_budgets_ms": budgets, **overrides})
 
 
 def ingest_suite(platform, suite: Suite, progress: bool = True) -> dict:
