@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from visearch.shared.duplicates import hash_distance
 
@@ -28,6 +28,32 @@ def hit_tags(fields: Mapping) -> dict[str, float]:
         if name in TAG_ATTRIBUTES and value:
             key = str(value).lower()
             tags[key] = max(float(score), tags.get(key, 0.0))
+    return tags
+
+
+def neighbour_object_tags(neighbours: Sequence[tuple[float, Mapping]], k: int = 5) -> dict[str, float]:
+    """Object tags of a query image estimated from its nearest visual neighbours, without running a detector
+    on the query (k-nearest-neighbour tag transfer: TagProp, Guillaumin et al. 2009; Yandex's tags from similar
+    images).
+
+    Args:
+        neighbours: ``(visual similarity, stored fields)`` of candidates; the ``k`` most similar vote.
+        k: neighbours that vote.
+
+    Returns:
+        label -> the similarity-weighted mean, over the voters, of the neighbour's "object" attribute score
+        (0 where it has none), in [0, 1]; {} when no voter has a positive similarity.
+    """
+    voters = sorted(((s, f) for s, f in neighbours if s > 0), key=lambda sf: -sf[0])[:k]
+    total = sum(s for s, _ in voters)
+    if total <= 0:
+        return {}
+    tags: dict[str, float] = {}
+    for similarity, fields in voters:
+        for name, value, score in json.loads(fields.get("attributes") or "[]"):
+            if name == "object" and value:
+                key = str(value).lower()
+                tags[key] = tags.get(key, 0.0) + similarity * float(score) / total
     return tags
 
 

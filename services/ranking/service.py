@@ -28,7 +28,7 @@ from visearch.shared.transport import Transport, feedback_topic
 from visearch.services.ranking.engine import QueryEngine
 from visearch.services.ranking.exact import EXACT_CANDIDATES, ExactMatchVerifier
 from visearch.services.ranking.factor_registry import route_fields
-from visearch.services.ranking.factors import hit_tags, text_tags
+from visearch.services.ranking.factors import hit_tags, neighbour_object_tags, text_tags
 from visearch.services.ranking.feedback import FeedbackLog
 from visearch.services.ranking.planner import FetchPlan, bm25_route, plan_routes, plan_signals, plan_text_fetch
 from visearch.services.ranking.query import Query
@@ -239,6 +239,11 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             late = plan_routes(query, ranker, request.region_mode, understood.objects)
         candidates = self.engine.retrieve(late, tenant, flt, fetch, into=early.result() if early else {},
                                           ceilings=ceilings)
+        if plan.pixels and ranker.active("tags") and not plan.object_tags:
+            # The objects of an indexed image are among its tags; the query's, with no detector run on it, are
+            # estimated from its nearest visual neighbours.
+            query.tags.update({label: max(score, query.tags.get(label, 0.0)) for label, score in neighbour_object_tags(
+                [(c.factors.get("visual", 0.0), c.stored.fields) for c in candidates.values()]).items()})
         self.engine.add_bm25(candidates, bm25_route(query, ranker), tenant, flt, fetch)
         hits = self.engine.rank(candidates, query, ranker, tenant, request.offset, window, ceilings)
         response = search_pb2.SearchResponse(signals=understood.signals)

@@ -15,9 +15,9 @@ What runs is what the plan asks for (``planner.py``: the factors the ranker weig
 5. ``text``: OCR of the downscaled query (the main photo when framed), only when a ~2 ms text-presence
    check (``visearch.shared.text_presence``) sees lines of text: the text detector on an image of
    ``query_ocr_max_side`` px, recognition on the lines it finds. Skipped as "no_text" otherwise.
-6. ``objects``: detection of the query's objects, for REGION_MODE_QUERY_OBJECTS (with the region embeddings of
-   the objects the indexer would keep) and, with ``query_object_tags`` (off by default: a CPU pays ~40-100 ms),
-   for the tags factor (their labels join the query's tags, as detected objects are among an indexed image's).
+6. ``objects``: detection of the query's objects, for REGION_MODE_QUERY_OBJECTS (on the original, with the region
+   embeddings of the objects the indexer would keep) and for the tags factor (``query_object_tags``: on the pixel
+   step's small copy; their labels join the query's tags, as detected objects are among an indexed image's).
 
 Each optional signal has a deadline (``RankingSettings.signal_budgets_ms``, from the start of the
 request); one not ready by then, or whose service fails, is skipped: the response lists every signal
@@ -104,6 +104,7 @@ class _Pixels:
     box: tuple[int, int, int, int] | None  # main photo, original pixels
     text: Future | None  # OCR of the downscaled query (or main photo), started as soon as it was cut
     no_text: bool = False  # the text-presence check found no line of text: no OCR
+    objects: Future | None = None  # detection of the downscaled query (or main photo), for the tags
 
 
 class QueryUnderstanding:
@@ -207,7 +208,12 @@ class QueryUnderstanding:
             buffer = io.BytesIO()
             copy.save(buffer, format="JPEG", quality=OCR_JPEG_QUALITY)
             text = self.pool.submit(_stamped, self._read_text, buffer.getvalue())  # overlaps the rest and the embedding
-        return _Pixels(colour=colour_descriptor(focus) if plan.pixels else None,
+        objects = None
+        if plan.object_tags and not plan.objects and self.detection is not None:
+            buffer = io.BytesIO()
+            focus.save(buffer, format="JPEG", quality=OCR_JPEG_QUALITY)
+            objects = self.pool.submit(_stamped, self._detect, common_pb2.Image(content=buffer.getvalue()))
+        return _Pixels(objects=objects, colour=colour_descriptor(focus) if plan.pixels else None,
                        colour_tags={c.name.lower(): c.fraction for c in colours},
                        phash=perceptual_hash(focus) if plan.pixels else 0, box=box, text=text,
                        no_text=plan.text and not looked)
@@ -250,8 +256,9 @@ class PendingImage:
         self.report = _Report(start, owner.settings.signal_budgets_ms)
         pool = owner.pool
         self._embedded = pool.submit(_stamped, owner.embed_image, image, region, plan.classes)
-        self._objects = (pool.submit(_stamped, owner._objects, image, plan.objects)
-                         if plan.objects or plan.object_tags else None)
+        # REGION_MODE_QUERY_OBJECTS detects on the original (its boxes become region queries); the object tags
+        # alone are detected on the pixel step's small copy (the detector letterboxes to 512 px anyway).
+        self._objects = pool.submit(_stamped, owner._objects, image, True) if plan.objects else None
         self._pixels = (pool.submit(_stamped, owner._pixels, image, plan, region)
                         if plan.pixels or plan.framing or plan.text else None)
         self._whole = None
@@ -309,16 +316,23 @@ class PendingImage:
                 # The words feed BM25 (a label or title in the photo matches the item's linked text); they do not
                 # become a joint-space query: overlaid text says little about what the image shows (docs/quality.md).
                 query.text = report.join("text", pending_text) or ""
+        detections = []
         if self._objects is not None:
             found_objects = report.join("objects", self._objects)
             if found_objects is not None:
-                detections, objects = found_objects
-                if plan.objects:
-                    out.objects = objects
-                if plan.object_tags:  # as the classifier tags an indexed image: each label with its best score
-                    for d in detections:
-                        key = d.label.lower()
-                        query.tags[key] = max(query.tags.get(key, 0.0), d.score)
+                detections, out.objects = found_objects
+        elif plan.object_tags:
+            if owner.detection is None:
+                report.skipped("objects", "unavailable")
+            elif found is None or found.objects is None:
+                report.skipped("objects", report.reason("pixels"))
+            else:
+                result = report.join("objects", found.objects)
+                detections = list(result.detections) if result is not None else []
+        if plan.object_tags:  # as the classifier tags an indexed image: each label with its best score
+            for d in detections:
+                key = d.label.lower()
+                query.tags[key] = max(query.tags.get(key, 0.0), d.score)
         out.signals = report.signals
         return out
 

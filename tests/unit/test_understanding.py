@@ -498,3 +498,23 @@ def test_the_pixel_signals_of_a_region_partly_outside_the_image_are_of_the_clipp
     assert inside.query.tags == {"white": 1.0}
     assert beyond.query.tags == inside.query.tags  # no black padding beyond the image
     assert float(np.dot(beyond.query.colour, inside.query.colour)) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_object_tags_come_from_detecting_a_small_copy(pool, photo):
+    """With object_tags, the detector reads the pixel step's small copy (not the original) and every detected
+    label joins the query's tags with its best score; no region embeddings are made."""
+    detection, embedding = FakeDetection(), FakeEmbedding()
+    understood = understanding(pool, embedding, detection=detection).image(
+        photo, SignalPlan(pixels=True, object_tags=True), time.perf_counter())
+    (request,) = detection.requests("Detect")
+    small = Image.open(io.BytesIO(request.images[0].content))
+    assert max(small.size) < PAGE_SIZE[0] and request.images[0].content != photo.content
+    assert understood.query.tags["cat"] == pytest.approx(0.9) and understood.query.tags["speck"] == pytest.approx(0.9)
+    assert understood.objects is None and not embedding.requests("EmbedRegions")
+    assert signals(understood)["objects"] == (True, "")
+
+
+def test_object_tags_without_a_detection_service_are_unavailable(pool, photo):
+    understood = understanding(pool).image(photo, SignalPlan(pixels=True, object_tags=True), time.perf_counter())
+    assert signals(understood)["objects"] == (False, "unavailable")
+    assert "cat" not in understood.query.tags
