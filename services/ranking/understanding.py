@@ -57,7 +57,7 @@ log = get_logger("ranking")
 # want ~256 px (their morphology sees a line of text only from ~5 px high).
 PIXEL_MIN_SIDE = 256
 OCR_JPEG_QUALITY = 90
-TEXT_MIN_LINES = 3  # line-like regions the text-presence check must find before OCR runs (real photos: 0-2)
+TEXT_MIN_LINES = 1  # line-like regions the text-presence check must find before OCR runs (a single word counts)
 
 
 @dataclass(frozen=True)
@@ -210,9 +210,13 @@ class QueryUnderstanding:
             text = self.pool.submit(_stamped, self._read_text, buffer.getvalue())  # overlaps the rest and the embedding
         objects = None
         if plan.object_tags and not plan.objects and self.detection is not None:
-            buffer = io.BytesIO()
-            focus.save(buffer, format="JPEG", quality=OCR_JPEG_QUALITY)
-            objects = self.pool.submit(_stamped, self._detect, common_pb2.Image(content=buffer.getvalue()))
+            if focus.size == small.size and small.width == (full_size or (0, 0))[0]:
+                source = image  # the whole image at full size: the original bytes, not a re-encoded copy
+            else:
+                buffer = io.BytesIO()
+                focus.save(buffer, format="JPEG", quality=OCR_JPEG_QUALITY)
+                source = common_pb2.Image(content=buffer.getvalue())
+            objects = self.pool.submit(_stamped, self._detect, source)
         return _Pixels(objects=objects, colour=colour_descriptor(focus) if plan.pixels else None,
                        colour_tags={c.name.lower(): c.fraction for c in colours},
                        phash=perceptual_hash(focus) if plan.pixels else 0, box=box, text=text,

@@ -10,7 +10,7 @@ from visearch.shared.images import decode_image
 from visearch.shared.text_presence import likely_text, text_lines
 from visearch.services.ranking.evaluation.suites import FONT_FILE, banner
 
-QUERY_MIN_LINES = 3  # services/ranking/understanding.TEXT_MIN_LINES
+QUERY_MIN_LINES = 1  # services/ranking/understanding.TEXT_MIN_LINES: a single word counts
 
 
 def _draft(photo) -> Image.Image:
@@ -19,9 +19,10 @@ def _draft(photo) -> Image.Image:
 
 
 def test_most_real_photos_show_no_lines_of_text():
-    """Of the real photos, at most two pass the gate: OCR runs on few queries that have no text."""
+    """Of the 19 real photos, at most four pass the gate (measured: astronaut, chelsea, hubble, kite): OCR runs
+    on few queries that have no text (it then finds nothing, at its own cost)."""
     passed = [p.image_id for p in photo_catalogue() if likely_text(_draft(p), QUERY_MIN_LINES)]
-    assert len(passed) <= 2, passed
+    assert len(passed) <= 4, passed
 
 
 def test_a_card_with_lines_of_text_passes():
@@ -43,3 +44,10 @@ def test_a_text_banner_over_a_photo_is_seen(name):
 def test_tiny_and_flat_images_have_no_text():
     assert text_lines(Image.new("RGB", (8, 8), "white")) == 0
     assert text_lines(Image.new("L", (300, 200), 128)) == 0
+
+
+def test_one_large_word_is_a_line_of_text():
+    """A single headline word filling a third of a short image (a label, a sign) passes the gate."""
+    card = Image.new("RGB", (640, 200), "white")
+    ImageDraw.Draw(card).text((30, 40), "ZANZIBAR", font=ImageFont.load_default(96), fill="black")
+    assert likely_text(card, QUERY_MIN_LINES)
