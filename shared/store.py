@@ -382,14 +382,17 @@ class MilvusStore:
         """The best cosine similarity of the query ``vectors`` (one or more, each [dim]) with the stored vector of
         each of several images in ``space``, by image id.
 
-        Milvus computes them (one search restricted to these ids), so no stored vector crosses the wire: for
-        100 candidates on Milvus Lite ~10 ms against ~26 ms to read their 1280-d vectors. Ids a filtered ANN
-        search on a server leaves out are read by id and scored here, so the result is exact; images without a
-        vector in ``space`` are absent.
+        On a server Milvus computes them (one search restricted to these ids), so no stored vector crosses the
+        wire; ids the filtered ANN search leaves out are read by id and scored here, so the result is exact.
+        Milvus Lite's restricted search left out ~20 % of the ids (measured: 79 of 100 colour descriptors), so
+        there the vectors are read by id and scored here in one query. Images without a vector in ``space`` are
+        absent.
         """
         ids = list(dict.fromkeys(image_ids))
         if not ids or not len(vectors):
             return {}
+        if not self.concurrent:
+            return {i: max(float(np.dot(v, q)) for q in vectors) for i, v in self.vectors(space, tenant, ids).items()}
         result = self._call("search", self._client.search, collection_name=self.collections[space],
                             data=[_floats(v) for v in vectors],
                             filter=f"tenant == {_literal(tenant)} and image_id in {_literal(ids)}",
@@ -400,8 +403,7 @@ class MilvusStore:
             for h in hits:
                 image_id = h["entity"]["image_id"]
                 found[image_id] = max(found.get(image_id, -2.0), float(h["distance"]))
-        # Milvus Lite searches exactly (FLAT): an id it left out has no vector. A server's index may drop some.
-        missing = [i for i in ids if i not in found] if self.concurrent else []
+        missing = [i for i in ids if i not in found]
         if missing:
             for image_id, stored in self.vectors(space, tenant, missing).items():
                 found[image_id] = max(float(np.dot(stored, v)) for v in vectors)
