@@ -79,7 +79,9 @@ def decode_image(data: bytes, settings: ImageSettings | None = None, min_side: i
     and JPEGs already small, decode at full size. Only for callers that resize the whole image below
     ``min_side`` anyway (a global embedding), not for crops in the original's pixel coordinates.
 
-    The result's ``format`` attribute keeps the encoded format (``JPEG``, ``PNG``, ``WEBP``...).
+    The result's ``format`` attribute keeps the encoded format (``JPEG``, ``PNG``, ``WEBP``...), and its
+    ``info["original_size"]`` the full-size image's ``(width, height)`` as displayed (EXIF orientation
+    applied), also after a draft-mode decode: the scale between the two pixel grids.
 
     Formats: JPEG (and MPO), PNG, WebP, GIF (first frame), BMP, TIFF (:data:`DECODABLE_FORMATS`).
     CMYK, palette, grey, 1-bit, 16-bit, 32-bit integer, float and alpha images are converted to 8-bit RGB.
@@ -125,6 +127,7 @@ def decode_image(data: bytes, settings: ImageSettings | None = None, min_side: i
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. "Corrupt EXIF data": not fatal
             img.load()
+            loaded_size = img.size
             img = ImageOps.exif_transpose(img)
             rgb = _to_rgb(img)
     except OSError as exc:
@@ -137,6 +140,8 @@ def decode_image(data: bytes, settings: ImageSettings | None = None, min_side: i
         raise _invalid(f"decoded image is {rgb.width}x{rgb.height} pixels > limit {settings.max_pixels}",
                        "decompression_bomb")
     rgb.format = encoded_format
+    rotated = rgb.size != loaded_size  # exif_transpose turned it by 90 or 270 degrees
+    rgb.info["original_size"] = (height, width) if rotated else (width, height)
     return rgb
 
 

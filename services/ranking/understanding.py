@@ -177,9 +177,9 @@ class QueryUnderstanding:
     def _pixels(self, image: common_pb2.Image, plan: SignalPlan, region: common_pb2.Box | None) -> _Pixels:
         """Draft decode, main photo, colours, pHash, and the downscaled JPEG for OCR (on the main photo when framed)."""
         data = image_bytes(image, self.image_settings)
-        full_size = _encoded_size(data)
         small = decode_image(data, self.image_settings, min_side=PIXEL_MIN_SIDE)
-        scale = small.width / full_size[0] if full_size else 1.0
+        full_size = small.info["original_size"]
+        scale = small.width / full_size[0]
         box = None
         if region is not None:  # clipped to the image, as EmbedImage clips its crop
             x1, y1 = max(0, round(region.x1 * scale)), max(0, round(region.y1 * scale))
@@ -210,7 +210,7 @@ class QueryUnderstanding:
             text = self.pool.submit(_stamped, self._read_text, buffer.getvalue())  # overlaps the rest and the embedding
         objects = None
         if plan.object_tags and not plan.objects and self.detection is not None:
-            if focus.size == small.size and small.width == (full_size or (0, 0))[0]:
+            if focus.size == small.size and small.width == full_size[0]:
                 source = image  # the whole image at full size: the original bytes, not a re-encoded copy
             else:
                 buffer = io.BytesIO()
@@ -344,17 +344,6 @@ class PendingImage:
 def _stamped(fn, *args):
     """``(fn(*args), time.perf_counter())``: a signal's result with the moment it was ready."""
     return fn(*args), time.perf_counter()
-
-
-def _encoded_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) of encoded image bytes from the header (EXIF rotation applied), or None."""
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            width, height = img.size
-            orientation = img.getexif().get(0x0112, 1)
-    except Exception:  # noqa: BLE001 (decode_image reports bad bytes with its own reason)
-        return None
-    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
 class _Report:

@@ -436,9 +436,10 @@ def test_draft_decode_keeps_the_short_side_at_least_min_side(size, fmt, min_side
     img = decode_image(_encoded(size, fmt), min_side=min_side)
     assert min(img.size) >= min(min_side, min(size))
     assert img.mode == "RGB" and img.format == fmt and img.size == expected
+    assert img.info["original_size"] == size  # the full-size grid, whatever scale was decoded
 
 
 def test_draft_decode_applies_exif_orientation():
     """A portrait photo stored landscape with EXIF orientation 6 comes out portrait at the reduced scale."""
     img = decode_image(_encoded((1200, 800), "JPEG", exif_orientation=6), min_side=256)
-    assert img.size == (400, 600)
+    assert img.size == (400, 600) and img.info["original_size"] == (800, 1200)
