@@ -19,14 +19,14 @@ eval_app = typer.Typer(help="Measure search quality: suites x ranking profiles -
 
 @eval_app.callback(invoke_without_command=True)
 def eval_command(
-    suite: Annotated[Optional[list[str]], typer.Option("--suite", help="Suite to run (repeatable): fashion, neardup, text2image, screenshot. Default: all.")] = None,
+    suite: Annotated[Optional[list[str]], typer.Option("--suite", help="Suite to run (repeatable): fashion, neardup, text2image, screenshot, openvocab (short text queries, most naming no ImageNet class, over the photos indexed untitled). Default: all.")] = None,
     profile: Annotated[Optional[list[str]], typer.Option("--profile", help="Ranking profile (repeatable): visual_only, blended, blended_rrf, blended-no-<factor>. Default: all of them.")] = None,
     out: Annotated[Path, typer.Option("--out", help="Report folder (results.json, report.md, PNGs).")] = Path("reports/eval"),
     k: Annotated[int, typer.Option("--k", min=1, max=100, help="Cut-off of precision, recall and nDCG.")] = 10,
     depth: Annotated[int, typer.Option("--depth", min=1, max=1000, help="Hits requested per query (the list AP is computed over).")] = 100,
     fashion_catalogue: Annotated[int, typer.Option(min=10, help="fashion: training images indexed.")] = 2000,
     fashion_queries: Annotated[int, typer.Option(min=1, help="fashion: test images used as queries.")] = 200,
-    distractors: Annotated[int, typer.Option(min=0, help="neardup/text2image/screenshot: Fashion-MNIST distractors added to the photos.")] = 200,
+    distractors: Annotated[int, typer.Option(min=0, help="neardup/text2image/screenshot/openvocab: Fashion-MNIST distractors added to the photos.")] = 200,
     transform: Annotated[Optional[list[str]], typer.Option("--transform", help="neardup: transformation (repeatable). Default: all.")] = None,
     db: Annotated[Optional[Path], typer.Option("--db", help="Milvus Lite file to use (default: a temporary folder, removed after).")] = None,
     plots: Annotated[bool, typer.Option(help="Write the PNG plots (needs matplotlib: the eval extra).")] = True,
@@ -37,6 +37,7 @@ def eval_command(
     from rich.console import Console
     from rich.table import Table
 
+    from visearch.services.ranking.evaluation.metrics import HIT_K
     from visearch.services.ranking.evaluation.report import write_report
     from visearch.services.ranking.evaluation.runner import evaluate, evaluation_settings
     from visearch.services.ranking.evaluation.suites import SUITES, build_suites
@@ -64,14 +65,16 @@ def eval_command(
                 raise typer.BadParameter(str(exc)) from exc
     paths = write_report(result, out, with_plots=plots)
     key = f"nDCG@{k}"
-    table = Table(title=f"visearch eval: {key}, recall@{k}, mAP")
+    table = Table(title=f"visearch eval: {key}, recall@{k}, mAP, hit@{HIT_K}, hub@{HIT_K} (queries with the hub image in their top {HIT_K})")
     table.add_column("suite")
     table.add_column("profile")
-    for col in (key, f"recall@{k}", "mAP"):
+    for col in (key, f"recall@{k}", "mAP", f"hit@{HIT_K}", f"hub@{HIT_K}"):
         table.add_column(col, justify="right")
+    table.add_column("hub image")
     for name, s in result["suites"].items():
         for pname, run in s["profiles"].items():
             summary = run["summary"]
-            table.add_row(name, pname, f"{summary[key]:.3f}", f"{summary[f'recall@{k}']:.3f}", f"{summary['mAP']:.3f}")
+            table.add_row(name, pname, f"{summary[key]:.3f}", f"{summary[f'recall@{k}']:.3f}", f"{summary['mAP']:.3f}",
+                          f"{summary[f'hit@{HIT_K}']:.3f}", f"{summary[f'hub@{HIT_K}']:.3f}", summary["hub_image"] or "-")
     console.print(table)
     console.print(json.dumps({name: str(path) for name, path in paths.items()}))

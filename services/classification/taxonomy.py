@@ -9,9 +9,9 @@ to people (``animal > vertebrate > mammal > carnivore > cat > tabby``) and write
 confident path.
 
 The build reads WordNet 3.0 from Debian's ``wordnet-base`` files (/usr/share/wordnet) with nltk's
-``WordNetCorpusReader`` (build extra; no corpus download) and the class list from the built image
-model's ``classes.json``. Rules, in order (``max_levels`` and ``near_chain`` are in
-``TAXONOMY_DATA.recipe``):
+``WordNetCorpusReader`` (build extra; no corpus download; see ``visearch.shared.models.wordnet``) and
+the class list from the built image model's ``classes.json``. Rules, in order (``max_levels`` and
+``near_chain`` are in ``TAXONOMY_DATA.recipe``):
 
 1. One parent per synset, so the result is a tree (WordNet gives 304 of the 1000 classes several
    paths). Among a synset's hypernyms and instance hypernyms prefer, in order: a physical one (under
@@ -38,14 +38,8 @@ whose nodes list the ImageNet classes they own (see :meth:`Taxonomy.load`).
 
 from __future__ import annotations
 
-import contextlib
 import json
-import shutil
-import subprocess
-import tempfile
-import warnings
 from collections import Counter, defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,36 +49,14 @@ import yaml
 from visearch.shared.config import ClassificationSettings, ModelSettings
 from visearch.shared.errors import InvalidEventError
 from visearch.shared.models.registry import IMAGE_MODEL, TAXONOMY_DATA
+from visearch.shared.models.wordnet import UPPER_LEVELS, check_wordnet_version, wordnet_reader
+from visearch.shared.models.wordnet import wnid as _wnid
 
-WORDNET_DIR = Path("/usr/share/wordnet")
 TAXONOMY_FILE = "taxonomy.yaml"
-
-# WordNet's abstract upper levels (synset names): they sit above nearly every class of a branch
-# and mean nothing to a user ("whole", "instrumentality"). Dropped by rule 2.
-UPPER_LEVELS = frozenset({
-    "entity.n.01", "physical_entity.n.01", "abstraction.n.06", "object.n.01", "whole.n.02",
-    "living_thing.n.01", "organism.n.01", "causal_agent.n.01", "matter.n.03", "substance.n.01",
-    "substance.n.07", "part.n.01", "relation.n.01", "artifact.n.01", "instrumentality.n.03",
-    "psychological_feature.n.01", "attribute.n.02", "thing.n.12", "commodity.n.01", "consumer_goods.n.01",
-})
 
 # Where WordNet's own parent is no use (child synset -> parent synset): "solid food" hangs under
 # "matter > solid", away from "food, nutrient" and its beverages.
 PARENT_OVERRIDES = {"food.n.02": "food.n.01"}
-
-# WordNet 3.0's lexicographer files in file-number order, as listed in lexnames(5WN). nltk's reader
-# needs them as a ``lexnames`` file, which Debian ships only inside that man page.
-_LEXNAMES = (
-    "adj.all", "adj.pert", "adv.all", "noun.Tops", "noun.act", "noun.animal", "noun.artifact",
-    "noun.attribute", "noun.body", "noun.cognition", "noun.communication", "noun.event", "noun.feeling",
-    "noun.food", "noun.group", "noun.location", "noun.motive", "noun.object", "noun.person",
-    "noun.phenomenon", "noun.plant", "noun.possession", "noun.process", "noun.quantity", "noun.relation",
-    "noun.shape", "noun.state", "noun.substance", "noun.time", "verb.body", "verb.change", "verb.cognition",
-    "verb.communication", "verb.competition", "verb.consumption", "verb.contact", "verb.creation",
-    "verb.emotion", "verb.motion", "verb.perception", "verb.possession", "verb.social", "verb.stative",
-    "verb.weather", "adj.ppl",
-)
-_POS_CODE = {"noun": 1, "verb": 2, "adj": 3, "adv": 4}
 
 
 @dataclass(frozen=True)
@@ -283,51 +255,6 @@ def _image_model_class_ids(cache_dir: Path) -> list[str]:
 # Build (needs the `build` extra: nltk)
 
 
-def _installed_debian_version(package: str) -> str | None:
-    try:
-        out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package], capture_output=True, text=True, check=False)
-    except FileNotFoundError:  # not a Debian system
-        return None
-    return out.stdout.strip() or None
-
-
-@contextlib.contextmanager
-def _wordnet_reader() -> Iterator:
-    """nltk's WordNet reader over a staged copy of Debian's dict files plus the ``lexnames`` file it needs.
-
-    nltk 3.9+ only opens corpus files under its data path (and not under a shared /tmp), so the
-    staging folder is on ``nltk.data.path`` while the reader is in use. The reader's WordNet-version
-    mapping (used only for the multilingual OMW data) would look for nltk's downloaded corpus: skipped.
-    """
-    import nltk
-    from nltk.corpus.reader.wordnet import WordNetCorpusReader
-
-    class _Reader(WordNetCorpusReader):
-        def map_wn(self, version="wordnet"):  # noqa: ARG002 - no OMW mapping needed
-            return None
-
-    if not (WORDNET_DIR / "data.noun").is_file():
-        raise FileNotFoundError(f"{WORDNET_DIR}/data.noun missing: install Debian's wordnet-base (make setup)")
-    with tempfile.TemporaryDirectory(prefix="wordnet-") as tmp:
-        staging = str(Path(tmp).resolve())
-        for item in WORDNET_DIR.iterdir():
-            if item.is_file():
-                shutil.copyfile(item, Path(staging) / item.name)
-        (Path(staging) / "lexnames").write_text("".join(
-            f"{i:02d}\t{name}\t{_POS_CODE[name.split('.')[0]]}\n" for i, name in enumerate(_LEXNAMES)))
-        nltk.data.path.append(staging)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)  # "multilingual functions are not available"
-                yield _Reader(staging, None)
-        finally:
-            nltk.data.path.remove(staging)
-
-
-def _wnid(synset) -> str:
-    return f"n{synset.offset():08d}"
-
-
 def prune_tree(parent: dict[str, str | None], leaves: list[str], drop: set[str], max_levels: int,
                near_chain: float, familiarity: dict[str, int] | None = None) -> dict[str, str | None]:
     """Rules 2-4 of the module docstring on a tree given as child -> parent (None for a root).
@@ -420,12 +347,10 @@ def build_taxonomy(cache_dir: Path, force: bool = False) -> Path:
     class_dir = IMAGE_MODEL.locate(Path(cache_dir))
 
     def export(out: Path) -> dict:
-        installed = _installed_debian_version("wordnet-base")
-        if installed is not None and installed != TAXONOMY_DATA.source_version:
-            raise RuntimeError(f"wordnet-base {installed} is installed but the recipe pins {TAXONOMY_DATA.source_version}")
+        check_wordnet_version(TAXONOMY_DATA.source_version)
         classes = json.loads((class_dir / "classes.json").read_text())
         leaves = [c["wnid"] for c in classes]
-        with _wordnet_reader() as wn:
+        with wordnet_reader() as wn:
             if wn.get_version() != "3.0":
                 raise RuntimeError(f"expected WordNet 3.0, found {wn.get_version()}")
             parent_of, lemmas, upper, familiarity = _hypernym_tree(wn, leaves)

@@ -21,12 +21,18 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from visearch.services.embedding.text_map import TextToVisualMap
 from visearch.shared.config import ConseSettings, ModelSettings
+from visearch.shared.errors import ModelNotBuiltError
 from visearch.shared.images import preprocess_imagenet
 from visearch.shared.inference import InferenceRunner, runner_for
+from visearch.shared.logging import get_logger
 from visearch.shared.models.registry import IMAGE_MODEL, TEXT_MODEL, TEXT_MODEL_INT8
 from visearch.shared.models.trained import Projection
+from visearch.shared.query_concepts import QueryConcepts, QueryLexicon
 from visearch.shared.text import Tokenizer
+
+log = get_logger("embedding")
 
 IMAGE_DIM = 1280
 TEXT_DIM = 384
@@ -146,6 +152,17 @@ class ImageEmbeddings:
     raw: np.ndarray | None = None
 
 
+@dataclass
+class QueryEmbeddings:
+    """Text queries: ``joint`` float32 [N, 384] unit norm; ``visual`` float32 [N, 1280] unit norm or None;
+    ``concepts`` what WordNet says each query names (None without the lexicon)."""
+
+    joint: np.ndarray
+    visual: np.ndarray | None
+    visual_model: str = ""
+    concepts: list[QueryConcepts] | None = None
+
+
 class Embedder:
     """The embedding service's model set: image encoder, text encoder and ConSE projector.
 
@@ -155,7 +172,9 @@ class Embedder:
     """
 
     def __init__(self, image: ImageEncoder, text: TextEncoder, conse: ConseProjector, image_model: str, text_model: str,
-                 object_weight: float = 0.5, ocr_weight: float = 0.5, projection: Projection | None = None):
+                 object_weight: float = 0.5, ocr_weight: float = 0.5, projection: Projection | None = None,
+                 text_map: TextToVisualMap | None = None, query_centering: float = 0.0,
+                 lexicon: QueryLexicon | None = None, query_concepts: float = 0.0):
         self.image = image
         self.text = text
         self.conse = conse
@@ -167,6 +186,12 @@ class Embedder:
         self.object_weight = object_weight
         self.ocr_weight = ocr_weight
         self._label_vectors: dict[str, np.ndarray] = {}  # object label -> prompt embedding (80 COCO labels)
+        self.text_map = text_map
+        """Text queries into the image space (None: not built or turned off; text search uses the joint space only)."""
+        self.query_centering = query_centering
+        self.lexicon = lexicon
+        """WordNet query understanding (None: not built or turned off)."""
+        self.query_concepts = query_concepts
 
     @classmethod
     def from_cache(cls, models: ModelSettings | None = None, conse: ConseSettings | None = None) -> "Embedder":
@@ -185,9 +210,17 @@ class Embedder:
         tokenizer = Tokenizer(text_dir / "tokenizer.json", text_spec.recipe["max_seq_length"])
         text = TextEncoder(runner_for(models, text_spec, text_dir), tokenizer, models.text_batch_size)
         vectors = _cached_class_vectors(text, image.classes, text_dir, IMAGE_MODEL.key)
+        text_map = lexicon = None
+        try:  # an older cache: text search keeps to the plain joint space
+            text_map = TextToVisualMap.from_cache(models.cache_dir) if conse.query_visual or conse.query_centering \
+                else None
+            lexicon = QueryLexicon.from_cache(models) if conse.query_concepts else None
+        except ModelNotBuiltError as exc:
+            log.warning("text_query_model_missing", error=str(exc))
         return cls(image, text, ConseProjector(vectors, conse.top_t),
                    f"{IMAGE_MODEL.name}@{IMAGE_MODEL.key}", f"{text_spec.name}@{text_spec.key}",
-                   conse.object_weight, conse.ocr_weight, Projection.from_settings(models, models.projection))
+                   conse.object_weight, conse.ocr_weight, Projection.from_settings(models, models.projection),
+                   text_map, conse.query_centering, lexicon, conse.query_concepts)
 
     def embed_images(self, images: list[Image.Image]) -> ImageEmbeddings:
         """Embed decoded RGB images (N >= 1): global vector (projected when a projection is configured),
@@ -199,6 +232,34 @@ class Embedder:
     def embed_texts(self, texts: list[str]) -> np.ndarray:
         """Joint-space vectors of texts, float32 [N, 384], unit norm."""
         return self.text.encode(texts)
+
+    def embed_queries(self, texts: list[str]) -> "QueryEmbeddings":
+        """Text search queries (issue 16: open-vocabulary text search), each in three parts:
+
+        - ``concepts``: what WordNet says the words name (``shared/query_concepts.py``): ImageNet class
+          weights, COCO labels; None without the lexicon.
+        - ``joint`` float32 [N, 384], unit norm: the text embedding plus ``query_concepts x strength`` x the
+          unit ConSE mixture of the named classes (the same class vectors indexed images are mixtures of), then
+          centred on the query bank when ``query_centering`` > 0 (hubness reduction, ``text_map.py``).
+        - ``visual`` float32 [N, 1280], unit norm, or None: the text-to-visual map's query for the global image
+          embeddings, with the named classes' weight vectors mixed in the same way. None without the map, and
+          with an image projection (``VISEARCH_MODEL_PROJECTION``), whose space the map does not target.
+        """
+        plain = vectors = self.text.encode(texts)
+        concepts = [self.lexicon.expand(t) for t in texts] if self.lexicon is not None and self.query_concepts else None
+        mix = strength = None
+        if concepts is not None:
+            mix = np.stack([c.class_weights for c in concepts]).astype(np.float32)
+            strength = np.asarray([[self.query_concepts * c.strength] for c in concepts], dtype=np.float32)
+            named = _l2_normalise(mix @ self.conse.class_vectors) * (mix.sum(axis=1, keepdims=True) > 0)
+            vectors = _l2_normalise(vectors + strength * named)
+        if self.text_map is None:
+            return QueryEmbeddings(joint=vectors, visual=None, concepts=concepts)
+        visual = None
+        if self.projection is None:
+            visual = self.text_map.to_visual(plain, self.query_centering, mix, strength)
+        return QueryEmbeddings(joint=self.text_map.centre_joint(vectors, self.query_centering), visual=visual,
+                               visual_model=self.text_map.model_name if visual is not None else "", concepts=concepts)
 
     def contextualise(self, joint: np.ndarray, objects: list[list[tuple[str, float]]], texts: list[str]) -> np.ndarray:
         """Joint vectors that also carry what detection and OCR found, as the design's joint space does

@@ -76,16 +76,25 @@ class EmbeddingService(embedding_pb2_grpc.EmbeddingServiceServicer):
 
     @rpc_method(SERVICE_NAME)
     def EmbedText(self, request: embedding_pb2.EmbedTextRequest, context) -> embedding_pb2.EmbedTextResponse:  # noqa: N802
-        """Embed each text into the joint space (384-d, unit norm)."""
+        """Embed each text into the joint space (384-d, unit norm); with ``as_query``, as a search query (joint
+        vector reduced for hubness, image-space vector, concepts: see ``Embedder.embed_queries``)."""
         if not request.texts:
             raise InvalidEventError("EmbedText needs at least one text", reason="empty_request")
         if len(request.texts) > MAX_TEXTS_PER_REQUEST:
             raise InvalidEventError(f"at most {MAX_TEXTS_PER_REQUEST} texts per request", reason="too_many_texts")
         if any(len(t) > MAX_TEXT_CHARS for t in request.texts):
             raise InvalidEventError(f"a text is longer than {MAX_TEXT_CHARS} characters", reason="text_too_long")
-        vectors = self.embedder.embed_texts(list(request.texts))
+        if not request.as_query:
+            vectors = self.embedder.embed_texts(list(request.texts))
+            return embedding_pb2.EmbedTextResponse(
+                vectors=[common_pb2.Vector(values=v) for v in vectors], text_model=self.embedder.text_model)
+        queries = self.embedder.embed_queries(list(request.texts))
         return embedding_pb2.EmbedTextResponse(
-            vectors=[common_pb2.Vector(values=v) for v in vectors], text_model=self.embedder.text_model)
+            vectors=[common_pb2.Vector(values=v) for v in queries.joint], text_model=self.embedder.text_model,
+            visual_vectors=[common_pb2.Vector(values=v) for v in queries.visual] if queries.visual is not None else [],
+            visual_model=queries.visual_model,
+            concepts=[embedding_pb2.QueryConcepts(tags=c.coco, phrases=[m.phrase for m in c.matches], coverage=c.coverage)
+                      for c in queries.concepts or []])
 
 
 class EmbeddingStage(ImageStage):

@@ -201,17 +201,23 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         matches it did not find join the candidates."""
         if not request.text.strip():
             raise InvalidEventError("text query is empty", reason="empty_query")
-        signals = {"joint", "text", "tags"}
-        fetch = self.engine.fetch_plan(window, ranker, signals, [JointRoute(np.zeros(1))])
+        # The text-to-visual vector's route is planned with the others; a service without the map sends none.
+        signals = {"joint", "text", "tags", "visual"}
+        fetch = self.engine.fetch_plan(window, ranker, signals, [JointRoute(np.zeros(1)), VisualRoute(np.zeros(1))])
         bm25 = bm25_route(Query("text", text=request.text), ranker)
         rows = self._pool.submit(bm25.fetch, self.store, self.text_index, tenant, fetch.depth, flt, fetch.fields,
                                  ranker.active("text")) if bm25 is not None else None
-        query = Query("text", joint=self.understanding.embed_text(request.text), text=request.text,
-                      tags=text_tags(request.text))
-        response = search_pb2.SearchResponse(signals=[search_pb2.QuerySignal(name="text_embedding", used=True,
-                                                                             took_ms=_ms(start))])
+        query = self.understanding.embed_text(request.text)
+        response = search_pb2.SearchResponse(signals=[
+            search_pb2.QuerySignal(name="text_embedding", used=True, took_ms=_ms(start)),
+            search_pb2.QuerySignal(name="text_visual", used=query.visual is not None and ranker.active("visual"),
+                                   skipped="unavailable" if query.visual is None
+                                   else "" if ranker.active("visual") else "not_weighed")])
+        routes = [JointRoute(query.joint)]
+        if query.visual is not None and ranker.active("visual"):
+            routes.append(VisualRoute(query.visual))
         ceilings: dict[str, float] = {}
-        candidates = self.engine.retrieve([JointRoute(query.joint)], tenant, flt, plan_text_fetch(window, ranker, fetch),
+        candidates = self.engine.retrieve(routes, tenant, flt, plan_text_fetch(window, ranker, fetch),
                                           ceilings=ceilings)
         if rows is not None:
             bm25_route(query, ranker).merge(candidates, rows.result())

@@ -47,7 +47,7 @@ from visearch.shared.images import decode_image, image_bytes
 from visearch.shared.logging import get_logger
 from visearch.shared.regions import select_regions
 from visearch.shared.text_presence import likely_text
-from visearch.services.ranking.factors import TAG_ATTRIBUTES, TAXONOMY_SEPARATOR
+from visearch.services.ranking.factors import TAG_ATTRIBUTES, TAXONOMY_SEPARATOR, text_tags
 from visearch.services.ranking.query import Query
 from visearch.v1 import classification_pb2, common_pb2, detection_pb2, embedding_pb2, ocr_pb2, search_pb2
 
@@ -146,10 +146,19 @@ class QueryUnderstanding:
                                                   crops=[crop] if crop is not None else [])
         return self.call(self.embedding, "EmbedImage", request).embeddings[0]
 
-    def embed_text(self, text: str) -> np.ndarray:
-        """The joint-space vector of ``text`` (float32 [384], unit norm)."""
-        response = self.call(self.embedding, "EmbedText", embedding_pb2.EmbedTextRequest(texts=[text]))
-        return np.asarray(response.vectors[0].values, dtype=np.float32)
+    def embed_text(self, text: str) -> Query:
+        """A text query as the embedding service embeds search queries (``EmbedText`` with ``as_query``):
+        ``joint`` float32 [384] unit norm; ``visual`` float32 [1280] unit norm when the service maps text
+        into the image space (else None); ``tags`` the query's words and word pairs (1.0 each) joined by the
+        detector labels its words name through WordNet, at their weight."""
+        response = self.call(self.embedding, "EmbedText", embedding_pb2.EmbedTextRequest(texts=[text], as_query=True))
+        visual = np.asarray(response.visual_vectors[0].values, dtype=np.float32) if response.visual_vectors else None
+        tags = text_tags(text)
+        if response.concepts:
+            for label, weight in response.concepts[0].tags.items():
+                tags[label] = max(tags.get(label, 0.0), weight)
+        return Query("text", joint=np.asarray(response.vectors[0].values, dtype=np.float32), visual=visual,
+                     text=text, tags=tags)
 
     def embed_regions(self, image: common_pb2.Image, boxes) -> list[np.ndarray]:
         """Embeddings (float32 [1280], unit norm) of boxes of one image, in order."""

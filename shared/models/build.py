@@ -34,6 +34,8 @@ from visearch.shared.models.registry import (
     TAXONOMY_DATA,
     TEXT_MODEL,
     TEXT_MODEL_INT8,
+    TEXT_TO_VISUAL,
+    WORDNET_LEXICON,
     ModelSpec,
 )
 
@@ -269,6 +271,8 @@ BUILDERS: dict[str, Callable[[Path, bool], Path] | str] = {
     OCR_CLS_MODEL.name: "visearch.shared.models.build_ocr:build_ocr_cls_model",
     OCR_REC_MODEL.name: "visearch.shared.models.build_ocr:build_ocr_rec_model",
     TAXONOMY_DATA.name: "visearch.services.classification.taxonomy:build_taxonomy",
+    TEXT_TO_VISUAL.name: "visearch.shared.models.build_text_map:build_text_to_visual",
+    WORDNET_LEXICON.name: "visearch.shared.models.build_lexicon:build_lexicon",
 }
 
 

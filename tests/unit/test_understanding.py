@@ -475,11 +475,26 @@ def test_query_objects_are_detected_and_embedded(pool, photo):
 
 def test_the_text_embedding_is_one_embed_text_call(pool):
     embedding = FakeEmbedding()
-    vector = understanding(pool, embedding).embed_text("red shoe")
+    query = understanding(pool, embedding).embed_text("red shoe")
     (request,) = embedding.requests("EmbedText")
-    assert list(request.texts) == ["red shoe"]
-    assert vector.dtype == np.float32
-    np.testing.assert_allclose(vector, JOINT)
+    assert list(request.texts) == ["red shoe"] and request.as_query
+    assert query.kind == "text" and query.text == "red shoe" and query.joint.dtype == np.float32
+    np.testing.assert_allclose(query.joint, JOINT)
+    assert query.visual is None  # the service sent no image-space vector
+    assert query.tags == {"red": 1.0, "shoe": 1.0, "red shoe": 1.0}
+
+
+def test_a_text_query_takes_the_services_visual_vector_and_concept_tags(pool):
+    class WithMap(FakeEmbedding):
+        def EmbedText(self, request, timeout=None):  # noqa: N802
+            response = super().EmbedText(request, timeout)
+            response.visual_vectors.add(values=unit([0, 1, 0, 0]))
+            response.concepts.add(tags={"bird": 0.8, "sparrow": 0.5}, phrases=["sparrow"], coverage=1.0)
+            return response
+
+    query = understanding(pool, WithMap()).embed_text("sparrow")
+    np.testing.assert_allclose(query.visual, unit([0, 1, 0, 0]))
+    assert query.tags == pytest.approx({"sparrow": 1.0, "bird": 0.8})  # a word of the query keeps its full weight
 
 
 def test_a_request_region_is_embedded_as_a_crop(pool, photo):

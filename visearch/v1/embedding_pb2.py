@@ -25,13 +25,15 @@ _sym_db = _symbol_database.Default()
 from visearch.v1 import common_pb2 as visearch_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bvisearch/v1/embedding.proto\x12\x0bvisearch.v1\x1a\x18visearch/v1/common.proto\"Y\n\x13\x45mbedRegionsRequest\x12!\n\x05image\x18\x01 \x01(\x0b\x32\x12.visearch.v1.Image\x12\x1f\n\x05\x62oxes\x18\x02 \x03(\x0b\x32\x10.visearch.v1.Box\"Q\n\x14\x45mbedRegionsResponse\x12$\n\x07vectors\x18\x01 \x03(\x0b\x32\x13.visearch.v1.Vector\x12\x13\n\x0bimage_model\x18\x02 \x01(\t\"\x82\x01\n\x11\x45mbedImageRequest\x12\"\n\x06images\x18\x01 \x03(\x0b\x32\x12.visearch.v1.Image\x12\x13\n\x0btop_classes\x18\x02 \x01(\x05\x12\x13\n\x0b\x63lass_probs\x18\x03 \x01(\x08\x12\x1f\n\x05\x63rops\x18\x04 \x03(\x0b\x32\x10.visearch.v1.Box\"\xac\x01\n\x0eImageEmbedding\x12\"\n\x05image\x18\x01 \x01(\x0b\x32\x13.visearch.v1.Vector\x12\"\n\x05joint\x18\x02 \x01(\x0b\x32\x13.visearch.v1.Vector\x12(\n\x07\x63lasses\x18\x03 \x03(\x0b\x32\x17.visearch.v1.ClassScore\x12(\n\x0b\x63lass_probs\x18\x04 \x01(\x0b\x32\x13.visearch.v1.Vector\"n\n\x12\x45mbedImageResponse\x12/\n\nembeddings\x18\x01 \x03(\x0b\x32\x1b.visearch.v1.ImageEmbedding\x12\x13\n\x0bimage_model\x18\x02 \x01(\t\x12\x12\n\ntext_model\x18\x03 \x01(\t\"!\n\x10\x45mbedTextRequest\x12\r\n\x05texts\x18\x01 \x03(\t\"M\n\x11\x45mbedTextResponse\x12$\n\x07vectors\x18\x01 \x03(\x0b\x32\x13.visearch.v1.Vector\x12\x12\n\ntext_model\x18\x02 \x01(\t2\x82\x02\n\x10\x45mbeddingService\x12M\n\nEmbedImage\x12\x1e.visearch.v1.EmbedImageRequest\x1a\x1f.visearch.v1.EmbedImageResponse\x12J\n\tEmbedText\x12\x1d.visearch.v1.EmbedTextRequest\x1a\x1e.visearch.v1.EmbedTextResponse\x12S\n\x0c\x45mbedRegions\x12 .visearch.v1.EmbedRegionsRequest\x1a!.visearch.v1.EmbedRegionsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bvisearch/v1/embedding.proto\x12\x0bvisearch.v1\x1a\x18visearch/v1/common.proto\"Y\n\x13\x45mbedRegionsRequest\x12!\n\x05image\x18\x01 \x01(\x0b\x32\x12.visearch.v1.Image\x12\x1f\n\x05\x62oxes\x18\x02 \x03(\x0b\x32\x10.visearch.v1.Box\"Q\n\x14\x45mbedRegionsResponse\x12$\n\x07vectors\x18\x01 \x03(\x0b\x32\x13.visearch.v1.Vector\x12\x13\n\x0bimage_model\x18\x02 \x01(\t\"\x82\x01\n\x11\x45mbedImageRequest\x12\"\n\x06images\x18\x01 \x03(\x0b\x32\x12.visearch.v1.Image\x12\x13\n\x0btop_classes\x18\x02 \x01(\x05\x12\x13\n\x0b\x63lass_probs\x18\x03 \x01(\x08\x12\x1f\n\x05\x63rops\x18\x04 \x03(\x0b\x32\x10.visearch.v1.Box\"\xac\x01\n\x0eImageEmbedding\x12\"\n\x05image\x18\x01 \x01(\x0b\x32\x13.visearch.v1.Vector\x12\"\n\x05joint\x18\x02 \x01(\x0b\x32\x13.visearch.v1.Vector\x12(\n\x07\x63lasses\x18\x03 \x03(\x0b\x32\x17.visearch.v1.ClassScore\x12(\n\x0b\x63lass_probs\x18\x04 \x01(\x0b\x32\x13.visearch.v1.Vector\"n\n\x12\x45mbedImageResponse\x12/\n\nembeddings\x18\x01 \x03(\x0b\x32\x1b.visearch.v1.ImageEmbedding\x12\x13\n\x0bimage_model\x18\x02 \x01(\t\x12\x12\n\ntext_model\x18\x03 \x01(\t\"3\n\x10\x45mbedTextRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\x10\n\x08\x61s_query\x18\x02 \x01(\x08\"\x93\x01\n\rQueryConcepts\x12\x32\n\x04tags\x18\x01 \x03(\x0b\x32$.visearch.v1.QueryConcepts.TagsEntry\x12\x0f\n\x07phrases\x18\x02 \x03(\t\x12\x10\n\x08\x63overage\x18\x03 \x01(\x02\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\"\xbe\x01\n\x11\x45mbedTextResponse\x12$\n\x07vectors\x18\x01 \x03(\x0b\x32\x13.visearch.v1.Vector\x12\x12\n\ntext_model\x18\x02 \x01(\t\x12+\n\x0evisual_vectors\x18\x03 \x03(\x0b\x32\x13.visearch.v1.Vector\x12\x14\n\x0cvisual_model\x18\x04 \x01(\t\x12,\n\x08\x63oncepts\x18\x05 \x03(\x0b\x32\x1a.visearch.v1.QueryConcepts2\x82\x02\n\x10\x45mbeddingService\x12M\n\nEmbedImage\x12\x1e.visearch.v1.EmbedImageRequest\x1a\x1f.visearch.v1.EmbedImageResponse\x12J\n\tEmbedText\x12\x1d.visearch.v1.EmbedTextRequest\x1a\x1e.visearch.v1.EmbedTextResponse\x12S\n\x0c\x45mbedRegions\x12 .visearch.v1.EmbedRegionsRequest\x1a!.visearch.v1.EmbedRegionsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'visearch.v1.embedding_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_QUERYCONCEPTS_TAGSENTRY']._loaded_options = None
+  _globals['_QUERYCONCEPTS_TAGSENTRY']._serialized_options = b'8\001'
   _globals['_EMBEDREGIONSREQUEST']._serialized_start=70
   _globals['_EMBEDREGIONSREQUEST']._serialized_end=159
   _globals['_EMBEDREGIONSRESPONSE']._serialized_start=161
@@ -43,9 +45,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EMBEDIMAGERESPONSE']._serialized_start=552
   _globals['_EMBEDIMAGERESPONSE']._serialized_end=662
   _globals['_EMBEDTEXTREQUEST']._serialized_start=664
-  _globals['_EMBEDTEXTREQUEST']._serialized_end=697
-  _globals['_EMBEDTEXTRESPONSE']._serialized_start=699
-  _globals['_EMBEDTEXTRESPONSE']._serialized_end=776
-  _globals['_EMBEDDINGSERVICE']._serialized_start=779
-  _globals['_EMBEDDINGSERVICE']._serialized_end=1037
+  _globals['_EMBEDTEXTREQUEST']._serialized_end=715
+  _globals['_QUERYCONCEPTS']._serialized_start=718
+  _globals['_QUERYCONCEPTS']._serialized_end=865
+  _globals['_QUERYCONCEPTS_TAGSENTRY']._serialized_start=822
+  _globals['_QUERYCONCEPTS_TAGSENTRY']._serialized_end=865
+  _globals['_EMBEDTEXTRESPONSE']._serialized_start=868
+  _globals['_EMBEDTEXTRESPONSE']._serialized_end=1058
+  _globals['_EMBEDDINGSERVICE']._serialized_start=1061
+  _globals['_EMBEDDINGSERVICE']._serialized_end=1319
 # @@protoc_insertion_point(module_scope)

@@ -58,15 +58,40 @@ class EmbedImageResponse(_message.Message):
     def __init__(self, embeddings: _Optional[_Iterable[_Union[ImageEmbedding, _Mapping]]] = ..., image_model: _Optional[str] = ..., text_model: _Optional[str] = ...) -> None: ...
 
 class EmbedTextRequest(_message.Message):
-    __slots__ = ("texts",)
+    __slots__ = ("texts", "as_query")
     TEXTS_FIELD_NUMBER: _ClassVar[int]
+    AS_QUERY_FIELD_NUMBER: _ClassVar[int]
     texts: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, texts: _Optional[_Iterable[str]] = ...) -> None: ...
+    as_query: bool
+    def __init__(self, texts: _Optional[_Iterable[str]] = ..., as_query: bool = ...) -> None: ...
+
+class QueryConcepts(_message.Message):
+    __slots__ = ("tags", "phrases", "coverage")
+    class TagsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    PHRASES_FIELD_NUMBER: _ClassVar[int]
+    COVERAGE_FIELD_NUMBER: _ClassVar[int]
+    tags: _containers.ScalarMap[str, float]
+    phrases: _containers.RepeatedScalarFieldContainer[str]
+    coverage: float
+    def __init__(self, tags: _Optional[_Mapping[str, float]] = ..., phrases: _Optional[_Iterable[str]] = ..., coverage: _Optional[float] = ...) -> None: ...
 
 class EmbedTextResponse(_message.Message):
-    __slots__ = ("vectors", "text_model")
+    __slots__ = ("vectors", "text_model", "visual_vectors", "visual_model", "concepts")
     VECTORS_FIELD_NUMBER: _ClassVar[int]
     TEXT_MODEL_FIELD_NUMBER: _ClassVar[int]
+    VISUAL_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    VISUAL_MODEL_FIELD_NUMBER: _ClassVar[int]
+    CONCEPTS_FIELD_NUMBER: _ClassVar[int]
     vectors: _containers.RepeatedCompositeFieldContainer[_common_pb2.Vector]
     text_model: str
-    def __init__(self, vectors: _Optional[_Iterable[_Union[_common_pb2.Vector, _Mapping]]] = ..., text_model: _Optional[str] = ...) -> None: ...
+    visual_vectors: _containers.RepeatedCompositeFieldContainer[_common_pb2.Vector]
+    visual_model: str
+    concepts: _containers.RepeatedCompositeFieldContainer[QueryConcepts]
+    def __init__(self, vectors: _Optional[_Iterable[_Union[_common_pb2.Vector, _Mapping]]] = ..., text_model: _Optional[str] = ..., visual_vectors: _Optional[_Iterable[_Union[_common_pb2.Vector, _Mapping]]] = ..., visual_model: _Optional[str] = ..., concepts: _Optional[_Iterable[_Union[QueryConcepts, _Mapping]]] = ...) -> None: ...

@@ -14,7 +14,13 @@ is penalised (recall, AP and nDCG use the judged total, not what the list happen
   scikit-learn's ``ndcg_score``), divided by the DCG of the ideal ordering of all judged items;
 - reciprocal rank: 1 / rank of the first relevant item (0 when none is retrieved);
 - interpolated precision at recall levels 0.0, 0.1, ..., 1.0 (the TREC 11-point curve): at level r, the
-  highest precision at any rank whose recall is >= r (0 when the list never reaches r).
+  highest precision at any rank whose recall is >= r (0 when the list never reaches r);
+- hit@k: 1 when the first k ranks hold a relevant item (grade >= 1), else 0; its mean over queries is
+  the share of queries answered in the first k (k = :data:`HIT_K` = 3 in the summaries);
+- hub share (over a suite's queries, not one query): the image found most often among the queries'
+  first k results (the "hub", Radovanovic et al. 2010: an image close to everything in the embedding
+  space), and the share of queries whose first k hold it. 1/queries at best, 1.0 when one image is in
+  every query's first k.
 
 Tests check these against scikit-learn (``ndcg_score``, ``average_precision_score``) and hand values.
 """
@@ -28,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 RECALL_LEVELS = tuple(round(0.1 * i, 1) for i in range(11))
+HIT_K = 3  # the cut-off of hit@k and of the hub share (the open-vocabulary issue's "top 3")
 
 
 def _relevant(judgments: Mapping[str, float]) -> set[str]:
@@ -87,6 +94,36 @@ def reciprocal_rank(ranked: Sequence[str], judgments: Mapping[str, float]) -> fl
     return next((1.0 / rank for rank, i in enumerate(ranked, start=1) if i in relevant), 0.0)
 
 
+def hit_at_k(ranked: Sequence[str], judgments: Mapping[str, float], k: int) -> float:
+    """1.0 when the first ``k`` ranks hold a relevant item (grade > 0), else 0.0."""
+    if k <= 0:
+        raise ValueError(f"k must be >= 1, got {k}")
+    relevant = _relevant(judgments)
+    return 1.0 if any(i in relevant for i in ranked[:k]) else 0.0
+
+
+def hub_share(rankings: Sequence[Sequence[str]], k: int = HIT_K) -> tuple[str, float]:
+    """The image in the most queries' first ``k`` results of ``rankings`` (one ranked list per query), and
+    the share of queries whose first ``k`` hold it. Ties go to the smallest image id; ("", 0.0) when no list
+    holds anything.
+
+    Raises:
+        ValueError: no rankings, or ``k`` < 1.
+    """
+    if k <= 0:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if not rankings:
+        raise ValueError("no rankings to count hubs in")
+    counts: dict[str, int] = {}
+    for ranked in rankings:
+        for image_id in set(ranked[:k]):
+            counts[image_id] = counts.get(image_id, 0) + 1
+    if not counts:
+        return "", 0.0
+    hub = min(counts, key=lambda i: (-counts[i], i))
+    return hub, counts[hub] / len(rankings)
+
+
 def interpolated_precision(ranked: Sequence[str], judgments: Mapping[str, float],
                            levels: Sequence[float] = RECALL_LEVELS) -> list[float]:
     """Interpolated precision at each recall level (the 11-point precision-recall curve of one query)."""
@@ -112,18 +149,20 @@ class QueryMetrics:
     rr: float
     pr_curve: tuple[float, ...]
     recall_at_1: float = 0.0  # the share of relevant items found first: 1 or 0 for a single-answer query
+    hit: float = 0.0  # hit@HIT_K: 1 when a relevant item is among the first HIT_K
 
     @classmethod
     def of(cls, ranked: Sequence[str], judgments: Mapping[str, float], k: int, depth: int | None = None) -> "QueryMetrics":
         return cls(precision_at_k(ranked, judgments, k), recall_at_k(ranked, judgments, k),
                    average_precision(ranked, judgments, depth), ndcg_at_k(ranked, judgments, k),
                    reciprocal_rank(ranked, judgments), tuple(interpolated_precision(ranked, judgments)),
-                   recall_at_k(ranked, judgments, 1))
+                   recall_at_k(ranked, judgments, 1), hit_at_k(ranked, judgments, HIT_K))
 
 
 def summarise(per_query: Sequence[QueryMetrics], k: int) -> dict[str, float | list[float] | int]:
-    """Means over queries: ``precision@k``, ``recall@k``, ``recall@1``, ``mAP``, ``nDCG@k``, ``MRR``, the mean 11-point
-    curve (``pr_curve``, one precision per level of :data:`RECALL_LEVELS`) and ``queries``."""
+    """Means over queries: ``precision@k``, ``recall@k``, ``recall@1``, ``mAP``, ``nDCG@k``, ``MRR``, ``hit@3``
+    (:data:`HIT_K`), the mean 11-point curve (``pr_curve``, one precision per level of :data:`RECALL_LEVELS`)
+    and ``queries``."""
     if not per_query:
         raise ValueError("no queries to summarise")
     mean = lambda values: float(np.mean(list(values)))  # noqa: E731
@@ -134,6 +173,7 @@ def summarise(per_query: Sequence[QueryMetrics], k: int) -> dict[str, float | li
         "mAP": mean(q.ap for q in per_query),
         f"nDCG@{k}": mean(q.ndcg for q in per_query),
         "MRR": mean(q.rr for q in per_query),
+        f"hit@{HIT_K}": mean(q.hit for q in per_query),
         "pr_curve": [float(v) for v in np.mean([q.pr_curve for q in per_query], axis=0)],
         "queries": len(per_query),
     }

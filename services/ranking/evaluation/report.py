@@ -10,27 +10,44 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from visearch.services.ranking.evaluation.metrics import HIT_K
 from visearch.services.ranking.evaluation.runner import ABLATION_PREFIX
 
-HEADLINE = ("nDCG@{k}", "recall@{k}", "precision@{k}", "mAP", "MRR")
+HEADLINE = ("nDCG@{k}", "recall@{k}", "precision@{k}", "mAP", "MRR", f"hit@{HIT_K}", f"hub@{HIT_K}")
 
 
 def _columns(k: int) -> list[str]:
     return [c.format(k=k) for c in HEADLINE]
 
 
+def _figure(summary: dict, column: str) -> str:
+    return f"{summary[column]:.3f}" if column in summary else "-"
+
+
 def markdown(result: dict) -> str:
-    """report.md: one table per suite (profile x metric), then what each factor adds to nDCG@k."""
+    """report.md: one table per suite (profile x metric; hub@3 = the share of queries whose first 3 hold the
+    hub image, named in the last column), the open / closed split of open-vocabulary suites, then what each
+    factor adds to nDCG@k."""
     k = result["k"]
     cols = _columns(k)
     lines = [f"# visearch eval (k = {k}, lists of {result['depth']})", "",
              "Blended weights: " + ", ".join(f"{f} {w:g}" for f, w in result["blended_weights"].items() if w), ""]
     for name, suite in result["suites"].items():
         lines += [f"## {name}", "", suite["description"] + f" (ingest {suite['ingest']['seconds']} s).", "",
-                  "| profile | " + " | ".join(cols) + " | median ms |", "|---|" + "---:|" * (len(cols) + 1)]
+                  "| profile | " + " | ".join(cols) + " | hub image | median ms |",
+                  "|---|" + "---:|" * len(cols) + "---|---:|"]
         for profile, run in suite["profiles"].items():
             s = run["summary"]
-            lines.append(f"| {profile} | " + " | ".join(f"{s[c]:.3f}" for c in cols) + f" | {s['median_took_ms']:.0f} |")
+            lines.append(f"| {profile} | " + " | ".join(_figure(s, c) for c in cols)
+                         + f" | {s.get('hub_image') or '-'} | {s['median_took_ms']:.0f} |")
+        split = [(profile, run["summary"]["by_open"]) for profile, run in suite["profiles"].items()
+                 if "by_open" in run["summary"]]
+        if split:
+            lines += ["", f"Open-vocabulary queries (no ImageNet-1k class name) against the others, nDCG@{k} / "
+                          f"hit@{HIT_K}: " + "; ".join(
+                              f"{profile}: " + ", ".join(f"{name} ({g['queries']}) {g[f'nDCG@{k}']:.3f} / "
+                                                         f"{g[f'hit@{HIT_K}']:.3f}" for name, g in groups.items())
+                              for profile, groups in split)]
         deltas = ablation_deltas(suite, k)
         if deltas:
             lines += ["", f"Factor ablation: nDCG@{k} of blended minus nDCG@{k} without the factor "

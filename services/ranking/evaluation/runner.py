@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
-from visearch.services.ranking.evaluation.metrics import RECALL_LEVELS, QueryMetrics, summarise
+from visearch.services.ranking.evaluation.metrics import HIT_K, RECALL_LEVELS, QueryMetrics, hub_share, summarise
 from visearch.services.ranking.evaluation.suites import Suite
 from visearch.shared.config import RankingSettings
 from visearch.v1 import common_pb2, search_pb2
@@ -88,8 +88,11 @@ def ingest_suite(platform, suite: Suite, progress: bool = True) -> dict:
 
 def run_profile(platform, suite: Suite, profile: Profile, k: int, depth: int,
                 progress: Callable[[], None] | None = None) -> dict:
-    """Every query of ``suite`` under ``profile``: the summary (means), and per query its metrics and top ``k``."""
-    per_query, rows, took = [], [], []
+    """Every query of ``suite`` under ``profile``: the summary (means; the hub image of the first :data:`HIT_K`
+    results and the share of queries that hold it, ``hub@3`` and ``hub_image``; for queries with an ``open``
+    info, nDCG@k and hit@3 of the open and the closed ones under ``by_open``), and per query its metrics and
+    top ``k``."""
+    per_query, rows, took, tops = [], [], [], []
     for q in suite.queries:
         request = search_pb2.SearchRequest(top_k=depth, tenant=suite.tenant, ranking=profile.message())
         if q.text is not None:
@@ -99,15 +102,26 @@ def run_profile(platform, suite: Suite, profile: Profile, k: int, depth: int,
         response = platform.search.Search(request, None)
         ranked = [h.image_id for h in response.hits]
         took.append(response.took_ms)
+        tops.append(ranked[:HIT_K])
         metrics = QueryMetrics.of(ranked, q.judgments, k, depth)
         per_query.append(metrics)
         rows.append({"qid": q.qid, **q.info, "ndcg": round(metrics.ndcg, 4), "ap": round(metrics.ap, 4),
-                     "rr": round(metrics.rr, 4), "top": ranked[:k], "ranker": response.ranker,
+                     "rr": round(metrics.rr, 4), "hit": metrics.hit, "top": ranked[:k], "ranker": response.ranker,
                      "top_factors": {f.name: round(f.contribution, 4) for f in response.hits[0].factors} if response.hits else {}})
         if progress:
             progress()
     summary = summarise(per_query, k)
     summary["median_took_ms"] = float(sorted(took)[len(took) // 2])
+    summary["hub_image"], summary[f"hub@{HIT_K}"] = hub_share(tops, HIT_K)
+    groups = {"open": [m for q, m in zip(suite.queries, per_query) if q.info.get("open") == "true"],
+              "closed": [m for q, m in zip(suite.queries, per_query) if q.info.get("open") == "false"]}
+    by_open = {}
+    for name, group in groups.items():
+        if group:
+            means = summarise(group, k)
+            by_open[name] = {key: means[key] for key in (f"nDCG@{k}", f"hit@{HIT_K}", "queries")}
+    if by_open:
+        summary["by_open"] = by_open
     return {"profile": profile.name, "request": {"name": profile.base, "weights": dict(profile.weights),
                                                  "fusion": search_pb2.Fusion.Name(profile.fusion)},
             "summary": summary, "queries": rows}

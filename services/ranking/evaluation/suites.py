@@ -15,6 +15,13 @@
   :data:`SCREENSHOT_LAYOUTS` (photo left, centred, right), as JPEG q90; relevant = the original photo
   (grade 1). The page's words come from fixed shop phrases, never from the catalogue titles (a real
   screenshot comes from another shop with its own wording).
+- ``openvocab``: short text queries as users type them (``suites.yaml``), most of them (``open``) naming
+  things that are not ImageNet-1k class names (a kind of bird or flower, materials, scenes, weather,
+  generic words such as "pet" or "vehicle"), graded relevance. Catalogue: the photos and distractors of
+  ``neardup`` plus ``openvocab_photos`` (``suites.yaml``) and the Fashion-MNIST items, indexed image-only
+  (:func:`image_only`: no title, description, category, brand, tags or attributes, inline bytes rather
+  than a file path) in its own tenant, as a user's own untitled photos: only what the models see in the
+  pixels can match a query word.
 
 Every suite is deterministic: the same inputs give the same queries byte for byte.
 """
@@ -35,7 +42,8 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFont, ImageOps
 from visearch.shared.datasets import CatalogueItem, fashion_mnist, photo_catalogue
 
 DATA_FILE = Path(__file__).with_name("suites.yaml")
-SUITES = ("fashion", "neardup", "text2image", "screenshot")
+SUITES = ("fashion", "neardup", "text2image", "screenshot", "openvocab")
+OPENVOCAB_TENANT = "eval-openvocab"
 FONT_FILE = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf")  # Debian fonts-dejavu-core
 BANNER_TEXT = "SUMMER SALE -50%"
 # The image-only ingest chain of a thumbnail catalogue (28 x 28 grey: no objects or text to find),
@@ -318,12 +326,38 @@ def distractor_images() -> list[CatalogueItem]:
     return items
 
 
+def openvocab_photos() -> list[CatalogueItem]:
+    """The real photos of ``suites.yaml``'s ``openvocab_photos`` that are installed (a missing file gives none)."""
+    items = []
+    for d in suite_data().get("openvocab_photos") or []:
+        path = _package_file(d["package"], d["file"])
+        if path is not None:
+            items.append(CatalogueItem(image_id=d["id"], uri=str(path), title=d["title"], brand=d["package"],
+                                       attributes={"source": d["package"], "file": Path(d["file"]).name}))
+    return items
+
+
+def image_only(items: list[CatalogueItem]) -> list[CatalogueItem]:
+    """Copies of ``items`` that carry only their id and encoded bytes (read now): no title, description, brand,
+    category, tags, attributes, nor a file path whose name could be matched, like a user's untitled photos."""
+    return [CatalogueItem(image_id=item.image_id, content=item.read_bytes()) for item in items]
+
+
 def photo_suite_catalogue(fashion_distractors: int = 200) -> list[CatalogueItem]:
     """The catalogue of ``neardup`` and ``text2image``: photos, real distractors, Fashion-MNIST items
     (the test split's last ``fashion_distractors`` images, so they never overlap the fashion suite)."""
     fashion = list(fashion_mnist("test", limit=fashion_distractors, offset=10_000 - fashion_distractors)) \
         if fashion_distractors > 0 else []
     return [*photo_catalogue(), *distractor_images(), *fashion]
+
+
+def openvocab_catalogue(fashion_distractors: int = 200) -> list[CatalogueItem]:
+    """The catalogue of ``openvocab``: the photos, real distractors and ``openvocab_photos``, then the
+    Fashion-MNIST items of :func:`photo_suite_catalogue`, all :func:`image_only`."""
+    items = photo_suite_catalogue(fashion_distractors)
+    photos = [i for i in items if not i.image_id.startswith("fmnist-")]
+    fashion = [i for i in items if i.image_id.startswith("fmnist-")]
+    return image_only([*photos, *openvocab_photos(), *fashion])
 
 
 def fashion_suite(catalogue_size: int = 2000, queries: int = 200) -> Suite:
@@ -374,6 +408,23 @@ def text2image_suite(catalogue: list[CatalogueItem]) -> Suite:
                              f"{len(catalogue)} images")
 
 
+def openvocab_suite(catalogue: list[CatalogueItem]) -> Suite:
+    """The ``openvocab`` text queries of ``suites.yaml`` over ``catalogue`` (an :func:`openvocab_catalogue`;
+    judgments for its images only, queries left without a relevant image dropped), in its own tenant.
+    ``info["open"]`` is "true" for a query that names no ImageNet-1k class, else "false"."""
+    present = {i.image_id for i in catalogue}
+    queries = []
+    for n, q in enumerate(suite_data()["openvocab"]):
+        judgments = {i: int(g) for i, g in q["relevant"].items() if i in present}
+        if any(g > 0 for g in judgments.values()):
+            queries.append(EvalQuery(f"o{n:02d}", judgments, text=q["query"],
+                                     info={"query": q["query"], "open": "true" if q["open"] else "false"}))
+    opened = sum(q.info["open"] == "true" for q in queries)
+    return Suite("openvocab", OPENVOCAB_TENANT, catalogue, queries,
+                 description=f"open vocabulary: {len(queries)} short text queries ({opened} naming no ImageNet-1k "
+                             f"class), graded relevance, among {len(catalogue)} untitled images")
+
+
 def screenshot_suite(catalogue: list[CatalogueItem], layouts: tuple[str, ...] = SCREENSHOT_LAYOUTS) -> Suite:
     """Every photo of ``catalogue`` (ids ``photo-*``) pasted into a rendered shop page, once per layout, as
     JPEG q90 queries; relevant = the original photo (grade 1). Each page is drawn from
@@ -398,7 +449,7 @@ def screenshot_suite(catalogue: list[CatalogueItem], layouts: tuple[str, ...] = 
 def build_suites(names: list[str], fashion_catalogue: int = 2000, fashion_queries: int = 200,
                  distractors: int = 200, transforms: list[str] | None = None) -> list[Suite]:
     """The named suites, in :data:`SUITES` order; neardup, text2image and screenshot share one catalogue
-    and tenant."""
+    and tenant; openvocab has its own (the same images, untitled) and tenant."""
     unknown = set(names) - set(SUITES)
     if unknown:
         raise ValueError(f"unknown suites {sorted(unknown)}; known: {list(SUITES)}")
@@ -406,5 +457,6 @@ def build_suites(names: list[str], fashion_catalogue: int = 2000, fashion_querie
     builders = {"fashion": lambda: fashion_suite(fashion_catalogue, fashion_queries),
                 "neardup": lambda: neardup_suite(photos, transforms),
                 "text2image": lambda: text2image_suite(photos),
-                "screenshot": lambda: screenshot_suite(photos)}
+                "screenshot": lambda: screenshot_suite(photos),
+                "openvocab": lambda: openvocab_suite(openvocab_catalogue(distractors))}
     return [builders[name]() for name in SUITES if name in names]
