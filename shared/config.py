@@ -156,7 +156,7 @@ class ConseSettings(BaseSettings):
     object_weight: float = Field(0.5, ge=0, le=10, description="Weight of the detected objects' label embeddings added to an indexed image's joint vector (0: classes only).")
     ocr_weight: float = Field(0.5, ge=0, le=10, description="Weight of the embedding of the image's OCR text added to its joint vector (0: ignore OCR).")
     query_visual: bool = Field(True, description="Also map text queries into the image encoder's space (the DeViSE-style text-to-visual map of `models build`) and search the image embeddings with them.")
-    query_concepts: float = Field(1.0, ge=0, le=10, description="Weight of the ImageNet classes a text query's words name through WordNet (the lexicon of `models build`), mixed into its joint and image-space vectors in proportion to how directly they are named (0: off).")
+    query_concepts: float = Field(2.0, ge=0, le=10, description="Weight of the ImageNet classes a text query's words name through WordNet (the lexicon of `models build`), mixed into its joint and image-space vectors in proportion to how directly they are named (0: off).")
     query_centering: float = Field(0.0, ge=0, le=2, description="Hubness reduction of text queries: the share of the query bank's mean subtracted from a text query before search (a CSLS approximation; 0: off).")
 
 
