@@ -59,7 +59,8 @@ def test_bm25_route_finds_what_only_the_linked_text_says(platform):
     vector_only = _search(platform, text="zanzibar", top_k=5, ranking=search_pb2.RankingProfile(name="visual_only"))
     assert vector_only.ranker == "profile:visual_only"
     assert "zanzibar-mug" not in [h.image_id for h in vector_only.hits[:1]]
-    assert all({f.name for f in h.factors} <= {"text"} for h in vector_only.hits)
+    # visual_only weighs the vector factors only: the joint space ("text") and the text's image-space vector
+    assert all({f.name for f in h.factors} <= {"text", "visual"} for h in vector_only.hits)
 
 
 def test_text_query_blend_beats_vector_only_on_category_words(platform):
@@ -77,13 +78,14 @@ def test_weights_override_and_rrf(platform):
     off = _search(platform, text="zanzibar", top_k=5, ranking=search_pb2.RankingProfile(weights={"bm25": 0.0}))
     assert off.ranker == "profile:blended+override"
     assert all(f.contribution == 0.0 for h in off.hits for f in h.factors if f.name == "bm25")
-    # RRF of the joint-space and BM25 lists: the only BM25 match ranks 1 there and has a joint cosine too.
+    # RRF of the joint-space, image-space and BM25 lists: the only BM25 match ranks 1 there and has a joint
+    # cosine too.
     rrf = _search(platform, text="zanzibar", top_k=5, ranking=search_pb2.RankingProfile(
         name="visual_only", weights={"bm25": 1.0}, fusion=search_pb2.FUSION_RRF))
     assert rrf.hits[0].image_id == "zanzibar-mug" and rrf.ranker == "profile:visual_only+override"
     top = {f.name: f.contribution for f in rrf.hits[0].factors}
     assert top["bm25"] == pytest.approx(1 / 61) and 0 < top["text"] <= 1 / 61
-    assert all(0 < h.score <= 2 / 61 for h in rrf.hits)
+    assert all(0 < h.score <= 3 / 61 for h in rrf.hits)  # at most rank 1 in each of the three lists
     with pytest.raises(InvalidEventError):
         _search(platform, text="x", ranking=search_pb2.RankingProfile(weights={"popularity": 1.0}))
     with pytest.raises(InvalidEventError):
