@@ -1,7 +1,10 @@
-"""WordPiece tokenisation for the text encoder, with the HuggingFace ``tokenizers`` library (Rust).
+"""The text encoder's input side and runner: WordPiece tokenisation with the HuggingFace ``tokenizers``
+library (Rust), the sentence encoder over any inference runner, and the class prompt template of the
+joint space.
 
 Reads the model's own ``tokenizer.json`` (BERT uncased WordPiece for all-MiniLM-L6-v2), so the ids
-match the model exactly, and needs neither torch nor transformers.
+match the model exactly, and needs neither torch nor transformers. Shared by the embedding service and
+the model builds that embed texts (``shared/models/build_text_map.py``).
 """
 
 from __future__ import annotations
@@ -10,6 +13,17 @@ from pathlib import Path
 
 import numpy as np
 from tokenizers import Tokenizer as HFTokenizer
+
+from visearch.shared.inference import InferenceRunner
+
+# The sentence each ImageNet class is embedded as. A short caption-like template; the class's
+# first two WordNet lemmas give the encoder both the common and the specific name.
+CLASS_PROMPT = "a photo of a {name}"
+
+
+def class_prompt(lemmas: list[str]) -> str:
+    """The sentence an ImageNet class (its WordNet lemmas, most common first) is embedded as."""
+    return CLASS_PROMPT.format(name=", ".join(lemmas[:2]))
 
 
 class Tokenizer:
@@ -30,3 +44,21 @@ class Tokenizer:
         ids = np.array([e.ids for e in encodings], dtype=np.int64)
         mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
         return ids, mask
+
+
+class TextEncoder:
+    """all-MiniLM-L6-v2 → L2-normalised 384-d sentence embeddings, in batches of ``batch_size``."""
+
+    def __init__(self, runner: InferenceRunner, tokenizer: Tokenizer, batch_size: int = 64) -> None:
+        self.runner = runner
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """Returns float32 ``[N, 384]``, unit norm; N = len(texts) >= 1 (empty strings are allowed)."""
+        out = []
+        for start in range(0, len(texts), self.batch_size):
+            ids, mask = self.tokenizer.encode(texts[start : start + self.batch_size])
+            out.append(self.runner.infer({"input_ids": ids, "attention_mask": mask}, ["sentence_embedding"])["sentence_embedding"])
+        vectors = np.concatenate(out)
+        return (vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)).astype(np.float32)

@@ -43,7 +43,7 @@ if TYPE_CHECKING:  # the embedding service's models load only when from_cache is
     from visearch.services.embedding.encoders import Embedder
 
 DEFAULT_VOCABULARY = Path(__file__).with_name("concepts.yaml")
-CONCEPT_PROMPT = "a photo of {text}"  # the class prompt template of the joint space (encoders.CLASS_PROMPT)
+CONCEPT_PROMPT = "a photo of {text}"  # the class prompt template of the joint space (shared.text.CLASS_PROMPT)
 
 TextEmbedder = Callable[[list[str]], np.ndarray]
 """texts -> float32 [N, D] unit vectors in the joint space (e.g. ``Embedder.embed_texts``)."""

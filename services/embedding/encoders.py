@@ -30,15 +30,12 @@ from visearch.shared.logging import get_logger
 from visearch.shared.models.registry import IMAGE_MODEL, TEXT_MODEL, TEXT_MODEL_INT8
 from visearch.shared.models.trained import Projection
 from visearch.shared.query_concepts import QueryConcepts, QueryLexicon
-from visearch.shared.text import Tokenizer
+from visearch.shared.text import CLASS_PROMPT, TextEncoder, Tokenizer, class_prompt
 
 log = get_logger("embedding")
 
 IMAGE_DIM = 1280
 TEXT_DIM = 384
-# The sentence each ImageNet class is embedded as. A short caption-like template; the class's
-# first two WordNet lemmas give the encoder both the common and the specific name.
-CLASS_PROMPT = "a photo of a {name}"
 
 
 def _l2_normalise(x: np.ndarray) -> np.ndarray:
@@ -96,23 +93,6 @@ class ImageEncoder:
         return np.concatenate(embeddings), np.concatenate(probs)
 
 
-class TextEncoder:
-    """all-MiniLM-L6-v2 → L2-normalised 384-d sentence embeddings, in batches of ``batch_size``."""
-
-    def __init__(self, runner: InferenceRunner, tokenizer: Tokenizer, batch_size: int = 64) -> None:
-        self.runner = runner
-        self.tokenizer = tokenizer
-        self.batch_size = batch_size
-
-    def encode(self, texts: list[str]) -> np.ndarray:
-        """Returns float32 ``[N, 384]``, unit norm; N = len(texts) >= 1 (empty strings are allowed)."""
-        out = []
-        for start in range(0, len(texts), self.batch_size):
-            ids, mask = self.tokenizer.encode(texts[start : start + self.batch_size])
-            out.append(self.runner.infer({"input_ids": ids, "attention_mask": mask}, ["sentence_embedding"])["sentence_embedding"])
-        return _l2_normalise(np.concatenate(out))
-
-
 class ConseProjector:
     """Maps ImageNet class probabilities into the text space (ConSE).
 
@@ -128,7 +108,7 @@ class ConseProjector:
     @staticmethod
     def class_prompts(classes: list[ImageClass]) -> list[str]:
         """The sentence each class is embedded as: the template over its first two lemmas."""
-        return [CLASS_PROMPT.format(name=", ".join(c.lemmas[:2])) for c in classes]
+        return [class_prompt(c.lemmas) for c in classes]
 
     def project(self, probs: np.ndarray) -> np.ndarray:  # noqa: D102
         top = np.argpartition(-probs, self.top_t - 1, axis=1)[:, : self.top_t]

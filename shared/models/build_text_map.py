@@ -96,12 +96,11 @@ def build_text_to_visual(cache_dir: Path, force: bool = False) -> Path:
         ParityError: the fitted map sends fewer than ``MIN_PROMPT_TOP5`` of the class prompts within the top 5
             classes of their own.
     """
-    from visearch.services.embedding.encoders import ConseProjector, ImageClass, TextEncoder
     from visearch.shared.inference import runner_for
     from visearch.shared.models.build import ParityError, build_atomically
     from visearch.shared.models.wordnet import check_wordnet_version, wordnet_reader
     from visearch.shared.config import ModelSettings
-    from visearch.shared.text import Tokenizer
+    from visearch.shared.text import TextEncoder, Tokenizer, class_prompt
 
     image_dir = IMAGE_MODEL.locate(Path(cache_dir))
     text_dir = TEXT_MODEL.locate(Path(cache_dir))
@@ -110,7 +109,7 @@ def build_text_to_visual(cache_dir: Path, force: bool = False) -> Path:
     def export(out: Path) -> dict:
         check_wordnet_version(TEXT_TO_VISUAL.source_version)
         classes = json.loads((image_dir / "classes.json").read_text())
-        prompts = ConseProjector.class_prompts([ImageClass(**c) for c in classes])
+        prompts = [class_prompt(c["lemmas"]) for c in classes]
         models = ModelSettings(cache_dir=Path(cache_dir), triton_url="")
         encoder = TextEncoder(runner_for(models, TEXT_MODEL, text_dir),
                               Tokenizer(text_dir / "tokenizer.json", TEXT_MODEL.recipe["max_seq_length"]))
