@@ -28,6 +28,11 @@ class ModelSettings(BaseSettings):
         description="Directory of built ONNX models, one sub-folder per model and recipe key (outside the repo).",
     )
     intra_op_threads: int = Field(0, ge=0, description="onnxruntime intra-op threads; 0 lets onnxruntime choose.")
+    thread_spinning: bool = Field(
+        False, description="Let onnxruntime's intra-op threads spin-wait for work between operators (its default). Off: "
+                           "they sleep, so models that run at once in one process (a search's concurrent query signals) "
+                           "share the cores instead of burning them; measured on 2 cores, blended image search p50 "
+                           "-10 to -30 % (docs/performance.md).")
     image_batch_size: int = Field(16, ge=1, le=256, description="Images per inference call of the image model.")
     text_batch_size: int = Field(64, ge=1, le=1024, description="Texts per inference call of the text encoder.")
     text_int8: bool = Field(
@@ -300,10 +305,11 @@ class RankingSettings(BaseSettings):
                     'JSON {"signal": ms}: a signal not ready by then is skipped (SearchResponse.signals says so), '
                     "never an error. Signals: pixels, main_region_embedding, classes, text, objects.")
     query_object_tags: bool = Field(
-        True, description="Detect a query image's objects for the tags factor (their labels join its tags, as the "
-                          "detected objects of every indexed image are among its tags; without them the near-duplicate "
-                          "suite loses 0.011 nDCG@10). Off: the objects are estimated from the query's nearest visual "
-                          "neighbours instead, and a CPU saves the detector's ~25-40 ms per query.")
+        False, description="Run the detector on a query image for the tags factor (its objects' labels join the query's "
+                           "tags, as the detected objects of every indexed image are among its tags). Off (default): "
+                           "the query's objects come from its class probabilities (COCO labels above its ImageNet "
+                           "classes in WordNet) and from its nearest visual neighbours' objects; the near-duplicate "
+                           "suite scores the same (docs/quality.md) and a CPU saves the detector's 40-80 ms per query.")
     framed_queries: bool = Field(
         True, description="Find the main photo of a framed image query (a screenshot or web page) and search with it "
                           "alongside the whole image, each candidate keeping the better visual evidence.")

@@ -34,12 +34,15 @@ class OnnxRunner:
         path: the ONNX file.
         model_name: label for metrics and logs.
         intra_op_threads: onnxruntime intra-op threads (0 = its default: one per physical core).
+        spinning: whether idle intra-op threads spin-wait (onnxruntime's default) or sleep
+            (``session.intra_op.allow_spinning``; see ``ModelSettings.thread_spinning``).
     """
 
-    def __init__(self, path: Path, model_name: str, intra_op_threads: int = 0) -> None:
+    def __init__(self, path: Path, model_name: str, intra_op_threads: int = 0, spinning: bool = True) -> None:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = intra_op_threads
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         self.model_name = model_name
         self.path = Path(path)
         self._session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
@@ -162,4 +165,4 @@ def runner_for(models, spec, folder: Path) -> InferenceRunner:
     """
     if models.triton_url:
         return TritonRunner(models.triton_url, spec.name, spec.key, timeout_s=models.triton_timeout_s)
-    return OnnxRunner(folder / "model.onnx", spec.name, models.intra_op_threads)
+    return OnnxRunner(folder / "model.onnx", spec.name, models.intra_op_threads, models.thread_spinning)

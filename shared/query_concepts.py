@@ -255,6 +255,15 @@ class _Phrase:
     senses: tuple[tuple[str, float], ...]
 
 
+def lexicon_path(models: ModelSettings | None = None) -> Path:
+    """``lexicon.npz`` of the ``WORDNET_LEXICON`` build in the model cache.
+
+    Raises:
+        ModelNotBuiltError: the lexicon is not built (run ``visearch models build``).
+    """
+    return WORDNET_LEXICON.locate((models or ModelSettings()).cache_dir) / LEXICON_FILE
+
+
 class QueryLexicon:
     """The WordNet lexicon of the ``WORDNET_LEXICON`` build, and query expansion over it.
 
@@ -328,8 +337,7 @@ class QueryLexicon:
         Raises:
             ModelNotBuiltError: the lexicon is not built.
         """
-        models = models or ModelSettings()
-        return cls.load(WORDNET_LEXICON.locate(models.cache_dir) / LEXICON_FILE)
+        return cls.load(lexicon_path(models))
 
     # ------------------------------------------------------------------------------------------- lookup
 

@@ -17,6 +17,7 @@ from visearch.shared.config import ClassificationSettings, ConseSettings, ModelS
 from visearch.shared.duplicates import perceptual_hash
 from visearch.shared.models.trained import CatalogueHead
 from visearch.shared.colour import colour_descriptor, dominant_colours
+from visearch.services.classification.class_objects import ClassObjects
 from visearch.services.classification.concepts import ConceptTagger
 from visearch.services.classification.moderation import MODERATION_CLASSES, ModerationModel
 from visearch.services.classification.quality import quality_attributes
@@ -28,7 +29,10 @@ from visearch.v1 import classification_pb2, common_pb2
 PARTS = frozenset(classification_pb2.ClassifyPart.Name(v).removeprefix("CLASSIFY_PART_").lower()
                   for v in classification_pb2.ClassifyPart.values() if v)
 # Parts computed from the model outputs alone (class probabilities, joint vector) or other services.
-PIXEL_FREE_PARTS = frozenset({"taxonomy", "concepts", "objects", "text"})
+PIXEL_FREE_PARTS = frozenset({"taxonomy", "concepts", "objects", "text", "class_objects"})
+# What a request without parts gets: everything but the objects estimated from the classes (a query's stand-in
+# for the detector's objects; an indexed image has the detector's).
+DEFAULT_PARTS = PARTS - {"class_objects"}
 
 
 class Classifier:
@@ -40,11 +44,14 @@ class Classifier:
     With a trained catalogue ``head`` (``VISEARCH_MODEL_CATALOGUE_HEAD``, see ``shared/models/trained.py``)
     each result also gets the head's ``category`` and its ``tag`` attributes above
     ``head_tag_min_score``, and ``model`` ends with ``+head_<catalogue>@<version>``.
+    ``class_objects`` (the ``class_objects`` part) estimates "object" attributes from the class probabilities.
     """
 
     def __init__(self, embedder: Embedder, taxonomy: Taxonomy, concepts: ConceptTagger, moderation: ModerationModel,
-                 settings: ClassificationSettings | None = None, head: CatalogueHead | None = None) -> None:
+                 settings: ClassificationSettings | None = None, head: CatalogueHead | None = None,
+                 class_objects: ClassObjects | None = None) -> None:
         self.embedder = embedder
+        self.class_objects = class_objects
         self.taxonomy = taxonomy
         self.concepts = concepts
         self.moderation = moderation
@@ -58,14 +65,14 @@ class Classifier:
         """Load every model from the cache (or Triton when configured).
 
         Raises:
-            ModelNotBuiltError: a model or the taxonomy is not built (run ``visearch models build``), or
+            ModelNotBuiltError: a model, the taxonomy or the lexicon is not built (run ``visearch models build``), or
                 ``models.catalogue_head`` names a version that is not there (run ``visearch train head``).
         """
         models, settings = models or ModelSettings(), settings or ClassificationSettings()
         embedder = embedder or Embedder.from_cache(models, ConseSettings())
         return cls(embedder, Taxonomy.from_cache(models, settings), ConceptTagger.from_embedder(embedder, settings=settings),
                    ModerationModel.from_cache(models, settings), settings,
-                   CatalogueHead.from_settings(models, models.catalogue_head))
+                   CatalogueHead.from_settings(models, models.catalogue_head), ClassObjects.from_cache(models))
 
     def classify(self, images: Sequence[Image.Image] | None, probs: np.ndarray | None = None,
                  joint: np.ndarray | None = None,
@@ -85,13 +92,17 @@ class Classifier:
             text_lines: per image, the OCR stage's lines (used for ``has_text``).
             encoder_vectors: float32 [N, 1280], the image encoder's unprojected vectors (``embedder.encoder_model``
                 space) for the catalogue head; computed when a head is configured and they are None.
-            parts: the parts of :data:`PARTS` to compute (None: all). The search API asks for the taxonomy and
-                concepts of a query from the embedding's outputs, which costs no image-model pass.
+            parts: the parts of :data:`PARTS` to compute (None: :data:`DEFAULT_PARTS`). The search API asks for
+                the taxonomy, concepts and class objects of a query from the embedding's outputs, which costs no
+                image-model pass and no detector.
 
         Raises:
-            ValueError: ``images`` is None while a requested part needs pixels or the model outputs are missing.
+            ValueError: ``images`` is None while a requested part needs pixels or the model outputs are missing,
+                or the ``class_objects`` part is asked of a classifier built without them.
         """
-        parts = PARTS if parts is None else parts
+        parts = DEFAULT_PARTS if parts is None else parts
+        if "class_objects" in parts and self.class_objects is None:
+            raise ValueError("the class_objects part needs the classifier's ClassObjects (the WordNet lexicon build)")
         if images is None and (parts - PIXEL_FREE_PARTS or probs is None or joint is None):
             raise ValueError(f"parts {sorted(parts - PIXEL_FREE_PARTS)} need the images (or give probs and joint)")
         count = len(images) if images is not None else len(probs)
@@ -110,6 +121,7 @@ class Classifier:
         moderation = self.moderation.predict(list(images)) if "moderation" in parts else None
         safe = self.moderation.is_safe(moderation) if moderation is not None else None
         concepts = self.concepts.tag(np.asarray(joint, dtype=np.float32)) if "concepts" in parts else [[]] * count
+        class_objects = self.class_objects.tags(probs) if "class_objects" in parts else [[]] * count
         results = []
         for i in range(count):
             image = images[i] if images is not None else None
@@ -120,6 +132,8 @@ class Classifier:
                 out.taxonomy.add(id=node.id, name=node.name, depth=node.depth, score=node.score)
                 out.attributes.add(name="category", value=node.name, score=node.score)
             best: dict[str, float] = {}
+            for label, score in class_objects[i]:
+                best[label] = score
             for d in detections[i]:
                 best[d.label] = max(best.get(d.label, 0.0), d.score)
             out.attributes.extend(common_pb2.Attribute(name="object", value=k, score=v) for k, v in best.items())

@@ -12,7 +12,7 @@ from visearch.shared.errors import InvalidEventError
 from visearch.shared.grpcutil import error_from_rpc, rpc_method
 from visearch.shared.images import decode_request_images
 from visearch.shared.pipeline import ImageStage
-from visearch.services.classification.classifier import PARTS, PIXEL_FREE_PARTS, Classifier
+from visearch.services.classification.classifier import DEFAULT_PARTS, PIXEL_FREE_PARTS, Classifier
 from visearch.services.embedding.encoders import TEXT_DIM
 from visearch.v1 import classification_pb2, classification_pb2_grpc, detection_pb2, ocr_pb2
 
@@ -42,7 +42,7 @@ class ClassificationService(classification_pb2_grpc.ClassificationServiceService
         Raises INVALID_ARGUMENT for a bad image, or when ``precomputed`` does not match the images.
         """
         parts = frozenset(classification_pb2.ClassifyPart.Name(p).removeprefix("CLASSIFY_PART_").lower()
-                          for p in request.parts if p) or PARTS
+                          for p in request.parts if p) or DEFAULT_PARTS
         probs = joint = None
         if request.precomputed:
             if request.images and len(request.precomputed) != len(request.images):

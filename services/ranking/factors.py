@@ -31,29 +31,38 @@ def hit_tags(fields: Mapping) -> dict[str, float]:
     return tags
 
 
-def neighbour_object_tags(neighbours: Sequence[tuple[float, Mapping]], k: int = 5) -> dict[str, float]:
+# Neighbour weights fall by e for every 0.02 of cosine below the nearest neighbour: a near-duplicate of the
+# query (cosine ~0.9 where the next is ~0.6) gives its objects nearly alone; neighbours about as close share.
+NEIGHBOUR_TEMPERATURE = 0.02
+
+
+def neighbour_object_tags(neighbours: Sequence[tuple[float, Mapping]], k: int = 5,
+                          temperature: float = NEIGHBOUR_TEMPERATURE) -> dict[str, float]:
     """Object tags of a query image estimated from its nearest visual neighbours, without running a detector
-    on the query (k-nearest-neighbour tag transfer: TagProp, Guillaumin et al. 2009; Yandex's tags from similar
-    images).
+    on the query (k-nearest-neighbour tag transfer with distance-based weights: TagProp, Guillaumin et al. 2009;
+    Yandex's tags from similar images).
 
     Args:
-        neighbours: ``(visual similarity, stored fields)`` of candidates; the ``k`` most similar vote.
+        neighbours: ``(visual similarity, stored fields)`` of candidates; the ``k`` most similar with a positive
+            similarity vote.
         k: neighbours that vote.
+        temperature: cosine scale of the weights, > 0: a voter ``d`` below the nearest weighs ``exp(-d / temperature)``.
 
     Returns:
-        label -> the similarity-weighted mean, over the voters, of the neighbour's "object" attribute score
-        (0 where it has none), in [0, 1]; {} when no voter has a positive similarity.
+        label -> the weighted mean, over the voters, of the neighbour's "object" attribute score (0 where it has
+        none), in [0, 1]; {} when no voter has a positive similarity.
     """
     voters = sorted(((s, f) for s, f in neighbours if s > 0), key=lambda sf: -sf[0])[:k]
-    total = sum(s for s, _ in voters)
-    if total <= 0:
+    if not voters:
         return {}
+    weights = [math.exp((s - voters[0][0]) / temperature) for s, _ in voters]
+    total = sum(weights)
     tags: dict[str, float] = {}
-    for similarity, fields in voters:
+    for weight, (_, fields) in zip(weights, voters):
         for name, value, score in json.loads(fields.get("attributes") or "[]"):
             if name == "object" and value:
                 key = str(value).lower()
-                tags[key] = tags.get(key, 0.0) + similarity * float(score) / total
+                tags[key] = tags.get(key, 0.0) + weight * float(score) / total
     return tags
 
 

@@ -232,10 +232,12 @@ class QueryUnderstanding:
                        no_text=plan.text and not looked)
 
     def _classes(self, embedded, timeout: float) -> common_pb2.Classification:
-        """Taxonomy and concept tags from an ImageEmbedding's class probabilities and joint vector."""
+        """Taxonomy, concept tags and the objects the classes imply, from an ImageEmbedding's class probabilities
+        and joint vector."""
         request = classification_pb2.ClassifyRequest(
             precomputed=[classification_pb2.PrecomputedSignals(class_probs=embedded.class_probs, joint=embedded.joint)],
-            parts=[classification_pb2.CLASSIFY_PART_TAXONOMY, classification_pb2.CLASSIFY_PART_CONCEPTS])
+            parts=[classification_pb2.CLASSIFY_PART_TAXONOMY, classification_pb2.CLASSIFY_PART_CONCEPTS,
+                   classification_pb2.CLASSIFY_PART_CLASS_OBJECTS])
         return self.call(self.classification, "Classify", request, timeout=max(timeout, 0.001)).results[0]
 
     def _read_text(self, jpeg: bytes) -> str:
@@ -315,8 +317,10 @@ class PendingImage:
                 result = report.join("classes", owner.pool.submit(_stamped, owner._classes, source,
                                                                   report.remaining("classes")))
                 if result is not None:
-                    query.tags.update({a.value.lower(): a.score for a in result.attributes
-                                       if a.name in TAG_ATTRIBUTES and a.value})
+                    for a in result.attributes:  # a value can come twice (object and concept "cat"): the best score
+                        if a.name in TAG_ATTRIBUTES and a.value:
+                            key = a.value.lower()
+                            query.tags[key] = max(query.tags.get(key, 0.0), a.score)
                     query.taxonomy = TAXONOMY_SEPARATOR.join(node.name for node in result.taxonomy)
         if plan.text:
             if owner.ocr is None:

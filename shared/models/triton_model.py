@@ -23,12 +23,14 @@ class TritonPythonModel:
     """Triton python backend entry point (initialize / execute / finalize)."""
 
     def initialize(self, args):
-        """Load ``model.onnx`` of this model version; threads from the ``intra_op_threads`` parameter."""
+        """Load ``model.onnx`` of this model version; threads from the ``intra_op_threads`` and
+        ``allow_spinning`` parameters."""
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = int(params.get("intra_op_threads", "0"))
+        options.add_session_config_entry("session.intra_op.allow_spinning", params.get("allow_spinning", "1"))
         path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
         self.session = ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
         self.input_names = [i["name"] for i in config["input"]]

@@ -106,6 +106,8 @@ def _config_text(name: str, serving: ServingSpec, onnx_path: Path, flavour: str,
     else:
         text += f"instance_group [\n  {{\n    kind: KIND_CPU\n    count: {serving.cpu_instances}\n  }}\n]\n"
         text += 'parameters {\n  key: "intra_op_threads"\n  value: { string_value: "0" }\n}\n'
+        # idle onnxruntime threads sleep instead of spinning: the model instances share the CPU cores
+        text += 'parameters {\n  key: "allow_spinning"\n  value: { string_value: "0" }\n}\n'
     text += f'parameters {{\n  key: "recipe"\n  value: {{ string_value: "{recipe}" }}\n}}\n'
     return text
 

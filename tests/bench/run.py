@@ -191,15 +191,15 @@ def large_jpeg(data: bytes, side: int = 1600, quality: int = 90) -> bytes:
 def bench_blend(platform: EmbeddedPlatform, passes: int, tenant: str) -> dict:
     """Search by image with every recognition service loaded, 1600-px JPEG photo queries (the real photos
     re-encoded), interleaved query by query: the default profile (blended) with query understanding (the
-    service default) against visual_only without it, and blended without the query's object detection
-    (``query_object_tags`` off: the objects estimated from the visual neighbours). p50 / p99 milliseconds,
+    service default) against visual_only without it, and blended with the detector run on the query
+    (``query_object_tags`` on; the default estimates its objects from its classes and neighbours). p50 / p99 milliseconds,
     their ratios, and how often each query signal was used or skipped (SearchResponse.signals)."""
     queries = [large_jpeg(p.read_bytes()) for p in photo_catalogue()]
-    times: dict[str, list[float]] = {"blended": [], "visual_only": [], "blended_no_object_detection": []}
+    times: dict[str, list[float]] = {"blended": [], "visual_only": [], "blended_object_detection": []}
     signals: dict[str, dict[str, int]] = {}
     requests = {
         "blended": lambda q: search_pb2.SearchRequest(image=common_pb2.Image(content=q), top_k=10, tenant=tenant),
-        "blended_no_object_detection": lambda q: search_pb2.SearchRequest(image=common_pb2.Image(content=q), top_k=10,
+        "blended_object_detection": lambda q: search_pb2.SearchRequest(image=common_pb2.Image(content=q), top_k=10,
                                                                           tenant=tenant),
         "visual_only": lambda q: search_pb2.SearchRequest(image=common_pb2.Image(content=q), top_k=10, tenant=tenant,
                                                           ranking=search_pb2.RankingProfile(name="visual_only"),
@@ -209,7 +209,7 @@ def bench_blend(platform: EmbeddedPlatform, passes: int, tenant: str) -> dict:
     default_object_tags = settings.query_object_tags
 
     def search(name: str, q: bytes):
-        settings.query_object_tags = default_object_tags and name != "blended_no_object_detection"
+        settings.query_object_tags = default_object_tags or name == "blended_object_detection"
         try:
             return platform.search.Search(requests[name](q), None)
         finally:
@@ -233,8 +233,8 @@ def bench_blend(platform: EmbeddedPlatform, passes: int, tenant: str) -> dict:
            for name, t in times.items()}
     out["ratio_p50_blended_to_visual_only"] = round(out["blended"]["p50_ms"] / out["visual_only"]["p50_ms"], 3)
     out["ratio_p99_blended_to_visual_only"] = round(out["blended"]["p99_ms"] / out["visual_only"]["p99_ms"], 3)
-    out["ratio_p50_no_object_detection_to_visual_only"] = round(
-        out["blended_no_object_detection"]["p50_ms"] / out["visual_only"]["p50_ms"], 3)
+    out["ratio_p50_object_detection_to_visual_only"] = round(
+        out["blended_object_detection"]["p50_ms"] / out["visual_only"]["p50_ms"], 3)
     out["signals"] = signals
     return out
 
@@ -490,9 +490,9 @@ def main() -> None:
               f"(x{blend['ratio_p50_blended_to_visual_only']}; target <= 1.5)"),
              ("search by image, 1600-px JPEG queries: blended p99 (target <= 200 ms) vs visual_only p99",
               f"{blend['blended']['p99_ms']} vs {blend['visual_only']['p99_ms']} ms (x{blend['ratio_p99_blended_to_visual_only']})"),
-             ("search by image, 1600-px JPEG queries: blended without the query's object detection, p50 / p99",
-              f"{blend['blended_no_object_detection']['p50_ms']} / {blend['blended_no_object_detection']['p99_ms']} ms "
-              f"(x{blend['ratio_p50_no_object_detection_to_visual_only']} visual_only p50)"),
+             ("search by image, 1600-px JPEG queries: blended with the detector run on the query, p50 / p99",
+              f"{blend['blended_object_detection']['p50_ms']} / {blend['blended_object_detection']['p99_ms']} ms "
+              f"(x{blend['ratio_p50_object_detection_to_visual_only']} visual_only p50)"),
              ("query signals of the blended searches (used / skipped)",
               "; ".join(f"{n} " + ", ".join(f"{k} {v}" for k, v in c.items()) for n, c in blend["signals"].items()))]
     r = results["milvus_lite_recall"]

@@ -37,7 +37,7 @@ def test_without_understanding_only_the_objects_the_mode_needs(mode):
 
 def test_the_blended_profile_plans_every_signal_it_weighs():
     plan = plan_signals(profile("blended"), Mode.REGION_MODE_AUTO, True, SETTINGS)
-    assert plan == SignalPlan(pixels=True, framing=True, classes=True, text=True, objects=False, object_tags=True)
+    assert plan == SignalPlan(pixels=True, framing=True, classes=True, text=True, objects=False)
     assert plan.expected() == {"visual", "colour", "phash", "tags", "taxonomy", "text"}
 
 
@@ -49,7 +49,7 @@ def test_visual_only_plans_only_the_framing():
 
 def test_a_request_region_disables_the_framing():
     plan = plan_signals(profile("blended"), Mode.REGION_MODE_AUTO, True, SETTINGS, has_region=True)
-    assert plan == SignalPlan(pixels=True, framing=False, classes=True, text=True, object_tags=True)
+    assert plan == SignalPlan(pixels=True, framing=False, classes=True, text=True)
     assert plan_signals(profile("visual_only"), Mode.REGION_MODE_AUTO, True, SETTINGS, has_region=True) == SignalPlan()
 
 
@@ -60,17 +60,17 @@ def test_the_colour_profile_plans_pixels_but_no_classes():
 
 def test_the_framed_queries_setting_disables_the_framing():
     plan = plan_signals(profile("blended"), Mode.REGION_MODE_AUTO, True, RankingSettings(framed_queries=False))
-    assert plan == SignalPlan(pixels=True, framing=False, classes=True, text=True, object_tags=True)
+    assert plan == SignalPlan(pixels=True, framing=False, classes=True, text=True)
 
 
 def test_query_objects_plans_objects_without_framing():
     plan = plan_signals(profile("blended"), Mode.REGION_MODE_QUERY_OBJECTS, True, SETTINGS)
-    assert plan == SignalPlan(pixels=True, framing=False, classes=True, text=True, objects=True, object_tags=True)
+    assert plan == SignalPlan(pixels=True, framing=False, classes=True, text=True, objects=True)
 
 
 @pytest.mark.parametrize(("weights", "expected"), [
     ({"phash": 1.0}, SignalPlan(pixels=True)),
-    ({"tags": 1.0}, SignalPlan(pixels=True, classes=True, object_tags=True)),
+    ({"tags": 1.0}, SignalPlan(pixels=True, classes=True)),
     ({"taxonomy": 1.0}, SignalPlan(classes=True)),
     ({"bm25": 1.0}, SignalPlan(text=True)),
     ({"visual": 1.0, "bm25": -0.5}, SignalPlan(framing=True, text=True)),  # a negative weight is still weighed
@@ -234,9 +234,11 @@ def test_a_fetch_plan_from_the_signals_a_plan_expects():
 
 
 def test_object_tags_follow_the_tags_factor_and_the_setting():
-    """The query's objects are detected for the tags factor unless query_object_tags is off."""
+    """The detector runs on the query for the tags factor only when query_object_tags is on (default off: the
+    query's objects come from its classes and visual neighbours)."""
     blended = profile("blended")
-    assert plan_signals(blended, Mode.REGION_MODE_AUTO, True, SETTINGS).object_tags
-    assert not plan_signals(blended, Mode.REGION_MODE_AUTO, True, RankingSettings(query_object_tags=False)).object_tags
-    assert not plan_signals(profile("visual_only"), Mode.REGION_MODE_AUTO, True, SETTINGS).object_tags
-    assert not plan_signals(blended, Mode.REGION_MODE_AUTO, False, SETTINGS).object_tags
+    detect = RankingSettings(query_object_tags=True)
+    assert not plan_signals(blended, Mode.REGION_MODE_AUTO, True, SETTINGS).object_tags
+    assert plan_signals(blended, Mode.REGION_MODE_AUTO, True, detect).object_tags
+    assert not plan_signals(profile("visual_only"), Mode.REGION_MODE_AUTO, True, detect).object_tags
+    assert not plan_signals(blended, Mode.REGION_MODE_AUTO, False, detect).object_tags

@@ -97,7 +97,9 @@ class FakeClassification(Recorder):
         self._record("Classify", request, timeout)
         result = common_pb2.Classification(
             taxonomy=[common_pb2.TaxonomyNode(name="animal"), common_pb2.TaxonomyNode(name="cat")],
-            attributes=[common_pb2.Attribute(name="concept", value="Tabby", score=0.7),
+            attributes=[common_pb2.Attribute(name="object", value="cat", score=0.9),
+                        common_pb2.Attribute(name="concept", value="Tabby", score=0.7),
+                        common_pb2.Attribute(name="concept", value="cat", score=0.5),
                         common_pb2.Attribute(name="quality", value="sharp", score=0.9)])
         return classification_pb2.ClassifyResponse(results=[result])
 
@@ -239,12 +241,14 @@ def test_classify_reuses_the_embeddings_outputs_and_sends_no_image(pool, photo):
                                                                             time.perf_counter())
     (request,) = classification.requests("Classify")
     assert list(request.images) == []
-    assert list(request.parts) == [classification_pb2.CLASSIFY_PART_TAXONOMY, classification_pb2.CLASSIFY_PART_CONCEPTS]
+    assert list(request.parts) == [classification_pb2.CLASSIFY_PART_TAXONOMY, classification_pb2.CLASSIFY_PART_CONCEPTS,
+                                   classification_pb2.CLASSIFY_PART_CLASS_OBJECTS]
     (pre,) = request.precomputed
     np.testing.assert_allclose(pre.class_probs.values, PROBS)
     np.testing.assert_allclose(pre.joint.values, JOINT)
     assert understood.query.taxonomy == "animal > cat"
-    assert understood.query.tags == pytest.approx({"tabby": 0.7})  # a concept tag; quality attributes are not tags
+    # concept tags and the objects the classes imply, a value named twice at its best score; quality is no tag
+    assert understood.query.tags == pytest.approx({"tabby": 0.7, "cat": 0.9})
     assert signals(understood) == {"image_embedding": (True, ""), "classes": (True, "")}
 
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from visearch.v1 import common_pb2 as visearch_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n visearch/v1/classification.proto\x12\x0bvisearch.v1\x1a\x18visearch/v1/common.proto\"\x95\x01\n\x0f\x43lassifyRequest\x12\"\n\x06images\x18\x01 \x03(\x0b\x32\x12.visearch.v1.Image\x12\x34\n\x0bprecomputed\x18\x02 \x03(\x0b\x32\x1f.visearch.v1.PrecomputedSignals\x12(\n\x05parts\x18\x03 \x03(\x0e\x32\x19.visearch.v1.ClassifyPart\"b\n\x12PrecomputedSignals\x12(\n\x0b\x63lass_probs\x18\x01 \x01(\x0b\x32\x13.visearch.v1.Vector\x12\"\n\x05joint\x18\x02 \x01(\x0b\x32\x13.visearch.v1.Vector\"@\n\x10\x43lassifyResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.visearch.v1.Classification*\xa7\x02\n\x0c\x43lassifyPart\x12\x1d\n\x19\x43LASSIFY_PART_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x43LASSIFY_PART_TAXONOMY\x10\x01\x12\x1a\n\x16\x43LASSIFY_PART_CONCEPTS\x10\x02\x12\x19\n\x15\x43LASSIFY_PART_COLOURS\x10\x03\x12\x19\n\x15\x43LASSIFY_PART_QUALITY\x10\x04\x12\x1c\n\x18\x43LASSIFY_PART_MODERATION\x10\x05\x12\x19\n\x15\x43LASSIFY_PART_OBJECTS\x10\x06\x12\x16\n\x12\x43LASSIFY_PART_TEXT\x10\x07\x12\x17\n\x13\x43LASSIFY_PART_PHASH\x10\x08\x12 \n\x1c\x43LASSIFY_PART_CATALOGUE_HEAD\x10\t2`\n\x15\x43lassificationService\x12G\n\x08\x43lassify\x12\x1c.visearch.v1.ClassifyRequest\x1a\x1d.visearch.v1.ClassifyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n visearch/v1/classification.proto\x12\x0bvisearch.v1\x1a\x18visearch/v1/common.proto\"\x95\x01\n\x0f\x43lassifyRequest\x12\"\n\x06images\x18\x01 \x03(\x0b\x32\x12.visearch.v1.Image\x12\x34\n\x0bprecomputed\x18\x02 \x03(\x0b\x32\x1f.visearch.v1.PrecomputedSignals\x12(\n\x05parts\x18\x03 \x03(\x0e\x32\x19.visearch.v1.ClassifyPart\"b\n\x12PrecomputedSignals\x12(\n\x0b\x63lass_probs\x18\x01 \x01(\x0b\x32\x13.visearch.v1.Vector\x12\"\n\x05joint\x18\x02 \x01(\x0b\x32\x13.visearch.v1.Vector\"@\n\x10\x43lassifyResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.visearch.v1.Classification*\xc8\x02\n\x0c\x43lassifyPart\x12\x1d\n\x19\x43LASSIFY_PART_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x43LASSIFY_PART_TAXONOMY\x10\x01\x12\x1a\n\x16\x43LASSIFY_PART_CONCEPTS\x10\x02\x12\x19\n\x15\x43LASSIFY_PART_COLOURS\x10\x03\x12\x19\n\x15\x43LASSIFY_PART_QUALITY\x10\x04\x12\x1c\n\x18\x43LASSIFY_PART_MODERATION\x10\x05\x12\x19\n\x15\x43LASSIFY_PART_OBJECTS\x10\x06\x12\x16\n\x12\x43LASSIFY_PART_TEXT\x10\x07\x12\x17\n\x13\x43LASSIFY_PART_PHASH\x10\x08\x12 \n\x1c\x43LASSIFY_PART_CATALOGUE_HEAD\x10\t\x12\x1f\n\x1b\x43LASSIFY_PART_CLASS_OBJECTS\x10\n2`\n\x15\x43lassificationService\x12G\n\x08\x43lassify\x12\x1c.visearch.v1.ClassifyRequest\x1a\x1d.visearch.v1.ClassifyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,13 +33,13 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'visearch.v1.classification_
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CLASSIFYPART']._serialized_start=394
-  _globals['_CLASSIFYPART']._serialized_end=689
+  _globals['_CLASSIFYPART']._serialized_end=722
   _globals['_CLASSIFYREQUEST']._serialized_start=76
   _globals['_CLASSIFYREQUEST']._serialized_end=225
   _globals['_PRECOMPUTEDSIGNALS']._serialized_start=227
   _globals['_PRECOMPUTEDSIGNALS']._serialized_end=325
   _globals['_CLASSIFYRESPONSE']._serialized_start=327
   _globals['_CLASSIFYRESPONSE']._serialized_end=391
-  _globals['_CLASSIFICATIONSERVICE']._serialized_start=691
-  _globals['_CLASSIFICATIONSERVICE']._serialized_end=787
+  _globals['_CLASSIFICATIONSERVICE']._serialized_start=724
+  _globals['_CLASSIFICATIONSERVICE']._serialized_end=820
 # @@protoc_insertion_point(module_scope)

@@ -20,6 +20,7 @@ class ClassifyPart(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CLASSIFY_PART_TEXT: _ClassVar[ClassifyPart]
     CLASSIFY_PART_PHASH: _ClassVar[ClassifyPart]
     CLASSIFY_PART_CATALOGUE_HEAD: _ClassVar[ClassifyPart]
+    CLASSIFY_PART_CLASS_OBJECTS: _ClassVar[ClassifyPart]
 CLASSIFY_PART_UNSPECIFIED: ClassifyPart
 CLASSIFY_PART_TAXONOMY: ClassifyPart
 CLASSIFY_PART_CONCEPTS: ClassifyPart
@@ -30,6 +31,7 @@ CLASSIFY_PART_OBJECTS: ClassifyPart
 CLASSIFY_PART_TEXT: ClassifyPart
 CLASSIFY_PART_PHASH: ClassifyPart
 CLASSIFY_PART_CATALOGUE_HEAD: ClassifyPart
+CLASSIFY_PART_CLASS_OBJECTS: ClassifyPart
 
 class ClassifyRequest(_message.Message):
     __slots__ = ("images", "precomputed", "parts")
