@@ -70,3 +70,19 @@ class DependencyUnavailableError(VisearchError):
     reason = "dependency_unavailable"
     code = grpc.StatusCode.UNAVAILABLE
     permanent = False
+
+
+class SchemaMismatchError(VisearchError):
+    """An existing collection was created by an older schema: reindex into a new prefix (see docs/operations.md)."""
+
+    reason = "schema_mismatch"
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    permanent = True
+
+
+class ConfigError(VisearchError):
+    """The process's settings cannot work (a required address or option is missing); fix them and restart."""
+
+    reason = "bad_config"
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    permanent = True

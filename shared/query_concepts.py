@@ -1,7 +1,7 @@
 """Text-query understanding: a query's nouns as WordNet concepts, mapped to ImageNet classes and COCO labels.
 
 Text search compares a MiniLM embedding of the query with ConSE image vectors (mixtures of the text
-embeddings of each image's top ImageNet classes, ``services/embedding/encoders.py``). A word that is not
+embeddings of each image's top ImageNet classes, ``shared/encoders.py``). A word that is not
 an ImageNet class name ("sparrow", "tulip", "seagull") lands wherever MiniLM puts it. WordNet 3.0 knows
 where such words sit: a sparrow is a passerine bird, a tulip a vascular plant like a daisy. This module
 reads that from the ``WORDNET_LEXICON`` build (``shared/models/build_lexicon.py``; numpy only, no nltk)

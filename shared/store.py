@@ -30,9 +30,7 @@ from pymilvus import DataType, MilvusClient
 from pymilvus.exceptions import MilvusException
 
 from visearch.shared.config import StoreSettings
-import grpc
-
-from visearch.shared.errors import DependencyUnavailableError, VisearchError
+from visearch.shared.errors import DependencyUnavailableError, SchemaMismatchError
 from visearch.shared.logging import get_logger
 from visearch.shared.metrics import MILVUS_SECONDS
 
@@ -193,14 +191,6 @@ def primary_key(tenant: str, image_id: str) -> str:
 def region_key(tenant: str, image_id: str, index: int) -> str:
     """``<tenant>/<image_id>#<index>``: the primary key of a region."""
     return f"{primary_key(tenant, image_id)}#{index}"
-
-
-class SchemaMismatchError(VisearchError):
-    """An existing collection was created by an older schema: reindex into a new prefix (see docs/operations.md)."""
-
-    reason = "schema_mismatch"
-    code = grpc.StatusCode.FAILED_PRECONDITION
-    permanent = True
 
 
 class MilvusStore:

@@ -154,7 +154,7 @@ def ingest(
 ) -> None:
     """Ingest a catalogue through the pipeline (detection -> embedding -> ocr -> classification -> indexer)
     into Milvus, in this process."""
-    from visearch.shared.embedded import EmbeddedPlatform
+    from visearch.embedded import EmbeddedPlatform
 
     items, total = _catalogue(path, metadata, dataset, limit, offset, split)
     chain = [s.strip() for s in stages.split(",") if s.strip()] if stages else None
@@ -345,7 +345,7 @@ def _call_search(method: str, request, server: str | None, db: Path | None, tena
             except grpc.RpcError as exc:
                 console.print(f"[red]error[/] {exc.code().name}: {exc.details()}")
                 raise typer.Exit(2) from exc
-    from visearch.shared.embedded import EmbeddedPlatform
+    from visearch.embedded import EmbeddedPlatform
 
     # File URIs: exact-match verification re-reads indexed images by the paths `ingest` stored.
     with EmbeddedPlatform(_store_settings(db), service_settings=_service_settings(tenant),
@@ -465,7 +465,7 @@ def recognize(
     """Detect objects, read text, classify (taxonomy, tags, colours, quality) and moderate images, in-process."""
     import tempfile
 
-    from visearch.shared.embedded import EmbeddedPlatform
+    from visearch.embedded import EmbeddedPlatform
     from visearch.v1 import classification_pb2, common_pb2, detection_pb2, ocr_pb2
 
     # The recognition services need no index; the platform still opens one, in a throw-away folder.
@@ -506,6 +506,14 @@ def serve(
     if port is not None:
         settings.grpc_port = port
     run = importlib.import_module(f"visearch.services.{service.value}.server").main
+    if service is ServiceName.ranking and not settings.embedding_addr:
+        # no embedding service to call: embed the queries in this process
+        from visearch.shared.config import ImageSettings
+        from visearch.shared.encoders import Embedder
+        from visearch.shared.grpcutil import InProcessStub
+        from visearch.services.embedding.service import EmbeddingService
+
+        raise typer.Exit(run(settings, embedding=InProcessStub(EmbeddingService(Embedder.from_cache(), ImageSettings()))))
     raise typer.Exit(run(settings))
 
 
@@ -548,7 +556,7 @@ def publish(
     """Publish upsert ImageEvents (inline image bytes) to Kafka, as an upstream system would."""
     from tqdm import tqdm
 
-    from visearch.shared.embedded import item_to_event
+    from visearch.embedded import item_to_event
     from visearch.shared.kafka import KafkaTransport, images_topic
     from visearch.shared.pipeline import encode_event
 
@@ -687,7 +695,7 @@ def demo(
     from PIL import Image
 
     from visearch.shared import datasets
-    from visearch.shared.embedded import EmbeddedPlatform
+    from visearch.embedded import EmbeddedPlatform
     from visearch.v1 import common_pb2, search_pb2
 
     with EmbeddedPlatform(_store_settings(db), image_settings=_local_image_settings()) as platform:

@@ -42,7 +42,7 @@ def eval_command(
     from visearch.services.ranking.evaluation.runner import evaluate, evaluation_settings
     from visearch.services.ranking.evaluation.suites import SUITES, build_suites
     from visearch.shared.config import ImageSettings, StoreSettings
-    from visearch.shared.embedded import EmbeddedPlatform
+    from visearch.embedded import EmbeddedPlatform
 
     console = Console(stderr=False)
     try:

@@ -200,7 +200,7 @@ def judge(
     from visearch.services.ranking.learning import write_judgments
     from visearch.shared.config import ServiceSettings, StoreSettings
     from visearch.shared.datasets import fashion_mnist
-    from visearch.shared.embedded import EmbeddedPlatform
+    from visearch.embedded import EmbeddedPlatform
 
     with tempfile.TemporaryDirectory() as tmp:
         store = StoreSettings(uri=str(db or Path(tmp) / "judge.db"))

@@ -22,7 +22,7 @@ from visearch.services.classification.concepts import ConceptTagger
 from visearch.services.classification.moderation import MODERATION_CLASSES, ModerationModel
 from visearch.services.classification.quality import quality_attributes
 from visearch.services.classification.taxonomy import Taxonomy
-from visearch.services.embedding.encoders import Embedder
+from visearch.shared.encoders import Embedder
 from visearch.v1 import classification_pb2, common_pb2
 
 # The parts of a Classification (ClassifyPart in protos/visearch/v1/classification.proto, lower case).

@@ -40,7 +40,7 @@ from visearch.shared.config import ClassificationSettings, ModelSettings
 from visearch.shared.errors import InvalidEventError
 
 if TYPE_CHECKING:  # the embedding service's models load only when from_cache is used
-    from visearch.services.embedding.encoders import Embedder
+    from visearch.shared.encoders import Embedder
 
 DEFAULT_VOCABULARY = Path(__file__).with_name("concepts.yaml")
 CONCEPT_PROMPT = "a photo of {text}"  # the class prompt template of the joint space (shared.text.CLASS_PROMPT)
@@ -140,7 +140,7 @@ class ConceptTagger:
         Raises:
             ModelNotBuiltError: the text model is not built.
         """
-        from visearch.services.embedding.encoders import Embedder
+        from visearch.shared.encoders import Embedder
 
         return cls.from_embedder(Embedder.from_cache(models), settings=settings)
 

@@ -11,7 +11,7 @@ import sys
 from visearch.shared.config import ConseSettings, DetectionSettings, ImageSettings, ModelSettings, ServiceSettings
 from visearch.shared.grpcutil import run_service
 from visearch.shared.logging import configure_logging
-from visearch.services.embedding.encoders import Embedder
+from visearch.shared.encoders import Embedder
 from visearch.services.embedding.service import SERVICE_NAME, EmbeddingService, EmbeddingStage
 from visearch.v1 import embedding_pb2_grpc
 

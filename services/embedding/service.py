@@ -11,7 +11,7 @@ from visearch.shared.images import RESIZE_SHORT_SIDE, crop_box, decode_request_i
 from visearch.shared.logging import get_logger
 from visearch.shared.pipeline import ImageStage
 from visearch.shared.regions import select_regions
-from visearch.services.embedding.encoders import Embedder
+from visearch.shared.encoders import Embedder
 from visearch.v1 import common_pb2, embedding_pb2, embedding_pb2_grpc, events_pb2
 
 log = get_logger("embedding")

@@ -22,7 +22,8 @@ from visearch.shared.config import (
     ServiceSettings,
     StoreSettings,
 )
-from visearch.shared.grpcutil import InProcessStub, client_channel, serve
+from visearch.shared.errors import ConfigError
+from visearch.shared.grpcutil import client_channel, serve
 from visearch.shared.logging import configure_logging
 from visearch.shared.metrics import start_metrics_server
 from visearch.shared.store import MilvusStore
@@ -31,19 +32,27 @@ from visearch.shared.transport import feedback_topic
 from visearch.v1 import classification_pb2_grpc, detection_pb2_grpc, embedding_pb2_grpc, ocr_pb2_grpc, search_pb2_grpc
 
 
-def embedding_stub(address: str | None):
-    """A stub for the embedding service: gRPC to ``address`` (TLS and token per ``VISEARCH_SECURITY_*``), or
-    the servicer in this process."""
+def embedding_stub(address: str | None, in_process=None):
+    """A stub for the embedding service: gRPC to ``address`` (TLS and token per ``VISEARCH_SECURITY_*``), else
+    ``in_process`` (a stub over a servicer in this process, which the composition root builds: the CLI's
+    ``visearch serve ranking``; a service never imports another).
+
+    Raises:
+        ConfigError: neither is given.
+    """
     if address:
         return embedding_pb2_grpc.EmbeddingServiceStub(client_channel(address))
-    from visearch.services.embedding.encoders import Embedder
-    from visearch.services.embedding.service import EmbeddingService
+    if in_process is None:
+        raise ConfigError("the ranking service needs the embedding service: set VISEARCH_EMBEDDING_ADDR, or run "
+                          "`visearch serve ranking`, which embeds in this process when it is unset")
+    return in_process
 
-    return InProcessStub(EmbeddingService(Embedder.from_cache(), ImageSettings()))
 
+def main(settings: ServiceSettings | None = None, embedding=None, **serve_kwargs) -> int:
+    """Serve SearchService until SIGTERM. Settings from VISEARCH_* variables. Returns the exit code.
 
-def main(settings: ServiceSettings | None = None, **serve_kwargs) -> int:
-    """Serve SearchService until SIGTERM. Settings from VISEARCH_* variables. Returns the exit code."""
+    ``embedding``: an in-process EmbeddingService stub, used when ``VISEARCH_EMBEDDING_ADDR`` is unset.
+    """
     settings = settings or ServiceSettings()
     configure_logging("ranking", settings.log_level)
     store = MilvusStore(StoreSettings())
@@ -54,7 +63,7 @@ def main(settings: ServiceSettings | None = None, **serve_kwargs) -> int:
 
         feedback = KafkaTransport(kafka, client_id="visearch-ranking")
     servicer = SearchService(
-        embedding_stub(settings.embedding_addr), store, settings.tenant,
+        embedding_stub(settings.embedding_addr, embedding), store, settings.tenant,
         detection=detection_pb2_grpc.DetectionServiceStub(client_channel(settings.detection_addr))
         if settings.detection_addr else None,
         classification=classification_pb2_grpc.ClassificationServiceStub(client_channel(settings.classification_addr))

@@ -16,7 +16,7 @@ search needs.
 
 The build also embeds a query bank, the 4,000 most frequent one-word WordNet noun lemmas, and stores its
 mean in both spaces (``joint_bank_mean`` [384], ``visual_bank_mean`` [1280]): the centroid that hubness
-reduction subtracts from a query (see ``services/embedding/text_map.py``).
+reduction subtracts from a query (see ``shared/text_map.py``).
 
 Files: ``text_to_visual.npy`` float32 [384, 1280], ``class_weights.npy`` float32 [1000, 1280] (the targets:
 a query's WordNet classes reach the image space through them), ``joint_bank_mean.npy`` float32 [384],

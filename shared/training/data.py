@@ -129,7 +129,7 @@ def frozen_embeddings(catalogue: TrainingCatalogue, split: str, offset: int, lim
         FileNotFoundError: the catalogue's data is not installed.
         ValueError: the split holds fewer than ``limit`` images after ``offset``, or ``limit`` < 1.
     """
-    from visearch.services.embedding.encoders import ImageEncoder  # services import shared, not the reverse
+    from visearch.shared.encoders import ImageEncoder  # services import shared, not the reverse
 
     if limit < 1 or offset < 0:
         raise ValueError(f"need offset >= 0 and limit >= 1, got offset={offset}, limit={limit}")

@@ -27,7 +27,7 @@ import numpy as np
 from visearch.shared.config import ImageSettings, ModelSettings, ServiceSettings, StoreSettings
 from visearch.shared.datasets import fashion_mnist, photo_catalogue
 from visearch.services.ranking.evaluation.suites import FASHION_STAGES
-from visearch.shared.embedded import EmbeddedPlatform
+from visearch.embedded import EmbeddedPlatform
 from visearch.shared.images import decode_image, preprocess_imagenet
 from visearch.shared.models.registry import TEXT_MODEL_INT8
 from visearch.shared.store import IndexRow, MilvusStore

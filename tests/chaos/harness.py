@@ -510,7 +510,7 @@ class Reference:
         from visearch.services.classification.service import ClassificationStage
         from visearch.services.detection.detector import Detector
         from visearch.services.detection.service import DetectionStage
-        from visearch.services.embedding.encoders import Embedder
+        from visearch.shared.encoders import Embedder
         from visearch.services.embedding.service import EmbeddingStage
         from visearch.services.ocr.reader import TextReader
         from visearch.services.ocr.service import OcrStage

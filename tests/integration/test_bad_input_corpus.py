@@ -22,7 +22,7 @@ import pytest
 
 from tests.badinput.corpus import EVENT_CASES, IMAGE_CASES, EventCase, ImageCase, Photos, markdown_table, upsert
 from visearch.shared.config import ClassificationSettings, ImageSettings, ModelSettings, ServiceSettings, StoreSettings
-from visearch.shared.embedded import EmbeddedPlatform
+from visearch.embedded import EmbeddedPlatform
 from visearch.shared.errors import InvalidEventError
 from visearch.shared.pipeline import Stage, StageWorker, encode_event
 from visearch.shared.transport import HEADER_DLQ_REASON, HEADER_DLQ_STAGE, InProcessTransport, dlq_topic

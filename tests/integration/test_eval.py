@@ -19,7 +19,7 @@ from tests.integration.conftest import LOCAL_FILES
 from visearch.services.ranking.evaluation.runner import evaluate, evaluation_settings
 from visearch.services.ranking.evaluation.suites import build_suites
 from visearch.shared.config import ModelSettings, StoreSettings
-from visearch.shared.embedded import EmbeddedPlatform
+from visearch.embedded import EmbeddedPlatform
 from visearch.shared.models.registry import TEXT_MODEL_INT8
 
 pytestmark = [pytest.mark.models, pytest.mark.milvus_lite, pytest.mark.slow]

@@ -11,7 +11,7 @@ import pytest
 
 from visearch.shared.config import ServiceSettings, StoreSettings
 from visearch.shared.datasets import fashion_mnist
-from visearch.shared.embedded import EmbeddedPlatform
+from visearch.embedded import EmbeddedPlatform
 from visearch.v1 import common_pb2, search_pb2
 
 pytestmark = [pytest.mark.models, pytest.mark.milvus_lite, pytest.mark.slow]

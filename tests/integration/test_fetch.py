@@ -426,7 +426,7 @@ def test_https_untrusted_certificate_is_refused(tls_server):
 @pytest.fixture(scope="module")
 def embedding_grpc(built_models):
     """EmbeddingService on a real gRPC server on 127.0.0.1 (default image settings: nothing allowlisted)."""
-    from visearch.services.embedding.encoders import Embedder
+    from visearch.shared.encoders import Embedder
     from visearch.services.embedding.service import EmbeddingService
     from visearch.v1 import embedding_pb2_grpc
 

@@ -17,7 +17,7 @@ from tests.integration.stack import KAFKA_BOOTSTRAP, MILVUS_URI, ScriptManaged, 
 from visearch.shared.config import KafkaSettings, StoreSettings
 from visearch.shared.datasets import fashion_mnist
 from visearch.shared.dlq import read_dead_letters
-from visearch.shared.embedded import item_to_event
+from visearch.embedded import item_to_event
 from visearch.shared.kafka import KafkaTransport, create_topics, group_lag, images_topic
 from visearch.shared.pipeline import encode_event
 from visearch.shared.store import MilvusStore
@@ -201,7 +201,7 @@ def test_kill_9_mid_stream_loses_nothing_and_duplicates_nothing(services, kafka_
     print(f"kill -9 at {killed_at}/1000 indexed; lag back to 0 {recovery:.1f} s after restart")
     assert store.count(tenant=tenant) == 1000
     # Content check on a sample: each stored row holds this image's own fields and embedding.
-    from visearch.services.embedding.encoders import Embedder
+    from visearch.shared.encoders import Embedder
     from visearch.shared.images import decode_image
 
     embedder = Embedder.from_cache()

@@ -17,7 +17,7 @@ from visearch.services.ranking.learning import TrainingData, join_feedback
 from visearch.services.ranking.ranker import BUILTIN_PROFILES, DEFAULT_PROFILE, Ranker, read_ranker, write_ranker
 from visearch.shared.config import RankingSettings, ServiceSettings, StoreSettings
 from visearch.shared.datasets import fashion_mnist
-from visearch.shared.embedded import EmbeddedPlatform
+from visearch.embedded import EmbeddedPlatform
 from visearch.shared.transport import feedback_topic
 from visearch.v1 import common_pb2, search_pb2
 

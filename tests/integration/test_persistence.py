@@ -6,7 +6,7 @@ import pytest
 
 from tests.integration.conftest import LOCAL_FILES
 from visearch.shared.config import ServiceSettings, StoreSettings
-from visearch.shared.embedded import EmbeddedPlatform
+from visearch.embedded import EmbeddedPlatform
 from visearch.v1 import search_pb2
 
 pytestmark = [pytest.mark.models, pytest.mark.milvus_lite]

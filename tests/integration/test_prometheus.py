@@ -25,7 +25,7 @@ from tests.integration.stack import (
 )
 from visearch.shared.config import KafkaSettings, ModelSettings
 from visearch.shared.datasets import fashion_mnist
-from visearch.shared.embedded import item_to_event
+from visearch.embedded import item_to_event
 from visearch.shared.kafka import KafkaTransport, create_topics, images_topic
 from visearch.shared.models.triton_repository import write_repository
 from visearch.shared.pipeline import encode_event

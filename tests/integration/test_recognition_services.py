@@ -19,7 +19,7 @@ from tests.integration.conftest import jpeg_bytes
 from tests.integration.stack import KAFKA_BOOTSTRAP, MILVUS_URI, ScriptManaged, ServiceProcess, wait_until
 from visearch.shared.config import KafkaSettings, StoreSettings
 from visearch.shared.dlq import read_dead_letters
-from visearch.shared.embedded import item_to_event
+from visearch.embedded import item_to_event
 from visearch.shared.kafka import KafkaTransport, create_topics, images_topic
 from visearch.shared.pipeline import encode_event
 from visearch.shared.store import MilvusStore

@@ -15,7 +15,7 @@ from PIL import ImageOps
 
 from visearch.services.classification.concepts import ConceptTagger
 from visearch.services.classification.taxonomy import Taxonomy
-from visearch.services.embedding.encoders import Embedder
+from visearch.shared.encoders import Embedder
 from visearch.shared.datasets import FASHION_MNIST_CLASSES, fashion_mnist
 from visearch.shared.images import decode_image
 

@@ -110,7 +110,7 @@ def test_services_pick_up_the_versions_through_settings(projection_run, head_run
     the head's category and tags."""
     from visearch.services.classification.classifier import Classifier
     from visearch.services.classification.service import ClassificationStage
-    from visearch.services.embedding.encoders import Embedder
+    from visearch.shared.encoders import Embedder
     from visearch.services.embedding.service import EmbeddingService, EmbeddingStage
     from visearch.v1 import common_pb2, embedding_pb2, events_pb2
 

@@ -34,7 +34,7 @@ from visearch.services.classification.classifier import Classifier
 from visearch.services.classification.service import ClassificationService, ClassificationStage
 from visearch.services.detection.detector import Detector
 from visearch.services.detection.service import DetectionService, DetectionStage
-from visearch.services.embedding.encoders import Embedder
+from visearch.shared.encoders import Embedder
 from visearch.services.embedding.service import EmbeddingService, EmbeddingStage
 from visearch.services.indexer.stage import IndexerStage
 from visearch.services.ocr.reader import TextReader

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from visearch.services.embedding.text_map import TextToVisualMap
+from visearch.shared.text_map import TextToVisualMap
 from visearch.shared.config import ConseSettings, ModelSettings
 from visearch.shared.errors import ModelNotBuiltError
 from visearch.shared.images import preprocess_imagenet
