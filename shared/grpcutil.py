@@ -20,8 +20,11 @@ import time
 from collections.abc import Callable
 
 import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from grpc_status import rpc_status
 
 from visearch.shared import errors
 from visearch.shared.config import SecuritySettings, ServiceSettings
@@ -45,13 +48,28 @@ _CODE_TO_ERROR = {
     grpc.StatusCode.UNAVAILABLE: errors.DependencyUnavailableError,
     grpc.StatusCode.DEADLINE_EXCEEDED: errors.DependencyUnavailableError,
 }
+# The ErrorInfo domain of visearch's errors in a status's details (google.rpc.ErrorInfo, AIP-193).
+ERROR_DOMAIN = "visearch"
+_ERRORS_BY_NAME = {cls.__name__: cls for cls in vars(errors).values()
+                   if isinstance(cls, type) and issubclass(cls, errors.VisearchError)}
+
+
+def error_status(exc: errors.VisearchError) -> grpc.Status:
+    """The gRPC status of a VisearchError: its code and message, and a ``google.rpc.ErrorInfo`` detail (domain
+    :data:`ERROR_DOMAIN`, ``reason`` the error's reason, metadata ``error`` its class name) in the
+    ``grpc-status-details-bin`` trailer, so that the caller restores the exact error (:func:`error_from_rpc`)."""
+    detail = any_pb2.Any()
+    detail.Pack(error_details_pb2.ErrorInfo(reason=exc.reason, domain=ERROR_DOMAIN,
+                                            metadata={"error": type(exc).__name__}))
+    return rpc_status.to_status(status_pb2.Status(code=exc.code.value[0], message=str(exc), details=[detail]))
 
 
 def rpc_method(service: str) -> Callable:
     """Decorator for servicer methods ``(self, request, context)``: time them, map errors to statuses.
 
-    With a real gRPC ``context``, a VisearchError aborts the call with its ``code`` and message and any
-    other exception with INTERNAL; with ``context=None`` (in-process call) the exception propagates.
+    With a real gRPC ``context``, a VisearchError aborts the call with its ``code``, message and reason
+    (:func:`error_status`) and any other exception with INTERNAL; with ``context=None`` (in-process call) the
+    exception propagates.
     """
 
     def wrap(method: Callable) -> Callable:
@@ -66,7 +84,7 @@ def rpc_method(service: str) -> Callable:
                 if context is None:
                     raise
                 log.info("rpc_error", service=service, method=method.__name__, code=code.name, reason=exc.reason, error=str(exc))
-                context.abort(code, str(exc))
+                context.abort_with_status(error_status(exc))
             except Exception as exc:
                 code = grpc.StatusCode.INTERNAL
                 if context is None:
@@ -82,10 +100,30 @@ def rpc_method(service: str) -> Callable:
 
 
 def error_from_rpc(exc: grpc.RpcError, target: str) -> errors.VisearchError:
-    """The VisearchError matching a failed client call's status (unknown codes become UNAVAILABLE)."""
+    """The VisearchError of a failed client call: the exact class and reason a visearch server sent
+    (:func:`error_status`), else the class matching the status code (unknown codes become UNAVAILABLE)."""
     code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
-    cls = _CODE_TO_ERROR.get(code, errors.DependencyUnavailableError)
-    return cls(f"{target}: {code.name}: {exc.details() if hasattr(exc, 'details') else exc}")
+    cls, reason = _CODE_TO_ERROR.get(code, errors.DependencyUnavailableError), None
+    info = _error_info(exc)
+    if info is not None:
+        cls, reason = _ERRORS_BY_NAME.get(info.metadata.get("error", ""), cls), info.reason or None
+    return cls(f"{target}: {code.name}: {exc.details() if hasattr(exc, 'details') else exc}", reason=reason)
+
+
+def _error_info(exc: grpc.RpcError) -> error_details_pb2.ErrorInfo | None:
+    """The visearch ErrorInfo in a failed call's status details, or None (no details, another domain, or a
+    status whose details do not match its code and message)."""
+    if not hasattr(exc, "trailing_metadata"):
+        return None
+    try:
+        status = rpc_status.from_call(exc)
+    except ValueError:
+        return None
+    for detail in status.details if status is not None else []:
+        info = error_details_pb2.ErrorInfo()
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR) and detail.Unpack(info) and info.domain == ERROR_DOMAIN:
+            return info
+    return None
 
 
 class InProcessStub:

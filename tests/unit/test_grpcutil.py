@@ -7,7 +7,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from visearch.shared import errors
-from visearch.shared.grpcutil import InProcessStub, error_from_rpc, rpc_method
+from visearch.shared.grpcutil import InProcessStub, error_from_rpc, error_status, rpc_method
 
 
 class Aborted(Exception):
@@ -15,14 +15,20 @@ class Aborted(Exception):
 
 
 class FakeContext:
-    """Records the (code, message) given to abort, then raises like grpc.ServicerContext.abort."""
+    """Records the (code, message) given to abort or abort_with_status, then raises like grpc.ServicerContext."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[grpc.StatusCode, str]] = []
+        self.statuses: list[grpc.Status] = []
 
     def abort(self, code, message):
         self.calls.append((code, message))
         raise Aborted(message)
+
+    def abort_with_status(self, status):
+        self.statuses.append(status)
+        self.calls.append((status.code, status.details))
+        raise Aborted(status.details)
 
 
 class Servicer:
@@ -154,3 +160,42 @@ def test_error_from_rpc_without_code_is_dependency_unavailable():
     assert isinstance(err, errors.DependencyUnavailableError)
     assert err.code == grpc.StatusCode.UNAVAILABLE
     assert str(err).startswith("ranking: UNKNOWN: ")
+
+
+@pytest.mark.parametrize("error", [
+    errors.InvalidEventError("precomputed: 2 for 1 image", reason="bad_precomputed"),
+    errors.InvalidImageError("too many pixels", reason="decompression_bomb"),
+    errors.ModelNotBuiltError("run visearch models build"),
+    errors.SchemaMismatchError("collection lacks fields"),
+    errors.DependencyUnavailableError("milvus down"),
+])
+def test_a_servers_error_reaches_the_caller_exactly(error):
+    """Over a real gRPC server on 127.0.0.1, the caller restores the server's error class and reason (ErrorInfo in
+    the status details), not the class its status code alone would suggest."""
+    from concurrent import futures
+
+    servicer = Servicer()
+
+    def echo(request: bytes, context):
+        return servicer.Echo(error, context)
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("test.Test", {
+        "Echo": grpc.unary_unary_rpc_method_handler(echo)})])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            with pytest.raises(grpc.RpcError) as info:
+                channel.unary_unary("/test.Test/Echo")(b"", timeout=10)
+    finally:
+        server.stop(None)
+    restored = error_from_rpc(info.value, "peer")
+    assert type(restored) is type(error) and restored.reason == error.reason and restored.code == error.code
+    assert str(restored) == f"peer: {error.code.name}: {error}"
+
+
+def test_error_status_carries_code_message_and_reason():
+    status = error_status(errors.InvalidEventError("bad", reason="bad_precomputed"))
+    assert status.code == grpc.StatusCode.INVALID_ARGUMENT and status.details == "bad"
+    assert any(key == "grpc-status-details-bin" for key, _ in status.trailing_metadata)
