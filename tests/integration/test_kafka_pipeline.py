@@ -136,7 +136,8 @@ def test_delete_attribute_update_and_redelivery(services, kafka_settings, store)
     event = fashion_events(tenant, 1, offset=42)[0]
     publish(kafka_settings, [event, event])  # the same event twice: a redelivery
     wait_until(lambda: store.get(tenant, event.image_id), 120, what="indexed")
-    time.sleep(2)  # let the duplicate through too
+    # both copies consumed by every stage (the indexer included), not a sleep that may end before the second
+    wait_until(lambda: total_lag(kafka_settings) == 0, 120, what="the duplicate consumed")
     assert store.count(tenant=tenant) == 1
     before = store.get(tenant, event.image_id)
 

@@ -24,8 +24,10 @@ from visearch.shared.models.registry import ALL_BUILDS
 from visearch.shared.models.trained import CatalogueHead, Projection
 from visearch.shared.training.data import FASHION_MNIST, frozen_embeddings
 
-torch = pytest.importorskip("torch")
-heads = pytest.importorskip("visearch.shared.training.heads")
+# Plain imports, not importorskip: without torch (the build extra, which make test installs) or with a broken
+# heads module these tests must fail, not vanish as skips.
+import torch  # noqa: E402
+from visearch.shared.training import heads  # noqa: E402
 
 pytestmark = [pytest.mark.models, pytest.mark.slow]
 

@@ -20,8 +20,10 @@ from visearch.shared.models import trained
 from visearch.shared.training.data import FASHION_MNIST, FrozenEmbeddings
 from visearch.shared.training.metrics import chance_precision, precision_at_k, tag_scores
 
-torch = pytest.importorskip("torch")  # the build extra (make test installs it)
-heads = pytest.importorskip("visearch.shared.training.heads")
+# Plain imports, not importorskip: without torch (the build extra, which make test installs) or with a broken
+# heads module these tests must fail, not vanish as skips.
+import torch  # noqa: E402
+from visearch.shared.training import heads  # noqa: E402
 
 
 def unit(x: np.ndarray) -> np.ndarray:
