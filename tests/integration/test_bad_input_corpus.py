@@ -51,7 +51,8 @@ class Aborted(Exception):
 
 
 class FakeContext:
-    """The part of grpc.ServicerContext that rpc_method uses: ``abort(code, details)`` records and raises."""
+    """The part of grpc.ServicerContext that rpc_method uses: ``abort(code, details)`` and
+    ``abort_with_status(status)`` (a VisearchError's status with its ErrorInfo) record and raise."""
 
     def __init__(self) -> None:
         self.code: grpc.StatusCode | None = None
@@ -60,6 +61,9 @@ class FakeContext:
     def abort(self, code: grpc.StatusCode, details: str) -> None:
         self.code, self.details = code, details
         raise Aborted(details)
+
+    def abort_with_status(self, status: grpc.Status) -> None:
+        self.abort(status.code, status.details)
 
 
 def call(method, request) -> tuple[str, str, object]:
