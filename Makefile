@@ -10,7 +10,7 @@ PROTOS := $(wildcard protos/visearch/v1/*.proto)
 PYTEST_ARGS ?=
 EVAL_ARGS ?=
 
-.PHONY: help setup system-packages models proto proto-check lint-imports demo test test-unit eval bench bench-milvus chaos load chart-check clean \
+.PHONY: help setup system-packages models proto proto-check lint lint-imports demo test test-unit eval bench bench-milvus chaos load chart-check clean \
         kafka-up kafka-down milvus-up milvus-down triton-up triton-down up down status
 
 # The local stack (make up): real Kafka and Milvus standalone on 127.0.0.1, services under supervisord.
@@ -52,7 +52,7 @@ demo: models  ## ingest real photos + 2,000 Fashion-MNIST products, then search 
 	mkdir -p var
 	$(BIN)/visearch demo --fashion 2000 --db var/demo.db
 
-test: models proto-check lint-imports  ## unit + integration tests on real models and stacks, bounded chaos and load runs
+test: models proto-check lint lint-imports  ## unit + integration tests on real models and stacks, bounded chaos and load runs
 	$(BIN)/python -m pytest -m "not full" $(PYTEST_ARGS)
 
 # Full-size fault and load runs (reports/chaos.json, reports/load.json); docs/reliability.md has the figures.
@@ -72,6 +72,9 @@ load: models  ## steady ingest + concurrent search for LOAD_DURATION_S (default 
 
 eval: models  ## search quality: fashion, near-duplicate and text-to-image suites x ranking profiles (reports/eval)
 	$(BIN)/visearch eval --out reports/eval $(EVAL_ARGS)
+
+lint: setup  ## ruff lint (rules in pyproject.toml): zero findings
+	$(BIN)/ruff check .
 
 lint-imports: setup  ## the import layers (import-linter contracts in pyproject.toml), on a copy of the tree as one package
 	@tmp=$$(mktemp -d); mkdir $$tmp/visearch && cp -r visearch/. $$tmp/visearch/ && cp -r shared $$tmp/visearch/shared \

@@ -58,7 +58,7 @@ class ModelSettings(BaseSettings):
                     "or a version number).")
 
     @model_validator(mode="after")
-    def _int8_in_process(self) -> "ModelSettings":
+    def _int8_in_process(self) -> ModelSettings:
         if self.text_int8 and self.triton_url:
             raise ValueError("text_int8 runs the text encoder in-process; Triton serves the fp32 model "
                              "(on a GPU, TensorRT's fp16/int8 is the fast path: docs/performance.md)")
@@ -376,7 +376,7 @@ class SecuritySettings(BaseSettings):
     rate_limit_max_clients: int = Field(10_000, ge=1, description="Most clients tracked by the rate limiter (the least recently seen are forgotten).")
 
     @model_validator(mode="after")
-    def _check_pairs(self) -> "SecuritySettings":
+    def _check_pairs(self) -> SecuritySettings:
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("set both tls_cert_file and tls_key_file, or neither")
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:

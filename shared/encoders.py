@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from visearch.shared.text_map import TextToVisualMap
 from visearch.shared.config import ConseSettings, ModelSettings
 from visearch.shared.errors import ModelNotBuiltError
 from visearch.shared.images import preprocess_imagenet
@@ -31,6 +30,7 @@ from visearch.shared.models.registry import IMAGE_MODEL, TEXT_MODEL, TEXT_MODEL_
 from visearch.shared.models.trained import Projection
 from visearch.shared.query_concepts import QueryConcepts, QueryLexicon
 from visearch.shared.text import CLASS_PROMPT, TextEncoder, Tokenizer, class_prompt
+from visearch.shared.text_map import TextToVisualMap
 
 log = get_logger("embedding")
 
@@ -71,7 +71,7 @@ class ImageEncoder:
         self.batch_size = batch_size
 
     @classmethod
-    def from_cache(cls, models: ModelSettings | None = None) -> "ImageEncoder":
+    def from_cache(cls, models: ModelSettings | None = None) -> ImageEncoder:
         """The built EfficientNet-Lite0 (in-process onnxruntime, or Triton when configured) and its classes.
 
         Raises:
@@ -174,7 +174,7 @@ class Embedder:
         self.query_concepts = query_concepts
 
     @classmethod
-    def from_cache(cls, models: ModelSettings | None = None, conse: ConseSettings | None = None) -> "Embedder":
+    def from_cache(cls, models: ModelSettings | None = None, conse: ConseSettings | None = None) -> Embedder:
         """Load both ONNX models from the cache (the int8 text model with ``models.text_int8``) and compute (or
         load cached) class vectors.
 
@@ -213,7 +213,7 @@ class Embedder:
         """Joint-space vectors of texts, float32 [N, 384], unit norm."""
         return self.text.encode(texts)
 
-    def embed_queries(self, texts: list[str]) -> "QueryEmbeddings":
+    def embed_queries(self, texts: list[str]) -> QueryEmbeddings:
         """Text search queries (issue 16: open-vocabulary text search), each in three parts:
 
         - ``concepts``: what WordNet says the words name (``shared/query_concepts.py``): ImageNet class

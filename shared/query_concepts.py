@@ -320,18 +320,18 @@ class QueryLexicon:
             raise ValueError("lexicon arrays are inconsistent")
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "QueryLexicon":
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> QueryLexicon:
         """A lexicon over the arrays of a build (``lexicon.npz``'s contents)."""
         return cls(arrays)
 
     @classmethod
-    def load(cls, path: Path) -> "QueryLexicon":
+    def load(cls, path: Path) -> QueryLexicon:
         """Read a ``lexicon.npz``."""
         with np.load(path, allow_pickle=False) as data:
             return cls({key: data[key] for key in data.files})
 
     @classmethod
-    def from_cache(cls, models: ModelSettings | None = None) -> "QueryLexicon":
+    def from_cache(cls, models: ModelSettings | None = None) -> QueryLexicon:
         """The lexicon built into the model cache by ``visearch models build``.
 
         Raises:

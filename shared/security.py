@@ -119,7 +119,7 @@ class TokenSet:
         self._rebuild()
 
     @classmethod
-    def from_settings(cls, settings: SecuritySettings) -> "TokenSet":
+    def from_settings(cls, settings: SecuritySettings) -> TokenSet:
         """The token set of ``settings`` (``auth_tokens`` and ``auth_tokens_file``)."""
         return cls(settings.auth_tokens.get_secret_value(), settings.auth_tokens_file)
 
@@ -274,7 +274,7 @@ class RateLimiter:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_settings(cls, settings: SecuritySettings) -> "RateLimiter | None":
+    def from_settings(cls, settings: SecuritySettings) -> RateLimiter | None:
         """The limiter of ``settings``, or None when ``rate_limit_per_s`` is 0."""
         if settings.rate_limit_per_s <= 0:
             return None
@@ -365,7 +365,7 @@ class SecurityInterceptor(grpc.ServerInterceptor):
         self._logged: dict[tuple[str, str], float] = {}
 
     @classmethod
-    def from_settings(cls, settings: SecuritySettings) -> "SecurityInterceptor | None":
+    def from_settings(cls, settings: SecuritySettings) -> SecurityInterceptor | None:
         """The interceptor ``settings`` ask for, or None when neither tokens nor a rate limit are set."""
         tokens = TokenSet.from_settings(settings)
         limiter = RateLimiter.from_settings(settings)

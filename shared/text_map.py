@@ -47,7 +47,7 @@ class TextToVisualMap:
         self.model_name = model_name
 
     @classmethod
-    def from_cache(cls, cache_dir: Path) -> "TextToVisualMap":
+    def from_cache(cls, cache_dir: Path) -> TextToVisualMap:
         """Load the build in ``cache_dir``.
 
         Raises:

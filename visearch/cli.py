@@ -170,7 +170,7 @@ def ingest(
         console.print(f"  [red]failed[/] {image_id}: {reason}: {message}")
 
 
-def _catalogue(path: Path | None, metadata: Path | None, dataset: "Dataset | None", limit: int | None, offset: int,
+def _catalogue(path: Path | None, metadata: Path | None, dataset: Dataset | None, limit: int | None, offset: int,
                split: str):
     """The items a command names: a folder (with metadata) or a built-in dataset; and their count if known."""
     from visearch.shared import datasets
@@ -335,9 +335,8 @@ def _call_search(method: str, request, server: str | None, db: Path | None, tena
     if server:
         import grpc
 
-        from visearch.v1 import search_pb2_grpc
-
         from visearch.shared.grpcutil import client_channel
+        from visearch.v1 import search_pb2_grpc
 
         with client_channel(server) as channel:
             try:
@@ -508,10 +507,10 @@ def serve(
     run = importlib.import_module(f"visearch.services.{service.value}.server").main
     if service is ServiceName.ranking and not settings.embedding_addr:
         # no embedding service to call: embed the queries in this process
+        from visearch.services.embedding.service import EmbeddingService
         from visearch.shared.config import ImageSettings
         from visearch.shared.encoders import Embedder
         from visearch.shared.grpcutil import InProcessStub
-        from visearch.services.embedding.service import EmbeddingService
 
         raise typer.Exit(run(settings, embedding=InProcessStub(EmbeddingService(Embedder.from_cache(), ImageSettings()))))
     raise typer.Exit(run(settings))
@@ -694,8 +693,8 @@ def demo(
     photos, then search by image, region, text and colour, find exact matches and open-ended tags."""
     from PIL import Image
 
-    from visearch.shared import datasets
     from visearch.embedded import EmbeddedPlatform
+    from visearch.shared import datasets
     from visearch.v1 import common_pb2, search_pb2
 
     with EmbeddedPlatform(_store_settings(db), image_settings=_local_image_settings()) as platform:

@@ -37,12 +37,12 @@ def eval_command(
     from rich.console import Console
     from rich.table import Table
 
+    from visearch.embedded import EmbeddedPlatform
     from visearch.services.ranking.evaluation.metrics import HIT_K
     from visearch.services.ranking.evaluation.report import write_report
     from visearch.services.ranking.evaluation.runner import evaluate, evaluation_settings
     from visearch.services.ranking.evaluation.suites import SUITES, build_suites
     from visearch.shared.config import ImageSettings, StoreSettings
-    from visearch.embedded import EmbeddedPlatform
 
     console = Console(stderr=False)
     try:

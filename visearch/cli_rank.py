@@ -195,12 +195,12 @@ def judge(
     """Judged data through the real search API: Fashion-MNIST hits graded by ground truth (2 same category, 1 same group)."""
     import tempfile
 
+    from visearch.embedded import EmbeddedPlatform
     from visearch.services.ranking.judged import fashion_queries
     from visearch.services.ranking.judged import judge as judge_queries
     from visearch.services.ranking.learning import write_judgments
     from visearch.shared.config import ServiceSettings, StoreSettings
     from visearch.shared.datasets import fashion_mnist
-    from visearch.embedded import EmbeddedPlatform
 
     with tempfile.TemporaryDirectory() as tmp:
         store = StoreSettings(uri=str(db or Path(tmp) / "judge.db"))

@@ -13,6 +13,15 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
+from visearch.services.classification.classifier import Classifier
+from visearch.services.classification.service import ClassificationService, ClassificationStage
+from visearch.services.detection.detector import Detector
+from visearch.services.detection.service import DetectionService, DetectionStage
+from visearch.services.embedding.service import EmbeddingService, EmbeddingStage
+from visearch.services.indexer.stage import IndexerStage
+from visearch.services.ocr.reader import TextReader
+from visearch.services.ocr.service import OcrService, OcrStage
+from visearch.services.ranking.service import SearchService
 from visearch.shared.config import (
     ClassificationSettings,
     ConseSettings,
@@ -26,20 +35,11 @@ from visearch.shared.config import (
     StoreSettings,
 )
 from visearch.shared.datasets import CatalogueItem
+from visearch.shared.encoders import Embedder
 from visearch.shared.grpcutil import InProcessStub
 from visearch.shared.pipeline import StageWorker, encode_event
 from visearch.shared.store import MilvusStore
 from visearch.shared.transport import HEADER_DLQ_ERROR, HEADER_DLQ_REASON, InProcessTransport, dlq_topic, stage_topics
-from visearch.services.classification.classifier import Classifier
-from visearch.services.classification.service import ClassificationService, ClassificationStage
-from visearch.services.detection.detector import Detector
-from visearch.services.detection.service import DetectionService, DetectionStage
-from visearch.shared.encoders import Embedder
-from visearch.services.embedding.service import EmbeddingService, EmbeddingStage
-from visearch.services.indexer.stage import IndexerStage
-from visearch.services.ocr.reader import TextReader
-from visearch.services.ocr.service import OcrService, OcrStage
-from visearch.services.ranking.service import SearchService
 from visearch.v1 import common_pb2, events_pb2
 
 
@@ -187,7 +187,7 @@ class EmbeddedPlatform:
         """Close the store (Milvus Lite persists to its file)."""
         self.store.close()
 
-    def __enter__(self) -> "EmbeddedPlatform":
+    def __enter__(self) -> EmbeddedPlatform:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -18,7 +18,8 @@ import time
 import traceback
 
 import numpy as np
-from pymilvus import DataType, MilvusClient, __version__ as pymilvus_version
+from pymilvus import DataType, MilvusClient
+from pymilvus import __version__ as pymilvus_version
 
 DIM = 1280
 results: list[tuple[str, bool, str]] = []

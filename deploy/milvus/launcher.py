@@ -157,7 +157,7 @@ def listen_loopback(port: int) -> socket.socket:
         sock.bind((LOOPBACK, port))
     except OSError as exc:
         sock.close()
-        raise SystemExit(f"launcher: cannot listen on {LOOPBACK}:{port}: {exc} (is something else using it?)")
+        raise SystemExit(f"launcher: cannot listen on {LOOPBACK}:{port}: {exc} (is something else using it?)") from exc
     sock.listen(512)
     return sock
 

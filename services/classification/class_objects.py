@@ -46,7 +46,7 @@ class ClassObjects:
         self.min_score = min_score
 
     @classmethod
-    def from_arrays(cls, arrays, min_score: float = MIN_OBJECT_SCORE) -> "ClassObjects":
+    def from_arrays(cls, arrays, min_score: float = MIN_OBJECT_SCORE) -> ClassObjects:
         """From the ``lexicon.npz`` arrays: ``coco_labels``, ``coco_indptr``/``coco_synset`` (each label's
         synsets) and ``group_indptr``/``group_class`` (the classes below each synset), ``class_names``."""
         labels = bytes(arrays["coco_labels"]).decode("utf-8").split("\n")
@@ -60,7 +60,7 @@ class ClassObjects:
         return cls(labels, members, min_score)
 
     @classmethod
-    def load(cls, path: Path, min_score: float = MIN_OBJECT_SCORE) -> "ClassObjects":
+    def load(cls, path: Path, min_score: float = MIN_OBJECT_SCORE) -> ClassObjects:
         """Read the arrays it needs from a ``lexicon.npz``."""
         with np.load(path, allow_pickle=False) as data:
             return cls.from_arrays({key: data[key] for key in ("coco_labels", "coco_indptr", "coco_synset",
@@ -68,7 +68,7 @@ class ClassObjects:
                                    min_score)
 
     @classmethod
-    def from_cache(cls, models: ModelSettings | None = None) -> "ClassObjects":
+    def from_cache(cls, models: ModelSettings | None = None) -> ClassObjects:
         """From the lexicon built into the model cache by ``visearch models build``.
 
         Raises:

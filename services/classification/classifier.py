@@ -13,16 +13,16 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from visearch.shared.config import ClassificationSettings, ConseSettings, ModelSettings
-from visearch.shared.duplicates import perceptual_hash
-from visearch.shared.models.trained import CatalogueHead
-from visearch.shared.colour import colour_descriptor, dominant_colours
 from visearch.services.classification.class_objects import ClassObjects
 from visearch.services.classification.concepts import ConceptTagger
 from visearch.services.classification.moderation import MODERATION_CLASSES, ModerationModel
 from visearch.services.classification.quality import quality_attributes
 from visearch.services.classification.taxonomy import Taxonomy
+from visearch.shared.colour import colour_descriptor, dominant_colours
+from visearch.shared.config import ClassificationSettings, ConseSettings, ModelSettings
+from visearch.shared.duplicates import perceptual_hash
 from visearch.shared.encoders import Embedder
+from visearch.shared.models.trained import CatalogueHead
 from visearch.v1 import classification_pb2, common_pb2
 
 # The parts of a Classification (ClassifyPart in protos/visearch/v1/classification.proto, lower case).
@@ -61,7 +61,7 @@ class Classifier:
 
     @classmethod
     def from_cache(cls, models: ModelSettings | None = None, settings: ClassificationSettings | None = None,
-                   embedder: Embedder | None = None) -> "Classifier":
+                   embedder: Embedder | None = None) -> Classifier:
         """Load every model from the cache (or Triton when configured).
 
         Raises:

@@ -110,8 +110,8 @@ class ConceptTagger:
         self.max_concepts = max_concepts
 
     @classmethod
-    def from_embedder(cls, embed: "TextEmbedder | Embedder", concepts: list[Concept] | None = None,
-                      settings: ClassificationSettings | None = None) -> "ConceptTagger":
+    def from_embedder(cls, embed: TextEmbedder | Embedder, concepts: list[Concept] | None = None,
+                      settings: ClassificationSettings | None = None) -> ConceptTagger:
         """Embed the vocabulary once with ``embed``: an ``Embedder`` or a texts -> vectors callable.
 
         ``concepts`` default to ``settings.concept_vocabulary_path``, else the built-in vocabulary.
@@ -134,7 +134,7 @@ class ConceptTagger:
 
     @classmethod
     def from_cache(cls, models: ModelSettings | None = None,
-                   settings: ClassificationSettings | None = None) -> "ConceptTagger":
+                   settings: ClassificationSettings | None = None) -> ConceptTagger:
         """Load the text encoder from the model cache and embed the vocabulary with it.
 
         Raises:

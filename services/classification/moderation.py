@@ -12,7 +12,6 @@ resize to 224 x 224 with ``alignCorners = true`` (the whole image, stretched: no
 
 from __future__ import annotations
 
-
 import numpy as np
 from PIL import Image
 
@@ -71,7 +70,7 @@ class ModerationModel:
         self.model_name = f"{MODERATION_MODEL.name}@{MODERATION_MODEL.key}"
 
     @classmethod
-    def from_cache(cls, models: ModelSettings | None = None, settings: ClassificationSettings | None = None) -> "ModerationModel":
+    def from_cache(cls, models: ModelSettings | None = None, settings: ClassificationSettings | None = None) -> ModerationModel:
         """Load the built model: Triton when ``models.triton_url`` is set, else in-process onnxruntime.
 
         Raises:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import sys
 
+from visearch.services.classification.classifier import Classifier
+from visearch.services.classification.service import SERVICE_NAME, ClassificationService, ClassificationStage
 from visearch.shared.config import ClassificationSettings, ImageSettings, ModelSettings, ServiceSettings
 from visearch.shared.grpcutil import client_channel, run_service
 from visearch.shared.logging import configure_logging
-from visearch.services.classification.classifier import Classifier
-from visearch.services.classification.service import SERVICE_NAME, ClassificationService, ClassificationStage
 from visearch.v1 import classification_pb2_grpc, detection_pb2_grpc, ocr_pb2_grpc
 
 

@@ -7,13 +7,13 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import numpy as np
 
+from visearch.services.classification.classifier import DEFAULT_PARTS, PIXEL_FREE_PARTS, Classifier
 from visearch.shared.config import ImageSettings
+from visearch.shared.encoders import TEXT_DIM
 from visearch.shared.errors import InvalidEventError
 from visearch.shared.grpcutil import error_from_rpc, rpc_method
 from visearch.shared.images import decode_request_images
 from visearch.shared.pipeline import ImageStage
-from visearch.services.classification.classifier import DEFAULT_PARTS, PIXEL_FREE_PARTS, Classifier
-from visearch.shared.encoders import TEXT_DIM
 from visearch.v1 import classification_pb2, classification_pb2_grpc, detection_pb2, ocr_pb2
 
 SERVICE_NAME = "visearch.v1.ClassificationService"

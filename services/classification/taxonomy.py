@@ -147,7 +147,7 @@ class Taxonomy:
         return depths
 
     @classmethod
-    def load(cls, path: Path, class_ids: list[str] | None = None, min_score: float = 0.5) -> "Taxonomy":
+    def load(cls, path: Path, class_ids: list[str] | None = None, min_score: float = 0.5) -> Taxonomy:
         """Read a taxonomy YAML: ``{nodes: [{id, name, parent, depth?, classes?}], classes?: [ids]}``.
 
         ``classes`` (top level) is the model's class id per output index; ``class_ids`` overrides it
@@ -160,7 +160,7 @@ class Taxonomy:
         return cls._from_document(_read_yaml(path), str(path), class_ids, min_score)
 
     @classmethod
-    def _from_document(cls, data, source: str, class_ids: list[str] | None, min_score: float) -> "Taxonomy":
+    def _from_document(cls, data, source: str, class_ids: list[str] | None, min_score: float) -> Taxonomy:
         if not isinstance(data, dict) or not isinstance(data.get("nodes"), list) or not data["nodes"]:
             raise ValueError(f"{source}: a taxonomy YAML needs a non-empty 'nodes' list")
         classes = class_ids if class_ids is not None else data.get("classes")
@@ -170,7 +170,7 @@ class Taxonomy:
 
     @classmethod
     def from_cache(cls, models: ModelSettings | None = None,
-                   settings: ClassificationSettings | None = None) -> "Taxonomy":
+                   settings: ClassificationSettings | None = None) -> Taxonomy:
         """The deployment's taxonomy (``settings.taxonomy_path``) or the one built from WordNet.
 
         The class order comes from the YAML, else from the built image model's ``classes.json``.

@@ -138,7 +138,7 @@ class Detector:
         self.model_name = f"{DETECTOR_MODEL.name}@{DETECTOR_MODEL.key}"
 
     @classmethod
-    def from_cache(cls, models: ModelSettings | None = None, settings: DetectionSettings | None = None) -> "Detector":
+    def from_cache(cls, models: ModelSettings | None = None, settings: DetectionSettings | None = None) -> Detector:
         """Load the built model: Triton when ``models.triton_url`` is set, else in-process onnxruntime.
 
         Raises:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import sys
 
+from visearch.services.detection.detector import Detector
+from visearch.services.detection.service import SERVICE_NAME, DetectionService, DetectionStage
 from visearch.shared.config import DetectionSettings, ImageSettings, ModelSettings, ServiceSettings
 from visearch.shared.grpcutil import run_service
 from visearch.shared.logging import configure_logging
-from visearch.services.detection.detector import Detector
-from visearch.services.detection.service import SERVICE_NAME, DetectionService, DetectionStage
 from visearch.v1 import detection_pb2_grpc
 
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from visearch.services.detection.detector import Detection, Detector
 from visearch.shared.config import ImageSettings
 from visearch.shared.grpcutil import rpc_method
 from visearch.shared.images import decode_request_images
 from visearch.shared.pipeline import ImageStage
-from visearch.services.detection.detector import Detection, Detector
 from visearch.v1 import common_pb2, detection_pb2, detection_pb2_grpc
 
 SERVICE_NAME = "visearch.v1.DetectionService"

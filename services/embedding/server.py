@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import sys
 
+from visearch.services.embedding.service import SERVICE_NAME, EmbeddingService, EmbeddingStage
 from visearch.shared.config import ConseSettings, DetectionSettings, ImageSettings, ModelSettings, ServiceSettings
+from visearch.shared.encoders import Embedder
 from visearch.shared.grpcutil import run_service
 from visearch.shared.logging import configure_logging
-from visearch.shared.encoders import Embedder
-from visearch.services.embedding.service import SERVICE_NAME, EmbeddingService, EmbeddingStage
 from visearch.v1 import embedding_pb2_grpc
 
 

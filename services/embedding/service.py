@@ -5,13 +5,13 @@ from __future__ import annotations
 import hashlib
 
 from visearch.shared.config import DetectionSettings, ImageSettings
+from visearch.shared.encoders import Embedder
 from visearch.shared.errors import InvalidEventError
 from visearch.shared.grpcutil import rpc_method
 from visearch.shared.images import RESIZE_SHORT_SIDE, crop_box, decode_request_images
 from visearch.shared.logging import get_logger
 from visearch.shared.pipeline import ImageStage
 from visearch.shared.regions import select_regions
-from visearch.shared.encoders import Embedder
 from visearch.v1 import common_pb2, embedding_pb2, embedding_pb2_grpc, events_pb2
 
 log = get_logger("embedding")

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import sys
 
-
+from visearch.services.indexer.stage import IndexerStage
 from visearch.shared.config import KafkaSettings, PipelineSettings, ServiceSettings, StoreSettings
 from visearch.shared.grpcutil import serve
 from visearch.shared.logging import configure_logging
 from visearch.shared.metrics import start_metrics_server
 from visearch.shared.store import MilvusStore
-from visearch.services.indexer.stage import IndexerStage
 
 
 def main(settings: ServiceSettings | None = None, **serve_kwargs) -> int:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from visearch.shared.errors import InvalidEventError, NotFoundError
-from visearch.shared.pipeline import Stage, StageResult
 from visearch.shared.duplicates import NEAR_DUPLICATE_MAX_DISTANCE as DUPLICATE_MAX_DISTANCE
 from visearch.shared.duplicates import hash_distance
+from visearch.shared.errors import InvalidEventError, NotFoundError
+from visearch.shared.pipeline import Stage, StageResult
 from visearch.shared.store import IndexRow, MilvusStore, RegionRow, SearchFilter
 from visearch.v1 import events_pb2
 

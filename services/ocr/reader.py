@@ -315,7 +315,7 @@ class TextReader:
         self.model_name = model_name or f"ppocr@{det.model_name}+{rec.model_name}"
 
     @classmethod
-    def from_cache(cls, models: ModelSettings | None = None, settings: OcrSettings | None = None) -> "TextReader":
+    def from_cache(cls, models: ModelSettings | None = None, settings: OcrSettings | None = None) -> TextReader:
         """Load the built PP-OCR models: onnxruntime in-process, or Triton when ``models.triton_url`` is set.
 
         The classifier is loaded only when ``settings.use_angle_classifier`` is true.

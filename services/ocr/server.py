@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import sys
 
+from visearch.services.ocr.reader import TextReader
+from visearch.services.ocr.service import SERVICE_NAME, OcrService, OcrStage
 from visearch.shared.config import ImageSettings, ModelSettings, OcrSettings, ServiceSettings
 from visearch.shared.grpcutil import run_service
 from visearch.shared.logging import configure_logging
-from visearch.services.ocr.reader import TextReader
-from visearch.services.ocr.service import SERVICE_NAME, OcrService, OcrStage
 from visearch.v1 import ocr_pb2_grpc
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from visearch.services.ocr.reader import TextLine, TextReader
 from visearch.shared.config import ImageSettings
 from visearch.shared.errors import InvalidEventError
 from visearch.shared.grpcutil import rpc_method
 from visearch.shared.images import decode_request_images
 from visearch.shared.pipeline import ImageStage
-from visearch.services.ocr.reader import TextLine, TextReader
 from visearch.v1 import common_pb2, ocr_pb2, ocr_pb2_grpc
 
 SERVICE_NAME = "visearch.v1.OcrService"
@@ -38,7 +38,7 @@ class OcrService(ocr_pb2_grpc.OcrServiceServicer):
         images = decode_request_images(request.images, self.image_settings, MAX_IMAGES_PER_REQUEST)
         response = ocr_pb2.ReadResponse(model=self.reader.model_name)
         for lines in self.reader.read(images, det_max_side=request.det_max_side):
-            response.results.add(lines=[line_message(line) for line in lines], text="\n".join(l.text for l in lines))
+            response.results.add(lines=[line_message(line) for line in lines], text="\n".join(line.text for line in lines))
         return response
 
 

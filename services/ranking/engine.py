@@ -12,13 +12,13 @@ from __future__ import annotations
 from concurrent.futures import Executor
 from dataclasses import replace
 
-from visearch.shared.config import RankingSettings
-from visearch.shared.store import OUTPUT_FIELDS, MilvusStore, SearchFilter
 from visearch.services.ranking.factor_registry import ScoringContext, score_candidates
 from visearch.services.ranking.planner import FetchPlan, plan_fetch
 from visearch.services.ranking.query import Candidate, Query
 from visearch.services.ranking.ranker import FACTORS, RankedHit, Ranker
 from visearch.services.ranking.routes import AnnRoute, Bm25Route, RegionRoute, gather
+from visearch.shared.config import RankingSettings
+from visearch.shared.store import OUTPUT_FIELDS, MilvusStore, SearchFilter
 from visearch.v1 import search_pb2
 
 _FACTOR_ORDER = {name: n for n, name in enumerate(FACTORS)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from PIL import Image
 
+from visearch.services.ranking.query import Candidate
 from visearch.shared.config import ImageSettings
 from visearch.shared.duplicates import (
     NEAR_DUPLICATE_MAX_DISTANCE,
@@ -16,7 +17,6 @@ from visearch.shared.duplicates import (
 from visearch.shared.errors import VisearchError
 from visearch.shared.images import decode_image, read_uri
 from visearch.shared.logging import get_logger
-from visearch.services.ranking.query import Candidate
 
 log = get_logger("ranking")
 

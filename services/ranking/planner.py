@@ -15,13 +15,13 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from visearch.shared.config import RankingSettings
-from visearch.shared.store import OUTPUT_FIELDS
 from visearch.services.ranking.factor_registry import route_fields, weighed
 from visearch.services.ranking.query import Query
 from visearch.services.ranking.ranker import Ranker
 from visearch.services.ranking.routes import MAX_WINDOW, AnnRoute, Bm25Route, RegionRoute, VisualRoute
 from visearch.services.ranking.understanding import QueryObject, SignalPlan
+from visearch.shared.config import RankingSettings
+from visearch.shared.store import OUTPUT_FIELDS
 from visearch.v1 import common_pb2, search_pb2
 
 Mode = search_pb2.RegionMode

@@ -90,7 +90,7 @@ class Ranker:
         """True when ``factor`` carries a non-zero weight (worth computing for the candidates)."""
         return self.weights.get(factor, 0.0) != 0.0
 
-    def with_overrides(self, weights: Mapping[str, float] | None = None, fusion: str | None = None) -> "Ranker":
+    def with_overrides(self, weights: Mapping[str, float] | None = None, fusion: str | None = None) -> Ranker:
         """A copy with some weights (and the fusion) replaced; its name gets a ``+override`` suffix."""
         if not weights and not fusion:
             return self

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from visearch.shared.store import MilvusStore, SearchFilter, StoredHit
 from visearch.services.ranking.query import Candidate
+from visearch.shared.store import MilvusStore, SearchFilter, StoredHit
 from visearch.v1 import common_pb2, search_pb2
 
 MAX_WINDOW = 16384  # Milvus limit on offset + limit

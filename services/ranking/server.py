@@ -14,6 +14,7 @@ import sys
 
 import grpc
 
+from visearch.services.ranking.service import SERVICE_NAME, SearchService
 from visearch.shared.config import (
     DetectionSettings,
     ImageSettings,
@@ -27,7 +28,6 @@ from visearch.shared.grpcutil import client_channel, serve
 from visearch.shared.logging import configure_logging
 from visearch.shared.metrics import start_metrics_server
 from visearch.shared.store import MilvusStore
-from visearch.services.ranking.service import SERVICE_NAME, SearchService
 from visearch.shared.transport import feedback_topic
 from visearch.v1 import classification_pb2_grpc, detection_pb2_grpc, embedding_pb2_grpc, ocr_pb2_grpc, search_pb2_grpc
 

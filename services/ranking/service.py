@@ -16,6 +16,18 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from visearch.services.ranking.engine import QueryEngine
+from visearch.services.ranking.exact import EXACT_CANDIDATES, ExactMatchVerifier
+from visearch.services.ranking.factor_registry import route_fields
+from visearch.services.ranking.factors import hit_tags, neighbour_object_tags
+from visearch.services.ranking.feedback import FeedbackLog
+from visearch.services.ranking.planner import FetchPlan, bm25_route, plan_routes, plan_signals, plan_text_fetch
+from visearch.services.ranking.query import Query
+from visearch.services.ranking.ranker import Ranker, RankerRegistry
+from visearch.services.ranking.routes import MAX_WINDOW, ColourRoute, JointRoute, RegionRoute, VisualRoute
+from visearch.services.ranking.tagger import OpenTagger
+from visearch.services.ranking.text_index import TextIndex
+from visearch.services.ranking.understanding import QueryUnderstanding
 from visearch.shared.colour import colour_descriptor, palette_descriptor
 from visearch.shared.config import DetectionSettings, ImageSettings, RankingSettings
 from visearch.shared.duplicates import perceptual_hash
@@ -25,19 +37,7 @@ from visearch.shared.images import decode_image, image_bytes
 from visearch.shared.logging import get_logger
 from visearch.shared.store import MilvusStore, SearchFilter
 from visearch.shared.transport import Transport, feedback_topic
-from visearch.services.ranking.engine import QueryEngine
-from visearch.services.ranking.exact import EXACT_CANDIDATES, ExactMatchVerifier
-from visearch.services.ranking.factor_registry import route_fields
-from visearch.services.ranking.factors import hit_tags, neighbour_object_tags, text_tags
-from visearch.services.ranking.feedback import FeedbackLog
-from visearch.services.ranking.planner import FetchPlan, bm25_route, plan_routes, plan_signals, plan_text_fetch
-from visearch.services.ranking.query import Query
-from visearch.services.ranking.ranker import Ranker, RankerRegistry
-from visearch.services.ranking.routes import MAX_WINDOW, ColourRoute, JointRoute, RegionRoute, VisualRoute
-from visearch.services.ranking.tagger import OpenTagger
-from visearch.services.ranking.text_index import TextIndex
-from visearch.services.ranking.understanding import QueryUnderstanding
-from visearch.v1 import common_pb2, search_pb2, search_pb2_grpc
+from visearch.v1 import search_pb2, search_pb2_grpc
 
 log = get_logger("ranking")
 

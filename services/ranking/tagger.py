@@ -7,9 +7,9 @@ import json
 
 import numpy as np
 
+from visearch.services.ranking.open_tags import aggregate_phrases
 from visearch.shared.errors import InvalidEventError, NotFoundError
 from visearch.shared.store import MilvusStore, SearchFilter
-from visearch.services.ranking.open_tags import aggregate_phrases
 from visearch.v1 import classification_pb2, common_pb2, search_pb2
 
 DEFAULT_TAG_NEIGHBOURS, MAX_TAG_NEIGHBOURS = 20, 200

@@ -37,6 +37,8 @@ import grpc
 import numpy as np
 from PIL import Image
 
+from visearch.services.ranking.factors import TAG_ATTRIBUTES, TAXONOMY_SEPARATOR, text_tags
+from visearch.services.ranking.query import Query
 from visearch.shared.colour import colour_descriptor, dominant_colours
 from visearch.shared.config import ClassificationSettings, DetectionSettings, ImageSettings, RankingSettings
 from visearch.shared.duplicates import perceptual_hash
@@ -47,8 +49,6 @@ from visearch.shared.images import decode_image, image_bytes
 from visearch.shared.logging import get_logger
 from visearch.shared.regions import select_regions
 from visearch.shared.text_presence import likely_text
-from visearch.services.ranking.factors import TAG_ATTRIBUTES, TAXONOMY_SEPARATOR, text_tags
-from visearch.services.ranking.query import Query
 from visearch.v1 import classification_pb2, common_pb2, detection_pb2, embedding_pb2, ocr_pb2, search_pb2
 
 log = get_logger("ranking")
@@ -168,7 +168,7 @@ class QueryUnderstanding:
     # --- the cascade ----------------------------------------------------------------------------
 
     def begin(self, image: common_pb2.Image, plan: SignalPlan, start: float,
-              region: common_pb2.Box | None = None) -> "PendingImage":
+              region: common_pb2.Box | None = None) -> PendingImage:
         """Start understanding an image query (see the module doc): the embedding, the pixel signals and the
         objects start now, concurrently. ``start``: the request's ``time.perf_counter()``."""
         return PendingImage(self, image, plan, start, region)

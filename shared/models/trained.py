@@ -193,7 +193,7 @@ class TrainedModel:
         self.runner = OnnxRunner(folder / "model.onnx", self.meta["name"], intra_op_threads)
 
     @classmethod
-    def from_settings(cls, models: ModelSettings, selector: str) -> "TrainedModel | None":
+    def from_settings(cls, models: ModelSettings, selector: str) -> TrainedModel | None:
         """The version ``selector`` names for ``models.catalogue`` in ``models.cache_dir``; None when off.
 
         Raises:

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from visearch.shared.config import ModelSettings
 from visearch.shared.datasets import FASHION_MNIST_CLASSES, CatalogueItem, fashion_mnist
 from visearch.shared.images import decode_image
-from visearch.shared.models.trained import ENCODER, EMBEDDING_DIM, catalogue_slug
+from visearch.shared.models.trained import EMBEDDING_DIM, ENCODER, catalogue_slug
 
 ENCODE_CHUNK = 256  # images decoded and held in memory at once while encoding
 

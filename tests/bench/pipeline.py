@@ -31,6 +31,7 @@ from pathlib import Path
 
 os.environ.setdefault("VISEARCH_MODEL_INTRA_OP_THREADS", "1")  # as the services run (harness.Services)
 
+from tests.bench.run import bench_recall, write_report  # noqa: E402
 from tests.chaos.harness import (  # noqa: E402  (after the thread setting: the models read it)
     ALL_STAGES,
     IsolatedStack,
@@ -43,10 +44,9 @@ from tests.chaos.harness import (  # noqa: E402  (after the thread setting: the 
     run_dir,
     wait_until,
 )
-from tests.bench.run import bench_recall, write_report  # noqa: E402
 from tests.integration.stack import ServiceProcess  # noqa: E402
-from visearch.shared.datasets import fashion_mnist  # noqa: E402
 from visearch.embedded import item_to_event  # noqa: E402
+from visearch.shared.datasets import fashion_mnist  # noqa: E402
 from visearch.shared.kafka import KafkaTransport, create_topics  # noqa: E402
 from visearch.shared.transport import stage_topics  # noqa: E402
 from visearch.v1 import events_pb2  # noqa: E402

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+from visearch.embedded import EmbeddedPlatform
+from visearch.services.ranking.evaluation.suites import FASHION_STAGES
 from visearch.shared.config import ImageSettings, ModelSettings, ServiceSettings, StoreSettings
 from visearch.shared.datasets import fashion_mnist, photo_catalogue
-from visearch.services.ranking.evaluation.suites import FASHION_STAGES
-from visearch.embedded import EmbeddedPlatform
 from visearch.shared.images import decode_image, preprocess_imagenet
 from visearch.shared.models.registry import TEXT_MODEL_INT8
 from visearch.shared.store import IndexRow, MilvusStore
@@ -364,7 +364,7 @@ def bench_draft_decode(platform: EmbeddedPlatform, repeats: int = 7) -> dict:
         for _ in range(repeats):
             for min_side in times:
                 start = time.perf_counter()
-                decoded = decode_image(data, min_side=min_side)
+                decode_image(data, min_side=min_side)
                 times[min_side].append((time.perf_counter() - start) * 1000)
         full, draft = decode_image(data), decode_image(data, min_side=256)
         if full.size == draft.size:  # short side under 2 x 256 px at some scale: draft mode does nothing

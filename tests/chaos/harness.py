@@ -510,12 +510,17 @@ class Reference:
         from visearch.services.classification.service import ClassificationStage
         from visearch.services.detection.detector import Detector
         from visearch.services.detection.service import DetectionStage
-        from visearch.shared.encoders import Embedder
         from visearch.services.embedding.service import EmbeddingStage
         from visearch.services.ocr.reader import TextReader
         from visearch.services.ocr.service import OcrStage
-        from visearch.shared.config import (ClassificationSettings, ConseSettings, DetectionSettings, ImageSettings,
-                                            OcrSettings)
+        from visearch.shared.config import (
+            ClassificationSettings,
+            ConseSettings,
+            DetectionSettings,
+            ImageSettings,
+            OcrSettings,
+        )
+        from visearch.shared.encoders import Embedder
 
         models, images, detection = ModelSettings(), ImageSettings(), DetectionSettings()
         embedder = Embedder.from_cache(models, ConseSettings())
@@ -635,7 +640,7 @@ class Sampler:
             self.values.append((time.perf_counter() - self._t0, value))
             self._stop.wait(self.interval_s)
 
-    def start(self) -> "Sampler":
+    def start(self) -> Sampler:
         """Start sampling."""
         self._thread.start()
         return self

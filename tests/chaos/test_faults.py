@@ -48,8 +48,8 @@ from tests.chaos.harness import (
     write_report,
     write_triton_repository,
 )
-from visearch.shared.datasets import fashion_mnist
 from visearch.embedded import item_to_event
+from visearch.shared.datasets import fashion_mnist
 from visearch.shared.kafka import create_topics
 
 pytestmark = [pytest.mark.chaos, pytest.mark.kafka, pytest.mark.milvus, pytest.mark.triton, pytest.mark.models,

@@ -12,9 +12,9 @@ import os
 import pytest
 from PIL import Image
 
+from visearch.embedded import EmbeddedPlatform
 from visearch.shared.config import ImageSettings, ModelSettings, ServiceSettings, StoreSettings
 from visearch.shared.datasets import photo_catalogue
-from visearch.embedded import EmbeddedPlatform
 from visearch.shared.models.registry import ALL_MODELS
 
 # These tests check what the search computes, not how fast: the query signals' time budgets (a latency guard,

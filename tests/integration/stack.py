@@ -85,7 +85,7 @@ class ServiceProcess:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self, wait: bool = True) -> "ServiceProcess":
+    def start(self, wait: bool = True) -> ServiceProcess:
         """Launch the process; with ``wait``, return once it is SERVING (else call :meth:`wait_serving`)."""
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")  # noqa: SIM115 (owned by the child)

@@ -21,13 +21,13 @@ import numpy as np
 import pytest
 
 from tests.badinput.corpus import EVENT_CASES, IMAGE_CASES, EventCase, ImageCase, Photos, markdown_table, upsert
-from visearch.shared.config import ClassificationSettings, ImageSettings, ModelSettings, ServiceSettings, StoreSettings
 from visearch.embedded import EmbeddedPlatform
+from visearch.services.classification.classifier import Classifier
+from visearch.services.classification.service import ClassificationService
+from visearch.shared.config import ClassificationSettings, ImageSettings, ModelSettings, ServiceSettings, StoreSettings
 from visearch.shared.errors import InvalidEventError
 from visearch.shared.pipeline import Stage, StageWorker, encode_event
 from visearch.shared.transport import HEADER_DLQ_REASON, HEADER_DLQ_STAGE, InProcessTransport, dlq_topic
-from visearch.services.classification.classifier import Classifier
-from visearch.services.classification.service import ClassificationService
 from visearch.v1 import classification_pb2, common_pb2, detection_pb2, embedding_pb2, events_pb2, search_pb2
 
 TENANT = "corpus"

@@ -16,10 +16,10 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.integration.conftest import LOCAL_FILES
+from visearch.embedded import EmbeddedPlatform
 from visearch.services.ranking.evaluation.runner import evaluate, evaluation_settings
 from visearch.services.ranking.evaluation.suites import build_suites
 from visearch.shared.config import ModelSettings, StoreSettings
-from visearch.embedded import EmbeddedPlatform
 from visearch.shared.models.registry import TEXT_MODEL_INT8
 
 pytestmark = [pytest.mark.models, pytest.mark.milvus_lite, pytest.mark.slow]

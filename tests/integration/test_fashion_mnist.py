@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from visearch.embedded import EmbeddedPlatform
 from visearch.shared.config import ServiceSettings, StoreSettings
 from visearch.shared.datasets import fashion_mnist
-from visearch.embedded import EmbeddedPlatform
 from visearch.v1 import common_pb2, search_pb2
 
 pytestmark = [pytest.mark.models, pytest.mark.milvus_lite, pytest.mark.slow]

@@ -374,7 +374,7 @@ def tls_files(tmp_path_factory):
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + datetime.timedelta(days=1))
@@ -426,8 +426,8 @@ def test_https_untrusted_certificate_is_refused(tls_server):
 @pytest.fixture(scope="module")
 def embedding_grpc(built_models):
     """EmbeddingService on a real gRPC server on 127.0.0.1 (default image settings: nothing allowlisted)."""
-    from visearch.shared.encoders import Embedder
     from visearch.services.embedding.service import EmbeddingService
+    from visearch.shared.encoders import Embedder
     from visearch.v1 import embedding_pb2_grpc
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))

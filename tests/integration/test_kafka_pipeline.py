@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from tests.integration.stack import KAFKA_BOOTSTRAP, MILVUS_URI, ScriptManaged, ServiceProcess, script, wait_until
+from visearch.embedded import item_to_event
 from visearch.shared.config import KafkaSettings, StoreSettings
 from visearch.shared.datasets import fashion_mnist
 from visearch.shared.dlq import read_dead_letters
-from visearch.embedded import item_to_event
 from visearch.shared.kafka import KafkaTransport, create_topics, group_lag, images_topic
 from visearch.shared.pipeline import encode_event
 from visearch.shared.store import MilvusStore
@@ -241,7 +241,7 @@ def test_dlq_replay_after_the_cause_is_fixed(services, kafka_settings, store):
                                    product=events_pb2.Product(in_stock=False, price=1.25))
     publish(kafka_settings, [update])
     indexer_dlq = dlq_topic(stage_topics(STAGES, PREFIX)["indexer"].input)
-    wait_until(lambda: any(l.key == event.image_id for l in read_dead_letters(kafka_settings, indexer_dlq, 100)), 120,
+    wait_until(lambda: any(letter.key == event.image_id for letter in read_dead_letters(kafka_settings, indexer_dlq, 100)), 120,
                what="dead letter not_indexed")
     publish(kafka_settings, [event])
     wait_until(lambda: store.get(tenant, event.image_id), 120, what="indexed")

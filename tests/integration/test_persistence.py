@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tests.integration.conftest import LOCAL_FILES
-from visearch.shared.config import ServiceSettings, StoreSettings
 from visearch.embedded import EmbeddedPlatform
+from visearch.shared.config import ServiceSettings, StoreSettings
 from visearch.v1 import search_pb2
 
 pytestmark = [pytest.mark.models, pytest.mark.milvus_lite]

@@ -23,9 +23,9 @@ from tests.integration.stack import (
     free_port,
     wait_until,
 )
+from visearch.embedded import item_to_event
 from visearch.shared.config import KafkaSettings, ModelSettings
 from visearch.shared.datasets import fashion_mnist
-from visearch.embedded import item_to_event
 from visearch.shared.kafka import KafkaTransport, create_topics, images_topic
 from visearch.shared.models.triton_repository import write_repository
 from visearch.shared.pipeline import encode_event

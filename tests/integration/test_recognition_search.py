@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 
 from tests.integration.conftest import LOCAL_FILES, jpeg_bytes
+from visearch.embedded import EmbeddedPlatform
 from visearch.shared.config import ServiceSettings, StoreSettings
 from visearch.shared.datasets import CatalogueItem
-from visearch.embedded import EmbeddedPlatform
 from visearch.v1 import common_pb2, events_pb2, search_pb2
 
 pytestmark = [pytest.mark.models, pytest.mark.milvus_lite]

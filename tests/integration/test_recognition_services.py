@@ -17,9 +17,9 @@ from PIL import Image, ImageDraw, ImageFont
 
 from tests.integration.conftest import jpeg_bytes
 from tests.integration.stack import KAFKA_BOOTSTRAP, MILVUS_URI, ScriptManaged, ServiceProcess, wait_until
+from visearch.embedded import item_to_event
 from visearch.shared.config import KafkaSettings, StoreSettings
 from visearch.shared.dlq import read_dead_letters
-from visearch.embedded import item_to_event
 from visearch.shared.kafka import KafkaTransport, create_topics, images_topic
 from visearch.shared.pipeline import encode_event
 from visearch.shared.store import MilvusStore
@@ -118,7 +118,7 @@ def test_chain_indexes_recognition_results_and_dead_letters_bad_images(stack, ph
     assert {"dog", "bicycle"} <= {r["label"] for r in store.regions(TENANT, "photo-dog")}
     assert "ESPRESSO" in store.get(TENANT, "sign")["ocr_text"].upper()
     letters = read_dead_letters(settings, f"{images_topic(settings)}.dlq", limit=10)
-    assert [(l.key, l.reason, l.stage) for l in letters] == [("broken", "truncated_image", "detection")], letters
+    assert [(letter.key, letter.reason, letter.stage) for letter in letters] == [("broken", "truncated_image", "detection")], letters
 
 
 def test_sync_apis_of_each_service(stack, photos):

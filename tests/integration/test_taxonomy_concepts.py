@@ -15,8 +15,8 @@ from PIL import ImageOps
 
 from visearch.services.classification.concepts import ConceptTagger
 from visearch.services.classification.taxonomy import Taxonomy
-from visearch.shared.encoders import Embedder
 from visearch.shared.datasets import FASHION_MNIST_CLASSES, fashion_mnist
+from visearch.shared.encoders import Embedder
 from visearch.shared.images import decode_image
 
 pytestmark = [pytest.mark.models]
@@ -126,7 +126,7 @@ def test_concept_tags(tagger, photo_embeddings):
     tags = tagger.tag(result.joint)
     print(f"\nconcept tagging: {best_ms(lambda: tagger.tag(result.joint)) / len(tags):.3f} ms/image")
     by_photo = {photo: [t for t, _ in tags[i]] for photo, i in index.items()}
-    for photo, photo_tags in sorted(by_photo.items()):
+    for photo in sorted(by_photo):
         print(f"  {photo:12s} {tags[index[photo]]}")
     assert set(by_photo["coffee"]) & {"food", "drink", "coffee"}, by_photo["coffee"]
     assert set(by_photo["chelsea"]) & {"animal", "pet", "cat"}, by_photo["chelsea"]

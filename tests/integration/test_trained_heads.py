@@ -17,17 +17,17 @@ import json
 import numpy as np
 import pytest
 
+# Plain imports, not importorskip: without torch (the build extra, which make test installs) or with a broken
+# heads module these tests must fail, not vanish as skips.
+import torch  # noqa: E402
+
 from visearch.shared.config import ModelSettings
 from visearch.shared.datasets import fashion_mnist
 from visearch.shared.images import decode_image
 from visearch.shared.models.registry import ALL_BUILDS
 from visearch.shared.models.trained import CatalogueHead, Projection
-from visearch.shared.training.data import FASHION_MNIST, frozen_embeddings
-
-# Plain imports, not importorskip: without torch (the build extra, which make test installs) or with a broken
-# heads module these tests must fail, not vanish as skips.
-import torch  # noqa: E402
 from visearch.shared.training import heads  # noqa: E402
+from visearch.shared.training.data import FASHION_MNIST, frozen_embeddings
 
 pytestmark = [pytest.mark.models, pytest.mark.slow]
 
@@ -112,8 +112,8 @@ def test_services_pick_up_the_versions_through_settings(projection_run, head_run
     the head's category and tags."""
     from visearch.services.classification.classifier import Classifier
     from visearch.services.classification.service import ClassificationStage
-    from visearch.shared.encoders import Embedder
     from visearch.services.embedding.service import EmbeddingService, EmbeddingStage
+    from visearch.shared.encoders import Embedder
     from visearch.v1 import common_pb2, embedding_pb2, events_pb2
 
     monkeypatch.setenv("VISEARCH_MODEL_CACHE_DIR", str(model_cache))

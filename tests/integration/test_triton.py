@@ -15,9 +15,9 @@ from PIL import Image
 
 from tests.integration.conftest import jpeg_bytes
 from tests.integration.stack import KAFKA_BOOTSTRAP, MILVUS_URI, ScriptManaged, ServiceProcess, wait_until
+from visearch.embedded import EmbeddedPlatform, item_to_event
 from visearch.shared.config import ImageSettings, KafkaSettings, ModelSettings, ServiceSettings, StoreSettings
 from visearch.shared.datasets import fashion_mnist
-from visearch.embedded import EmbeddedPlatform, item_to_event
 from visearch.shared.errors import InvalidEventError
 from visearch.shared.images import decode_image, preprocess_imagenet
 from visearch.shared.inference import OnnxRunner, TritonRunner

@@ -23,7 +23,6 @@ machine is shared and noisy (see docs/reliability.md for the measured table).
 
 from __future__ import annotations
 
-import io
 import threading
 import time
 import uuid
@@ -47,8 +46,8 @@ from tests.chaos.harness import (
     wait_until,
     write_report,
 )
-from visearch.shared.datasets import fashion_mnist
 from visearch.embedded import item_to_event
+from visearch.shared.datasets import fashion_mnist
 from visearch.shared.kafka import create_topics
 from visearch.v1 import common_pb2, search_pb2, search_pb2_grpc
 

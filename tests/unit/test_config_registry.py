@@ -21,8 +21,6 @@ from visearch.shared.config import (
 from visearch.shared.errors import ModelNotBuiltError
 from visearch.shared.models.registry import ALL_BUILDS, ALL_MODELS, IMAGE_MODEL, TEXT_MODEL, ModelSpec
 
-
-
 # --------------------------------------------------------------------------------------------- registry
 
 

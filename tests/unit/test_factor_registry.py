@@ -12,10 +12,10 @@ import time
 import numpy as np
 import pytest
 
-from visearch.shared.store import StoredHit
 from visearch.services.ranking.factor_registry import REGISTRY, ScoringContext, route_fields, score_candidates, weighed
 from visearch.services.ranking.query import Candidate, Query
 from visearch.services.ranking.ranker import BUILTIN_PROFILES, FACTORS, Ranker
+from visearch.shared.store import StoredHit
 
 TENANT = "default"
 DAY_MS = 86_400_000

@@ -9,13 +9,13 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from visearch.shared.config import RankingSettings
-from visearch.shared.store import OUTPUT_FIELDS, SearchFilter, StoredHit
 from visearch.services.ranking.engine import QueryEngine, to_hit
 from visearch.services.ranking.planner import ALL_FIELDS_DEPTH, FetchPlan
 from visearch.services.ranking.query import Candidate, Query
 from visearch.services.ranking.ranker import BUILTIN_PROFILES, FACTORS, RankedHit, Ranker
 from visearch.services.ranking.routes import Bm25Route, RegionRoute, VisualRoute
+from visearch.shared.config import RankingSettings
+from visearch.shared.store import OUTPUT_FIELDS, SearchFilter, StoredHit
 from visearch.v1 import common_pb2, search_pb2
 
 TENANT = "default"

@@ -7,10 +7,17 @@ import time
 
 import pytest
 
-from visearch.shared.errors import InvalidEventError
-from visearch.services.ranking.factors import freshness, hit_tags, phash_similarity, tag_overlap, taxonomy_agreement, text_tags
+from visearch.services.ranking.factors import (
+    freshness,
+    hit_tags,
+    phash_similarity,
+    tag_overlap,
+    taxonomy_agreement,
+    text_tags,
+)
 from visearch.services.ranking.ranker import Ranker, RankerRegistry, read_ranker, write_ranker
 from visearch.services.ranking.text_index import TextIndex
+from visearch.shared.errors import InvalidEventError
 
 CANDIDATES = {"a": {"visual": 0.9, "bm25": 0.0}, "b": {"visual": 0.6, "bm25": 1.0}, "c": {"visual": 0.7}}
 

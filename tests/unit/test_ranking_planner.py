@@ -7,8 +7,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from visearch.shared.config import RankingSettings
-from visearch.shared.store import OUTPUT_FIELDS
 from visearch.services.ranking import planner
 from visearch.services.ranking.factor_registry import route_fields
 from visearch.services.ranking.planner import FetchPlan, bm25_route, plan_fetch, plan_routes, plan_signals
@@ -16,6 +14,8 @@ from visearch.services.ranking.query import Query
 from visearch.services.ranking.ranker import BUILTIN_PROFILES, Ranker
 from visearch.services.ranking.routes import MAX_WINDOW, Bm25Route, ColourRoute, JointRoute, RegionRoute, VisualRoute
 from visearch.services.ranking.understanding import QueryObject, SignalPlan
+from visearch.shared.config import RankingSettings
+from visearch.shared.store import OUTPUT_FIELDS
 from visearch.v1 import common_pb2, search_pb2
 
 Mode = search_pb2.RegionMode

@@ -12,7 +12,6 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from visearch.shared.store import SearchFilter, StoredHit
 from visearch.services.ranking.query import Candidate
 from visearch.services.ranking.routes import (
     MAX_WINDOW,
@@ -24,6 +23,7 @@ from visearch.services.ranking.routes import (
     VisualRoute,
     gather,
 )
+from visearch.shared.store import SearchFilter, StoredHit
 from visearch.v1 import common_pb2
 
 TENANT = "default"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from visearch.shared.errors import ConfigError
 from visearch.services.ranking.server import embedding_stub
+from visearch.shared.errors import ConfigError
 
 
 def test_the_embedding_service_is_required():

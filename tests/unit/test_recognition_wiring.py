@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from visearch.shared.config import DetectionSettings, PipelineSettings
-from visearch.shared.store import COLOUR_DIM, SPACES, IndexRow, StoredHit, _attributes_json, region_key
-from visearch.shared.transport import stage_topics
-from visearch.shared.colour import COLOUR_DIM as DESCRIPTOR_DIM
-from visearch.shared.regions import select_regions
 from visearch.services.indexer.stage import model_tags
-from visearch.services.ranking.ranker import Ranker
 from visearch.services.ranking.engine import to_hit as _hit
 from visearch.services.ranking.query import Candidate
+from visearch.services.ranking.ranker import Ranker
+from visearch.shared.colour import COLOUR_DIM as DESCRIPTOR_DIM
+from visearch.shared.config import DetectionSettings, PipelineSettings
+from visearch.shared.regions import select_regions
+from visearch.shared.store import COLOUR_DIM, SPACES, IndexRow, StoredHit, _attributes_json, region_key
+from visearch.shared.transport import stage_topics
 from visearch.v1 import common_pb2, events_pb2, search_pb2
 
 

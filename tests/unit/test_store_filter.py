@@ -219,8 +219,9 @@ def test_a_collection_seen_before_its_index_is_awaited_or_indexed(tmp_path, monk
     or builds the index itself when none comes, and then serves searches."""
     import threading
 
-    import visearch.shared.store as store_module
     from pymilvus import MilvusClient
+
+    import visearch.shared.store as store_module
 
     settings = StoreSettings(uri=str(tmp_path / "t.db"))
     create = MilvusClient.create_collection

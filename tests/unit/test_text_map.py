@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from visearch.shared.text_map import TextToVisualMap
 from visearch.shared.models.build_text_map import fit_ridge
+from visearch.shared.text_map import TextToVisualMap
 
 
 def unit(rows) -> np.ndarray:

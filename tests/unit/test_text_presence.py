@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
+from visearch.services.ranking.evaluation.suites import FONT_FILE, banner
 from visearch.shared.datasets import photo_catalogue
 from visearch.shared.images import decode_image
 from visearch.shared.text_presence import likely_text, text_lines
-from visearch.services.ranking.evaluation.suites import FONT_FILE, banner
 
 QUERY_MIN_LINES = 1  # services/ranking/understanding.TEXT_MIN_LINES: a single word counts
 

@@ -12,18 +12,18 @@ import math
 
 import numpy as np
 import pytest
+
+# Plain imports, not importorskip: without torch (the build extra, which make test installs) or with a broken
+# heads module these tests must fail, not vanish as skips.
+import torch  # noqa: E402
 from pydantic import ValidationError
 
 from visearch.shared.config import ModelSettings
 from visearch.shared.errors import ModelNotBuiltError
 from visearch.shared.models import trained
+from visearch.shared.training import heads  # noqa: E402
 from visearch.shared.training.data import FASHION_MNIST, FrozenEmbeddings
 from visearch.shared.training.metrics import chance_precision, precision_at_k, tag_scores
-
-# Plain imports, not importorskip: without torch (the build extra, which make test installs) or with a broken
-# heads module these tests must fail, not vanish as skips.
-import torch  # noqa: E402
-from visearch.shared.training import heads  # noqa: E402
 
 
 def unit(x: np.ndarray) -> np.ndarray:

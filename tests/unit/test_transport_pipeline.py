@@ -130,7 +130,7 @@ def test_rewind_without_any_commit_starts_from_zero(transport):
 
 def test_lag_counts_uncommitted_messages(transport):
     """lag = produced - committed; polling alone does not reduce it."""
-    for i in range(3):
+    for _ in range(3):
         transport.produce(IN, b"k", b"v", {})
     assert transport.lag(IN, "g") == 3
     transport.poll(IN, "g", 2)

@@ -152,7 +152,7 @@ class QueryMetrics:
     hit: float = 0.0  # hit@HIT_K: 1 when a relevant item is among the first HIT_K
 
     @classmethod
-    def of(cls, ranked: Sequence[str], judgments: Mapping[str, float], k: int, depth: int | None = None) -> "QueryMetrics":
+    def of(cls, ranked: Sequence[str], judgments: Mapping[str, float], k: int, depth: int | None = None) -> QueryMetrics:
         return cls(precision_at_k(ranked, judgments, k), recall_at_k(ranked, judgments, k),
                    average_precision(ranked, judgments, depth), ndcg_at_k(ranked, judgments, k),
                    reciprocal_rank(ranked, judgments), tuple(interpolated_precision(ranked, judgments)),

@@ -141,7 +141,7 @@ def evaluate(platform, suites: list[Suite], profile_names: list[str] | None = No
         if key not in ingested:
             ingested[key] = ingest_suite(platform, suite, progress)
         bar = tqdm(total=len(suite.queries) * len(profiles), desc=f"eval {suite.name}", unit="query", disable=not progress)
-        runs = {p.name: run_profile(platform, suite, p, k, depth, lambda: bar.update(1)) for p in profiles}
+        runs = {p.name: run_profile(platform, suite, p, k, depth, bar.update) for p in profiles}
         bar.close()
         result["suites"][suite.name] = {
             "description": suite.description, "tenant": suite.tenant, "catalogue": len(suite.catalogue),
