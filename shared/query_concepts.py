@@ -255,6 +255,12 @@ class _Phrase:
     senses: tuple[tuple[str, float], ...]
 
 
+def lexicon_strings(arrays, key: str) -> list[str]:
+    """A string list of the lexicon arrays (UTF-8 bytes joined by newlines, as the build writes them)."""
+    text = bytes(arrays[key]).decode("utf-8")
+    return text.split("\n") if text else []
+
+
 def lexicon_path(models: ModelSettings | None = None) -> Path:
     """``lexicon.npz`` of the ``WORDNET_LEXICON`` build in the model cache.
 
@@ -273,8 +279,7 @@ class QueryLexicon:
 
     def __init__(self, arrays: dict[str, np.ndarray]) -> None:
         def strings(key: str) -> list[str]:
-            text = bytes(arrays[key]).decode("utf-8")
-            return text.split("\n") if text else []
+            return lexicon_strings(arrays, key)
 
         params = json.loads(bytes(arrays["params"]).decode("utf-8"))
         self.params = params

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from visearch.shared.config import ModelSettings
-from visearch.shared.query_concepts import lexicon_path
+from visearch.shared.query_concepts import lexicon_path, lexicon_strings
 
 # Below this a label is not reported: a class mixture spreads a few per cent over many look-alike classes.
 MIN_OBJECT_SCORE = 0.1
@@ -49,8 +49,8 @@ class ClassObjects:
     def from_arrays(cls, arrays, min_score: float = MIN_OBJECT_SCORE) -> ClassObjects:
         """From the ``lexicon.npz`` arrays: ``coco_labels``, ``coco_indptr``/``coco_synset`` (each label's
         synsets) and ``group_indptr``/``group_class`` (the classes below each synset), ``class_names``."""
-        labels = bytes(arrays["coco_labels"]).decode("utf-8").split("\n")
-        n_classes = len(bytes(arrays["class_names"]).decode("utf-8").split("\n"))
+        labels = lexicon_strings(arrays, "coco_labels")
+        n_classes = len(lexicon_strings(arrays, "class_names"))
         coco_indptr, coco_synset = arrays["coco_indptr"], arrays["coco_synset"]
         group_indptr, group_class = arrays["group_indptr"], arrays["group_class"]
         members = np.zeros((n_classes, len(labels)), dtype=bool)
