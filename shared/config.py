@@ -132,7 +132,13 @@ class StoreSettings(BaseSettings):
         description="Milvus URI: a local *.db path selects Milvus Lite; http://host:19530 a Milvus server.",
     )
     token: SecretStr = Field(SecretStr(""), description="Milvus auth token (user:password), empty for none (a secret: never logged).")
-    collection_prefix: str = Field("visearch", description="Prefix of the collection names (<prefix>_image, <prefix>_joint).")
+    collection_prefix: str = Field("visearch", description="Prefix of the collection names (<prefix>_items, <prefix>_region; per_space: <prefix>_image, <prefix>_joint, <prefix>_colour).")
+    layout: str = Field(
+        "auto", pattern="^(auto|unified|per_space)$",
+        description="Store layout. unified: one collection with the image, joint and colour vectors and a BM25 "
+                    "field (keyword search inside Milvus; needs Milvus >= 2.5 or Milvus Lite >= 3); per_space: one "
+                    "collection per vector (Milvus 2.3; keyword search in each ranking process). auto: unified where "
+                    "the server has it, unless only a per_space catalogue exists (`visearch store migrate` moves it).")
     search_consistency: str = Field(
         "Bounded", pattern="^(Strong|Bounded|Session|Eventually)$",
         description="Milvus consistency level of searches (Bounded: may miss writes of the last seconds, faster); "
@@ -319,7 +325,7 @@ class RankingSettings(BaseSettings):
                                          "larger text only, fast enough for a search.")
     freshness_half_life_days: float = Field(30.0, gt=0, description="Age at which the freshness factor halves, days.")
     text_index_refresh_s: float = Field(
-        30.0, ge=0, description="Age after which a tenant's BM25 index is rebuilt from Milvus, seconds (0: every query).")
+        30.0, ge=0, description="per_space store layout (Milvus 2.3) only: age after which a ranking process's in-memory BM25 index of a tenant is rebuilt from Milvus, seconds (0: every query). The unified layout's BM25 runs in Milvus.")
     feedback_impressions: bool = Field(True, description="Log every served hit as an impression on the feedback topic.")
 
 

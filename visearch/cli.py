@@ -35,10 +35,12 @@ app.add_typer(dlq_app, name="dlq")
 # Sub-commands kept in their own modules (each imports its heavy dependencies only when it runs).
 from visearch.cli_eval import eval_app  # noqa: E402 (after `app`: the modules are plain typer apps)
 from visearch.cli_rank import rank_app  # noqa: E402
+from visearch.cli_store import store_app  # noqa: E402
 from visearch.cli_train import train_app  # noqa: E402
 
 app.add_typer(eval_app, name="eval")
 app.add_typer(rank_app, name="rank")
+app.add_typer(store_app, name="store")
 app.add_typer(train_app, name="train")
 
 BootstrapOption = Annotated[Optional[str], typer.Option("--bootstrap", help="Kafka bootstrap servers. Default: $VISEARCH_KAFKA_BOOTSTRAP or 127.0.0.1:9092 (the local stack).")]

@@ -176,7 +176,8 @@ class EmbeddedPlatform:
         bar.close()
         if report.indexed:
             self.store.flush()  # seal the new rows so searches use the index (matters for Milvus Lite)
-            self.search.text_index.invalidate(tenant or self.tenant)  # BM25 sees the new rows at once
+            if self.search.text_index is not None:  # the in-process BM25 (per_space layout) sees the new rows at once
+                self.search.text_index.invalidate(tenant or self.tenant)
         for worker in workers:
             for message in transport.messages(dlq_topic(worker.input_topic))[dlq_seen[worker.input_topic]:]:
                 report.failed.append((message.key.decode(), message.headers[HEADER_DLQ_REASON],

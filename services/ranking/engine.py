@@ -29,7 +29,7 @@ class QueryEngine:
 
     Args:
         store: the Milvus store.
-        text_index: the BM25 index (``text_index.TextIndex``).
+        text_index: the in-process BM25 index (``text_index.TextIndex``), None where Milvus does BM25.
         settings: rerank depth (and its embedded-store value) and the freshness half-life.
         pool: executor for concurrent routes (a Milvus server only).
     """

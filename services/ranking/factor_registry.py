@@ -38,7 +38,7 @@ class ScoringContext:
     """What scorers may read beyond the query and the candidate: the store and BM25 index of the tenant."""
 
     store: object  # MilvusStore (vectors by id)
-    text_index: object  # TextIndex (BM25 scores)
+    text_index: object  # TextIndex (BM25 scores), None where Milvus does BM25 (store.full_text)
     tenant: str
     freshness_half_life_days: float = 30.0
     now_ms: int = 0
@@ -76,9 +76,12 @@ class Factor:
 
 
 def _bm25(query: Query, candidates: dict[str, Candidate], ctx: ScoringContext) -> dict[str, float]:
-    index_ids, scores = ctx.text_index.scores(ctx.tenant, query.text)
-    position = {i: n for n, i in enumerate(index_ids)}
-    raw = {i: float(scores[position[i]]) if i in position else 0.0 for i in candidates}
+    if ctx.text_index is None:  # Milvus scores them: one BM25 search restricted to the candidates
+        raw = ctx.store.bm25_scores(ctx.tenant, query.text, list(candidates))
+    else:
+        index_ids, scores = ctx.text_index.scores(ctx.tenant, query.text)
+        position = {i: n for n, i in enumerate(index_ids)}
+        raw = {i: float(scores[position[i]]) if i in position else 0.0 for i in candidates}
     best = max(raw.values(), default=0.0)
     return {i: value / best if best > 0 else 0.0 for i, value in raw.items()}
 

@@ -5,8 +5,9 @@
   matched region (and the query's box or object) on the hit;
 - :class:`JointRoute`: ANN over the joint image-text vectors (factor "text");
 - :class:`ColourRoute`: ANN over the colour descriptors (factor "colour");
-- :class:`Bm25Route`: BM25 over linked text + OCR text (the ranking process's index, ``text_index.py``);
-  its candidates' rows are read from Milvus so filters apply, with their joint vectors when the text
+- :class:`Bm25Route`: BM25 over linked text + OCR text: Milvus's own (the store's unified layout, one
+  search returning the rows), or the ranking process's index (``text_index.py``, Milvus 2.3), whose
+  candidates' rows are then read from Milvus so filters apply; with their joint vectors when the text
   factor is weighed.
 
 Every route filters in Milvus. :func:`gather` runs the ANN routes (concurrently on a Milvus server, in
@@ -157,9 +158,12 @@ class Bm25Route:
 
     def fetch(self, store: MilvusStore, text_index, tenant: str, depth: int, flt: SearchFilter,
               fields: tuple[str, ...], with_vectors: bool, exclude: Collection[str] = ()) -> list[StoredHit]:
-        """The rows of the ``depth`` best BM25 matches not in ``exclude``, filters applied in Milvus, from the
-        joint collection (with their joint vectors when ``with_vectors``). Needs no query vector, so it can run
-        while the query text is being embedded."""
+        """The rows of the ``depth`` best BM25 matches not in ``exclude``, filters applied in Milvus (with their
+        joint vectors when ``with_vectors``). ``text_index``: the in-process index, or None where Milvus does
+        BM25 (``store.full_text``). Needs no query vector, so it can run while the query text is embedded."""
+        if text_index is None:
+            hits = store.bm25_search(tenant, self.text, depth, flt, fields, vector_space="joint" if with_vectors else None)
+            return [h for h in hits if h.image_id not in exclude]
         found = [i for i, _ in text_index.search(tenant, self.text, depth) if i not in exclude]
         if not found:
             return []

@@ -79,7 +79,8 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         self.settings = ranking or RankingSettings()
         self.rankers = RankerRegistry(self.settings.profiles, self.settings.profile, self.settings.tenant_profiles,
                                       self.settings.learned_dir, self.settings.reload_interval_s, self.settings.rrf_k)
-        self.text_index = TextIndex(store.text_rows, self.settings.text_index_refresh_s)
+        # Keyword search: Milvus's BM25 (unified layout), else an in-memory index per tenant (Milvus 2.3).
+        self.text_index = None if store.full_text else TextIndex(store.text_rows, self.settings.text_index_refresh_s)
         # Query signals (and a search's early retrieval) run on one pool, the routes of a retrieval on another:
         # a task never waits on tasks queued behind it in its own pool.
         self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="search-signals")

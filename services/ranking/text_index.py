@@ -2,10 +2,11 @@
 
 BM25 (Robertson and Zaragoza, "The Probabilistic Relevance Framework: BM25 and Beyond", 2009) with
 the `bm25s` package (Lù 2024), English stop words and the Snowball English stemmer (PyStemmer).
-Milvus 2.3 standalone has no full-text search, so each ranking replica keeps one in-memory index per
-tenant, built from the rows' text fields and rebuilt when older than ``refresh_s``; with Milvus >= 2.5
-the BM25 function of a collection would be the route that scales past a few million rows.
-Memory: about 100 bytes per distinct (row, term) pair.
+The fallback of a Milvus 2.3 server, which has no full-text search: each ranking replica keeps one
+in-memory index per tenant, built from the rows' text fields and rebuilt when older than ``refresh_s``.
+With Milvus >= 2.5 or Milvus Lite 3.x the store's unified layout does BM25 inside Milvus
+(``MilvusStore.bm25_search``) and this index is not built. Memory: about 100 bytes per distinct
+(row, term) pair.
 """
 
 from __future__ import annotations
@@ -19,21 +20,17 @@ import numpy as np
 import Stemmer
 from bm25s.tokenization import Tokenizer
 
+from visearch.shared.keywords import document_text
 from visearch.shared.logging import get_logger
 
 log = get_logger("text_index")
 
-TEXT_FIELDS = ("title", "description", "tags", "ocr_text")
 _STEMMER = Stemmer.Stemmer("english")
 
 
 def _tokenizer() -> Tokenizer:
+    # The terms of shared/keywords.py (the store's BM25 field), with bm25s's id vocabulary.
     return Tokenizer(stopwords="en", stemmer=_STEMMER)
-
-
-def document_text(fields: dict) -> str:
-    """The text BM25 indexes for one row: its title, description, tags (";" separated) and OCR text."""
-    return " ".join(str(fields.get(f) or "").replace(";", " ") for f in TEXT_FIELDS)
 
 
 @dataclass
@@ -50,7 +47,7 @@ class TextIndex:
     """Per-tenant BM25 indexes over the store's text fields.
 
     Args:
-        rows: callable ``rows(tenant) -> iterable of dicts`` with ``image_id`` and the :data:`TEXT_FIELDS`
+        rows: callable ``rows(tenant) -> iterable of dicts`` with ``image_id`` and the text fields
             (``MilvusStore.text_rows``).
         refresh_s: rebuild a tenant's index when it is older than this, seconds (0: rebuild on every use).
     """

@@ -94,9 +94,10 @@ def make_rows(tenant: str, n: int, seed: int) -> list[IndexRow]:
     ]
 
 
-@pytest.fixture
-def store(tmp_path):
-    s = MilvusStore(StoreSettings(uri=str(tmp_path / "t.db")))
+@pytest.fixture(params=["unified", "per_space"])
+def store(tmp_path, request):
+    """A Milvus Lite store in each layout (unified: Milvus >= 2.5's; per_space: Milvus 2.3's)."""
+    s = MilvusStore(StoreSettings(uri=str(tmp_path / "t.db"), layout=request.param))
     try:
         yield s
     finally:
@@ -195,7 +196,7 @@ def test_index_type_is_built_and_its_search_knob_sent(tmp_path, kind, knob):
     settings now say."""
     store = MilvusStore(StoreSettings(uri=str(tmp_path / "t.db"), index_type=kind))
     try:
-        assert store._client.describe_index(store.collections["image"], "vector")["index_type"] == kind
+        assert store._client.describe_index(store.collections["image"], store.vector_fields["image"])["index_type"] == kind
         store.upsert(make_rows("A", 3, seed=5))
         assert store.search("image", make_rows("A", 3, seed=5)[2].image_vector, tenant="A", top_k=1)[0].image_id == "img-2"
         params = store.search_params("image", top_k=10, offset=5)
@@ -234,9 +235,16 @@ def test_a_collection_seen_before_its_index_is_awaited_or_indexed(tmp_path, monk
     if creator_finishes:
         def build_indexes() -> None:
             client = MilvusClient(uri=settings.uri)
-            for name in [f"{settings.collection_prefix}_{space}" for space in store_module.SPACES]:
+            collections = store_module.MilvusStore.layout_collections(settings.collection_prefix, "unified")
+            for name in dict.fromkeys(collections.values()):
                 index = client.prepare_index_params()
-                index.add_index(field_name="vector", metric_type="COSINE", index_type="FLAT")
+                if name == collections["region"]:
+                    index.add_index(field_name="vector", metric_type="COSINE", index_type="FLAT")
+                else:
+                    for field_name in store_module.ITEM_SPACES:
+                        index.add_index(field_name=field_name, metric_type="COSINE", index_type="FLAT")
+                    index.add_index(field_name=store_module.BM25_FIELD, metric_type="BM25",
+                                    index_type="SPARSE_INVERTED_INDEX")
                 client.create_index(name, index)
         creator = threading.Timer(1.0, build_indexes)
         creator.start()
@@ -244,7 +252,8 @@ def test_a_collection_seen_before_its_index_is_awaited_or_indexed(tmp_path, monk
     try:
         if creator is not None:
             creator.join()
-        built = store._client.describe_index(store.collections["image"], "vector")["index_type"]
+        assert store.layout == "unified"
+        built = store._client.describe_index(store.collections["image"], store.vector_fields["image"])["index_type"]
         assert built == ("FLAT" if creator_finishes else settings.index_type)
         rows = make_rows("A", 3, seed=7)
         store.upsert(rows)

@@ -1,0 +1,126 @@
+"""The unified store layout on a real Milvus Lite: one row per image with three vectors and a BM25 field.
+
+Keyword search runs in Milvus (no index in the ranking process): a new or changed title is found by the
+next query; filters and tenants apply; an attribute update writes one row per image (plus its regions);
+images without a colour descriptor have none. And the layout choice: auto picks unified on an empty
+database, keeps a per_space catalogue that has not been migrated, and knows which servers have it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.unit.test_store_filter import make_rows, unit
+from visearch.shared.config import StoreSettings
+from visearch.shared.errors import ConfigError
+from visearch.shared.store import COLOUR_DIM, MilvusStore, RegionRow, SearchFilter, supports_unified
+
+pytestmark = pytest.mark.milvus_lite
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = MilvusStore(StoreSettings(uri=str(tmp_path / "u.db")))
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def _titled(store: MilvusStore, titles: dict[str, str], tenant: str = "A", seed: int = 0):
+    rows = make_rows(tenant, len(titles), seed=seed)
+    for row, (image_id, title) in zip(rows, titles.items()):
+        row.image_id, row.title = image_id, title
+    store.upsert(rows)
+    return rows
+
+
+def test_auto_picks_the_unified_layout_on_an_empty_database(store):
+    assert store.layout == "unified" and store.full_text
+    assert set(store.collections.values()) == {"visearch_items", "visearch_region"}
+
+
+def test_keyword_search_runs_in_milvus_and_sees_a_new_title_on_the_next_query(store):
+    """No refresh interval: the row written just before is found; terms are stemmed ("running" finds "runs")."""
+    _titled(store, {"a": "red running shoes", "b": "blue cotton shirt", "c": "the dogs are running in the park"})
+    assert [h.image_id for h in store.bm25_search("A", "dog runs", 10)] == ["c", "a"]
+    _titled(store, {"z": "zebra print scarf"}, seed=3)
+    hits = store.bm25_search("A", "zebras", 10, vector_space="joint")
+    assert [h.image_id for h in hits] == ["z"] and hits[0].score > 0
+    assert hits[0].fields["vector"].shape == (384,) and hits[0].fields["vector"].dtype == np.float32
+    assert store.bm25_search("A", "the of and", 10) == []  # stop words only: no query
+
+
+def test_keyword_search_applies_filters_and_tenants(store):
+    _titled(store, {"a": "red shoes", "b": "red bag", "c": "red hat"})
+    _titled(store, {"a": "red shoes"}, tenant="B", seed=1)
+    in_stock = {h.image_id for h in store.bm25_search("A", "red", 10, SearchFilter(in_stock=True))}
+    assert in_stock == {"b", "c"}  # make_rows: every third row (img 0 -> "a") is out of stock
+    assert all(h.fields["tenant"] == "A" for h in store.bm25_search("A", "red", 10))
+    scores = store.bm25_scores("A", "red shoes", ["a", "b", "missing"])
+    assert scores["a"] > scores["b"] > 0 and scores["missing"] == 0.0
+
+
+def test_an_attribute_update_writes_one_row_per_image_and_reaches_keyword_search(store, monkeypatch):
+    rows = _titled(store, {"a": "plain mug", "b": "plain plate"})
+    rows[0].regions = [RegionRow(index=i, label="cup", score=0.9, box=(0, 0, 10, 10), vector=unit(np.random.default_rng(i), 1280))
+                       for i in range(2)]
+    store.upsert(rows[:1])
+    written: list[tuple[str, int]] = []
+    upsert = store._client.upsert
+    monkeypatch.setattr(store._client, "upsert",
+                        lambda collection_name, data, **k: written.append((collection_name, len(data))) or upsert(collection_name, data, **k))
+    assert store.update_attributes("A", "a", {"title": "enamel camping mug", "in_stock": False})
+    assert sorted(written) == [("visearch_items", 1), ("visearch_region", 2)]
+    assert [h.image_id for h in store.bm25_search("A", "camping", 5)] == ["a"]
+    stored = store.get("A", "a", "image")
+    assert stored["in_stock"] is False and np.allclose(stored["vector"], rows[0].image_vector, atol=1e-6)
+    assert np.allclose(store.get("A", "a", "joint")["vector"], rows[0].joint_vector, atol=1e-6)
+
+
+def test_images_without_a_colour_have_none(store):
+    rows = make_rows("A", 4, seed=5)
+    colour = np.abs(unit(np.random.default_rng(9), COLOUR_DIM))
+    rows[1].colour_vector = colour
+    store.upsert(rows)
+    assert store.count("colour") == 1 and store.count("image") == 4
+    assert [h.image_id for h in store.search("colour", colour, tenant="A", top_k=10)] == ["img-1"]
+    assert store.get("A", "img-0", "colour") is None and store.vectors("colour", "A", ["img-0", "img-1"]).keys() == {"img-1"}
+    assert store.update_attributes("A", "img-0", {"price": 1.0}) and store.get("A", "img-0", "colour") is None
+
+
+def test_auto_keeps_a_per_space_catalogue_until_it_is_migrated(tmp_path):
+    settings = StoreSettings(uri=str(tmp_path / "old.db"))
+    old = MilvusStore(settings.model_copy(update={"layout": "per_space"}))
+    old.upsert(make_rows("A", 2, seed=1))
+    old.close()
+    again = MilvusStore(settings)
+    try:
+        assert again.layout == "per_space" and not again.full_text and again.count("image") == 2
+        with pytest.raises(ConfigError, match="per_space"):
+            again.bm25_search("A", "item", 5)
+    finally:
+        again.close()
+
+
+@pytest.mark.parametrize(("version", "unified"), [
+    ("milvus_lite-3.2.2", True), ("milvus_lite-2.4.10", False), ("v2.3.5", False), ("v2.5.4", True),
+    ("2.6.0", True), ("v3.0.0-beta", True), ("unknown", False)])
+def test_which_servers_have_the_unified_layout(version, unified):
+    assert supports_unified(version) is unified
+
+
+def test_a_server_without_bm25_gets_the_per_space_layout_or_a_clear_error(tmp_path, monkeypatch):
+    """A Milvus 2.3 server (its version as Milvus reports it): auto falls back to per_space; asking for the
+    unified layout is a configuration error naming the versions that have it."""
+    from pymilvus import MilvusClient
+
+    monkeypatch.setattr(MilvusClient, "get_server_version", lambda self, **k: "v2.3.5")
+    fallback = MilvusStore(StoreSettings(uri=str(tmp_path / "s.db")))
+    try:
+        assert fallback.layout == "per_space"
+    finally:
+        fallback.close()
+    with pytest.raises(ConfigError, match=r"Milvus >= 2.5"):
+        MilvusStore(StoreSettings(uri=str(tmp_path / "s.db"), layout="unified"))
