@@ -76,8 +76,9 @@ class Factor:
 
 
 def _bm25(query: Query, candidates: dict[str, Candidate], ctx: ScoringContext) -> dict[str, float]:
-    if ctx.text_index is None:  # Milvus scores them: one BM25 search restricted to the candidates
-        raw = ctx.store.bm25_scores(ctx.tenant, query.text, list(candidates))
+    if ctx.text_index is None:  # Milvus's BM25: the route's scores, else one search restricted to the candidates
+        known = {i: c.bm25 for i, c in candidates.items()}
+        raw = known if None not in known.values() else ctx.store.bm25_scores(ctx.tenant, query.text, list(candidates))
     else:
         index_ids, scores = ctx.text_index.scores(ctx.tenant, query.text)
         position = {i: n for n, i in enumerate(index_ids)}

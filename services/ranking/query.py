@@ -64,6 +64,8 @@ class Candidate:
     stored: StoredHit
     factors: dict[str, float] = field(default_factory=dict)
     region: search_pb2.RegionMatch | None = None
+    # The raw BM25 score (>= 0) of the query's text, when Milvus's BM25 route gave it (None: unknown).
+    bm25: float | None = None
 
     def offer(self, factor: str, value: float, region: search_pb2.RegionMatch | None = None) -> None:
         """Record a route's similarity; each factor keeps its best value (and "region" its best region)."""

@@ -145,6 +145,20 @@ def gather(routes: list[AnnRoute], store: MilvusStore, tenant: str, depth: int, 
     return candidates
 
 
+@dataclass
+class Bm25Matches:
+    """What the BM25 route fetched: the matches' rows (filters applied) and what their scores tell.
+
+    ``scored``: each row's ``score`` is its BM25 score (Milvus's BM25; the in-process index's rows are read
+    by id and carry none). ``complete``: fewer matches than asked for came back, so every image not among
+    them scores 0 (no query term).
+    """
+
+    rows: list[StoredHit]
+    scored: bool = False
+    complete: bool = False
+
+
 @dataclass(frozen=True)
 class Bm25Route:
     """The best BM25 matches of ``text`` over each image's title, description, tags and OCR text.
@@ -157,28 +171,35 @@ class Bm25Route:
     joint: np.ndarray | None = None
 
     def fetch(self, store: MilvusStore, text_index, tenant: str, depth: int, flt: SearchFilter,
-              fields: tuple[str, ...], with_vectors: bool, exclude: Collection[str] = ()) -> list[StoredHit]:
-        """The rows of the ``depth`` best BM25 matches not in ``exclude``, filters applied in Milvus (with their
-        joint vectors when ``with_vectors``). ``text_index``: the in-process index, or None where Milvus does
-        BM25 (``store.full_text``). Needs no query vector, so it can run while the query text is embedded."""
+              fields: tuple[str, ...], with_vectors: bool, exclude: Collection[str] = ()) -> Bm25Matches:
+        """The rows of the ``depth`` best BM25 matches, filters applied in Milvus (with their joint vectors when
+        ``with_vectors``). ``text_index``: the in-process index, whose matches in ``exclude`` are not read; or None
+        where Milvus does BM25 (``store.full_text``): one search gives the rows with their scores. Needs no query
+        vector, so it can run while the query text is embedded."""
         if text_index is None:
             hits = store.bm25_search(tenant, self.text, depth, flt, fields, vector_space="joint" if with_vectors else None)
-            return [h for h in hits if h.image_id not in exclude]
+            return Bm25Matches(hits, scored=True, complete=len(hits) < depth)
         found = [i for i, _ in text_index.search(tenant, self.text, depth) if i not in exclude]
         if not found:
-            return []
-        return store.rows(tenant, found, flt, space="joint", with_vector=with_vectors, output_fields=fields)
+            return Bm25Matches([])
+        return Bm25Matches(store.rows(tenant, found, flt, space="joint", with_vector=with_vectors, output_fields=fields))
 
-    def merge(self, candidates: dict[str, Candidate], rows: list[StoredHit]) -> None:
+    def merge(self, candidates: dict[str, Candidate], matches: Bm25Matches) -> None:
         """Add the fetched rows that no other route found; with :attr:`joint`, their "text" factor is the dot
-        product of their joint vector with it."""
-        for stored in rows:
+        product of their joint vector with it. Scored matches give every candidate its raw BM25 score
+        (:attr:`Candidate.bm25`), when complete the others 0, so the bm25 factor needs no other search."""
+        for stored in matches.rows:
             vector = stored.fields.pop("vector", None)
-            if stored.image_id in candidates:
-                continue
-            candidate = candidates[stored.image_id] = Candidate(stored)
-            if self.joint is not None and vector is not None:
-                candidate.factors["text"] = float(np.dot(vector, self.joint))
+            if stored.image_id not in candidates:
+                candidate = candidates[stored.image_id] = Candidate(stored)
+                if self.joint is not None and vector is not None:
+                    candidate.factors["text"] = float(np.dot(vector, self.joint))
+            if matches.scored:
+                candidates[stored.image_id].bm25 = stored.score
+        if matches.scored and matches.complete:
+            for candidate in candidates.values():
+                if candidate.bm25 is None:
+                    candidate.bm25 = 0.0
 
     def add_to(self, candidates: dict[str, Candidate], store: MilvusStore, text_index, tenant: str, depth: int,
                flt: SearchFilter, fields: tuple[str, ...]) -> None:

@@ -12,10 +12,12 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from visearch.services.ranking.query import Candidate
+from visearch.services.ranking.factor_registry import REGISTRY, ScoringContext
+from visearch.services.ranking.query import Candidate, Query
 from visearch.services.ranking.routes import (
     MAX_WINDOW,
     AnnRoute,
+    Bm25Matches,
     Bm25Route,
     ColourRoute,
     JointRoute,
@@ -345,14 +347,14 @@ def test_bm25_fetch_needs_no_query_vector_and_reads_the_rows_it_is_asked_for():
     vectors = {"b": np.array([1.0, 0.0, 0.0]), "c": np.array([0.0, 1.0, 0.0])}
     store, index = RowStore(vectors), FakeTextIndex([("a", 5.0), ("b", 4.0), ("c", 3.0)])
     flt = SearchFilter(brands=["x"])
-    rows = Bm25Route("red shoe").fetch(store, index, TENANT, 20, flt, FIELDS, True, exclude={"a"})
+    rows = Bm25Route("red shoe").fetch(store, index, TENANT, 20, flt, FIELDS, True, exclude={"a"}).rows
     assert index.calls == [(TENANT, "red shoe", 20)]
     assert store.calls == [{"tenant": TENANT, "ids": ["b", "c"], "filter": flt, "space": "joint", "with_vector": True,
                             "fields": FIELDS}]
     assert [r.image_id for r in rows] == ["b", "c"] and "vector" in rows[0].fields
     Bm25Route("red shoe").fetch(store, index, TENANT, 20, flt, FIELDS, False)
     assert store.calls[-1]["ids"] == ["a", "b", "c"] and store.calls[-1]["with_vector"] is False
-    assert Bm25Route("red").fetch(store, FakeTextIndex([("a", 1.0)]), TENANT, 20, flt, FIELDS, True, exclude={"a"}) == []
+    assert Bm25Route("red").fetch(store, FakeTextIndex([("a", 1.0)]), TENANT, 20, flt, FIELDS, True, exclude={"a"}).rows == []
     assert len(store.calls) == 2  # nothing to read: no call
 
 
@@ -362,7 +364,7 @@ def test_bm25_merge_adds_the_rows_no_other_route_found():
             StoredHit("b", 0.0, {"image_id": "b", "title": "bm25 b", "vector": [0.0, 1.0, 0.0]}),
             StoredHit("c", 0.0, {"image_id": "c", "title": "bm25 c"})]  # read without its vector
     candidates = _existing("a")
-    Bm25Route("red", joint).merge(candidates, rows)
+    Bm25Route("red", joint).merge(candidates, Bm25Matches(rows))
     assert set(candidates) == {"a", "b", "c"}
     assert candidates["a"].stored.fields["title"] == "from a route" and candidates["a"].factors == {"visual": 0.9}
     assert candidates["b"].factors == pytest.approx({"text": 0.8})
@@ -370,5 +372,45 @@ def test_bm25_merge_adds_the_rows_no_other_route_found():
     assert all("vector" not in c.stored.fields for c in candidates.values())
     # Without the query's joint vector (the text factor not weighed) no text factor is set.
     plain = {}
-    Bm25Route("red").merge(plain, [StoredHit("d", 0.0, {"image_id": "d", "vector": [1.0, 0.0, 0.0]})])
+    Bm25Route("red").merge(plain, Bm25Matches([StoredHit("d", 0.0, {"image_id": "d", "vector": [1.0, 0.0, 0.0]})]))
     assert plain["d"].factors == {} and "vector" not in plain["d"].stored.fields
+
+
+class ScoringStore:
+    """bm25_search as Milvus answers it (scored rows) and bm25_scores, recording the calls."""
+
+    def __init__(self, hits: list[tuple[str, float]]) -> None:
+        self.hits, self.calls = hits, []
+
+    def bm25_search(self, tenant, text, top_k, filter=None, output_fields=(), vector_space=None, image_ids=()):
+        self.calls.append(("bm25_search", top_k, vector_space))
+        return [StoredHit(i, s, {"image_id": i, "vector": [1.0, 0.0, 0.0]}) for i, s in self.hits[:top_k]]
+
+    def bm25_scores(self, tenant, text, image_ids):
+        self.calls.append(("bm25_scores", tuple(image_ids)))
+        return {i: dict(self.hits).get(i, 0.0) for i in image_ids}
+
+
+def test_milvus_bm25_matches_carry_their_scores_and_spare_the_factor_a_search():
+    """Where Milvus does BM25 (no in-process index) one search gives the rows and their scores; every candidate,
+    old or new, gets its raw score, and when fewer matches than asked came back the others score 0: the bm25
+    factor is computed without another search."""
+    store = ScoringStore([("a", 6.0), ("b", 3.0)])
+    candidates = _existing("a", "z")
+    Bm25Route("red", np.array([1.0, 0.0, 0.0])).add_to(candidates, store, None, TENANT, 10, SearchFilter(), FIELDS)
+    assert store.calls == [("bm25_search", 10, "joint")]
+    assert {i: c.bm25 for i, c in candidates.items()} == {"a": 6.0, "z": 0.0, "b": 3.0}
+    assert candidates["b"].factors == {"text": 1.0} and candidates["a"].factors == {"visual": 0.9}
+    scores = REGISTRY["bm25"].batch_scorer(Query("text", text="red"), candidates, ScoringContext(store, None, TENANT))
+    assert scores == {"a": 1.0, "z": 0.0, "b": 0.5} and len(store.calls) == 1
+
+
+def test_incomplete_milvus_bm25_matches_leave_the_factor_one_restricted_search():
+    """As many matches as asked for: an image not among them may still match, so the factor scores every
+    candidate in one search restricted to them (one scale for all)."""
+    store = ScoringStore([("a", 6.0), ("b", 3.0)])
+    candidates = _existing("z")
+    Bm25Route("red").add_to(candidates, store, None, TENANT, 2, SearchFilter(), FIELDS)
+    assert candidates["z"].bm25 is None and candidates["a"].bm25 == 6.0
+    scores = REGISTRY["bm25"].batch_scorer(Query("text", text="red"), candidates, ScoringContext(store, None, TENANT))
+    assert store.calls[-1] == ("bm25_scores", ("z", "a", "b")) and scores == {"z": 0.0, "a": 1.0, "b": 0.5}
