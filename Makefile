@@ -81,10 +81,11 @@ lint-imports: setup  ## the import layers (import-linter contracts in pyproject.
 	  && cp -r services $$tmp/visearch/services && find $$tmp -name __pycache__ -prune -exec rm -rf {} + ; \
 	cd $$tmp && PYTHONPATH=$$tmp $(abspath $(BIN))/lint-imports $(CURDIR)/pyproject.toml --no-cache; rc=$$?; rm -rf $$tmp; exit $$rc
 
-bench: models  ## figures and ratios: embedded ingest/search vs bare, per-model latency, recall, draft decode, int8; Kafka chain per stage vs bare, replicas, RSS; search over gRPC on the local stack (blended vs visual_only, text vs bare parts)
+bench: models  ## figures and ratios: embedded ingest/search vs bare, per-model latency, recall, draft decode, int8; Kafka chain per stage vs bare, replicas, RSS; search over gRPC on the local stack (blended vs visual_only, text vs bare parts); store layouts (keyword search in Milvus vs in process: RSS and text p50 at 10k/100k rows)
 	$(BIN)/python -m tests.bench.run --out reports
 	$(BIN)/python -m tests.bench.pipeline --out reports
 	$(BIN)/python -m tests.bench.search_stack --out reports
+	$(BIN)/python -m tests.bench.store_layouts --out reports
 
 MILVUS_ROWS ?= 10000 70000
 

@@ -684,22 +684,34 @@ class MilvusStore:
         return found
 
     def search(self, space: str, vector: np.ndarray, *, tenant: str, top_k: int = 10, offset: int = 0,
-               filter: SearchFilter | None = None, output_fields: Sequence[str] = OUTPUT_FIELDS) -> list[StoredHit]:
+               filter: SearchFilter | None = None, output_fields: Sequence[str] = OUTPUT_FIELDS,
+               vector_spaces: Sequence[str] = ()) -> list[StoredHit]:
         """Top-k nearest rows by cosine similarity in ``space`` (image, joint, colour, region), best first.
 
         ``output_fields``: the scalar fields each hit carries (``image_id`` always): Milvus reads and sends
         fewer bytes for fewer fields, which a deep rerank window feels. Region hits also carry
         ``region_index``, ``label``, ``region_score`` and ``box`` (a list) in ``fields``.
+        ``vector_spaces``: the hits' stored vectors of these spaces too, as ``fields["<space>_vector"]``
+        (float32; None for an image without a colour), those of :meth:`row_spaces` only.
         """
         return self.search_many(space, np.asarray(vector, dtype=np.float32)[None, :], tenant=tenant, top_k=top_k,
-                                offset=offset, filter=filter, output_fields=output_fields)[0]
+                                offset=offset, filter=filter, output_fields=output_fields,
+                                vector_spaces=vector_spaces)[0]
+
+    def row_spaces(self, space: str) -> tuple[str, ...]:
+        """The spaces whose vectors a search of ``space`` can return with its hits (they share the row): the
+        unified layout's image, joint and colour; none per_space or for regions."""
+        return ITEM_SPACES if self.full_text and space in ITEM_SPACES else ()
 
     def search_many(self, space: str, vectors: np.ndarray, *, tenant: str, top_k: int = 10, offset: int = 0,
                     filter: SearchFilter | None = None, output_fields: Sequence[str] = OUTPUT_FIELDS,
-                    ) -> list[list[StoredHit]]:
+                    vector_spaces: Sequence[str] = ()) -> list[list[StoredHit]]:
         """:meth:`search` for N query vectors ``[N, dim]`` in one call; one hit list per query."""
         expr = (filter or SearchFilter()).expression(tenant) + self._space_clause(space)
-        fields = [*_with_image_id(output_fields), *(REGION_FIELDS if space == "region" else [])]
+        extra = [s for s in vector_spaces if s in self.row_spaces(space)]
+        if "colour" in extra:
+            extra.append("has_colour")
+        fields = [*_with_image_id(output_fields), *(REGION_FIELDS if space == "region" else []), *extra]
         result = self._call(
             "search", self._client.search, collection_name=self.collections[space],
             data=[_floats(v) for v in np.asarray(vectors, dtype=np.float32)], anns_field=self.vector_fields[space],
@@ -707,7 +719,8 @@ class MilvusStore:
             consistency_level=self.settings.search_consistency,
         )
         return [[StoredHit(image_id=h["entity"]["image_id"], score=float(h["distance"]),
-                           fields=_region_fields(dict(h["entity"]))) for h in hits] for hits in result]
+                           fields=_with_vectors(_region_fields(dict(h["entity"])), extra)) for h in hits]
+                for hits in result]
 
     def count(self, space: str = "image", tenant: str | None = None) -> int:
         """Number of stored rows in ``space`` (optionally of one tenant); colour: the images that have one."""
@@ -740,6 +753,17 @@ def _with_image_id(fields: Sequence[str]) -> list[str]:
 
 def _floats(vector: np.ndarray) -> list[float]:
     return np.asarray(vector, dtype=np.float32).tolist()
+
+
+def _with_vectors(fields: dict, spaces: Sequence[str]) -> dict:
+    """Move the row's vectors of ``spaces`` to ``<space>_vector`` (float32; None for no colour)."""
+    for space in spaces:
+        if space == "has_colour":
+            continue
+        vector = fields.pop(space)
+        has = fields.pop("has_colour", True) if space == "colour" else True
+        fields[f"{space}_vector"] = np.asarray(vector, dtype=np.float32) if has else None
+    return fields
 
 
 def _region_fields(fields: dict) -> dict:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from concurrent.futures import Executor
 from dataclasses import replace
 
-from visearch.services.ranking.factor_registry import ScoringContext, score_candidates
+from visearch.services.ranking.factor_registry import ScoringContext, score_candidates, weighed
 from visearch.services.ranking.planner import FetchPlan, plan_fetch
 from visearch.services.ranking.query import Candidate, Query
 from visearch.services.ranking.ranker import FACTORS, RankedHit, Ranker
@@ -48,6 +48,9 @@ class QueryEngine:
         whose searches cost per row returned, the region route looks for the page's number of images only: a
         region match must beat the page to matter (the global routes keep the rerank window)."""
         fetch = plan_fetch(window, ranker, signals, {r.factor for r in routes}, self.rerank_depth)
+        if fetch.factor_fields is not None or fetch.fields != tuple(OUTPUT_FIELDS):  # a rerank window, not the page
+            spaces = {f.space for f in weighed(ranker, signals) if f.space is not None}
+            fetch = replace(fetch, vectors=tuple(s for s in self.store.row_spaces("image") if s in spaces))
         if not self.store.concurrent:
             fetch = replace(fetch, region_depth=min(fetch.depth, window))
         return fetch
@@ -72,7 +75,7 @@ class QueryEngine:
             found = self._scored_regions(routes, tenant, flt, fetch, ceilings)
         else:
             found = gather(routes, self.store, tenant, fetch.depth, flt, fetch.fields, self.pool, ceilings,
-                           fetch.factor_fields, fetch.region_depth) if routes else {}
+                           fetch.factor_fields, fetch.region_depth, vectors=fetch.vectors) if routes else {}
         if into is None:
             return found
         for image_id, candidate in found.items():
@@ -92,7 +95,7 @@ class QueryEngine:
         candidates (``gather``)."""
         region_routes = [r for r in routes if isinstance(r, RegionRoute)]
         found = gather([r for r in routes if not isinstance(r, RegionRoute)], self.store, tenant, fetch.depth, flt,
-                       fetch.fields, self.pool, ceilings)
+                       fetch.fields, self.pool, ceilings, vectors=fetch.vectors)
         if found:
             known = replace(flt, image_ids=list(found))
             gather(region_routes, self.store, tenant, len(found), known, ("image_id",), self.pool, into=found)

@@ -4,7 +4,8 @@ A factor is computed for a candidate only when the ranker weighs it and the quer
 kinds of scorer:
 
 - vector (visual, text, colour): cosine of the query's vector(s) with the candidate's stored vector in
-  ``space``; a route over that space already gave it for the candidates it found, Milvus computes the
+  ``space``; a route over that space already gave it for the candidates it found, the vectors a route read
+  with its hits give it here (the unified store layout keeps them on one row), and Milvus computes the
   others' in one search restricted to their ids (``MilvusStore.similarities``);
 - route (region): only a route gives it (the best of the candidate's regions);
 - per candidate (tags, taxonomy, phash, in_stock, freshness): a function of the query and the candidate's
@@ -152,10 +153,19 @@ def score_candidates(candidates: dict[str, Candidate], query: Query, ranker: Ran
             for c in candidates.values():
                 c.factors[factor.name] = factor.scorer(query, c.stored.fields, ctx)
     vector_factors = [f for f in factors if f.space is not None and f.vectors_of(query)]
+    for factor in vector_factors:  # the vectors a route read with its hits (FetchPlan.vectors): scored here
+        queries, key = np.stack(factor.vectors_of(query)), f"{factor.space}_vector"
+        for c in candidates.values():
+            if factor.name in c.factors or key not in c.stored.fields:
+                continue
+            if c.stored.fields[key] is None:  # the image has no vector in that space (no colour)
+                c.absent.add(factor.name)
+            else:
+                c.factors[factor.name] = float(np.max(queries @ c.stored.fields[key]))
     if keep is not None and ranker.fusion == "blend":
         candidates = _prune(candidates, ranker, vector_factors, keep, ceilings or {})
     for factor in vector_factors:
-        missing = [i for i, c in candidates.items() if factor.name not in c.factors]
+        missing = [i for i, c in candidates.items() if factor.name not in c.factors and factor.name not in c.absent]
         if not missing:
             continue
         for image_id, value in ctx.store.similarities(factor.space, ctx.tenant, missing, factor.vectors_of(query)).items():

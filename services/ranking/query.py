@@ -66,6 +66,8 @@ class Candidate:
     region: search_pb2.RegionMatch | None = None
     # The raw BM25 score (>= 0) of the query's text, when Milvus's BM25 route gave it (None: unknown).
     bm25: float | None = None
+    # Vector factors the image has no stored vector for (an image without a colour): never searched for.
+    absent: set[str] = field(default_factory=set)
 
     def offer(self, factor: str, value: float, region: search_pb2.RegionMatch | None = None) -> None:
         """Record a route's similarity; each factor keeps its best value (and "region" its best region)."""

@@ -43,10 +43,10 @@ class AnnRoute:
         return min(depth, MAX_WINDOW)
 
     def search(self, store: MilvusStore, tenant: str, depth: int, flt: SearchFilter,
-               fields: tuple[str, ...]) -> list[StoredHit]:
-        """The route's hits, best first."""
+               fields: tuple[str, ...], vectors: tuple[str, ...] = ()) -> list[StoredHit]:
+        """The route's hits, best first (with their stored vectors of ``vectors``, see ``MilvusStore.search``)."""
         return store.search(self.space, self.vector, tenant=tenant, top_k=self.limit(depth), filter=flt,
-                            output_fields=fields)
+                            output_fields=fields, vector_spaces=vectors)
 
     def offer(self, candidate: Candidate, hit: StoredHit) -> None:
         """Give ``candidate`` this route's evidence from ``hit``."""
@@ -100,7 +100,7 @@ class ColourRoute(AnnRoute):
 def gather(routes: list[AnnRoute], store: MilvusStore, tenant: str, depth: int, flt: SearchFilter,
            fields: tuple[str, ...], pool: Executor, ceilings: dict[str, float] | None = None,
            region_fields: tuple[str, ...] | None = None, region_depth: int | None = None,
-           into: dict[str, Candidate] | None = None) -> dict[str, Candidate]:
+           into: dict[str, Candidate] | None = None, vectors: tuple[str, ...] = ()) -> dict[str, Candidate]:
     """Run the routes and merge their hits into candidates (image id -> Candidate), in route order.
 
     On a Milvus server (``store.concurrent``) the routes' queries overlap, so the search waits for the
@@ -108,7 +108,8 @@ def gather(routes: list[AnnRoute], store: MilvusStore, tenant: str, depth: int, 
     image and its main photo) go to Milvus as one multi-vector search.
 
     ``region_fields`` / ``region_depth``: what region routes read and how many images they look for instead of
-    ``fields`` / ``depth`` (their rows are per object). ``into``: known candidates the hits are merged into
+    ``fields`` / ``depth`` (their rows are per object). ``vectors``: the other spaces whose stored vectors the
+    global routes read with their hits (``FetchPlan.vectors``). ``into``: known candidates the hits are merged into
     (hits of other images are dropped: the routes score these candidates, they do not add any).
     ``ceilings``, when given, receives per factor the highest value a candidate the factor's routes did not
     find can have: the lowest score they returned (an ANN route returns its best first). The ranker's
@@ -123,10 +124,11 @@ def gather(routes: list[AnnRoute], store: MilvusStore, tenant: str, depth: int, 
         region = isinstance(batch[0], RegionRoute)
         wanted = region_fields if region_fields is not None and region else fields
         images = region_depth if region_depth is not None and region else depth
+        others = () if region else tuple(s for s in vectors if s != batch[0].space)
         if len(batch) == 1:
-            return [batch[0].search(store, tenant, images, flt, wanted)]
+            return [batch[0].search(store, tenant, images, flt, wanted, others)]
         return store.search_many(batch[0].space, np.stack([r.vector for r in batch]), tenant=tenant,
-                                 top_k=batch[0].limit(images), filter=flt, output_fields=wanted)
+                                 top_k=batch[0].limit(images), filter=flt, output_fields=wanted, vector_spaces=others)
 
     groups = list(batches.values())
     if store.concurrent and len(groups) > 1:

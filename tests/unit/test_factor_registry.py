@@ -143,6 +143,23 @@ def test_vector_factors_come_from_one_similarity_search_per_space_for_the_candid
     assert candidates["c"].factors == {"visual": 0.2, "text": 0.6}  # no region (routes only), no colour vector
 
 
+def test_vectors_read_with_the_hits_give_their_factors_without_a_search():
+    """A route that read the hits' joint and colour vectors (unified store layout): those factors are the best
+    dot product with the query's vectors, computed here; an image without a colour (None) gets no colour
+    factor and is not searched for one; only a candidate without the vectors (another route's) is searched."""
+    store = SimilarityStore({"joint": {"c": 0.3}, "colour": {"c": 0.1}})
+    candidates = {"a": candidate("a", {"visual": 0.9}, joint_vector=np.array([1.0, 0.0]), colour_vector=np.array([0.0, 0.6, 0.8])),
+                  "b": candidate("b", {"visual": 0.8}, joint_vector=np.array([0.0, 1.0]), colour_vector=None),
+                  "c": candidate("c", {"visual": 0.7})}
+    query = Query("image", visual=VISUAL, joint=JOINT, colour=COLOUR)
+    score_candidates(candidates, query, Ranker("v", {"visual": 1.0, "text": 1.0, "colour": 1.0}), context(store))
+    assert [(space, ids) for space, _, ids, _ in store.calls] == [("joint", ["c"]), ("colour", ["c"])]
+    assert candidates["a"].factors == pytest.approx({"visual": 0.9, "text": 0.6, "colour": 0.8})
+    assert candidates["b"].factors == pytest.approx({"visual": 0.8, "text": 0.8})
+    assert candidates["b"].absent == {"colour"}
+    assert candidates["c"].factors == pytest.approx({"visual": 0.7, "text": 0.3, "colour": 0.1})
+
+
 def test_without_a_main_photo_the_visual_factor_uses_the_query_vector_alone():
     store = SimilarityStore({"image": {"a": 0.5}})
     score_candidates({"a": candidate("a")}, Query("image", visual=VISUAL), profile("visual_only"), context(store))

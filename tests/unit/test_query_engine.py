@@ -29,6 +29,9 @@ class PagedStore:
     """A store of ``size`` images whose searches return the fields asked for, and whose rows() returns every
     field; it records what each call asked. Image n scores 1 - n / (2 * size)."""
 
+    def row_spaces(self, space):
+        return ()
+
     def __init__(self, concurrent: bool = False, size: int = 30) -> None:
         self.concurrent = concurrent
         self.size = size
@@ -39,7 +42,7 @@ class PagedStore:
     def text_rows(self, tenant):
         return iter(())
 
-    def search(self, space, vector, *, tenant, top_k, filter, output_fields):
+    def search(self, space, vector, *, tenant, top_k, filter, output_fields, vector_spaces=()):
         self.searches.append((top_k, tuple(output_fields)))
         return [StoredHit(f"img-{n}", 1.0 - n / (2 * self.size), {f: self._value(f, n) for f in output_fields})
                 for n in range(min(top_k, self.size))]
@@ -127,6 +130,22 @@ def test_the_rerank_depth_depends_on_the_store(concurrent, rerank_depth, embedde
     assert engine.fetch_plan(10, profile("visual_only"), {"visual"}, [VisualRoute(np.ones(4))]).depth == 10
 
 
+def test_where_rows_hold_every_vector_the_routes_read_the_weighed_factors_vectors(pool):
+    """Unified store layout: a rerank window reads the vectors of the weighed vector factors with the hits (the
+    colour factor only when the query has a colour); the page alone (visual_only) reads none; per_space none."""
+    class UnifiedStore(PagedStore):
+        def row_spaces(self, space):
+            return ("image", "joint", "colour")
+
+    engine = QueryEngine(UnifiedStore(False), None, RankingSettings(), pool)
+    route = [VisualRoute(np.ones(4))]
+    assert engine.fetch_plan(10, profile("blended"), {"visual", "joint", "colour"}, route).vectors == ("image", "joint", "colour")
+    assert engine.fetch_plan(10, profile("blended"), {"visual", "joint"}, route).vectors == ("image", "joint")
+    assert engine.fetch_plan(10, profile("visual_only"), {"visual"}, route).vectors == ()  # the page alone
+    per_space = QueryEngine(PagedStore(False), None, RankingSettings(), pool)
+    assert per_space.fetch_plan(10, profile("blended"), {"visual", "joint"}, route).vectors == ()
+
+
 @pytest.mark.parametrize(("concurrent", "region_depth"), [(True, None), (False, 10)])
 def test_on_milvus_lite_the_region_route_looks_for_the_page_only(concurrent, region_depth, pool):
     engine = QueryEngine(PagedStore(concurrent), None, RankingSettings(rerank_depth=100, rerank_depth_embedded=30), pool)
@@ -141,7 +160,7 @@ def test_retrieve_passes_the_region_fields_and_depth_to_the_region_route(pool):
             super().__init__({})
             self.asked = []
 
-        def search(self, space, vector, *, tenant, top_k, filter, output_fields):
+        def search(self, space, vector, *, tenant, top_k, filter, output_fields, vector_spaces=()):
             self.asked.append((space, top_k, tuple(output_fields)))
             return super().search(space, vector, tenant=tenant, top_k=top_k, filter=filter, output_fields=output_fields)
 
@@ -162,7 +181,7 @@ def test_on_milvus_lite_the_region_route_scores_the_global_candidates_only(pool)
     asked = []
 
     class Restricted(MergeStore):
-        def search(self, space, vector, *, tenant, top_k, filter, output_fields):
+        def search(self, space, vector, *, tenant, top_k, filter, output_fields, vector_spaces=()):
             asked.append((space, top_k, tuple(output_fields), list(filter.image_ids)))
             return super().search(space, vector, tenant=tenant, top_k=top_k, filter=filter, output_fields=output_fields)
 
@@ -186,11 +205,14 @@ class MergeStore:
 
     concurrent = False
 
+    def row_spaces(self, space):
+        return ()
+
     def __init__(self, hits: dict[str, list[StoredHit]]) -> None:
         self.hits = hits
         self.calls = 0
 
-    def search(self, space, vector, *, tenant, top_k, filter, output_fields):
+    def search(self, space, vector, *, tenant, top_k, filter, output_fields, vector_spaces=()):
         self.calls += 1
         return [StoredHit(h.image_id, h.score, dict(h.fields)) for h in self.hits.get(space, [])]
 

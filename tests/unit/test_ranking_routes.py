@@ -65,7 +65,7 @@ class RecordingStore:
         return [StoredHit("shared", 0.5 if space == "image" else 0.9, _region_fields("shared", space)),
                 StoredHit(f"only-{space}", 0.4, _region_fields(f"only-{space}", space))]
 
-    def search(self, space, vector, *, tenant, top_k, filter, output_fields):
+    def search(self, space, vector, *, tenant, top_k, filter, output_fields, vector_spaces=()):
         self.calls.append(("search", space, top_k, tuple(output_fields)))
         self._enter()
         try:
@@ -73,7 +73,7 @@ class RecordingStore:
         finally:
             self._leave()
 
-    def search_many(self, space, vectors, *, tenant, top_k, filter, output_fields):
+    def search_many(self, space, vectors, *, tenant, top_k, filter, output_fields, vector_spaces=()):
         self.calls.append(("search_many", space, top_k, tuple(output_fields)))
         self._enter()
         try:
@@ -121,12 +121,12 @@ class ScriptedStore:
         self.hits, self.many = hits or {}, many or {}
         self.calls: list[dict] = []
 
-    def search(self, space, vector, *, tenant, top_k, filter, output_fields):
+    def search(self, space, vector, *, tenant, top_k, filter, output_fields, vector_spaces=()):
         self.calls.append({"method": "search", "space": space, "vector": np.asarray(vector), "top_k": top_k,
                            "tenant": tenant, "filter": filter, "fields": tuple(output_fields)})
         return [StoredHit(h.image_id, h.score, dict(h.fields)) for h in self.hits.get(space, [])]
 
-    def search_many(self, space, vectors, *, tenant, top_k, filter, output_fields):
+    def search_many(self, space, vectors, *, tenant, top_k, filter, output_fields, vector_spaces=()):
         self.calls.append({"method": "search_many", "space": space, "vectors": np.asarray(vectors), "top_k": top_k,
                            "tenant": tenant, "filter": filter, "fields": tuple(output_fields)})
         return [[StoredHit(h.image_id, h.score, dict(h.fields)) for h in hits] for hits in self.many[space]]

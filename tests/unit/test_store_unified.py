@@ -124,3 +124,25 @@ def test_a_server_without_bm25_gets_the_per_space_layout_or_a_clear_error(tmp_pa
         fallback.close()
     with pytest.raises(ConfigError, match=r"Milvus >= 2.5"):
         MilvusStore(StoreSettings(uri=str(tmp_path / "s.db"), layout="unified"))
+
+
+def test_a_search_reads_the_rows_other_vectors_with_its_hits(store):
+    """One search gives each hit's joint and colour vectors too (no second read per factor); an image without a
+    colour gives None. Per_space rows hold one vector: nothing else can come with a hit."""
+    rows = make_rows("A", 3, seed=4)
+    rows[0].colour_vector = np.abs(unit(np.random.default_rng(2), COLOUR_DIM))
+    store.upsert(rows)
+    assert store.row_spaces("image") == ("image", "joint", "colour") and store.row_spaces("region") == ()
+    hits = {h.image_id: h.fields for h in store.search("image", rows[0].image_vector, tenant="A", top_k=3,
+                                                         output_fields=["image_id"], vector_spaces=["joint", "colour"])}
+    np.testing.assert_allclose(hits["img-0"]["joint_vector"], rows[0].joint_vector, atol=1e-6)
+    np.testing.assert_allclose(hits["img-0"]["colour_vector"], rows[0].colour_vector, atol=1e-6)
+    assert hits["img-1"]["colour_vector"] is None and "has_colour" not in hits["img-1"]
+
+
+def test_per_space_rows_hold_one_vector(tmp_path):
+    per_space = MilvusStore(StoreSettings(uri=str(tmp_path / "p.db"), layout="per_space"))
+    try:
+        assert per_space.row_spaces("image") == ()
+    finally:
+        per_space.close()
