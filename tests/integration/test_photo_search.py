@@ -83,3 +83,21 @@ def test_filters_and_pagination(photo_platform):
     page2 = photo_platform.search.Search(search_pb2.SearchRequest(text="an animal", top_k=3, offset=3), None).hits
     both = photo_platform.search.Search(search_pb2.SearchRequest(text="an animal", top_k=6), None).hits
     assert [h.image_id for h in list(page1) + list(page2)] == [h.image_id for h in both]
+
+
+def test_a_changed_title_is_found_by_keyword_on_the_next_query(built_models, photos, tmp_path):
+    """The unified store layout (Milvus Lite 3 here) does BM25 in Milvus: a title changed by an attribute update
+    is found by the very next text query, its BM25 factor showing, with no index to rebuild in the process."""
+    from tests.integration.conftest import LOCAL_FILES
+    from visearch.embedded import EmbeddedPlatform
+    from visearch.shared.config import ServiceSettings, StoreSettings
+
+    chosen = [p for p in photos if p.image_id in ("photo-dog", "photo-coffee", "photo-rocket")]
+    with EmbeddedPlatform(StoreSettings(uri=str(tmp_path / "fresh.db")), service_settings=ServiceSettings(tenant="f"),
+                          image_settings=LOCAL_FILES) as platform:
+        platform.ingest(chosen, progress=False)
+        assert platform.store.full_text and platform.search.text_index is None
+        assert platform.store.update_attributes("f", "photo-rocket", {"title": "vintage quokkaphone"})
+        hits = platform.search.Search(search_pb2.SearchRequest(text="quokkaphones", top_k=3), None).hits
+        assert hits[0].image_id == "photo-rocket" and hits[0].title == "vintage quokkaphone"
+        assert {f.name: f.value for f in hits[0].factors}["bm25"] == pytest.approx(1.0)
