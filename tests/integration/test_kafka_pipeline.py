@@ -15,6 +15,7 @@ import pytest
 
 from tests.integration.stack import KAFKA_BOOTSTRAP, MILVUS_URI, ScriptManaged, ServiceProcess, script, wait_until
 from visearch.embedded import item_to_event
+from visearch.services.ranking.text_index import TextIndex
 from visearch.shared.config import KafkaSettings, StoreSettings
 from visearch.shared.datasets import fashion_mnist
 from visearch.shared.dlq import read_dead_letters
@@ -128,6 +129,11 @@ def test_500_events_become_searchable_and_lag_returns_to_zero(services, kafka_se
     assert len(row["vector"]) == 1280
     hits = store.search("image", np.asarray(row["vector"]), tenant=tenant, top_k=1)
     assert hits[0].image_id == sample.image_id
+    # Milvus 2.3 has no BM25: the store keeps the per_space layout and keyword search falls back to the ranking
+    # process's own index, built from the store's rows.
+    assert store.layout == "per_space" and not store.full_text
+    keyword = TextIndex(store.text_rows, refresh_s=3600).search(tenant, sample.product.title, 500)
+    assert sample.image_id in [image_id for image_id, _ in keyword]  # titles "<class> #<n>": every item of its class
 
 
 def test_delete_attribute_update_and_redelivery(services, kafka_settings, store):
