@@ -48,7 +48,10 @@ class QueryEngine:
         whose searches cost per row returned, the region route looks for the page's number of images only: a
         region match must beat the page to matter (the global routes keep the rerank window)."""
         fetch = plan_fetch(window, ranker, signals, {r.factor for r in routes}, self.rerank_depth)
-        if fetch.factor_fields is not None or fetch.fields != tuple(OUTPUT_FIELDS):  # a rerank window, not the page
+        if not self.store.concurrent and (fetch.factor_fields is not None or fetch.fields != tuple(OUTPUT_FIELDS)):
+            # Milvus Lite, a rerank window: its calls run one at a time at a cost per call, so the hits' other
+            # vectors come with them. A server computes the missing similarities itself (restricted searches, in
+            # parallel), which moves no vector over the wire (a top-100's image vectors alone are 512 kB).
             spaces = {f.space for f in weighed(ranker, signals) if f.space is not None}
             fetch = replace(fetch, vectors=tuple(s for s in self.store.row_spaces("image") if s in spaces))
         if not self.store.concurrent:

@@ -41,7 +41,8 @@ class FetchPlan:
     factor_fields: tuple[str, ...] | None = None
     region_depth: int | None = None  # images the region route looks for (default ``depth``)
     # Spaces of the weighed vector factors whose stored vectors the global routes read with their hits, where the
-    # store keeps them on the searched row (``MilvusStore.row_spaces``): those factors need no other search.
+    # store keeps them on the searched row (``MilvusStore.row_spaces``; Milvus Lite): those factors need no other
+    # search.
     vectors: tuple[str, ...] = ()
 
 

@@ -131,8 +131,9 @@ def test_the_rerank_depth_depends_on_the_store(concurrent, rerank_depth, embedde
 
 
 def test_where_rows_hold_every_vector_the_routes_read_the_weighed_factors_vectors(pool):
-    """Unified store layout: a rerank window reads the vectors of the weighed vector factors with the hits (the
-    colour factor only when the query has a colour); the page alone (visual_only) reads none; per_space none."""
+    """Unified store layout on Milvus Lite: a rerank window reads the vectors of the weighed vector factors with
+    the hits (the colour factor only when the query has a colour); the page alone (visual_only) reads none;
+    per_space none; a server none either (it computes the missing similarities itself)."""
     class UnifiedStore(PagedStore):
         def row_spaces(self, space):
             return ("image", "joint", "colour")
@@ -144,6 +145,8 @@ def test_where_rows_hold_every_vector_the_routes_read_the_weighed_factors_vector
     assert engine.fetch_plan(10, profile("visual_only"), {"visual"}, route).vectors == ()  # the page alone
     per_space = QueryEngine(PagedStore(False), None, RankingSettings(), pool)
     assert per_space.fetch_plan(10, profile("blended"), {"visual", "joint"}, route).vectors == ()
+    server = QueryEngine(UnifiedStore(True), None, RankingSettings(), pool)
+    assert server.fetch_plan(10, profile("blended"), {"visual", "joint"}, route).vectors == ()
 
 
 @pytest.mark.parametrize(("concurrent", "region_depth"), [(True, None), (False, 10)])
