@@ -660,17 +660,24 @@ def dlq_replay(
 
 @app.command()
 def health(
-    addresses: Annotated[list[str], typer.Argument(help="gRPC servers to check, host:port.")],
+    addresses: Annotated[Optional[list[str]], typer.Argument(help="gRPC servers to check, host:port.")] = None,
     wait: Annotated[float, typer.Option(help="Wait up to this many seconds for SERVING.")] = 0.0,
+    db: Annotated[Optional[str], typer.Option("--db", help="Also check the vector store at this Milvus URI (a .db path or http://host:19530): reachable, version, layout and where keyword search runs.")] = None,
 ) -> None:
-    """Check grpc.health.v1 of each server; exit 1 unless all are SERVING (within --wait seconds)."""
+    """Check grpc.health.v1 of each server (and, with --db, the vector store); exit 1 unless all are SERVING
+    (within --wait seconds) and the store answers."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     from visearch.shared.grpcutil import client_channel
 
+    if not addresses and db is None:
+        console.print("[red]nothing to check[/]: give gRPC addresses and/or --db")
+        raise typer.Exit(2)
+    if db is not None:
+        _store_health(db)
     deadline = time.monotonic() + wait
-    for address in addresses:
+    for address in addresses or []:
         while True:
             with client_channel(address) as channel:
                 try:
@@ -684,6 +691,23 @@ def health(
                 console.print(f"[red]{health_pb2.HealthCheckResponse.ServingStatus.Name(status)}[/]  {address}")
                 raise typer.Exit(1)
             time.sleep(0.5)
+
+
+def _store_health(db: str) -> None:
+    """Print the store's version and layout (``OK``), or exit 1 when Milvus does not answer."""
+    from visearch.shared.errors import ConfigError, DependencyUnavailableError
+    from visearch.shared.store import MilvusStore
+
+    try:
+        store = MilvusStore(_store_settings(db))
+    except (DependencyUnavailableError, ConfigError) as exc:
+        console.print(f"[red]UNAVAILABLE[/]  store {db}: {exc}")
+        raise typer.Exit(1) from exc
+    try:
+        where = "BM25 in Milvus" if store.full_text else "in each ranking process (Milvus 2.3 fallback)"
+        console.print(f"OK       store {db}: Milvus {store.server_version}, layout {store.layout}, keyword search {where}")
+    finally:
+        store.close()
 
 
 @app.command()

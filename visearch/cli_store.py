@@ -10,6 +10,7 @@ the unified layout.
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated, Optional
 
 import typer
@@ -17,7 +18,7 @@ from rich.console import Console
 
 store_app = typer.Typer(help="The vector store: its layout (unified or per_space) and the migration between them.",
                         no_args_is_help=True)
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 140)
 
 DbOption = Annotated[Optional[str], typer.Option("--db", help="Milvus URI: a .db path (Milvus Lite) or http://host:19530. Default: $VISEARCH_MILVUS_URI or ~/.cache/visearch/milvus.db.")]
 PrefixOption = Annotated[Optional[str], typer.Option("--prefix", help="Collection prefix. Default: $VISEARCH_MILVUS_COLLECTION_PREFIX or 'visearch'.")]
