@@ -442,10 +442,12 @@ class MilvusStore:
     def item_row(self, fields: dict, image: Sequence[float], joint: Sequence[float],
                  colour: Sequence[float] | None) -> dict:
         """A unified-layout row: stored scalar ``fields`` (with ``pk``), the three vectors and the BM25 text."""
-        text = analysed(document_text(fields)).encode()[:_BM25_TEXT_BYTES].decode(errors="ignore")
+        text = analysed(document_text(fields))
+        if len(text.encode()) > _BM25_TEXT_BYTES:  # Milvus counts bytes: cut there, then drop the cut term
+            text = text.encode()[:_BM25_TEXT_BYTES].decode(errors="ignore").rsplit(" ", 1)[0]
         return {**fields, "image": _floats(image), "joint": _floats(joint),
                 "colour": _NO_COLOUR if colour is None else _floats(colour), "has_colour": colour is not None,
-                BM25_TEXT_FIELD: text.rsplit(" ", 1)[0] if len(text) == _BM25_TEXT_BYTES else text}
+                BM25_TEXT_FIELD: text}
 
     def upsert(self, rows: Iterable[IndexRow]) -> int:
         """Insert or replace rows (idempotent by primary key): one row per image (three per_space) plus its
@@ -709,9 +711,8 @@ class MilvusStore:
         """:meth:`search` for N query vectors ``[N, dim]`` in one call; one hit list per query."""
         expr = (filter or SearchFilter()).expression(tenant) + self._space_clause(space)
         extra = [s for s in vector_spaces if s in self.row_spaces(space)]
-        if "colour" in extra:
-            extra.append("has_colour")
-        fields = [*_with_image_id(output_fields), *(REGION_FIELDS if space == "region" else []), *extra]
+        fields = [*_with_image_id(output_fields), *(REGION_FIELDS if space == "region" else []), *extra,
+                  *(["has_colour"] if "colour" in extra else [])]
         result = self._call(
             "search", self._client.search, collection_name=self.collections[space],
             data=[_floats(v) for v in np.asarray(vectors, dtype=np.float32)], anns_field=self.vector_fields[space],
@@ -758,10 +759,8 @@ def _floats(vector: np.ndarray) -> list[float]:
 def _with_vectors(fields: dict, spaces: Sequence[str]) -> dict:
     """Move the row's vectors of ``spaces`` to ``<space>_vector`` (float32; None for no colour)."""
     for space in spaces:
-        if space == "has_colour":
-            continue
         vector = fields.pop(space)
-        has = fields.pop("has_colour", True) if space == "colour" else True
+        has = fields.pop("has_colour") if space == "colour" else True
         fields[f"{space}_vector"] = np.asarray(vector, dtype=np.float32) if has else None
     return fields
 
