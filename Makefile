@@ -73,8 +73,9 @@ load: models  ## steady ingest + concurrent search for LOAD_DURATION_S (default 
 eval: models  ## search quality: fashion, near-duplicate and text-to-image suites x ranking profiles (reports/eval)
 	$(BIN)/visearch eval --out reports/eval $(EVAL_ARGS)
 
-lint: setup  ## ruff lint (rules in pyproject.toml): zero findings
+lint: setup  ## ruff lint (rules in pyproject.toml) and ruff format: zero findings, nothing to reformat
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 lint-imports: setup  ## the import layers (import-linter contracts in pyproject.toml), on a copy of the tree as one package
 	@tmp=$$(mktemp -d); mkdir $$tmp/visearch && cp -r visearch/. $$tmp/visearch/ && cp -r shared $$tmp/visearch/shared \

@@ -68,10 +68,24 @@ PALETTE: dict[str, str] = {
 }
 # Other spellings and names accepted by palette_descriptor.
 ALIASES: dict[str, str] = {
-    "gray": "grey", "dark gray": "dark grey", "light gray": "light grey", "charcoal": "dark grey",
-    "silver": "light grey", "navy blue": "navy", "sky blue": "light blue", "maroon": "dark red",
-    "burgundy": "dark red", "fuchsia": "magenta", "violet": "purple", "gold": "mustard", "camel": "tan",
-    "ivory": "cream", "aqua": "turquoise", "cyan": "turquoise", "lime": "light green", "salmon": "coral",
+    "gray": "grey",
+    "dark gray": "dark grey",
+    "light gray": "light grey",
+    "charcoal": "dark grey",
+    "silver": "light grey",
+    "navy blue": "navy",
+    "sky blue": "light blue",
+    "maroon": "dark red",
+    "burgundy": "dark red",
+    "fuchsia": "magenta",
+    "violet": "purple",
+    "gold": "mustard",
+    "camel": "tan",
+    "ivory": "cream",
+    "aqua": "turquoise",
+    "cyan": "turquoise",
+    "lime": "light green",
+    "salmon": "coral",
 }
 
 _HEX = re.compile(r"^#?([0-9a-f]{6}|[0-9a-f]{3})$")
@@ -116,7 +130,8 @@ def parse_colour(spec: str) -> tuple[str, tuple[int, int, int]]:
         name = squashed.get(name.replace(" ", ""), name)
     if name not in PALETTE:
         raise InvalidEventError(
-            f"unknown colour {spec!r}: give #rrggbb or one of {', '.join(sorted(PALETTE))}", reason="bad_colour")
+            f"unknown colour {spec!r}: give #rrggbb or one of {', '.join(sorted(PALETTE))}", reason="bad_colour"
+        )
     digits = PALETTE[name][1:]
     return name, (int(digits[0:2], 16), int(digits[2:4], 16), int(digits[4:6], 16))
 
@@ -216,8 +231,8 @@ def dominant_colours(img: Image.Image, k: int = 5) -> list[ColourTag]:
 # counts put the neutral axis (black, greys, white) on bin centres, so neutrals do not smear into four
 # hues. 20-unit bins measured better than 30-unit ones at telling the red photos here from the orange ones.
 _L_BINS, _AB_BINS = 5, 7
-_L_CENTRES = np.linspace(10.0, 90.0, _L_BINS)       # bin width 20
-_AB_CENTRES = np.linspace(-60.0, 60.0, _AB_BINS)    # bin width 20, like L*: isotropic bins
+_L_CENTRES = np.linspace(10.0, 90.0, _L_BINS)  # bin width 20
+_AB_CENTRES = np.linspace(-60.0, 60.0, _AB_BINS)  # bin width 20, like L*: isotropic bins
 COLOUR_DIM = _L_BINS * _AB_BINS * _AB_BINS  # 245
 _DESCRIPTOR_SIDE = 64
 
@@ -231,8 +246,11 @@ def _axis_weights(values: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, 
 
 def _soft_histogram(lab: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Trilinear soft-binned histogram ``[COLOUR_DIM]`` of L*a*b* points ``[N, 3]`` with weights ``[N]``."""
-    axes = [_axis_weights(lab[:, 0], _L_CENTRES), _axis_weights(lab[:, 1], _AB_CENTRES),
-            _axis_weights(lab[:, 2], _AB_CENTRES)]
+    axes = [
+        _axis_weights(lab[:, 0], _L_CENTRES),
+        _axis_weights(lab[:, 1], _AB_CENTRES),
+        _axis_weights(lab[:, 2], _AB_CENTRES),
+    ]
     hist = np.zeros(COLOUR_DIM, dtype=np.float64)
     for corner in range(8):
         index = np.zeros(len(lab), dtype=np.int64)

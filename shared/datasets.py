@@ -30,7 +30,16 @@ from visearch.shared.images import read_uri
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = (
-    "t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot",
+    "t-shirt/top",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle boot",
 )
 DARKNET_DATA = Path("/usr/share/darknet/data")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
@@ -55,7 +64,9 @@ class CatalogueItem:
     def read_bytes(self) -> bytes:
         """The encoded image: ``content``, or the bytes at ``uri`` (a local path of the operator's own
         catalogue is read even though services refuse file URIs; http(s) goes through the safe fetcher)."""
-        return self.content if self.content is not None else read_uri(self.uri or "", ImageSettings(allow_file_uris=True))
+        return (
+            self.content if self.content is not None else read_uri(self.uri or "", ImageSettings(allow_file_uris=True))
+        )
 
 
 # (package-relative file, image id, title, category) of the colour photos we ship in the demo catalogue.
@@ -108,10 +119,16 @@ def photo_catalogue() -> list[CatalogueItem]:
         for filename, name, title, category in photos:
             path = root / sub / filename
             if path.is_file():
-                items.append(CatalogueItem(
-                    image_id=f"photo-{name}", uri=str(path), title=title, category=category, brand=brand,
-                    attributes={"source": brand, "file": filename},
-                ))
+                items.append(
+                    CatalogueItem(
+                        image_id=f"photo-{name}",
+                        uri=str(path),
+                        title=title,
+                        category=category,
+                        brand=brand,
+                        attributes={"source": brand, "file": filename},
+                    )
+                )
     return items
 
 
@@ -125,8 +142,9 @@ def _read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
-def fashion_mnist(split: str = "train", limit: int | None = None, offset: int = 0,
-                  root: Path = FASHION_MNIST_DIR) -> Iterator[CatalogueItem]:
+def fashion_mnist(
+    split: str = "train", limit: int | None = None, offset: int = 0, root: Path = FASHION_MNIST_DIR
+) -> Iterator[CatalogueItem]:
     """Fashion-MNIST items as inline PNG bytes (28 x 28 grey), ids ``fmnist-<split>-<index>``.
 
     Args:
@@ -148,8 +166,13 @@ def fashion_mnist(split: str = "train", limit: int | None = None, offset: int = 
         Image.fromarray(images[index], mode="L").save(buf, format="PNG")
         category = FASHION_MNIST_CLASSES[int(labels[index])]
         yield CatalogueItem(
-            image_id=f"fmnist-{split}-{index:05d}", content=buf.getvalue(), title=f"{category} #{index}",
-            category=category, brand="zalando", price=float(10 + (index % 90)), in_stock=index % 5 != 0,
+            image_id=f"fmnist-{split}-{index:05d}",
+            content=buf.getvalue(),
+            title=f"{category} #{index}",
+            category=category,
+            brand="zalando",
+            price=float(10 + (index % 90)),
+            in_stock=index % 5 != 0,
             attributes={"source": "fashion-mnist", "split": split},
         )
 
@@ -193,9 +216,15 @@ def _item_from_row(image_id: str, uri: str, row: dict) -> CatalogueItem:
     if isinstance(in_stock, str):  # CSV: an empty cell means "not given", like a missing column
         in_stock = in_stock.strip().lower() not in ("0", "false", "no") if in_stock.strip() else None
     return CatalogueItem(
-        image_id=image_id, uri=uri, title=_text(row, "title"), description=_text(row, "description"),
-        brand=_text(row, "brand"), category=_text(row, "category"),
-        price=float(row.get("price") or 0.0), in_stock=True if in_stock is None else bool(in_stock), tags=list(tags),
+        image_id=image_id,
+        uri=uri,
+        title=_text(row, "title"),
+        description=_text(row, "description"),
+        brand=_text(row, "brand"),
+        category=_text(row, "category"),
+        price=float(row.get("price") or 0.0),
+        in_stock=True if in_stock is None else bool(in_stock),
+        tags=list(tags),
         attributes={k: str(v) for k, v in row.items() if k not in _FIELDS | {"image_id", "file"} and v is not None},
     )
 

@@ -24,8 +24,15 @@ from visearch.shared.transport import (
 
 REPLAY_GROUP = "visearch-dlq-replay"
 # Headers added by the DLQ, removed again on replay so a replayed message looks like the original.
-_DLQ_HEADERS = {HEADER_DLQ_REASON, HEADER_DLQ_ERROR, HEADER_DLQ_STAGE, HEADER_DLQ_TOPIC, HEADER_DLQ_PARTITION,
-                HEADER_DLQ_OFFSET, HEADER_DLQ_EXCEPTION}
+_DLQ_HEADERS = {
+    HEADER_DLQ_REASON,
+    HEADER_DLQ_ERROR,
+    HEADER_DLQ_STAGE,
+    HEADER_DLQ_TOPIC,
+    HEADER_DLQ_PARTITION,
+    HEADER_DLQ_OFFSET,
+    HEADER_DLQ_EXCEPTION,
+}
 
 
 @dataclass
@@ -49,10 +56,14 @@ class DeadLetter:
 
 def _letter(record) -> DeadLetter:
     headers = {k: (v or b"").decode("utf-8", "replace") for k, v in (record.headers or [])}
-    return DeadLetter(record.partition, record.offset, (record.key or b"").decode("utf-8", "replace"), record.value or b"", headers)
+    return DeadLetter(
+        record.partition, record.offset, (record.key or b"").decode("utf-8", "replace"), record.value or b"", headers
+    )
 
 
-def read_dead_letters(settings: KafkaSettings, topic: str, limit: int = 100, timeout_s: float = 5.0) -> list[DeadLetter]:
+def read_dead_letters(
+    settings: KafkaSettings, topic: str, limit: int = 100, timeout_s: float = 5.0
+) -> list[DeadLetter]:
     """Up to ``limit`` dead letters from the start of ``topic``, without joining a group or committing."""
     consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False, group_id=None)
     try:
@@ -72,8 +83,13 @@ def read_dead_letters(settings: KafkaSettings, topic: str, limit: int = 100, tim
         consumer.close(autocommit=False)
 
 
-def replay_dead_letters(settings: KafkaSettings, topic: str, reasons: list[str] | None = None,
-                        limit: int | None = None, timeout_s: float = 5.0) -> tuple[int, int]:
+def replay_dead_letters(
+    settings: KafkaSettings,
+    topic: str,
+    reasons: list[str] | None = None,
+    limit: int | None = None,
+    timeout_s: float = 5.0,
+) -> tuple[int, int]:
     """Re-publish letters of ``topic`` (optionally only some reasons) to their source topics.
 
     Progress is committed after the replayed messages are flushed, in the consumer group
@@ -86,7 +102,11 @@ def replay_dead_letters(settings: KafkaSettings, topic: str, reasons: list[str] 
     replayed = skipped = 0
     try:
         while limit is None or replayed + skipped < limit:
-            batch = settings.max_poll_records if limit is None else min(settings.max_poll_records, limit - replayed - skipped)
+            batch = (
+                settings.max_poll_records
+                if limit is None
+                else min(settings.max_poll_records, limit - replayed - skipped)
+            )
             messages = transport.poll(topic, group, batch, timeout_s)
             if not messages:
                 break

@@ -134,8 +134,15 @@ def local_features(img: Image.Image, *, max_side: int = 512, max_features: int =
     return LocalFeatures(np.float32([kp.pt for kp in keypoints]), descriptors)
 
 
-def verify_match(a: Image.Image | LocalFeatures, b: Image.Image | LocalFeatures, *, max_side: int = 512,
-                 max_features: int = 500, ratio: float = 0.75, ransac_reproj_threshold: float = 5.0) -> MatchResult:
+def verify_match(
+    a: Image.Image | LocalFeatures,
+    b: Image.Image | LocalFeatures,
+    *,
+    max_side: int = 512,
+    max_features: int = 500,
+    ratio: float = 0.75,
+    ransac_reproj_threshold: float = 5.0,
+) -> MatchResult:
     """Geometrically verified local-feature matches between two images.
 
     Each image (or its precomputed :func:`local_features`, to verify one query against many candidates
@@ -184,8 +191,9 @@ def _plausible(homography: np.ndarray) -> bool:
     return 0.01 <= det <= 100.0
 
 
-def is_exact_match(result: MatchResult, min_inliers: int = EXACT_MATCH_MIN_INLIERS,
-                   min_ratio: float = EXACT_MATCH_MIN_RATIO) -> bool:
+def is_exact_match(
+    result: MatchResult, min_inliers: int = EXACT_MATCH_MIN_INLIERS, min_ratio: float = EXACT_MATCH_MIN_RATIO
+) -> bool:
     """Whether a :func:`verify_match` result shows the same picture: at least ``min_inliers`` RANSAC
     inliers making up at least ``min_ratio`` of the ratio-test matches.
 

@@ -151,10 +151,21 @@ class Embedder:
     projected into the catalogue's metric space and ``image_model`` ends with ``+<projection>@<version>``.
     """
 
-    def __init__(self, image: ImageEncoder, text: TextEncoder, conse: ConseProjector, image_model: str, text_model: str,
-                 object_weight: float = 0.5, ocr_weight: float = 0.5, projection: Projection | None = None,
-                 text_map: TextToVisualMap | None = None, query_centering: float = 0.0,
-                 lexicon: QueryLexicon | None = None, query_concepts: float = 0.0):
+    def __init__(
+        self,
+        image: ImageEncoder,
+        text: TextEncoder,
+        conse: ConseProjector,
+        image_model: str,
+        text_model: str,
+        object_weight: float = 0.5,
+        ocr_weight: float = 0.5,
+        projection: Projection | None = None,
+        text_map: TextToVisualMap | None = None,
+        query_centering: float = 0.0,
+        lexicon: QueryLexicon | None = None,
+        query_concepts: float = 0.0,
+    ):
         self.image = image
         self.text = text
         self.conse = conse
@@ -192,15 +203,26 @@ class Embedder:
         vectors = _cached_class_vectors(text, image.classes, text_dir, IMAGE_MODEL.key)
         text_map = lexicon = None
         try:  # an older cache: text search keeps to the plain joint space
-            text_map = TextToVisualMap.from_cache(models.cache_dir) if conse.query_visual or conse.query_centering \
-                else None
+            text_map = (
+                TextToVisualMap.from_cache(models.cache_dir) if conse.query_visual or conse.query_centering else None
+            )
             lexicon = QueryLexicon.from_cache(models) if conse.query_concepts else None
         except ModelNotBuiltError as exc:
             log.warning("text_query_model_missing", error=str(exc))
-        return cls(image, text, ConseProjector(vectors, conse.top_t),
-                   f"{IMAGE_MODEL.name}@{IMAGE_MODEL.key}", f"{text_spec.name}@{text_spec.key}",
-                   conse.object_weight, conse.ocr_weight, Projection.from_settings(models, models.projection),
-                   text_map, conse.query_centering, lexicon, conse.query_concepts)
+        return cls(
+            image,
+            text,
+            ConseProjector(vectors, conse.top_t),
+            f"{IMAGE_MODEL.name}@{IMAGE_MODEL.key}",
+            f"{text_spec.name}@{text_spec.key}",
+            conse.object_weight,
+            conse.ocr_weight,
+            Projection.from_settings(models, models.projection),
+            text_map,
+            conse.query_centering,
+            lexicon,
+            conse.query_concepts,
+        )
 
     def embed_images(self, images: list[Image.Image]) -> ImageEmbeddings:
         """Embed decoded RGB images (N >= 1): global vector (projected when a projection is configured),
@@ -238,8 +260,12 @@ class Embedder:
         visual = None
         if self.projection is None:
             visual = self.text_map.to_visual(plain, self.query_centering, mix, strength)
-        return QueryEmbeddings(joint=self.text_map.centre_joint(vectors, self.query_centering), visual=visual,
-                               visual_model=self.text_map.model_name if visual is not None else "", concepts=concepts)
+        return QueryEmbeddings(
+            joint=self.text_map.centre_joint(vectors, self.query_centering),
+            visual=visual,
+            visual_model=self.text_map.model_name if visual is not None else "",
+            concepts=concepts,
+        )
 
     def contextualise(self, joint: np.ndarray, objects: list[list[tuple[str, float]]], texts: list[str]) -> np.ndarray:
         """Joint vectors that also carry what detection and OCR found, as the design's joint space does
@@ -276,8 +302,6 @@ class Embedder:
         """The k most probable classes of each row of ``probs`` [N, 1000], highest first."""
         order = np.argsort(-probs, axis=1)[:, :k]
         return [[(self.image.classes[j], float(p[j])) for j in row] for p, row in zip(probs, order)]
-
-
 
 
 def _cached_class_vectors(text: TextEncoder, classes: list[ImageClass], text_dir: Path, image_key: str) -> np.ndarray:

@@ -75,10 +75,18 @@ READ_CHUNK = 64 * 1024
 # task metadata (169.254.170.2, .23), AWS IPv6 IMDS (fd00:ec2::254) and EKS Pod Identity
 # (fd00:ec2::23), Alibaba (100.100.100.200), Oracle (192.0.0.192). All are also non-global; naming
 # them only makes the refusal message say what was at stake.
-METADATA_ADDRESSES = frozenset(ipaddress.ip_address(a) for a in (
-    "169.254.169.254", "169.254.170.2", "169.254.170.23", "fd00:ec2::254", "fd00:ec2::23",
-    "100.100.100.200", "192.0.0.192",
-))
+METADATA_ADDRESSES = frozenset(
+    ipaddress.ip_address(a)
+    for a in (
+        "169.254.169.254",
+        "169.254.170.2",
+        "169.254.170.23",
+        "fd00:ec2::254",
+        "fd00:ec2::23",
+        "100.100.100.200",
+        "192.0.0.192",
+    )
+)
 CGNAT = ipaddress.ip_network("100.64.0.0/10")
 # IETF protocol assignments: Python 3.11 counts most of it as global, but nothing public lives there.
 IETF_ASSIGNMENTS = ipaddress.ip_network("192.0.0.0/24")
@@ -186,10 +194,13 @@ def resolve_host(host: str, port: int, timeout_s: float) -> list[IPAddress]:
     try:
         infos = future.result(timeout=max(timeout_s, 0.001))
     except FutureTimeout as exc:
-        raise ImageFetchError(f"resolving {host} took more than {timeout_s:.1f} s (fetch_timeout)",
-                              reason="fetch_timeout") from exc
+        raise ImageFetchError(
+            f"resolving {host} took more than {timeout_s:.1f} s (fetch_timeout)", reason="fetch_timeout"
+        ) from exc
     except (socket.gaierror, UnicodeError) as exc:
-        raise ImageFetchError(f"cannot resolve host {host}: {exc} (image_fetch_failed)", reason="image_fetch_failed") from exc
+        raise ImageFetchError(
+            f"cannot resolve host {host}: {exc} (image_fetch_failed)", reason="image_fetch_failed"
+        ) from exc
     addresses: list[IPAddress] = []
     for family, _, _, _, sockaddr in infos:
         if family not in (socket.AF_INET, socket.AF_INET6):
@@ -198,7 +209,9 @@ def resolve_host(host: str, port: int, timeout_s: float) -> list[IPAddress]:
         if ip not in addresses:
             addresses.append(ip)
     if not addresses:
-        raise ImageFetchError(f"host {host} has no IPv4 or IPv6 address (image_fetch_failed)", reason="image_fetch_failed")
+        raise ImageFetchError(
+            f"host {host} has no IPv4 or IPv6 address (image_fetch_failed)", reason="image_fetch_failed"
+        )
     return addresses
 
 
@@ -224,7 +237,11 @@ def sniff_image_type(head: bytes) -> str | None:
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "webp"
     # BMP: "BM" then, at byte 14, the DIB header size, one of the few the format defines.
-    if head[:2] == b"BM" and len(head) >= 18 and int.from_bytes(head[14:18], "little") in (12, 16, 40, 52, 56, 64, 108, 124):
+    if (
+        head[:2] == b"BM"
+        and len(head) >= 18
+        and int.from_bytes(head[14:18], "little") in (12, 16, 40, 52, 56, 64, 108, 124)
+    ):
         return "bmp"
     if head[:4] in (b"II*\x00", b"MM\x00*"):
         return "tiff"
@@ -296,7 +313,8 @@ class ImageFetcher:
             current = urllib.parse.urljoin(current, result)
         raise ImageFetchError(
             f"more than {settings.fetch_max_redirects} redirects fetching {url} (too_many_redirects)",
-            reason="too_many_redirects")
+            reason="too_many_redirects",
+        )
 
     # --- steps -------------------------------------------------------------------------------------
 
@@ -311,11 +329,14 @@ class ImageFetcher:
         if refused:
             what = ", ".join(f"{ip} ({category})" for ip, category in refused)
             log.info("image_fetch_refused", url=url, host=target.host, addresses=[str(ip) for ip, _ in refused])
-            where = f"{target.host} resolves to {what}" if str(refused[0][0]) != target.host else f"the address is {what}"
+            where = (
+                f"{target.host} resolves to {what}" if str(refused[0][0]) != target.host else f"the address is {what}"
+            )
             raise ImageFetchError(
                 f"image URL refused (address_not_allowed): {where}; allowlist it with "
                 "VISEARCH_IMAGE_FETCH_ALLOW_CIDRS or VISEARCH_IMAGE_FETCH_ALLOW_HOSTS if it is meant to be reached",
-                reason="address_not_allowed")
+                reason="address_not_allowed",
+            )
         return addresses
 
     def _request(self, target: _Target, url: str, addresses: list[IPAddress], deadline: float) -> FetchedImage | str:
@@ -327,28 +348,44 @@ class ImageFetcher:
         sock = conn.sock
         try:
             conn.timeout = _remaining(deadline, url)
-            conn.request("GET", target.request_target, headers={
-                "Host": target.host_header, "User-Agent": USER_AGENT, "Accept": "image/*",
-                "Accept-Encoding": "identity", "Connection": "close",
-            }, preload_content=False, decode_content=False)
+            conn.request(
+                "GET",
+                target.request_target,
+                headers={
+                    "Host": target.host_header,
+                    "User-Agent": USER_AGENT,
+                    "Accept": "image/*",
+                    "Accept-Encoding": "identity",
+                    "Connection": "close",
+                },
+                preload_content=False,
+                decode_content=False,
+            )
             response = conn.getresponse()
             if response.status in REDIRECT_STATUSES:
                 location = response.headers.get("Location")
                 if not location:
-                    raise ImageFetchError(f"HTTP {response.status} without Location from {url} (image_fetch_failed)",
-                                          reason="image_fetch_failed")
+                    raise ImageFetchError(
+                        f"HTTP {response.status} without Location from {url} (image_fetch_failed)",
+                        reason="image_fetch_failed",
+                    )
                 return location
             if not 200 <= response.status < 300:
-                raise ImageFetchError(f"HTTP {response.status} {response.reason} from {url} (image_fetch_failed)",
-                                      reason="image_fetch_failed")
+                raise ImageFetchError(
+                    f"HTTP {response.status} {response.reason} from {url} (image_fetch_failed)",
+                    reason="image_fetch_failed",
+                )
             return self._read_body(sock, response, url, deadline)
         except (TimeoutError, ReadTimeoutError) as exc:
             raise _timeout(url, self.settings.fetch_timeout_s) from exc
         except (Urllib3HTTPError, OSError) as exc:  # http.client's own errors are OSError or HTTPException
-            raise ImageFetchError(f"fetch failed for {url}: {exc} (image_fetch_failed)", reason="image_fetch_failed") from exc
+            raise ImageFetchError(
+                f"fetch failed for {url}: {exc} (image_fetch_failed)", reason="image_fetch_failed"
+            ) from exc
         except http.client.HTTPException as exc:
-            raise ImageFetchError(f"fetch failed for {url}: bad HTTP response: {exc!r} (image_fetch_failed)",
-                                  reason="image_fetch_failed") from exc
+            raise ImageFetchError(
+                f"fetch failed for {url}: bad HTTP response: {exc!r} (image_fetch_failed)", reason="image_fetch_failed"
+            ) from exc
         finally:
             conn.close()
 
@@ -359,8 +396,13 @@ class ImageFetcher:
             timeout = min(self.settings.fetch_connect_timeout_s, _remaining(deadline, url))
             if target.scheme == "https":
                 conn = HTTPSConnection(
-                    str(ip), target.port, timeout=timeout, server_hostname=target.host,
-                    assert_hostname=target.host, ssl_context=self._tls_context())
+                    str(ip),
+                    target.port,
+                    timeout=timeout,
+                    server_hostname=target.host,
+                    assert_hostname=target.host,
+                    ssl_context=self._tls_context(),
+                )
             else:
                 conn = HTTPConnection(str(ip), target.port, timeout=timeout)
             try:
@@ -374,22 +416,29 @@ class ImageFetcher:
                     break
             except (ssl.SSLError, ssl.CertificateError, Urllib3SSLError, CertificateError) as exc:
                 conn.close()
-                raise ImageFetchError(f"TLS handshake with {target.host} ({ip}) failed for {url}: {exc} (image_fetch_failed)",
-                                      reason="image_fetch_failed") from exc
+                raise ImageFetchError(
+                    f"TLS handshake with {target.host} ({ip}) failed for {url}: {exc} (image_fetch_failed)",
+                    reason="image_fetch_failed",
+                ) from exc
             conn.close()
         if isinstance(last, (TimeoutError, ConnectTimeoutError)) and not isinstance(last, NewConnectionError):
-            raise ImageFetchError(f"connecting to {target.host} timed out for {url} (fetch_timeout)",
-                                  reason="fetch_timeout") from last
-        raise ImageFetchError(f"cannot connect to {target.host} ({', '.join(map(str, addresses))}) for {url}: {last} "
-                              "(image_fetch_failed)", reason="image_fetch_failed") from last
+            raise ImageFetchError(
+                f"connecting to {target.host} timed out for {url} (fetch_timeout)", reason="fetch_timeout"
+            ) from last
+        raise ImageFetchError(
+            f"cannot connect to {target.host} ({', '.join(map(str, addresses))}) for {url}: {last} "
+            "(image_fetch_failed)",
+            reason="image_fetch_failed",
+        ) from last
 
     def _read_body(self, sock: socket.socket, response, url: str, deadline: float) -> FetchedImage:
         limit = self.settings.max_bytes
         content_type = response.headers.get("Content-Type", "")
         declared = response.headers.get("Content-Length")
         if declared is not None and declared.strip().isdigit() and int(declared) > limit:
-            raise InvalidImageError(f"{url} declares {int(declared)} bytes > limit {limit} (image_too_large)",
-                                    reason="image_too_large")
+            raise InvalidImageError(
+                f"{url} declares {int(declared)} bytes > limit {limit} (image_too_large)", reason="image_too_large"
+            )
         body = bytearray()
         image_type: str | None = None
         while True:
@@ -421,7 +470,8 @@ class ImageFetcher:
             what = f"{content_type or 'no Content-Type'} whose first bytes {body[:8]!r} match no image format"
         raise ImageFetchError(
             f"{url} returned {what}, not a JPEG, PNG, GIF, WebP, BMP, TIFF or AVIF image (not_an_image)",
-            reason="not_an_image")
+            reason="not_an_image",
+        )
 
     def _tls_context(self) -> ssl.SSLContext:
         if self._ssl_context is None:
@@ -453,8 +503,11 @@ def _parse(url: str) -> _Target:
         raise ImageFetchError(f"malformed URL {url!r}: {exc} (invalid_uri)", reason="invalid_uri") from exc
     scheme = parts.scheme.lower()
     if scheme not in ALLOWED_SCHEMES:
-        raise ImageFetchError(f"scheme {parts.scheme or '(none)'!r} is not allowed for image URLs (only http, https): "
-                              f"{url} (scheme_not_allowed)", reason="scheme_not_allowed")
+        raise ImageFetchError(
+            f"scheme {parts.scheme or '(none)'!r} is not allowed for image URLs (only http, https): "
+            f"{url} (scheme_not_allowed)",
+            reason="scheme_not_allowed",
+        )
     if parts.username is not None or parts.password is not None:
         raise ImageFetchError(f"image URLs must not carry user info: {url} (invalid_uri)", reason="invalid_uri")
     raw_host = (parts.hostname or "").rstrip(".")
@@ -463,7 +516,9 @@ def _parse(url: str) -> _Target:
     try:
         host = raw_host.encode("idna").decode("ascii").lower()
     except UnicodeError as exc:
-        raise ImageFetchError(f"image URL has an invalid host name {raw_host!r} (invalid_uri)", reason="invalid_uri") from exc
+        raise ImageFetchError(
+            f"image URL has an invalid host name {raw_host!r} (invalid_uri)", reason="invalid_uri"
+        ) from exc
     default_port = 443 if scheme == "https" else 80
     port = port or default_port
     shown = f"[{host}]" if ":" in host else host
@@ -481,9 +536,13 @@ def _remaining(deadline: float, url: str) -> float:
     """Seconds left before ``deadline``; ImageFetchError ``fetch_timeout`` when none are."""
     left = _remaining_raw(deadline)
     if left <= 0:
-        raise ImageFetchError(f"fetching {url} took longer than the total time limit (fetch_timeout)", reason="fetch_timeout")
+        raise ImageFetchError(
+            f"fetching {url} took longer than the total time limit (fetch_timeout)", reason="fetch_timeout"
+        )
     return left
 
 
 def _timeout(url: str, total_s: float) -> ImageFetchError:
-    return ImageFetchError(f"fetching {url} timed out (limit {total_s:.1f} s in all) (fetch_timeout)", reason="fetch_timeout")
+    return ImageFetchError(
+        f"fetching {url} timed out (limit {total_s:.1f} s in all) (fetch_timeout)", reason="fetch_timeout"
+    )

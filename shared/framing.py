@@ -14,28 +14,38 @@ from PIL import Image
 
 from visearch.shared.images import _to_rgb
 
-MIN_SIDE = 96            # px: an image with a shorter side (a 28 x 28 thumbnail) holds no page to trim
-WORK_SIDE = 256          # px: the working copy's longest side, at most
-TOLERANCE = 16           # 0-255 per channel: the most a pixel may differ from a page colour and still be page
-MIN_TOLERANCE = 3        # 0-255 per channel: the least tight tolerance (a flat page: rendered, PNG)
-NOISE_FACTOR = 3.0       # the tight tolerance: this times the median deviation of the colour's border pixels
-LOOSE_TOLERANCE = 8      # 0-255 per channel: the least loose tolerance (the page the regions are cut from)
+MIN_SIDE = 96  # px: an image with a shorter side (a 28 x 28 thumbnail) holds no page to trim
+WORK_SIDE = 256  # px: the working copy's longest side, at most
+TOLERANCE = 16  # 0-255 per channel: the most a pixel may differ from a page colour and still be page
+MIN_TOLERANCE = 3  # 0-255 per channel: the least tight tolerance (a flat page: rendered, PNG)
+NOISE_FACTOR = 3.0  # the tight tolerance: this times the median deviation of the colour's border pixels
+LOOSE_TOLERANCE = 8  # 0-255 per channel: the least loose tolerance (the page the regions are cut from)
 MIN_BORDER_SHARE = 0.50  # of the border pixels: the page colours together match at least this much of it
-SECOND_SHARE = 0.10      # of the border pixels: each page colour (the page, a header bar, a sidebar) matches this
+SECOND_SHARE = 0.10  # of the border pixels: each page colour (the page, a header bar, a sidebar) matches this
 MIN_AREA, MAX_AREA = 0.04, 0.88  # the region's box, as a fraction of the image area
-MAX_ASPECT = 4.0         # the box's width / height lies within [1 / MAX_ASPECT, MAX_ASPECT]
-SPAN_FILL = 0.5          # the largest region fills this much of a box over MAX_AREA: an ordinary photo, None
-MIN_FILL = 0.6           # the region's pixels / its box's area
-MIN_SIDE_COVER = 0.6     # three sides of the box are each covered this much by the region (see _side_cover)
-TRIM_COVER = 0.9         # the box is peeled until each of its sides is covered this much by the region
-GROW_COVER = 0.9         # a row/column next to the box joins it when this much of it differs from the tight page
-GROW_LIMIT = 0.25        # by at most this fraction of the region's height/width per side
-MIN_TEXTURE = 8.0        # luminance standard deviation (0-255) inside the box: a flat bar or button is no photo
+MAX_ASPECT = 4.0  # the box's width / height lies within [1 / MAX_ASPECT, MAX_ASPECT]
+SPAN_FILL = 0.5  # the largest region fills this much of a box over MAX_AREA: an ordinary photo, None
+MIN_FILL = 0.6  # the region's pixels / its box's area
+MIN_SIDE_COVER = 0.6  # three sides of the box are each covered this much by the region (see _side_cover)
+TRIM_COVER = 0.9  # the box is peeled until each of its sides is covered this much by the region
+GROW_COVER = 0.9  # a row/column next to the box joins it when this much of it differs from the tight page
+GROW_LIMIT = 0.25  # by at most this fraction of the region's height/width per side
+MIN_TEXTURE = 8.0  # luminance standard deviation (0-255) inside the box: a flat bar or button is no photo
 
-def main_region(image: Image.Image, *, min_side: int = MIN_SIDE, work_side: int = WORK_SIDE,
-                tolerance: float = TOLERANCE, min_area: float = MIN_AREA, max_area: float = MAX_AREA,
-                max_aspect: float = MAX_ASPECT, min_fill: float = MIN_FILL, min_side_cover: float = MIN_SIDE_COVER,
-                min_texture: float = MIN_TEXTURE) -> tuple[int, int, int, int] | None:
+
+def main_region(
+    image: Image.Image,
+    *,
+    min_side: int = MIN_SIDE,
+    work_side: int = WORK_SIDE,
+    tolerance: float = TOLERANCE,
+    min_area: float = MIN_AREA,
+    max_area: float = MAX_AREA,
+    max_aspect: float = MAX_ASPECT,
+    min_fill: float = MIN_FILL,
+    min_side_cover: float = MIN_SIDE_COVER,
+    min_texture: float = MIN_TEXTURE,
+) -> tuple[int, int, int, int] | None:
     """The box of the dominant photo-like region of a framed image (a screenshot, a page), or None.
 
     A heuristic (border background estimate + morphology + connected components), not a learned detector:
@@ -129,14 +139,14 @@ def main_region(image: Image.Image, *, min_side: int = MIN_SIDE, work_side: int 
             break  # sorted by pixel count: no later component can be large and filled enough
         if box_area < min_area * total or not 1 / max_aspect <= w / h <= max_aspect or area < min_fill * box_area:
             continue
-        region = labels[y:y + h, x:x + w] == label
+        region = labels[y : y + h, x : x + w] == label
         if sorted(_side_cover(region))[1] < min_side_cover:
             continue
         if (x <= 0) + (y <= 0) + (x + w >= sw) + (y + h >= sh) > 1:
             continue
         if grey is None:
             grey = cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY)
-        if float(grey[y:y + h, x:x + w].std()) < min_texture:
+        if float(grey[y : y + h, x : x + w].std()) < min_texture:
             continue
         page = np.zeros((sh, sw), dtype=bool)  # the page at the tight tolerances
         for colour, tight, _ in colours:
@@ -197,8 +207,12 @@ def _trim(region: np.ndarray) -> tuple[int, int, int, int]:
     x1, y1, x2, y2 = 0, 0, region.shape[1], region.shape[0]
     while x2 - x1 > 2 and y2 - y1 > 2:
         w, h = x2 - x1, y2 - y1
-        sides = ((rows[y1, x2] - rows[y1, x1]) / w, (rows[y2 - 1, x2] - rows[y2 - 1, x1]) / w,
-                 (cols[y2, x1] - cols[y1, x1]) / h, (cols[y2, x2 - 1] - cols[y1, x2 - 1]) / h)
+        sides = (
+            (rows[y1, x2] - rows[y1, x1]) / w,
+            (rows[y2 - 1, x2] - rows[y2 - 1, x1]) / w,
+            (cols[y2, x1] - cols[y1, x1]) / h,
+            (cols[y2, x2 - 1] - cols[y1, x2 - 1]) / h,
+        )
         worst = int(np.argmin(sides))
         if sides[worst] >= TRIM_COVER:
             break
@@ -213,8 +227,9 @@ def _trim(region: np.ndarray) -> tuple[int, int, int, int]:
     return x1, y1, x2, y2
 
 
-def _settle(box: tuple[int, int, int, int], component: tuple[int, int, int, int],
-            differs: np.ndarray) -> tuple[int, int, int, int]:
+def _settle(
+    box: tuple[int, int, int, int], component: tuple[int, int, int, int], differs: np.ndarray
+) -> tuple[int, int, int, int]:
     """The final box from ``box`` (x1, y1, x2, y2, exclusive), trimmed out of the region's box ``component``.
 
     Each side goes back to the component's edge when the row/column just outside it is still mostly
@@ -249,5 +264,9 @@ def _settle(box: tuple[int, int, int, int], component: tuple[int, int, int, int]
 def _side_cover(region: np.ndarray, band: int = 2) -> tuple[float, float, float, float]:
     """For each side of ``region``'s box (top, bottom, left, right): the fraction of its length along which
     the region has a pixel within ``band`` px of that side."""
-    return (float(region[:band].any(axis=0).mean()), float(region[-band:].any(axis=0).mean()),
-            float(region[:, :band].any(axis=1).mean()), float(region[:, -band:].any(axis=1).mean()))
+    return (
+        float(region[:band].any(axis=0).mean()),
+        float(region[-band:].any(axis=0).mean()),
+        float(region[:, :band].any(axis=1).mean()),
+        float(region[:, -band:].any(axis=1).mean()),
+    )

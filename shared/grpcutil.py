@@ -50,8 +50,11 @@ _CODE_TO_ERROR = {
 }
 # The ErrorInfo domain of visearch's errors in a status's details (google.rpc.ErrorInfo, AIP-193).
 ERROR_DOMAIN = "visearch"
-_ERRORS_BY_NAME = {cls.__name__: cls for cls in vars(errors).values()
-                   if isinstance(cls, type) and issubclass(cls, errors.VisearchError)}
+_ERRORS_BY_NAME = {
+    cls.__name__: cls
+    for cls in vars(errors).values()
+    if isinstance(cls, type) and issubclass(cls, errors.VisearchError)
+}
 
 
 def error_status(exc: errors.VisearchError) -> grpc.Status:
@@ -59,8 +62,9 @@ def error_status(exc: errors.VisearchError) -> grpc.Status:
     :data:`ERROR_DOMAIN`, ``reason`` the error's reason, metadata ``error`` its class name) in the
     ``grpc-status-details-bin`` trailer, so that the caller restores the exact error (:func:`error_from_rpc`)."""
     detail = any_pb2.Any()
-    detail.Pack(error_details_pb2.ErrorInfo(reason=exc.reason, domain=ERROR_DOMAIN,
-                                            metadata={"error": type(exc).__name__}))
+    detail.Pack(
+        error_details_pb2.ErrorInfo(reason=exc.reason, domain=ERROR_DOMAIN, metadata={"error": type(exc).__name__})
+    )
     return rpc_status.to_status(status_pb2.Status(code=exc.code.value[0], message=str(exc), details=[detail]))
 
 
@@ -83,7 +87,14 @@ def rpc_method(service: str) -> Callable:
                 code = exc.code
                 if context is None:
                     raise
-                log.info("rpc_error", service=service, method=method.__name__, code=code.name, reason=exc.reason, error=str(exc))
+                log.info(
+                    "rpc_error",
+                    service=service,
+                    method=method.__name__,
+                    code=code.name,
+                    reason=exc.reason,
+                    error=str(exc),
+                )
                 context.abort_with_status(error_status(exc))
             except Exception as exc:
                 code = grpc.StatusCode.INTERNAL
@@ -92,7 +103,9 @@ def rpc_method(service: str) -> Callable:
                 log.exception("rpc_internal_error", service=service, method=method.__name__)
                 context.abort(code, f"internal error: {type(exc).__name__}")
             finally:
-                GRPC_SECONDS.labels(grpc_service=service, grpc_method=method.__name__, grpc_code=code.name).observe(time.perf_counter() - start)
+                GRPC_SECONDS.labels(grpc_service=service, grpc_method=method.__name__, grpc_code=code.name).observe(
+                    time.perf_counter() - start
+                )
 
         return handler
 
@@ -141,8 +154,13 @@ class InProcessStub:
         return call
 
 
-def client_channel(address: str, settings: SecuritySettings | None = None, *, max_message_bytes: int | None = None,
-                   timeout_s: float | None = None) -> grpc.Channel:
+def client_channel(
+    address: str,
+    settings: SecuritySettings | None = None,
+    *,
+    max_message_bytes: int | None = None,
+    timeout_s: float | None = None,
+) -> grpc.Channel:
     """A channel to another service at ``address`` (host:port), configured by ``settings``.
 
     TLS when ``tls_ca_file`` or ``client_tls`` is set (presenting ``tls_client_cert_file`` for mutual TLS;
@@ -173,15 +191,24 @@ def client_channel(address: str, settings: SecuritySettings | None = None, *, ma
     else:
         channel = grpc.insecure_channel(address, options=options)
         if token and not is_loopback(address.rsplit(":", 1)[0]):
-            log.warning("token_over_plaintext", target=address,
-                        hint="set VISEARCH_SECURITY_TLS_CA_FILE or VISEARCH_SECURITY_CLIENT_TLS for TLS")
+            log.warning(
+                "token_over_plaintext",
+                target=address,
+                hint="set VISEARCH_SECURITY_TLS_CA_FILE or VISEARCH_SECURITY_CLIENT_TLS for TLS",
+            )
     metadata = [(AUTH_METADATA_KEY, f"Bearer {token}")] if token else []
     return grpc.intercept_channel(channel, ClientDefaults(timeout_s or settings.client_timeout_s, metadata))
 
 
-def serve(service_name: str, register: Callable[[grpc.Server], list[str]], settings: ServiceSettings,
-          workers: tuple[Callable[[threading.Event], None], ...] = (), stop_event: threading.Event | None = None,
-          ready: Callable[[int], None] | None = None, security: SecuritySettings | None = None) -> int:
+def serve(
+    service_name: str,
+    register: Callable[[grpc.Server], list[str]],
+    settings: ServiceSettings,
+    workers: tuple[Callable[[threading.Event], None], ...] = (),
+    stop_event: threading.Event | None = None,
+    ready: Callable[[int], None] | None = None,
+    security: SecuritySettings | None = None,
+) -> int:
     """Run a gRPC server (health checking, reflection) and background workers until SIGTERM/SIGINT.
 
     The server accepts messages up to ``grpc_max_message_bytes`` each way (larger ones fail with
@@ -208,8 +235,10 @@ def serve(service_name: str, register: Callable[[grpc.Server], list[str]], setti
     from concurrent import futures
 
     security = security or SecuritySettings()
-    options = [("grpc.max_receive_message_length", settings.grpc_max_message_bytes),
-               ("grpc.max_send_message_length", settings.grpc_max_message_bytes)]
+    options = [
+        ("grpc.max_receive_message_length", settings.grpc_max_message_bytes),
+        ("grpc.max_send_message_length", settings.grpc_max_message_bytes),
+    ]
     interceptors = server_interceptors(security)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=options, interceptors=interceptors)
     names = register(server)
@@ -223,8 +252,12 @@ def serve(service_name: str, register: Callable[[grpc.Server], list[str]], setti
     else:
         port = server.add_insecure_port(bind)
         if not is_loopback(settings.grpc_host):
-            log.warning("plaintext_grpc", service=service_name, address=bind,
-                        hint="set VISEARCH_SECURITY_TLS_CERT_FILE and VISEARCH_SECURITY_TLS_KEY_FILE for TLS")
+            log.warning(
+                "plaintext_grpc",
+                service=service_name,
+                address=bind,
+                hint="set VISEARCH_SECURITY_TLS_CERT_FILE and VISEARCH_SECURITY_TLS_KEY_FILE for TLS",
+            )
     server.start()
     stop_event = stop_event or threading.Event()
     failures: list[BaseException] = []
@@ -237,14 +270,24 @@ def serve(service_name: str, register: Callable[[grpc.Server], list[str]], setti
             log.exception("worker_failed", service=service_name, error=str(exc))
             stop_event.set()
 
-    threads = [threading.Thread(target=guard, args=(w,), name=f"{service_name}-worker-{i}") for i, w in enumerate(workers)]
+    threads = [
+        threading.Thread(target=guard, args=(w,), name=f"{service_name}-worker-{i}") for i, w in enumerate(workers)
+    ]
     for thread in threads:
         thread.start()
     for name in ["", *names]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("serving", service=service_name, address=f"{settings.grpc_host}:{port}", services=names, workers=len(threads),
-             tls=security.tls_enabled, mtls=security.mtls_enabled, auth_or_rate_limit=bool(interceptors),
-             max_message_bytes=settings.grpc_max_message_bytes)
+    log.info(
+        "serving",
+        service=service_name,
+        address=f"{settings.grpc_host}:{port}",
+        services=names,
+        workers=len(threads),
+        tls=security.tls_enabled,
+        mtls=security.mtls_enabled,
+        auth_or_rate_limit=bool(interceptors),
+        max_message_bytes=settings.grpc_max_message_bytes,
+    )
     if ready:
         ready(port)
     if threading.current_thread() is threading.main_thread():
@@ -259,8 +302,15 @@ def serve(service_name: str, register: Callable[[grpc.Server], list[str]], setti
     return 1 if failures else 0
 
 
-def run_service(service_name: str, settings: ServiceSettings, servicer, add_to_server: Callable, full_name: str,
-                stage=None, **serve_kwargs) -> int:
+def run_service(
+    service_name: str,
+    settings: ServiceSettings,
+    servicer,
+    add_to_server: Callable,
+    full_name: str,
+    stage=None,
+    **serve_kwargs,
+) -> int:
     """The common main of a model service: its ``/metrics`` endpoint, its servicer on a gRPC server
     (health, reflection), and, when Kafka is configured and ``stage`` is in the chain, its stage worker.
 

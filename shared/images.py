@@ -49,8 +49,10 @@ def read_uri(uri: str, settings: ImageSettings | None = None) -> bytes:
         return fetch_image(uri, settings)
     if scheme in ("", "file"):
         if not settings.allow_file_uris:
-            raise ImageFetchError(f"file URIs and paths are disabled (VISEARCH_IMAGE_ALLOW_FILE_URIS=false): {uri} "
-                                  "(scheme_not_allowed)", reason="scheme_not_allowed")
+            raise ImageFetchError(
+                f"file URIs and paths are disabled (VISEARCH_IMAGE_ALLOW_FILE_URIS=false): {uri} (scheme_not_allowed)",
+                reason="scheme_not_allowed",
+            )
         path = Path(urllib.parse.unquote(parsed.path) if scheme == "file" else uri)
         try:
             size = path.stat().st_size
@@ -59,8 +61,10 @@ def read_uri(uri: str, settings: ImageSettings | None = None) -> bytes:
         if size > settings.max_bytes:
             raise InvalidImageError(f"{size} bytes > limit {settings.max_bytes}", reason="image_too_large")
         return path.read_bytes()
-    raise ImageFetchError(f"unsupported URI scheme {parsed.scheme!r} in {uri} (only http, https) (scheme_not_allowed)",
-                          reason="scheme_not_allowed")
+    raise ImageFetchError(
+        f"unsupported URI scheme {parsed.scheme!r} in {uri} (only http, https) (scheme_not_allowed)",
+        reason="scheme_not_allowed",
+    )
 
 
 # The formats decode_image accepts (Pillow format names; the JPEG opener also yields MPO, the
@@ -107,8 +111,9 @@ def decode_image(data: bytes, settings: ImageSettings | None = None, min_side: i
             warnings.simplefilter("ignore")  # e.g. "Corrupt EXIF data", "Truncated File Read": not fatal
             img = Image.open(io.BytesIO(data), formats=DECODABLE_FORMATS)
     except UnidentifiedImageError as exc:
-        raise _invalid(f"bytes are not an image in a supported format ({', '.join(DECODABLE_FORMATS)})",
-                       "undecodable_image") from exc
+        raise _invalid(
+            f"bytes are not an image in a supported format ({', '.join(DECODABLE_FORMATS)})", "undecodable_image"
+        ) from exc
     except MemoryError:
         raise
     except Exception as exc:  # noqa: BLE001 (OSError, SyntaxError, struct.error, TypeError... from plugins)
@@ -118,8 +123,9 @@ def decode_image(data: bytes, settings: ImageSettings | None = None, min_side: i
     if width <= 0 or height <= 0:
         raise _invalid(f"image has no pixels ({width}x{height})", "undecodable_image")
     if width * height > settings.max_pixels:
-        raise _invalid(f"image is {width}x{height} = {width * height} pixels > limit {settings.max_pixels}",
-                       "decompression_bomb")
+        raise _invalid(
+            f"image is {width}x{height} = {width * height} pixels > limit {settings.max_pixels}", "decompression_bomb"
+        )
     if min_side > 0 and encoded_format == "JPEG" and min(width, height) >= 2 * min_side:
         scale = min_side / min(width, height)
         img.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))  # libjpeg picks the scale >= this
@@ -137,8 +143,9 @@ def decode_image(data: bytes, settings: ImageSettings | None = None, min_side: i
     except Exception as exc:  # noqa: BLE001 (ValueError, EOFError, TypeError, IndexError... from plugins)
         raise _corrupt(exc, "image data is corrupt", "undecodable_image") from exc
     if rgb.width * rgb.height > settings.max_pixels:  # a plugin whose decoded size differs from its header
-        raise _invalid(f"decoded image is {rgb.width}x{rgb.height} pixels > limit {settings.max_pixels}",
-                       "decompression_bomb")
+        raise _invalid(
+            f"decoded image is {rgb.width}x{rgb.height} pixels > limit {settings.max_pixels}", "decompression_bomb"
+        )
     rgb.format = encoded_format
     rotated = rgb.size != loaded_size  # exif_transpose turned it by 90 or 270 degrees
     rgb.info["original_size"] = (height, width) if rotated else (width, height)
@@ -212,8 +219,9 @@ def image_bytes(image, settings: ImageSettings | None = None) -> bytes:
     raise InvalidEventError("no image given: set image.content or image.uri (missing_image)", reason="missing_image")
 
 
-def decode_request_images(images, settings: ImageSettings | None = None, max_images: int = 64,
-                          min_side: int = 0) -> list[Image.Image]:
+def decode_request_images(
+    images, settings: ImageSettings | None = None, max_images: int = 64, min_side: int = 0
+) -> list[Image.Image]:
     """Decode the ``visearch.v1.Image`` messages of a request, in order (``min_side``: see :func:`decode_image`).
 
     Raises:
@@ -248,6 +256,7 @@ def crop_box(img: Image.Image, box: tuple[float, float, float, float], min_side:
     x1, y1 = max(0, int(round(box[0]))), max(0, int(round(box[1])))
     x2, y2 = min(img.width, int(round(box[2]))), min(img.height, int(round(box[3])))
     if x2 - x1 < min_side or y2 - y1 < min_side:
-        raise InvalidEventError(f"box {tuple(box)} is smaller than {min_side} px inside a {img.width}x{img.height} image",
-                                reason="bad_box")
+        raise InvalidEventError(
+            f"box {tuple(box)} is smaller than {min_side} px inside a {img.width}x{img.height} image", reason="bad_box"
+        )
     return img.crop((x1, y1, x2, y2))

@@ -57,7 +57,9 @@ class OnnxRunner:
             if arr.dtype != expected or arr.ndim != len(meta.shape):
                 raise InvalidEventError(
                     f"{self.model_name}: input {name!r} must be {np.dtype(expected).name} with {len(meta.shape)} dims, "
-                    f"got {arr.dtype} {arr.shape}", reason="model_input_mismatch")
+                    f"got {arr.dtype} {arr.shape}",
+                    reason="model_input_mismatch",
+                )
         batch = next(iter(inputs.values())).shape[0]
         start = time.perf_counter()
         results = self._session.run(outputs, inputs)
@@ -83,8 +85,15 @@ class TritonRunner:
         ModelNotBuiltError: the served model comes from a different recipe than this client expects.
     """
 
-    def __init__(self, url: str, model_name: str, recipe_key: str | None = None, version: str = "1",
-                 timeout_s: float = 30.0, retries: int = 5) -> None:
+    def __init__(
+        self,
+        url: str,
+        model_name: str,
+        recipe_key: str | None = None,
+        version: str = "1",
+        timeout_s: float = 30.0,
+        retries: int = 5,
+    ) -> None:
         import tritonclient.grpc as triton
         from tritonclient.utils import InferenceServerException
 
@@ -98,20 +107,28 @@ class TritonRunner:
             if not self._client.is_server_ready(client_timeout=timeout_s):
                 raise DependencyUnavailableError(f"Triton at {url} is not ready")
             if not self._client.is_model_ready(model_name, version, client_timeout=timeout_s):
-                raise DependencyUnavailableError(f"model {model_name} version {version} is not ready on Triton at {url}")
-            config = self._client.get_model_config(model_name, version, as_json=True, client_timeout=timeout_s)["config"]
+                raise DependencyUnavailableError(
+                    f"model {model_name} version {version} is not ready on Triton at {url}"
+                )
+            config = self._client.get_model_config(model_name, version, as_json=True, client_timeout=timeout_s)[
+                "config"
+            ]
         except InferenceServerException as exc:
             raise DependencyUnavailableError(f"Triton at {url}: {exc.message()}") from exc
         served_recipe = config.get("parameters", {}).get("recipe", {}).get("string_value")
         if recipe_key and served_recipe != recipe_key:
-            raise ModelNotBuiltError(f"Triton serves {model_name} from recipe {served_recipe}, this client expects "
-                                     f"{recipe_key}: rebuild the repository (visearch models build --triton)")
+            raise ModelNotBuiltError(
+                f"Triton serves {model_name} from recipe {served_recipe}, this client expects "
+                f"{recipe_key}: rebuild the repository (visearch models build --triton)"
+            )
         self.max_batch_size = int(config.get("max_batch_size", 0)) or 1
 
     def infer(self, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:  # noqa: D102
         batch = next(iter(inputs.values())).shape[0]
-        parts = [self._infer_chunk({k: v[s : s + self.max_batch_size] for k, v in inputs.items()}, outputs)
-                 for s in range(0, batch, self.max_batch_size)]
+        parts = [
+            self._infer_chunk({k: v[s : s + self.max_batch_size] for k, v in inputs.items()}, outputs)
+            for s in range(0, batch, self.max_batch_size)
+        ]
         return {name: np.concatenate([p[name] for p in parts]) for name in outputs}
 
     def _infer_chunk(self, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
@@ -123,24 +140,34 @@ class TritonRunner:
         for name, array in inputs.items():
             array = np.ascontiguousarray(array)
             if array.dtype not in _NP_TO_TRITON:
-                raise InvalidEventError(f"{self.model_name}: unsupported dtype {array.dtype} for {name!r}",
-                                        reason="model_input_mismatch")
+                raise InvalidEventError(
+                    f"{self.model_name}: unsupported dtype {array.dtype} for {name!r}", reason="model_input_mismatch"
+                )
             tensor = self._triton.InferInput(name, list(array.shape), _NP_TO_TRITON[array.dtype])
             tensor.set_data_from_numpy(array)
             infer_inputs.append(tensor)
         requested = [self._triton.InferRequestedOutput(name) for name in outputs]
 
         def call():
-            return self._client.infer(self.model_name, infer_inputs, model_version=self.version, outputs=requested,
-                                      client_timeout=self.timeout_s)
+            return self._client.infer(
+                self.model_name,
+                infer_inputs,
+                model_version=self.version,
+                outputs=requested,
+                client_timeout=self.timeout_s,
+            )
 
         def unavailable(exc: BaseException) -> bool:
             return isinstance(exc, self._error) and "UNAVAILABLE" in str(exc.status())
 
         start = time.perf_counter()
         try:
-            result = Retrying(retry=retry_if_exception(unavailable), stop=stop_after_attempt(self.retries),
-                              wait=wait_exponential_jitter(multiplier=0.2, max=5.0), reraise=True)(call)
+            result = Retrying(
+                retry=retry_if_exception(unavailable),
+                stop=stop_after_attempt(self.retries),
+                wait=wait_exponential_jitter(multiplier=0.2, max=5.0),
+                reraise=True,
+            )(call)
         except self._error as exc:
             status = str(exc.status())
             if "INVALID_ARG" in status:

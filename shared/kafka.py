@@ -44,8 +44,13 @@ class KafkaTransport:
         self._lag_recorded_at: dict[tuple[str, str], float] = {}
         try:
             self._producer = KafkaProducer(
-                bootstrap_servers=settings.bootstrap, client_id=client_id, acks="all", linger_ms=5,
-                max_request_size=settings.max_message_bytes, retries=5, request_timeout_ms=30000,
+                bootstrap_servers=settings.bootstrap,
+                client_id=client_id,
+                acks="all",
+                linger_ms=5,
+                max_request_size=settings.max_message_bytes,
+                retries=5,
+                request_timeout_ms=30000,
             )
         except KafkaError as exc:
             raise DependencyUnavailableError(f"Kafka at {settings.bootstrap} unreachable: {exc}") from exc
@@ -54,9 +59,15 @@ class KafkaTransport:
         consumer = self._consumers.get((topic, group))
         if consumer is None:
             consumer = KafkaConsumer(
-                topic, bootstrap_servers=self.settings.bootstrap, group_id=group, client_id=self.client_id,
-                enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=self.settings.max_poll_records,
-                session_timeout_ms=self.settings.session_timeout_ms, max_poll_interval_ms=self.settings.max_poll_interval_ms,
+                topic,
+                bootstrap_servers=self.settings.bootstrap,
+                group_id=group,
+                client_id=self.client_id,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                max_poll_records=self.settings.max_poll_records,
+                session_timeout_ms=self.settings.session_timeout_ms,
+                max_poll_interval_ms=self.settings.max_poll_interval_ms,
                 fetch_max_bytes=max(52428800, self.settings.max_message_bytes),
                 max_partition_fetch_bytes=self.settings.max_message_bytes,
             )
@@ -65,10 +76,15 @@ class KafkaTransport:
 
     def produce(self, topic: str, key: bytes, value: bytes, headers: dict[str, str]) -> None:  # noqa: D102
         try:
-            future = self._producer.send(topic, key=key, value=value, headers=[(k, v.encode()) for k, v in headers.items()])
+            future = self._producer.send(
+                topic, key=key, value=value, headers=[(k, v.encode()) for k, v in headers.items()]
+            )
         except MessageSizeTooLargeError as exc:  # permanent: retrying the same message cannot help
-            raise InvalidEventError(f"message for {topic} is larger than VISEARCH_KAFKA_MAX_MESSAGE_BYTES="
-                                    f"{self.settings.max_message_bytes}: {exc}", reason="message_too_large") from exc
+            raise InvalidEventError(
+                f"message for {topic} is larger than VISEARCH_KAFKA_MAX_MESSAGE_BYTES="
+                f"{self.settings.max_message_bytes}: {exc}",
+                reason="message_too_large",
+            ) from exc
         except KafkaError as exc:
             raise DependencyUnavailableError(f"produce to {topic} failed: {exc}") from exc
         self._pending.append(future)
@@ -94,10 +110,16 @@ class KafkaTransport:
         except KafkaError as exc:
             raise DependencyUnavailableError(f"poll of {topic} failed: {exc}") from exc
         messages = [
-            Message(topic=r.topic, key=r.key or b"", value=r.value or b"",
-                    headers={k: (v or b"").decode("utf-8", "replace") for k, v in (r.headers or [])},
-                    offset=r.offset, partition=r.partition)
-            for records in batches.values() for r in records
+            Message(
+                topic=r.topic,
+                key=r.key or b"",
+                value=r.value or b"",
+                headers={k: (v or b"").decode("utf-8", "replace") for k, v in (r.headers or [])},
+                offset=r.offset,
+                partition=r.partition,
+            )
+            for records in batches.values()
+            for r in records
         ]
         if messages:
             RECORDS_CONSUMED.labels(topic=topic, group=group).inc(len(messages))
@@ -142,7 +164,9 @@ class KafkaTransport:
             ends = consumer.end_offsets(assignment)
             for tp in assignment:
                 committed = consumer.committed(tp) or 0
-                CONSUMER_LAG.labels(topic=topic, group=group, partition=str(tp.partition)).set(max(ends[tp] - committed, 0))
+                CONSUMER_LAG.labels(topic=topic, group=group, partition=str(tp.partition)).set(
+                    max(ends[tp] - committed, 0)
+                )
         except KafkaError as exc:  # lag is best-effort observability
             log.debug("lag_unavailable", topic=topic, error=str(exc))
 
@@ -189,12 +213,25 @@ def create_topics(settings: KafkaSettings, stages: list[str]) -> dict[str, str]:
         wanted = []
         for name in pipeline_topics(settings, stages):
             for topic, retention in ((name, settings.retention_ms), (dlq_topic(name), settings.dlq_retention_ms)):
-                wanted.append(NewTopic(topic, num_partitions=settings.partitions, replication_factor=settings.replication_factor,
-                                       topic_configs={"retention.ms": str(retention),
-                                                      "max.message.bytes": str(settings.max_message_bytes)}))
-        wanted.append(NewTopic(feedback_topic(settings.topic_prefix), num_partitions=settings.partitions,
-                               replication_factor=settings.replication_factor,
-                               topic_configs={"retention.ms": str(settings.retention_ms)}))
+                wanted.append(
+                    NewTopic(
+                        topic,
+                        num_partitions=settings.partitions,
+                        replication_factor=settings.replication_factor,
+                        topic_configs={
+                            "retention.ms": str(retention),
+                            "max.message.bytes": str(settings.max_message_bytes),
+                        },
+                    )
+                )
+        wanted.append(
+            NewTopic(
+                feedback_topic(settings.topic_prefix),
+                num_partitions=settings.partitions,
+                replication_factor=settings.replication_factor,
+                topic_configs={"retention.ms": str(settings.retention_ms)},
+            )
+        )
         result = {}
         for new in wanted:
             if new.name in existing:
@@ -229,13 +266,24 @@ def stage_worker_loop(stage, settings: KafkaSettings, stages: list[str]):
     topics = stage_topics(stages, settings.topic_prefix)[stage.name]
 
     def run(stop: threading.Event) -> None:
-        connect = Retrying(retry=retry_if_exception_type((DependencyUnavailableError, KafkaError)),
-                           wait=wait_exponential_jitter(multiplier=settings.retry_initial_s, max=settings.retry_max_s),
-                           stop=lambda _s: stop.is_set(), sleep=stop.wait, reraise=True)
+        connect = Retrying(
+            retry=retry_if_exception_type((DependencyUnavailableError, KafkaError)),
+            wait=wait_exponential_jitter(multiplier=settings.retry_initial_s, max=settings.retry_max_s),
+            stop=lambda _s: stop.is_set(),
+            sleep=stop.wait,
+            reraise=True,
+        )
         transport = connect(KafkaTransport, settings, f"visearch-{stage.name}")
-        worker = StageWorker(stage, transport, topics.input, topics.output, batch_size=settings.max_poll_records,
-                             policy=DlqPolicy(settings.dlq_max_consecutive, settings.dlq_max_ratio, settings.dlq_window),
-                             poll_timeout_s=settings.poll_timeout_s, max_message_bytes=settings.max_message_bytes)
+        worker = StageWorker(
+            stage,
+            transport,
+            topics.input,
+            topics.output,
+            batch_size=settings.max_poll_records,
+            policy=DlqPolicy(settings.dlq_max_consecutive, settings.dlq_max_ratio, settings.dlq_window),
+            poll_timeout_s=settings.poll_timeout_s,
+            max_message_bytes=settings.max_message_bytes,
+        )
         log.info("worker_started", stage=stage.name, input=topics.input, output=topics.output, group=worker.group)
         try:
             worker.run(stop, settings.retry_initial_s, settings.retry_max_s)

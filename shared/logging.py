@@ -20,8 +20,9 @@ _configured = False
 
 REDACTED = "[REDACTED]"
 # Field names whose string values are secrets (matched anywhere in the name, case-insensitively).
-_SECRET_KEY = re.compile(r"authori[sz]ation|token|passw(or)?d|passwd|secret|api[_-]?key|private[_-]?key|cookie|credential",
-                         re.IGNORECASE)
+_SECRET_KEY = re.compile(
+    r"authori[sz]ation|token|passw(or)?d|passwd|secret|api[_-]?key|private[_-]?key|cookie|credential", re.IGNORECASE
+)
 _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=:-]+")
 _URL_USERINFO = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s:]+:[^/@\s]+@")
 # A Python repr of a bytes value longer than a few bytes (e.g. a request printed into an error message).
@@ -60,8 +61,10 @@ def _redact_value(value: Any, secret: bool, depth: int) -> Any:
     if depth >= _MAX_DEPTH:
         return f"<{type(value).__name__}>"
     if isinstance(value, dict):
-        return {k: _redact_value(v, secret or (isinstance(k, str) and bool(_SECRET_KEY.search(k))), depth + 1)
-                for k, v in value.items()}
+        return {
+            k: _redact_value(v, secret or (isinstance(k, str) and bool(_SECRET_KEY.search(k))), depth + 1)
+            for k, v in value.items()
+        }
     if isinstance(value, (list, tuple, set, frozenset)):
         items = list(value)
         if len(items) == 2 and isinstance(items[0], str) and _SECRET_KEY.search(items[0]):
@@ -127,7 +130,9 @@ def configure_logging(service: str = "visearch", level: str = "info", stream=Non
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
         # Without an explicit stream, sys.stderr is looked up per event, not bound here: a test runner or
         # CLI harness that swaps (and later closes) sys.stderr must not leave loggers writing to a dead file.
-        logger_factory=structlog.PrintLoggerFactory(stream) if stream else (lambda *_: structlog.PrintLogger(sys.stderr)),
+        logger_factory=structlog.PrintLoggerFactory(stream)
+        if stream
+        else (lambda *_: structlog.PrintLogger(sys.stderr)),
         cache_logger_on_first_use=False,
     )
     structlog.contextvars.bind_contextvars(service=service)

@@ -116,8 +116,9 @@ class ImageStage(Stage):
         self.image_settings = image_settings or ImageSettings()
 
     @abstractmethod
-    def process_images(self, documents: list[events_pb2.ImageDocument], images: list[Image.Image],
-                       encoded: list[bytes]) -> None:
+    def process_images(
+        self, documents: list[events_pb2.ImageDocument], images: list[Image.Image], encoded: list[bytes]
+    ) -> None:
         """Enrich ``documents`` in place from their decoded ``images`` (RGB) and ``encoded`` bytes.
 
         Raise only for transient failures of the whole batch (see :class:`Stage`).
@@ -148,8 +149,9 @@ class ImageStage(Stage):
         return results
 
 
-def encode_event(event: events_pb2.ImageEvent, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
-                 ) -> tuple[bytes, bytes, dict[str, str]]:
+def encode_event(
+    event: events_pb2.ImageEvent, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+) -> tuple[bytes, bytes, dict[str, str]]:
     """Key, value and headers of the message that publishes ``event`` (a trace id is assigned if empty).
 
     Args:
@@ -184,7 +186,8 @@ def check_message_size(key: bytes, value: bytes, headers: dict[str, str], max_me
         raise InvalidEventError(
             f"message is {size} bytes (+{RECORD_OVERHEAD_BYTES} record overhead) > the topic's limit of "
             f"{max_message_bytes} bytes (VISEARCH_KAFKA_MAX_MESSAGE_BYTES); send large images by URI",
-            reason="message_too_large")
+            reason="message_too_large",
+        )
 
 
 def validate_event(event: events_pb2.ImageEvent) -> None:
@@ -213,17 +216,22 @@ def validate_event(event: events_pb2.ImageEvent) -> None:
     for name, limit in PRODUCT_FIELD_LIMITS.items():
         _check_length(f"product.{name}", getattr(product, name), limit)
     if len(product.tags) > MAX_TAGS:
-        raise InvalidEventError(f"product.tags has {len(product.tags)} values > limit {MAX_TAGS}", reason="too_many_values")
+        raise InvalidEventError(
+            f"product.tags has {len(product.tags)} values > limit {MAX_TAGS}", reason="too_many_values"
+        )
     for tag in product.tags:
         _check_length("a product tag", tag, MAX_TAG_BYTES)
     if len(product.attributes) > MAX_ATTRIBUTES:
-        raise InvalidEventError(f"product.attributes has {len(product.attributes)} entries > limit {MAX_ATTRIBUTES}",
-                                reason="too_many_values")
+        raise InvalidEventError(
+            f"product.attributes has {len(product.attributes)} entries > limit {MAX_ATTRIBUTES}",
+            reason="too_many_values",
+        )
     for key, value in product.attributes.items():
         _check_length(f"product.attributes[{key[:40]!r}]", key + value, MAX_ATTRIBUTE_BYTES)
     if not (math.isfinite(product.price) and 0.0 <= product.price <= MAX_PRICE):
-        raise InvalidEventError(f"product.price {product.price!r} is not a finite number in [0, {MAX_PRICE:g}]",
-                                reason="invalid_price")
+        raise InvalidEventError(
+            f"product.price {product.price!r} is not a finite number in [0, {MAX_PRICE:g}]", reason="invalid_price"
+        )
 
 
 def _check_length(name: str, value: str, limit: int) -> None:
@@ -301,9 +309,18 @@ class StageWorker:
             ``message_too_large`` instead of failing the produce, which would stall the partition.
     """
 
-    def __init__(self, stage: Stage, transport: Transport, input_topic: str, output_topic: str | None,
-                 group: str | None = None, batch_size: int = 32, policy: DlqPolicy | None = None,
-                 poll_timeout_s: float = 0.0, max_message_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        stage: Stage,
+        transport: Transport,
+        input_topic: str,
+        output_topic: str | None,
+        group: str | None = None,
+        batch_size: int = 32,
+        policy: DlqPolicy | None = None,
+        poll_timeout_s: float = 0.0,
+        max_message_bytes: int | None = None,
+    ) -> None:
         self.stage = stage
         self.transport = transport
         self.input_topic = input_topic
@@ -335,15 +352,23 @@ class StageWorker:
                 dead.append((message, exc.reason, str(exc), type(exc).__name__))
         results = self.stage.process(documents) if documents else []
         if len(results) != len(documents):  # a broken stage must not lose items silently: do not commit
-            raise RuntimeError(f"stage {self.stage.name} returned {len(results)} results for {len(documents)} documents")
+            raise RuntimeError(
+                f"stage {self.stage.name} returned {len(results)} results for {len(documents)} documents"
+            )
         outputs = []
         for message, result in zip(sources, results):
             if not isinstance(result, StageFailure) and self.output_topic:
                 result = self._encode_output(message, result)
             if isinstance(result, StageFailure):
                 dead.append((message, result.reason, result.message, result.error_type))
-                log.warning("item_failed", stage=self.stage.name, image_id=result.document.event.image_id,
-                            trace_id=result.document.event.trace_id, reason=result.reason, error=result.message)
+                log.warning(
+                    "item_failed",
+                    stage=self.stage.name,
+                    image_id=result.document.event.image_id,
+                    trace_id=result.document.event.trace_id,
+                    reason=result.reason,
+                    error=result.message,
+                )
             else:
                 outputs.append((message, result))
         failed_ids = {id(m) for m, *_ in dead}
@@ -360,11 +385,14 @@ class StageWorker:
         STAGE_BATCH_SIZE.labels(stage=self.stage.name).observe(len(messages))
         STAGE_ITEMS.labels(stage=self.stage.name, outcome="ok").inc(len(outputs))
         STAGE_ITEMS.labels(stage=self.stage.name, outcome="failed").inc(len(dead))
-        log.debug("batch_done", stage=self.stage.name, ok=len(outputs), failed=len(dead),
-                  duration_ms=round(elapsed * 1000, 2))
+        log.debug(
+            "batch_done", stage=self.stage.name, ok=len(outputs), failed=len(dead), duration_ms=round(elapsed * 1000, 2)
+        )
         return len(outputs), len(dead)
 
-    def _encode_output(self, message: Message, document: events_pb2.ImageDocument) -> tuple[bytes, dict[str, str]] | StageFailure:
+    def _encode_output(
+        self, message: Message, document: events_pb2.ImageDocument
+    ) -> tuple[bytes, dict[str, str]] | StageFailure:
         """The output message's value and headers, or a StageFailure when it is over max_message_bytes."""
         value, headers = document.SerializeToString(), {**message.headers, HEADER_SCHEMA: SCHEMA_DOCUMENT}
         if self.max_message_bytes is not None:
@@ -377,10 +405,16 @@ class StageWorker:
     def _dead_letter(self, message: Message, reason: str, error: str, exc_type: str) -> None:
         STAGE_ERRORS.labels(stage=self.stage.name, reason=reason).inc()
         DLQ_MESSAGES.labels(topic=self.input_topic, reason=reason).inc()
-        headers = {**message.headers, HEADER_DLQ_REASON: reason, HEADER_DLQ_ERROR: error[:1000],
-                   HEADER_DLQ_STAGE: self.stage.name, HEADER_DLQ_TOPIC: message.topic,
-                   HEADER_DLQ_PARTITION: str(message.partition), HEADER_DLQ_OFFSET: str(message.offset),
-                   HEADER_DLQ_EXCEPTION: exc_type}
+        headers = {
+            **message.headers,
+            HEADER_DLQ_REASON: reason,
+            HEADER_DLQ_ERROR: error[:1000],
+            HEADER_DLQ_STAGE: self.stage.name,
+            HEADER_DLQ_TOPIC: message.topic,
+            HEADER_DLQ_PARTITION: str(message.partition),
+            HEADER_DLQ_OFFSET: str(message.offset),
+            HEADER_DLQ_EXCEPTION: exc_type,
+        }
         self.transport.produce(dlq_topic(self.input_topic), message.key, message.value, headers)
 
     def drain(self) -> tuple[int, int]:
@@ -402,8 +436,12 @@ class StageWorker:
         propagate: the process should stop and be looked at.
         """
         retrying = Retrying(
-            retry=retry_if_exception(_is_transient), wait=wait_exponential_jitter(multiplier=retry_initial_s, max=retry_max_s),
-            stop=lambda _state: stop.is_set(), sleep=stop.wait, before_sleep=self._before_retry, reraise=True,
+            retry=retry_if_exception(_is_transient),
+            wait=wait_exponential_jitter(multiplier=retry_initial_s, max=retry_max_s),
+            stop=lambda _state: stop.is_set(),
+            sleep=stop.wait,
+            before_sleep=self._before_retry,
+            reraise=True,
         )
         while not stop.is_set():
             try:
@@ -417,8 +455,14 @@ class StageWorker:
         exc = state.outcome.exception()
         reason = getattr(exc, "reason", type(exc).__name__)
         STAGE_RETRIES.labels(stage=self.stage.name, reason=reason).inc()
-        log.warning("transient_failure", stage=self.stage.name, reason=reason, error=str(exc),
-                    attempt=state.attempt_number, backoff_s=round(state.next_action.sleep, 2))
+        log.warning(
+            "transient_failure",
+            stage=self.stage.name,
+            reason=reason,
+            error=str(exc),
+            attempt=state.attempt_number,
+            backoff_s=round(state.next_action.sleep, 2),
+        )
         try:
             self.transport.rewind_to_committed(self.input_topic, self.group)
         except Exception as rewind_exc:  # noqa: BLE001 (the broker may be the thing that is down)

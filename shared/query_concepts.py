@@ -111,7 +111,8 @@ CACHE_SIZE = 4096
 
 # Function words: never content, never the first or last word of a phrase (WordNet has nouns for many of
 # them: "a" (angstrom), "in" (inch), "it" (information technology), "be" (beryllium), "on", "do").
-STOP_WORDS = frozenset("""
+STOP_WORDS = frozenset(
+    """
 a an the this that these those some any each every all both no not none other another such what which who
 whom whose where when why how i me my mine we us our ours you your yours he him his she her hers it its they
 them their theirs myself yourself himself herself itself ourselves themselves one ones
@@ -122,23 +123,36 @@ above below up down out about around across along among between through during b
 besides near next against toward towards upon via per like unlike inside outside beneath beyond
 very too more most less least much many few several lots lot just only also even still again ever never here
 there now then please show find me give get looking look see
-""".split())
+""".split()
+)
 # Words about the medium or too generic to search by: they name no content of an image.
-GENERIC_WORDS = frozenset("""
+GENERIC_WORDS = frozenset(
+    """
 photo photograph photography picture pic pics image images img snapshot shot shots view scene thing things
 object objects something anything everything stuff item items kind kinds type types sort style background
 foreground closeup colour color colours colors shape wallpaper illustration
-""".split())
+""".split()
+)
 # Colour words: searched by the colour factor (shared/colour.py). As nouns they mostly name the colour, and
 # their other senses mislead (white: a white person; red: a communist). Compounds ("black swan", "red
 # wine", "golden retriever") are still matched as phrases. Not "orange" (a fruit and a COCO label).
-ATTRIBUTE_WORDS = frozenset("""
+ATTRIBUTE_WORDS = frozenset(
+    """
 red yellow green blue purple pink brown black white grey gray beige navy teal turquoise magenta cyan maroon
 crimson scarlet khaki colourful colorful multicoloured multicolored dark light bright pale
-""".split())
+""".split()
+)
 # WordNet's regular noun endings (morphy's detachment rules, in its order).
-PLURAL_RULES = (("s", ""), ("ses", "s"), ("xes", "x"), ("zes", "z"), ("ches", "ch"), ("shes", "sh"),
-                ("men", "man"), ("ies", "y"))
+PLURAL_RULES = (
+    ("s", ""),
+    ("ses", "s"),
+    ("xes", "x"),
+    ("zes", "z"),
+    ("ches", "ch"),
+    ("shes", "sh"),
+    ("men", "man"),
+    ("ies", "y"),
+)
 
 _TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 
@@ -150,8 +164,13 @@ def tokenize(text: str) -> list[str]:
 
 def is_content_word(word: str) -> bool:
     """A word that can name content: not a stop, generic or colour word, not a number or a single letter."""
-    return (len(word) > 1 and not word.isdigit() and word not in STOP_WORDS and word not in GENERIC_WORDS
-            and word not in ATTRIBUTE_WORDS)
+    return (
+        len(word) > 1
+        and not word.isdigit()
+        and word not in STOP_WORDS
+        and word not in GENERIC_WORDS
+        and word not in ATTRIBUTE_WORDS
+    )
 
 
 def base_forms(word: str, exceptions: dict[str, str]) -> list[str]:
@@ -171,8 +190,9 @@ def base_forms(word: str, exceptions: dict[str, str]) -> list[str]:
     return forms
 
 
-def find_phrases(tokens: list[str], lookup: Callable[[list[str]], str | None],
-                 max_words: int) -> list[tuple[int, int, str]]:
+def find_phrases(
+    tokens: list[str], lookup: Callable[[list[str]], str | None], max_words: int
+) -> list[tuple[int, int, str]]:
     """The longest known phrases of ``tokens``, left to right, as (start, word count, lemma).
 
     ``lookup(words)`` returns the lemma a run of words reads as, or None. A phrase neither starts nor ends
@@ -185,7 +205,7 @@ def find_phrases(tokens: list[str], lookup: Callable[[list[str]], str | None],
         step = 1
         if tokens[i] not in STOP_WORDS:
             for n in range(min(max_words, len(tokens) - i), 0, -1):
-                words = tokens[i:i + n]
+                words = tokens[i : i + n]
                 if (n == 1 and not is_content_word(words[0])) or (n > 1 and words[-1] in STOP_WORDS):
                     continue
                 lemma = lookup(words)
@@ -295,7 +315,7 @@ class QueryLexicon:
         self.n_classes = n_classes
 
         indptr, index = arrays["parent_indptr"], arrays["parent_index"]
-        self._parents = [tuple(index[indptr[i]:indptr[i + 1]].tolist()) for i in range(len(self.synset_names))]
+        self._parents = [tuple(index[indptr[i] : indptr[i + 1]].tolist()) for i in range(len(self.synset_names))]
         self._group_indptr = arrays["group_indptr"].astype(np.int64)
         self._group_class = arrays["group_class"].astype(np.intp)
 
@@ -305,13 +325,13 @@ class QueryLexicon:
         self._lemma_senses = (li, arrays["sense_synset"], arrays["sense_count"])
         words = strings("gloss_words")
         wi, wc = arrays["gloss_word_indptr"], arrays["gloss_word_class"]
-        self._gloss_words = {w: wc[wi[i]:wi[i + 1]].astype(np.intp) for i, w in enumerate(words)}
+        self._gloss_words = {w: wc[wi[i] : wi[i + 1]].astype(np.intp) for i, w in enumerate(words)}
         self._exceptions = dict(line.split(" ", 1) for line in strings("exceptions"))
 
         ci, cs = arrays["coco_indptr"], arrays["coco_synset"]
         self._coco_is = {}  # synset -> labels it is (a label's synsets)
         for label in range(len(self.coco_labels)):
-            for s in cs[ci[label]:ci[label + 1]].tolist():
+            for s in cs[ci[label] : ci[label + 1]].tolist():
                 self._coco_is.setdefault(s, []).append(label)
         self._coco_above: dict[int, dict[int, int]] = {}  # synset -> {label: steps above the label's synset}
         for s, labels in self._coco_is.items():
@@ -433,8 +453,11 @@ class QueryLexicon:
         total = vector.sum()
         keep = total > 0 and strength >= MIN_PHRASE_STRENGTH
         coco = {k: min(v, 1.0) for k, v in coco.items() if v >= MIN_COCO_WEIGHT}
-        senses = tuple((self.synset_names[synset], round(weight, 4)) for synset, weight, used, labels in sense_labels
-                       if (used and keep) or labels & coco.keys())
+        senses = tuple(
+            (self.synset_names[synset], round(weight, 4))
+            for synset, weight, used, labels in sense_labels
+            if (used and keep) or labels & coco.keys()
+        )
         result = _Phrase((vector / total).astype(np.float32) if keep else None, strength, coco, senses)
         with self._cache_lock:
             self._cache[lemma] = result
@@ -456,18 +479,23 @@ class QueryLexicon:
         covered = 0
         for i, n, lemma in find_phrases(tokens, self.lemma, self.max_phrase_words):
             phrase = self._phrase(lemma)  # cached by lemma(): linked
-            covered += sum(content[i:i + n])
+            covered += sum(content[i : i + n])
             if phrase.vector is not None:  # each phrase's share of the mixture is its strength
                 weights += phrase.strength * phrase.vector
                 strengths.append(phrase.strength)
             for label, w in phrase.coco.items():
                 coco[label] = max(coco.get(label, 0.0), w)
             top = np.argsort(-phrase.vector, kind="stable")[:5] if phrase.vector is not None else []
-            matches.append(ConceptMatch(
-                phrase=" ".join(tokens[i:i + n]), lemma=lemma, senses=phrase.senses,
-                strength=round(phrase.strength if phrase.vector is not None else 0.0, 4),
-                classes=tuple((self.class_names[j], round(float(phrase.vector[j]), 4)) for j in top),
-                coco=self._labels(phrase.coco)))
+            matches.append(
+                ConceptMatch(
+                    phrase=" ".join(tokens[i : i + n]),
+                    lemma=lemma,
+                    senses=phrase.senses,
+                    strength=round(phrase.strength if phrase.vector is not None else 0.0, 4),
+                    classes=tuple((self.class_names[j], round(float(phrase.vector[j]), 4)) for j in top),
+                    coco=self._labels(phrase.coco),
+                )
+            )
         total = float(weights.sum())
         if total > 0:
             weights /= total

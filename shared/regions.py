@@ -18,8 +18,11 @@ def select_regions(detections: Sequence, width: int, height: int, settings: Dete
             in [0, 1]) and ``max_regions`` (at most that many).
     """
     area = float(width * height) or 1.0
-    keep = [i for i, d in enumerate(detections)
-            if d.score >= settings.region_min_score
-            and (d.box.x2 - d.box.x1) * (d.box.y2 - d.box.y1) / area >= settings.region_min_area]
+    keep = [
+        i
+        for i, d in enumerate(detections)
+        if d.score >= settings.region_min_score
+        and (d.box.x2 - d.box.x1) * (d.box.y2 - d.box.y1) / area >= settings.region_min_area
+    ]
     keep.sort(key=lambda i: -detections[i].score)
     return keep[: settings.max_regions]

@@ -42,8 +42,9 @@ log = get_logger("security")
 AUTH_METADATA_KEY = "authorization"
 RETRY_AFTER_KEY = "retry-after-ms"
 #: Services that never require a token and are never rate-limited (probes and tooling must reach them).
-OPEN_SERVICES = frozenset({"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection",
-                           "grpc.reflection.v1.ServerReflection"})
+OPEN_SERVICES = frozenset(
+    {"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection", "grpc.reflection.v1.ServerReflection"}
+)
 MIN_TOKEN_LENGTH = 16
 _TOKEN_FILE_CHECK_S = 1.0  # how often the tokens file's mtime is looked at, at most
 _LOG_EVERY_S = 10.0  # a refusal is logged at most once per this many seconds per (client, reason)
@@ -265,8 +266,9 @@ class RateLimiter:
         clock: monotonic clock in seconds (tests inject one).
     """
 
-    def __init__(self, rate: float, burst: int, max_clients: int = 10_000,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, rate: float, burst: int, max_clients: int = 10_000, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         TokenBucket(rate, burst, 0.0)  # validates
         self.rate, self.burst, self.max_clients = rate, burst, max(1, max_clients)
         self._clock = clock
@@ -356,9 +358,13 @@ class SecurityInterceptor(grpc.ServerInterceptor):
         auth_services / limit_services: full service names, or None for every service.
     """
 
-    def __init__(self, tokens: TokenSet | None, limiter: RateLimiter | None,
-                 auth_services: frozenset[str] | None = frozenset({"visearch.v1.SearchService"}),
-                 limit_services: frozenset[str] | None = frozenset({"visearch.v1.SearchService"})) -> None:
+    def __init__(
+        self,
+        tokens: TokenSet | None,
+        limiter: RateLimiter | None,
+        auth_services: frozenset[str] | None = frozenset({"visearch.v1.SearchService"}),
+        limit_services: frozenset[str] | None = frozenset({"visearch.v1.SearchService"}),
+    ) -> None:
         self.tokens = tokens if tokens is not None and tokens.enabled else None
         self.limiter = limiter
         self.auth_services, self.limit_services = auth_services, limit_services
@@ -399,9 +405,11 @@ class SecurityInterceptor(grpc.ServerInterceptor):
                 if wait_s > 0:
                     self._refuse(context, service, method, "rate_limited", client)
                     context.set_trailing_metadata(((RETRY_AFTER_KEY, str(max(1, round(wait_s * 1000)))),))
-                    context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                  f"rate limit exceeded for client {client!r}: {self.limiter.rate:g} requests/s, "
-                                  f"burst {self.limiter.burst}; retry in {wait_s:.2f} s")
+                    context.abort(
+                        grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        f"rate limit exceeded for client {client!r}: {self.limiter.rate:g} requests/s, "
+                        f"burst {self.limiter.burst}; retry in {wait_s:.2f} s",
+                    )
 
         return _guarded(handler, guard)
 
@@ -413,7 +421,9 @@ class SecurityInterceptor(grpc.ServerInterceptor):
             if len(self._logged) > 10_000:
                 self._logged.clear()
             self._logged[key] = now
-            log.warning("rpc_refused", method=method, reason=reason, client=client, peer=peer_host(context.peer() or ""))
+            log.warning(
+                "rpc_refused", method=method, reason=reason, client=client, peer=peer_host(context.peer() or "")
+            )
 
 
 def _guarded(handler: grpc.RpcMethodHandler, guard: Callable[[grpc.ServicerContext], None]) -> grpc.RpcMethodHandler:
@@ -504,8 +514,9 @@ def server_credentials(settings: SecuritySettings) -> grpc.ServerCredentials | N
     if not settings.tls_enabled:
         return None
     files = _CertificateFiles(settings)
-    return grpc.dynamic_ssl_server_credentials(files.configuration(), files.fetch,
-                                               require_client_authentication=settings.mtls_enabled)
+    return grpc.dynamic_ssl_server_credentials(
+        files.configuration(), files.fetch, require_client_authentication=settings.mtls_enabled
+    )
 
 
 def channel_credentials(settings: SecuritySettings) -> grpc.ChannelCredentials | None:
@@ -538,14 +549,21 @@ def is_loopback(host: str) -> bool:
 # --------------------------------------------------------------------------------------------- client side
 
 
-class _CallDetails(collections.namedtuple("_CallDetails", ("method", "timeout", "metadata", "credentials",
-                                                            "wait_for_ready", "compression")),
-                   grpc.ClientCallDetails):
+class _CallDetails(
+    collections.namedtuple(
+        "_CallDetails", ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression")
+    ),
+    grpc.ClientCallDetails,
+):
     pass
 
 
-class ClientDefaults(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
-                     grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+class ClientDefaults(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
     """Client interceptor: gives every call a deadline (``timeout_s`` when the caller set none) and adds
     ``metadata`` entries whose keys the call does not already carry (e.g. the bearer token).
 
@@ -563,8 +581,14 @@ class ClientDefaults(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInt
         present = {k for k, _ in metadata}
         metadata += [(k, v) for k, v in self.metadata if k not in present]
         timeout = details.timeout if details.timeout is not None else self.timeout_s
-        return _CallDetails(details.method, timeout, metadata or None, details.credentials,
-                            getattr(details, "wait_for_ready", None), getattr(details, "compression", None))
+        return _CallDetails(
+            details.method,
+            timeout,
+            metadata or None,
+            details.credentials,
+            getattr(details, "wait_for_ready", None),
+            getattr(details, "compression", None),
+        )
 
     def intercept_unary_unary(self, continuation, client_call_details, request):
         return continuation(self._details(client_call_details), request)

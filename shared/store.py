@@ -51,12 +51,44 @@ logging.getLogger("pymilvus.orm.iterator").setLevel(logging.ERROR)
 
 COLOUR_DIM = 245  # must equal shared/colour.COLOUR_DIM (checked in tests/unit)
 SPACES = {"image": 1280, "joint": 384, "colour": COLOUR_DIM, "region": 1280}
-_VARCHAR = {"pk": 640, "image_id": 512, "tenant": 64, "collection": 128, "title": 1024, "category": 256,
-            "brand": 256, "uri": 2048, "image_model": 128, "description": 2048, "ocr_text": 4096, "tags": 2048,
-            "taxonomy": 1024, "duplicate_of": 512, "attributes": 8192}
+_VARCHAR = {
+    "pk": 640,
+    "image_id": 512,
+    "tenant": 64,
+    "collection": 128,
+    "title": 1024,
+    "category": 256,
+    "brand": 256,
+    "uri": 2048,
+    "image_model": 128,
+    "description": 2048,
+    "ocr_text": 4096,
+    "tags": 2048,
+    "taxonomy": 1024,
+    "duplicate_of": 512,
+    "attributes": 8192,
+}
 _REGION_VARCHAR = {"label": 64, "box": 128}
-OUTPUT_FIELDS = ["image_id", "tenant", "collection", "title", "category", "brand", "price", "in_stock", "uri",
-                 "description", "ocr_text", "tags", "taxonomy", "safe", "phash", "duplicate_of", "attributes", "updated_ms"]
+OUTPUT_FIELDS = [
+    "image_id",
+    "tenant",
+    "collection",
+    "title",
+    "category",
+    "brand",
+    "price",
+    "in_stock",
+    "uri",
+    "description",
+    "ocr_text",
+    "tags",
+    "taxonomy",
+    "safe",
+    "phash",
+    "duplicate_of",
+    "attributes",
+    "updated_ms",
+]
 REGION_FIELDS = ["region_index", "label", "region_score", "box"]
 TAG_SEPARATOR = ";"
 LAYOUTS = ("per_space", "unified")
@@ -114,14 +146,24 @@ class IndexRow:
     def fields(self) -> dict:
         """Scalar fields as stored (strings truncated to their column width)."""
         return {
-            "image_id": self.image_id[: _VARCHAR["image_id"]], "tenant": self.tenant[: _VARCHAR["tenant"]],
-            "collection": self.collection[: _VARCHAR["collection"]], "title": self.title[: _VARCHAR["title"]],
-            "category": self.category[: _VARCHAR["category"]], "brand": self.brand[: _VARCHAR["brand"]],
-            "price": float(self.price), "in_stock": bool(self.in_stock), "uri": self.uri[: _VARCHAR["uri"]],
-            "image_model": self.image_model[: _VARCHAR["image_model"]], "updated_ms": int(time.time() * 1000),
-            "description": _clip(self.description, "description"), "ocr_text": _clip(self.ocr_text, "ocr_text"),
-            "tags": _clip(TAG_SEPARATOR.join(self.tags), "tags"), "taxonomy": _clip(self.taxonomy, "taxonomy"),
-            "safe": bool(self.safe), "phash": int(self.phash), "duplicate_of": _clip(self.duplicate_of, "duplicate_of"),
+            "image_id": self.image_id[: _VARCHAR["image_id"]],
+            "tenant": self.tenant[: _VARCHAR["tenant"]],
+            "collection": self.collection[: _VARCHAR["collection"]],
+            "title": self.title[: _VARCHAR["title"]],
+            "category": self.category[: _VARCHAR["category"]],
+            "brand": self.brand[: _VARCHAR["brand"]],
+            "price": float(self.price),
+            "in_stock": bool(self.in_stock),
+            "uri": self.uri[: _VARCHAR["uri"]],
+            "image_model": self.image_model[: _VARCHAR["image_model"]],
+            "updated_ms": int(time.time() * 1000),
+            "description": _clip(self.description, "description"),
+            "ocr_text": _clip(self.ocr_text, "ocr_text"),
+            "tags": _clip(TAG_SEPARATOR.join(self.tags), "tags"),
+            "taxonomy": _clip(self.taxonomy, "taxonomy"),
+            "safe": bool(self.safe),
+            "phash": int(self.phash),
+            "duplicate_of": _clip(self.duplicate_of, "duplicate_of"),
             "attributes": _attributes_json(self.attributes),
         }
 
@@ -269,20 +311,34 @@ class MilvusStore:
     def _choose_layout(self) -> str:
         wanted, unified = self.settings.layout, supports_unified(self.server_version)
         if wanted == "unified" and not unified:
-            raise ConfigError(f"Milvus {self.server_version} has no BM25 function or multi-vector collections "
-                              f"(needs Milvus >= 2.5 or Milvus Lite >= 3): set VISEARCH_MILVUS_LAYOUT=auto or per_space")
+            raise ConfigError(
+                f"Milvus {self.server_version} has no BM25 function or multi-vector collections "
+                f"(needs Milvus >= 2.5 or Milvus Lite >= 3): set VISEARCH_MILVUS_LAYOUT=auto or per_space"
+            )
         if wanted != "auto":
             return wanted
         if not unified:
-            log.info("store_layout_fallback", server=self.server_version, layout="per_space",
-                     reason="server older than Milvus 2.5: keyword search runs in each ranking process")
+            log.info(
+                "store_layout_fallback",
+                server=self.server_version,
+                layout="per_space",
+                reason="server older than Milvus 2.5: keyword search runs in each ranking process",
+            )
             return "per_space"
         prefix = self.settings.collection_prefix
-        has = {layout: self._call("has_collection", self._client.has_collection,
-                                  self.layout_collections(prefix, layout)["image"]) for layout in LAYOUTS}
+        has = {
+            layout: self._call(
+                "has_collection", self._client.has_collection, self.layout_collections(prefix, layout)["image"]
+            )
+            for layout in LAYOUTS
+        }
         if has["per_space"] and not has["unified"]:
-            log.warning("store_layout_legacy", server=self.server_version, layout="per_space",
-                        action="run `visearch store migrate` to move the catalogue into the unified layout")
+            log.warning(
+                "store_layout_legacy",
+                server=self.server_version,
+                layout="per_space",
+                action="run `visearch store migrate` to move the catalogue into the unified layout",
+            )
             return "per_space"
         return "unified"
 
@@ -318,7 +374,8 @@ class MilvusStore:
         if missing:
             raise SchemaMismatchError(
                 f"collection {name} lacks fields {sorted(missing)} (created by an older visearch): reindex into a "
-                f"new VISEARCH_MILVUS_COLLECTION_PREFIX or drop it (docs/operations.md, index rebuild)")
+                f"new VISEARCH_MILVUS_COLLECTION_PREFIX or drop it (docs/operations.md, index rebuild)"
+            )
         self._await_indexes(name, indexed)
         self._call("load_collection", self._client.load_collection, name)
         return True
@@ -358,15 +415,31 @@ class MilvusStore:
             for name_, length in _REGION_VARCHAR.items():
                 schema.add_field(name_, DataType.VARCHAR, max_length=length)
         self._index_types[space] = self.settings.index_type
-        self._call("create_collection", self._client.create_collection, collection_name=name, schema=schema,
-                   index_params=self._index_params(["vector"]))
+        self._call(
+            "create_collection",
+            self._client.create_collection,
+            collection_name=name,
+            schema=schema,
+            index_params=self._index_params(["vector"]),
+        )
         log.info("collection_created", collection=name, dim=dim, uri=self.settings.uri)
 
     def _ensure_items(self) -> None:
         """The unified layout's items collection: three vector fields, the BM25 text and its sparse vector."""
         name = self.collections["image"]
-        expected = {"pk", *ITEM_SPACES, "has_colour", BM25_TEXT_FIELD, BM25_FIELD, *_VARCHAR, "price", "in_stock",
-                    "updated_ms", "safe", "phash"}
+        expected = {
+            "pk",
+            *ITEM_SPACES,
+            "has_colour",
+            BM25_TEXT_FIELD,
+            BM25_FIELD,
+            *_VARCHAR,
+            "price",
+            "in_stock",
+            "updated_ms",
+            "safe",
+            "phash",
+        }
         if self._open_existing(name, expected, [*ITEM_SPACES, BM25_FIELD]):
             for space in ITEM_SPACES:
                 self._read_index_type(space)
@@ -377,16 +450,32 @@ class MilvusStore:
             schema.add_field(space, DataType.FLOAT_VECTOR, dim=SPACES[space])
         schema.add_field("has_colour", DataType.BOOL)
         # Terms are analysed here (keywords.py): the standard tokenizer only splits them on spaces.
-        schema.add_field(BM25_TEXT_FIELD, DataType.VARCHAR, max_length=_BM25_TEXT_BYTES, enable_analyzer=True,
-                         analyzer_params={"tokenizer": "standard", "filter": ["lowercase"]})
+        schema.add_field(
+            BM25_TEXT_FIELD,
+            DataType.VARCHAR,
+            max_length=_BM25_TEXT_BYTES,
+            enable_analyzer=True,
+            analyzer_params={"tokenizer": "standard", "filter": ["lowercase"]},
+        )
         schema.add_field(BM25_FIELD, DataType.SPARSE_FLOAT_VECTOR)
-        schema.add_function(Function(name="bm25_terms", function_type=FunctionType.BM25,
-                                     input_field_names=[BM25_TEXT_FIELD], output_field_names=[BM25_FIELD]))
+        schema.add_function(
+            Function(
+                name="bm25_terms",
+                function_type=FunctionType.BM25,
+                input_field_names=[BM25_TEXT_FIELD],
+                output_field_names=[BM25_FIELD],
+            )
+        )
         self._add_scalar_fields(schema)
         for space in ITEM_SPACES:
             self._index_types[space] = self.settings.index_type
-        self._call("create_collection", self._client.create_collection, collection_name=name, schema=schema,
-                   index_params=self._index_params(list(ITEM_SPACES), bm25=True))
+        self._call(
+            "create_collection",
+            self._client.create_collection,
+            collection_name=name,
+            schema=schema,
+            index_params=self._index_params(list(ITEM_SPACES), bm25=True),
+        )
         log.info("collection_created", collection=name, layout="unified", uri=self.settings.uri)
 
     def _await_indexes(self, name: str, fields: Sequence[str]) -> None:
@@ -403,8 +492,12 @@ class MilvusStore:
                 missing = [f for f in fields if f not in present]
                 log.warning("collection_index_missing", collection=name, fields=missing, action="creating them")
                 vectors = [f for f in missing if f != BM25_FIELD]
-                self._call("create_index", self._client.create_index, name,
-                           self._index_params(vectors, bm25=BM25_FIELD in missing))
+                self._call(
+                    "create_index",
+                    self._client.create_index,
+                    name,
+                    self._index_params(vectors, bm25=BM25_FIELD in missing),
+                )
                 return
             time.sleep(0.5)
 
@@ -412,14 +505,20 @@ class MilvusStore:
         """The indexes this version builds: cosine ``index_type`` (with its build parameters) on each vector
         field, and the BM25 inverted index on the sparse field (k1 1.5, b 0.75: bm25s's defaults)."""
         kind = self.settings.index_type
-        params = {"HNSW": {"M": self.settings.hnsw_m, "efConstruction": self.settings.hnsw_ef_construction},
-                  "IVF_FLAT": {"nlist": self.settings.ivf_nlist}}.get(kind, {})
+        params = {
+            "HNSW": {"M": self.settings.hnsw_m, "efConstruction": self.settings.hnsw_ef_construction},
+            "IVF_FLAT": {"nlist": self.settings.ivf_nlist},
+        }.get(kind, {})
         index = self._client.prepare_index_params()
         for field_name in vector_fields:
             index.add_index(field_name=field_name, metric_type="COSINE", index_type=kind, params=params)
         if bm25:
-            index.add_index(field_name=BM25_FIELD, metric_type="BM25", index_type="SPARSE_INVERTED_INDEX",
-                            params={"bm25_k1": 1.5, "bm25_b": 0.75})
+            index.add_index(
+                field_name=BM25_FIELD,
+                metric_type="BM25",
+                index_type="SPARSE_INVERTED_INDEX",
+                params={"bm25_k1": 1.5, "bm25_b": 0.75},
+            )
         return index
 
     def search_params(self, space: str, top_k: int, offset: int = 0) -> dict:
@@ -427,8 +526,10 @@ class MilvusStore:
         collection's index (HNSW ``ef`` = max(search_ef, offset + top_k), as Milvus requires ef >= k;
         IVF ``nprobe``); none for FLAT and AUTOINDEX."""
         kind = self._index_types.get(space, "AUTOINDEX")
-        params = {"HNSW": {"ef": max(self.settings.search_ef, offset + top_k)},
-                  "IVF_FLAT": {"nprobe": self.settings.search_nprobe}}.get(kind, {})
+        params = {
+            "HNSW": {"ef": max(self.settings.search_ef, offset + top_k)},
+            "IVF_FLAT": {"nprobe": self.settings.search_nprobe},
+        }.get(kind, {})
         return {"metric_type": "COSINE", "offset": offset, **({"params": params} if params else {})}
 
     def _item_collections(self) -> list[str]:
@@ -439,15 +540,21 @@ class MilvusStore:
         """The condition a space adds to a filter: the unified layout's images without a colour have none."""
         return " and has_colour == true" if self.full_text and space == "colour" else ""
 
-    def item_row(self, fields: dict, image: Sequence[float], joint: Sequence[float],
-                 colour: Sequence[float] | None) -> dict:
+    def item_row(
+        self, fields: dict, image: Sequence[float], joint: Sequence[float], colour: Sequence[float] | None
+    ) -> dict:
         """A unified-layout row: stored scalar ``fields`` (with ``pk``), the three vectors and the BM25 text."""
         text = analysed(document_text(fields))
         if len(text.encode()) > _BM25_TEXT_BYTES:  # Milvus counts bytes: cut there, then drop the cut term
             text = text.encode()[:_BM25_TEXT_BYTES].decode(errors="ignore").rsplit(" ", 1)[0]
-        return {**fields, "image": _floats(image), "joint": _floats(joint),
-                "colour": _NO_COLOUR if colour is None else _floats(colour), "has_colour": colour is not None,
-                BM25_TEXT_FIELD: text}
+        return {
+            **fields,
+            "image": _floats(image),
+            "joint": _floats(joint),
+            "colour": _NO_COLOUR if colour is None else _floats(colour),
+            "has_colour": colour is not None,
+            BM25_TEXT_FIELD: text,
+        }
 
     def upsert(self, rows: Iterable[IndexRow]) -> int:
         """Insert or replace rows (idempotent by primary key): one row per image (three per_space) plus its
@@ -460,15 +567,19 @@ class MilvusStore:
         if not rows:
             return 0
         if self.full_text:
-            data = [self.item_row({"pk": r.pk, **r.fields()}, r.image_vector, r.joint_vector, r.colour_vector)
-                    for r in rows]
+            data = [
+                self.item_row({"pk": r.pk, **r.fields()}, r.image_vector, r.joint_vector, r.colour_vector) for r in rows
+            ]
             self._call("upsert", self._client.upsert, collection_name=self.collections["image"], data=data)
         else:
             for space, attr in (("image", "image_vector"), ("joint", "joint_vector")):
                 data = [{"pk": r.pk, "vector": _floats(getattr(r, attr)), **r.fields()} for r in rows]
                 self._call("upsert", self._client.upsert, collection_name=self.collections[space], data=data)
-            colour = [{"pk": r.pk, "vector": _floats(r.colour_vector), **r.fields()}
-                      for r in rows if r.colour_vector is not None]
+            colour = [
+                {"pk": r.pk, "vector": _floats(r.colour_vector), **r.fields()}
+                for r in rows
+                if r.colour_vector is not None
+            ]
             if colour:
                 self._call("upsert", self._client.upsert, collection_name=self.collections["colour"], data=colour)
         by_tenant: dict[str, list[str]] = {}
@@ -476,10 +587,19 @@ class MilvusStore:
             by_tenant.setdefault(r.tenant, []).append(r.image_id)
         for tenant, ids in by_tenant.items():
             self._delete_regions(tenant, ids)
-        regions = [{"pk": region_key(r.tenant, r.image_id, g.index), "vector": _floats(g.vector), **r.fields(),
-                    "region_index": int(g.index), "label": g.label[: _REGION_VARCHAR["label"]],
-                    "region_score": float(g.score), "box": json.dumps([round(float(v), 1) for v in g.box])}
-                   for r in rows for g in r.regions]
+        regions = [
+            {
+                "pk": region_key(r.tenant, r.image_id, g.index),
+                "vector": _floats(g.vector),
+                **r.fields(),
+                "region_index": int(g.index),
+                "label": g.label[: _REGION_VARCHAR["label"]],
+                "region_score": float(g.score),
+                "box": json.dumps([round(float(v), 1) for v in g.box]),
+            }
+            for r in rows
+            for g in r.regions
+        ]
         if regions:
             self._call("upsert", self._client.upsert, collection_name=self.collections["region"], data=regions)
         return len(rows)
@@ -507,9 +627,14 @@ class MilvusStore:
     def _vector_rows(self, space: str, expr: str, output_fields: Sequence[str], consistency: str) -> list[dict]:
         """Rows of ``space`` matching ``expr`` with their ``space`` vector as ``vector`` (float32)."""
         field_name = self.vector_fields[space]
-        rows = self._call("query", self._client.query, collection_name=self.collections[space],
-                          filter=expr + self._space_clause(space), output_fields=[*output_fields, field_name],
-                          consistency_level=consistency)
+        rows = self._call(
+            "query",
+            self._client.query,
+            collection_name=self.collections[space],
+            filter=expr + self._space_clause(space),
+            output_fields=[*output_fields, field_name],
+            consistency_level=consistency,
+        )
         found = []
         for r in rows:
             row = dict(r)
@@ -533,8 +658,9 @@ class MilvusStore:
         rows = self._vector_rows(space, f"pk in {literal(pks)}", ["image_id"], self.settings.search_consistency)
         return {r["image_id"]: r["vector"] for r in rows}
 
-    def similarities(self, space: str, tenant: str, image_ids: Iterable[str],
-                     vectors: Sequence[np.ndarray]) -> dict[str, float]:
+    def similarities(
+        self, space: str, tenant: str, image_ids: Iterable[str], vectors: Sequence[np.ndarray]
+    ) -> dict[str, float]:
         """The best cosine similarity of the query ``vectors`` (one or more, each [dim]) with the stored vector of
         each of several images in ``space``, by image id.
 
@@ -549,12 +675,18 @@ class MilvusStore:
             return {}
         if not self.concurrent:
             return {i: max(float(np.dot(v, q)) for q in vectors) for i, v in self.vectors(space, tenant, ids).items()}
-        result = self._call("search", self._client.search, collection_name=self.collections[space],
-                            data=[_floats(v) for v in vectors], anns_field=self.vector_fields[space],
-                            filter=f"tenant == {literal(tenant)} and image_id in {literal(ids)}"
-                                   + self._space_clause(space),
-                            limit=len(ids), output_fields=["image_id"], search_params=self.search_params(space, len(ids)),
-                            consistency_level=self.settings.search_consistency)
+        result = self._call(
+            "search",
+            self._client.search,
+            collection_name=self.collections[space],
+            data=[_floats(v) for v in vectors],
+            anns_field=self.vector_fields[space],
+            filter=f"tenant == {literal(tenant)} and image_id in {literal(ids)}" + self._space_clause(space),
+            limit=len(ids),
+            output_fields=["image_id"],
+            search_params=self.search_params(space, len(ids)),
+            consistency_level=self.settings.search_consistency,
+        )
         found: dict[str, float] = {}
         for hits in result:
             for h in hits:
@@ -566,8 +698,15 @@ class MilvusStore:
                 found[image_id] = max(float(np.dot(stored, v)) for v in vectors)
         return found
 
-    def rows(self, tenant: str, image_ids: Iterable[str], filter: SearchFilter | None = None, space: str = "image",
-             with_vector: bool = False, output_fields: Sequence[str] = OUTPUT_FIELDS) -> list[StoredHit]:
+    def rows(
+        self,
+        tenant: str,
+        image_ids: Iterable[str],
+        filter: SearchFilter | None = None,
+        space: str = "image",
+        with_vector: bool = False,
+        output_fields: Sequence[str] = OUTPUT_FIELDS,
+    ) -> list[StoredHit]:
         """The scalar fields of several images (score 0.0), keeping only those that pass ``filter``.
 
         Args:
@@ -583,17 +722,27 @@ class MilvusStore:
         if with_vector:
             rows = self._vector_rows(space, expr, _with_image_id(output_fields), self.settings.search_consistency)
         else:
-            rows = self._call("query", self._client.query, collection_name=self.collections[space], filter=expr,
-                              output_fields=_with_image_id(output_fields),
-                              consistency_level=self.settings.search_consistency)
+            rows = self._call(
+                "query",
+                self._client.query,
+                collection_name=self.collections[space],
+                filter=expr,
+                output_fields=_with_image_id(output_fields),
+                consistency_level=self.settings.search_consistency,
+            )
         return [StoredHit(image_id=r["image_id"], score=0.0, fields=dict(r)) for r in rows]
 
     def text_rows(self, tenant: str, batch_size: int = 1000) -> Iterable[dict]:
         """Every row of ``tenant`` with its text fields (image_id, title, description, tags, ocr_text),
         read page by page with a query iterator (for the in-process BM25 index of the per_space layout)."""
-        iterator = self._call("query", self._client.query_iterator, collection_name=self.collections["image"],
-                              batch_size=batch_size, filter=f"tenant == {literal(tenant)}",
-                              output_fields=["image_id", "title", "description", "tags", "ocr_text"])
+        iterator = self._call(
+            "query",
+            self._client.query_iterator,
+            collection_name=self.collections["image"],
+            batch_size=batch_size,
+            filter=f"tenant == {literal(tenant)}",
+            output_fields=["image_id", "title", "description", "tags", "ocr_text"],
+        )
         try:
             while True:
                 page = self._call("query", iterator.next)
@@ -603,9 +752,16 @@ class MilvusStore:
         finally:
             iterator.close()
 
-    def bm25_search(self, tenant: str, text: str, top_k: int, filter: SearchFilter | None = None,
-                    output_fields: Sequence[str] = OUTPUT_FIELDS, vector_space: str | None = None,
-                    image_ids: Sequence[str] = ()) -> list[StoredHit]:
+    def bm25_search(
+        self,
+        tenant: str,
+        text: str,
+        top_k: int,
+        filter: SearchFilter | None = None,
+        output_fields: Sequence[str] = OUTPUT_FIELDS,
+        vector_space: str | None = None,
+        image_ids: Sequence[str] = (),
+    ) -> list[StoredHit]:
         """The ``top_k`` rows with the best BM25 score of ``text`` over their title, description, tags and OCR
         text, computed by Milvus (unified layout only), best first; ``score`` is the BM25 score (> 0).
 
@@ -626,10 +782,18 @@ class MilvusStore:
         if image_ids:
             flt = replace(flt, image_ids=list(image_ids))
         fields = _with_image_id(output_fields) + ([vector_space] if vector_space else [])
-        result = self._call("search", self._client.search, collection_name=self.collections["image"], data=[query],
-                            anns_field=BM25_FIELD, filter=flt.expression(tenant), limit=min(top_k, 16384),
-                            output_fields=fields, search_params={"metric_type": "BM25"},
-                            consistency_level=self.settings.search_consistency)
+        result = self._call(
+            "search",
+            self._client.search,
+            collection_name=self.collections["image"],
+            data=[query],
+            anns_field=BM25_FIELD,
+            filter=flt.expression(tenant),
+            limit=min(top_k, 16384),
+            output_fields=fields,
+            search_params={"metric_type": "BM25"},
+            consistency_level=self.settings.search_consistency,
+        )
         hits = []
         for h in result[0]:
             found = dict(h["entity"])
@@ -644,15 +808,21 @@ class MilvusStore:
         ids = list(dict.fromkeys(image_ids))
         scores = dict.fromkeys(ids, 0.0)
         if ids:
-            scores.update((h.image_id, h.score) for h in self.bm25_search(tenant, text, len(ids), output_fields=(),
-                                                                          image_ids=ids))
+            scores.update(
+                (h.image_id, h.score) for h in self.bm25_search(tenant, text, len(ids), output_fields=(), image_ids=ids)
+            )
         return scores
 
     def regions(self, tenant: str, image_id: str) -> list[dict]:
         """The stored regions of one image (fields, ``vector``, ``box`` as a list), by region index."""
-        rows = self._call("query", self._client.query, collection_name=self.collections["region"],
-                          filter=f"tenant == {literal(tenant)} and image_id == {literal(image_id)}",
-                          output_fields=[*OUTPUT_FIELDS, *REGION_FIELDS, "vector"], consistency_level="Strong")
+        rows = self._call(
+            "query",
+            self._client.query,
+            collection_name=self.collections["region"],
+            filter=f"tenant == {literal(tenant)} and image_id == {literal(image_id)}",
+            output_fields=[*OUTPUT_FIELDS, *REGION_FIELDS, "vector"],
+            consistency_level="Strong",
+        )
         return sorted((_region_fields(dict(r)) for r in rows), key=lambda r: r["region_index"])
 
     def update_attributes(self, tenant: str, image_id: str, changes: dict) -> bool:
@@ -671,23 +841,50 @@ class MilvusStore:
         for name in dict.fromkeys(self.collections.values()):
             region = name == self.collections["region"]
             vectors = ["vector"] if region or not self.full_text else [*ITEM_SPACES, "has_colour"]
-            rows = self._call("query", self._client.query, collection_name=name, filter=expr,
-                              output_fields=["pk", *vectors, *OUTPUT_FIELDS, "collection", "image_model",
-                                             *(REGION_FIELDS if region else [])], consistency_level="Strong")
+            rows = self._call(
+                "query",
+                self._client.query,
+                collection_name=name,
+                filter=expr,
+                output_fields=[
+                    "pk",
+                    *vectors,
+                    *OUTPUT_FIELDS,
+                    "collection",
+                    "image_model",
+                    *(REGION_FIELDS if region else []),
+                ],
+                consistency_level="Strong",
+            )
             if not rows:
                 continue
             found = found or name == self.collections["image"]
             updated = [{**dict(r), **changes, "updated_ms": int(time.time() * 1000)} for r in rows]
             if self.full_text and not region:
-                updated = [self.item_row({k: v for k, v in r.items() if k not in (*ITEM_SPACES, "has_colour")},
-                                         r["image"], r["joint"], r["colour"] if r["has_colour"] else None)
-                           for r in updated]
+                updated = [
+                    self.item_row(
+                        {k: v for k, v in r.items() if k not in (*ITEM_SPACES, "has_colour")},
+                        r["image"],
+                        r["joint"],
+                        r["colour"] if r["has_colour"] else None,
+                    )
+                    for r in updated
+                ]
             self._call("upsert", self._client.upsert, collection_name=name, data=updated)
         return found
 
-    def search(self, space: str, vector: np.ndarray, *, tenant: str, top_k: int = 10, offset: int = 0,
-               filter: SearchFilter | None = None, output_fields: Sequence[str] = OUTPUT_FIELDS,
-               vector_spaces: Sequence[str] = ()) -> list[StoredHit]:
+    def search(
+        self,
+        space: str,
+        vector: np.ndarray,
+        *,
+        tenant: str,
+        top_k: int = 10,
+        offset: int = 0,
+        filter: SearchFilter | None = None,
+        output_fields: Sequence[str] = OUTPUT_FIELDS,
+        vector_spaces: Sequence[str] = (),
+    ) -> list[StoredHit]:
         """Top-k nearest rows by cosine similarity in ``space`` (image, joint, colour, region), best first.
 
         ``output_fields``: the scalar fields each hit carries (``image_id`` always): Milvus reads and sends
@@ -696,40 +893,80 @@ class MilvusStore:
         ``vector_spaces``: the hits' stored vectors of these spaces too, as ``fields["<space>_vector"]``
         (float32; None for an image without a colour), those of :meth:`row_spaces` only.
         """
-        return self.search_many(space, np.asarray(vector, dtype=np.float32)[None, :], tenant=tenant, top_k=top_k,
-                                offset=offset, filter=filter, output_fields=output_fields,
-                                vector_spaces=vector_spaces)[0]
+        return self.search_many(
+            space,
+            np.asarray(vector, dtype=np.float32)[None, :],
+            tenant=tenant,
+            top_k=top_k,
+            offset=offset,
+            filter=filter,
+            output_fields=output_fields,
+            vector_spaces=vector_spaces,
+        )[0]
 
     def row_spaces(self, space: str) -> tuple[str, ...]:
         """The spaces whose vectors a search of ``space`` can return with its hits (they share the row): the
         unified layout's image, joint and colour; none per_space or for regions."""
         return ITEM_SPACES if self.full_text and space in ITEM_SPACES else ()
 
-    def search_many(self, space: str, vectors: np.ndarray, *, tenant: str, top_k: int = 10, offset: int = 0,
-                    filter: SearchFilter | None = None, output_fields: Sequence[str] = OUTPUT_FIELDS,
-                    vector_spaces: Sequence[str] = ()) -> list[list[StoredHit]]:
+    def search_many(
+        self,
+        space: str,
+        vectors: np.ndarray,
+        *,
+        tenant: str,
+        top_k: int = 10,
+        offset: int = 0,
+        filter: SearchFilter | None = None,
+        output_fields: Sequence[str] = OUTPUT_FIELDS,
+        vector_spaces: Sequence[str] = (),
+    ) -> list[list[StoredHit]]:
         """:meth:`search` for N query vectors ``[N, dim]`` in one call; one hit list per query."""
         expr = (filter or SearchFilter()).expression(tenant) + self._space_clause(space)
         extra = [s for s in vector_spaces if s in self.row_spaces(space)]
-        fields = [*_with_image_id(output_fields), *(REGION_FIELDS if space == "region" else []), *extra,
-                  *(["has_colour"] if "colour" in extra else [])]
+        fields = [
+            *_with_image_id(output_fields),
+            *(REGION_FIELDS if space == "region" else []),
+            *extra,
+            *(["has_colour"] if "colour" in extra else []),
+        ]
         result = self._call(
-            "search", self._client.search, collection_name=self.collections[space],
-            data=[_floats(v) for v in np.asarray(vectors, dtype=np.float32)], anns_field=self.vector_fields[space],
-            filter=expr, limit=top_k, output_fields=fields, search_params=self.search_params(space, top_k, offset),
+            "search",
+            self._client.search,
+            collection_name=self.collections[space],
+            data=[_floats(v) for v in np.asarray(vectors, dtype=np.float32)],
+            anns_field=self.vector_fields[space],
+            filter=expr,
+            limit=top_k,
+            output_fields=fields,
+            search_params=self.search_params(space, top_k, offset),
             consistency_level=self.settings.search_consistency,
         )
-        return [[StoredHit(image_id=h["entity"]["image_id"], score=float(h["distance"]),
-                           fields=_with_vectors(_region_fields(dict(h["entity"])), extra)) for h in hits]
-                for hits in result]
+        return [
+            [
+                StoredHit(
+                    image_id=h["entity"]["image_id"],
+                    score=float(h["distance"]),
+                    fields=_with_vectors(_region_fields(dict(h["entity"])), extra),
+                )
+                for h in hits
+            ]
+            for hits in result
+        ]
 
     def count(self, space: str = "image", tenant: str | None = None) -> int:
         """Number of stored rows in ``space`` (optionally of one tenant); colour: the images that have one."""
         expr = f"tenant == {literal(tenant)}" if tenant else ""
         clause = self._space_clause(space)
         expr = f"{expr}{clause}" if expr else clause.removeprefix(" and ")
-        res = self._call("count", self._client.query, collection_name=self.collections[space], filter=expr,
-                         output_fields=["count(*)"], consistency_level="Strong")
+        res = self._call(
+            "count",
+            self._client.query,
+            collection_name=self.collections[space],
+            filter=expr,
+            output_fields=["count(*)"],
+            consistency_level="Strong",
+        )
         return int(res[0]["count(*)"])
 
     def flush(self) -> None:

@@ -59,6 +59,10 @@ class TextEncoder:
         out = []
         for start in range(0, len(texts), self.batch_size):
             ids, mask = self.tokenizer.encode(texts[start : start + self.batch_size])
-            out.append(self.runner.infer({"input_ids": ids, "attention_mask": mask}, ["sentence_embedding"])["sentence_embedding"])
+            out.append(
+                self.runner.infer({"input_ids": ids, "attention_mask": mask}, ["sentence_embedding"])[
+                    "sentence_embedding"
+                ]
+            )
         vectors = np.concatenate(out)
         return (vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)).astype(np.float32)

@@ -37,8 +37,14 @@ class TextToVisualMap:
         class_weights: float32 [1000, 1280], unit rows: where a query's WordNet classes lie in the image space.
     """
 
-    def __init__(self, mapping: np.ndarray, joint_bank_mean: np.ndarray, visual_bank_mean: np.ndarray,
-                 model_name: str, class_weights: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        mapping: np.ndarray,
+        joint_bank_mean: np.ndarray,
+        visual_bank_mean: np.ndarray,
+        model_name: str,
+        class_weights: np.ndarray | None = None,
+    ) -> None:
         self.mapping = mapping.astype(np.float32)
         self.class_weights = class_weights
         """float32 [1000, 1280], the image model's class weight vectors (unit rows), or None."""
@@ -54,12 +60,21 @@ class TextToVisualMap:
             ModelNotBuiltError: not built; run ``visearch models build``.
         """
         folder = TEXT_TO_VISUAL.locate(Path(cache_dir))
-        return cls(np.load(folder / "text_to_visual.npy"), np.load(folder / "joint_bank_mean.npy"),
-                   np.load(folder / "visual_bank_mean.npy"), f"{TEXT_TO_VISUAL.name}@{TEXT_TO_VISUAL.key}",
-                   np.load(folder / "class_weights.npy"))
+        return cls(
+            np.load(folder / "text_to_visual.npy"),
+            np.load(folder / "joint_bank_mean.npy"),
+            np.load(folder / "visual_bank_mean.npy"),
+            f"{TEXT_TO_VISUAL.name}@{TEXT_TO_VISUAL.key}",
+            np.load(folder / "class_weights.npy"),
+        )
 
-    def to_visual(self, text_vectors: np.ndarray, centering: float = 0.0, class_mix: np.ndarray | None = None,
-                  class_weight: float | np.ndarray = 0.0) -> np.ndarray:
+    def to_visual(
+        self,
+        text_vectors: np.ndarray,
+        centering: float = 0.0,
+        class_mix: np.ndarray | None = None,
+        class_weight: float | np.ndarray = 0.0,
+    ) -> np.ndarray:
         """Image-space query vectors of text vectors: float32 [N, 384] -> float32 [N, 1280], unit norm.
 
         ``class_mix`` float32 [N, 1000] (rows summing to 1 or 0: the ImageNet classes a query names through
@@ -68,8 +83,10 @@ class TextToVisualMap:
         """
         visual = _normalise(text_vectors @ self.mapping)
         if class_mix is not None and self.class_weights is not None:
-            visual = _normalise(visual + class_weight * _normalise(class_mix @ self.class_weights)
-                                * (class_mix.sum(axis=1, keepdims=True) > 0))
+            visual = _normalise(
+                visual
+                + class_weight * _normalise(class_mix @ self.class_weights) * (class_mix.sum(axis=1, keepdims=True) > 0)
+            )
         return _normalise(visual - centering * self.visual_bank_mean) if centering else visual
 
     def centre_joint(self, text_vectors: np.ndarray, centering: float) -> np.ndarray:

@@ -19,7 +19,10 @@ WORK_SIDE = 320  # px: the check's working copy; text smaller than ~6 px there i
 MIN_LINE_HEIGHT = 5  # px at WORK_SIDE
 MAX_LINE_HEIGHT_SHARE = 0.5  # of the working height: taller "lines" are objects, not text (a headline word may be 1/3)
 MIN_LINE_ASPECT = 2.5
-MIN_FILL, MAX_FILL = 0.3, 0.95  # stroke pixels in a line's box (known miss: very large bold letters, whose outlines fill less)
+MIN_FILL, MAX_FILL = (
+    0.3,
+    0.95,
+)  # stroke pixels in a line's box (known miss: very large bold letters, whose outlines fill less)
 
 
 def text_lines(image: Image.Image) -> int:

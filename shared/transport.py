@@ -58,14 +58,14 @@ def stage_topics(stages: list[str], prefix: str = "visearch") -> dict[str, Stage
     return topics
 
 
-HEADER_SCHEMA = "visearch-schema"          # protobuf full name + version, e.g. "visearch.v1.ImageEvent"
+HEADER_SCHEMA = "visearch-schema"  # protobuf full name + version, e.g. "visearch.v1.ImageEvent"
 HEADER_TRACE_ID = "visearch-trace-id"
 HEADER_DLQ_REASON = "visearch-dlq-reason"  # the error's reason slug
-HEADER_DLQ_ERROR = "visearch-dlq-error"    # human-readable message
+HEADER_DLQ_ERROR = "visearch-dlq-error"  # human-readable message
 HEADER_DLQ_STAGE = "visearch-dlq-stage"
-HEADER_DLQ_TOPIC = "visearch-dlq-topic"          # where the message was consumed from (replay target)
+HEADER_DLQ_TOPIC = "visearch-dlq-topic"  # where the message was consumed from (replay target)
 HEADER_DLQ_PARTITION = "visearch-dlq-partition"
-HEADER_DLQ_OFFSET = "visearch-dlq-offset"        # its original offset
+HEADER_DLQ_OFFSET = "visearch-dlq-offset"  # its original offset
 HEADER_DLQ_EXCEPTION = "visearch-dlq-exception"  # exception class name
 
 

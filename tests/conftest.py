@@ -20,5 +20,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
         names = ", ".join(getattr(r, "nodeid", "?") for r in skipped[:5])
         reporter.ensure_newline()
-        reporter.write_line(f"{len(skipped)} test(s) skipped ({names}): a skipped check did not run; fix the setup, "
-                            "or set VISEARCH_ALLOW_SKIPS=1 for a run that skips on purpose", red=True)
+        reporter.write_line(
+            f"{len(skipped)} test(s) skipped ({names}): a skipped check did not run; fix the setup, "
+            "or set VISEARCH_ALLOW_SKIPS=1 for a run that skips on purpose",
+            red=True,
+        )

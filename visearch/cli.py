@@ -23,8 +23,9 @@ from visearch.shared.config import ModelSettings, ServiceSettings, StoreSettings
 from visearch.shared.errors import VisearchError
 from visearch.shared.logging import configure_logging
 
-app = typer.Typer(help="visearch: visual search and recognition platform.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="visearch: visual search and recognition platform.", no_args_is_help=True, pretty_exceptions_enable=False
+)
 models_app = typer.Typer(help="Build and inspect the ONNX models (needs the `build` extra).", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 topics_app = typer.Typer(help="Kafka topics of the pipeline (admin).", no_args_is_help=True)
@@ -43,14 +44,34 @@ app.add_typer(rank_app, name="rank")
 app.add_typer(store_app, name="store")
 app.add_typer(train_app, name="train")
 
-BootstrapOption = Annotated[Optional[str], typer.Option("--bootstrap", help="Kafka bootstrap servers. Default: $VISEARCH_KAFKA_BOOTSTRAP or 127.0.0.1:9092 (the local stack).")]
+BootstrapOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--bootstrap",
+        help="Kafka bootstrap servers. Default: $VISEARCH_KAFKA_BOOTSTRAP or 127.0.0.1:9092 (the local stack).",
+    ),
+]
 console = Console(width=None if sys.stdout.isatty() else 140)
 
-TenantOption = Annotated[Optional[str], typer.Option("--tenant", help="Tenant (catalogue owner). Default: $VISEARCH_TENANT or 'default'.")]
-DbOption = Annotated[Optional[str], typer.Option("--db", help="Milvus URI: a .db path (Milvus Lite) or http://host:19530. Default: $VISEARCH_MILVUS_URI or ~/.cache/visearch/milvus.db.")]
+TenantOption = Annotated[
+    Optional[str], typer.Option("--tenant", help="Tenant (catalogue owner). Default: $VISEARCH_TENANT or 'default'.")
+]
+DbOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--db",
+        help="Milvus URI: a .db path (Milvus Lite) or http://host:19530. Default: $VISEARCH_MILVUS_URI or ~/.cache/visearch/milvus.db.",
+    ),
+]
 
 
-ServerOption = Annotated[Optional[str], typer.Option("--server", help="Ask a running ranking service (host:port) instead of searching in-process, e.g. 127.0.0.1:50051 for `make up`. TLS, client certificate and token from $VISEARCH_SECURITY_* (docs/operations.md#security).")]
+ServerOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--server",
+        help="Ask a running ranking service (host:port) instead of searching in-process, e.g. 127.0.0.1:50051 for `make up`. TLS, client certificate and token from $VISEARCH_SECURITY_* (docs/operations.md#security).",
+    ),
+]
 DEMO_PHOTOS = "photos"
 DEMO_FASHION = "fashion"
 
@@ -103,8 +124,15 @@ def main(log_level: Annotated[str, typer.Option(help="Log level for JSON logs on
 def models_build(
     only: Annotated[Optional[list[str]], typer.Option("--only", help="Build only this model (repeatable).")] = None,
     force: Annotated[bool, typer.Option(help="Rebuild even when the cache has this recipe.")] = False,
-    triton: Annotated[Optional[Path], typer.Option(help="Also write a Triton model repository into this folder.")] = None,
-    flavour: Annotated[str, typer.Option(help="Triton repository flavour: local (python backend, CPU) or production (onnxruntime backend, GPU).")] = "local",
+    triton: Annotated[
+        Optional[Path], typer.Option(help="Also write a Triton model repository into this folder.")
+    ] = None,
+    flavour: Annotated[
+        str,
+        typer.Option(
+            help="Triton repository flavour: local (python backend, CPU) or production (onnxruntime backend, GPU)."
+        ),
+    ] = "local",
 ) -> None:
     """Export the models to ONNX in the model cache, verify them against the source framework, and
     optionally write a Triton model repository."""
@@ -144,7 +172,9 @@ def models_list() -> None:
 @app.command()
 def ingest(
     path: Annotated[Optional[Path], typer.Argument(help="Folder of images to ingest (recursively).")] = None,
-    metadata: Annotated[Optional[Path], typer.Option(help="JSONL or CSV of product fields keyed by image_id or file.")] = None,
+    metadata: Annotated[
+        Optional[Path], typer.Option(help="JSONL or CSV of product fields keyed by image_id or file.")
+    ] = None,
     dataset: Annotated[Optional[Dataset], typer.Option(help="Built-in real dataset instead of a folder.")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Ingest at most this many items.")] = None,
     offset: Annotated[int, typer.Option(help="Skip this many items of a dataset first.")] = 0,
@@ -152,7 +182,12 @@ def ingest(
     tenant: TenantOption = None,
     db: DbOption = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
-    stages: Annotated[Optional[str], typer.Option(help="Comma-separated ingest chain, ending with indexer (default: $VISEARCH_PIPELINE_STAGES, all five stages), e.g. embedding,classification,indexer for thumbnails.")] = None,
+    stages: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Comma-separated ingest chain, ending with indexer (default: $VISEARCH_PIPELINE_STAGES, all five stages), e.g. embedding,classification,indexer for thumbnails."
+        ),
+    ] = None,
 ) -> None:
     """Ingest a catalogue through the pipeline (detection -> embedding -> ocr -> classification -> indexer)
     into Milvus, in this process."""
@@ -161,19 +196,26 @@ def ingest(
     items, total = _catalogue(path, metadata, dataset, limit, offset, split)
     chain = [s.strip() for s in stages.split(",") if s.strip()] if stages else None
     start = time.perf_counter()
-    with EmbeddedPlatform(_store_settings(db), service_settings=_service_settings(tenant), stages=chain,
-                          image_settings=_local_image_settings()) as platform:
+    with EmbeddedPlatform(
+        _store_settings(db),
+        service_settings=_service_settings(tenant),
+        stages=chain,
+        image_settings=_local_image_settings(),
+    ) as platform:
         report = platform.ingest(items, progress=progress, total=total)
         stored = platform.store.count(tenant=platform.tenant)
     elapsed = time.perf_counter() - start
-    console.print(f"published {report.published}, indexed {report.indexed}, failed {len(report.failed)} "
-                  f"in {elapsed:.1f} s ({report.published / max(elapsed, 1e-9):.1f} img/s); {stored} images in the index")
+    console.print(
+        f"published {report.published}, indexed {report.indexed}, failed {len(report.failed)} "
+        f"in {elapsed:.1f} s ({report.published / max(elapsed, 1e-9):.1f} img/s); {stored} images in the index"
+    )
     for image_id, reason, message in report.failed:
         console.print(f"  [red]failed[/] {image_id}: {reason}: {message}")
 
 
-def _catalogue(path: Path | None, metadata: Path | None, dataset: Dataset | None, limit: int | None, offset: int,
-               split: str):
+def _catalogue(
+    path: Path | None, metadata: Path | None, dataset: Dataset | None, limit: int | None, offset: int, split: str
+):
     """The items a command names: a folder (with metadata) or a built-in dataset; and their count if known."""
     from visearch.shared import datasets
 
@@ -204,10 +246,22 @@ def _image_message(image: str):
         raise typer.BadParameter(f"cannot read {image}: {exc.strerror}") from exc
 
 
-def _search_request(image: str | None, text: str | None, image_id: str | None, top_k: int, offset: int,
-                    category: list[str] | None, brand: list[str] | None, in_stock: bool | None,
-                    price_min: float | None, price_max: float | None, colour: list[str] | None = None,
-                    region: str | None = None, objects: bool = False, safe: bool | None = None):
+def _search_request(
+    image: str | None,
+    text: str | None,
+    image_id: str | None,
+    top_k: int,
+    offset: int,
+    category: list[str] | None,
+    brand: list[str] | None,
+    in_stock: bool | None,
+    price_min: float | None,
+    price_max: float | None,
+    colour: list[str] | None = None,
+    region: str | None = None,
+    objects: bool = False,
+    safe: bool | None = None,
+):
     from visearch.v1 import common_pb2, search_pb2
 
     if sum(x is not None for x in (image, text, image_id)) + bool(colour) != 1:
@@ -247,7 +301,9 @@ def _ranking_profile(profile: str | None, weights: list[str] | None, rrf: bool):
     """A RankingProfile from ``--profile``, ``--weight factor=w`` (repeatable) and ``--rrf``."""
     from visearch.v1 import search_pb2
 
-    ranking = search_pb2.RankingProfile(name=profile or "", fusion=search_pb2.FUSION_RRF if rrf else search_pb2.FUSION_DEFAULT)
+    ranking = search_pb2.RankingProfile(
+        name=profile or "", fusion=search_pb2.FUSION_RRF if rrf else search_pb2.FUSION_DEFAULT
+    )
     for item in weights or []:
         name, _, value = item.partition("=")
         try:
@@ -257,10 +313,17 @@ def _ranking_profile(profile: str | None, weights: list[str] | None, rrf: bool):
     return ranking
 
 
-ProfileOption = Annotated[Optional[str], typer.Option(
-    "--profile", help="Ranking profile: blended, visual_only, colour, or one configured in VISEARCH_RANKING_PROFILES.")]
-WeightOption = Annotated[Optional[list[str]], typer.Option(
-    "--weight", help="Override one factor's weight, factor=number (repeatable), e.g. --weight bm25=0.")]
+ProfileOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--profile",
+        help="Ranking profile: blended, visual_only, colour, or one configured in VISEARCH_RANKING_PROFILES.",
+    ),
+]
+WeightOption = Annotated[
+    Optional[list[str]],
+    typer.Option("--weight", help="Override one factor's weight, factor=number (repeatable), e.g. --weight bm25=0."),
+]
 RrfOption = Annotated[bool, typer.Option("--rrf", help="Reciprocal rank fusion instead of the weighted blend.")]
 
 
@@ -285,11 +348,18 @@ def print_hits(title: str, response, as_json: bool = False) -> None:
         table.add_row(str(rank), hit.image_id, f"{hit.score:.3f}", factors, region, hit.category, hit.title[:50])
     console.print(table)
     if response.signals:  # which query signals the search used, and why others were skipped
-        console.print("query signals: " + ", ".join(
-            f"{s.name} ({s.took_ms:.0f} ms)" if s.used else f"{s.name} skipped: {s.skipped}" for s in response.signals))
+        console.print(
+            "query signals: "
+            + ", ".join(
+                f"{s.name} ({s.took_ms:.0f} ms)" if s.used else f"{s.name} skipped: {s.skipped}"
+                for s in response.signals
+            )
+        )
     if response.HasField("main_region"):
         b = response.main_region
-        console.print(f"framed query: searched its main photo [{b.x1:.0f},{b.y1:.0f},{b.x2:.0f},{b.y2:.0f}] beside the whole image")
+        console.print(
+            f"framed query: searched its main photo [{b.x1:.0f},{b.y1:.0f},{b.x2:.0f},{b.y2:.0f}] beside the whole image"
+        )
 
 
 @app.command()
@@ -304,15 +374,33 @@ def search(
     in_stock: Annotated[Optional[bool], typer.Option("--in-stock/--out-of-stock", help="Filter on stock.")] = None,
     price_min: Annotated[Optional[float], typer.Option(help="Minimum price.")] = None,
     price_max: Annotated[Optional[float], typer.Option(help="Maximum price.")] = None,
-    colour: Annotated[Optional[list[str]], typer.Option("--colour", help="Search by colour: a palette name (red, navy...) or hex (#d02020); repeatable for a palette.")] = None,
-    region: Annotated[Optional[str], typer.Option(help="With --image: search with this box of the image, x1,y1,x2,y2 pixels.")] = None,
-    objects: Annotated[bool, typer.Option("--objects", help="With --image: detect the query's objects and search the indexed regions with each.")] = False,
+    colour: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--colour",
+            help="Search by colour: a palette name (red, navy...) or hex (#d02020); repeatable for a palette.",
+        ),
+    ] = None,
+    region: Annotated[
+        Optional[str], typer.Option(help="With --image: search with this box of the image, x1,y1,x2,y2 pixels.")
+    ] = None,
+    objects: Annotated[
+        bool,
+        typer.Option(
+            "--objects", help="With --image: detect the query's objects and search the indexed regions with each."
+        ),
+    ] = False,
     safe: Annotated[Optional[bool], typer.Option("--safe/--unsafe", help="Filter on the moderation verdict.")] = None,
     profile: ProfileOption = None,
     weight: WeightOption = None,
     rrf: RrfOption = False,
-    understand: Annotated[Optional[bool], typer.Option(
-        "--understand/--no-understand", help="With --image: read the query's text and tags for the text and tag factors (default: on).")] = None,
+    understand: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--understand/--no-understand",
+            help="With --image: read the query's text and tags for the text and tag factors (default: on).",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the response as JSON.")] = False,
     tenant: TenantOption = None,
     db: DbOption = None,
@@ -322,8 +410,22 @@ def search(
 
     Hits are ranked by the blended ranker; each factor is printed as value (contribution to the score).
     """
-    request = _search_request(image, text, image_id, top_k, offset, category, brand, in_stock, price_min, price_max,
-                              colour, region, objects, safe)
+    request = _search_request(
+        image,
+        text,
+        image_id,
+        top_k,
+        offset,
+        category,
+        brand,
+        in_stock,
+        price_min,
+        price_max,
+        colour,
+        region,
+        objects,
+        safe,
+    )
     request.tenant = tenant or ""
     request.ranking.CopyFrom(_ranking_profile(profile, weight, rrf))
     if understand is not None:
@@ -349,8 +451,9 @@ def _call_search(method: str, request, server: str | None, db: Path | None, tena
     from visearch.embedded import EmbeddedPlatform
 
     # File URIs: exact-match verification re-reads indexed images by the paths `ingest` stored.
-    with EmbeddedPlatform(_store_settings(db), service_settings=_service_settings(tenant),
-                          image_settings=_local_image_settings()) as platform:
+    with EmbeddedPlatform(
+        _store_settings(db), service_settings=_service_settings(tenant), image_settings=_local_image_settings()
+    ) as platform:
         try:
             return getattr(platform.search, method)(request, None)
         except VisearchError as exc:
@@ -362,7 +465,9 @@ def _call_search(method: str, request, server: str | None, db: Path | None, tena
 def similar(
     image_id: Annotated[Optional[str], typer.Option("--id", help="An indexed image.")] = None,
     image: Annotated[Optional[str], typer.Option(help="A query image: a file path or http(s) URL.")] = None,
-    exact: Annotated[bool, typer.Option("--exact", help="Only near-duplicates and exact matches (pHash, ORB + RANSAC).")] = False,
+    exact: Annotated[
+        bool, typer.Option("--exact", help="Only near-duplicates and exact matches (pHash, ORB + RANSAC).")
+    ] = False,
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Number of hits.")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print the response as JSON.")] = False,
     tenant: TenantOption = None,
@@ -397,9 +502,16 @@ def alternatives(
     """In-stock alternatives to an item: same taxonomy node (or category), visually closest first."""
     from visearch.v1 import search_pb2
 
-    request = search_pb2.AlternativesRequest(image_id=image_id, top_k=top_k, offset=offset, tenant=tenant or "",
-                                             ranking=_ranking_profile(profile, weight, False))
-    print_hits(f"in-stock alternatives to {image_id}", _call_search("Alternatives", request, server, db, tenant), as_json)
+    request = search_pb2.AlternativesRequest(
+        image_id=image_id,
+        top_k=top_k,
+        offset=offset,
+        tenant=tenant or "",
+        ranking=_ranking_profile(profile, weight, False),
+    )
+    print_hits(
+        f"in-stock alternatives to {image_id}", _call_search("Alternatives", request, server, db, tenant), as_json
+    )
 
 
 @app.command()
@@ -444,18 +556,27 @@ def print_attributes(title: str, attributes) -> None:
 
 def print_recognition(name: str, result, detections, text) -> None:
     """Print what recognition found in one image: objects, text, taxonomy path, tags, moderation."""
-    objects = ", ".join(f"{d.label} {d.score:.2f} [{d.box.x1:.0f},{d.box.y1:.0f},{d.box.x2:.0f},{d.box.y2:.0f}]"
-                        for d in detections) or "-"
+    objects = (
+        ", ".join(
+            f"{d.label} {d.score:.2f} [{d.box.x1:.0f},{d.box.y1:.0f},{d.box.x2:.0f},{d.box.y2:.0f}]" for d in detections
+        )
+        or "-"
+    )
     path = " > ".join(f"{n.name} ({n.score:.2f})" for n in result.taxonomy) or "-"
     colours = ", ".join(f"{c.name} {c.fraction:.0%}" for c in result.colours)
     tags = ", ".join(f"{a.value} {a.score:.2f}" for a in result.attributes if a.name == "concept") or "-"
-    quality = ", ".join(f"{a.name}={a.value}" for a in result.attributes
-                        if a.name in ("blur", "resolution", "has_text", "aspect", "collage"))
+    quality = ", ".join(
+        f"{a.name}={a.value}"
+        for a in result.attributes
+        if a.name in ("blur", "resolution", "has_text", "aspect", "collage")
+    )
     verdict = "safe" if result.moderation.safe else "UNSAFE"
     scores = ", ".join(f"{s.name} {s.score:.2f}" for s in result.moderation.scores)
-    console.print(f"[bold]{name}[/]\n  objects:    {objects}\n  text:       {text.replace(chr(10), ' | ') or '-'}"
-                  f"\n  taxonomy:   {path}\n  colours:    {colours}\n  concepts:   {tags}\n  quality:    {quality}"
-                  f"\n  moderation: {verdict} ({scores})")
+    console.print(
+        f"[bold]{name}[/]\n  objects:    {objects}\n  text:       {text.replace(chr(10), ' | ') or '-'}"
+        f"\n  taxonomy:   {path}\n  colours:    {colours}\n  concepts:   {tags}\n  quality:    {quality}"
+        f"\n  moderation: {verdict} ({scores})"
+    )
 
 
 @app.command()
@@ -472,21 +593,33 @@ def recognize(
     # The recognition services need no index; the platform still opens one, in a throw-away folder.
     with tempfile.TemporaryDirectory() as tmp, EmbeddedPlatform(StoreSettings(uri=str(Path(tmp) / "r.db"))) as platform:
         if platform.classification is None:
-            raise typer.BadParameter("recognize needs the detection, ocr and classification stages (VISEARCH_PIPELINE_STAGES)")
+            raise typer.BadParameter(
+                "recognize needs the detection, ocr and classification stages (VISEARCH_PIPELINE_STAGES)"
+            )
         for path in images:
             msg = [common_pb2.Image(content=path.read_bytes())]
             try:
                 detected = platform.detection.Detect(detection_pb2.DetectRequest(images=msg), None).results[0]
                 text = platform.ocr.Read(ocr_pb2.ReadRequest(images=msg), None).results[0]
-                result = platform.classification.Classify(classification_pb2.ClassifyRequest(images=msg), None).results[0]
+                result = platform.classification.Classify(classification_pb2.ClassifyRequest(images=msg), None).results[
+                    0
+                ]
             except VisearchError as exc:
                 console.print(f"[red]{path}[/]: {exc.code.name} {exc.reason}: {exc}")
                 continue
             if as_json:
                 from google.protobuf.json_format import MessageToDict
 
-                print(json.dumps({"image": str(path), "detections": MessageToDict(detected), "text": MessageToDict(text),
-                                  "classification": MessageToDict(result)}))
+                print(
+                    json.dumps(
+                        {
+                            "image": str(path),
+                            "detections": MessageToDict(detected),
+                            "text": MessageToDict(text),
+                            "classification": MessageToDict(result),
+                        }
+                    )
+                )
             else:
                 print_recognition(str(path), result, detected.detections, text.text)
 
@@ -514,7 +647,9 @@ def serve(
         from visearch.shared.encoders import Embedder
         from visearch.shared.grpcutil import InProcessStub
 
-        raise typer.Exit(run(settings, embedding=InProcessStub(EmbeddingService(Embedder.from_cache(), ImageSettings()))))
+        raise typer.Exit(
+            run(settings, embedding=InProcessStub(EmbeddingService(Embedder.from_cache(), ImageSettings())))
+        )
     raise typer.Exit(run(settings))
 
 
@@ -545,7 +680,9 @@ def topics_lag(bootstrap: BootstrapOption = None) -> None:
 @app.command()
 def publish(
     path: Annotated[Optional[Path], typer.Argument(help="Folder of images to publish (recursively).")] = None,
-    metadata: Annotated[Optional[Path], typer.Option(help="JSONL or CSV of product fields keyed by image_id or file.")] = None,
+    metadata: Annotated[
+        Optional[Path], typer.Option(help="JSONL or CSV of product fields keyed by image_id or file.")
+    ] = None,
     dataset: Annotated[Optional[Dataset], typer.Option(help="Built-in real dataset instead of a folder.")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Publish at most this many items.")] = None,
     offset: Annotated[int, typer.Option(help="Skip this many items of a dataset first.")] = 0,
@@ -602,8 +739,13 @@ def publish_delete(
     """Publish delete events: the indexer removes every vector of these images."""
     from visearch.v1 import events_pb2
 
-    _publish_events([events_pb2.ImageEvent(image_id=i, kind=events_pb2.ImageEvent.KIND_DELETE, tenant=tenant or "")
-                     for i in image_ids], bootstrap)
+    _publish_events(
+        [
+            events_pb2.ImageEvent(image_id=i, kind=events_pb2.ImageEvent.KIND_DELETE, tenant=tenant or "")
+            for i in image_ids
+        ],
+        bootstrap,
+    )
     console.print(f"published {len(image_ids)} delete events")
 
 
@@ -619,8 +761,12 @@ def publish_update(
     """Publish an attribute update: Milvus attributes change, the models are skipped."""
     from visearch.v1 import events_pb2
 
-    event = events_pb2.ImageEvent(image_id=image_id, kind=events_pb2.ImageEvent.KIND_ATTRIBUTE_UPDATE, tenant=tenant or "",
-                                  product=events_pb2.Product(in_stock=in_stock, price=price, title=title))
+    event = events_pb2.ImageEvent(
+        image_id=image_id,
+        kind=events_pb2.ImageEvent.KIND_ATTRIBUTE_UPDATE,
+        tenant=tenant or "",
+        product=events_pb2.Product(in_stock=in_stock, price=price, title=title),
+    )
     _publish_events([event], bootstrap)
     console.print(f"published attribute update for {image_id}")
 
@@ -638,15 +784,24 @@ def dlq_inspect(
     for col in ("partition:offset", "key", "reason", "stage", "from", "exception", "error"):
         table.add_column(col)
     for letter in read_dead_letters(_kafka_settings(bootstrap), topic, limit):
-        table.add_row(f"{letter.partition}:{letter.offset}", letter.key, letter.reason, letter.stage,
-                      f"{letter.source_topic}@{letter.source_partition}:{letter.source_offset}", letter.exception, letter.error[:80])
+        table.add_row(
+            f"{letter.partition}:{letter.offset}",
+            letter.key,
+            letter.reason,
+            letter.stage,
+            f"{letter.source_topic}@{letter.source_partition}:{letter.source_offset}",
+            letter.exception,
+            letter.error[:80],
+        )
     console.print(table)
 
 
 @dlq_app.command("replay")
 def dlq_replay(
     topic: Annotated[str, typer.Argument(help="Dead-letter topic to replay.")],
-    reason: Annotated[Optional[list[str]], typer.Option(help="Only replay letters with this reason (repeatable).")] = None,
+    reason: Annotated[
+        Optional[list[str]], typer.Option(help="Only replay letters with this reason (repeatable).")
+    ] = None,
     limit: Annotated[Optional[int], typer.Option(help="Examine at most this many letters.")] = None,
     bootstrap: BootstrapOption = None,
 ) -> None:
@@ -662,7 +817,13 @@ def dlq_replay(
 def health(
     addresses: Annotated[Optional[list[str]], typer.Argument(help="gRPC servers to check, host:port.")] = None,
     wait: Annotated[float, typer.Option(help="Wait up to this many seconds for SERVING.")] = 0.0,
-    db: Annotated[Optional[str], typer.Option("--db", help="Also check the vector store at this Milvus URI (a .db path or http://host:19530): reachable, version, layout and where keyword search runs.")] = None,
+    db: Annotated[
+        Optional[str],
+        typer.Option(
+            "--db",
+            help="Also check the vector store at this Milvus URI (a .db path or http://host:19530): reachable, version, layout and where keyword search runs.",
+        ),
+    ] = None,
 ) -> None:
     """Check grpc.health.v1 of each server (and, with --db, the vector store); exit 1 unless all are SERVING
     (within --wait seconds) and the store answers."""
@@ -681,7 +842,9 @@ def health(
         while True:
             with client_channel(address) as channel:
                 try:
-                    status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2).status
+                    status = (
+                        health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2).status
+                    )
                 except grpc.RpcError:
                     status = health_pb2.HealthCheckResponse.UNKNOWN
             if status == health_pb2.HealthCheckResponse.SERVING:
@@ -705,7 +868,9 @@ def _store_health(db: str) -> None:
         raise typer.Exit(1) from exc
     try:
         where = "BM25 in Milvus" if store.full_text else "in each ranking process (Milvus 2.3 fallback)"
-        console.print(f"OK       store {db}: Milvus {store.server_version}, layout {store.layout}, keyword search {where}")
+        console.print(
+            f"OK       store {db}: Milvus {store.server_version}, layout {store.layout}, keyword search {where}"
+        )
     finally:
         store.close()
 
@@ -728,11 +893,14 @@ def demo(
         report = platform.ingest(photos, total=len(photos), tenant=DEMO_PHOTOS)
         # 28 x 28 thumbnails: no objects or text to find, so detection and OCR are left out of their chain.
         thumbs = [s for s in ("embedding", "classification", "indexer") if s in platform.stages]
-        report_f = platform.ingest(datasets.fashion_mnist("train", limit=fashion), total=fashion, tenant=DEMO_FASHION,
-                                   stages=thumbs)
-        console.print(f"indexed {report.indexed} photos (tenant {DEMO_PHOTOS!r}) and {report_f.indexed} Fashion-MNIST "
-                      f"products (tenant {DEMO_FASHION!r}), {len(report.failed) + len(report_f.failed)} failed, "
-                      f"into {platform.store.settings.uri}")
+        report_f = platform.ingest(
+            datasets.fashion_mnist("train", limit=fashion), total=fashion, tenant=DEMO_FASHION, stages=thumbs
+        )
+        console.print(
+            f"indexed {report.indexed} photos (tenant {DEMO_PHOTOS!r}) and {report_f.indexed} Fashion-MNIST "
+            f"products (tenant {DEMO_FASHION!r}), {len(report.failed) + len(report_f.failed)} failed, "
+            f"into {platform.store.settings.uri}"
+        )
 
         dog = next(p for p in photos if p.image_id == "photo-dog")
         img = Image.open(io.BytesIO(dog.read_bytes())).convert("RGB")
@@ -741,7 +909,9 @@ def demo(
         buf = io.BytesIO()
         variant.save(buf, format="JPEG", quality=70)
         query = search_pb2.SearchRequest(image=common_pb2.Image(content=buf.getvalue()), top_k=5, tenant=DEMO_PHOTOS)
-        print_hits(f"image query: cropped, resized, rotated JPEG copy of {dog.image_id}", platform.search.Search(query, None))
+        print_hits(
+            f"image query: cropped, resized, rotated JPEG copy of {dog.image_id}", platform.search.Search(query, None)
+        )
 
         for text in ("dog", "a cup of coffee", "a cat"):
             request = search_pb2.SearchRequest(text=text, top_k=5, tenant=DEMO_PHOTOS)
@@ -753,14 +923,26 @@ def demo(
             _demo_recognition(platform, photos)
 
         held_out = next(datasets.fashion_mnist("test", limit=1))
-        query = search_pb2.SearchRequest(image=common_pb2.Image(content=held_out.content), top_k=5, tenant=DEMO_FASHION,
-                                         filter=search_pb2.Filter(in_stock=True))
-        print_hits(f"image query: held-out Fashion-MNIST {held_out.category!r}, in stock only",
-                   platform.search.Search(query, None))
-        tags = platform.search.Tag(search_pb2.TagRequest(image=common_pb2.Image(content=held_out.content), neighbours=20,
-                                                         top_n=5, tenant=DEMO_FASHION), None)
-        console.print(f"open-ended tags of the held-out {held_out.category!r}, from its {tags.neighbours_used} visual "
-                      "neighbours' titles: " + ", ".join(f"{p.value} {p.score:.2f}" for p in tags.phrases))
+        query = search_pb2.SearchRequest(
+            image=common_pb2.Image(content=held_out.content),
+            top_k=5,
+            tenant=DEMO_FASHION,
+            filter=search_pb2.Filter(in_stock=True),
+        )
+        print_hits(
+            f"image query: held-out Fashion-MNIST {held_out.category!r}, in stock only",
+            platform.search.Search(query, None),
+        )
+        tags = platform.search.Tag(
+            search_pb2.TagRequest(
+                image=common_pb2.Image(content=held_out.content), neighbours=20, top_n=5, tenant=DEMO_FASHION
+            ),
+            None,
+        )
+        console.print(
+            f"open-ended tags of the held-out {held_out.category!r}, from its {tags.neighbours_used} visual "
+            "neighbours' titles: " + ", ".join(f"{p.value} {p.score:.2f}" for p in tags.phrases)
+        )
 
 
 def _demo_recognition(platform, photos) -> None:
@@ -778,7 +960,9 @@ def _demo_recognition(platform, photos) -> None:
     draw.text((30, 28), "ESPRESSO 2.50 EUR", font=font, fill=(10, 10, 10))
     signed = io.BytesIO()
     coffee.save(signed, format="JPEG", quality=92)
-    samples = [(f"{i} ({by_id[i].title})", by_id[i].read_bytes()) for i in ("photo-dog", "photo-horses", "photo-astronaut")]
+    samples = [
+        (f"{i} ({by_id[i].title})", by_id[i].read_bytes()) for i in ("photo-dog", "photo-horses", "photo-astronaut")
+    ]
     samples.append(("photo-coffee with text drawn on it", signed.getvalue()))
     console.rule("recognition: detection, OCR, taxonomy, tags, moderation")
     for name, data in samples:
@@ -789,10 +973,16 @@ def _demo_recognition(platform, photos) -> None:
         print_recognition(name, result, detected.detections, text.text)
 
     dog = by_id["photo-dog"].read_bytes()
-    detected = platform.detection.Detect(detection_pb2.DetectRequest(images=[common_pb2.Image(content=dog)]), None).results[0]
+    detected = platform.detection.Detect(
+        detection_pb2.DetectRequest(images=[common_pb2.Image(content=dog)]), None
+    ).results[0]
     bicycle = next((d for d in detected.detections if d.label == "bicycle"), None)
     if bicycle is not None:
-        crop = Image.open(io.BytesIO(dog)).convert("RGB").crop((bicycle.box.x1, bicycle.box.y1, bicycle.box.x2, bicycle.box.y2))
+        crop = (
+            Image.open(io.BytesIO(dog))
+            .convert("RGB")
+            .crop((bicycle.box.x1, bicycle.box.y1, bicycle.box.x2, bicycle.box.y2))
+        )
         buf = io.BytesIO()
         crop.save(buf, format="JPEG", quality=85)
         request = search_pb2.SearchRequest(image=common_pb2.Image(content=buf.getvalue()), top_k=3, tenant=DEMO_PHOTOS)
@@ -803,10 +993,15 @@ def _demo_recognition(platform, photos) -> None:
     img = Image.open(io.BytesIO(by_id["photo-chelsea"].read_bytes())).convert("RGB")
     w, h = img.size
     copy = io.BytesIO()
-    img.crop((w // 20, h // 20, w - w // 20, h - h // 20)).resize((w * 2 // 3, h * 2 // 3)).save(copy, format="JPEG", quality=60)
-    request = search_pb2.SimilarToRequest(image=common_pb2.Image(content=copy.getvalue()), exact_only=True, top_k=3,
-                                          tenant=DEMO_PHOTOS)
-    print_hits("exact match: a cropped, resized JPEG q60 copy of photo-chelsea", platform.search.SimilarTo(request, None))
+    img.crop((w // 20, h // 20, w - w // 20, h - h // 20)).resize((w * 2 // 3, h * 2 // 3)).save(
+        copy, format="JPEG", quality=60
+    )
+    request = search_pb2.SimilarToRequest(
+        image=common_pb2.Image(content=copy.getvalue()), exact_only=True, top_k=3, tenant=DEMO_PHOTOS
+    )
+    print_hits(
+        "exact match: a cropped, resized JPEG q60 copy of photo-chelsea", platform.search.SimilarTo(request, None)
+    )
 
 
 if __name__ == "__main__":

@@ -13,22 +13,51 @@ from typing import Annotated, Optional
 
 import typer
 
-eval_app = typer.Typer(help="Measure search quality: suites x ranking profiles -> JSON, report.md, PNG plots.",
-                       invoke_without_command=True, no_args_is_help=False)
+eval_app = typer.Typer(
+    help="Measure search quality: suites x ranking profiles -> JSON, report.md, PNG plots.",
+    invoke_without_command=True,
+    no_args_is_help=False,
+)
 
 
 @eval_app.callback(invoke_without_command=True)
 def eval_command(
-    suite: Annotated[Optional[list[str]], typer.Option("--suite", help="Suite to run (repeatable): fashion, neardup, text2image, screenshot, openvocab (short text queries, most naming no ImageNet class, over the photos indexed untitled). Default: all.")] = None,
-    profile: Annotated[Optional[list[str]], typer.Option("--profile", help="Ranking profile (repeatable): visual_only, blended, blended_rrf, blended-no-<factor>. Default: all of them.")] = None,
-    out: Annotated[Path, typer.Option("--out", help="Report folder (results.json, report.md, PNGs).")] = Path("reports/eval"),
+    suite: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--suite",
+            help="Suite to run (repeatable): fashion, neardup, text2image, screenshot, openvocab (short text queries, most naming no ImageNet class, over the photos indexed untitled). Default: all.",
+        ),
+    ] = None,
+    profile: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--profile",
+            help="Ranking profile (repeatable): visual_only, blended, blended_rrf, blended-no-<factor>. Default: all of them.",
+        ),
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", help="Report folder (results.json, report.md, PNGs).")] = Path(
+        "reports/eval"
+    ),
     k: Annotated[int, typer.Option("--k", min=1, max=100, help="Cut-off of precision, recall and nDCG.")] = 10,
-    depth: Annotated[int, typer.Option("--depth", min=1, max=1000, help="Hits requested per query (the list AP is computed over).")] = 100,
+    depth: Annotated[
+        int, typer.Option("--depth", min=1, max=1000, help="Hits requested per query (the list AP is computed over).")
+    ] = 100,
     fashion_catalogue: Annotated[int, typer.Option(min=10, help="fashion: training images indexed.")] = 2000,
     fashion_queries: Annotated[int, typer.Option(min=1, help="fashion: test images used as queries.")] = 200,
-    distractors: Annotated[int, typer.Option(min=0, help="neardup/text2image/screenshot/openvocab: Fashion-MNIST distractors added to the photos.")] = 200,
-    transform: Annotated[Optional[list[str]], typer.Option("--transform", help="neardup: transformation (repeatable). Default: all.")] = None,
-    db: Annotated[Optional[Path], typer.Option("--db", help="Milvus Lite file to use (default: a temporary folder, removed after).")] = None,
+    distractors: Annotated[
+        int,
+        typer.Option(
+            min=0, help="neardup/text2image/screenshot/openvocab: Fashion-MNIST distractors added to the photos."
+        ),
+    ] = 200,
+    transform: Annotated[
+        Optional[list[str]], typer.Option("--transform", help="neardup: transformation (repeatable). Default: all.")
+    ] = None,
+    db: Annotated[
+        Optional[Path],
+        typer.Option("--db", help="Milvus Lite file to use (default: a temporary folder, removed after)."),
+    ] = None,
     plots: Annotated[bool, typer.Option(help="Write the PNG plots (needs matplotlib: the eval extra).")] = True,
     progress: Annotated[bool, typer.Option(help="Progress bars on stderr.")] = True,
 ) -> None:
@@ -57,15 +86,18 @@ def eval_command(
     with tempfile.TemporaryDirectory(prefix="visearch-eval-") as tmp:
         store = StoreSettings(uri=str(db or Path(tmp) / "eval.db"))
         # The photos are read from local package files: the in-process platform may read file URIs.
-        with EmbeddedPlatform(store, image_settings=ImageSettings(allow_file_uris=True),
-                              ranking_settings=evaluation_settings()) as platform:
+        with EmbeddedPlatform(
+            store, image_settings=ImageSettings(allow_file_uris=True), ranking_settings=evaluation_settings()
+        ) as platform:
             try:
                 result = evaluate(platform, suites, list(profile) if profile else None, k, depth, progress)
             except ValueError as exc:
                 raise typer.BadParameter(str(exc)) from exc
     paths = write_report(result, out, with_plots=plots)
     key = f"nDCG@{k}"
-    table = Table(title=f"visearch eval: {key}, recall@{k}, mAP, hit@{HIT_K}, hub@{HIT_K} (queries with the hub image in their top {HIT_K})")
+    table = Table(
+        title=f"visearch eval: {key}, recall@{k}, mAP, hit@{HIT_K}, hub@{HIT_K} (queries with the hub image in their top {HIT_K})"
+    )
     table.add_column("suite")
     table.add_column("profile")
     for col in (key, f"recall@{k}", "mAP", f"hit@{HIT_K}", f"hub@{HIT_K}"):
@@ -74,7 +106,15 @@ def eval_command(
     for name, s in result["suites"].items():
         for pname, run in s["profiles"].items():
             summary = run["summary"]
-            table.add_row(name, pname, f"{summary[key]:.3f}", f"{summary[f'recall@{k}']:.3f}", f"{summary['mAP']:.3f}",
-                          f"{summary[f'hit@{HIT_K}']:.3f}", f"{summary[f'hub@{HIT_K}']:.3f}", summary["hub_image"] or "-")
+            table.add_row(
+                name,
+                pname,
+                f"{summary[key]:.3f}",
+                f"{summary[f'recall@{k}']:.3f}",
+                f"{summary['mAP']:.3f}",
+                f"{summary[f'hit@{HIT_K}']:.3f}",
+                f"{summary[f'hub@{HIT_K}']:.3f}",
+                summary["hub_image"] or "-",
+            )
     console.print(table)
     console.print(json.dumps({name: str(path) for name, path in paths.items()}))

@@ -16,12 +16,22 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-store_app = typer.Typer(help="The vector store: its layout (unified or per_space) and the migration between them.",
-                        no_args_is_help=True)
+store_app = typer.Typer(
+    help="The vector store: its layout (unified or per_space) and the migration between them.", no_args_is_help=True
+)
 console = Console(width=None if sys.stdout.isatty() else 140)
 
-DbOption = Annotated[Optional[str], typer.Option("--db", help="Milvus URI: a .db path (Milvus Lite) or http://host:19530. Default: $VISEARCH_MILVUS_URI or ~/.cache/visearch/milvus.db.")]
-PrefixOption = Annotated[Optional[str], typer.Option("--prefix", help="Collection prefix. Default: $VISEARCH_MILVUS_COLLECTION_PREFIX or 'visearch'.")]
+DbOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--db",
+        help="Milvus URI: a .db path (Milvus Lite) or http://host:19530. Default: $VISEARCH_MILVUS_URI or ~/.cache/visearch/milvus.db.",
+    ),
+]
+PrefixOption = Annotated[
+    Optional[str],
+    typer.Option("--prefix", help="Collection prefix. Default: $VISEARCH_MILVUS_COLLECTION_PREFIX or 'visearch'."),
+]
 
 
 def _settings(db: str | None, prefix: str | None):
@@ -39,10 +49,16 @@ def store_info(db: DbOption = None, prefix: PrefixOption = None) -> None:
     store = MilvusStore(_settings(db, prefix))
     try:
         console.print(f"milvus        {store.server_version}  ({store.settings.uri})")
-        console.print(f"layout        {store.layout}  (collections: {', '.join(dict.fromkeys(store.collections.values()))})")
-        console.print(f"keyword search {'BM25 in Milvus' if store.full_text else 'in each ranking process (in-memory BM25)'}")
-        console.print(f"images        {store.count('image')}  (with a colour: {store.count('colour')}; "
-                      f"regions: {store.count('region')})")
+        console.print(
+            f"layout        {store.layout}  (collections: {', '.join(dict.fromkeys(store.collections.values()))})"
+        )
+        console.print(
+            f"keyword search {'BM25 in Milvus' if store.full_text else 'in each ranking process (in-memory BM25)'}"
+        )
+        console.print(
+            f"images        {store.count('image')}  (with a colour: {store.count('colour')}; "
+            f"regions: {store.count('region')})"
+        )
     finally:
         store.close()
 
@@ -53,7 +69,9 @@ def store_migrate(
     prefix: PrefixOption = None,
     batch_size: Annotated[int, typer.Option(min=1, max=16384, help="Images per page read and written.")] = 500,
     samples: Annotated[int, typer.Option(min=0, help="Rows compared field by field after the copy.")] = 50,
-    drop_legacy: Annotated[bool, typer.Option(help="Drop the old <prefix>_image/_joint/_colour collections once verified.")] = False,
+    drop_legacy: Annotated[
+        bool, typer.Option(help="Drop the old <prefix>_image/_joint/_colour collections once verified.")
+    ] = False,
     progress: Annotated[bool, typer.Option(help="Progress bar on stderr.")] = True,
 ) -> None:
     """Move a per_space catalogue (Milvus 2.3 layout) into the unified layout, without re-ingesting.
@@ -76,8 +94,10 @@ def store_migrate(
         raise typer.Exit(2) from exc
     finally:
         bar.close()
-    console.print(f"images {report.rows}: copied {report.copied}, already there {report.skipped}; "
-                  f"with a colour {report.colour}; {report.sampled} sampled rows compared")
+    console.print(
+        f"images {report.rows}: copied {report.copied}, already there {report.skipped}; "
+        f"with a colour {report.colour}; {report.sampled} sampled rows compared"
+    )
     for mismatch in report.mismatches:
         console.print(f"[red]mismatch[/] {mismatch}")
     if not report.verified:

@@ -52,14 +52,26 @@ class IngestReport:
     failed: list[tuple[str, str, str]] = field(default_factory=list)
 
 
-def item_to_event(item: CatalogueItem, tenant: str = "", kind: int = events_pb2.ImageEvent.KIND_UPSERT) -> events_pb2.ImageEvent:
+def item_to_event(
+    item: CatalogueItem, tenant: str = "", kind: int = events_pb2.ImageEvent.KIND_UPSERT
+) -> events_pb2.ImageEvent:
     """The ImageEvent an upstream system would publish for ``item`` (inline bytes, or its URI)."""
     image = common_pb2.Image(content=item.content) if item.content is not None else common_pb2.Image(uri=item.uri or "")
     event = events_pb2.ImageEvent(
-        image_id=item.image_id, kind=kind, image=image, tenant=tenant,
-        product=events_pb2.Product(title=item.title, description=item.description, brand=item.brand,
-                                   category=item.category, price=item.price, in_stock=item.in_stock,
-                                   tags=item.tags, attributes=item.attributes),
+        image_id=item.image_id,
+        kind=kind,
+        image=image,
+        tenant=tenant,
+        product=events_pb2.Product(
+            title=item.title,
+            description=item.description,
+            brand=item.brand,
+            category=item.category,
+            price=item.price,
+            in_stock=item.in_stock,
+            tags=item.tags,
+            attributes=item.attributes,
+        ),
     )
     event.event_time.GetCurrentTime()
     return event
@@ -75,9 +87,15 @@ class EmbeddedPlatform:
         ModelNotBuiltError: models are not built (run ``visearch models build``).
     """
 
-    def __init__(self, store_settings: StoreSettings | None = None, model_settings: ModelSettings | None = None,
-                 service_settings: ServiceSettings | None = None, stages: list[str] | None = None,
-                 image_settings: ImageSettings | None = None, ranking_settings: RankingSettings | None = None) -> None:
+    def __init__(
+        self,
+        store_settings: StoreSettings | None = None,
+        model_settings: ModelSettings | None = None,
+        service_settings: ServiceSettings | None = None,
+        stages: list[str] | None = None,
+        image_settings: ImageSettings | None = None,
+        ranking_settings: RankingSettings | None = None,
+    ) -> None:
         service_settings = service_settings or ServiceSettings()
         models = model_settings or ModelSettings()
         self.tenant = service_settings.tenant
@@ -90,8 +108,10 @@ class EmbeddedPlatform:
         self.input_topic = next(iter(topics.values())).input
         self.embedding = EmbeddingService(self.embedder, image_settings)
         self.detection = self.ocr = self.classification = None
-        stage_objects = {"embedding": EmbeddingStage(self.embedder, image_settings, detection_settings=detection_settings),
-                         "indexer": IndexerStage(self.store, self.tenant)}
+        stage_objects = {
+            "embedding": EmbeddingStage(self.embedder, image_settings, detection_settings=detection_settings),
+            "indexer": IndexerStage(self.store, self.tenant),
+        }
         if "detection" in self.stages:
             detector = Detector.from_cache(models, detection_settings)
             self.detection = DetectionService(detector, image_settings)
@@ -102,17 +122,26 @@ class EmbeddedPlatform:
             stage_objects["ocr"] = OcrStage(reader, image_settings)
         if "classification" in self.stages:
             classifier = Classifier.from_cache(models, ClassificationSettings(), self.embedder)
-            self.classification = ClassificationService(classifier, image_settings, _stub(self.detection), _stub(self.ocr))
+            self.classification = ClassificationService(
+                classifier, image_settings, _stub(self.detection), _stub(self.ocr)
+            )
             stage_objects["classification"] = ClassificationStage(classifier, image_settings)
         self._stage_objects = stage_objects
         self._batch_size = models.image_batch_size
         self.workers = self._workers(self.stages)
         # Impressions and Feedback go to the in-process feedback topic (read by `visearch rank fit` in tests).
-        self.search = SearchService(InProcessStub(self.embedding), self.store, self.tenant,
-                                    detection=_stub(self.detection), classification=_stub(self.classification),
-                                    ocr=_stub(self.ocr), image_settings=image_settings,
-                                    detection_settings=detection_settings, ranking=ranking_settings or RankingSettings(),
-                                    feedback=self.transport)
+        self.search = SearchService(
+            InProcessStub(self.embedding),
+            self.store,
+            self.tenant,
+            detection=_stub(self.detection),
+            classification=_stub(self.classification),
+            ocr=_stub(self.ocr),
+            image_settings=image_settings,
+            detection_settings=detection_settings,
+            ranking=ranking_settings or RankingSettings(),
+            feedback=self.transport,
+        )
 
     def _workers(self, stages: list[str], transport: InProcessTransport | None = None) -> list[StageWorker]:
         """Stage workers for a chain of the loaded stages (its topics follow the chain, as over Kafka).
@@ -124,17 +153,31 @@ class EmbeddedPlatform:
         if missing:
             raise ValueError(f"stages {missing} are not loaded in this platform (loaded: {self.stages})")
         transport = transport or self.transport
-        return [StageWorker(self._stage_objects[name], transport, t.input, t.output,
-                            batch_size=256 if name == "indexer" else self._batch_size)
-                for name, t in stage_topics(stages).items()]
+        return [
+            StageWorker(
+                self._stage_objects[name],
+                transport,
+                t.input,
+                t.output,
+                batch_size=256 if name == "indexer" else self._batch_size,
+            )
+            for name, t in stage_topics(stages).items()
+        ]
 
     def publish(self, event: events_pb2.ImageEvent) -> None:
         """Publish one ImageEvent to the images topic, as an upstream system would."""
         key, value, headers = encode_event(event)
         self.transport.produce(self.input_topic, key, value, headers)
 
-    def ingest(self, items: Iterable[CatalogueItem], chunk: int = 64, progress: bool = True,
-               total: int | None = None, tenant: str | None = None, stages: list[str] | None = None) -> IngestReport:
+    def ingest(
+        self,
+        items: Iterable[CatalogueItem],
+        chunk: int = 64,
+        progress: bool = True,
+        total: int | None = None,
+        tenant: str | None = None,
+        stages: list[str] | None = None,
+    ) -> IngestReport:
         """Publish items as upsert events (for ``tenant``, default the platform's) and run them through
         every stage, ``chunk`` at a time.
 
@@ -179,9 +222,14 @@ class EmbeddedPlatform:
             if self.search.text_index is not None:  # the in-process BM25 (per_space layout) sees the new rows at once
                 self.search.text_index.invalidate(tenant or self.tenant)
         for worker in workers:
-            for message in transport.messages(dlq_topic(worker.input_topic))[dlq_seen[worker.input_topic]:]:
-                report.failed.append((message.key.decode(), message.headers[HEADER_DLQ_REASON],
-                                      message.headers.get(HEADER_DLQ_ERROR, "")))
+            for message in transport.messages(dlq_topic(worker.input_topic))[dlq_seen[worker.input_topic] :]:
+                report.failed.append(
+                    (
+                        message.key.decode(),
+                        message.headers[HEADER_DLQ_REASON],
+                        message.headers.get(HEADER_DLQ_ERROR, ""),
+                    )
+                )
         return report
 
     def close(self) -> None:

@@ -47,8 +47,13 @@ class MigrationReport:
         return not self.mismatches
 
 
-def migrate(settings: StoreSettings, batch_size: int = 500, samples: int = 50, drop_legacy: bool = False,
-            on_page: Callable[[int], None] | None = None) -> MigrationReport:
+def migrate(
+    settings: StoreSettings,
+    batch_size: int = 500,
+    samples: int = 50,
+    drop_legacy: bool = False,
+    on_page: Callable[[int], None] | None = None,
+) -> MigrationReport:
     """Copy every image of the per_space collections of ``settings.collection_prefix`` into the unified layout.
 
     Args:
@@ -70,8 +75,9 @@ def migrate(settings: StoreSettings, batch_size: int = 500, samples: int = 50, d
         report = MigrationReport()
         picked: list[str] = []
         rng = random.Random(0)
-        iterator = client.query_iterator(collection_name=legacy["image"], batch_size=batch_size, filter="",
-                                         output_fields=["pk", "vector", *_SCALARS])
+        iterator = client.query_iterator(
+            collection_name=legacy["image"], batch_size=batch_size, filter="", output_fields=["pk", "vector", *_SCALARS]
+        )
         try:
             while page := iterator.next():
                 _copy_page(store, client, legacy, [dict(r) for r in page], report)
@@ -91,23 +97,40 @@ def migrate(settings: StoreSettings, batch_size: int = 500, samples: int = 50, d
             for space in ("image", "joint", "colour"):
                 client.drop_collection(legacy[space])
             report.dropped = True
-        log.info("store_migrated", rows=report.rows, copied=report.copied, skipped=report.skipped,
-                 verified=report.verified, dropped=report.dropped)
+        log.info(
+            "store_migrated",
+            rows=report.rows,
+            copied=report.copied,
+            skipped=report.skipped,
+            verified=report.verified,
+            dropped=report.dropped,
+        )
         return report
     finally:
         store.close()
 
 
 def _vectors_by_pk(client, collection: str, pks: list[str]) -> dict[str, list[float]]:
-    rows = client.query(collection_name=collection, filter=f"pk in {literal(pks)}", output_fields=["pk", "vector"],
-                        consistency_level="Strong")
+    rows = client.query(
+        collection_name=collection,
+        filter=f"pk in {literal(pks)}",
+        output_fields=["pk", "vector"],
+        consistency_level="Strong",
+    )
     return {r["pk"]: r["vector"] for r in rows}
 
 
 def _copy_page(store: MilvusStore, client, legacy: dict[str, str], page: list[dict], report: MigrationReport) -> None:
     pks = [r["pk"] for r in page]
-    done = {r["pk"] for r in client.query(collection_name=store.collections["image"], filter=f"pk in {literal(pks)}",
-                                          output_fields=["pk"], consistency_level="Strong")}
+    done = {
+        r["pk"]
+        for r in client.query(
+            collection_name=store.collections["image"],
+            filter=f"pk in {literal(pks)}",
+            output_fields=["pk"],
+            consistency_level="Strong",
+        )
+    }
     todo = [r for r in page if r["pk"] not in done]
     report.skipped += len(done)
     if not todo:
@@ -117,10 +140,14 @@ def _copy_page(store: MilvusStore, client, legacy: dict[str, str], page: list[di
     colour = _vectors_by_pk(client, legacy["colour"], todo_pks)
     missing = [pk for pk in todo_pks if pk not in joint]
     if missing:
-        raise ConfigError(f"{len(missing)} images of {legacy['image']} have no joint vector in {legacy['joint']} "
-                          f"(e.g. {missing[0]}): the old catalogue is incomplete; reindex them")
-    data = [store.item_row({k: v for k, v in r.items() if k != "vector"}, r["vector"], joint[r["pk"]],
-                           colour.get(r["pk"])) for r in todo]
+        raise ConfigError(
+            f"{len(missing)} images of {legacy['image']} have no joint vector in {legacy['joint']} "
+            f"(e.g. {missing[0]}): the old catalogue is incomplete; reindex them"
+        )
+    data = [
+        store.item_row({k: v for k, v in r.items() if k != "vector"}, r["vector"], joint[r["pk"]], colour.get(r["pk"]))
+        for r in todo
+    ]
     store.upsert_items(data)
     report.copied += len(data)
 
@@ -129,20 +156,38 @@ def _verify(store: MilvusStore, client, legacy: dict[str, str], picked: list[str
     """Compare counts and the sampled rows (every scalar field; each vector to float32 precision), reading the
     sample in one query per collection."""
     report.colour = _count(client, legacy["colour"])
-    for what, old, new in (("images", report.rows, store.count("image")), ("colours", report.colour, store.count("colour"))):
+    for what, old, new in (
+        ("images", report.rows, store.count("image")),
+        ("colours", report.colour, store.count("colour")),
+    ):
         if old != new:
             report.mismatches.append(f"{what}: {old} in the old layout, {new} in the unified one")
     if not picked:
         return
     expr = f"pk in {literal(picked)}"
-    old_rows = {r["pk"]: r for r in client.query(collection_name=legacy["image"], filter=expr,
-                                                 output_fields=["pk", "vector", *_SCALARS], consistency_level="Strong")}
-    old_vectors = {"image": {pk: r["vector"] for pk, r in old_rows.items()},
-                   "joint": _vectors_by_pk(client, legacy["joint"], picked),
-                   "colour": _vectors_by_pk(client, legacy["colour"], picked)}
-    new_rows = {r["pk"]: r for r in client.query(collection_name=store.collections["image"], filter=expr,
-                                                 output_fields=["pk", *_SCALARS, "image", "joint", "colour", "has_colour"],
-                                                 consistency_level="Strong")}
+    old_rows = {
+        r["pk"]: r
+        for r in client.query(
+            collection_name=legacy["image"],
+            filter=expr,
+            output_fields=["pk", "vector", *_SCALARS],
+            consistency_level="Strong",
+        )
+    }
+    old_vectors = {
+        "image": {pk: r["vector"] for pk, r in old_rows.items()},
+        "joint": _vectors_by_pk(client, legacy["joint"], picked),
+        "colour": _vectors_by_pk(client, legacy["colour"], picked),
+    }
+    new_rows = {
+        r["pk"]: r
+        for r in client.query(
+            collection_name=store.collections["image"],
+            filter=expr,
+            output_fields=["pk", *_SCALARS, "image", "joint", "colour", "has_colour"],
+            consistency_level="Strong",
+        )
+    }
     for pk in picked:
         old, new = old_rows[pk], new_rows.get(pk)
         if new is None:

@@ -69,9 +69,16 @@ def main() -> int:
     schema.add_field("updated_ms", DataType.INT64)
     index = client.prepare_index_params()
     # The store's default index (StoreSettings.index_type): HNSW with its build parameters.
-    index.add_index(field_name="vector", index_type="HNSW", metric_type="COSINE", params={"M": 16, "efConstruction": 200})
-    step("create_collection(schema, index_params HNSW/COSINE)", client.create_collection,
-         collection_name=name, schema=schema, index_params=index)
+    index.add_index(
+        field_name="vector", index_type="HNSW", metric_type="COSINE", params={"M": 16, "efConstruction": 200}
+    )
+    step(
+        "create_collection(schema, index_params HNSW/COSINE)",
+        client.create_collection,
+        collection_name=name,
+        schema=schema,
+        index_params=index,
+    )
     step("has_collection", client.has_collection, name)
     step("describe_index", client.describe_index, collection_name=name, index_name="vector")
     step("load_collection", client.load_collection, name)
@@ -79,9 +86,19 @@ def main() -> int:
     rng = np.random.default_rng(0)
     vecs = rng.standard_normal((40, DIM)).astype(np.float32)
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-    rows = [{"pk": f"a/img{i}", "vector": vecs[i].tolist(), "tenant": "a" if i < 30 else "b",
-             "category": ["x", "y", "z"][i % 3], "image_id": f"img{i}", "price": float(i),
-             "in_stock": i % 2 == 0, "updated_ms": int(time.time() * 1000)} for i in range(40)]
+    rows = [
+        {
+            "pk": f"a/img{i}",
+            "vector": vecs[i].tolist(),
+            "tenant": "a" if i < 30 else "b",
+            "category": ["x", "y", "z"][i % 3],
+            "image_id": f"img{i}",
+            "price": float(i),
+            "in_stock": i % 2 == 0,
+            "updated_ms": int(time.time() * 1000),
+        }
+        for i in range(40)
+    ]
     up = step("upsert(40 rows)", client.upsert, collection_name=name, data=rows)
     if up is None:
         step("insert(40 rows) [fallback]", client.insert, collection_name=name, data=rows)
@@ -94,38 +111,102 @@ def main() -> int:
     # writes, then again with consistency_level="Strong".
     for label, extra in (("default consistency", {}), ("Strong", {"consistency_level": "Strong"})):
         print(f"--- reads right after the writes, {label}")
-        res = step(f"search(filter=..., {label})", client.search, collection_name=name, data=[vecs[4].tolist()],
-                   filter=flt, limit=20, output_fields=out_fields, search_params={"metric_type": "COSINE"}, **extra)
+        res = step(
+            f"search(filter=..., {label})",
+            client.search,
+            collection_name=name,
+            data=[vecs[4].tolist()],
+            filter=flt,
+            limit=20,
+            output_fields=out_fields,
+            search_params={"metric_type": "COSINE"},
+            **extra,
+        )
         if res is not None:
             got_ids = sorted(h["entity"]["image_id"] for h in res[0])
-            print(f"     {len(got_ids)} hits, filter exact: {got_ids == expected}; best: "
-                  f"{[(h['entity']['image_id'], round(float(h['distance']), 4)) for h in res[0][:3]]}")
-        res0 = step(f"search(search_params={{metric_type: COSINE, offset: 0, ef: 128}}, {label})", client.search,
-                    collection_name=name, data=[vecs[4].tolist()], filter='tenant == "a"', limit=5,
-                    output_fields=out_fields, search_params={"metric_type": "COSINE", "offset": 0, "params": {"ef": 128}}, **extra)
-        res2 = step(f"search(search_params={{metric_type: COSINE, offset: 2, ef: 128}}, {label})", client.search,
-                    collection_name=name, data=[vecs[4].tolist()], filter='tenant == "a"', limit=5,
-                    output_fields=out_fields, search_params={"metric_type": "COSINE", "offset": 2, "params": {"ef": 128}}, **extra)
+            print(
+                f"     {len(got_ids)} hits, filter exact: {got_ids == expected}; best: "
+                f"{[(h['entity']['image_id'], round(float(h['distance']), 4)) for h in res[0][:3]]}"
+            )
+        res0 = step(
+            f"search(search_params={{metric_type: COSINE, offset: 0, ef: 128}}, {label})",
+            client.search,
+            collection_name=name,
+            data=[vecs[4].tolist()],
+            filter='tenant == "a"',
+            limit=5,
+            output_fields=out_fields,
+            search_params={"metric_type": "COSINE", "offset": 0, "params": {"ef": 128}},
+            **extra,
+        )
+        res2 = step(
+            f"search(search_params={{metric_type: COSINE, offset: 2, ef: 128}}, {label})",
+            client.search,
+            collection_name=name,
+            data=[vecs[4].tolist()],
+            filter='tenant == "a"',
+            limit=5,
+            output_fields=out_fields,
+            search_params={"metric_type": "COSINE", "offset": 2, "params": {"ef": 128}},
+            **extra,
+        )
         if res0 is not None and res2 is not None:
             ids0 = [h["entity"]["image_id"] for h in res0[0]]
             ids2 = [h["entity"]["image_id"] for h in res2[0]]
-            print(f"     offset 0: {ids0}\n     offset 2: {ids2} (offset honoured: {bool(ids0) and ids2[:3] == ids0[2:5]})")
-        got = step(f"get(ids, output_fields incl. vector, {label})", client.get, collection_name=name,
-                   ids=["a/img1", "a/img2"], output_fields=[*out_fields, "vector"], **extra)
+            print(
+                f"     offset 0: {ids0}\n     offset 2: {ids2} (offset honoured: {bool(ids0) and ids2[:3] == ids0[2:5]})"
+            )
+        got = step(
+            f"get(ids, output_fields incl. vector, {label})",
+            client.get,
+            collection_name=name,
+            ids=["a/img1", "a/img2"],
+            output_fields=[*out_fields, "vector"],
+            **extra,
+        )
         if got is not None:
             print("     got:", [(g["image_id"], len(g["vector"])) for g in got])
-        step(f"query(filter='', output_fields=['count(*)'], {label})", client.query, collection_name=name,
-             filter="", output_fields=["count(*)"], **extra)
-        step(f"query(filter='tenant == \"a\"', output_fields=['count(*)'], {label})", client.query,
-             collection_name=name, filter='tenant == "a"', output_fields=["count(*)"], **extra)
+        step(
+            f"query(filter='', output_fields=['count(*)'], {label})",
+            client.query,
+            collection_name=name,
+            filter="",
+            output_fields=["count(*)"],
+            **extra,
+        )
+        step(
+            f"query(filter='tenant == \"a\"', output_fields=['count(*)'], {label})",
+            client.query,
+            collection_name=name,
+            filter='tenant == "a"',
+            output_fields=["count(*)"],
+            **extra,
+        )
 
     step("delete(ids)", client.delete, collection_name=name, ids=["a/img1", "a/img2"])
-    step("get(deleted ids), default consistency", client.get, collection_name=name, ids=["a/img1", "a/img2"],
-         output_fields=["image_id"])
-    step("get(deleted ids), Strong", client.get, collection_name=name, ids=["a/img1", "a/img2"],
-         output_fields=["image_id"], consistency_level="Strong")
-    step("query(count(*)) after delete, Strong", client.query, collection_name=name, filter="",
-         output_fields=["count(*)"], consistency_level="Strong")
+    step(
+        "get(deleted ids), default consistency",
+        client.get,
+        collection_name=name,
+        ids=["a/img1", "a/img2"],
+        output_fields=["image_id"],
+    )
+    step(
+        "get(deleted ids), Strong",
+        client.get,
+        collection_name=name,
+        ids=["a/img1", "a/img2"],
+        output_fields=["image_id"],
+        consistency_level="Strong",
+    )
+    step(
+        "query(count(*)) after delete, Strong",
+        client.query,
+        collection_name=name,
+        filter="",
+        output_fields=["count(*)"],
+        consistency_level="Strong",
+    )
 
     # How long until a fresh write is visible to a default-consistency read (the store's behaviour)?
     probe = {**rows[0], "pk": "a/visibility-probe", "image_id": "visibility-probe"}
@@ -145,8 +226,14 @@ def main() -> int:
     lat = []
     for i in range(50):
         t0 = time.perf_counter()
-        client.search(collection_name=name, data=[vecs[i % 40].tolist()], filter='tenant == "a"', limit=10,
-                      output_fields=out_fields, search_params={"metric_type": "COSINE"})
+        client.search(
+            collection_name=name,
+            data=[vecs[i % 40].tolist()],
+            filter='tenant == "a"',
+            limit=10,
+            output_fields=out_fields,
+            search_params={"metric_type": "COSINE"},
+        )
         lat.append((time.perf_counter() - t0) * 1000)
     lat.sort()
     print(f"search latency over 50 calls: p50 {lat[25]:.2f} ms, p90 {lat[45]:.2f} ms, max {lat[-1]:.2f} ms")

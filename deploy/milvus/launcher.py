@@ -74,8 +74,13 @@ SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 # common.session.ttl: a stop does not always revoke the nodes' etcd sessions; at the next start QueryCoord
 # waits for the stale ones to expire before it reloads the collections (up to the TTL, upstream 30 s).
 # log.stdout: the rotated file logs/standalone-<node>.log already has everything.
-DEFAULT_SETTINGS = {"proxy.timeTickInterval": "20", "queryNode.gracefulStopTimeout": "2",
-                    "common.gracefulStopTimeout": "10", "common.session.ttl": "10", "log.stdout": "false"}
+DEFAULT_SETTINGS = {
+    "proxy.timeTickInterval": "20",
+    "queryNode.gracefulStopTimeout": "2",
+    "common.gracefulStopTimeout": "10",
+    "common.session.ttl": "10",
+    "log.stdout": "false",
+}
 # Every Milvus role that has an "ip" setting: advertise loopback instead of "the first unicast address".
 ROLES = ("rootCoord", "proxy", "queryCoord", "queryNode", "indexCoord", "indexNode", "dataCoord", "dataNode")
 
@@ -243,10 +248,14 @@ def prepare(home: str, grpc_port: int, health_port: int, netns: bool, extra: dic
     # The other "*_port" items (etcd, coordinators, nodes) are resolved by the package from their defaults
     # to the first free port. In the private namespace every default is free.
     ports_env = {
-        "root_coord_port": "VISEARCH_MILVUS_ROOT_COORD_PORT", "proxy_internal_port": "VISEARCH_MILVUS_PROXY_INTERNAL_PORT",
-        "query_coord_port": "VISEARCH_MILVUS_QUERY_COORD_PORT", "query_node_port": "VISEARCH_MILVUS_QUERY_NODE_PORT",
-        "index_coord_port": "VISEARCH_MILVUS_INDEX_COORD_PORT", "index_node_port": "VISEARCH_MILVUS_INDEX_NODE_PORT",
-        "data_coord_port": "VISEARCH_MILVUS_DATA_COORD_PORT", "data_node_port": "VISEARCH_MILVUS_DATA_NODE_PORT",
+        "root_coord_port": "VISEARCH_MILVUS_ROOT_COORD_PORT",
+        "proxy_internal_port": "VISEARCH_MILVUS_PROXY_INTERNAL_PORT",
+        "query_coord_port": "VISEARCH_MILVUS_QUERY_COORD_PORT",
+        "query_node_port": "VISEARCH_MILVUS_QUERY_NODE_PORT",
+        "index_coord_port": "VISEARCH_MILVUS_INDEX_COORD_PORT",
+        "index_node_port": "VISEARCH_MILVUS_INDEX_NODE_PORT",
+        "data_coord_port": "VISEARCH_MILVUS_DATA_COORD_PORT",
+        "data_node_port": "VISEARCH_MILVUS_DATA_NODE_PORT",
     }
     if not netns:  # sharing the host namespace: let the user pin the internal ports
         for key, var in ports_env.items():
@@ -259,12 +268,14 @@ def prepare(home: str, grpc_port: int, health_port: int, netns: bool, extra: dic
     milvus._initialize_data_files(home)  # lzma -> bin/ (skipped per file when its md5 is unchanged)
     exe = join(home, "bin", "milvus")
     env = os.environ.copy()
-    env.update({
-        "DEPLOY_MODE": "STANDALONE",
-        "METRICS_PORT": str(health_port),
-        "MILVUS_RUN_DIR": join(home, "run"),  # set as the package does; the 2.3.5 binary ignores it
-        "LD_LIBRARY_PATH": ":".join(p for p in (join(home, "bin"), os.environ.get("LD_LIBRARY_PATH", "")) if p),
-    })
+    env.update(
+        {
+            "DEPLOY_MODE": "STANDALONE",
+            "METRICS_PORT": str(health_port),
+            "MILVUS_RUN_DIR": join(home, "run"),  # set as the package does; the 2.3.5 binary ignores it
+            "LD_LIBRARY_PATH": ":".join(p for p in (join(home, "bin"), os.environ.get("LD_LIBRARY_PATH", "")) if p),
+        }
+    )
     ports = {k: cfg.get(k) for k in cfg.configurable_items if k.endswith("_port")}
     log(f"milvus {milvus.__version__}: config {join(home, 'configs', 'milvus.yaml')}, ports {ports}")
     return exe, env
@@ -360,12 +371,17 @@ def run(args: argparse.Namespace) -> int:
     isolation = args.isolation
     listeners: list[tuple[socket.socket, int, str]] = []
     if isolation in ("auto", "netns"):
-        public = [(listen_loopback(args.port), args.port, "grpc"), (listen_loopback(args.health_port), args.health_port, "health")]
+        public = [
+            (listen_loopback(args.port), args.port, "grpc"),
+            (listen_loopback(args.health_port), args.health_port, "health"),
+        ]
         try:
             kind = enter_private_netns()
             listeners = public
             isolation = "netns"
-            log(f"private network namespace ({kind}); relaying {LOOPBACK}:{args.port} and {LOOPBACK}:{args.health_port}")
+            log(
+                f"private network namespace ({kind}); relaying {LOOPBACK}:{args.port} and {LOOPBACK}:{args.health_port}"
+            )
             try:
                 log("private " + ", ".join(private_fixed_dirs(home)))
             except OSError as exc:
@@ -377,15 +393,23 @@ def run(args: argparse.Namespace) -> int:
                 log(f"cannot create a network namespace: {exc}")
                 return 2
             isolation = "none"
-            log(f"WARNING: cannot create a network namespace ({exc}); Milvus 2.3 will listen on ALL interfaces "
-                f"(ports {args.port}, {args.health_port} and its internal ones)")
+            log(
+                f"WARNING: cannot create a network namespace ({exc}); Milvus 2.3 will listen on ALL interfaces "
+                f"(ports {args.port}, {args.health_port} and its internal ones)"
+            )
     extra = dict(DEFAULT_SETTINGS)
     extra.update(_extra(item) for item in os.environ.get("VISEARCH_MILVUS_SETTINGS", "").split())
     extra.update(args.extra)
     exe, env = prepare_in_child(home, args.port, args.health_port, isolation == "netns", extra)
 
-    state = {"pid": os.getpid(), "port": args.port, "health_port": args.health_port, "isolation": isolation,
-             "uri": f"http://{LOOPBACK}:{args.port}", "started": time.time()}
+    state = {
+        "pid": os.getpid(),
+        "port": args.port,
+        "health_port": args.health_port,
+        "isolation": isolation,
+        "uri": f"http://{LOOPBACK}:{args.port}",
+        "started": time.time(),
+    }
 
     def write_state() -> None:  # read by milvus.sh (status/down): the ports and PIDs of this instance
         tmp = join(home, "milvus.run.json.tmp")
@@ -408,8 +432,15 @@ def run(args: argparse.Namespace) -> int:
     for f in (out, err):
         f.write(stamp)
         f.flush()
-    proc = subprocess.Popen([exe, "run", "standalone"], cwd=home, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                            stderr=err, preexec_fn=child_setup)
+    proc = subprocess.Popen(
+        [exe, "run", "standalone"],
+        cwd=home,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=out,
+        stderr=err,
+        preexec_fn=child_setup,
+    )
     log(f"milvus pid {proc.pid} started (isolation={isolation})")
     state["milvus_pid"] = proc.pid
     write_state()
@@ -479,13 +510,21 @@ def main() -> int:
     parser.add_argument("--home", default=os.environ.get("VISEARCH_MILVUS_HOME", "var/milvus"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("VISEARCH_MILVUS_PORT", "19530")))
     parser.add_argument("--health-port", type=int, default=int(os.environ.get("VISEARCH_MILVUS_HEALTH_PORT", "9091")))
-    parser.add_argument("--isolation", choices=("auto", "netns", "none"),
-                        default=os.environ.get("VISEARCH_MILVUS_ISOLATION", "auto"))
-    parser.add_argument("--set", dest="extra", type=_extra, action="append", default=[],
-                        help="extra milvus.yaml setting, e.g. --set queryNode.gracefulTime=0 (repeatable)")
+    parser.add_argument(
+        "--isolation", choices=("auto", "netns", "none"), default=os.environ.get("VISEARCH_MILVUS_ISOLATION", "auto")
+    )
+    parser.add_argument(
+        "--set",
+        dest="extra",
+        type=_extra,
+        action="append",
+        default=[],
+        help="extra milvus.yaml setting, e.g. --set queryNode.gracefulTime=0 (repeatable)",
+    )
     parser.add_argument("--timeout", type=float, default=3.0, help="probe: per-request timeout (s)")
-    parser.add_argument("--wait-loaded", action="store_true",
-                        help="probe: also require that no collection is still being (re)loaded")
+    parser.add_argument(
+        "--wait-loaded", action="store_true", help="probe: also require that no collection is still being (re)loaded"
+    )
     args = parser.parse_args()
     return probe(args) if args.mode == "probe" else run(args)
 

@@ -18,10 +18,45 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMQL_WORDS = {
-    "sum", "by", "without", "rate", "irate", "increase", "deriv", "histogram_quantile", "clamp_min", "clamp_max",
-    "and", "or", "unless", "on", "ignoring", "group_left", "group_right", "avg", "max", "min", "count", "topk",
-    "bottomk", "abs", "delta", "offset", "bool", "le", "time", "vector", "scalar", "absent", "label_replace",
-    "avg_over_time", "max_over_time", "min_over_time", "sum_over_time", "predict_linear", "quantile",
+    "sum",
+    "by",
+    "without",
+    "rate",
+    "irate",
+    "increase",
+    "deriv",
+    "histogram_quantile",
+    "clamp_min",
+    "clamp_max",
+    "and",
+    "or",
+    "unless",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "avg",
+    "max",
+    "min",
+    "count",
+    "topk",
+    "bottomk",
+    "abs",
+    "delta",
+    "offset",
+    "bool",
+    "le",
+    "time",
+    "vector",
+    "scalar",
+    "absent",
+    "label_replace",
+    "avg_over_time",
+    "max_over_time",
+    "min_over_time",
+    "sum_over_time",
+    "predict_linear",
+    "quantile",
 }
 
 
@@ -41,15 +76,15 @@ def exported() -> set[str]:
 
 
 def metric_names(expr: str) -> set[str]:
-    expr = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)       # drop label values
-    expr = re.sub(r"\{[^}]*\}", "", expr)                # drop label matchers
-    expr = re.sub(r"\[[^\]]*\]", "", expr)               # drop ranges
+    expr = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # drop label values
+    expr = re.sub(r"\{[^}]*\}", "", expr)  # drop label matchers
+    expr = re.sub(r"\[[^\]]*\]", "", expr)  # drop ranges
     expr = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", expr)
     expr = re.sub(r"(?<![a-zA-Z0-9_:])\d+(\.\d+)?([eE][-+]?\d+)?", "0", expr)  # drop numbers (1e-9)
     names = set()
     for m in re.finditer(r"[a-zA-Z_:][a-zA-Z0-9_:]*", expr):
         word = m.group(0)
-        after = expr[m.end():].lstrip()
+        after = expr[m.end() :].lstrip()
         if word in PROMQL_WORDS or after.startswith("("):
             continue
         if re.fullmatch(r"\d.*|e\d+", word):

@@ -34,7 +34,7 @@ def refs(node, found: set[str]) -> None:
     if isinstance(node, dict):
         ref = node.get("$ref")
         if isinstance(ref, str) and ref.startswith("#/definitions/"):
-            found.add(ref[len("#/definitions/"):])
+            found.add(ref[len("#/definitions/") :])
         for v in node.values():
             refs(v, found)
     elif isinstance(node, list):
@@ -73,7 +73,11 @@ def strictify(node, in_properties: bool = False):
             out[k] = v
         else:
             out[k] = strictify(v)
-    if "properties" in out and "additionalProperties" not in out and not out.get("x-kubernetes-preserve-unknown-fields"):
+    if (
+        "properties" in out
+        and "additionalProperties" not in out
+        and not out.get("x-kubernetes-preserve-unknown-fields")
+    ):
         out["additionalProperties"] = False
     t = out.get("type")
     if isinstance(t, str) and t != "null":
@@ -85,7 +89,8 @@ def from_swagger(swagger: Path, out: Path, kinds: set[str] | None) -> int:
     spec = json.loads(swagger.read_text())
     defs = copy.deepcopy(spec["definitions"])
     defs["io.k8s.apimachinery.pkg.api.resource.Quantity"] = {
-        "oneOf": [{"type": "string"}, {"type": "number"}, {"type": "null"}]}
+        "oneOf": [{"type": "string"}, {"type": "number"}, {"type": "null"}]
+    }
     defs = {n: strictify(d) for n, d in defs.items()}
     written = 0
     for name, d in defs.items():

@@ -55,17 +55,28 @@ class ClassObjects:
         group_indptr, group_class = arrays["group_indptr"], arrays["group_class"]
         members = np.zeros((n_classes, len(labels)), dtype=bool)
         for label in range(len(labels)):
-            for synset in coco_synset[coco_indptr[label]:coco_indptr[label + 1]]:
-                members[group_class[group_indptr[synset]:group_indptr[synset + 1]], label] = True
+            for synset in coco_synset[coco_indptr[label] : coco_indptr[label + 1]]:
+                members[group_class[group_indptr[synset] : group_indptr[synset + 1]], label] = True
         return cls(labels, members, min_score)
 
     @classmethod
     def load(cls, path: Path, min_score: float = MIN_OBJECT_SCORE) -> ClassObjects:
         """Read the arrays it needs from a ``lexicon.npz``."""
         with np.load(path, allow_pickle=False) as data:
-            return cls.from_arrays({key: data[key] for key in ("coco_labels", "coco_indptr", "coco_synset",
-                                                                "group_indptr", "group_class", "class_names")},
-                                   min_score)
+            return cls.from_arrays(
+                {
+                    key: data[key]
+                    for key in (
+                        "coco_labels",
+                        "coco_indptr",
+                        "coco_synset",
+                        "group_indptr",
+                        "group_class",
+                        "class_names",
+                    )
+                },
+                min_score,
+            )
 
     @classmethod
     def from_cache(cls, models: ModelSettings | None = None) -> ClassObjects:

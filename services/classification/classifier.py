@@ -26,8 +26,11 @@ from visearch.shared.models.trained import CatalogueHead
 from visearch.v1 import classification_pb2, common_pb2
 
 # The parts of a Classification (ClassifyPart in protos/visearch/v1/classification.proto, lower case).
-PARTS = frozenset(classification_pb2.ClassifyPart.Name(v).removeprefix("CLASSIFY_PART_").lower()
-                  for v in classification_pb2.ClassifyPart.values() if v)
+PARTS = frozenset(
+    classification_pb2.ClassifyPart.Name(v).removeprefix("CLASSIFY_PART_").lower()
+    for v in classification_pb2.ClassifyPart.values()
+    if v
+)
 # Parts computed from the model outputs alone (class probabilities, joint vector) or other services.
 PIXEL_FREE_PARTS = frozenset({"taxonomy", "concepts", "objects", "text", "class_objects"})
 # What a request without parts gets: everything but the objects estimated from the classes (a query's stand-in
@@ -47,9 +50,16 @@ class Classifier:
     ``class_objects`` (the ``class_objects`` part) estimates "object" attributes from the class probabilities.
     """
 
-    def __init__(self, embedder: Embedder, taxonomy: Taxonomy, concepts: ConceptTagger, moderation: ModerationModel,
-                 settings: ClassificationSettings | None = None, head: CatalogueHead | None = None,
-                 class_objects: ClassObjects | None = None) -> None:
+    def __init__(
+        self,
+        embedder: Embedder,
+        taxonomy: Taxonomy,
+        concepts: ConceptTagger,
+        moderation: ModerationModel,
+        settings: ClassificationSettings | None = None,
+        head: CatalogueHead | None = None,
+        class_objects: ClassObjects | None = None,
+    ) -> None:
         self.embedder = embedder
         self.class_objects = class_objects
         self.taxonomy = taxonomy
@@ -60,8 +70,12 @@ class Classifier:
         self.model_name = f"{embedder.image_model}+{moderation.model_name}" + (f"+{head.model_name}" if head else "")
 
     @classmethod
-    def from_cache(cls, models: ModelSettings | None = None, settings: ClassificationSettings | None = None,
-                   embedder: Embedder | None = None) -> Classifier:
+    def from_cache(
+        cls,
+        models: ModelSettings | None = None,
+        settings: ClassificationSettings | None = None,
+        embedder: Embedder | None = None,
+    ) -> Classifier:
         """Load every model from the cache (or Triton when configured).
 
         Raises:
@@ -70,16 +84,26 @@ class Classifier:
         """
         models, settings = models or ModelSettings(), settings or ClassificationSettings()
         embedder = embedder or Embedder.from_cache(models, ConseSettings())
-        return cls(embedder, Taxonomy.from_cache(models, settings), ConceptTagger.from_embedder(embedder, settings=settings),
-                   ModerationModel.from_cache(models, settings), settings,
-                   CatalogueHead.from_settings(models, models.catalogue_head), ClassObjects.from_cache(models))
+        return cls(
+            embedder,
+            Taxonomy.from_cache(models, settings),
+            ConceptTagger.from_embedder(embedder, settings=settings),
+            ModerationModel.from_cache(models, settings),
+            settings,
+            CatalogueHead.from_settings(models, models.catalogue_head),
+            ClassObjects.from_cache(models),
+        )
 
-    def classify(self, images: Sequence[Image.Image] | None, probs: np.ndarray | None = None,
-                 joint: np.ndarray | None = None,
-                 detections: Sequence[Sequence[common_pb2.Detection]] | None = None,
-                 text_lines: Sequence[Sequence[common_pb2.TextLine]] | None = None,
-                 encoder_vectors: np.ndarray | None = None,
-                 parts: frozenset[str] | None = None) -> list[common_pb2.Classification]:
+    def classify(
+        self,
+        images: Sequence[Image.Image] | None,
+        probs: np.ndarray | None = None,
+        joint: np.ndarray | None = None,
+        detections: Sequence[Sequence[common_pb2.Detection]] | None = None,
+        text_lines: Sequence[Sequence[common_pb2.TextLine]] | None = None,
+        encoder_vectors: np.ndarray | None = None,
+        parts: frozenset[str] | None = None,
+    ) -> list[common_pb2.Classification]:
         """Classify N >= 1 images.
 
         Args:
@@ -111,8 +135,11 @@ class Classifier:
         if probs is None or joint is None:
             emb = self.embedder.embed_images(list(images))
             probs, encoder_vectors = emb.probs, emb.raw if encoder_vectors is None else encoder_vectors
-            joint = self.embedder.contextualise(emb.joint, [[(d.label, d.score) for d in row] for row in detections],
-                                                [" ".join(line.text for line in row) for row in text_lines])
+            joint = self.embedder.contextualise(
+                emb.joint,
+                [[(d.label, d.score) for d in row] for row in detections],
+                [" ".join(line.text for line in row) for row in text_lines],
+            )
         head_attributes: list[list[tuple[str, str, float]]] = [[] for _ in range(count)]
         if self.head is not None and "catalogue_head" in parts:
             if encoder_vectors is None:
@@ -150,8 +177,9 @@ class Classifier:
             if moderation is not None:
                 unsafe = float(sum(moderation[i][MODERATION_CLASSES.index(c)] for c in ("porn", "hentai", "sexy")))
                 out.moderation.safe = bool(safe[i])
-                out.moderation.scores.extend(common_pb2.ClassScore(name=c, score=float(p))
-                                             for c, p in zip(MODERATION_CLASSES, moderation[i]))
+                out.moderation.scores.extend(
+                    common_pb2.ClassScore(name=c, score=float(p)) for c, p in zip(MODERATION_CLASSES, moderation[i])
+                )
                 out.attributes.add(name="moderation", value="safe" if safe[i] else "unsafe", score=unsafe)
             results.append(out)
         return results

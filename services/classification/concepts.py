@@ -98,8 +98,9 @@ class ConceptTagger:
         max_concepts: most tags per image (>= 0).
     """
 
-    def __init__(self, concepts: list[Concept], vectors: np.ndarray, min_score: float = 0.18,
-                 max_concepts: int = 5) -> None:
+    def __init__(
+        self, concepts: list[Concept], vectors: np.ndarray, min_score: float = 0.18, max_concepts: int = 5
+    ) -> None:
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape[0] != len(concepts) or not concepts:
             raise ValueError(f"vectors must be [{len(concepts)}, D] for {len(concepts)} concepts, got {vectors.shape}")
@@ -110,8 +111,12 @@ class ConceptTagger:
         self.max_concepts = max_concepts
 
     @classmethod
-    def from_embedder(cls, embed: TextEmbedder | Embedder, concepts: list[Concept] | None = None,
-                      settings: ClassificationSettings | None = None) -> ConceptTagger:
+    def from_embedder(
+        cls,
+        embed: TextEmbedder | Embedder,
+        concepts: list[Concept] | None = None,
+        settings: ClassificationSettings | None = None,
+    ) -> ConceptTagger:
         """Embed the vocabulary once with ``embed``: an ``Embedder`` or a texts -> vectors callable.
 
         ``concepts`` default to ``settings.concept_vocabulary_path``, else the built-in vocabulary.
@@ -133,8 +138,9 @@ class ConceptTagger:
         return cls(concepts, np.stack(vectors), settings.concept_min_score, settings.max_concepts)
 
     @classmethod
-    def from_cache(cls, models: ModelSettings | None = None,
-                   settings: ClassificationSettings | None = None) -> ConceptTagger:
+    def from_cache(
+        cls, models: ModelSettings | None = None, settings: ClassificationSettings | None = None
+    ) -> ConceptTagger:
         """Load the text encoder from the model cache and embed the vocabulary with it.
 
         Raises:
@@ -155,8 +161,9 @@ class ConceptTagger:
         """
         joint = np.asarray(joint, dtype=np.float32)
         if joint.ndim != 2 or joint.shape[1] != self.vectors.shape[1]:
-            raise InvalidEventError(f"joint vectors must be [N, {self.vectors.shape[1]}], got {joint.shape}",
-                                    reason="joint_vector_mismatch")
+            raise InvalidEventError(
+                f"joint vectors must be [N, {self.vectors.shape[1]}], got {joint.shape}", reason="joint_vector_mismatch"
+            )
         unit = joint / np.maximum(np.linalg.norm(joint, axis=1, keepdims=True), 1e-12)
         cosine = unit @ self.vectors.T
         return cosine - cosine.mean(axis=1, keepdims=True)

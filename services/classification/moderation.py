@@ -63,14 +63,18 @@ class ModerationModel:
         batch_size: images per inference call.
     """
 
-    def __init__(self, runner: InferenceRunner, settings: ClassificationSettings | None = None, batch_size: int = 16) -> None:
+    def __init__(
+        self, runner: InferenceRunner, settings: ClassificationSettings | None = None, batch_size: int = 16
+    ) -> None:
         self.runner = runner
         self.settings = settings or ClassificationSettings()
         self.batch_size = batch_size
         self.model_name = f"{MODERATION_MODEL.name}@{MODERATION_MODEL.key}"
 
     @classmethod
-    def from_cache(cls, models: ModelSettings | None = None, settings: ClassificationSettings | None = None) -> ModerationModel:
+    def from_cache(
+        cls, models: ModelSettings | None = None, settings: ClassificationSettings | None = None
+    ) -> ModerationModel:
         """Load the built model: Triton when ``models.triton_url`` is set, else in-process onnxruntime.
 
         Raises:
@@ -103,5 +107,3 @@ class ModerationModel:
     def is_safe(self, probs: np.ndarray) -> np.ndarray:
         """bool ``[N]``: True where P(porn) + P(hentai) + P(sexy) < ``settings.moderation_unsafe_threshold``."""
         return self.unsafe_scores(probs) < self.settings.moderation_unsafe_threshold
-
-

@@ -162,8 +162,7 @@ def collage_score(rgb: np.ndarray) -> float:
         if hi <= lo or image.shape[1] < 8:
             continue
         # mean of each w rows (anchored at their first row): means[r] covers rows r .. r + w - 1
-        means = cv2.boxFilter(image, cv2.CV_32F, (1, w), anchor=(0, 0), normalize=True,
-                              borderType=cv2.BORDER_REPLICATE)
+        means = cv2.boxFilter(image, cv2.CV_32F, (1, w), anchor=(0, 0), normalize=True, borderType=cv2.BORDER_REPLICATE)
         rows = np.arange(lo, hi + 1)
         diff = np.abs(means[rows - w] - means[rows])  # the w rows above each boundary vs the w below
         # a column steps when any colour channel's mean changes by more than COLLAGE_STEP
@@ -175,18 +174,20 @@ def collage_score(rgb: np.ndarray) -> float:
             end = start
             while end + 1 < len(hot) and hot[end + 1]:
                 end += 1
-            i = start + int(coverage[start:end + 1].argmax())
+            i = start + int(coverage[start : end + 1].argmax())
             if coverage[i] <= best:
                 continue
             y = int(rows[i])
             half = max(4, min(y, n - y, n // 4))
-            if _histogram_distance(image[y - half:y], image[y:y + half]) >= COLLAGE_HIST_DISTANCE:
+            if _histogram_distance(image[y - half : y], image[y : y + half]) >= COLLAGE_HIST_DISTANCE:
                 best = float(coverage[i])
     return best
 
 
 def _histogram_distance(a: np.ndarray, b: np.ndarray) -> float:
     """Bhattacharyya distance (OpenCV) between the 8 x 8 x 8-bin RGB histograms of two pixel blocks."""
-    hists = [cv2.normalize(cv2.calcHist([np.ascontiguousarray(x)], [0, 1, 2], None, [8, 8, 8], [0, 256] * 3), None)
-             for x in (a, b)]
+    hists = [
+        cv2.normalize(cv2.calcHist([np.ascontiguousarray(x)], [0, 1, 2], None, [8, 8, 8], [0, 256] * 3), None)
+        for x in (a, b)
+    ]
     return float(cv2.compareHist(hists[0], hists[1], cv2.HISTCMP_BHATTACHARYYA))

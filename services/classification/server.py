@@ -23,12 +23,22 @@ def main(settings: ServiceSettings | None = None, **serve_kwargs) -> int:
     configure_logging("classification", settings.log_level)
     classifier = Classifier.from_cache(ModelSettings(), ClassificationSettings())
     image_settings = ImageSettings()
-    detection = detection_pb2_grpc.DetectionServiceStub(client_channel(settings.detection_addr)) if settings.detection_addr else None
+    detection = (
+        detection_pb2_grpc.DetectionServiceStub(client_channel(settings.detection_addr))
+        if settings.detection_addr
+        else None
+    )
     ocr = ocr_pb2_grpc.OcrServiceStub(client_channel(settings.ocr_addr)) if settings.ocr_addr else None
     servicer = ClassificationService(classifier, image_settings, detection, ocr)
-    return run_service("classification", settings, servicer,
-                       classification_pb2_grpc.add_ClassificationServiceServicer_to_server, SERVICE_NAME,
-                       ClassificationStage(classifier, image_settings), **serve_kwargs)
+    return run_service(
+        "classification",
+        settings,
+        servicer,
+        classification_pb2_grpc.add_ClassificationServiceServicer_to_server,
+        SERVICE_NAME,
+        ClassificationStage(classifier, image_settings),
+        **serve_kwargs,
+    )
 
 
 if __name__ == "__main__":

@@ -26,8 +26,14 @@ class ClassificationService(classification_pb2_grpc.ClassificationServiceService
     attributes; without them those attributes are left out.
     """
 
-    def __init__(self, classifier: Classifier, image_settings: ImageSettings | None = None, detection=None, ocr=None,
-                 deadline_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        classifier: Classifier,
+        image_settings: ImageSettings | None = None,
+        detection=None,
+        ocr=None,
+        deadline_s: float = 10.0,
+    ) -> None:
         self.classifier = classifier
         self.image_settings = image_settings or ImageSettings()
         self.detection, self.ocr, self.deadline_s = detection, ocr, deadline_s
@@ -41,37 +47,62 @@ class ClassificationService(classification_pb2_grpc.ClassificationServiceService
         image model does not run again, and parts that need no pixels need no image at all.
         Raises INVALID_ARGUMENT for a bad image, or when ``precomputed`` does not match the images.
         """
-        parts = frozenset(classification_pb2.ClassifyPart.Name(p).removeprefix("CLASSIFY_PART_").lower()
-                          for p in request.parts if p) or DEFAULT_PARTS
+        parts = (
+            frozenset(
+                classification_pb2.ClassifyPart.Name(p).removeprefix("CLASSIFY_PART_").lower()
+                for p in request.parts
+                if p
+            )
+            or DEFAULT_PARTS
+        )
         probs = joint = None
         if request.precomputed:
             if request.images and len(request.precomputed) != len(request.images):
-                raise InvalidEventError(f"precomputed: one per image, got {len(request.precomputed)} for "
-                                        f"{len(request.images)} images", reason="bad_precomputed")
+                raise InvalidEventError(
+                    f"precomputed: one per image, got {len(request.precomputed)} for {len(request.images)} images",
+                    reason="bad_precomputed",
+                )
             try:
                 probs = np.array([p.class_probs.values for p in request.precomputed], dtype=np.float32)
                 joint = np.array([p.joint.values for p in request.precomputed], dtype=np.float32)
             except ValueError as exc:  # ragged rows
-                raise InvalidEventError(f"precomputed vectors differ in length: {exc}", reason="bad_precomputed") from exc
+                raise InvalidEventError(
+                    f"precomputed vectors differ in length: {exc}", reason="bad_precomputed"
+                ) from exc
             expected = (len(self.classifier.embedder.image.classes), TEXT_DIM)
             if probs.ndim != 2 or joint.ndim != 2 or (probs.shape[1], joint.shape[1]) != expected:
-                raise InvalidEventError(f"precomputed class_probs / joint must have {expected[0]} / {expected[1]} values",
-                                        reason="bad_precomputed")
+                raise InvalidEventError(
+                    f"precomputed class_probs / joint must have {expected[0]} / {expected[1]} values",
+                    reason="bad_precomputed",
+                )
         if request.images or probs is None or parts - PIXEL_FREE_PARTS:
             images = decode_request_images(request.images, self.image_settings, MAX_IMAGES_PER_REQUEST)
         else:
             images = None  # taxonomy / concepts from the given model outputs: no pixels needed
         detections = lines = None
         if request.images:
-            pending_detections = self._pool.submit(self._call, self.detection, "Detect",
-                                                   detection_pb2.DetectRequest(images=request.images)) if "objects" in parts else None
-            pending_lines = self._pool.submit(self._call, self.ocr, "Read",
-                                              ocr_pb2.ReadRequest(images=request.images)) if "text" in parts else None
+            pending_detections = (
+                self._pool.submit(
+                    self._call, self.detection, "Detect", detection_pb2.DetectRequest(images=request.images)
+                )
+                if "objects" in parts
+                else None
+            )
+            pending_lines = (
+                self._pool.submit(self._call, self.ocr, "Read", ocr_pb2.ReadRequest(images=request.images))
+                if "text" in parts
+                else None
+            )
             detections = pending_detections.result() if pending_detections else None
             lines = pending_lines.result() if pending_lines else None
         results = self.classifier.classify(
-            images, probs, joint, detections=[list(r.detections) for r in detections.results] if detections else None,
-            text_lines=[list(r.lines) for r in lines.results] if lines else None, parts=parts)
+            images,
+            probs,
+            joint,
+            detections=[list(r.detections) for r in detections.results] if detections else None,
+            text_lines=[list(r.lines) for r in lines.results] if lines else None,
+            parts=parts,
+        )
         if lines:  # callers get the text without a second OCR call
             for result, text in zip(results, lines.results):
                 result.ocr_text = text.text
@@ -109,10 +140,19 @@ class ClassificationStage(ImageStage):
             emb = embedder.embed_images(images)
             probs, joint, encoder_vectors = emb.probs, emb.joint, emb.raw
         # The indexed joint vector also carries the objects and the OCR text (text search finds both).
-        joint = embedder.contextualise(joint, [[(d.label, d.score) for d in doc.detections] for doc in documents],
-                                       [" ".join(line.text for line in doc.text_lines) for doc in documents])
-        results = self.classifier.classify(images, probs, joint, [list(d.detections) for d in documents],
-                                           [list(d.text_lines) for d in documents], encoder_vectors)
+        joint = embedder.contextualise(
+            joint,
+            [[(d.label, d.score) for d in doc.detections] for doc in documents],
+            [" ".join(line.text for line in doc.text_lines) for doc in documents],
+        )
+        results = self.classifier.classify(
+            images,
+            probs,
+            joint,
+            [list(d.detections) for d in documents],
+            [list(d.text_lines) for d in documents],
+            encoder_vectors,
+        )
         for doc, result, vector in zip(documents, results, joint):
             doc.classification.CopyFrom(result)
             if have:

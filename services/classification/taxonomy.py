@@ -127,8 +127,10 @@ class Taxonomy:
         owned = [(c, owner[cls_id]) for c, cls_id in enumerate(self.class_ids) if cls_id in owner]
         self._owned_classes = np.array([c for c, _ in owned], dtype=np.int64)
         self._owners = np.array([n for _, n in owned], dtype=np.int64)
-        self._levels = [(np.flatnonzero(self.depths == d), self.parents[self.depths == d])
-                        for d in range(int(self.depths.max()), 0, -1)]
+        self._levels = [
+            (np.flatnonzero(self.depths == d), self.parents[self.depths == d])
+            for d in range(int(self.depths.max()), 0, -1)
+        ]
         self.covered_classes = len(owned)
         """How many of the model's classes some node owns."""
 
@@ -169,8 +171,9 @@ class Taxonomy:
         return cls(data["nodes"], [str(c) for c in classes], min_score)
 
     @classmethod
-    def from_cache(cls, models: ModelSettings | None = None,
-                   settings: ClassificationSettings | None = None) -> Taxonomy:
+    def from_cache(
+        cls, models: ModelSettings | None = None, settings: ClassificationSettings | None = None
+    ) -> Taxonomy:
         """The deployment's taxonomy (``settings.taxonomy_path``) or the one built from WordNet.
 
         The class order comes from the YAML, else from the built image model's ``classes.json``.
@@ -195,8 +198,10 @@ class Taxonomy:
         """
         probs = np.asarray(probs, dtype=np.float32)
         if probs.ndim not in (1, 2) or probs.shape[-1] != len(self.class_ids):
-            raise InvalidEventError(f"probs must be [{len(self.class_ids)}] or [N, {len(self.class_ids)}], got {probs.shape}",
-                                    reason="probs_shape_mismatch")
+            raise InvalidEventError(
+                f"probs must be [{len(self.class_ids)}] or [N, {len(self.class_ids)}], got {probs.shape}",
+                reason="probs_shape_mismatch",
+            )
         probs = np.atleast_2d(probs)
         scores = np.zeros((len(self.ids), probs.shape[0]), dtype=np.float32)  # [nodes, N]
         np.add.at(scores, self._owners, probs[:, self._owned_classes].T)
@@ -212,8 +217,10 @@ class Taxonomy:
         """
         probs = np.asarray(probs)
         if probs.ndim != 1:
-            raise InvalidEventError(f"classify takes one image's probabilities [classes], got {probs.shape}; "
-                                    "use classify_batch", reason="probs_shape_mismatch")
+            raise InvalidEventError(
+                f"classify takes one image's probabilities [classes], got {probs.shape}; use classify_batch",
+                reason="probs_shape_mismatch",
+            )
         return self.classify_batch(probs[None, :])[0]
 
     def classify_batch(self, probs: np.ndarray) -> list[list[TaxonomyNode]]:
@@ -255,8 +262,14 @@ def _image_model_class_ids(cache_dir: Path) -> list[str]:
 # Build (needs the `build` extra: nltk)
 
 
-def prune_tree(parent: dict[str, str | None], leaves: list[str], drop: set[str], max_levels: int,
-               near_chain: float, familiarity: dict[str, int] | None = None) -> dict[str, str | None]:
+def prune_tree(
+    parent: dict[str, str | None],
+    leaves: list[str],
+    drop: set[str],
+    max_levels: int,
+    near_chain: float,
+    familiarity: dict[str, int] | None = None,
+) -> dict[str, str | None]:
     """Rules 2-4 of the module docstring on a tree given as child -> parent (None for a root).
 
     Args:
@@ -359,7 +372,7 @@ def build_taxonomy(cache_dir: Path, force: bool = False) -> Path:
         nodes = _ordered_nodes(pruned, lemmas)
         document = {
             "source": f"WordNet 3.0 hypernyms (Debian wordnet-base {TAXONOMY_DATA.source_version}) of the "
-                      f"{len(leaves)} classes of {IMAGE_MODEL.name}@{IMAGE_MODEL.key}",
+            f"{len(leaves)} classes of {IMAGE_MODEL.name}@{IMAGE_MODEL.key}",
             "rules": "visearch.services.classification.taxonomy (module docstring)",
             "classes": leaves,
             "nodes": nodes,
@@ -367,14 +380,20 @@ def build_taxonomy(cache_dir: Path, force: bool = False) -> Path:
         path = out / TAXONOMY_FILE
         path.write_text(yaml.safe_dump(document, sort_keys=False, width=200, allow_unicode=True))
         levels = _check(path, leaves, recipe["max_levels"])
-        return {"nodes": len(nodes), "classes": len(leaves), "nodes_per_level": levels,
-                # what the check verified (`models build` prints a build's "parity")
-                "parity": {"classes_on_own_path": len(leaves), "levels": len(levels)}}
+        return {
+            "nodes": len(nodes),
+            "classes": len(leaves),
+            "nodes_per_level": levels,
+            # what the check verified (`models build` prints a build's "parity")
+            "parity": {"classes_on_own_path": len(leaves), "levels": len(levels)},
+        }
 
     return build_atomically(TAXONOMY_DATA, Path(cache_dir), force, export)
 
 
-def _hypernym_tree(wn, wnids: list[str]) -> tuple[dict[str, str | None], dict[str, list[str]], set[str], dict[str, int]]:
+def _hypernym_tree(
+    wn, wnids: list[str]
+) -> tuple[dict[str, str | None], dict[str, list[str]], set[str], dict[str, int]]:
     """Rule 1 over every synset on the classes' hypernym paths.
 
     Returns (child wnid -> parent wnid or None, wnid -> lemma names, wnids of the UPPER_LEVELS met,
@@ -403,13 +422,16 @@ def _hypernym_tree(wn, wnids: list[str]) -> tuple[dict[str, str | None], dict[st
             if not hypernyms:
                 parent_of[_wnid(node)] = None
                 break
-            best = max(hypernyms, key=lambda h: (
-                h == physical or physical in set(h.closure(up)),
-                h.lexname() in (node.lexname(), "noun.Tops"),
-                h.max_depth(),
-                below[h],
-                h.name(),
-            ))
+            best = max(
+                hypernyms,
+                key=lambda h: (
+                    h == physical or physical in set(h.closure(up)),
+                    h.lexname() in (node.lexname(), "noun.Tops"),
+                    h.max_depth(),
+                    below[h],
+                    h.name(),
+                ),
+            )
             parent_of[_wnid(node)] = _wnid(best)
             node = best
     return parent_of, lemmas, upper, familiarity

@@ -94,8 +94,14 @@ def letterbox(img: Image.Image, size: int = INPUT_SIZE) -> tuple[np.ndarray, Let
     return canvas, Letterbox(width, height, new_w / width, new_h / height, pad_x, pad_y)
 
 
-def nms_per_class(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, score_threshold: float,
-                  iou_threshold: float, max_detections: int) -> np.ndarray:
+def nms_per_class(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    class_ids: np.ndarray,
+    score_threshold: float,
+    iou_threshold: float,
+    max_detections: int,
+) -> np.ndarray:
     """Non-maximum suppression within each class (OpenCV ``cv2.dnn.NMSBoxesBatched``).
 
     Args:
@@ -113,8 +119,13 @@ def nms_per_class(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, 
     if len(boxes) == 0:
         return np.zeros(0, dtype=np.int64)
     xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
-    keep = cv2.dnn.NMSBoxesBatched(xywh.tolist(), scores.tolist(), np.asarray(class_ids, dtype=np.int64).tolist(),
-                                   float(score_threshold), float(iou_threshold))
+    keep = cv2.dnn.NMSBoxesBatched(
+        xywh.tolist(),
+        scores.tolist(),
+        np.asarray(class_ids, dtype=np.int64).tolist(),
+        float(score_threshold),
+        float(iou_threshold),
+    )
     keep = np.asarray(keep, dtype=np.int64).reshape(-1)
     # Highest score first; ties keep the model's order (stable sort on the original index).
     order = np.lexsort((keep, -scores[keep]))
@@ -174,11 +185,27 @@ class Detector:
         boxes = geometry.to_original(rows[:, :4])
         class_ids = rows[:, 5].round().astype(np.int64)
         # Boxes clipped to nothing (wholly in the padding) are not objects.
-        valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]) & (class_ids >= 0) & (class_ids < len(self.labels))
+        valid = (
+            (boxes[:, 2] > boxes[:, 0])
+            & (boxes[:, 3] > boxes[:, 1])
+            & (class_ids >= 0)
+            & (class_ids < len(self.labels))
+        )
         rows, boxes, class_ids = rows[valid], boxes[valid], class_ids[valid]
-        keep = nms_per_class(boxes, rows[:, 4], class_ids, self.settings.score_threshold, self.settings.nms_iou,
-                             self.settings.max_detections)
-        return [Detection(label=self.labels[class_ids[i]], class_id=int(class_ids[i]), score=float(rows[i, 4]),
-                          box=tuple(float(v) for v in boxes[i])) for i in keep]
-
-
+        keep = nms_per_class(
+            boxes,
+            rows[:, 4],
+            class_ids,
+            self.settings.score_threshold,
+            self.settings.nms_iou,
+            self.settings.max_detections,
+        )
+        return [
+            Detection(
+                label=self.labels[class_ids[i]],
+                class_id=int(class_ids[i]),
+                score=float(rows[i, 4]),
+                box=tuple(float(v) for v in boxes[i]),
+            )
+            for i in keep
+        ]

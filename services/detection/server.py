@@ -22,9 +22,15 @@ def main(settings: ServiceSettings | None = None, **serve_kwargs) -> int:
     configure_logging("detection", settings.log_level)
     detector = Detector.from_cache(ModelSettings(), DetectionSettings())
     image_settings = ImageSettings()
-    return run_service("detection", settings, DetectionService(detector, image_settings),
-                       detection_pb2_grpc.add_DetectionServiceServicer_to_server, SERVICE_NAME,
-                       DetectionStage(detector, image_settings), **serve_kwargs)
+    return run_service(
+        "detection",
+        settings,
+        DetectionService(detector, image_settings),
+        detection_pb2_grpc.add_DetectionServiceServicer_to_server,
+        SERVICE_NAME,
+        DetectionStage(detector, image_settings),
+        **serve_kwargs,
+    )
 
 
 if __name__ == "__main__":

@@ -16,8 +16,9 @@ MAX_IMAGES_PER_REQUEST = 32
 def detection_message(d: Detection) -> common_pb2.Detection:
     """The protobuf form of a :class:`Detection` (box in original pixels)."""
     x1, y1, x2, y2 = d.box
-    return common_pb2.Detection(label=d.label, class_id=d.class_id, score=d.score,
-                                box=common_pb2.Box(x1=x1, y1=y1, x2=x2, y2=y2))
+    return common_pb2.Detection(
+        label=d.label, class_id=d.class_id, score=d.score, box=common_pb2.Box(x1=x1, y1=y1, x2=x2, y2=y2)
+    )
 
 
 class DetectionService(detection_pb2_grpc.DetectionServiceServicer):
@@ -33,8 +34,11 @@ class DetectionService(detection_pb2_grpc.DetectionServiceServicer):
         images = decode_request_images(request.images, self.image_settings, MAX_IMAGES_PER_REQUEST)
         response = detection_pb2.DetectResponse(model=self.detector.model_name)
         for image, found in zip(images, self.detector.detect(images)):
-            response.results.add(detections=[detection_message(d) for d in found if d.score >= request.min_score],
-                                 width=image.width, height=image.height)
+            response.results.add(
+                detections=[detection_message(d) for d in found if d.score >= request.min_score],
+                width=image.width,
+                height=image.height,
+            )
         return response
 
 

@@ -24,8 +24,15 @@ def main(settings: ServiceSettings | None = None, **serve_kwargs) -> int:
     image_settings = ImageSettings()
     servicer = EmbeddingService(embedder, image_settings)
     stage = EmbeddingStage(embedder, image_settings, detection_settings=DetectionSettings())
-    return run_service("embedding", settings, servicer, embedding_pb2_grpc.add_EmbeddingServiceServicer_to_server,
-                       SERVICE_NAME, stage, **serve_kwargs)
+    return run_service(
+        "embedding",
+        settings,
+        servicer,
+        embedding_pb2_grpc.add_EmbeddingServiceServicer_to_server,
+        SERVICE_NAME,
+        stage,
+        **serve_kwargs,
+    )
 
 
 if __name__ == "__main__":

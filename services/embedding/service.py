@@ -38,8 +38,9 @@ class EmbeddingService(embedding_pb2_grpc.EmbeddingServiceServicer):
         """
         crops = list(request.crops)
         if crops and len(crops) != len(request.images):
-            raise InvalidEventError(f"crops: none or one per image, got {len(crops)} for {len(request.images)} images",
-                                    reason="bad_box")
+            raise InvalidEventError(
+                f"crops: none or one per image, got {len(crops)} for {len(request.images)} images", reason="bad_box"
+            )
         # Only the global embedding is computed, which resizes to 256 px: a large JPEG decodes at reduced
         # scale (not when a crop is taken: boxes are in the original's pixels).
         min_side = RESIZE_SHORT_SIDE if self.image_settings.draft_decode and not crops else 0
@@ -51,11 +52,18 @@ class EmbeddingService(embedding_pb2_grpc.EmbeddingServiceServicer):
                 except InvalidEventError as exc:
                     raise InvalidEventError(f"image {index}: {exc}", reason=exc.reason) from exc
         result = self.embedder.embed_images(decoded)
-        top = self.embedder.top_classes(result.probs, request.top_classes) if request.top_classes > 0 else [[]] * len(decoded)
-        response = embedding_pb2.EmbedImageResponse(image_model=self.embedder.image_model, text_model=self.embedder.text_model)
+        top = (
+            self.embedder.top_classes(result.probs, request.top_classes)
+            if request.top_classes > 0
+            else [[]] * len(decoded)
+        )
+        response = embedding_pb2.EmbedImageResponse(
+            image_model=self.embedder.image_model, text_model=self.embedder.text_model
+        )
         for i in range(len(decoded)):
             response.embeddings.add(
-                image=common_pb2.Vector(values=result.image[i]), joint=common_pb2.Vector(values=result.joint[i]),
+                image=common_pb2.Vector(values=result.image[i]),
+                joint=common_pb2.Vector(values=result.joint[i]),
                 classes=[common_pb2.ClassScore(wnid=c.wnid, name=c.name, score=s) for c, s in top[i]],
                 class_probs=common_pb2.Vector(values=result.probs[i]) if request.class_probs else None,
             )
@@ -71,8 +79,9 @@ class EmbeddingService(embedding_pb2_grpc.EmbeddingServiceServicer):
         (image,) = decode_request_images([request.image], self.image_settings, 1)
         crops = [crop_box(image, (b.x1, b.y1, b.x2, b.y2)) for b in request.boxes]
         vectors = self.embedder.embed_images(crops).image
-        return embedding_pb2.EmbedRegionsResponse(vectors=[common_pb2.Vector(values=v) for v in vectors],
-                                                  image_model=self.embedder.image_model)
+        return embedding_pb2.EmbedRegionsResponse(
+            vectors=[common_pb2.Vector(values=v) for v in vectors], image_model=self.embedder.image_model
+        )
 
     @rpc_method(SERVICE_NAME)
     def EmbedText(self, request: embedding_pb2.EmbedTextRequest, context) -> embedding_pb2.EmbedTextResponse:  # noqa: N802
@@ -87,14 +96,19 @@ class EmbeddingService(embedding_pb2_grpc.EmbeddingServiceServicer):
         if not request.as_query:
             vectors = self.embedder.embed_texts(list(request.texts))
             return embedding_pb2.EmbedTextResponse(
-                vectors=[common_pb2.Vector(values=v) for v in vectors], text_model=self.embedder.text_model)
+                vectors=[common_pb2.Vector(values=v) for v in vectors], text_model=self.embedder.text_model
+            )
         queries = self.embedder.embed_queries(list(request.texts))
         return embedding_pb2.EmbedTextResponse(
-            vectors=[common_pb2.Vector(values=v) for v in queries.joint], text_model=self.embedder.text_model,
+            vectors=[common_pb2.Vector(values=v) for v in queries.joint],
+            text_model=self.embedder.text_model,
             visual_vectors=[common_pb2.Vector(values=v) for v in queries.visual] if queries.visual is not None else [],
             visual_model=queries.visual_model,
-            concepts=[embedding_pb2.QueryConcepts(tags=c.coco, phrases=[m.phrase for m in c.matches], coverage=c.coverage)
-                      for c in queries.concepts or []])
+            concepts=[
+                embedding_pb2.QueryConcepts(tags=c.coco, phrases=[m.phrase for m in c.matches], coverage=c.coverage)
+                for c in queries.concepts or []
+            ],
+        )
 
 
 class EmbeddingStage(ImageStage):
@@ -104,8 +118,13 @@ class EmbeddingStage(ImageStage):
 
     name = "embedding"
 
-    def __init__(self, embedder: Embedder, image_settings: ImageSettings | None = None, top_classes: int = 5,
-                 detection_settings: DetectionSettings | None = None) -> None:
+    def __init__(
+        self,
+        embedder: Embedder,
+        image_settings: ImageSettings | None = None,
+        top_classes: int = 5,
+        detection_settings: DetectionSettings | None = None,
+    ) -> None:
         super().__init__(image_settings)
         self.embedder = embedder
         self.top_classes = top_classes
@@ -114,9 +133,15 @@ class EmbeddingStage(ImageStage):
     def process_images(self, documents, images, encoded) -> None:  # noqa: D102
         crops, owners = [], []  # region crops of every document, embedded in the same batches
         for doc, image, data in zip(documents, images, encoded):
-            doc.info.CopyFrom(events_pb2.ImageInfo(
-                width=image.width, height=image.height, format=image.format or "",
-                sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data)))
+            doc.info.CopyFrom(
+                events_pb2.ImageInfo(
+                    width=image.width,
+                    height=image.height,
+                    format=image.format or "",
+                    sha256=hashlib.sha256(data).hexdigest(),
+                    size_bytes=len(data),
+                )
+            )
             del doc.regions[:]
             for index in select_regions(doc.detections, image.width, image.height, self.detection_settings):
                 box = doc.detections[index].box

@@ -26,8 +26,9 @@ class IndexerStage(Stage):
 
     name = "indexer"
 
-    def __init__(self, store: MilvusStore, default_tenant: str = "default",
-                 duplicate_max_distance: int = DUPLICATE_MAX_DISTANCE) -> None:
+    def __init__(
+        self, store: MilvusStore, default_tenant: str = "default", duplicate_max_distance: int = DUPLICATE_MAX_DISTANCE
+    ) -> None:
         self.store = store
         self.default_tenant = default_tenant
         self.duplicate_max_distance = duplicate_max_distance
@@ -71,16 +72,36 @@ class IndexerStage(Stage):
         uri = event.image.uri if event.image.WhichOneof("source") == "uri" else ""
         colour = np.asarray(cls.colour_descriptor.values, dtype=np.float32) if cls.colour_descriptor.values else None
         return IndexRow(
-            image_id=event.image_id, tenant=tenant, image_vector=image_vec, joint_vector=joint_vec,
-            title=product.title, category=product.category, brand=product.brand, price=product.price,
-            in_stock=product.in_stock, uri=uri, collection=event.collection, image_model=doc.embeddings.image_model,
-            description=product.description, ocr_text="\n".join(line.text for line in doc.text_lines),
-            tags=model_tags(doc), taxonomy=" > ".join(node.name for node in cls.taxonomy),
-            safe=cls.moderation.safe if doc.HasField("classification") else True, phash=cls.phash,
-            colour_vector=colour, attributes=[(a.name, a.value, a.score) for a in cls.attributes],
-            regions=[RegionRow(index=r.index, label=r.detection.label, score=r.detection.score,
-                               box=(r.detection.box.x1, r.detection.box.y1, r.detection.box.x2, r.detection.box.y2),
-                               vector=np.asarray(r.embedding.values, dtype=np.float32)) for r in doc.regions],
+            image_id=event.image_id,
+            tenant=tenant,
+            image_vector=image_vec,
+            joint_vector=joint_vec,
+            title=product.title,
+            category=product.category,
+            brand=product.brand,
+            price=product.price,
+            in_stock=product.in_stock,
+            uri=uri,
+            collection=event.collection,
+            image_model=doc.embeddings.image_model,
+            description=product.description,
+            ocr_text="\n".join(line.text for line in doc.text_lines),
+            tags=model_tags(doc),
+            taxonomy=" > ".join(node.name for node in cls.taxonomy),
+            safe=cls.moderation.safe if doc.HasField("classification") else True,
+            phash=cls.phash,
+            colour_vector=colour,
+            attributes=[(a.name, a.value, a.score) for a in cls.attributes],
+            regions=[
+                RegionRow(
+                    index=r.index,
+                    label=r.detection.label,
+                    score=r.detection.score,
+                    box=(r.detection.box.x1, r.detection.box.y1, r.detection.box.x2, r.detection.box.y2),
+                    vector=np.asarray(r.embedding.values, dtype=np.float32),
+                )
+                for r in doc.regions
+            ],
         )
 
     def _mark_duplicates(self, rows: list[IndexRow]) -> None:
@@ -96,12 +117,21 @@ class IndexerStage(Stage):
         for tenant, group in by_tenant.items():
             vectors = np.stack([r.image_vector for r in group])
             ids = [r.image_id for r in group]
-            neighbours = self.store.search_many("image", vectors, tenant=tenant, top_k=DUPLICATE_CANDIDATES,
-                                                filter=SearchFilter(exclude_image_ids=ids),
-                                                output_fields=("phash", "duplicate_of"))
+            neighbours = self.store.search_many(
+                "image",
+                vectors,
+                tenant=tenant,
+                top_k=DUPLICATE_CANDIDATES,
+                filter=SearchFilter(exclude_image_ids=ids),
+                output_fields=("phash", "duplicate_of"),
+            )
             for row, hits in zip(group, neighbours):
-                close = [h for h in hits if h.fields.get("phash")
-                         and hash_distance(row.phash, int(h.fields["phash"])) <= self.duplicate_max_distance]
+                close = [
+                    h
+                    for h in hits
+                    if h.fields.get("phash")
+                    and hash_distance(row.phash, int(h.fields["phash"])) <= self.duplicate_max_distance
+                ]
                 row.duplicate_of = close[0].fields.get("duplicate_of") or close[0].image_id if close else ""
 
     def _update_attributes(self, doc: events_pb2.ImageDocument, tenant: str) -> None:

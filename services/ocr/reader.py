@@ -168,8 +168,15 @@ def _unclip(box: np.ndarray, ratio: float) -> np.ndarray:
     return np.array([pt for path in offset.Execute(distance) for pt in path], dtype=np.float32).reshape(-1, 1, 2)
 
 
-def db_boxes(prob: np.ndarray, out_height: int, out_width: int, threshold: float = 0.3, box_threshold: float = 0.5,
-             unclip_ratio: float = 1.6, max_candidates: int = 1000) -> tuple[np.ndarray, list[float]]:
+def db_boxes(
+    prob: np.ndarray,
+    out_height: int,
+    out_width: int,
+    threshold: float = 0.3,
+    box_threshold: float = 0.5,
+    unclip_ratio: float = 1.6,
+    max_candidates: int = 1000,
+) -> tuple[np.ndarray, list[float]]:
     """Text boxes from one DB probability map (rapidocr ``DBPostProcess``, score mode "fast", dilation on).
 
     Args:
@@ -306,8 +313,15 @@ class TextReader:
         model_name: label for results and logs (default from the runners' names).
     """
 
-    def __init__(self, det: InferenceRunner, cls: InferenceRunner | None, rec: InferenceRunner, charset: list[str],
-                 settings: OcrSettings | None = None, model_name: str | None = None) -> None:
+    def __init__(
+        self,
+        det: InferenceRunner,
+        cls: InferenceRunner | None,
+        rec: InferenceRunner,
+        charset: list[str],
+        settings: OcrSettings | None = None,
+        model_name: str | None = None,
+    ) -> None:
         self.det, self.cls, self.rec = det, cls, rec
         self.settings = settings or OcrSettings()
         self.charset = list(charset)
@@ -332,7 +346,8 @@ class TextReader:
         charset_path = rec_dir / "charset.txt"
         if not charset_path.is_file():
             raise ModelNotBuiltError(
-                f"{charset_path} is missing; rebuild: visearch models build --force --only {OCR_REC_MODEL.name}")
+                f"{charset_path} is missing; rebuild: visearch models build --force --only {OCR_REC_MODEL.name}"
+            )
         charset = charset_path.read_text(encoding="utf-8").split("\n")
         cls_runner = None
         if settings.use_angle_classifier:
@@ -341,8 +356,9 @@ class TextReader:
         rec = runner_for(models, OCR_REC_MODEL, rec_dir)
         return cls(det, cls_runner, rec, charset, settings, model_name=f"ppocr@{OCR_DET_MODEL.key}+{OCR_REC_MODEL.key}")
 
-    def read(self, images: list[Image.Image], timings: dict[str, float] | None = None,
-             det_max_side: int = 0) -> list[list[TextLine]]:
+    def read(
+        self, images: list[Image.Image], timings: dict[str, float] | None = None, det_max_side: int = 0
+    ) -> list[list[TextLine]]:
         """Read the text lines of each image.
 
         Args:
@@ -368,8 +384,11 @@ class TextReader:
             return []
         start = time.perf_counter()
         pages, boxes = self._detect(images, det_max_side or self.settings.det_max_side)
-        crops = [(page, k, crop_line(pages[page][0], box)) for page, page_boxes in enumerate(boxes)
-                 for k, box in enumerate(page_boxes)]
+        crops = [
+            (page, k, crop_line(pages[page][0], box))
+            for page, page_boxes in enumerate(boxes)
+            for k, box in enumerate(page_boxes)
+        ]
         timings["det"] = time.perf_counter() - start
         start = time.perf_counter()
         if self.cls is not None and self.settings.use_angle_classifier and crops:
@@ -414,8 +433,9 @@ class TextReader:
         s = self.settings
         boxes = []
         for (padded, _, _), prob in zip(pages, maps):
-            found, _ = db_boxes(prob, padded.shape[0], padded.shape[1], s.det_threshold, s.det_box_threshold,
-                                s.det_unclip_ratio)
+            found, _ = db_boxes(
+                prob, padded.shape[0], padded.shape[1], s.det_threshold, s.det_box_threshold, s.det_unclip_ratio
+            )
             boxes.append(found[reading_order(found)])
         return pages, boxes
 
@@ -444,9 +464,8 @@ class TextReader:
             if probs.shape[2] != len(self.labels):
                 raise ModelNotBuiltError(
                     f"{self.rec.model_name} has {probs.shape[2]} classes but the charset gives {len(self.labels)} "
-                    f"(blank + {len(self.labels) - 2} + space): rebuild the model")
+                    f"(blank + {len(self.labels) - 2} + space): rebuild the model"
+                )
             for i, decoded in zip(indices, ctc_greedy_decode(probs, self.labels)):
                 results[i] = decoded
         return results
-
-

@@ -18,8 +18,15 @@ def main(settings: ServiceSettings | None = None, **serve_kwargs) -> int:
     configure_logging("ocr", settings.log_level)
     reader = TextReader.from_cache(ModelSettings(), OcrSettings())
     image_settings = ImageSettings()
-    return run_service("ocr", settings, OcrService(reader, image_settings), ocr_pb2_grpc.add_OcrServiceServicer_to_server,
-                       SERVICE_NAME, OcrStage(reader, image_settings), **serve_kwargs)
+    return run_service(
+        "ocr",
+        settings,
+        OcrService(reader, image_settings),
+        ocr_pb2_grpc.add_OcrServiceServicer_to_server,
+        SERVICE_NAME,
+        OcrStage(reader, image_settings),
+        **serve_kwargs,
+    )
 
 
 if __name__ == "__main__":

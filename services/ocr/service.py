@@ -16,8 +16,9 @@ MAX_IMAGES_PER_REQUEST = 16
 
 def line_message(line: TextLine) -> common_pb2.TextLine:
     """The protobuf form of a :class:`TextLine` (polygon in original pixels)."""
-    return common_pb2.TextLine(text=line.text, score=line.score,
-                               polygon=[common_pb2.Point(x=x, y=y) for x, y in line.polygon])
+    return common_pb2.TextLine(
+        text=line.text, score=line.score, polygon=[common_pb2.Point(x=x, y=y) for x, y in line.polygon]
+    )
 
 
 class OcrService(ocr_pb2_grpc.OcrServiceServicer):
@@ -38,7 +39,9 @@ class OcrService(ocr_pb2_grpc.OcrServiceServicer):
         images = decode_request_images(request.images, self.image_settings, MAX_IMAGES_PER_REQUEST)
         response = ocr_pb2.ReadResponse(model=self.reader.model_name)
         for lines in self.reader.read(images, det_max_side=request.det_max_side):
-            response.results.add(lines=[line_message(line) for line in lines], text="\n".join(line.text for line in lines))
+            response.results.add(
+                lines=[line_message(line) for line in lines], text="\n".join(line.text for line in lines)
+            )
         return response
 
 

@@ -29,7 +29,9 @@ class ExactMatchVerifier:
     def __init__(self, image_settings: ImageSettings) -> None:
         self.image_settings = image_settings
 
-    def verify(self, candidates: dict[str, Candidate], query_image: Image.Image | None, phash: int) -> dict[str, Candidate]:
+    def verify(
+        self, candidates: dict[str, Candidate], query_image: Image.Image | None, phash: int
+    ) -> dict[str, Candidate]:
         """The candidates within the near-duplicate pHash distance (<= 16 of 64 bits) or verified by ORB + RANSAC.
 
         Each kept candidate's "exact" factor is the RANSAC inlier ratio in [0, 1] (when both images' pixels

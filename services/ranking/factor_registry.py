@@ -88,21 +88,35 @@ def _bm25(query: Query, candidates: dict[str, Candidate], ctx: ScoringContext) -
     return {i: value / best if best > 0 else 0.0 for i, value in raw.items()}
 
 
-REGISTRY: dict[str, Factor] = {f.name: f for f in (
-    # The whole query image's embedding and, for a framed query, its main photo's: the better cosine counts.
-    Factor("visual", "visual", space="image", query_vectors=lambda q: [q.visual, q.main_visual]),
-    Factor("region", "visual"),  # route only: the best of the candidate's regions against the query
-    Factor("text", "joint", space="joint"),
-    Factor("bm25", "text", batch_scorer=_bm25),
-    Factor("tags", "tags", ("tags", "attributes"), scorer=lambda q, f, _: tag_overlap(q.tags, hit_tags(f))),
-    Factor("taxonomy", "taxonomy", ("taxonomy",), scorer=lambda q, f, _: taxonomy_agreement(q.taxonomy, f.get("taxonomy", ""))),
-    Factor("colour", "colour", space="colour"),
-    Factor("in_stock", None, ("in_stock",), scorer=lambda q, f, _: 1.0 if f.get("in_stock", False) else 0.0),
-    Factor("freshness", None, ("updated_ms",),
-           scorer=lambda q, f, ctx: freshness(int(f.get("updated_ms") or 0), ctx.now_ms, ctx.freshness_half_life_days)),
-    Factor("phash", "phash", ("phash",), scorer=lambda q, f, _: phash_similarity(q.phash, int(f.get("phash") or 0))),
-    Factor("exact", None),  # set by the exact-match verifier (SimilarTo exact_only)
-)}
+REGISTRY: dict[str, Factor] = {
+    f.name: f
+    for f in (
+        # The whole query image's embedding and, for a framed query, its main photo's: the better cosine counts.
+        Factor("visual", "visual", space="image", query_vectors=lambda q: [q.visual, q.main_visual]),
+        Factor("region", "visual"),  # route only: the best of the candidate's regions against the query
+        Factor("text", "joint", space="joint"),
+        Factor("bm25", "text", batch_scorer=_bm25),
+        Factor("tags", "tags", ("tags", "attributes"), scorer=lambda q, f, _: tag_overlap(q.tags, hit_tags(f))),
+        Factor(
+            "taxonomy",
+            "taxonomy",
+            ("taxonomy",),
+            scorer=lambda q, f, _: taxonomy_agreement(q.taxonomy, f.get("taxonomy", "")),
+        ),
+        Factor("colour", "colour", space="colour"),
+        Factor("in_stock", None, ("in_stock",), scorer=lambda q, f, _: 1.0 if f.get("in_stock", False) else 0.0),
+        Factor(
+            "freshness",
+            None,
+            ("updated_ms",),
+            scorer=lambda q, f, ctx: freshness(int(f.get("updated_ms") or 0), ctx.now_ms, ctx.freshness_half_life_days),
+        ),
+        Factor(
+            "phash", "phash", ("phash",), scorer=lambda q, f, _: phash_similarity(q.phash, int(f.get("phash") or 0))
+        ),
+        Factor("exact", None),  # set by the exact-match verifier (SimilarTo exact_only)
+    )
+}
 if tuple(REGISTRY) != FACTORS:  # the ranker validates weights against FACTORS; the hits list factors in its order
     raise ImportError("factor_registry.REGISTRY and ranker.FACTORS must list the same factors in the same order")
 
@@ -128,8 +142,14 @@ VALUE_RANGES: dict[str, tuple[float, float]] = {name: (-1.0, 1.0) for name in ("
 VALUE_RANGES.update({name: (0.0, 1.0) for name in FACTORS if name not in VALUE_RANGES})
 
 
-def score_candidates(candidates: dict[str, Candidate], query: Query, ranker: Ranker, ctx: ScoringContext,
-                     keep: int | None = None, ceilings: Mapping[str, float] | None = None) -> dict[str, Candidate]:
+def score_candidates(
+    candidates: dict[str, Candidate],
+    query: Query,
+    ranker: Ranker,
+    ctx: ScoringContext,
+    keep: int | None = None,
+    ceilings: Mapping[str, float] | None = None,
+) -> dict[str, Candidate]:
     """Give every candidate each factor the ranker weighs and the query supports; returns the candidates.
 
     The factors of the candidates' own fields and of the whole list (BM25) come first. With ``keep`` (the
@@ -142,8 +162,13 @@ def score_candidates(candidates: dict[str, Candidate], query: Query, ranker: Ran
     """
     if not candidates:
         return candidates
-    ctx = ctx if ctx.now_ms else ScoringContext(ctx.store, ctx.text_index, ctx.tenant, ctx.freshness_half_life_days,
-                                                int(time.time() * 1000))
+    ctx = (
+        ctx
+        if ctx.now_ms
+        else ScoringContext(
+            ctx.store, ctx.text_index, ctx.tenant, ctx.freshness_half_life_days, int(time.time() * 1000)
+        )
+    )
     factors = weighed(ranker, query.signals())
     for factor in factors:
         if factor.batch_scorer is not None:
@@ -168,13 +193,16 @@ def score_candidates(candidates: dict[str, Candidate], query: Query, ranker: Ran
         missing = [i for i, c in candidates.items() if factor.name not in c.factors and factor.name not in c.absent]
         if not missing:
             continue
-        for image_id, value in ctx.store.similarities(factor.space, ctx.tenant, missing, factor.vectors_of(query)).items():
+        for image_id, value in ctx.store.similarities(
+            factor.space, ctx.tenant, missing, factor.vectors_of(query)
+        ).items():
             candidates[image_id].factors[factor.name] = value
     return candidates
 
 
-def _prune(candidates: dict[str, Candidate], ranker: Ranker, pending: list[Factor], keep: int,
-           ceilings: Mapping[str, float]) -> dict[str, Candidate]:
+def _prune(
+    candidates: dict[str, Candidate], ranker: Ranker, pending: list[Factor], keep: int, ceilings: Mapping[str, float]
+) -> dict[str, Candidate]:
     """The candidates whose best possible blended score reaches the ``keep``-th best worst possible score."""
     if len(candidates) <= keep or not pending:
         return candidates

@@ -36,8 +36,9 @@ def hit_tags(fields: Mapping) -> dict[str, float]:
 NEIGHBOUR_TEMPERATURE = 0.02
 
 
-def neighbour_object_tags(neighbours: Sequence[tuple[float, Mapping]], k: int = 5,
-                          temperature: float = NEIGHBOUR_TEMPERATURE) -> dict[str, float]:
+def neighbour_object_tags(
+    neighbours: Sequence[tuple[float, Mapping]], k: int = 5, temperature: float = NEIGHBOUR_TEMPERATURE
+) -> dict[str, float]:
     """Object tags of a query image estimated from its nearest visual neighbours, without running a detector
     on the query (k-nearest-neighbour tag transfer with distance-based weights: TagProp, Guillaumin et al. 2009;
     Yandex's tags from similar images).

@@ -45,7 +45,9 @@ class FeedbackLog:
             InvalidEventError: no events, or an event without query_id, image_id or action (nothing published).
         """
         if self.transport is None:
-            raise VisearchError("no feedback topic is configured (set VISEARCH_KAFKA_BOOTSTRAP)", reason="feedback_unavailable")
+            raise VisearchError(
+                "no feedback topic is configured (set VISEARCH_KAFKA_BOOTSTRAP)", reason="feedback_unavailable"
+            )
         if not request.events:
             raise InvalidEventError("no feedback events", reason="empty_query")
         for n, event in enumerate(request.events):
@@ -57,14 +59,17 @@ class FeedbackLog:
                 event.tenant = event.tenant or self.default_tenant
                 if not event.HasField("event_time"):
                     event.event_time.GetCurrentTime()
-                self.transport.produce(self.topic, event.query_id.encode(), event.SerializeToString(),
-                                       {HEADER_SCHEMA: FEEDBACK_SCHEMA})
+                self.transport.produce(
+                    self.topic, event.query_id.encode(), event.SerializeToString(), {HEADER_SCHEMA: FEEDBACK_SCHEMA}
+                )
                 action = events_pb2.FeedbackEvent.Action.Name(event.action).removeprefix("ACTION_").lower()
                 FEEDBACK_EVENTS.labels(action=action).inc()
             self.transport.flush()  # acknowledged by the broker before we say accepted
         return len(request.events)
 
-    def log_impressions(self, response: search_pb2.SearchResponse, tenant: str, query_summary: str, offset: int) -> None:
+    def log_impressions(
+        self, response: search_pb2.SearchResponse, tenant: str, query_summary: str, offset: int
+    ) -> None:
         """One ACTION_IMPRESSION event per served hit, with its factor values. A failing topic is logged and
         counted, never raised: searching matters more than logging."""
         if self.transport is None or not self.impressions or not response.hits:
@@ -72,15 +77,23 @@ class FeedbackLog:
         events = []
         for position, hit in enumerate(response.hits, start=offset):
             event = events_pb2.FeedbackEvent(
-                query_id=response.query_id, tenant=tenant, image_id=hit.image_id, position=position,
-                action=events_pb2.FeedbackEvent.ACTION_IMPRESSION, factors={f.name: f.value for f in hit.factors},
-                ranker=response.ranker, query=query_summary)
+                query_id=response.query_id,
+                tenant=tenant,
+                image_id=hit.image_id,
+                position=position,
+                action=events_pb2.FeedbackEvent.ACTION_IMPRESSION,
+                factors={f.name: f.value for f in hit.factors},
+                ranker=response.ranker,
+                query=query_summary,
+            )
             event.event_time.GetCurrentTime()
             events.append(event.SerializeToString())
         try:
             with self._lock:
                 for value in events:
-                    self.transport.produce(self.topic, response.query_id.encode(), value, {HEADER_SCHEMA: FEEDBACK_SCHEMA})
+                    self.transport.produce(
+                        self.topic, response.query_id.encode(), value, {HEADER_SCHEMA: FEEDBACK_SCHEMA}
+                    )
             FEEDBACK_EVENTS.labels(action="impression").inc(len(events))
         except Exception as exc:  # noqa: BLE001 (any transport failure: searching matters more than logging)
             log.warning("impressions_not_logged", query_id=response.query_id, error=str(exc))

@@ -59,7 +59,8 @@ class NotEnoughDataError(ValueError):
 def features(judgments: Sequence[Judgment], factors: Sequence[str] = FACTORS) -> np.ndarray:
     """The (candidates x factors) matrix of raw factor values; a missing factor is 0."""
     return np.array([[j.factors.get(f, 0.0) for f in factors] for j in judgments], dtype=np.float64).reshape(
-        len(judgments), len(factors))
+        len(judgments), len(factors)
+    )
 
 
 OBJECTIVES = ("pointwise", "pairwise")
@@ -88,8 +89,9 @@ class LinearFit:
         return self.model.decision_function(self.scaler.transform(x))
 
 
-def fold_back(coef: np.ndarray, intercept: float, mean: np.ndarray, scale: np.ndarray,
-              factors: Sequence[str]) -> tuple[dict[str, float], float]:
+def fold_back(
+    coef: np.ndarray, intercept: float, mean: np.ndarray, scale: np.ndarray, factors: Sequence[str]
+) -> tuple[dict[str, float], float]:
     """Raw-scale weights and bias of a linear model fitted on standardised features ``(x - mean) / scale``.
 
     Factors with ``scale`` 0 (zero variance in training; StandardScaler reports 1 for them) are dropped:
@@ -110,8 +112,9 @@ def prepare_query(judgments: Sequence[Judgment], factors: Sequence[str] = FACTOR
     return x - x.mean(axis=0) if len(x) else x
 
 
-def _pairs(judgments: Sequence[Judgment], factors: Sequence[str], max_pairs: int,
-           rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _pairs(
+    judgments: Sequence[Judgment], factors: Sequence[str], max_pairs: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     x = features(judgments, factors)
     labels = np.array([j.label for j in judgments])
     better, worse = np.nonzero(labels[:, None] > labels[None, :])
@@ -124,8 +127,14 @@ def _pairs(judgments: Sequence[Judgment], factors: Sequence[str], max_pairs: int
     return diff, (~flip).astype(int)
 
 
-def fit_linear(queries: Mapping[str, Sequence[Judgment]], objective: str = "pointwise", c: float = 1.0,
-               seed: int = 0, max_pairs: int = 300, factors: Sequence[str] = FACTORS) -> LinearFit:
+def fit_linear(
+    queries: Mapping[str, Sequence[Judgment]],
+    objective: str = "pointwise",
+    c: float = 1.0,
+    seed: int = 0,
+    max_pairs: int = 300,
+    factors: Sequence[str] = FACTORS,
+) -> LinearFit:
     """Fit the logistic regression on the judgments of ``queries`` and fold it back to raw-scale weights.
 
     Raises:
@@ -148,8 +157,9 @@ def fit_linear(queries: Mapping[str, Sequence[Judgment]], objective: str = "poin
         sample_weight = None
         scaler = StandardScaler(with_mean=False)  # differences: no centring, no intercept
     if len(y) == 0 or y.min() == y.max():
-        raise NotEnoughDataError("the training queries need candidates with different labels "
-                                 "(relevant and non-relevant ones)")
+        raise NotEnoughDataError(
+            "the training queries need candidates with different labels (relevant and non-relevant ones)"
+        )
     scaler.fit(x)
     model = LogisticRegression(C=c, max_iter=5000, random_state=seed, fit_intercept=objective == "pointwise")
     model.fit(scaler.transform(x), y, sample_weight=sample_weight)
@@ -224,14 +234,30 @@ class FitReport:
 
     def metrics(self) -> dict:
         """The ranker file's ``metrics``."""
-        return {"k": self.k, f"ndcg@{self.k}_heldout": self.heldout, f"ndcg@{self.k}_train": self.train,
-                "compared_with": self.current, "gain": self.gain, "heldout_queries": self.evaluated_queries,
-                "train_queries": len(self.train_queries), "holdout": self.holdout, "seed": self.seed,
-                "model": f"logistic_regression({self.fit.objective})", "C": float(self.fit.model.C)}
+        return {
+            "k": self.k,
+            f"ndcg@{self.k}_heldout": self.heldout,
+            f"ndcg@{self.k}_train": self.train,
+            "compared_with": self.current,
+            "gain": self.gain,
+            "heldout_queries": self.evaluated_queries,
+            "train_queries": len(self.train_queries),
+            "holdout": self.holdout,
+            "seed": self.seed,
+            "model": f"logistic_regression({self.fit.objective})",
+            "C": float(self.fit.model.C),
+        }
 
 
-def fit_and_evaluate(data: TrainingData, baselines: Iterable[Ranker], holdout: float = 0.3, seed: int = 0,
-                     k: int = DEFAULT_K, c: float = 1.0, objective: str = "pointwise") -> FitReport:
+def fit_and_evaluate(
+    data: TrainingData,
+    baselines: Iterable[Ranker],
+    holdout: float = 0.3,
+    seed: int = 0,
+    k: int = DEFAULT_K,
+    c: float = 1.0,
+    objective: str = "pointwise",
+) -> FitReport:
     """Split ``data`` by query, fit on the training queries, and compare the fitted ranker with each of
     ``baselines`` on the held-out ones (the last baseline is the current default, what ``better`` tests).
 
@@ -273,8 +299,15 @@ class CrossValidation:
         return float(np.mean(self.heldout[name]))
 
 
-def cross_validate(data: TrainingData, baselines: Iterable[Ranker], folds: int = 5, seed: int = 0,
-                   k: int = DEFAULT_K, c: float = 1.0, objective: str = "pointwise") -> CrossValidation:
+def cross_validate(
+    data: TrainingData,
+    baselines: Iterable[Ranker],
+    folds: int = 5,
+    seed: int = 0,
+    k: int = DEFAULT_K,
+    c: float = 1.0,
+    objective: str = "pointwise",
+) -> CrossValidation:
     """K-fold cross-validation by query (every query held out once; queries shuffled with ``seed``): a
     steadier measure than one split for the docs and tests. ``baseline`` is the last of ``baselines``.
 

@@ -24,21 +24,42 @@ from visearch.shared.datasets import FASHION_MNIST_CLASSES, fashion_mnist
 from visearch.v1 import common_pb2, events_pb2, search_pb2
 
 FASHION_GROUPS = {
-    "t-shirt/top": "tops", "pullover": "tops", "coat": "tops", "shirt": "tops", "dress": "dress",
-    "trouser": "trouser", "sandal": "footwear", "sneaker": "footwear", "ankle boot": "footwear", "bag": "bag",
+    "t-shirt/top": "tops",
+    "pullover": "tops",
+    "coat": "tops",
+    "shirt": "tops",
+    "dress": "dress",
+    "trouser": "trouser",
+    "sandal": "footwear",
+    "sneaker": "footwear",
+    "ankle boot": "footwear",
+    "bag": "bag",
 }
 # Words people search with, none of them in a Fashion-MNIST title ("<category> #<index>").
 FASHION_TEXT_QUERIES = {
-    "jeans": "trouser", "slacks": "trouser", "pants": "trouser",
-    "handbag": "bag", "purse": "bag", "tote": "bag",
-    "boots": "ankle boot", "chelsea boots": "ankle boot",
-    "jumper": "pullover", "sweater": "pullover", "hoodie": "pullover",
-    "jacket": "coat", "parka": "coat",
-    "tee": "t-shirt/top", "tank top": "t-shirt/top",
-    "blouse": "shirt", "button-down": "shirt",
-    "gown": "dress", "summer frock": "dress",
-    "flip flops": "sandal", "slides": "sandal",
-    "trainers": "sneaker", "running shoes": "sneaker",
+    "jeans": "trouser",
+    "slacks": "trouser",
+    "pants": "trouser",
+    "handbag": "bag",
+    "purse": "bag",
+    "tote": "bag",
+    "boots": "ankle boot",
+    "chelsea boots": "ankle boot",
+    "jumper": "pullover",
+    "sweater": "pullover",
+    "hoodie": "pullover",
+    "jacket": "coat",
+    "parka": "coat",
+    "tee": "t-shirt/top",
+    "tank top": "t-shirt/top",
+    "blouse": "shirt",
+    "button-down": "shirt",
+    "gown": "dress",
+    "summer frock": "dress",
+    "flip flops": "sandal",
+    "slides": "sandal",
+    "trainers": "sneaker",
+    "running shoes": "sneaker",
 }
 assert set(FASHION_GROUPS) == set(FASHION_MNIST_CLASSES) >= set(FASHION_TEXT_QUERIES.values())
 
@@ -64,20 +85,28 @@ def fashion_queries(images: int, test_offset: int = 0, text: bool = True) -> lis
     text queries of :data:`FASHION_TEXT_QUERIES` with ``text``."""
     queries = []
     for item in fashion_mnist("test", limit=images, offset=test_offset):
+
         def fill(request, content=item.content):
             request.image.CopyFrom(common_pb2.Image(content=content))
-        queries.append(JudgedQuery(f"image:{item.image_id}", fill,
-                                   lambda hit, c=item.category: fashion_grade(c, hit.category)))
+
+        queries.append(
+            JudgedQuery(f"image:{item.image_id}", fill, lambda hit, c=item.category: fashion_grade(c, hit.category))
+        )
     if text:
         for words, category in FASHION_TEXT_QUERIES.items():
+
             def fill_text(request, words=words):
                 request.text = words
-            queries.append(JudgedQuery(f"text:{words}", fill_text, lambda hit, c=category: fashion_grade(c, hit.category)))
+
+            queries.append(
+                JudgedQuery(f"text:{words}", fill_text, lambda hit, c=category: fashion_grade(c, hit.category))
+            )
     return queries
 
 
-def judge(search, queries: Iterable[JudgedQuery], tenant: str = "", top_k: int = 100,
-          profile: str = "blended") -> Iterator[Judgment]:
+def judge(
+    search, queries: Iterable[JudgedQuery], tenant: str = "", top_k: int = 100, profile: str = "blended"
+) -> Iterator[Judgment]:
     """Send each query through ``search`` (a SearchService or a SearchService stub) with ``profile`` and
     ``top_k``; yield one judgment per hit: its factor values (``hit.factors``) and its ground-truth grade."""
     for query in queries:
@@ -88,8 +117,9 @@ def judge(search, queries: Iterable[JudgedQuery], tenant: str = "", top_k: int =
             yield Judgment(query.query_id, hit.image_id, {f.name: f.value for f in hit.factors}, query.grade(hit))
 
 
-def simulated_feedback(response: search_pb2.SearchResponse, category: str,
-                       examined: int = 10) -> list[events_pb2.FeedbackEvent]:
+def simulated_feedback(
+    response: search_pb2.SearchResponse, category: str, examined: int = 10
+) -> list[events_pb2.FeedbackEvent]:
     """What a user who wants a Fashion-MNIST ``category`` sends back for a served list: among the first
     ``examined`` hits, a click on every relevant one (grade >= 1) and a purchase of every one of the category
     (grade 2), so the labels of the join equal the ground-truth grades of the examined hits.

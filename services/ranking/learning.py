@@ -50,8 +50,10 @@ class Judgment:
     label: int
 
     def to_json(self) -> str:
-        return json.dumps({"query_id": self.query_id, "image_id": self.image_id, "factors": dict(self.factors),
-                           "label": self.label}, sort_keys=True)
+        return json.dumps(
+            {"query_id": self.query_id, "image_id": self.image_id, "factors": dict(self.factors), "label": self.label},
+            sort_keys=True,
+        )
 
 
 @dataclass
@@ -84,10 +86,16 @@ class TrainingData:
     def summary(self) -> dict:
         """Counts for reports and the ranker file."""
         labels = Counter(j.label for j in self.judgments)
-        return {"source": self.source, "records": self.records, "queries": len({j.query_id for j in self.judgments}),
-                "judgments": len(self.judgments), "labels": {str(k): labels[k] for k in sorted(labels)},
-                "skipped": dict(sorted(self.skipped.items())), "dropped_queries_without_positive": self.dropped_queries,
-                "ignored_factors": dict(sorted(self.ignored_factors.items()))}
+        return {
+            "source": self.source,
+            "records": self.records,
+            "queries": len({j.query_id for j in self.judgments}),
+            "judgments": len(self.judgments),
+            "labels": {str(k): labels[k] for k in sorted(labels)},
+            "skipped": dict(sorted(self.skipped.items())),
+            "dropped_queries_without_positive": self.dropped_queries,
+            "ignored_factors": dict(sorted(self.ignored_factors.items())),
+        }
 
 
 def _clean_factors(raw, data: TrainingData) -> dict[str, float] | None:
@@ -179,8 +187,12 @@ def parse_judgments(lines: Iterable[str], source: str = "judgments") -> Training
         except json.JSONDecodeError:
             data.skipped["bad_json"] += 1
             continue
-        if not isinstance(row, dict) or not all(isinstance(row.get(k), str) and row.get(k) for k in ("query_id", "image_id")) \
-                or "factors" not in row or "label" not in row:
+        if (
+            not isinstance(row, dict)
+            or not all(isinstance(row.get(k), str) and row.get(k) for k in ("query_id", "image_id"))
+            or "factors" not in row
+            or "label" not in row
+        ):
             data.skipped["missing_fields"] += 1
             continue
         label = row["label"]
@@ -240,8 +252,13 @@ def feedback_values(bootstrap: str, topic: str, timeout_s: float = 30.0) -> Iter
 
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                             client_id="visearch-rank-fit", consumer_timeout_ms=1000)
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        client_id="visearch-rank-fit",
+        consumer_timeout_ms=1000,
+    )
     try:
         partitions = consumer.partitions_for_topic(topic)
         if not partitions:

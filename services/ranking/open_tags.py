@@ -21,13 +21,46 @@ from collections.abc import Iterable, Mapping, Sequence
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 # Shop and web phrases that say nothing about what is in the picture.
-BOILERPLATE: frozenset[str] = frozenset({
-    "free shipping", "free delivery", "fast shipping", "buy now", "shop now", "order now", "new arrival",
-    "new arrivals", "new", "sale", "on sale", "hot sale", "best seller", "bestseller", "click here",
-    "limited offer", "limited time", "special offer", "discount", "best price", "low price", "in stock",
-    "out of stock", "add to cart", "free returns", "money back", "high quality", "top quality",
-    "brand new", "official store", "wholesale", "dropshipping", "photo", "image", "picture", "stock",
-})
+BOILERPLATE: frozenset[str] = frozenset(
+    {
+        "free shipping",
+        "free delivery",
+        "fast shipping",
+        "buy now",
+        "shop now",
+        "order now",
+        "new arrival",
+        "new arrivals",
+        "new",
+        "sale",
+        "on sale",
+        "hot sale",
+        "best seller",
+        "bestseller",
+        "click here",
+        "limited offer",
+        "limited time",
+        "special offer",
+        "discount",
+        "best price",
+        "low price",
+        "in stock",
+        "out of stock",
+        "add to cart",
+        "free returns",
+        "money back",
+        "high quality",
+        "top quality",
+        "brand new",
+        "official store",
+        "wholesale",
+        "dropshipping",
+        "photo",
+        "image",
+        "picture",
+        "stock",
+    }
+)
 
 _SEGMENT = re.compile(r"[.!?;:,()\[\]{}|/\\\"\n\t•·–—]+")  # n-grams never cross punctuation
 _TOKEN = re.compile(r"[^\W_]+(?:[-'’][^\W_]+)*")  # words (unicode letters/digits); keeps "t-shirt", "women's"
@@ -83,8 +116,9 @@ def _item_phrases(texts: Iterable[str], max_words: int, boilerplate: re.Pattern 
     return out
 
 
-def document_frequencies(catalogue: Iterable[Sequence[str]], max_words: int = 3,
-                         boilerplate: Iterable[str] = BOILERPLATE) -> dict[str, float]:
+def document_frequencies(
+    catalogue: Iterable[Sequence[str]], max_words: int = 3, boilerplate: Iterable[str] = BOILERPLATE
+) -> dict[str, float]:
     """Share of catalogue items whose linked texts contain each phrase (0..1], for ``aggregate_phrases``.
 
     Args:
@@ -169,7 +203,8 @@ def aggregate_phrases(
 
     # Catalogue-wide words act as stop words too: "acme store cotton" must not outlive "acme store".
     kept = {
-        p: s for p, s in support.items()
+        p: s
+        for p, s in support.items()
         if count[p] >= needed and not common(p) and not common(p.split()[0]) and not common(p.split()[-1])
     }
 
@@ -183,6 +218,8 @@ def aggregate_phrases(
                 inner = " ".join(words[i : i + n])
                 if inner in kept and phrase_support >= subsume_ratio * kept[inner]:
                     dropped.add(inner)
-    ranked = sorted(((p, s / total) for p, s in kept.items() if p not in dropped),
-                    key=lambda ps: (-round(ps[1], 9), -ps[0].count(" "), ps[0]))
+    ranked = sorted(
+        ((p, s / total) for p, s in kept.items() if p not in dropped),
+        key=lambda ps: (-round(ps[1], 9), -ps[0].count(" "), ps[0]),
+    )
     return [(p, min(1.0, s)) for p, s in ranked[:top_n]]

@@ -46,8 +46,9 @@ class FetchPlan:
     vectors: tuple[str, ...] = ()
 
 
-def plan_signals(ranker: Ranker, region_mode: int, understand: bool, settings: RankingSettings,
-                 has_region: bool = False) -> SignalPlan:
+def plan_signals(
+    ranker: Ranker, region_mode: int, understand: bool, settings: RankingSettings, has_region: bool = False
+) -> SignalPlan:
     """The optional signals of an image query (``understand`` False: none but the objects the mode needs).
 
     ``has_region``: the request names a box of the query image (no framing: the box is the photo).
@@ -61,11 +62,17 @@ def plan_signals(ranker: Ranker, region_mode: int, understand: bool, settings: R
         classes=ranker.active("tags") or ranker.active("taxonomy"),
         text=ranker.active("bm25"),
         objects=objects,
-        object_tags=settings.query_object_tags and ranker.active("tags"))
+        object_tags=settings.query_object_tags and ranker.active("tags"),
+    )
 
 
-def plan_routes(query: Query, ranker: Ranker, region_mode: int = Mode.REGION_MODE_AUTO,
-                objects: list[QueryObject] | None = None, query_box: common_pb2.Box | None = None) -> list[AnnRoute]:
+def plan_routes(
+    query: Query,
+    ranker: Ranker,
+    region_mode: int = Mode.REGION_MODE_AUTO,
+    objects: list[QueryObject] | None = None,
+    query_box: common_pb2.Box | None = None,
+) -> list[AnnRoute]:
     """The ANN routes of an image or indexed-item query by region mode (BM25: :func:`bm25_route`).
 
     AUTO: the global embeddings (and a framed query's main photo) plus the indexed regions when the region
@@ -95,8 +102,9 @@ def bm25_route(query: Query, ranker: Ranker) -> Bm25Route | None:
     return Bm25Route(query.text, query.joint if ranker.active("text") else None)
 
 
-def plan_fetch(window: int, ranker: Ranker, signals: Collection[str], route_factors: Collection[str],
-               rerank_depth: int) -> FetchPlan:
+def plan_fetch(
+    window: int, ranker: Ranker, signals: Collection[str], route_factors: Collection[str], rerank_depth: int
+) -> FetchPlan:
     """How deep the routes fetch and which fields they read.
 
     Args:

@@ -43,8 +43,11 @@ class Query:
 
     def signals(self) -> set[str]:
         """The names of the signals this query holds (the attributes :meth:`has` is True for)."""
-        return {name for name in ("visual", "joint", "colour", "text", "tags", "taxonomy", "phash", "main_visual")
-                if self.has(name)}
+        return {
+            name
+            for name in ("visual", "joint", "colour", "text", "tags", "taxonomy", "phash", "main_visual")
+            if self.has(name)
+        }
 
     def has(self, signal: str | None) -> bool:
         """True when the query holds ``signal`` (an attribute name; None: nothing needed, always True).

@@ -31,8 +31,7 @@ from visearch.shared.metrics import RANKER_VERSION
 log = get_logger("ranker")
 
 # Every factor a hit can carry (see FactorScore in protos/visearch/v1/search.proto for their ranges).
-FACTORS = ("visual", "region", "text", "bm25", "tags", "taxonomy", "colour", "in_stock", "freshness", "phash",
-           "exact")
+FACTORS = ("visual", "region", "text", "bm25", "tags", "taxonomy", "colour", "in_stock", "freshness", "phash", "exact")
 FUSIONS = ("blend", "rrf")
 RANKER_FORMAT = "visearch.ranker/1"
 _RANKER_FILE = re.compile(r"^ranker-v(\d+)\.json$")
@@ -41,8 +40,18 @@ _RANKER_FILE = re.compile(r"^ranker-v(\d+)\.json$")
 BUILTIN_PROFILES: dict[str, dict[str, float]] = {
     # Vector similarity only: the global visual cosine for image queries, the joint-space cosine for text.
     "visual_only": {"visual": 1.0, "text": 1.0},
-    "blended": {"visual": 1.0, "region": 0.3, "text": 1.0, "bm25": 1.0, "tags": 0.2, "taxonomy": 0.1,
-                "colour": 0.05, "phash": 0.3, "in_stock": 0.02, "freshness": 0.0},
+    "blended": {
+        "visual": 1.0,
+        "region": 0.3,
+        "text": 1.0,
+        "bm25": 1.0,
+        "tags": 0.2,
+        "taxonomy": 0.1,
+        "colour": 0.05,
+        "phash": 0.3,
+        "in_stock": 0.02,
+        "freshness": 0.0,
+    },
     # Search by colour: the palette decides, stock breaks ties.
     "colour": {"colour": 1.0, "in_stock": 0.02},
 }
@@ -79,10 +88,13 @@ class Ranker:
     def __post_init__(self) -> None:
         unknown = set(self.weights) - set(FACTORS)
         if unknown:
-            raise InvalidEventError(f"unknown ranking factors {sorted(unknown)}; known: {list(FACTORS)}",
-                                    reason="bad_ranking_profile")
+            raise InvalidEventError(
+                f"unknown ranking factors {sorted(unknown)}; known: {list(FACTORS)}", reason="bad_ranking_profile"
+            )
         if self.fusion not in FUSIONS:
-            raise InvalidEventError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}", reason="bad_ranking_profile")
+            raise InvalidEventError(
+                f"fusion must be one of {FUSIONS}, got {self.fusion!r}", reason="bad_ranking_profile"
+            )
         if any(not math.isfinite(w) for w in self.weights.values()):
             raise InvalidEventError("ranking weights must be finite numbers", reason="bad_ranking_profile")
 
@@ -94,8 +106,12 @@ class Ranker:
         """A copy with some weights (and the fusion) replaced; its name gets a ``+override`` suffix."""
         if not weights and not fusion:
             return self
-        return replace(self, name=f"{self.name}+override", weights={**self.weights, **(weights or {})},
-                       fusion=fusion or self.fusion)
+        return replace(
+            self,
+            name=f"{self.name}+override",
+            weights={**self.weights, **(weights or {})},
+            fusion=fusion or self.fusion,
+        )
 
     def rank(self, factors: Mapping[str, Mapping[str, float]]) -> list[RankedHit]:
         """Order candidates, best first (ties broken by image id, so results are deterministic).
@@ -119,7 +135,9 @@ class Ranker:
             if weight == 0.0:
                 continue
             # A factor's list holds the candidates with evidence (value > 0); ties share the best rank.
-            having = sorted((i for i, v in factors.items() if v.get(factor, 0.0) > 0), key=lambda i: -factors[i][factor])
+            having = sorted(
+                (i for i, v in factors.items() if v.get(factor, 0.0) > 0), key=lambda i: -factors[i][factor]
+            )
             rank, previous = 0, None
             for position, image_id in enumerate(having, start=1):
                 if factors[image_id][factor] != previous:
@@ -129,8 +147,18 @@ class Ranker:
 
     def to_json(self, **extra) -> str:
         """The ranker file's content: format, weights, fusion, bias, plus ``extra`` (version, metrics...)."""
-        return json.dumps({"format": RANKER_FORMAT, "name": self.name, "weights": dict(self.weights),
-                           "fusion": self.fusion, "rrf_k": self.rrf_k, "bias": self.bias, **extra}, indent=2)
+        return json.dumps(
+            {
+                "format": RANKER_FORMAT,
+                "name": self.name,
+                "weights": dict(self.weights),
+                "fusion": self.fusion,
+                "rrf_k": self.rrf_k,
+                "bias": self.bias,
+                **extra,
+            },
+            indent=2,
+        )
 
 
 def read_ranker(path: Path) -> tuple[Ranker, dict]:
@@ -143,8 +171,13 @@ def read_ranker(path: Path) -> tuple[Ranker, dict]:
         doc = json.loads(Path(path).read_text())
         if doc.get("format") != RANKER_FORMAT:
             raise ValueError(f"format is {doc.get('format')!r}, expected {RANKER_FORMAT!r}")
-        ranker = Ranker(name=doc.get("name", Path(path).stem), weights={k: float(v) for k, v in doc["weights"].items()},
-                        fusion=doc.get("fusion", "blend"), rrf_k=int(doc.get("rrf_k", 60)), bias=float(doc.get("bias", 0.0)))
+        ranker = Ranker(
+            name=doc.get("name", Path(path).stem),
+            weights={k: float(v) for k, v in doc["weights"].items()},
+            fusion=doc.get("fusion", "blend"),
+            rrf_k=int(doc.get("rrf_k", 60)),
+            bias=float(doc.get("bias", 0.0)),
+        )
     except (OSError, KeyError, TypeError, json.JSONDecodeError, InvalidEventError) as exc:
         raise ValueError(f"{path} is not a usable ranker file: {exc}") from exc
     return ranker, doc
@@ -191,11 +224,19 @@ class RankerRegistry:
         learned_dir: folder of ``ranker-v<N>.json`` files (None: no learned ranker).
     """
 
-    def __init__(self, profiles: Mapping[str, Mapping[str, float]] | None = None, default_profile: str = DEFAULT_PROFILE,
-                 tenant_profiles: Mapping[str, str] | None = None, learned_dir: Path | None = None,
-                 reload_interval_s: float = 5.0, rrf_k: int = 60) -> None:
-        self.profiles = {name: Ranker(f"profile:{name}", dict(w), rrf_k=rrf_k)
-                         for name, w in {**BUILTIN_PROFILES, **(profiles or {})}.items()}
+    def __init__(
+        self,
+        profiles: Mapping[str, Mapping[str, float]] | None = None,
+        default_profile: str = DEFAULT_PROFILE,
+        tenant_profiles: Mapping[str, str] | None = None,
+        learned_dir: Path | None = None,
+        reload_interval_s: float = 5.0,
+        rrf_k: int = 60,
+    ) -> None:
+        self.profiles = {
+            name: Ranker(f"profile:{name}", dict(w), rrf_k=rrf_k)
+            for name, w in {**BUILTIN_PROFILES, **(profiles or {})}.items()
+        }
         for name in [default_profile, *(tenant_profiles or {}).values()]:
             if name not in self.profiles:
                 raise ValueError(f"unknown ranking profile {name!r}; known: {sorted(self.profiles)}")
@@ -224,7 +265,9 @@ class RankerRegistry:
         """
         with self._lock:
             self._checked = time.monotonic()
-            versions = ranker_files(self.learned_dir) if self.learned_dir is not None and self.learned_dir.is_dir() else []
+            versions = (
+                ranker_files(self.learned_dir) if self.learned_dir is not None and self.learned_dir.is_dir() else []
+            )
             present = {v for v, _ in versions}
             if versions and max(present) <= self._learned_version and self._learned_version in present:
                 return self._learned_version  # nothing newer, and the one in use is still there
@@ -246,8 +289,14 @@ class RankerRegistry:
             RANKER_VERSION.set(0)
             return 0
 
-    def resolve(self, tenant: str, name: str = "", weights: Mapping[str, float] | None = None,
-                fusion: str | None = None, default: str | None = None) -> Ranker:
+    def resolve(
+        self,
+        tenant: str,
+        name: str = "",
+        weights: Mapping[str, float] | None = None,
+        fusion: str | None = None,
+        default: str | None = None,
+    ) -> Ranker:
         """The ranker for one request: the named profile, else the learned ranker, else the tenant's or
         ``default`` profile; then the request's weight and fusion overrides.
 
@@ -256,8 +305,9 @@ class RankerRegistry:
         """
         if name:
             if name not in self.profiles:
-                raise InvalidEventError(f"unknown ranking profile {name!r}; known: {sorted(self.profiles)}",
-                                        reason="bad_ranking_profile")
+                raise InvalidEventError(
+                    f"unknown ranking profile {name!r}; known: {sorted(self.profiles)}", reason="bad_ranking_profile"
+                )
             base = self.profiles[name]
         elif default is not None:  # the query kind has its own profile (colour search)
             base = self.profiles[default]

@@ -42,11 +42,25 @@ class AnnRoute:
         """How many rows to ask for so that ``depth`` images come back."""
         return min(depth, MAX_WINDOW)
 
-    def search(self, store: MilvusStore, tenant: str, depth: int, flt: SearchFilter,
-               fields: tuple[str, ...], vectors: tuple[str, ...] = ()) -> list[StoredHit]:
+    def search(
+        self,
+        store: MilvusStore,
+        tenant: str,
+        depth: int,
+        flt: SearchFilter,
+        fields: tuple[str, ...],
+        vectors: tuple[str, ...] = (),
+    ) -> list[StoredHit]:
         """The route's hits, best first (with their stored vectors of ``vectors``, see ``MilvusStore.search``)."""
-        return store.search(self.space, self.vector, tenant=tenant, top_k=self.limit(depth), filter=flt,
-                            output_fields=fields, vector_spaces=vectors)
+        return store.search(
+            self.space,
+            self.vector,
+            tenant=tenant,
+            top_k=self.limit(depth),
+            filter=flt,
+            output_fields=fields,
+            vector_spaces=vectors,
+        )
 
     def offer(self, candidate: Candidate, hit: StoredHit) -> None:
         """Give ``candidate`` this route's evidence from ``hit``."""
@@ -76,8 +90,12 @@ class RegionRoute(AnnRoute):
 
     def offer(self, candidate: Candidate, hit: StoredHit) -> None:  # noqa: D102
         x1, y1, x2, y2 = hit.fields["box"]
-        region = search_pb2.RegionMatch(index=int(hit.fields["region_index"]), label=hit.fields["label"],
-                                        box=common_pb2.Box(x1=x1, y1=y1, x2=x2, y2=y2), query_label=self.query_label)
+        region = search_pb2.RegionMatch(
+            index=int(hit.fields["region_index"]),
+            label=hit.fields["label"],
+            box=common_pb2.Box(x1=x1, y1=y1, x2=x2, y2=y2),
+            query_label=self.query_label,
+        )
         if self.query_box is not None:
             region.query_box.CopyFrom(self.query_box)
         candidate.offer(self.factor, hit.score, region)
@@ -97,10 +115,20 @@ class ColourRoute(AnnRoute):
     factor = "colour"
 
 
-def gather(routes: list[AnnRoute], store: MilvusStore, tenant: str, depth: int, flt: SearchFilter,
-           fields: tuple[str, ...], pool: Executor, ceilings: dict[str, float] | None = None,
-           region_fields: tuple[str, ...] | None = None, region_depth: int | None = None,
-           into: dict[str, Candidate] | None = None, vectors: tuple[str, ...] = ()) -> dict[str, Candidate]:
+def gather(
+    routes: list[AnnRoute],
+    store: MilvusStore,
+    tenant: str,
+    depth: int,
+    flt: SearchFilter,
+    fields: tuple[str, ...],
+    pool: Executor,
+    ceilings: dict[str, float] | None = None,
+    region_fields: tuple[str, ...] | None = None,
+    region_depth: int | None = None,
+    into: dict[str, Candidate] | None = None,
+    vectors: tuple[str, ...] = (),
+) -> dict[str, Candidate]:
     """Run the routes and merge their hits into candidates (image id -> Candidate), in route order.
 
     On a Milvus server (``store.concurrent``) the routes' queries overlap, so the search waits for the
@@ -127,8 +155,15 @@ def gather(routes: list[AnnRoute], store: MilvusStore, tenant: str, depth: int, 
         others = () if region else tuple(s for s in vectors if s != batch[0].space)
         if len(batch) == 1:
             return [batch[0].search(store, tenant, images, flt, wanted, others)]
-        return store.search_many(batch[0].space, np.stack([r.vector for r in batch]), tenant=tenant,
-                                 top_k=batch[0].limit(images), filter=flt, output_fields=wanted, vector_spaces=others)
+        return store.search_many(
+            batch[0].space,
+            np.stack([r.vector for r in batch]),
+            tenant=tenant,
+            top_k=batch[0].limit(images),
+            filter=flt,
+            output_fields=wanted,
+            vector_spaces=others,
+        )
 
     groups = list(batches.values())
     if store.concurrent and len(groups) > 1:
@@ -172,19 +207,32 @@ class Bm25Route:
     text: str
     joint: np.ndarray | None = None
 
-    def fetch(self, store: MilvusStore, text_index, tenant: str, depth: int, flt: SearchFilter,
-              fields: tuple[str, ...], with_vectors: bool, exclude: Collection[str] = ()) -> Bm25Matches:
+    def fetch(
+        self,
+        store: MilvusStore,
+        text_index,
+        tenant: str,
+        depth: int,
+        flt: SearchFilter,
+        fields: tuple[str, ...],
+        with_vectors: bool,
+        exclude: Collection[str] = (),
+    ) -> Bm25Matches:
         """The rows of the ``depth`` best BM25 matches, filters applied in Milvus (with their joint vectors when
         ``with_vectors``). ``text_index``: the in-process index, whose matches in ``exclude`` are not read; or None
         where Milvus does BM25 (``store.full_text``): one search gives the rows with their scores. Needs no query
         vector, so it can run while the query text is embedded."""
         if text_index is None:
-            hits = store.bm25_search(tenant, self.text, depth, flt, fields, vector_space="joint" if with_vectors else None)
+            hits = store.bm25_search(
+                tenant, self.text, depth, flt, fields, vector_space="joint" if with_vectors else None
+            )
             return Bm25Matches(hits, scored=True, complete=len(hits) < depth)
         found = [i for i, _ in text_index.search(tenant, self.text, depth) if i not in exclude]
         if not found:
             return Bm25Matches([])
-        return Bm25Matches(store.rows(tenant, found, flt, space="joint", with_vector=with_vectors, output_fields=fields))
+        return Bm25Matches(
+            store.rows(tenant, found, flt, space="joint", with_vector=with_vectors, output_fields=fields)
+        )
 
     def merge(self, candidates: dict[str, Candidate], matches: Bm25Matches) -> None:
         """Add the fetched rows that no other route found; with :attr:`joint`, their "text" factor is the dot
@@ -203,8 +251,18 @@ class Bm25Route:
                 if candidate.bm25 is None:
                     candidate.bm25 = 0.0
 
-    def add_to(self, candidates: dict[str, Candidate], store: MilvusStore, text_index, tenant: str, depth: int,
-               flt: SearchFilter, fields: tuple[str, ...]) -> None:
+    def add_to(
+        self,
+        candidates: dict[str, Candidate],
+        store: MilvusStore,
+        text_index,
+        tenant: str,
+        depth: int,
+        flt: SearchFilter,
+        fields: tuple[str, ...],
+    ) -> None:
         """Add the BM25 matches not yet among ``candidates`` (:meth:`fetch`, then :meth:`merge`)."""
-        self.merge(candidates, self.fetch(store, text_index, tenant, depth, flt, fields, self.joint is not None,
-                                          exclude=candidates))
+        self.merge(
+            candidates,
+            self.fetch(store, text_index, tenant, depth, flt, fields, self.joint is not None, exclude=candidates),
+        )

@@ -43,8 +43,10 @@ def embedding_stub(address: str | None, in_process=None):
     if address:
         return embedding_pb2_grpc.EmbeddingServiceStub(client_channel(address))
     if in_process is None:
-        raise ConfigError("the ranking service needs the embedding service: set VISEARCH_EMBEDDING_ADDR, or run "
-                          "`visearch serve ranking`, which embeds in this process when it is unset")
+        raise ConfigError(
+            "the ranking service needs the embedding service: set VISEARCH_EMBEDDING_ADDR, or run "
+            "`visearch serve ranking`, which embeds in this process when it is unset"
+        )
     return in_process
 
 
@@ -63,14 +65,22 @@ def main(settings: ServiceSettings | None = None, embedding=None, **serve_kwargs
 
         feedback = KafkaTransport(kafka, client_id="visearch-ranking")
     servicer = SearchService(
-        embedding_stub(settings.embedding_addr, embedding), store, settings.tenant,
+        embedding_stub(settings.embedding_addr, embedding),
+        store,
+        settings.tenant,
         detection=detection_pb2_grpc.DetectionServiceStub(client_channel(settings.detection_addr))
-        if settings.detection_addr else None,
+        if settings.detection_addr
+        else None,
         classification=classification_pb2_grpc.ClassificationServiceStub(client_channel(settings.classification_addr))
-        if settings.classification_addr else None,
+        if settings.classification_addr
+        else None,
         ocr=ocr_pb2_grpc.OcrServiceStub(client_channel(settings.ocr_addr)) if settings.ocr_addr else None,
-        image_settings=ImageSettings(), detection_settings=DetectionSettings(), ranking=RankingSettings(),
-        feedback=feedback, feedback_topic_name=feedback_topic(kafka.topic_prefix))
+        image_settings=ImageSettings(),
+        detection_settings=DetectionSettings(),
+        ranking=RankingSettings(),
+        feedback=feedback,
+        feedback_topic_name=feedback_topic(kafka.topic_prefix),
+    )
     start_metrics_server(settings.metrics_port, settings.grpc_host)
 
     def register(server: grpc.Server) -> list[str]:

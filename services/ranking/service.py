@@ -68,26 +68,50 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             no impressions are logged.
     """
 
-    def __init__(self, embedding, store: MilvusStore, default_tenant: str = "default", deadline_s: float = 10.0,
-                 detection=None, classification=None, image_settings: ImageSettings | None = None,
-                 detection_settings: DetectionSettings | None = None, ocr=None,
-                 ranking: RankingSettings | None = None, feedback: Transport | None = None,
-                 feedback_topic_name: str = feedback_topic()) -> None:
+    def __init__(
+        self,
+        embedding,
+        store: MilvusStore,
+        default_tenant: str = "default",
+        deadline_s: float = 10.0,
+        detection=None,
+        classification=None,
+        image_settings: ImageSettings | None = None,
+        detection_settings: DetectionSettings | None = None,
+        ocr=None,
+        ranking: RankingSettings | None = None,
+        feedback: Transport | None = None,
+        feedback_topic_name: str = feedback_topic(),
+    ) -> None:
         self.store = store
         self.default_tenant = default_tenant
         self.image_settings = image_settings or ImageSettings()
         self.settings = ranking or RankingSettings()
-        self.rankers = RankerRegistry(self.settings.profiles, self.settings.profile, self.settings.tenant_profiles,
-                                      self.settings.learned_dir, self.settings.reload_interval_s, self.settings.rrf_k)
+        self.rankers = RankerRegistry(
+            self.settings.profiles,
+            self.settings.profile,
+            self.settings.tenant_profiles,
+            self.settings.learned_dir,
+            self.settings.reload_interval_s,
+            self.settings.rrf_k,
+        )
         # Keyword search: Milvus's BM25 (unified layout), else an in-memory index per tenant (Milvus 2.3).
         self.text_index = None if store.full_text else TextIndex(store.text_rows, self.settings.text_index_refresh_s)
         # Query signals (and a search's early retrieval) run on one pool, the routes of a retrieval on another:
         # a task never waits on tasks queued behind it in its own pool.
         self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="search-signals")
         self._route_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="search-routes")
-        self.understanding = QueryUnderstanding(embedding, classification, ocr, detection, self.settings,
-                                                self.image_settings, detection_settings or DetectionSettings(),
-                                                deadline_s, self._pool)
+        self.understanding = QueryUnderstanding(
+            embedding,
+            classification,
+            ocr,
+            detection,
+            self.settings,
+            self.image_settings,
+            detection_settings or DetectionSettings(),
+            deadline_s,
+            self._pool,
+        )
         self.engine = QueryEngine(store, self.text_index, self.settings, self._route_pool)
         self.verifier = ExactMatchVerifier(self.image_settings)
         self.feedback = FeedbackLog(feedback, feedback_topic_name, default_tenant, self.settings.feedback_impressions)
@@ -99,7 +123,11 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
     def Search(self, request: search_pb2.SearchRequest, context) -> search_pb2.SearchResponse:  # noqa: N802
         """See protos/visearch/v1/search.proto. Raises INVALID_ARGUMENT, NOT_FOUND or UNAVAILABLE."""
         start = time.perf_counter()
-        window, tenant, flt = _window(request.top_k, request.offset), self._tenant(request.tenant), _filter(request.filter)
+        window, tenant, flt = (
+            _window(request.top_k, request.offset),
+            self._tenant(request.tenant),
+            _filter(request.filter),
+        )
         kind = request.WhichOneof("query")
         ranker = self._ranker(request.ranking, tenant, "colour" if kind == "colour" else None)
         response = search_pb2.SearchResponse()
@@ -110,7 +138,11 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         if kind == "image_id":
             query = self._stored_query(tenant, self._stored(tenant, request.image_id))
             flt.exclude_image_ids.append(request.image_id)
-            mode = request.region_mode if request.region_mode != Mode.REGION_MODE_QUERY_OBJECTS else Mode.REGION_MODE_GLOBAL_ONLY
+            mode = (
+                request.region_mode
+                if request.region_mode != Mode.REGION_MODE_QUERY_OBJECTS
+                else Mode.REGION_MODE_GLOBAL_ONLY
+            )
             routes = plan_routes(query, ranker, mode)
         elif kind == "colour":
             query = Query("colour", colour=self._colour_vector(request.colour, tenant))
@@ -125,7 +157,11 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         """More like an indexed or given image; with ``exact_only``, near-duplicates and exact matches only,
         verified by pHash distance and ORB + RANSAC inliers (factor "exact"), best verified first."""
         start = time.perf_counter()
-        window, tenant, flt = _window(request.top_k, request.offset), self._tenant(request.tenant), _filter(request.filter)
+        window, tenant, flt = (
+            _window(request.top_k, request.offset),
+            self._tenant(request.tenant),
+            _filter(request.filter),
+        )
         item = request.WhichOneof("item")
         ranker = self._ranker(request.ranking, tenant)
         response = search_pb2.SearchResponse()
@@ -136,8 +172,11 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             query_image = self.verifier.load(row.get("uri", "")) if request.exact_only else None
         elif item == "image" and request.exact_only:
             query_image = decode_image(image_bytes(request.image, self.image_settings), self.image_settings)
-            query = Query("image", visual=np.asarray(self.understanding.embed_image(request.image).image.values,
-                                                     dtype=np.float32), phash=perceptual_hash(query_image))
+            query = Query(
+                "image",
+                visual=np.asarray(self.understanding.embed_image(request.image).image.values, dtype=np.float32),
+                phash=perceptual_hash(query_image),
+            )
         elif item == "image":
             plan = plan_signals(ranker, Mode.REGION_MODE_GLOBAL_ONLY, self.settings.understand_query, self.settings)
             understood = self.understanding.image(request.image, plan, start)
@@ -145,11 +184,14 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             response.signals.extend(understood.signals)
         else:
             raise InvalidEventError("set image_id or image", reason="empty_query")
-        routes = [VisualRoute(query.visual)] + ([VisualRoute(query.main_visual)] if query.main_visual is not None else [])
+        routes = [VisualRoute(query.visual)] + (
+            [VisualRoute(query.main_visual)] if query.main_visual is not None else []
+        )
         if request.exact_only:  # verified matches only, ordered by how well they verify
             fields = tuple(dict.fromkeys((*route_fields(EXACT_RANKER, query.signals()), "phash", "uri")))
-            candidates = self.engine.retrieve(routes, tenant, flt,
-                                              FetchPlan(min(max(window, EXACT_CANDIDATES), MAX_WINDOW), fields))
+            candidates = self.engine.retrieve(
+                routes, tenant, flt, FetchPlan(min(max(window, EXACT_CANDIDATES), MAX_WINDOW), fields)
+            )
             candidates = self.verifier.verify(candidates, query_image, query.phash)
             hits = self.engine.rank(candidates, query, EXACT_RANKER, tenant, request.offset, window)
             return self._respond(response, hits, query, EXACT_RANKER, tenant, request.offset, start)
@@ -163,7 +205,11 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         start = time.perf_counter()
         if not request.image_id:
             raise InvalidEventError("set image_id", reason="empty_query")
-        window, tenant, flt = _window(request.top_k, request.offset), self._tenant(request.tenant), _filter(request.filter)
+        window, tenant, flt = (
+            _window(request.top_k, request.offset),
+            self._tenant(request.tenant),
+            _filter(request.filter),
+        )
         row = self._stored(tenant, request.image_id)
         flt.in_stock = True
         flt.exclude_image_ids.append(request.image_id)
@@ -172,8 +218,10 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         elif row.get("category"):
             flt.categories = [row["category"]]
         else:
-            raise InvalidEventError(f"image {request.image_id!r} has neither a taxonomy path nor a category to stay in",
-                                    reason="no_taxonomy")
+            raise InvalidEventError(
+                f"image {request.image_id!r} has neither a taxonomy path nor a category to stay in",
+                reason="no_taxonomy",
+            )
         query = self._stored_query(tenant, row)
         ranker = self._ranker(request.ranking, tenant)
         hits = self.engine.search(query, [VisualRoute(query.visual)], ranker, tenant, flt, request.offset, window)
@@ -195,8 +243,15 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
 
     # --- helpers --------------------------------------------------------------------------------
 
-    def _text_search(self, request: search_pb2.SearchRequest, ranker: Ranker, tenant: str, flt: SearchFilter,
-                     window: int, start: float) -> search_pb2.SearchResponse:
+    def _text_search(
+        self,
+        request: search_pb2.SearchRequest,
+        ranker: Ranker,
+        tenant: str,
+        flt: SearchFilter,
+        window: int,
+        start: float,
+    ) -> search_pb2.SearchResponse:
         """Search by text: the BM25 route's rows (the rerank window) are read while the text is embedded (they
         need no query vector), then the joint-space route (often the page only: ``plan_text_fetch``); BM25
         matches it did not find join the candidates."""
@@ -206,30 +261,50 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         signals = {"joint", "text", "tags", "visual"}
         fetch = self.engine.fetch_plan(window, ranker, signals, [JointRoute(np.zeros(1)), VisualRoute(np.zeros(1))])
         bm25 = bm25_route(Query("text", text=request.text), ranker)
-        rows = self._pool.submit(bm25.fetch, self.store, self.text_index, tenant, fetch.depth, flt, fetch.fields,
-                                 ranker.active("text")) if bm25 is not None else None
+        rows = (
+            self._pool.submit(
+                bm25.fetch, self.store, self.text_index, tenant, fetch.depth, flt, fetch.fields, ranker.active("text")
+            )
+            if bm25 is not None
+            else None
+        )
         query = self.understanding.embed_text(request.text)
-        response = search_pb2.SearchResponse(signals=[
-            search_pb2.QuerySignal(name="text_embedding", used=True, took_ms=_ms(start)),
-            search_pb2.QuerySignal(name="text_visual", used=query.visual is not None and ranker.active("visual"),
-                                   skipped="unavailable" if query.visual is None
-                                   else "" if ranker.active("visual") else "not_weighed")])
+        response = search_pb2.SearchResponse(
+            signals=[
+                search_pb2.QuerySignal(name="text_embedding", used=True, took_ms=_ms(start)),
+                search_pb2.QuerySignal(
+                    name="text_visual",
+                    used=query.visual is not None and ranker.active("visual"),
+                    skipped="unavailable" if query.visual is None else "" if ranker.active("visual") else "not_weighed",
+                ),
+            ]
+        )
         routes = [JointRoute(query.joint)]
         if query.visual is not None and ranker.active("visual"):
             routes.append(VisualRoute(query.visual))
         ceilings: dict[str, float] = {}
-        candidates = self.engine.retrieve(routes, tenant, flt, plan_text_fetch(window, ranker, fetch),
-                                          ceilings=ceilings)
+        candidates = self.engine.retrieve(
+            routes, tenant, flt, plan_text_fetch(window, ranker, fetch), ceilings=ceilings
+        )
         if rows is not None:
             bm25_route(query, ranker).merge(candidates, rows.result())
         hits = self.engine.rank(candidates, query, ranker, tenant, request.offset, window, ceilings)
         return self._respond(response, hits, query, ranker, tenant, request.offset, start)
 
-    def _image_search(self, request: search_pb2.SearchRequest, ranker: Ranker, tenant: str, flt: SearchFilter,
-                      window: int, start: float) -> search_pb2.SearchResponse:
+    def _image_search(
+        self,
+        request: search_pb2.SearchRequest,
+        ranker: Ranker,
+        tenant: str,
+        flt: SearchFilter,
+        window: int,
+        start: float,
+    ) -> search_pb2.SearchResponse:
         """Search by image: the routes of the query's embedding start as soon as it is ready, while the other
         signals (classes, text, the main photo of a framed query) finish within their budgets."""
-        understand = request.understand_query if request.HasField("understand_query") else self.settings.understand_query
+        understand = (
+            request.understand_query if request.HasField("understand_query") else self.settings.understand_query
+        )
         region = request.region if request.HasField("region") else None
         plan = plan_signals(ranker, request.region_mode, understand, self.settings, region is not None)
         pending = self.understanding.begin(request.image, plan, start, region)
@@ -238,19 +313,28 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             routes = plan_routes(Query("image", visual=pending.visual()), ranker, request.region_mode, query_box=region)
         fetch = self.engine.fetch_plan(window, ranker, plan.expected(), routes or [RegionRoute(np.zeros(1))])
         ceilings: dict[str, float] = {}
-        early = self._pool.submit(self.engine.retrieve, routes, tenant, flt, fetch, ceilings=ceilings) if routes else None
+        early = (
+            self._pool.submit(self.engine.retrieve, routes, tenant, flt, fetch, ceilings=ceilings) if routes else None
+        )
         understood = pending.finish()
         query = understood.query
         late = [VisualRoute(query.main_visual)] if query.main_visual is not None else []
         if request.region_mode == Mode.REGION_MODE_QUERY_OBJECTS:
             late = plan_routes(query, ranker, request.region_mode, understood.objects)
-        candidates = self.engine.retrieve(late, tenant, flt, fetch, into=early.result() if early else {},
-                                          ceilings=ceilings)
+        candidates = self.engine.retrieve(
+            late, tenant, flt, fetch, into=early.result() if early else {}, ceilings=ceilings
+        )
         if plan.pixels and ranker.active("tags") and not plan.object_tags:
             # The objects of an indexed image are among its tags; the query's, with no detector run on it, are
             # estimated from its nearest visual neighbours.
-            query.tags.update({label: max(score, query.tags.get(label, 0.0)) for label, score in neighbour_object_tags(
-                [(c.factors.get("visual", 0.0), c.stored.fields) for c in candidates.values()]).items()})
+            query.tags.update(
+                {
+                    label: max(score, query.tags.get(label, 0.0))
+                    for label, score in neighbour_object_tags(
+                        [(c.factors.get("visual", 0.0), c.stored.fields) for c in candidates.values()]
+                    ).items()
+                }
+            )
         self.engine.add_bm25(candidates, bm25_route(query, ranker), tenant, flt, fetch)
         hits = self.engine.rank(candidates, query, ranker, tenant, request.offset, window, ceilings)
         response = search_pb2.SearchResponse(signals=understood.signals)
@@ -258,14 +342,29 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             response.main_region.CopyFrom(understood.main_region)
         return self._respond(response, hits, query, ranker, tenant, request.offset, start)
 
-    def _respond(self, response: search_pb2.SearchResponse, hits: list[search_pb2.Hit], query: Query, ranker: Ranker,
-                 tenant: str, offset: int, start: float) -> search_pb2.SearchResponse:
+    def _respond(
+        self,
+        response: search_pb2.SearchResponse,
+        hits: list[search_pb2.Hit],
+        query: Query,
+        ranker: Ranker,
+        tenant: str,
+        offset: int,
+        start: float,
+    ) -> search_pb2.SearchResponse:
         response.hits.extend(hits)
         response.query_id, response.ranker = uuid.uuid4().hex, ranker.name
         response.took_ms = _ms(start)
         self.feedback.log_impressions(response, tenant, query.summary(), offset)
-        log.info("search", query=query.kind, tenant=tenant, ranker=ranker.name, hits=len(response.hits),
-                 signals=[s.name for s in response.signals if s.used], took_ms=round(response.took_ms, 2))
+        log.info(
+            "search",
+            query=query.kind,
+            tenant=tenant,
+            ranker=ranker.name,
+            hits=len(response.hits),
+            signals=[s.name for s in response.signals if s.used],
+            took_ms=round(response.took_ms, 2),
+        )
         return response
 
     def _ranker(self, profile: search_pb2.RankingProfile, tenant: str, default: str | None = None) -> Ranker:
@@ -287,8 +386,15 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         image_id = row["image_id"]
         joint = self.store.vectors("joint", tenant, [image_id]).get(image_id)
         colour = self.store.vectors("colour", tenant, [image_id]).get(image_id)
-        return Query("image_id", visual=np.asarray(row["vector"], dtype=np.float32), joint=joint, colour=colour,
-                     tags=hit_tags(row), taxonomy=row.get("taxonomy", ""), phash=int(row.get("phash") or 0))
+        return Query(
+            "image_id",
+            visual=np.asarray(row["vector"], dtype=np.float32),
+            joint=joint,
+            colour=colour,
+            tags=hit_tags(row),
+            taxonomy=row.get("taxonomy", ""),
+            phash=int(row.get("phash") or 0),
+        )
 
     def _colour_vector(self, query: search_pb2.ColourQuery, tenant: str) -> np.ndarray:
         source = query.WhichOneof("source")
@@ -326,7 +432,8 @@ def _window(top_k: int, offset: int) -> int:
 
 def _filter(f: search_pb2.Filter) -> SearchFilter:
     return SearchFilter(
-        categories=list(f.categories), brands=list(f.brands),
+        categories=list(f.categories),
+        brands=list(f.brands),
         in_stock=f.in_stock if f.HasField("in_stock") else None,
         price_min=f.price_min if f.HasField("price_min") else None,
         price_max=f.price_max if f.HasField("price_max") else None,

@@ -39,8 +39,9 @@ class OpenTagger:
         neighbours = request.neighbours or DEFAULT_TAG_NEIGHBOURS
         top_n = request.top_n or DEFAULT_TAG_PHRASES
         if not 1 <= neighbours <= MAX_TAG_NEIGHBOURS or not 1 <= top_n <= MAX_TAG_PHRASES:
-            raise InvalidEventError(f"neighbours must be in 1..{MAX_TAG_NEIGHBOURS}, top_n in 1..{MAX_TAG_PHRASES}",
-                                    reason="bad_top_k")
+            raise InvalidEventError(
+                f"neighbours must be in 1..{MAX_TAG_NEIGHBOURS}, top_n in 1..{MAX_TAG_PHRASES}", reason="bad_top_k"
+            )
         tenant, flt = request.tenant or self.default_tenant, SearchFilter()
         item = request.WhichOneof("item")
         response = search_pb2.TagResponse()
@@ -50,13 +51,17 @@ class OpenTagger:
                 raise NotFoundError(f"image {request.image_id!r} is not indexed for tenant {tenant!r}")
             flt.exclude_image_ids.append(request.image_id)
             vector = np.asarray(row["vector"], dtype=np.float32)
-            response.model_tags.extend(common_pb2.Attribute(name=n, value=v, score=s)
-                                       for n, v, s in json.loads(row.get("attributes") or "[]"))
+            response.model_tags.extend(
+                common_pb2.Attribute(name=n, value=v, score=s) for n, v, s in json.loads(row.get("attributes") or "[]")
+            )
         elif item == "image":
             vector = np.asarray(self.understanding.embed_image(request.image).image.values, dtype=np.float32)
             if self.understanding.classification is not None:
-                result = self.understanding.call(self.understanding.classification, "Classify",
-                                                 classification_pb2.ClassifyRequest(images=[request.image]))
+                result = self.understanding.call(
+                    self.understanding.classification,
+                    "Classify",
+                    classification_pb2.ClassifyRequest(images=[request.image]),
+                )
                 response.model_tags.extend(result.results[0].attributes)
         else:
             raise InvalidEventError("set image_id or image", reason="empty_query")

@@ -82,7 +82,9 @@ class TextIndex:
                 bm25.index(tokens, show_progress=False)
             index = _TenantIndex(ids, {i: n for n, i in enumerate(ids)}, tokenizer, bm25, time.monotonic())
             self._indexes[tenant] = index
-            log.info("text_index_built", tenant=tenant, rows=len(ids), took_ms=round((time.perf_counter() - start) * 1000, 1))
+            log.info(
+                "text_index_built", tenant=tenant, rows=len(ids), took_ms=round((time.perf_counter() - start) * 1000, 1)
+            )
             return index
 
     def scores(self, tenant: str, query: str) -> tuple[list[str], np.ndarray]:

@@ -73,9 +73,13 @@ class SignalPlan:
 
     def expected(self) -> set[str]:
         """The :class:`Query` attributes these signals fill when they all arrive in time."""
-        return ({"visual"} | ({"colour", "phash", "tags"} if self.pixels else set())
-                | ({"tags"} if self.object_tags else set())
-                | ({"tags", "taxonomy"} if self.classes else set()) | ({"text"} if self.text else set()))
+        return (
+            {"visual"}
+            | ({"colour", "phash", "tags"} if self.pixels else set())
+            | ({"tags"} if self.object_tags else set())
+            | ({"tags", "taxonomy"} if self.classes else set())
+            | ({"text"} if self.text else set())
+        )
 
 
 @dataclass
@@ -118,9 +122,18 @@ class QueryUnderstanding:
         pool: the executor the signals run on (shared with the service; at least 4 workers).
     """
 
-    def __init__(self, embedding, classification, ocr, detection, settings: RankingSettings,
-                 image_settings: ImageSettings, detection_settings: DetectionSettings, deadline_s: float,
-                 pool: Executor) -> None:
+    def __init__(
+        self,
+        embedding,
+        classification,
+        ocr,
+        detection,
+        settings: RankingSettings,
+        image_settings: ImageSettings,
+        detection_settings: DetectionSettings,
+        deadline_s: float,
+        pool: Executor,
+    ) -> None:
         self.embedding, self.classification, self.ocr, self.detection = embedding, classification, ocr, detection
         self.settings = settings
         self.image_settings = image_settings
@@ -128,7 +141,6 @@ class QueryUnderstanding:
         self.deadline_s = deadline_s
         self.pool = pool
         self.colours = ClassificationSettings().colours
-
 
     # --- calls ----------------------------------------------------------------------------------
 
@@ -139,11 +151,13 @@ class QueryUnderstanding:
         except grpc.RpcError as exc:
             raise error_from_rpc(exc, method) from exc
 
-    def embed_image(self, image: common_pb2.Image, crop: common_pb2.Box | None = None,
-                    class_probs: bool = False) -> common_pb2.Vector:
+    def embed_image(
+        self, image: common_pb2.Image, crop: common_pb2.Box | None = None, class_probs: bool = False
+    ) -> common_pb2.Vector:
         """One EmbedImage call: the ``ImageEmbedding`` of ``image`` (or of its ``crop``)."""
-        request = embedding_pb2.EmbedImageRequest(images=[image], class_probs=class_probs,
-                                                  crops=[crop] if crop is not None else [])
+        request = embedding_pb2.EmbedImageRequest(
+            images=[image], class_probs=class_probs, crops=[crop] if crop is not None else []
+        )
         return self.call(self.embedding, "EmbedImage", request).embeddings[0]
 
     def embed_text(self, text: str) -> Query:
@@ -157,24 +171,29 @@ class QueryUnderstanding:
         if response.concepts:
             for label, weight in response.concepts[0].tags.items():
                 tags[label] = max(tags.get(label, 0.0), weight)
-        return Query("text", joint=np.asarray(response.vectors[0].values, dtype=np.float32), visual=visual,
-                     text=text, tags=tags)
+        return Query(
+            "text", joint=np.asarray(response.vectors[0].values, dtype=np.float32), visual=visual, text=text, tags=tags
+        )
 
     def embed_regions(self, image: common_pb2.Image, boxes) -> list[np.ndarray]:
         """Embeddings (float32 [1280], unit norm) of boxes of one image, in order."""
-        response = self.call(self.embedding, "EmbedRegions", embedding_pb2.EmbedRegionsRequest(image=image, boxes=boxes))
+        response = self.call(
+            self.embedding, "EmbedRegions", embedding_pb2.EmbedRegionsRequest(image=image, boxes=boxes)
+        )
         return [np.asarray(v.values, dtype=np.float32) for v in response.vectors]
 
     # --- the cascade ----------------------------------------------------------------------------
 
-    def begin(self, image: common_pb2.Image, plan: SignalPlan, start: float,
-              region: common_pb2.Box | None = None) -> PendingImage:
+    def begin(
+        self, image: common_pb2.Image, plan: SignalPlan, start: float, region: common_pb2.Box | None = None
+    ) -> PendingImage:
         """Start understanding an image query (see the module doc): the embedding, the pixel signals and the
         objects start now, concurrently. ``start``: the request's ``time.perf_counter()``."""
         return PendingImage(self, image, plan, start, region)
 
-    def image(self, image: common_pb2.Image, plan: SignalPlan, start: float,
-              region: common_pb2.Box | None = None) -> UnderstoodImage:
+    def image(
+        self, image: common_pb2.Image, plan: SignalPlan, start: float, region: common_pb2.Box | None = None
+    ) -> UnderstoodImage:
         """Understand an image query in one go (:meth:`begin`, then :meth:`PendingImage.finish`).
 
         Raises:
@@ -208,12 +227,19 @@ class QueryUnderstanding:
             side = self.settings.query_ocr_max_side
             # OCR reads at least side / 2 px (decoded again when the check's copy is smaller; rare: most photos
             # have no text).
-            larger = small if min(small.size) >= side // 2 else decode_image(data, self.image_settings, min_side=side // 2)
+            larger = (
+                small if min(small.size) >= side // 2 else decode_image(data, self.image_settings, min_side=side // 2)
+            )
             ratio = larger.width / small.width
             copy = larger.crop(tuple(round(v * ratio) for v in focus_box))
             if max(copy.size) > side:
-                copy = copy.resize((max(1, round(copy.width * side / max(copy.size))),
-                                    max(1, round(copy.height * side / max(copy.size)))), Image.BILINEAR)
+                copy = copy.resize(
+                    (
+                        max(1, round(copy.width * side / max(copy.size))),
+                        max(1, round(copy.height * side / max(copy.size))),
+                    ),
+                    Image.BILINEAR,
+                )
             buffer = io.BytesIO()
             copy.save(buffer, format="JPEG", quality=OCR_JPEG_QUALITY)
             text = self.pool.submit(_stamped, self._read_text, buffer.getvalue())  # overlaps the rest and the embedding
@@ -226,37 +252,56 @@ class QueryUnderstanding:
                 focus.save(buffer, format="JPEG", quality=OCR_JPEG_QUALITY)
                 source = common_pb2.Image(content=buffer.getvalue())
             objects = self.pool.submit(_stamped, self._detect, source)
-        return _Pixels(objects=objects, colour=colour_descriptor(focus) if plan.pixels else None,
-                       colour_tags={c.name.lower(): c.fraction for c in colours},
-                       phash=perceptual_hash(focus) if plan.pixels else 0, box=box, text=text,
-                       no_text=plan.text and not looked)
+        return _Pixels(
+            objects=objects,
+            colour=colour_descriptor(focus) if plan.pixels else None,
+            colour_tags={c.name.lower(): c.fraction for c in colours},
+            phash=perceptual_hash(focus) if plan.pixels else 0,
+            box=box,
+            text=text,
+            no_text=plan.text and not looked,
+        )
 
     def _classes(self, embedded, timeout: float) -> common_pb2.Classification:
         """Taxonomy, concept tags and the objects the classes imply, from an ImageEmbedding's class probabilities
         and joint vector."""
         request = classification_pb2.ClassifyRequest(
             precomputed=[classification_pb2.PrecomputedSignals(class_probs=embedded.class_probs, joint=embedded.joint)],
-            parts=[classification_pb2.CLASSIFY_PART_TAXONOMY, classification_pb2.CLASSIFY_PART_CONCEPTS,
-                   classification_pb2.CLASSIFY_PART_CLASS_OBJECTS])
+            parts=[
+                classification_pb2.CLASSIFY_PART_TAXONOMY,
+                classification_pb2.CLASSIFY_PART_CONCEPTS,
+                classification_pb2.CLASSIFY_PART_CLASS_OBJECTS,
+            ],
+        )
         return self.call(self.classification, "Classify", request, timeout=max(timeout, 0.001)).results[0]
 
     def _read_text(self, jpeg: bytes) -> str:
-        request = ocr_pb2.ReadRequest(images=[common_pb2.Image(content=jpeg)], det_max_side=self.settings.query_ocr_max_side)
+        request = ocr_pb2.ReadRequest(
+            images=[common_pb2.Image(content=jpeg)], det_max_side=self.settings.query_ocr_max_side
+        )
         return " ".join(self.call(self.ocr, "Read", request).results[0].text.split())
 
     def _detect(self, image: common_pb2.Image) -> detection_pb2.ImageDetections:
         """The detection service's objects of the query image."""
         if self.detection is None:
-            raise VisearchError("the query's objects need the detection service (VISEARCH_DETECTION_ADDR)",
-                                reason="detection_unavailable")
+            raise VisearchError(
+                "the query's objects need the detection service (VISEARCH_DETECTION_ADDR)",
+                reason="detection_unavailable",
+            )
         return self.call(self.detection, "Detect", detection_pb2.DetectRequest(images=[image])).results[0]
 
     def _objects(self, image: common_pb2.Image, with_regions: bool) -> tuple[list, list[QueryObject]]:
         """The query's detections and, ``with_regions``, the objects the indexer would make regions of, with
         their embeddings."""
         result = self._detect(image)
-        keep = [result.detections[i] for i in select_regions(result.detections, result.width, result.height,
-                                                              self.detection_settings)] if with_regions else []
+        keep = (
+            [
+                result.detections[i]
+                for i in select_regions(result.detections, result.width, result.height, self.detection_settings)
+            ]
+            if with_regions
+            else []
+        )
         vectors = self.embed_regions(image, [d.box for d in keep]) if keep else []
         return list(result.detections), [QueryObject(d, v) for d, v in zip(keep, vectors)]
 
@@ -265,8 +310,14 @@ class PendingImage:
     """An image query being understood: :meth:`visual` as soon as the embedding is ready (so the search can
     start its routes), :meth:`finish` for every other signal, each within its budget."""
 
-    def __init__(self, owner: QueryUnderstanding, image: common_pb2.Image, plan: SignalPlan, start: float,
-                 region: common_pb2.Box | None) -> None:
+    def __init__(
+        self,
+        owner: QueryUnderstanding,
+        image: common_pb2.Image,
+        plan: SignalPlan,
+        start: float,
+        region: common_pb2.Box | None,
+    ) -> None:
         self.owner, self.image, self.plan, self.region = owner, image, plan, region
         self.report = _Report(start, owner.settings.signal_budgets_ms)
         pool = owner.pool
@@ -274,8 +325,11 @@ class PendingImage:
         # REGION_MODE_QUERY_OBJECTS detects on the original (its boxes become region queries); the object tags
         # alone are detected on the pixel step's small copy (the detector letterboxes to 512 px anyway).
         self._objects = pool.submit(_stamped, owner._objects, image, True) if plan.objects else None
-        self._pixels = (pool.submit(_stamped, owner._pixels, image, plan, region)
-                        if plan.pixels or plan.framing or plan.text else None)
+        self._pixels = (
+            pool.submit(_stamped, owner._pixels, image, plan, region)
+            if plan.pixels or plan.framing or plan.text
+            else None
+        )
         self._whole = None
 
     def visual(self) -> np.ndarray:
@@ -303,8 +357,10 @@ class PendingImage:
             if found.box is not None:
                 x1, y1, x2, y2 = found.box
                 box = common_pb2.Box(x1=x1, y1=y1, x2=x2, y2=y2)
-                main = report.join("main_region_embedding",
-                                   owner.pool.submit(_stamped, owner.embed_image, self.image, box, plan.classes))
+                main = report.join(
+                    "main_region_embedding",
+                    owner.pool.submit(_stamped, owner.embed_image, self.image, box, plan.classes),
+                )
                 if main is not None:  # reported only when it is searched
                     out.main_region = box
                     query.main_visual = np.asarray(main.image.values, dtype=np.float32)
@@ -314,8 +370,9 @@ class PendingImage:
             if owner.classification is None:
                 report.skipped("classes", "unavailable")
             else:  # joined within its budget, whatever the stub does with its timeout (an in-process one ignores it)
-                result = report.join("classes", owner.pool.submit(_stamped, owner._classes, source,
-                                                                  report.remaining("classes")))
+                result = report.join(
+                    "classes", owner.pool.submit(_stamped, owner._classes, source, report.remaining("classes"))
+                )
                 if result is not None:
                     for a in result.attributes:  # a value can come twice (object and concept "cat"): the best score
                         if a.name in TAG_ATTRIBUTES and a.value:
@@ -397,8 +454,14 @@ class _Report:
             log.info("query_signal_skipped", signal=name, reason="deadline")
             return None
         except VisearchError as exc:
-            self.skipped(name, "deadline" if "DEADLINE_EXCEEDED" in str(exc) else
-                         "unavailable" if exc.reason in ("dependency_unavailable", "detection_unavailable") else "failed")
+            self.skipped(
+                name,
+                "deadline"
+                if "DEADLINE_EXCEEDED" in str(exc)
+                else "unavailable"
+                if exc.reason in ("dependency_unavailable", "detection_unavailable")
+                else "failed",
+            )
             log.warning("query_signal_skipped", signal=name, reason=exc.reason, error=str(exc))
             return None
         self.used(name, ready)

@@ -43,7 +43,9 @@ log = get_logger("models.build")
 
 IMAGE_TOLERANCE_ABS = 1e-3
 COSINE_TOLERANCE = 0.99999
-INT8_MIN_COSINE = 0.8  # a gross-error guard: a sound int8 MiniLM keeps >= 0.9 on the parity texts (0.909 for "", 0.94-0.97 else)
+INT8_MIN_COSINE = (
+    0.8  # a gross-error guard: a sound int8 MiniLM keeps >= 0.9 on the parity texts (0.909 for "", 0.94-0.97 else)
+)
 PARITY_TEXTS = (
     "a red dress with white dots",
     "dog",
@@ -78,7 +80,9 @@ def build_atomically(spec: ModelSpec, cache_dir: Path, force: bool, export: Call
     tmp = Path(tempfile.mkdtemp(prefix=f".{spec.key}-", dir=target.parent))
     try:
         meta = export(tmp)
-        meta.update(name=spec.name, key=spec.key, source=f"{spec.source_package}=={spec.source_version}", recipe=spec.recipe)
+        meta.update(
+            name=spec.name, key=spec.key, source=f"{spec.source_package}=={spec.source_version}", recipe=spec.recipe
+        )
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
         if target.exists():
             shutil.rmtree(target)
@@ -152,7 +156,9 @@ def build_image_model(cache_dir: Path, force: bool = False) -> Path:
         cos = float(_min_cosine(emb, ref_emb))
         top1_equal = bool((logits.argmax(1) == ref_logits.argmax(1)).all())
         if max_abs > IMAGE_TOLERANCE_ABS or cos < COSINE_TOLERANCE or not top1_equal:
-            raise ParityError(f"image model parity failed: max|dlogit|={max_abs:.2e}, min cos={cos:.6f}, top1 equal={top1_equal}")
+            raise ParityError(
+                f"image model parity failed: max|dlogit|={max_abs:.2e}, min cos={cos:.6f}, top1 equal={top1_equal}"
+            )
         return {"parity": {"images": len(x), "max_abs_logit_diff": max_abs, "min_embedding_cosine": cos}}
 
     return build_atomically(IMAGE_MODEL, cache_dir, force, export)
@@ -179,8 +185,9 @@ def build_text_model(cache_dir: Path, force: bool = False) -> Path:
                 self.bert = bert
 
             def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-                hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask,
-                                   token_type_ids=torch.zeros_like(input_ids)).last_hidden_state
+                hidden = self.bert(
+                    input_ids=input_ids, attention_mask=attention_mask, token_type_ids=torch.zeros_like(input_ids)
+                ).last_hidden_state
                 mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
                 return torch.nn.functional.normalize(pooled, p=2, dim=1)
@@ -194,7 +201,11 @@ def build_text_model(cache_dir: Path, force: bool = False) -> Path:
             str(out / "model.onnx"),
             input_names=["input_ids", "attention_mask"],
             output_names=["sentence_embedding"],
-            dynamic_axes={"input_ids": {0: "N", 1: "S"}, "attention_mask": {0: "N", 1: "S"}, "sentence_embedding": {0: "N"}},
+            dynamic_axes={
+                "input_ids": {0: "N", 1: "S"},
+                "attention_mask": {0: "N", 1: "S"},
+                "sentence_embedding": {0: "N"},
+            },
             opset_version=TEXT_MODEL.recipe["opset"],
             dynamo=False,
         )
@@ -243,9 +254,15 @@ def build_text_model_int8(cache_dir: Path, force: bool = False) -> Path:
 
         quantize_int8(source / "model.onnx", out / "model.onnx", ["MatMul"])
         shutil.copy(source / "tokenizer.json", out / "tokenizer.json")
-        ids, mask = Tokenizer(out / "tokenizer.json", TEXT_MODEL_INT8.recipe["max_seq_length"]).encode(list(PARITY_TEXTS))
-        fp32, int8 = (ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"]).run(
-            ["sentence_embedding"], {"input_ids": ids, "attention_mask": mask})[0] for folder in (source, out))
+        ids, mask = Tokenizer(out / "tokenizer.json", TEXT_MODEL_INT8.recipe["max_seq_length"]).encode(
+            list(PARITY_TEXTS)
+        )
+        fp32, int8 = (
+            ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"]).run(
+                ["sentence_embedding"], {"input_ids": ids, "attention_mask": mask}
+            )[0]
+            for folder in (source, out)
+        )
         cos = _min_cosine(int8, fp32)
         if cos < INT8_MIN_COSINE:
             raise ParityError(f"int8 text model: min cosine to fp32 {cos:.4f} < {INT8_MIN_COSINE}")

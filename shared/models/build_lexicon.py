@@ -173,8 +173,13 @@ def _text(lines: Iterable[str]) -> np.ndarray:
     return np.frombuffer("\n".join(lines).encode("utf-8"), dtype=np.uint8)
 
 
-def lexicon_arrays(wn, classes: list[dict], coco_labels: list[str], recipe: dict,
-                   coco_synsets: dict[str, tuple[str, ...]] = COCO_SYNSETS) -> dict[str, np.ndarray]:
+def lexicon_arrays(
+    wn,
+    classes: list[dict],
+    coco_labels: list[str],
+    recipe: dict,
+    coco_synsets: dict[str, tuple[str, ...]] = COCO_SYNSETS,
+) -> dict[str, np.ndarray]:
     """The arrays of ``lexicon.npz`` from an nltk WordNet reader ``wn`` (see the module docstring).
 
     Args:
@@ -265,8 +270,9 @@ def lexicon_arrays(wn, classes: list[dict], coco_labels: list[str], recipe: dict
         if any(s >= 0 for s, _ in row):
             lemma_rows.append((key, row))
     known = {key for key, _ in lemma_rows} | set(gloss_words)
-    exception_lines = [f"{w} {b}" for w, b in sorted(exceptions.items())
-                       if b in known and w not in known and " " not in w]
+    exception_lines = [
+        f"{w} {b}" for w, b in sorted(exceptions.items()) if b in known and w not in known and " " not in w
+    ]
 
     parent_indptr, parent_index = _csr([[new[p] for p in parents[s] if p in new] for s in kept], np.int32)
     group_indptr, group_class = _csr([sorted(group.get(s, ())) for s in kept], np.int16)
@@ -274,24 +280,44 @@ def lexicon_arrays(wn, classes: list[dict], coco_labels: list[str], recipe: dict
     _, sense_count = _csr([[c for _, c in row] for _, row in lemma_rows], np.int32)
     word_indptr, word_class = _csr([gloss_words[w] for w in sorted(gloss_words)], np.int16)
     coco_indptr, coco_synset = _csr([[new[s] for s in rows] for rows in coco_rows], np.int32)
-    params = {k: recipe[k] for k in ("max_up", "max_down", "max_up_group", "max_senses", "max_phrase_words",
-                                     "coco_max_down", "gloss_max_classes")}
+    params = {
+        k: recipe[k]
+        for k in (
+            "max_up",
+            "max_down",
+            "max_up_group",
+            "max_senses",
+            "max_phrase_words",
+            "coco_max_down",
+            "gloss_max_classes",
+        )
+    }
     return {
         "params": _text([json.dumps(params, sort_keys=True)]),
         "synset_names": _text(synsets[s].name() for s in kept),
-        "parent_indptr": parent_indptr, "parent_index": parent_index,
-        "group_indptr": group_indptr, "group_class": group_class,
-        "lemmas": _text(key for key, _ in lemma_rows), "lemma_indptr": lemma_indptr,
-        "sense_synset": sense_synset, "sense_count": sense_count,
-        "gloss_words": _text(sorted(gloss_words)), "gloss_word_indptr": word_indptr, "gloss_word_class": word_class,
+        "parent_indptr": parent_indptr,
+        "parent_index": parent_index,
+        "group_indptr": group_indptr,
+        "group_class": group_class,
+        "lemmas": _text(key for key, _ in lemma_rows),
+        "lemma_indptr": lemma_indptr,
+        "sense_synset": sense_synset,
+        "sense_count": sense_count,
+        "gloss_words": _text(sorted(gloss_words)),
+        "gloss_word_indptr": word_indptr,
+        "gloss_word_class": word_class,
         "exceptions": _text(exception_lines),
-        "coco_labels": _text(coco_labels), "coco_indptr": coco_indptr, "coco_synset": coco_synset,
-        "class_names": _text(c["name"] for c in classes), "class_wnids": _text(c["wnid"] for c in classes),
+        "coco_labels": _text(coco_labels),
+        "coco_indptr": coco_indptr,
+        "coco_synset": coco_synset,
+        "class_names": _text(c["name"] for c in classes),
+        "class_wnids": _text(c["wnid"] for c in classes),
     }
 
 
-def check_lexicon(lexicon: QueryLexicon, max_ambiguous: int = MAX_AMBIGUOUS_CLASS_NAMES,
-                  min_coco_names: int = MIN_COCO_NAMES) -> dict:
+def check_lexicon(
+    lexicon: QueryLexicon, max_ambiguous: int = MAX_AMBIGUOUS_CLASS_NAMES, min_coco_names: int = MIN_COCO_NAMES
+) -> dict:
     """Check a written lexicon; returns the figures for ``meta.json``.
 
     Raises:
@@ -308,8 +334,11 @@ def check_lexicon(lexicon: QueryLexicon, max_ambiguous: int = MAX_AMBIGUOUS_CLAS
     no_label = [label for label in lexicon.coco_labels if label not in lexicon.expand(label).coco]
     if len(lexicon.coco_labels) - len(no_label) < min_coco_names:
         raise RuntimeError(f"lexicon check: {len(no_label)} COCO label names do not give their label: {no_label}")
-    return {"class_names_to_own_class": len(lexicon.class_names) - len(missed),
-            "coco_names_to_own_label": len(lexicon.coco_labels) - len(no_label), "coco_names_without_label": no_label}
+    return {
+        "class_names_to_own_class": len(lexicon.class_names) - len(missed),
+        "coco_names_to_own_label": len(lexicon.coco_labels) - len(no_label),
+        "coco_names_without_label": no_label,
+    }
 
 
 def _coco_labels(cache_dir: Path) -> list[str]:
@@ -348,8 +377,12 @@ def build_lexicon(cache_dir: Path, force: bool = False, wordnet_dir: Path | None
         np.savez_compressed(path, **arrays)
         lexicon = QueryLexicon.load(path)
         checks = check_lexicon(lexicon) if wordnet_dir is None else {}
-        return {"synsets": len(lexicon.synset_names), "lemmas": int(len(arrays["lemma_indptr"]) - 1),
-                "gloss_words": int(len(arrays["gloss_word_indptr"]) - 1), "bytes": path.stat().st_size,
-                "parity": checks}
+        return {
+            "synsets": len(lexicon.synset_names),
+            "lemmas": int(len(arrays["lemma_indptr"]) - 1),
+            "gloss_words": int(len(arrays["gloss_word_indptr"]) - 1),
+            "bytes": path.stat().st_size,
+            "parity": checks,
+        }
 
     return build_atomically(WORDNET_LEXICON, Path(cache_dir), force, export)

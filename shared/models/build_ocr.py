@@ -166,8 +166,10 @@ def _set_dims(value_info, names: tuple) -> None:
 
 def _describe(value_info) -> str:
     """``name[d0,d1,...]`` with each dimension's size or symbolic name (``?`` when it has neither)."""
-    dims = [str(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?")
-            for d in value_info.type.tensor_type.shape.dim]
+    dims = [
+        str(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?")
+        for d in value_info.type.tensor_type.shape.dim
+    ]
     return f"{value_info.name}[{','.join(dims)}]"
 
 
@@ -200,8 +202,13 @@ def write_model(spec: ModelSpec, out: Path) -> dict:
     onnx.checker.check_model(model)
     out.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(out / "model.onnx"))
-    facts = {"source_file": src.name, "source_sha256": _sha256(src), "model_sha256": _sha256(out / "model.onnx"),
-             "input": _describe(graph.input[0]), "output": _describe(graph.output[0])}
+    facts = {
+        "source_file": src.name,
+        "source_sha256": _sha256(src),
+        "model_sha256": _sha256(out / "model.onnx"),
+        "input": _describe(graph.input[0]),
+        "output": _describe(graph.output[0]),
+    }
     if spec is OCR_REC_MODEL:
         meta = {p.key: p.value for p in model.metadata_props}
         charset = meta["character"].splitlines()  # as rapidocr reads it
@@ -274,23 +281,27 @@ def parity(folders: dict[str, Path]) -> dict:
     settings = OcrSettings.model_construct()  # field defaults only
     charset = (folders[OCR_REC_MODEL.name] / "charset.txt").read_text(encoding="utf-8").split("\n")
     runners = [OnnxRunner(folders[s.name] / "model.onnx", s.name) for s in _SPECS]
-    reader = TextReader(runners[0], runners[1] if settings.use_angle_classifier else None, runners[2], charset, settings)
-    engine = RapidOCR(params={
-        "Global.log_level": "error",
-        "Global.text_score": settings.min_score,
-        "Global.use_cls": settings.use_angle_classifier,
-        "Det.model_path": str(_source(OCR_DET_MODEL)),
-        "Det.limit_type": "max",
-        "Det.limit_side_len": settings.det_max_side,
-        "Det.thresh": settings.det_threshold,
-        "Det.box_thresh": settings.det_box_threshold,
-        "Det.unclip_ratio": settings.det_unclip_ratio,
-        "Cls.model_path": str(_source(OCR_CLS_MODEL)),
-        "Cls.cls_thresh": settings.cls_threshold,
-        "Cls.cls_batch_num": settings.rec_batch_size,
-        "Rec.model_path": str(_source(OCR_REC_MODEL)),
-        "Rec.rec_batch_num": settings.rec_batch_size,
-    })
+    reader = TextReader(
+        runners[0], runners[1] if settings.use_angle_classifier else None, runners[2], charset, settings
+    )
+    engine = RapidOCR(
+        params={
+            "Global.log_level": "error",
+            "Global.text_score": settings.min_score,
+            "Global.use_cls": settings.use_angle_classifier,
+            "Det.model_path": str(_source(OCR_DET_MODEL)),
+            "Det.limit_type": "max",
+            "Det.limit_side_len": settings.det_max_side,
+            "Det.thresh": settings.det_threshold,
+            "Det.box_thresh": settings.det_box_threshold,
+            "Det.unclip_ratio": settings.det_unclip_ratio,
+            "Cls.model_path": str(_source(OCR_CLS_MODEL)),
+            "Cls.cls_thresh": settings.cls_threshold,
+            "Cls.cls_batch_num": settings.rec_batch_size,
+            "Rec.model_path": str(_source(OCR_REC_MODEL)),
+            "Rec.rec_batch_num": settings.rec_batch_size,
+        }
+    )
     lines = 0
     box_diff = score_diff = 0.0
     errors = chars = 0
@@ -309,12 +320,20 @@ def parity(folders: dict[str, Path]) -> dict:
         chars += sum(len(d.text) for d in drawn)
         errors += char_errors([d.text for d in drawn], texts)
     if lines < PARITY_MIN_LINES or box_diff > PARITY_MAX_BOX_DIFF_PX or score_diff > PARITY_MAX_SCORE_DIFF:
-        raise ParityError(f"OCR parity failed: {lines} lines (need {PARITY_MIN_LINES}), "
-                          f"max box diff {box_diff:.2f} px, max score diff {score_diff:.2e}")
-    return {"images": len(PARITY_SCENES), "lines": lines, "texts_equal": True, "max_box_diff_px": box_diff,
-            "max_score_diff": score_diff, "drawn_lines": sum(len(v) for v in PARITY_SCENES.values()),
-            "char_accuracy_vs_drawn": round(1 - errors / chars, 4),
-            "reference": "rapidocr.RapidOCR 3.10.0 over the wheel's own ONNX files"}
+        raise ParityError(
+            f"OCR parity failed: {lines} lines (need {PARITY_MIN_LINES}), "
+            f"max box diff {box_diff:.2f} px, max score diff {score_diff:.2e}"
+        )
+    return {
+        "images": len(PARITY_SCENES),
+        "lines": lines,
+        "texts_equal": True,
+        "max_box_diff_px": box_diff,
+        "max_score_diff": score_diff,
+        "drawn_lines": sum(len(v) for v in PARITY_SCENES.values()),
+        "char_accuracy_vs_drawn": round(1 - errors / chars, 4),
+        "reference": "rapidocr.RapidOCR 3.10.0 over the wheel's own ONNX files",
+    }
 
 
 def _build(spec: ModelSpec, cache_dir: Path, force: bool) -> Path:

@@ -111,8 +111,10 @@ def build_text_to_visual(cache_dir: Path, force: bool = False) -> Path:
         classes = json.loads((image_dir / "classes.json").read_text())
         prompts = [class_prompt(c["lemmas"]) for c in classes]
         models = ModelSettings(cache_dir=Path(cache_dir), triton_url="")
-        encoder = TextEncoder(runner_for(models, TEXT_MODEL, text_dir),
-                              Tokenizer(text_dir / "tokenizer.json", TEXT_MODEL.recipe["max_seq_length"]))
+        encoder = TextEncoder(
+            runner_for(models, TEXT_MODEL, text_dir),
+            Tokenizer(text_dir / "tokenizer.json", TEXT_MODEL.recipe["max_seq_length"]),
+        )
         with wordnet_reader() as wn:
             texts, index = class_texts(wn, classes, prompts)
             bank = query_bank(wn)
@@ -132,8 +134,14 @@ def build_text_to_visual(cache_dir: Path, force: bool = False) -> Path:
         np.save(out / "class_weights.npy", targets)
         np.save(out / "joint_bank_mean.npy", bank_vectors.mean(0).astype(np.float32))
         np.save(out / "visual_bank_mean.npy", bank_visual.mean(0).astype(np.float32))
-        return {"texts": len(texts), "bank": len(bank), "dims": list(mapping.shape),
-                "parity": {"class_prompt_top1": float(np.mean(ranks[:, 0] == np.arange(len(classes)))),
-                           "class_prompt_top5": top5}}
+        return {
+            "texts": len(texts),
+            "bank": len(bank),
+            "dims": list(mapping.shape),
+            "parity": {
+                "class_prompt_top1": float(np.mean(ranks[:, 0] == np.arange(len(classes)))),
+                "class_prompt_top5": top5,
+            },
+        }
 
     return build_atomically(TEXT_TO_VISUAL, Path(cache_dir), force, export)

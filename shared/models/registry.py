@@ -112,7 +112,9 @@ DETECTOR_MODEL = ModelSpec(
         "opset": 17,
         "converter": "tf2onnx 1.16.1, tensorflow 2.15.1",
         "input": "images: float32[N,512,512,3], RGB 0-255, letterboxed (aspect kept, centred on black)",
-        "outputs": ["detections: float32[N,100,6] = x1,y1,x2,y2 (input pixels 0-512), score 0-1, class (COCO-80 index)"],
+        "outputs": [
+            "detections: float32[N,100,6] = x1,y1,x2,y2 (input pixels 0-512), score 0-1, class (COCO-80 index)"
+        ],
         "decode": "3x3 max-pool peaks of the class heatmaps, top 100, boxes = 4 * cell -/+ 16 * wh; no NMS",
         "classes": "labels.json: COCO-80 names in class-index order",
     },
@@ -173,30 +175,53 @@ OCR_REC_MODEL = ModelSpec(
 
 # services/classification/taxonomy.py: the default taxonomy (YAML) from WordNet 3.0 hypernym paths of
 # the ImageNet classes. Data, not a model, but built and cached the same way.
-TAXONOMY_DATA = ModelSpec(name="wordnet_taxonomy", source_package="wordnet", source_version="1:3.0-37",
-                          registry="debian",
-                          recipe={"revision": 1, "classes": f"{IMAGE_MODEL.name}@{IMAGE_MODEL.key}",
-                                  "max_levels": 6, "near_chain": 0.9})
+TAXONOMY_DATA = ModelSpec(
+    name="wordnet_taxonomy",
+    source_package="wordnet",
+    source_version="1:3.0-37",
+    registry="debian",
+    recipe={"revision": 1, "classes": f"{IMAGE_MODEL.name}@{IMAGE_MODEL.key}", "max_levels": 6, "near_chain": 0.9},
+)
 
 # shared/models/build_text_map.py: the DeViSE-style text-to-visual map (a ridge regression from MiniLM's
 # space onto EfficientNet-Lite0's normalised class weight vectors, fitted on the classes' WordNet lemmas,
 # hypernyms and glosses). Data derived from both models and WordNet, built and cached like them.
-TEXT_TO_VISUAL = ModelSpec(name="text_to_visual", source_package="wordnet", source_version="1:3.0-37",
-                           registry="debian",
-                           recipe={"revision": 2, "image": f"{IMAGE_MODEL.name}@{IMAGE_MODEL.key}",
-                                   "text": f"{TEXT_MODEL.name}@{TEXT_MODEL.key}", "ridge": 1.0,
-                                   "texts": "class prompt, <= 4 lemmas, 'lemma, a kind of hypernym', 'lemma: gloss'",
-                                   "bank": "4000 most frequent one-word WordNet noun lemmas (SemCor count >= 3)"})
+TEXT_TO_VISUAL = ModelSpec(
+    name="text_to_visual",
+    source_package="wordnet",
+    source_version="1:3.0-37",
+    registry="debian",
+    recipe={
+        "revision": 2,
+        "image": f"{IMAGE_MODEL.name}@{IMAGE_MODEL.key}",
+        "text": f"{TEXT_MODEL.name}@{TEXT_MODEL.key}",
+        "ridge": 1.0,
+        "texts": "class prompt, <= 4 lemmas, 'lemma, a kind of hypernym', 'lemma: gloss'",
+        "bank": "4000 most frequent one-word WordNet noun lemmas (SemCor count >= 3)",
+    },
+)
 
 # shared/models/build_lexicon.py: WordNet 3.0 nouns for query understanding (shared/query_concepts.py): lemma
 # index with sense counts, hypernym graph, ImageNet class groups, gloss links and COCO-80 label synsets.
 # The limits below decide what the build keeps; the scoring weights live in shared/query_concepts.py.
-WORDNET_LEXICON = ModelSpec(name="wordnet_lexicon", source_package="wordnet", source_version="1:3.0-37",
-                            registry="debian",
-                            recipe={"revision": 1, "classes": f"{IMAGE_MODEL.name}@{IMAGE_MODEL.key}",
-                                    "coco": "centernet labels.json (COCO-80) -> hand-mapped synsets",
-                                    "max_up": 5, "max_down": 10, "max_up_group": 250, "max_senses": 3,
-                                    "max_phrase_words": 4, "coco_max_down": 4, "gloss_max_classes": 20})
+WORDNET_LEXICON = ModelSpec(
+    name="wordnet_lexicon",
+    source_package="wordnet",
+    source_version="1:3.0-37",
+    registry="debian",
+    recipe={
+        "revision": 1,
+        "classes": f"{IMAGE_MODEL.name}@{IMAGE_MODEL.key}",
+        "coco": "centernet labels.json (COCO-80) -> hand-mapped synsets",
+        "max_up": 5,
+        "max_down": 10,
+        "max_up_group": 250,
+        "max_senses": 3,
+        "max_phrase_words": 4,
+        "coco_max_down": 4,
+        "gloss_max_classes": 20,
+    },
+)
 
 ALL_MODELS = (IMAGE_MODEL, TEXT_MODEL, DETECTOR_MODEL, MODERATION_MODEL, OCR_DET_MODEL, OCR_CLS_MODEL, OCR_REC_MODEL)
 """Every ONNX model, in the order `models build` builds them and the Triton repository lists them."""

@@ -77,8 +77,11 @@ def list_versions(cache_dir: Path, kind: str, catalogue: str) -> list[tuple[int,
     root = trained_root(cache_dir, kind, catalogue)
     if not root.is_dir():
         return []
-    found = [(int(p.name), p) for p in root.iterdir()
-             if p.is_dir() and p.name.isdigit() and int(p.name) > 0 and (p / "meta.json").is_file()]
+    found = [
+        (int(p.name), p)
+        for p in root.iterdir()
+        if p.is_dir() and p.name.isdigit() and int(p.name) > 0 and (p / "meta.json").is_file()
+    ]
     return sorted(found)
 
 
@@ -110,15 +113,19 @@ def resolve_version(cache_dir: Path, kind: str, catalogue: str, selector: str, e
     if selector == "latest":
         usable = [folder for _, folder in versions if read_meta(folder).get("encoder") == encoder]
         if not usable:
-            raise ModelNotBuiltError(f"no {kind} for catalogue {catalogue!r} trained on {encoder} in {cache_dir}; {hint}")
+            raise ModelNotBuiltError(
+                f"no {kind} for catalogue {catalogue!r} trained on {encoder} in {cache_dir}; {hint}"
+            )
         return usable[-1]
     folder = dict(versions).get(int(selector))
     if folder is None:
         raise ModelNotBuiltError(f"{kind} version {selector} of catalogue {catalogue!r} is not in {cache_dir}; {hint}")
     trained_on = read_meta(folder).get("encoder")
     if trained_on != encoder:
-        raise ModelNotBuiltError(f"{kind} version {selector} of catalogue {catalogue!r} was trained on {trained_on}, "
-                                 f"the image model is {encoder}; {hint}")
+        raise ModelNotBuiltError(
+            f"{kind} version {selector} of catalogue {catalogue!r} was trained on {trained_on}, "
+            f"the image model is {encoder}; {hint}"
+        )
     return folder
 
 
@@ -261,6 +268,8 @@ class CatalogueHead(TrainedModel):
         for cat_row, tag_row in zip(categories, tags):
             best = int(cat_row.argmax())
             row = [("category", self.categories[best], float(cat_row[best]))]
-            row += [("tag", self.tags[j], float(tag_row[j])) for j in np.argsort(-tag_row) if tag_row[j] >= tag_min_score]
+            row += [
+                ("tag", self.tags[j], float(tag_row[j])) for j in np.argsort(-tag_row) if tag_row[j] >= tag_min_score
+            ]
             out.append(row)
         return out

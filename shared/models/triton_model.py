@@ -38,7 +38,9 @@ class TritonPythonModel:
 
     def execute(self, requests):
         """One response per request, in order."""
-        arrays = [[pb_utils.get_input_tensor_by_name(r, name).as_numpy() for name in self.input_names] for r in requests]
+        arrays = [
+            [pb_utils.get_input_tensor_by_name(r, name).as_numpy() for name in self.input_names] for r in requests
+        ]
         groups = {}
         for index, inputs in enumerate(arrays):
             groups.setdefault(tuple(a.shape[1:] for a in inputs), []).append(index)
@@ -52,7 +54,9 @@ class TritonPythonModel:
                 results[i] = [out[start : start + size] for out in outputs]
                 start += size
         return [
-            pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(name, out) for name, out in zip(self.output_names, outs)])
+            pb_utils.InferenceResponse(
+                output_tensors=[pb_utils.Tensor(name, out) for name, out in zip(self.output_names, outs)]
+            )
             for outs in results
         ]
 

@@ -70,7 +70,9 @@ def _tensors(kind: str, metas) -> str:
     blocks = []
     for meta in metas:
         dims = ", ".join(str(d) if isinstance(d, int) else "-1" for d in meta.shape[1:])  # batch dim is implicit
-        blocks.append(f'  {{\n    name: "{meta.name}"\n    data_type: {_ONNX_TO_TRITON[meta.type]}\n    dims: [ {dims} ]\n  }}')
+        blocks.append(
+            f'  {{\n    name: "{meta.name}"\n    data_type: {_ONNX_TO_TRITON[meta.type]}\n    dims: [ {dims} ]\n  }}'
+        )
     return f"{kind} [\n" + ",\n".join(blocks) + "\n]\n"
 
 
@@ -79,7 +81,9 @@ def config_pbtxt(spec: ModelSpec, onnx_path: Path, flavour: str) -> str:
     return _config_text(spec.name, SERVING[spec.name], onnx_path, flavour, spec.key)
 
 
-def _config_text(name: str, serving: ServingSpec, onnx_path: Path, flavour: str, recipe: str, all_versions: bool = False) -> str:
+def _config_text(
+    name: str, serving: ServingSpec, onnx_path: Path, flavour: str, recipe: str, all_versions: bool = False
+) -> str:
     if flavour not in FLAVOURS:
         raise ValueError(f"flavour must be one of {FLAVOURS}")
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
@@ -94,15 +98,19 @@ def _config_text(name: str, serving: ServingSpec, onnx_path: Path, flavour: str,
     text = "\n".join(lines) + "\n"
     text += _tensors("input", session.get_inputs()) + _tensors("output", session.get_outputs())
     preferred = ", ".join(str(s) for s in serving.preferred_batch_sizes)
-    text += (f"dynamic_batching {{\n  preferred_batch_size: [ {preferred} ]\n"
-             f"  max_queue_delay_microseconds: {serving.max_queue_delay_us}\n}}\n")
+    text += (
+        f"dynamic_batching {{\n  preferred_batch_size: [ {preferred} ]\n"
+        f"  max_queue_delay_microseconds: {serving.max_queue_delay_us}\n}}\n"
+    )
     if flavour == "production":
         text += f"instance_group [\n  {{\n    kind: KIND_GPU\n    count: {serving.gpu_instances}\n  }}\n]\n"
-        text += ("# TensorRT with FP16 on GPUs that support it (measure the accuracy cost with `visearch eval` first):\n"
-                 "# optimization { execution_accelerators { gpu_execution_accelerator: [ {\n"
-                 '#   name: "tensorrt"\n'
-                 '#   parameters { key: "precision_mode" value: "FP16" }\n'
-                 '#   parameters { key: "max_workspace_size_bytes" value: "1073741824" } } ] } }\n')
+        text += (
+            "# TensorRT with FP16 on GPUs that support it (measure the accuracy cost with `visearch eval` first):\n"
+            "# optimization { execution_accelerators { gpu_execution_accelerator: [ {\n"
+            '#   name: "tensorrt"\n'
+            '#   parameters { key: "precision_mode" value: "FP16" }\n'
+            '#   parameters { key: "max_workspace_size_bytes" value: "1073741824" } } ] } }\n'
+        )
     else:
         text += f"instance_group [\n  {{\n    kind: KIND_CPU\n    count: {serving.cpu_instances}\n  }}\n]\n"
         text += 'parameters {\n  key: "intra_op_threads"\n  value: { string_value: "0" }\n}\n'
@@ -158,7 +166,9 @@ def write_trained_repository(cache_dir: Path, target: Path, catalogue: str, flav
             continue
         encoders = {read_meta(folder).get("encoder", "") for _, folder in versions}
         if len(encoders) != 1:
-            raise ValueError(f"{kind} versions of {catalogue!r} come from several encoders {sorted(encoders)}: remove the stale ones")
+            raise ValueError(
+                f"{kind} versions of {catalogue!r} come from several encoders {sorted(encoders)}: remove the stale ones"
+            )
         folder = Path(target) / trained_name(kind, catalogue)
         if folder.exists():
             shutil.rmtree(folder)
@@ -167,7 +177,10 @@ def write_trained_repository(cache_dir: Path, target: Path, catalogue: str, flav
             shutil.copy(source / "model.onnx", folder / str(version) / "model.onnx")
             if flavour == "local":
                 shutil.copy(Path(__file__).with_name("triton_model.py"), folder / str(version) / "model.py")
-        (folder / "config.pbtxt").write_text(_config_text(folder.name, TRAINED_SERVING, versions[-1][1] / "model.onnx",
-                                                          flavour, encoders.pop(), all_versions=True))
+        (folder / "config.pbtxt").write_text(
+            _config_text(
+                folder.name, TRAINED_SERVING, versions[-1][1] / "model.onnx", flavour, encoders.pop(), all_versions=True
+            )
+        )
         written.append(folder)
     return written

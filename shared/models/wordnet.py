@@ -21,24 +21,79 @@ WORDNET_DIR = Path("/usr/share/wordnet")
 # WordNet's abstract upper levels (synset names): they sit above nearly every class of a branch
 # and mean nothing to a user ("whole", "instrumentality"). The taxonomy drops them
 # (services/classification/taxonomy.py, rule 2); the query lexicon forms no class groups at them.
-UPPER_LEVELS = frozenset({
-    "entity.n.01", "physical_entity.n.01", "abstraction.n.06", "object.n.01", "whole.n.02",
-    "living_thing.n.01", "organism.n.01", "causal_agent.n.01", "matter.n.03", "substance.n.01",
-    "substance.n.07", "part.n.01", "relation.n.01", "artifact.n.01", "instrumentality.n.03",
-    "psychological_feature.n.01", "attribute.n.02", "thing.n.12", "commodity.n.01", "consumer_goods.n.01",
-})
+UPPER_LEVELS = frozenset(
+    {
+        "entity.n.01",
+        "physical_entity.n.01",
+        "abstraction.n.06",
+        "object.n.01",
+        "whole.n.02",
+        "living_thing.n.01",
+        "organism.n.01",
+        "causal_agent.n.01",
+        "matter.n.03",
+        "substance.n.01",
+        "substance.n.07",
+        "part.n.01",
+        "relation.n.01",
+        "artifact.n.01",
+        "instrumentality.n.03",
+        "psychological_feature.n.01",
+        "attribute.n.02",
+        "thing.n.12",
+        "commodity.n.01",
+        "consumer_goods.n.01",
+    }
+)
 
 # WordNet 3.0's lexicographer files in file-number order, as listed in lexnames(5WN). nltk's reader
 # needs them as a ``lexnames`` file, which Debian ships only inside that man page.
 _LEXNAMES = (
-    "adj.all", "adj.pert", "adv.all", "noun.Tops", "noun.act", "noun.animal", "noun.artifact",
-    "noun.attribute", "noun.body", "noun.cognition", "noun.communication", "noun.event", "noun.feeling",
-    "noun.food", "noun.group", "noun.location", "noun.motive", "noun.object", "noun.person",
-    "noun.phenomenon", "noun.plant", "noun.possession", "noun.process", "noun.quantity", "noun.relation",
-    "noun.shape", "noun.state", "noun.substance", "noun.time", "verb.body", "verb.change", "verb.cognition",
-    "verb.communication", "verb.competition", "verb.consumption", "verb.contact", "verb.creation",
-    "verb.emotion", "verb.motion", "verb.perception", "verb.possession", "verb.social", "verb.stative",
-    "verb.weather", "adj.ppl",
+    "adj.all",
+    "adj.pert",
+    "adv.all",
+    "noun.Tops",
+    "noun.act",
+    "noun.animal",
+    "noun.artifact",
+    "noun.attribute",
+    "noun.body",
+    "noun.cognition",
+    "noun.communication",
+    "noun.event",
+    "noun.feeling",
+    "noun.food",
+    "noun.group",
+    "noun.location",
+    "noun.motive",
+    "noun.object",
+    "noun.person",
+    "noun.phenomenon",
+    "noun.plant",
+    "noun.possession",
+    "noun.process",
+    "noun.quantity",
+    "noun.relation",
+    "noun.shape",
+    "noun.state",
+    "noun.substance",
+    "noun.time",
+    "verb.body",
+    "verb.change",
+    "verb.cognition",
+    "verb.communication",
+    "verb.competition",
+    "verb.consumption",
+    "verb.contact",
+    "verb.creation",
+    "verb.emotion",
+    "verb.motion",
+    "verb.perception",
+    "verb.possession",
+    "verb.social",
+    "verb.stative",
+    "verb.weather",
+    "adj.ppl",
 )
 _POS_CODE = {"noun": 1, "verb": 2, "adj": 3, "adv": 4}
 
@@ -46,8 +101,9 @@ _POS_CODE = {"noun": 1, "verb": 2, "adj": 3, "adv": 4}
 def installed_debian_version(package: str) -> str | None:
     """The installed version of a Debian package (``dpkg-query``), or None (not installed, or not Debian)."""
     try:
-        out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package], capture_output=True, text=True,
-                             check=False)
+        out = subprocess.run(
+            ["dpkg-query", "-W", "-f=${Version}", package], capture_output=True, text=True, check=False
+        )
     except FileNotFoundError:  # not a Debian system
         return None
     return out.stdout.strip() or None
@@ -87,8 +143,9 @@ def wordnet_reader(directory: Path | None = None) -> Iterator:
         for item in source.iterdir():
             if item.is_file():
                 shutil.copyfile(item, Path(staging) / item.name)
-        (Path(staging) / "lexnames").write_text("".join(
-            f"{i:02d}\t{name}\t{_POS_CODE[name.split('.')[0]]}\n" for i, name in enumerate(_LEXNAMES)))
+        (Path(staging) / "lexnames").write_text(
+            "".join(f"{i:02d}\t{name}\t{_POS_CODE[name.split('.')[0]]}\n" for i, name in enumerate(_LEXNAMES))
+        )
         nltk.data.path.append(staging)
         try:
             with warnings.catch_warnings():

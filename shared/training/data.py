@@ -29,17 +29,17 @@ ENCODE_CHUNK = 256  # images decoded and held in memory at once while encoding
 # garment type and approximate for the article (some "t-shirt/top" images are sleeveless tops; some
 # "sandal" images are closed slippers): the head learns the tags of the category it sees.
 FASHION_MNIST_TAG_NAMES = (
-    "garment",       # clothing worn on the body (not shoes, not bags)
-    "upper-body",    # worn on the torso: t-shirt/top, pullover, coat, shirt
-    "lower-body",    # worn on the legs: trouser
-    "one-piece",     # covers torso and legs: dress
-    "has-sleeves",   # t-shirt/top (short), pullover, coat, shirt (long)
+    "garment",  # clothing worn on the body (not shoes, not bags)
+    "upper-body",  # worn on the torso: t-shirt/top, pullover, coat, shirt
+    "lower-body",  # worn on the legs: trouser
+    "one-piece",  # covers torso and legs: dress
+    "has-sleeves",  # t-shirt/top (short), pullover, coat, shirt (long)
     "long-sleeves",  # pullover, coat, shirt
-    "outerwear",     # worn over other clothes: coat
-    "footwear",      # sandal, sneaker, ankle boot
-    "open-toe",      # sandal
+    "outerwear",  # worn over other clothes: coat
+    "footwear",  # sandal, sneaker, ankle boot
+    "open-toe",  # sandal
     "covers-ankle",  # ankle boot
-    "accessory",     # bag
+    "accessory",  # bag
 )
 FASHION_MNIST_TAGS: dict[str, tuple[str, ...]] = {
     "t-shirt/top": ("garment", "upper-body", "has-sleeves"),
@@ -81,7 +81,10 @@ class TrainingCatalogue:
 
 
 FASHION_MNIST = TrainingCatalogue(
-    name="fashion-mnist", categories=FASHION_MNIST_CLASSES, tag_names=FASHION_MNIST_TAG_NAMES, tags=FASHION_MNIST_TAGS,
+    name="fashion-mnist",
+    categories=FASHION_MNIST_CLASSES,
+    tag_names=FASHION_MNIST_TAG_NAMES,
+    tags=FASHION_MNIST_TAGS,
     items=lambda split, offset, limit: fashion_mnist(split, limit=limit, offset=offset),
     source="Debian dataset-fashion-mnist (Xiao, Rasul & Vollgraf 2017)",
 )
@@ -117,8 +120,14 @@ def features_path(cache_dir: Path, catalogue: str, split: str, offset: int, limi
     return Path(cache_dir) / "_features" / encoder / f"{catalogue_slug(catalogue)}-{split}-{offset}-{limit}.npz"
 
 
-def frozen_embeddings(catalogue: TrainingCatalogue, split: str, offset: int, limit: int,
-                      models: ModelSettings | None = None, progress: bool = False) -> FrozenEmbeddings:
+def frozen_embeddings(
+    catalogue: TrainingCatalogue,
+    split: str,
+    offset: int,
+    limit: int,
+    models: ModelSettings | None = None,
+    progress: bool = False,
+) -> FrozenEmbeddings:
     """Embeddings and labels of ``catalogue`` images ``offset .. offset+limit-1`` of ``split``, cached.
 
     Images are decoded with the services' decoder and encoded by the built image model (onnxruntime, or
@@ -141,7 +150,9 @@ def frozen_embeddings(catalogue: TrainingCatalogue, split: str, offset: int, lim
             return FrozenEmbeddings(data["embeddings"], data["labels"], source)
     encoder = ImageEncoder.from_cache(models)
     embeddings, labels, chunk = [], [], []
-    bar = tqdm(total=limit, unit="img", desc=f"embed {catalogue.name} {split}[{offset}:{offset + limit}]", disable=not progress)
+    bar = tqdm(
+        total=limit, unit="img", desc=f"embed {catalogue.name} {split}[{offset}:{offset + limit}]", disable=not progress
+    )
 
     def flush() -> None:
         embeddings.append(encoder.encode([decode_image(item.content or item.read_bytes()) for item in chunk])[0])

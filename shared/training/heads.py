@@ -56,8 +56,9 @@ class MultiTaskHead(nn.Module):
     the hidden layer sees components of about unit size). Returns ``(category_logits [N, C], tag_logits [N, T])``.
     """
 
-    def __init__(self, categories: int, tags: int, input_dim: int = EMBEDDING_DIM, hidden: int = 512,
-                 dropout: float = 0.2) -> None:
+    def __init__(
+        self, categories: int, tags: int, input_dim: int = EMBEDDING_DIM, hidden: int = 512, dropout: float = 0.2
+    ) -> None:
         super().__init__()
         self.scale = math.sqrt(input_dim)
         self.shared = nn.Sequential(nn.Linear(input_dim, hidden), nn.ReLU(), nn.Dropout(dropout))
@@ -114,7 +115,9 @@ def cosine_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return 1.0 - F.cosine_similarity(a, b, dim=1, eps=1e-12)
 
 
-def batch_hard_indices(embeddings: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def batch_hard_indices(
+    embeddings: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Batch-hard mining (Hermans et al. 2017): per anchor, its hardest positive and hardest negative.
 
     Args:
@@ -148,8 +151,13 @@ def batch_hard_triplet_loss(embeddings: torch.Tensor, labels: torch.Tensor, marg
     if not bool(valid.any()):
         return embeddings.sum() * 0.0
     anchors = embeddings[valid]
-    return F.triplet_margin_with_distance_loss(anchors, embeddings[positive[valid]], embeddings[negative[valid]],
-                                               distance_function=cosine_distance, margin=margin)
+    return F.triplet_margin_with_distance_loss(
+        anchors,
+        embeddings[positive[valid]],
+        embeddings[negative[valid]],
+        distance_function=cosine_distance,
+        margin=margin,
+    )
 
 
 def pk_batches(labels: np.ndarray, p: int, k: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -231,8 +239,9 @@ def _fit(model: nn.Module, config, epoch_batches, batch_loss, progress) -> Train
     return result
 
 
-def train_head(data: FrozenEmbeddings, tags: np.ndarray, categories: int, config: HeadConfig | None = None,
-               progress=None) -> TrainResult:
+def train_head(
+    data: FrozenEmbeddings, tags: np.ndarray, categories: int, config: HeadConfig | None = None, progress=None
+) -> TrainResult:
     """Fit a :class:`MultiTaskHead` with AdamW on ``CE(category) + tag_weight * BCE(tags)``, shuffled minibatches.
 
     Args:
@@ -245,7 +254,11 @@ def train_head(data: FrozenEmbeddings, tags: np.ndarray, categories: int, config
     """
     config = config or HeadConfig()
     rng = seed_everything(config.seed, config.threads)
-    x, y, t = torch.from_numpy(data.embeddings), torch.from_numpy(data.labels), torch.from_numpy(np.asarray(tags, np.float32))
+    x, y, t = (
+        torch.from_numpy(data.embeddings),
+        torch.from_numpy(data.labels),
+        torch.from_numpy(np.asarray(tags, np.float32)),
+    )
     model = MultiTaskHead(categories, t.shape[1], x.shape[1], config.hidden, config.dropout)
 
     def batches() -> list[np.ndarray]:
@@ -273,8 +286,13 @@ def train_projection(data: FrozenEmbeddings, config: ProjectionConfig | None = N
     rng = seed_everything(config.seed, config.threads)
     x, y = torch.from_numpy(data.embeddings), torch.from_numpy(data.labels)
     model = ProjectionNet(x.shape[1], data.embeddings.mean(axis=0) if config.centre else None)
-    return _fit(model, config, lambda: pk_batches(data.labels, config.p, config.k, rng),
-                lambda idx: batch_hard_triplet_loss(model(x[idx]), y[idx], config.margin), progress)
+    return _fit(
+        model,
+        config,
+        lambda: pk_batches(data.labels, config.p, config.k, rng),
+        lambda idx: batch_hard_triplet_loss(model(x[idx]), y[idx], config.margin),
+        progress,
+    )
 
 
 # -------------------------------------------------------------------------------------------- export
@@ -294,8 +312,16 @@ def export_onnx(module: nn.Module, path: Path, input_dim: int, output_names: lis
 
     module.eval()
     dynamic = {"embedding": {0: "N"}, **{name: {0: "N"} for name in output_names}}
-    torch.onnx.export(module, (torch.zeros(2, input_dim),), str(path), input_names=["embedding"],
-                      output_names=output_names, dynamic_axes=dynamic, opset_version=OPSET, dynamo=False)
+    torch.onnx.export(
+        module,
+        (torch.zeros(2, input_dim),),
+        str(path),
+        input_names=["embedding"],
+        output_names=output_names,
+        dynamic_axes=dynamic,
+        opset_version=OPSET,
+        dynamo=False,
+    )
     with torch.no_grad():
         reference = module(torch.from_numpy(check))
     reference = [reference] if isinstance(reference, torch.Tensor) else list(reference)
@@ -307,8 +333,9 @@ def export_onnx(module: nn.Module, path: Path, input_dim: int, output_names: lis
     return {"rows": len(check), "max_abs_diff": diff}
 
 
-def export_and_install(kind: str, module: nn.Module, catalogue: TrainingCatalogue, cache_dir: Path, meta: dict,
-                       check: np.ndarray) -> tuple[int, Path]:
+def export_and_install(
+    kind: str, module: nn.Module, catalogue: TrainingCatalogue, cache_dir: Path, meta: dict, check: np.ndarray
+) -> tuple[int, Path]:
     """Export ``module`` as the next version of ``kind`` ("projection" or "head") for ``catalogue`` in ``cache_dir``.
 
     Writes ``model.onnx`` and ``meta.json`` (``meta`` plus name, kind, encoder, I/O contract, parity,
@@ -325,14 +352,29 @@ def export_and_install(kind: str, module: nn.Module, catalogue: TrainingCatalogu
         parity = export_onnx(wrapped, staging / "model.onnx", EMBEDDING_DIM, outputs, check)
         contract = {
             "input": f"embedding: float32[N,{EMBEDDING_DIM}], {ENCODER} image embedding, L2-normalised",
-            "outputs": (["projected: float32[N,1280], L2-normalised"] if kind == "projection" else
-                        [f"category_probs: float32[N,{len(catalogue.categories)}], softmax",
-                         f"tag_probs: float32[N,{len(catalogue.tag_names)}], sigmoid"]),
+            "outputs": (
+                ["projected: float32[N,1280], L2-normalised"]
+                if kind == "projection"
+                else [
+                    f"category_probs: float32[N,{len(catalogue.categories)}], softmax",
+                    f"tag_probs: float32[N,{len(catalogue.tag_names)}], sigmoid",
+                ]
+            ),
         }
-        full = {"name": trained_name(kind, catalogue.name), "kind": kind, "catalogue": catalogue.name,
-                "encoder": ENCODER, "input_dim": EMBEDDING_DIM, "opset": OPSET, **contract, **meta,
-                "parity": parity, "torch": torch.__version__, "python": platform.python_version(),
-                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        full = {
+            "name": trained_name(kind, catalogue.name),
+            "kind": kind,
+            "catalogue": catalogue.name,
+            "encoder": ENCODER,
+            "input_dim": EMBEDDING_DIM,
+            "opset": OPSET,
+            **contract,
+            **meta,
+            "parity": parity,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
         (staging / "meta.json").write_text(json.dumps(full, indent=2))
         return install_version(staging, cache_dir, kind, catalogue.name)
     finally:
@@ -362,9 +404,15 @@ class Splits:
     def check_disjoint(self) -> None:
         """Raises ValueError when ``train`` and ``index`` share images of the same split."""
         a, b = self.train.source, self.index.source
-        if a.get("split") == b.get("split") and a["offset"] < b["offset"] + b["limit"] and b["offset"] < a["offset"] + a["limit"]:
-            raise ValueError(f"training images {a['split']}[{a['offset']}:{a['offset'] + a['limit']}] overlap the evaluation "
-                             f"catalogue {b['split']}[{b['offset']}:{b['offset'] + b['limit']}]: use --train-offset >= {b['offset'] + b['limit']}")
+        if (
+            a.get("split") == b.get("split")
+            and a["offset"] < b["offset"] + b["limit"]
+            and b["offset"] < a["offset"] + a["limit"]
+        ):
+            raise ValueError(
+                f"training images {a['split']}[{a['offset']}:{a['offset'] + a['limit']}] overlap the evaluation "
+                f"catalogue {b['split']}[{b['offset']}:{b['offset'] + b['limit']}]: use --train-offset >= {b['offset'] + b['limit']}"
+            )
 
 
 FIRST_QUERIES = 200  # the first 200 test images: the query set of tests/integration/test_fashion_mnist.py
@@ -395,8 +443,11 @@ def retrieval_report(splits: Splits, catalogue: TrainingCatalogue, project=None,
     for name, (qv, iv) in spaces.items():
         mean, per = precision_at_k(qv, qy, iv, iy, k)
         first, _ = precision_at_k(qv[:FIRST_QUERIES], qy[:FIRST_QUERIES], iv, iy, k)
-        report[name] = {"precision": mean, f"precision_first_{FIRST_QUERIES}": first,
-                        "per_category": {catalogue.categories[c]: v for c, v in per.items()}}
+        report[name] = {
+            "precision": mean,
+            f"precision_first_{FIRST_QUERIES}": first,
+            "per_category": {catalogue.categories[c]: v for c, v in per.items()},
+        }
     return report
 
 
@@ -406,13 +457,21 @@ def _torch_apply(module: nn.Module, x: np.ndarray) -> np.ndarray:
 
 
 def _training_meta(splits: Splits, catalogue: TrainingCatalogue, config, result: TrainResult) -> dict:
-    return {"training": {"data": splits.train.source, "dataset_source": catalogue.source, "config": asdict(config),
-                         "epoch_losses": [round(v, 5) for v in result.losses], "seconds": round(result.seconds, 2),
-                         "evaluation": {"index": splits.index.source, "queries": splits.test.source}}}
+    return {
+        "training": {
+            "data": splits.train.source,
+            "dataset_source": catalogue.source,
+            "config": asdict(config),
+            "epoch_losses": [round(v, 5) for v in result.losses],
+            "seconds": round(result.seconds, 2),
+            "evaluation": {"index": splits.index.source, "queries": splits.test.source},
+        }
+    }
 
 
-def run_projection(catalogue: TrainingCatalogue, splits: Splits, cache_dir: Path, config: ProjectionConfig | None = None,
-                   progress=None) -> RunResult:
+def run_projection(
+    catalogue: TrainingCatalogue, splits: Splits, cache_dir: Path, config: ProjectionConfig | None = None, progress=None
+) -> RunResult:
     """Train a projection on ``splits.train``, measure precision@10 raw vs projected, export and install it.
 
     Returns the installed version (its ``meta.json`` has ``version``, ``metrics``, ``training``...). Raises
@@ -427,8 +486,14 @@ def run_projection(catalogue: TrainingCatalogue, splits: Splits, cache_dir: Path
     return RunResult(json.loads((folder / "meta.json").read_text()), result.model, folder)
 
 
-def run_head(catalogue: TrainingCatalogue, splits: Splits, cache_dir: Path, config: HeadConfig | None = None,
-             progress=None, tag_threshold: float = 0.5) -> RunResult:
+def run_head(
+    catalogue: TrainingCatalogue,
+    splits: Splits,
+    cache_dir: Path,
+    config: HeadConfig | None = None,
+    progress=None,
+    tag_threshold: float = 0.5,
+) -> RunResult:
     """Train a multi-task head on ``splits.train``; measure category accuracy, tag mAP and F1 on ``splits.test``;
     export and install it. Returns the installed version (``meta.json`` with ``categories`` and ``tags`` names).
 
@@ -446,13 +511,20 @@ def run_head(catalogue: TrainingCatalogue, splits: Splits, cache_dir: Path, conf
         with torch.no_grad():
             category, tag = (t.numpy() for t in wrapped(torch.from_numpy(data.embeddings)))
         scores = tag_scores(tag, catalogue.tag_matrix(data.labels), tag_threshold)
-        metrics[name] = {"images": len(data.labels), "category_accuracy": accuracy(category, data.labels),
-                         **{f"tag_{k}": v for k, v in scores.items()}}
+        metrics[name] = {
+            "images": len(data.labels),
+            "category_accuracy": accuracy(category, data.labels),
+            **{f"tag_{k}": v for k, v in scores.items()},
+        }
     _, counts = np.unique(splits.test.labels, return_counts=True)
     metrics["test"]["chance_accuracy"] = float(counts.max() / counts.sum())
     metrics["tag_threshold"] = tag_threshold
-    meta = {"categories": list(catalogue.categories), "tags": list(catalogue.tag_names),
-            "tag_map": {c: list(t) for c, t in catalogue.tags.items()}, "metrics": metrics,
-            **_training_meta(splits, catalogue, config, result)}
+    meta = {
+        "categories": list(catalogue.categories),
+        "tags": list(catalogue.tag_names),
+        "tag_map": {c: list(t) for c, t in catalogue.tags.items()},
+        "metrics": metrics,
+        **_training_meta(splits, catalogue, config, result),
+    }
     _, folder = export_and_install("head", result.model, catalogue, cache_dir, meta, splits.test.embeddings[:256])
     return RunResult(json.loads((folder / "meta.json").read_text()), result.model, folder)

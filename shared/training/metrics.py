@@ -11,8 +11,9 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def precision_at_k(queries: np.ndarray, query_labels: np.ndarray, index: np.ndarray, index_labels: np.ndarray,
-                   k: int = 10) -> tuple[float, dict[int, float]]:
+def precision_at_k(
+    queries: np.ndarray, query_labels: np.ndarray, index: np.ndarray, index_labels: np.ndarray, k: int = 10
+) -> tuple[float, dict[int, float]]:
     """Mean precision@k of exact cosine nearest-neighbour search; relevant = same label.
 
     The same ranking a flat (exact) Milvus COSINE index returns, computed by brute force.

@@ -21,9 +21,16 @@ from tests.chaos.harness import IsolatedStack, run_dir
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[10000, 70000], help="Synthetic vectors per run.")
-    parser.add_argument("--index-type", nargs="+", default=["HNSW"], choices=["HNSW", "IVF_FLAT", "FLAT", "AUTOINDEX"],
-                        help="Index types to build (one collection each).")
-    parser.add_argument("--ef", type=int, nargs="+", default=[16, 64, 128, 256, 512], help="HNSW search ef values swept.")
+    parser.add_argument(
+        "--index-type",
+        nargs="+",
+        default=["HNSW"],
+        choices=["HNSW", "IVF_FLAT", "FLAT", "AUTOINDEX"],
+        help="Index types to build (one collection each).",
+    )
+    parser.add_argument(
+        "--ef", type=int, nargs="+", default=[16, 64, 128, 256, 512], help="HNSW search ef values swept."
+    )
     parser.add_argument("--queries", type=int, default=100, help="Queries per setting (near stored vectors).")
     parser.add_argument("--out", type=Path, default=Path("reports"), help="Folder for bench_milvus.json/.md.")
     args = parser.parse_args()
@@ -35,17 +42,23 @@ def main() -> None:
         for rows in args.rows:
             for kind in args.index_type:
                 print(f"{rows} vectors, {kind} ...", flush=True)
-                results.append(bench_recall(rows, args.queries, uri=infra.milvus_uri, index_type=kind, efs=tuple(args.ef)))
+                results.append(
+                    bench_recall(rows, args.queries, uri=infra.milvus_uri, index_type=kind, efs=tuple(args.ef))
+                )
     finally:
         infra.close()
-    lines = ["| rows | index | search ef | recall@10 | p50 / p99 | QPS (4 clients) | upsert | flush + index build |",
-             "|---:|---|---:|---:|---|---:|---:|---:|"]
+    lines = [
+        "| rows | index | search ef | recall@10 | p50 / p99 | QPS (4 clients) | upsert | flush + index build |",
+        "|---:|---|---:|---:|---|---:|---:|---:|",
+    ]
     for m in results:
         for r in m["sweep"]:
             ef = r["search_ef"] if m["index_type"] == "HNSW" else "-"
-            lines.append(f"| {m['rows']:,} | {m['index_type']} | {ef} | {r['recall_at_10']} | {r['search_p50_ms']} / "
-                         f"{r['search_p99_ms']} ms | {r['qps_4_clients']}/s | {m['insert_rows_per_s']:.0f} rows/s | "
-                         f"{m['flush_and_index_s']} s |")
+            lines.append(
+                f"| {m['rows']:,} | {m['index_type']} | {ef} | {r['recall_at_10']} | {r['search_p50_ms']} / "
+                f"{r['search_p99_ms']} ms | {r['qps_4_clients']}/s | {m['insert_rows_per_s']:.0f} rows/s | "
+                f"{m['flush_and_index_s']} s |"
+            )
     table = "\n".join(lines) + "\n"
     write_report(args.out, "bench_milvus", results, table)
 

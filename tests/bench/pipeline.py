@@ -118,8 +118,14 @@ class Bench:
         self.infra, self.log_dir, self.batch = infra, log_dir, batch
 
     def services(self, prefix: str) -> Services:
-        services = Services(self.infra, prefix, ALL_STAGES, self.log_dir / prefix, triton=False,
-                            extra_env={"VISEARCH_KAFKA_MAX_POLL_RECORDS": str(self.batch), "VISEARCH_TENANT": TENANT})
+        services = Services(
+            self.infra,
+            prefix,
+            ALL_STAGES,
+            self.log_dir / prefix,
+            triton=False,
+            extra_env={"VISEARCH_KAFKA_MAX_POLL_RECORDS": str(self.batch), "VISEARCH_TENANT": TENANT},
+        )
         (self.log_dir / prefix).mkdir(parents=True, exist_ok=True)
         # Partitions: a multiple of the replica counts measured, so two consumers get equal shares.
         topics = services.kafka.model_copy(update={"partitions": PARTITIONS})
@@ -137,13 +143,22 @@ class Bench:
         try:
             start = time.perf_counter()
             publish(services.kafka, events)
-            wait_until(lambda: store.count(TENANT) == len(events) and probe.total_lag() == 0, WAIT_S, 0.2,
-                       "end-to-end run indexed")
+            wait_until(
+                lambda: store.count(TENANT) == len(events) and probe.total_lag() == 0,
+                WAIT_S,
+                0.2,
+                "end-to-end run indexed",
+            )
             elapsed = time.perf_counter() - start
-            figures.update({"events": len(events), "seconds": round(elapsed, 1),
-                            "img_per_s": round(len(events) / elapsed, 2),
-                            "rss_after_mb": {n: round(rss_mb(p.process.pid)[0]) for n, p in procs.items()},
-                            "rss_peak_mb": {n: round(rss_mb(p.process.pid)[1]) for n, p in procs.items()}})
+            figures.update(
+                {
+                    "events": len(events),
+                    "seconds": round(elapsed, 1),
+                    "img_per_s": round(len(events) / elapsed, 2),
+                    "rss_after_mb": {n: round(rss_mb(p.process.pid)[0]) for n, p in procs.items()},
+                    "rss_peak_mb": {n: round(rss_mb(p.process.pid)[1]) for n, p in procs.items()},
+                }
+            )
         finally:
             codes = services.stop_all()
             probe.close()
@@ -155,8 +170,9 @@ class Bench:
         """``stage`` alone (``replicas`` processes, one group) over a copy of its recorded input."""
         prefix = f"s{uuid.uuid4().hex[:8]}"
         services = self.services(prefix)
-        procs = [services.add(stage)] + [ServiceProcess(stage, services.env, self.log_dir / prefix)
-                                         for _ in range(replicas - 1)]
+        procs = [services.add(stage)] + [
+            ServiceProcess(stage, services.env, self.log_dir / prefix) for _ in range(replicas - 1)
+        ]
         for proc in procs:
             proc.start(wait=False)
         for proc in procs:
@@ -180,8 +196,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=96, help="Fashion-MNIST products per run.")
     parser.add_argument("--batch", type=int, default=8, help="Documents per poll / per bare call.")
-    parser.add_argument("--milvus-rows", type=int, nargs="*", default=[10000, 70000],
-                        help="Synthetic 1280-d vectors per Milvus standalone recall run (1000000: ~5 GB of RAM and a long index build).")
+    parser.add_argument(
+        "--milvus-rows",
+        type=int,
+        nargs="*",
+        default=[10000, 70000],
+        help="Synthetic 1280-d vectors per Milvus standalone recall run (1000000: ~5 GB of RAM and a long index build).",
+    )
     parser.add_argument("--out", type=Path, default=Path("reports"), help="Folder for bench_pipeline.json/.md.")
     args = parser.parse_args()
 
@@ -200,15 +221,21 @@ def main() -> None:
         for stage in ALL_STAGES:
             print(f"{stage} alone over Kafka ...", flush=True)
             kafka = bench.one_stage(stage, recorded, args.events)
-            stages[stage] = {"bare_img_per_s": round(bare[stage], 2), "kafka_img_per_s": kafka["img_per_s"],
-                             "ratio_kafka_to_bare": round(kafka["img_per_s"] / bare[stage], 3)}
+            stages[stage] = {
+                "bare_img_per_s": round(bare[stage], 2),
+                "kafka_img_per_s": kafka["img_per_s"],
+                "ratio_kafka_to_bare": round(kafka["img_per_s"] / bare[stage], 3),
+            }
         results["stages"] = stages
         slowest = min(ALL_STAGES, key=lambda s: stages[s]["kafka_img_per_s"])
         print(f"{slowest} with two replicas ...", flush=True)
         two = bench.one_stage(slowest, recorded, args.events, replicas=2)
-        results["replicas"] = {"stage": slowest, "one_img_per_s": stages[slowest]["kafka_img_per_s"],
-                               "two_img_per_s": two["img_per_s"],
-                               "speedup": round(two["img_per_s"] / stages[slowest]["kafka_img_per_s"], 2)}
+        results["replicas"] = {
+            "stage": slowest,
+            "one_img_per_s": stages[slowest]["kafka_img_per_s"],
+            "two_img_per_s": two["img_per_s"],
+            "speedup": round(two["img_per_s"] / stages[slowest]["kafka_img_per_s"], 2),
+        }
         for rows in args.milvus_rows:
             print(f"Milvus standalone, {rows} vectors ...", flush=True)
             results.setdefault("milvus_standalone", []).append(bench_recall(rows, 100, uri=infra.milvus_uri))
@@ -219,22 +246,44 @@ def main() -> None:
         infra.close()
 
     e2e = results["end_to_end"]
-    rows = [(f"{s}: bare / over Kafka alone / ratio", f"{f['bare_img_per_s']} / {f['kafka_img_per_s']} img/s / "
-             f"{f['ratio_kafka_to_bare']}") for s, f in results["stages"].items()]
+    rows = [
+        (
+            f"{s}: bare / over Kafka alone / ratio",
+            f"{f['bare_img_per_s']} / {f['kafka_img_per_s']} img/s / {f['ratio_kafka_to_bare']}",
+        )
+        for s, f in results["stages"].items()
+    ]
     r = results["replicas"]
-    rows += [("end to end, five processes over Kafka", f"{e2e['img_per_s']} img/s ({e2e['events']} in {e2e['seconds']} s)"),
-             ("bare chain, every stage in turn in one process", f"{e2e['bare_serial_img_per_s']} img/s"),
-             ("end to end / bare chain", f"{e2e['ratio_to_bare_serial']}"),
-             (f"slowest stage ({r['stage']}): 1 -> 2 replicas", f"{r['one_img_per_s']} -> {r['two_img_per_s']} img/s "
-              f"(x{r['speedup']})")]
+    rows += [
+        ("end to end, five processes over Kafka", f"{e2e['img_per_s']} img/s ({e2e['events']} in {e2e['seconds']} s)"),
+        ("bare chain, every stage in turn in one process", f"{e2e['bare_serial_img_per_s']} img/s"),
+        ("end to end / bare chain", f"{e2e['ratio_to_bare_serial']}"),
+        (
+            f"slowest stage ({r['stage']}): 1 -> 2 replicas",
+            f"{r['one_img_per_s']} -> {r['two_img_per_s']} img/s (x{r['speedup']})",
+        ),
+    ]
     for m in results.get("milvus_standalone", []):
-        rows.append((f"Milvus standalone, {m['rows']} x {m['dim']}-d, {m['index_type']} cosine: upsert / flush + index build",
-                     f"{m['insert_rows_per_s']:.0f} rows/s / {m['flush_and_index_s']} s"))
-        rows += [(f"Milvus standalone, {m['rows']} rows, ef {r['search_ef']}: recall@10 / p50 / p99 / QPS (4 clients)",
-                  f"{r['recall_at_10']} / {r['search_p50_ms']} ms / {r['search_p99_ms']} ms / {r['qps_4_clients']}/s")
-                 for r in m["sweep"]]
-    rows += [(f"RSS {n}: at rest / after the run / peak", f"{e2e['rss_at_rest_mb'][n]} / {e2e['rss_after_mb'][n]} / "
-              f"{e2e['rss_peak_mb'][n]} MiB") for n in ALL_STAGES]
+        rows.append(
+            (
+                f"Milvus standalone, {m['rows']} x {m['dim']}-d, {m['index_type']} cosine: upsert / flush + index build",
+                f"{m['insert_rows_per_s']:.0f} rows/s / {m['flush_and_index_s']} s",
+            )
+        )
+        rows += [
+            (
+                f"Milvus standalone, {m['rows']} rows, ef {r['search_ef']}: recall@10 / p50 / p99 / QPS (4 clients)",
+                f"{r['recall_at_10']} / {r['search_p50_ms']} ms / {r['search_p99_ms']} ms / {r['qps_4_clients']}/s",
+            )
+            for r in m["sweep"]
+        ]
+    rows += [
+        (
+            f"RSS {n}: at rest / after the run / peak",
+            f"{e2e['rss_at_rest_mb'][n]} / {e2e['rss_after_mb'][n]} / {e2e['rss_peak_mb'][n]} MiB",
+        )
+        for n in ALL_STAGES
+    ]
     table = "| measurement | value |\n|---|---|\n" + "\n".join(f"| {a} | {b} |" for a, b in rows) + "\n"
     write_report(args.out, "bench_pipeline", results, table)
 

@@ -63,15 +63,26 @@ from visearch.v1 import common_pb2, embedding_pb2, embedding_pb2_grpc, search_pb
 
 TENANT = "benchsearch"
 FASHION_ITEMS = 300
-QUERY_SIDE = 1600          # longest side of the JPEG photo queries, pixels
+QUERY_SIDE = 1600  # longest side of the JPEG photo queries, pixels
 QUERY_QUALITY = 90
 TOP_K = 10
 RPC_TIMEOUT_S = 60.0
-WAIT_S = 1800              # ingest of the catalogue through the five stages on Triton
-TEXT_QUERIES = ["dog", "a cup of coffee", "ankle boot", "red dress", "a cat", "horses on a field", "a sneaker",
-                "a motorcycle"]
-TARGETS = {"blended_p50_over_visual_only_p50": 1.5, "blended_p99_over_visual_only_p99": 2.0,
-           "text_p50_over_bare_parts_p50": 1.3}
+WAIT_S = 1800  # ingest of the catalogue through the five stages on Triton
+TEXT_QUERIES = [
+    "dog",
+    "a cup of coffee",
+    "ankle boot",
+    "red dress",
+    "a cat",
+    "horses on a field",
+    "a sneaker",
+    "a motorcycle",
+]
+TARGETS = {
+    "blended_p50_over_visual_only_p50": 1.5,
+    "blended_p99_over_visual_only_p99": 2.0,
+    "text_p50_over_bare_parts_p50": 1.3,
+}
 HAS_SIGNALS = "signals" in search_pb2.SearchResponse.DESCRIPTOR.fields_by_name
 
 
@@ -107,9 +118,15 @@ def start_services(infra: IsolatedStack, prefix: str, log_dir: Path) -> Services
 
     services.add("classification", {"VISEARCH_DETECTION_ADDR": addr["detection"], "VISEARCH_OCR_ADDR": addr["ocr"]})
     services.start_all(["classification"])
-    services.add("ranking", {"VISEARCH_EMBEDDING_ADDR": addr["embedding"], "VISEARCH_DETECTION_ADDR": addr["detection"],
-                             "VISEARCH_OCR_ADDR": addr["ocr"],
-                             "VISEARCH_CLASSIFICATION_ADDR": services.procs["classification"].address})
+    services.add(
+        "ranking",
+        {
+            "VISEARCH_EMBEDDING_ADDR": addr["embedding"],
+            "VISEARCH_DETECTION_ADDR": addr["detection"],
+            "VISEARCH_OCR_ADDR": addr["ocr"],
+            "VISEARCH_CLASSIFICATION_ADDR": services.procs["classification"].address,
+        },
+    )
     services.start_all(["ranking"])
     return services
 
@@ -182,8 +199,13 @@ class Measure:
         if profile == "blended":
             request = search_pb2.SearchRequest(image=image, top_k=TOP_K, tenant=TENANT)
         else:
-            request = search_pb2.SearchRequest(image=image, top_k=TOP_K, tenant=TENANT, understand_query=False,
-                                               ranking=search_pb2.RankingProfile(name="visual_only"))
+            request = search_pb2.SearchRequest(
+                image=image,
+                top_k=TOP_K,
+                tenant=TENANT,
+                understand_query=False,
+                ranking=search_pb2.RankingProfile(name="visual_only"),
+            )
         self._search(f"image_{profile}", request)
 
     def text(self, text: str) -> None:
@@ -207,10 +229,10 @@ class Measure:
         pair alternates with ``index`` so neither always runs first."""
         flip = index % 2 == 1
         for jpeg in queries:
-            for profile in (("visual_only", "blended") if flip else ("blended", "visual_only")):
+            for profile in ("visual_only", "blended") if flip else ("blended", "visual_only"):
                 self.image(jpeg, profile)
         for text in TEXT_QUERIES:
-            for run in ((self.bare_text, self.text) if flip else (self.text, self.bare_text)):
+            for run in (self.bare_text, self.text) if flip else (self.text, self.bare_text):
                 run(text)
 
     def close(self) -> None:
@@ -222,9 +244,13 @@ class Measure:
 def figures(values: list[float]) -> dict:
     """n, p50, p99, mean and max of ``values`` (seconds) in milliseconds (numpy percentiles)."""
     ms = np.asarray(values, dtype=np.float64) * 1000
-    return {"n": int(ms.size), "p50_ms": round(float(np.percentile(ms, 50)), 2),
-            "p99_ms": round(float(np.percentile(ms, 99)), 2), "mean_ms": round(float(ms.mean()), 2),
-            "max_ms": round(float(ms.max()), 2)}
+    return {
+        "n": int(ms.size),
+        "p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "p99_ms": round(float(np.percentile(ms, 99)), 2),
+        "mean_ms": round(float(ms.mean()), 2),
+        "max_ms": round(float(ms.max()), 2),
+    }
 
 
 def summarise(measure: Measure) -> dict:
@@ -234,45 +260,63 @@ def summarise(measure: Measure) -> dict:
         lat[kind]["server_took_p50_ms"] = round(float(np.percentile(values, 50)), 2)
     blended, visual, text = lat["image_blended"], lat["image_visual_only"], lat["text"]
     bare_sum = lat["bare_embed_text"]["p50_ms"] + lat["bare_ann"]["p50_ms"]
-    ratios = {"blended_p50_over_visual_only_p50": blended["p50_ms"] / visual["p50_ms"],
-              "blended_p99_over_visual_only_p99": blended["p99_ms"] / visual["p99_ms"],
-              "text_p50_over_bare_parts_p50": text["p50_ms"] / bare_sum}
+    ratios = {
+        "blended_p50_over_visual_only_p50": blended["p50_ms"] / visual["p50_ms"],
+        "blended_p99_over_visual_only_p99": blended["p99_ms"] / visual["p99_ms"],
+        "text_p50_over_bare_parts_p50": text["p50_ms"] / bare_sum,
+    }
     signals = {}
     if HAS_SIGNALS:
         for kind, names in measure.signals.items():
-            signals[kind] = {name: {**dict(counts),
-                                    "took_p50_ms": round(float(np.percentile(measure.signal_ms[kind][name], 50)), 1)}
-                             for name, counts in names.items()}
-    return {"latency": lat, "bare_text_parts_p50_ms": round(bare_sum, 2),
-            "ratios": {name: {"value": round(value, 3), "target_max": TARGETS[name], "pass": value <= TARGETS[name]}
-                       for name, value in ratios.items()},
-            "hits_per_query_min": {kind: min(v) for kind, v in measure.hits.items()},
-            "signals": signals if HAS_SIGNALS else "SearchResponse has no signals field in this build"}
+            signals[kind] = {
+                name: {**dict(counts), "took_p50_ms": round(float(np.percentile(measure.signal_ms[kind][name], 50)), 1)}
+                for name, counts in names.items()
+            }
+    return {
+        "latency": lat,
+        "bare_text_parts_p50_ms": round(bare_sum, 2),
+        "ratios": {
+            name: {"value": round(value, 3), "target_max": TARGETS[name], "pass": value <= TARGETS[name]}
+            for name, value in ratios.items()
+        },
+        "hits_per_query_min": {kind: min(v) for kind, v in measure.hits.items()},
+        "signals": signals if HAS_SIGNALS else "SearchResponse has no signals field in this build",
+    }
 
 
 def table(results: dict) -> str:
     lat, ratios = results["latency"], results["ratios"]
-    labels = {"image_blended": "image (1600-px JPEG), blended, understand_query default (on)",
-              "image_visual_only": "image (1600-px JPEG), visual_only, understand_query=False",
-              "text": "text, default profile", "bare_embed_text": "bare EmbedText (embedding service, gRPC)",
-              "bare_ann": "bare ANN (Milvus standalone, joint, top 10)"}
-    out = [f"Search over gRPC on the local stack (Kafka, Milvus standalone, Triton): {results['catalogue_rows']} rows, "
-           f"{results['passes']} passes, 1 inference thread per service\n",
-           "| query | n | p50 ms | p99 ms | server took p50 ms |", "|---|---|---|---|---|"]
+    labels = {
+        "image_blended": "image (1600-px JPEG), blended, understand_query default (on)",
+        "image_visual_only": "image (1600-px JPEG), visual_only, understand_query=False",
+        "text": "text, default profile",
+        "bare_embed_text": "bare EmbedText (embedding service, gRPC)",
+        "bare_ann": "bare ANN (Milvus standalone, joint, top 10)",
+    }
+    out = [
+        f"Search over gRPC on the local stack (Kafka, Milvus standalone, Triton): {results['catalogue_rows']} rows, "
+        f"{results['passes']} passes, 1 inference thread per service\n",
+        "| query | n | p50 ms | p99 ms | server took p50 ms |",
+        "|---|---|---|---|---|",
+    ]
     for kind, label in labels.items():
         f = lat[kind]
         out.append(f"| {label} | {f['n']} | {f['p50_ms']} | {f['p99_ms']} | {f.get('server_took_p50_ms', '')} |")
     out += ["", "| ratio | value | target | |", "|---|---|---|---|"]
-    names = {"blended_p50_over_visual_only_p50": "blended p50 / visual_only p50",
-             "blended_p99_over_visual_only_p99": "blended p99 / visual_only p99",
-             "text_p50_over_bare_parts_p50": "text p50 / (bare EmbedText p50 + bare ANN p50)"}
+    names = {
+        "blended_p50_over_visual_only_p50": "blended p50 / visual_only p50",
+        "blended_p99_over_visual_only_p99": "blended p99 / visual_only p99",
+        "text_p50_over_bare_parts_p50": "text p50 / (bare EmbedText p50 + bare ANN p50)",
+    }
     for key, label in names.items():
         r = ratios[key]
         out.append(f"| {label} | {r['value']} | <= {r['target_max']} | {'PASS' if r['pass'] else 'FAIL'} |")
     if isinstance(results["signals"], dict) and results["signals"].get("image_blended"):
         out += ["", "| signal (blended image queries) | used | skipped | took p50 ms |", "|---|---|---|---|"]
         for name, c in results["signals"]["image_blended"].items():
-            skipped = ", ".join(f"{k.removeprefix('skipped:')} {v}" for k, v in sorted(c.items()) if k.startswith("skipped:"))
+            skipped = ", ".join(
+                f"{k.removeprefix('skipped:')} {v}" for k, v in sorted(c.items()) if k.startswith("skipped:")
+            )
             out.append(f"| {name} | {c.get('used', 0)} | {skipped or '-'} | {c['took_p50_ms']} |")
     return "\n".join(out) + "\n"
 
@@ -283,7 +327,9 @@ def _terminate(signum, frame) -> None:  # SIGTERM: unwind through the finally bl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--passes", type=int, default=3, help="Measured passes over every query (after one warm-up pass).")
+    parser.add_argument(
+        "--passes", type=int, default=3, help="Measured passes over every query (after one warm-up pass)."
+    )
     parser.add_argument("--out", type=Path, default=Path("reports"), help="Folder for bench_search_stack.json/.md.")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, _terminate)
@@ -291,16 +337,27 @@ def main() -> None:
     t0 = time.perf_counter()
     events = catalogue_events()
     queries = [query_jpeg(item) for item in photo_catalogue()]
-    results: dict = {"catalogue_rows": len(events), "photos": len(queries), "fashion_mnist": FASHION_ITEMS,
-                     "query_side_px": QUERY_SIDE, "query_jpeg_quality": QUERY_QUALITY,
-                     "query_jpeg_kb_mean": round(sum(map(len, queries)) / len(queries) / 1024, 1),
-                     "text_queries": TEXT_QUERIES, "passes": args.passes, "top_k": TOP_K,
-                     "inference_threads_per_process": 1, "models_on": "triton"}
+    results: dict = {
+        "catalogue_rows": len(events),
+        "photos": len(queries),
+        "fashion_mnist": FASHION_ITEMS,
+        "query_side_px": QUERY_SIDE,
+        "query_jpeg_quality": QUERY_QUALITY,
+        "query_jpeg_kb_mean": round(sum(map(len, queries)) / len(queries) / 1024, 1),
+        "text_queries": TEXT_QUERIES,
+        "passes": args.passes,
+        "top_k": TOP_K,
+        "inference_threads_per_process": 1,
+        "models_on": "triton",
+    }
     root = run_dir("bsearch")
     infra = services = measure = None
     try:
-        infra = IsolatedStack(root, components=("kafka", "milvus", "triton"),
-                              triton_repository=write_triton_repository(root / "triton-repo"))
+        infra = IsolatedStack(
+            root,
+            components=("kafka", "milvus", "triton"),
+            triton_repository=write_triton_repository(root / "triton-repo"),
+        )
         print("starting Kafka, Milvus standalone and Triton ...", flush=True)
         results["startup_s"] = infra.up_all()
         print("starting the services ...", flush=True)

@@ -45,7 +45,9 @@ def _words(limit: int = 20000) -> list[str]:
     words = []
     for name in ("index.noun", "index.adj"):
         with open(f"/usr/share/wordnet/{name}", encoding="utf-8") as f:
-            words += [line.split(" ", 1)[0] for line in f if not line.startswith(" ") and "_" not in line.split(" ", 1)[0]]
+            words += [
+                line.split(" ", 1)[0] for line in f if not line.startswith(" ") and "_" not in line.split(" ", 1)[0]
+            ]
     words = [w for w in words if w.isalpha() and len(w) > 2]
     return random.Random(0).sample(words, min(limit, len(words)))
 
@@ -76,9 +78,17 @@ def load(uri: str, layout: str, start: int, stop: int, words: list[str]) -> floa
         image /= np.linalg.norm(image, axis=1, keepdims=True)
         joint /= np.linalg.norm(joint, axis=1, keepdims=True)
         pick = random.Random(first)
-        store.upsert(IndexRow(image_id=f"item-{first + i}", tenant=TENANT, image_vector=image[i], joint_vector=joint[i],
-                              title=" ".join(pick.sample(words, pick.randint(3, 5))), category="synthetic")
-                     for i in range(n))
+        store.upsert(
+            IndexRow(
+                image_id=f"item-{first + i}",
+                tenant=TENANT,
+                image_vector=image[i],
+                joint_vector=joint[i],
+                title=" ".join(pick.sample(words, pick.randint(3, 5))),
+                category="synthetic",
+            )
+            for i in range(n)
+        )
     store.flush()  # seal the segments so they are indexed (a Milvus server does it by itself; Lite does not)
     store.close()
     return time.perf_counter() - began
@@ -99,8 +109,10 @@ def interleaved_text_search(queries: int = 240, warmup: int = 16) -> dict:
             for layout in times:
                 platforms[layout] = platform = EmbeddedPlatform(
                     StoreSettings(uri=str(Path(tmp) / f"{layout}.db"), layout=layout),
-                    service_settings=ServiceSettings(tenant="bench"), stages=["embedding", "indexer"],
-                    image_settings=ImageSettings(allow_file_uris=True))
+                    service_settings=ServiceSettings(tenant="bench"),
+                    stages=["embedding", "indexer"],
+                    image_settings=ImageSettings(allow_file_uris=True),
+                )
                 platform.ingest(fashion_mnist("train", limit=500, offset=20000), progress=False)
                 platform.ingest(photo_catalogue(), progress=False)
             for i in range(queries):
@@ -112,8 +124,10 @@ def interleaved_text_search(queries: int = 240, warmup: int = 16) -> dict:
         finally:
             for platform in platforms.values():
                 platform.close()
-    return {layout: {"p50_ms": round(float(np.percentile(t, 50)), 2), "p99_ms": round(float(np.percentile(t, 99)), 2)}
-            for layout, t in times.items()}
+    return {
+        layout: {"p50_ms": round(float(np.percentile(t, 50)), 2), "p99_ms": round(float(np.percentile(t, 99)), 2)}
+        for layout, t in times.items()
+    }
 
 
 def child(uri: str, layout: str, words: list[str]) -> dict:
@@ -140,15 +154,28 @@ def child(uri: str, layout: str, words: list[str]) -> dict:
     after = _rss_mb()
     rng = np.random.default_rng(1)
     vector = rng.standard_normal(1280, dtype=np.float32)
-    store.upsert([IndexRow(image_id="fresh-item", tenant=TENANT, image_vector=vector / np.linalg.norm(vector),
-                           joint_vector=np.ones(384, dtype=np.float32) / np.sqrt(384), title="quokkaphone")])
+    store.upsert(
+        [
+            IndexRow(
+                image_id="fresh-item",
+                tenant=TENANT,
+                image_vector=vector / np.linalg.norm(vector),
+                joint_vector=np.ones(384, dtype=np.float32) / np.sqrt(384),
+                title="quokkaphone",
+            )
+        ]
+    )
     hits = service.Search(search_pb2.SearchRequest(text="quokkaphone", top_k=3), None).hits
     store.delete(TENANT, ["fresh-item"])
     store.close()
-    return {"rss_before_mb": round(before, 1), "rss_after_mb": round(after, 1), "rss_growth_mb": round(after - before, 1),
-            "text_p50_ms": round(float(np.percentile(latencies, 50)), 2),
-            "text_p99_ms": round(float(np.percentile(latencies, 99)), 2),
-            "fresh_found": bool(hits) and hits[0].image_id == "fresh-item"}
+    return {
+        "rss_before_mb": round(before, 1),
+        "rss_after_mb": round(after, 1),
+        "rss_growth_mb": round(after - before, 1),
+        "text_p50_ms": round(float(np.percentile(latencies, 50)), 2),
+        "text_p99_ms": round(float(np.percentile(latencies, 99)), 2),
+        "fresh_found": bool(hits) and hits[0].image_id == "fresh-item",
+    }
 
 
 def main() -> None:
@@ -176,9 +203,22 @@ def main() -> None:
     small_catalogue = json.loads(_run("--interleaved"))
     with tempfile.TemporaryDirectory() as tmp:
         port = _free_port()
-        server = subprocess.Popen([sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(Path(tmp) / "lite"),
-                                   "--host", "127.0.0.1", "--port", str(port)],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "milvus_lite",
+                "server",
+                "--data-dir",
+                str(Path(tmp) / "lite"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         uri = f"http://127.0.0.1:{port}"
         try:
             _await_port(port, server)
@@ -195,32 +235,63 @@ def main() -> None:
             server.terminate()
             server.wait(timeout=30)
 
-    lines = [(f"make bench's text search (photos + 500 items, in process), {layout}, interleaved: p50 / p99",
-              f"{r['p50_ms']} / {r['p99_ms']} ms") for layout, r in small_catalogue.items()]
-    lines.append(("make bench's text search p50 unified / per_space",
-                  f"{small_catalogue['unified']['p50_ms'] / small_catalogue['per_space']['p50_ms']:.2f}"))
+    lines = [
+        (
+            f"make bench's text search (photos + 500 items, in process), {layout}, interleaved: p50 / p99",
+            f"{r['p50_ms']} / {r['p99_ms']} ms",
+        )
+        for layout, r in small_catalogue.items()
+    ]
+    lines.append(
+        (
+            "make bench's text search p50 unified / per_space",
+            f"{small_catalogue['unified']['p50_ms'] / small_catalogue['per_space']['p50_ms']:.2f}",
+        )
+    )
     results["make_bench_text_search"] = small_catalogue
     for layout, by_rows in ((k, results[k]) for k in ("unified", "per_space")):
         for rows, r in by_rows.items():
-            lines.append((f"{layout}: text search at {rows} rows, p50 / p99", f"{r['text_p50_ms']} / {r['text_p99_ms']} ms"))
-            lines.append((f"{layout}: ranking-process RSS at {rows} rows, before -> after searches",
-                          f"{r['rss_before_mb']} -> {r['rss_after_mb']} MB (+{r['rss_growth_mb']})"))
-            lines.append((f"{layout}: an image upserted just before found by keyword at {rows} rows",
-                          "yes" if r["fresh_found"] else "no"))
+            lines.append(
+                (f"{layout}: text search at {rows} rows, p50 / p99", f"{r['text_p50_ms']} / {r['text_p99_ms']} ms")
+            )
+            lines.append(
+                (
+                    f"{layout}: ranking-process RSS at {rows} rows, before -> after searches",
+                    f"{r['rss_before_mb']} -> {r['rss_after_mb']} MB (+{r['rss_growth_mb']})",
+                )
+            )
+            lines.append(
+                (
+                    f"{layout}: an image upserted just before found by keyword at {rows} rows",
+                    "yes" if r["fresh_found"] else "no",
+                )
+            )
     small, large = args.rows[0], args.rows[-1]
     for layout, by_rows in ((k, results[k]) for k in ("unified", "per_space")):
-        lines.append((f"{layout}: RSS growth {large} vs {small} rows",
-                      f"{by_rows[large]['rss_growth_mb']} vs {by_rows[small]['rss_growth_mb']} MB"))
-    lines.append((f"text search p50 unified / per_space at {large} rows (Milvus Lite server)",
-                  f"{results['unified'][large]['text_p50_ms'] / results['per_space'][large]['text_p50_ms']:.2f}"))
+        lines.append(
+            (
+                f"{layout}: RSS growth {large} vs {small} rows",
+                f"{by_rows[large]['rss_growth_mb']} vs {by_rows[small]['rss_growth_mb']} MB",
+            )
+        )
+    lines.append(
+        (
+            f"text search p50 unified / per_space at {large} rows (Milvus Lite server)",
+            f"{results['unified'][large]['text_p50_ms'] / results['per_space'][large]['text_p50_ms']:.2f}",
+        )
+    )
     table = "| measurement | value |\n|---|---|\n" + "\n".join(f"| {a} | {b} |" for a, b in lines) + "\n"
     write_report(args.out, "store_layouts", results, table)
 
 
 def _run(*args: str) -> str:
     """Run this module with ``args`` in a child process; its last stdout line."""
-    out = subprocess.run([sys.executable, "-m", "tests.bench.store_layouts", *args], capture_output=True, text=True,
-                         env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    out = subprocess.run(
+        [sys.executable, "-m", "tests.bench.store_layouts", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
     if out.returncode:
         raise RuntimeError(f"store_layouts {args[0]} failed:\n{out.stderr[-3000:]}")
     return out.stdout.strip().splitlines()[-1]

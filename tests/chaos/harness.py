@@ -69,7 +69,9 @@ class IsolatedStack:
     ``root``: processes this stack started, never found by name.
     """
 
-    def __init__(self, root: Path, components: Iterable[str] = COMPONENTS, triton_repository: Path | None = None) -> None:
+    def __init__(
+        self, root: Path, components: Iterable[str] = COMPONENTS, triton_repository: Path | None = None
+    ) -> None:
         self.root = Path(root)
         self.components = tuple(components)
         unknown = set(self.components) - set(COMPONENTS)
@@ -79,9 +81,15 @@ class IsolatedStack:
             raise ValueError("triton needs a model repository")
         self.triton_repository = triton_repository
         self.root.mkdir(parents=True, exist_ok=True)
-        self.ports = {"kafka": free_port(), "kafka_controller": free_port(), "milvus": free_port(),
-                      "milvus_health": free_port(), "triton_http": free_port(), "triton_grpc": free_port(),
-                      "triton_metrics": free_port()}
+        self.ports = {
+            "kafka": free_port(),
+            "kafka_controller": free_port(),
+            "milvus": free_port(),
+            "milvus_health": free_port(),
+            "triton_http": free_port(),
+            "triton_grpc": free_port(),
+            "triton_metrics": free_port(),
+        }
         self.env = {
             **os.environ,
             "VISEARCH_VAR_DIR": str(self.root),
@@ -125,8 +133,13 @@ class IsolatedStack:
 
     def script(self, component: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
         """Run ``deploy/<component>/<component>.sh args`` with this stack's environment."""
-        return subprocess.run(["bash", str(ROOT / "deploy" / component / f"{component}.sh"), *args],
-                              capture_output=True, text=True, timeout=timeout, env=self.env)
+        return subprocess.run(
+            ["bash", str(ROOT / "deploy" / component / f"{component}.sh"), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=self.env,
+        )
 
     def up(self, component: str) -> float:
         """Start ``component`` and wait until it is ready. Returns the seconds ``up`` took.
@@ -219,16 +232,28 @@ class Services:
         extra_env: more VISEARCH_* settings for every service.
     """
 
-    def __init__(self, stack: IsolatedStack, prefix: str, stages: list[str], log_dir: Path, triton: bool = True,
-                 extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        stack: IsolatedStack,
+        prefix: str,
+        stages: list[str],
+        log_dir: Path,
+        triton: bool = True,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.stack, self.prefix, self.stages = stack, prefix, list(stages)
         self.log_dir = log_dir
         self.env = {
-            "VISEARCH_KAFKA_BOOTSTRAP": stack.kafka_bootstrap, "VISEARCH_KAFKA_TOPIC_PREFIX": prefix,
-            "VISEARCH_KAFKA_PARTITIONS": "3", "VISEARCH_KAFKA_POLL_TIMEOUT_S": "0.5",
-            "VISEARCH_KAFKA_RETRY_INITIAL_S": "0.5", "VISEARCH_KAFKA_RETRY_MAX_S": "4",
-            "VISEARCH_MILVUS_URI": stack.milvus_uri, "VISEARCH_MILVUS_COLLECTION_PREFIX": prefix,
-            "VISEARCH_PIPELINE_STAGES": ",".join(self.stages), "VISEARCH_LOG_LEVEL": "info",
+            "VISEARCH_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
+            "VISEARCH_KAFKA_TOPIC_PREFIX": prefix,
+            "VISEARCH_KAFKA_PARTITIONS": "3",
+            "VISEARCH_KAFKA_POLL_TIMEOUT_S": "0.5",
+            "VISEARCH_KAFKA_RETRY_INITIAL_S": "0.5",
+            "VISEARCH_KAFKA_RETRY_MAX_S": "4",
+            "VISEARCH_MILVUS_URI": stack.milvus_uri,
+            "VISEARCH_MILVUS_COLLECTION_PREFIX": prefix,
+            "VISEARCH_PIPELINE_STAGES": ",".join(self.stages),
+            "VISEARCH_LOG_LEVEL": "info",
             # Two cores shared by every process here: one inference thread each.
             "VISEARCH_MODEL_INTRA_OP_THREADS": "1",
             **({"VISEARCH_MODEL_TRITON_URL": stack.triton_url} if triton else {}),
@@ -311,8 +336,12 @@ class KafkaProbe:
 
         consumer = self._consumers.get(group)
         if consumer is None:
-            consumer = KafkaConsumer(bootstrap_servers=self.settings.bootstrap, group_id=group, enable_auto_commit=False,
-                                     request_timeout_ms=5000)
+            consumer = KafkaConsumer(
+                bootstrap_servers=self.settings.bootstrap,
+                group_id=group,
+                enable_auto_commit=False,
+                request_timeout_ms=5000,
+            )
             self._consumers[group] = consumer
         return consumer
 
@@ -346,8 +375,10 @@ class KafkaProbe:
 
         consumer = self._consumer(f"visearch-{stage}")
         topic = self.topics[stage].input
-        return {tp: consumer.committed(tp) or 0
-                for tp in (TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or []))}
+        return {
+            tp: consumer.committed(tp) or 0
+            for tp in (TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or []))
+        }
 
     def committed(self, stage: str) -> int | None:
         """Sum over partitions of the committed offsets of stage ``stage``'s group on its input topic,
@@ -401,18 +432,27 @@ class StoreProbe:
     def count(self, tenant: str) -> int | None:
         """Rows of ``tenant`` in the image collection, or None when Milvus does not answer within 10 s."""
         try:
-            rows = self.store._client.query(collection_name=self.store.collections["image"],
-                                            filter=f"tenant == {json.dumps(tenant)}", output_fields=["count(*)"],
-                                            consistency_level="Strong", timeout=10)
+            rows = self.store._client.query(
+                collection_name=self.store.collections["image"],
+                filter=f"tenant == {json.dumps(tenant)}",
+                output_fields=["count(*)"],
+                consistency_level="Strong",
+                timeout=10,
+            )
             return int(rows[0]["count(*)"])
         except Exception:  # noqa: BLE001 (Milvus restarting or paused)
             return None
 
     def ids(self, tenant: str, space: str = "image") -> list[str]:
         """Every stored ``image_id`` of ``tenant`` in ``space`` (one per stored row, duplicates kept)."""
-        rows = self.store._client.query(collection_name=self.store.collections[space],
-                                        filter=f"tenant == {json.dumps(tenant)}", output_fields=["image_id"],
-                                        limit=16384, consistency_level="Strong", timeout=30)
+        rows = self.store._client.query(
+            collection_name=self.store.collections[space],
+            filter=f"tenant == {json.dumps(tenant)}",
+            output_fields=["image_id"],
+            limit=16384,
+            consistency_level="Strong",
+            timeout=30,
+        )
         return [r["image_id"] for r in rows]
 
     def close(self) -> None:
@@ -475,6 +515,7 @@ class DelayProxy:
 
     def close(self) -> None:
         """Stop listening and stop the loop."""
+
         def stop():
             if self._server is not None:
                 self._server.close()
@@ -524,11 +565,14 @@ class Reference:
 
         models, images, detection = ModelSettings(), ImageSettings(), DetectionSettings()
         embedder = Embedder.from_cache(models, ConseSettings())
-        return {"detection": DetectionStage(Detector.from_cache(models, detection), images),
-                "embedding": EmbeddingStage(embedder, images, detection_settings=detection),
-                "ocr": OcrStage(TextReader.from_cache(models, OcrSettings()), images),
-                "classification": ClassificationStage(Classifier.from_cache(models, ClassificationSettings(), embedder),
-                                                      images)}
+        return {
+            "detection": DetectionStage(Detector.from_cache(models, detection), images),
+            "embedding": EmbeddingStage(embedder, images, detection_settings=detection),
+            "ocr": OcrStage(TextReader.from_cache(models, OcrSettings()), images),
+            "classification": ClassificationStage(
+                Classifier.from_cache(models, ClassificationSettings(), embedder), images
+            ),
+        }
 
     def rows(self, events, stages: list[str]) -> dict:
         """``{image_id: IndexRow}`` for upsert ``events`` through the model stages of ``stages``.
@@ -563,7 +607,9 @@ def cosine(a, b) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) or 1.0))
 
 
-def content_mismatches(store, tenant: str, expected: dict, min_cosine: float = 0.999, min_joint_cosine: float = 0.99) -> list[str]:
+def content_mismatches(
+    store, tenant: str, expected: dict, min_cosine: float = 0.999, min_joint_cosine: float = 0.99
+) -> list[str]:
     """How each stored row of ``tenant`` differs from its expected IndexRow (empty list: all equal).
 
     Compared: catalogue fields, perceptual hash, moderation flag, OCR text, the number of regions, the
@@ -594,7 +640,9 @@ def content_mismatches(store, tenant: str, expected: dict, min_cosine: float = 0
 # Publishing and measuring
 
 
-def publish(settings: KafkaSettings, events, rate_per_s: float | None = None, stop: threading.Event | None = None) -> int:
+def publish(
+    settings: KafkaSettings, events, rate_per_s: float | None = None, stop: threading.Event | None = None
+) -> int:
     """Publish ImageEvents to the run's images topic; at ``rate_per_s`` if given (else as fast as
     possible). Returns how many were published (fewer if ``stop`` was set)."""
     from visearch.shared.kafka import KafkaTransport, images_topic
@@ -669,6 +717,25 @@ def write_report(name: str, data: dict) -> Path:
     return path
 
 
-__all__ = ["ALL_STAGES", "DelayProxy", "Reference", "content_mismatches", "cosine", "IsolatedStack", "KafkaProbe", "Sampler", "Services", "StoreProbe",
-           "env_float", "pause_process", "percentile", "publish", "rss_mb", "run_dir", "scaled", "wait_until",
-           "write_report", "write_triton_repository"]
+__all__ = [
+    "ALL_STAGES",
+    "DelayProxy",
+    "Reference",
+    "content_mismatches",
+    "cosine",
+    "IsolatedStack",
+    "KafkaProbe",
+    "Sampler",
+    "Services",
+    "StoreProbe",
+    "env_float",
+    "pause_process",
+    "percentile",
+    "publish",
+    "rss_mb",
+    "run_dir",
+    "scaled",
+    "wait_until",
+    "write_report",
+    "write_triton_repository",
+]

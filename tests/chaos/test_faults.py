@@ -52,21 +52,27 @@ from visearch.embedded import item_to_event
 from visearch.shared.datasets import fashion_mnist
 from visearch.shared.kafka import create_topics
 
-pytestmark = [pytest.mark.chaos, pytest.mark.kafka, pytest.mark.milvus, pytest.mark.triton, pytest.mark.models,
-              pytest.mark.slow]
+pytestmark = [
+    pytest.mark.chaos,
+    pytest.mark.kafka,
+    pytest.mark.milvus,
+    pytest.mark.triton,
+    pytest.mark.models,
+    pytest.mark.slow,
+]
 
 SCALE = env_float("VISEARCH_CHAOS_SCALE", 0.3)
-EVENTS = scaled(80, SCALE, 16)                      # events per scenario
-BATCH = 8                                           # VISEARCH_KAFKA_MAX_POLL_RECORDS: several batches per stream
-BROKER_DOWN_S = max(3.0, 15 * SCALE)                # broker stopped this long (plus its stop/start time)
+EVENTS = scaled(80, SCALE, 16)  # events per scenario
+BATCH = 8  # VISEARCH_KAFKA_MAX_POLL_RECORDS: several batches per stream
+BROKER_DOWN_S = max(3.0, 15 * SCALE)  # broker stopped this long (plus its stop/start time)
 MILVUS_DOWN_S = max(3.0, 15 * SCALE)
 TRITON_DOWN_S = env_float("VISEARCH_CHAOS_TRITON_DOWN_S", 30.0 if SCALE >= 1 else 10.0)
-SLOW_S = max(8.0, 30 * SCALE)                       # how long Milvus is slowed by the proxy
-PAUSE_S = 6.0                                       # SIGSTOP of Milvus: below its 10 s session TTL
-PAST_TTL_S = 15.0                                   # ... and past it (make chaos only)
-SLOW_DELAY_S = 0.3                                  # added per chunk, each way, by the delay proxy
-SAMPLE = 3                                          # rows compared with the in-process computation
-WAIT_S = 600                                        # upper bound of any wait (a hang fails, it does not eat CI)
+SLOW_S = max(8.0, 30 * SCALE)  # how long Milvus is slowed by the proxy
+PAUSE_S = 6.0  # SIGSTOP of Milvus: below its 10 s session TTL
+PAST_TTL_S = 15.0  # ... and past it (make chaos only)
+SLOW_DELAY_S = 0.3  # added per chunk, each way, by the delay proxy
+SAMPLE = 3  # rows compared with the in-process computation
+WAIT_S = 600  # upper bound of any wait (a hang fails, it does not eat CI)
 
 REPORT: dict = {"scale": SCALE, "events_per_scenario": EVENTS, "batch": BATCH, "scenarios": {}}
 _offsets = iter(range(0, 60_000, 2_000))  # each scenario its own Fashion-MNIST slice
@@ -92,8 +98,14 @@ class Chain:
         self.prefix = f"c{uuid.uuid4().hex[:8]}"
         # The indexer reaches Milvus through a delay proxy (0 s delay unless a test slows it).
         self.proxy = DelayProxy(stack.ports["milvus"])
-        self.services = Services(stack, self.prefix, ALL_STAGES, log_dir, triton=False,
-                                 extra_env={"VISEARCH_KAFKA_MAX_POLL_RECORDS": str(BATCH)})
+        self.services = Services(
+            stack,
+            self.prefix,
+            ALL_STAGES,
+            log_dir,
+            triton=False,
+            extra_env={"VISEARCH_KAFKA_MAX_POLL_RECORDS": str(BATCH)},
+        )
         self.services.add("indexer", {"VISEARCH_MILVUS_URI": f"http://127.0.0.1:{self.proxy.port}"})
         self.kafka = self.services.kafka
         created = create_topics(self.kafka, ALL_STAGES)
@@ -146,8 +158,10 @@ def print_table() -> None:
     print(f"\nchaos (scale {SCALE}, {EVENTS} events per scenario; reports/chaos.json):")
     print(f"{'scenario':28} {'at fault':>9} {'outage s':>9} {'resume s':>9} {'recovery s':>11} {'twice':>6} {'dlq':>4}")
     for name, r in rows.items():
-        print(f"{name:28} {r['progress_at_fault']:>4}/{r['events']:<4} {r['outage_s']:>9} {r['resume_s']:>9} "
-              f"{r['recovery_s']:>11} {r['processed_twice']:>6} {r['dlq_new']:>4}")
+        print(
+            f"{name:28} {r['progress_at_fault']:>4}/{r['events']:<4} {r['outage_s']:>9} {r['resume_s']:>9} "
+            f"{r['recovery_s']:>11} {r['processed_twice']:>6} {r['dlq_new']:>4}"
+        )
 
 
 def fashion_events(tenant: str, n: int):
@@ -180,21 +194,28 @@ class Scenario:
         Raises:
             AssertionError: it had already finished the stream (too short to test anything).
         """
+
         def mid():
             self.chain.check_alive()
             done = self.progress(stage)
             return done is not None and done >= BATCH and done
 
         progress = wait_until(mid, WAIT_S, 0.1, f"{stage} mid-stream")
-        assert progress < self.n, (f"{stage} finished all {self.n} events before the fault: the stream is too short "
-                                   f"for this machine (raise VISEARCH_CHAOS_SCALE)")
+        assert progress < self.n, (
+            f"{stage} finished all {self.n} events before the fault: the stream is too short "
+            f"for this machine (raise VISEARCH_CHAOS_SCALE)"
+        )
         return int(progress)
 
     def wait_resumed(self, stage: str, since: int) -> float:
         """Wait until ``stage`` commits past ``since`` (or has done the whole stream); return the time."""
         if since < self.n:
-            wait_until(lambda: (self.chain.check_alive(), (self.progress(stage) or 0) > since)[1], WAIT_S, 0.2,
-                       f"{stage} resumed")
+            wait_until(
+                lambda: (self.chain.check_alive(), (self.progress(stage) or 0) > since)[1],
+                WAIT_S,
+                0.2,
+                f"{stage} resumed",
+            )
         return time.perf_counter()
 
     def finish(self, reference: Reference) -> dict:
@@ -213,8 +234,10 @@ class Scenario:
         self.done = time.perf_counter()
         expected = sorted(e.image_id for e in self.events)
         stored = sorted(chain.store.ids(self.tenant))
-        assert stored == expected, (f"{len(stored)} rows, {len(set(stored))} distinct; missing "
-                                    f"{sorted(set(expected) - set(stored))[:5]}, extra {sorted(set(stored) - set(expected))[:5]}")
+        assert stored == expected, (
+            f"{len(stored)} rows, {len(set(stored))} distinct; missing "
+            f"{sorted(set(expected) - set(stored))[:5]}, extra {sorted(set(stored) - set(expected))[:5]}"
+        )
         assert sorted(chain.store.ids(self.tenant, "joint")) == expected
         dlq_after, out_after = chain.probe.dlq_sizes(), chain.probe.output_sizes()
         dlq_new = sum(dlq_after.values()) - sum(self.dlq_before.values())
@@ -225,8 +248,13 @@ class Scenario:
         sample = [self.events[0], self.events[len(self.events) // 2], self.events[-1]][:SAMPLE]
         problems = content_mismatches(chain.store.store, self.tenant, reference.rows(sample, ALL_STAGES))
         assert not problems, problems
-        return {"events": self.n, "processed_twice": int(twice), "dlq_new": int(dlq_new),
-                "total_s": round(self.done - self.start, 1), "models": "triton" if chain.on_triton else "onnxruntime"}
+        return {
+            "events": self.n,
+            "processed_twice": int(twice),
+            "dlq_new": int(dlq_new),
+            "total_s": round(self.done - self.start, 1),
+            "models": "triton" if chain.on_triton else "onnxruntime",
+        }
 
     def record(self, figures: dict) -> dict:
         """Add ``figures`` to reports/chaos.json (rewritten) and print them."""
@@ -251,9 +279,17 @@ def run_scenario(chain: Chain, reference: Reference, name: str, affected: str, i
     at_clear = wait_until(lambda: scenario.progress(affected), WAIT_S, 0.2, "broker answering")
     resumed = scenario.wait_resumed(affected, at_clear)
     common = scenario.finish(reference)
-    return scenario.record({**common, "affected_stage": affected, "progress_at_fault": progress,
-                            "outage_s": outage, "resume_s": resumed - t_clear, "recovery_s": scenario.done - t_clear,
-                            **fault})
+    return scenario.record(
+        {
+            **common,
+            "affected_stage": affected,
+            "progress_at_fault": progress,
+            "outage_s": outage,
+            "resume_s": resumed - t_clear,
+            "recovery_s": scenario.done - t_clear,
+            **fault,
+        }
+    )
 
 
 def restart(chain: Chain, component: str, down_s: float):
@@ -296,14 +332,25 @@ def test_kill_9_every_stage_in_one_stream(chain, reference):
     for (stage, (t_kill, progress)), thread in zip(kills.items(), threads):
         resumed = scenario.wait_resumed(stage, progress)
         thread.join(WAIT_S)
-        per_stage[stage] = {"progress_at_kill": progress, "boot_s": round(boots[stage], 1),
-                            "resume_s": round(resumed - t_kill, 1)}
+        per_stage[stage] = {
+            "progress_at_kill": progress,
+            "boot_s": round(boots[stage], 1),
+            "resume_s": round(resumed - t_kill, 1),
+        }
     first_kill = min(t for t, _ in kills.values())
     last_kill = max(t for t, _ in kills.values())
     common = scenario.finish(reference)
-    scenario.record({**common, "affected_stage": "all", "progress_at_fault": min(p for _, p in kills.values()),
-                     "outage_s": last_kill - first_kill, "resume_s": max(s["resume_s"] for s in per_stage.values()),
-                     "recovery_s": scenario.done - last_kill, "stages": per_stage})
+    scenario.record(
+        {
+            **common,
+            "affected_stage": "all",
+            "progress_at_fault": min(p for _, p in kills.values()),
+            "outage_s": last_kill - first_kill,
+            "resume_s": max(s["resume_s"] for s in per_stage.values()),
+            "recovery_s": scenario.done - last_kill,
+            "stages": per_stage,
+        }
+    )
 
 
 @pytest.mark.full  # `make chaos`: one stream per stage; `make test` kills every stage in one stream
@@ -341,8 +388,12 @@ def test_slow_milvus(chain, reference, mode):
             pause_process(chain.stack.pid("milvus"), PAUSE_S)
         t_clear = time.perf_counter()
         extra = {"delay_per_chunk_s": SLOW_DELAY_S} if mode == "latency" else {}
-        return {"t_fault": t_fault, "t_clear": t_clear, "indexed_during_fault": (chain.probe.committed("indexer") or 0) - before,
-                **extra}
+        return {
+            "t_fault": t_fault,
+            "t_clear": t_clear,
+            "indexed_during_fault": (chain.probe.committed("indexer") or 0) - before,
+            **extra,
+        }
 
     run_scenario(chain, reference, f"slow-milvus[{mode}]", "indexer", inject)
 
@@ -370,8 +421,13 @@ def test_milvus_paused_past_its_session_ttl(chain, reference):
         except TimeoutError:
             exited = False
         up = chain.stack.up("milvus")
-        return {"t_fault": t_fault, "t_clear": time.perf_counter(), "paused_s": PAST_TTL_S, "milvus_exited": exited,
-                "up_s": up}
+        return {
+            "t_fault": t_fault,
+            "t_clear": time.perf_counter(),
+            "paused_s": PAST_TTL_S,
+            "milvus_exited": exited,
+            "up_s": up,
+        }
 
     run_scenario(chain, reference, "milvus-paused-past-ttl", "indexer", inject)
 
@@ -390,5 +446,4 @@ def test_triton_stopped(chain, reference):
     REPORT["switch_to_triton_s"] = round(switch, 1)
 
     inject = restart(chain, "triton", TRITON_DOWN_S)
-    run_scenario(chain, reference, "triton-stopped", "detection",
-                 lambda: {**inject(), "stopped_for_s": TRITON_DOWN_S})
+    run_scenario(chain, reference, "triton-stopped", "detection", lambda: {**inject(), "stopped_for_s": TRITON_DOWN_S})

@@ -21,8 +21,10 @@ from visearch.shared.models.registry import ALL_MODELS
 # unit-tested in tests/unit/test_understanding.py and measured by `make bench`) are lifted, so a signal is not
 # skipped because the shared CI machine is slow (the first OCR call of a process takes ~150 ms here). Set
 # before any settings object is built; services started as processes inherit it.
-os.environ.setdefault("VISEARCH_RANKING_SIGNAL_BUDGETS_MS", json.dumps(
-    {"pixels": 60000, "main_region_embedding": 60000, "classes": 60000, "text": 60000, "objects": 60000}))
+os.environ.setdefault(
+    "VISEARCH_RANKING_SIGNAL_BUDGETS_MS",
+    json.dumps({"pixels": 60000, "main_region_embedding": 60000, "classes": 60000, "text": 60000, "objects": 60000}),
+)
 
 # The photos are ingested by local path: services refuse file URIs unless this is set.
 LOCAL_FILES = ImageSettings(allow_file_uris=True)
@@ -50,8 +52,9 @@ def photos():
 def photo_platform(built_models, photos, tmp_path_factory):
     """An embedded platform whose Milvus Lite database holds the photo catalogue (tenant 'default')."""
     db = tmp_path_factory.mktemp("photos") / "photos.db"
-    platform = EmbeddedPlatform(StoreSettings(uri=str(db)), service_settings=ServiceSettings(tenant="default"),
-                                image_settings=LOCAL_FILES)
+    platform = EmbeddedPlatform(
+        StoreSettings(uri=str(db)), service_settings=ServiceSettings(tenant="default"), image_settings=LOCAL_FILES
+    )
     report = platform.ingest(photos, progress=False)
     assert report.indexed == len(photos) and not report.failed, report.failed
     yield platform

@@ -21,8 +21,12 @@ MILVUS_URI = "http://127.0.0.1:19530"
 
 def script(component: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run deploy/<component>/<component>.sh with args (up, down, status)."""
-    return subprocess.run(["bash", str(ROOT / "deploy" / component / f"{component}.sh"), *args],
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        ["bash", str(ROOT / "deploy" / component / f"{component}.sh"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 class ScriptManaged:
@@ -58,7 +62,10 @@ def wait_serving(address: str, process: subprocess.Popen, timeout_s: float = 120
         while time.monotonic() < deadline:
             assert process.poll() is None, f"server exited early with {process.returncode}"
             try:
-                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
+                if (
+                    stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
+                    == health_pb2.HealthCheckResponse.SERVING
+                ):
                     return
             except grpc.RpcError:
                 pass
@@ -76,7 +83,12 @@ class ServiceProcess:
     def __init__(self, service: str, env: dict[str, str], log_dir: Path) -> None:
         self.service = service
         self.port, self.metrics_port = free_port(), free_port()
-        self.env = {**os.environ, **env, "VISEARCH_GRPC_PORT": str(self.port), "VISEARCH_METRICS_PORT": str(self.metrics_port)}
+        self.env = {
+            **os.environ,
+            **env,
+            "VISEARCH_GRPC_PORT": str(self.port),
+            "VISEARCH_METRICS_PORT": str(self.metrics_port),
+        }
         self.log_path = log_dir / f"{service}.log"
         self.process: subprocess.Popen | None = None
         self._log_offset = 0  # where this start's lines begin in the (appended) log
@@ -89,8 +101,12 @@ class ServiceProcess:
         """Launch the process; with ``wait``, return once it is SERVING (else call :meth:`wait_serving`)."""
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")  # noqa: SIM115 (owned by the child)
-        self.process = subprocess.Popen([sys.executable, "-m", "visearch", "serve", self.service], env=self.env,
-                                        stdout=log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "visearch", "serve", self.service],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         if wait:
             self.wait_serving()
         return self
@@ -104,7 +120,7 @@ class ServiceProcess:
                 wait_serving(self.address, self.process, timeout_s)
                 return
             except (AssertionError, TimeoutError) as exc:
-                this_run = self.log_path.read_bytes()[self._log_offset:].decode(errors="replace")
+                this_run = self.log_path.read_bytes()[self._log_offset :].decode(errors="replace")
                 # free_port() closes its probe socket, so another process's client connection can take the
                 # port before the service binds it: choose new ports and start again.
                 if attempt < _BIND_RETRIES and any(marker in this_run for marker in _BIND_FAILURES):

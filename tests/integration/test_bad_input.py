@@ -58,8 +58,11 @@ EXPECTED_REASONS = {
 
 def test_bad_files_fail_with_reason_and_good_ones_are_indexed(built_models, bad_folder, tmp_path):
     """Each bad file lands in the DLQ with its precise reason; both good photos are searchable."""
-    with EmbeddedPlatform(StoreSettings(uri=str(tmp_path / "bad.db")), service_settings=ServiceSettings(tenant="t"),
-                          image_settings=LOCAL_FILES) as platform:
+    with EmbeddedPlatform(
+        StoreSettings(uri=str(tmp_path / "bad.db")),
+        service_settings=ServiceSettings(tenant="t"),
+        image_settings=LOCAL_FILES,
+    ) as platform:
         report = platform.ingest(folder_catalogue(bad_folder), progress=False, chunk=3)
         assert {image_id: reason for image_id, reason, _ in report.failed} == EXPECTED_REASONS
         assert all(message for _, _, message in report.failed)

@@ -93,8 +93,12 @@ def images(corpus_photos) -> dict[str, common_pb2.Image]:
 def platform(built_models, tmp_path_factory):
     """Detection, embedding and the indexer on Milvus Lite, with the search API over them."""
     db = tmp_path_factory.mktemp("corpus-db") / "corpus.db"
-    with EmbeddedPlatform(StoreSettings(uri=str(db)), service_settings=ServiceSettings(tenant=TENANT), stages=STAGES,
-                          image_settings=SETTINGS) as platform:
+    with EmbeddedPlatform(
+        StoreSettings(uri=str(db)),
+        service_settings=ServiceSettings(tenant=TENANT),
+        stages=STAGES,
+        image_settings=SETTINGS,
+    ) as platform:
         yield platform
 
 
@@ -116,7 +120,9 @@ def image_calls(platform, classification, image: common_pb2.Image) -> dict[str, 
     # SimilarTo reads the image itself (not through EmbedImage): read_uri's messages do not all name
     # their reason, so only inline images and the empty Image message are checked there.
     if image.WhichOneof("source") != "uri":
-        calls["SimilarTo"] = call(platform.search.SimilarTo, search_pb2.SimilarToRequest(image=image, top_k=5, tenant=TENANT))
+        calls["SimilarTo"] = call(
+            platform.search.SimilarTo, search_pb2.SimilarToRequest(image=image, top_k=5, tenant=TENANT)
+        )
     return calls
 
 
@@ -139,7 +145,9 @@ def test_unusual_valid_images_are_answered(platform, classification, images):
     a classification and search answers."""
     kinds = [c.kind for c in GOOD_IMAGES]
     request_images = [images[k] for k in kinds]
-    status, details, embedded = call(platform.embedding.EmbedImage, embedding_pb2.EmbedImageRequest(images=request_images))
+    status, details, embedded = call(
+        platform.embedding.EmbedImage, embedding_pb2.EmbedImageRequest(images=request_images)
+    )
     assert status == "OK", details
     for kind, embedding in zip(kinds, embedded.embeddings, strict=True):
         vector = np.asarray(embedding.image.values)
@@ -150,8 +158,9 @@ def test_unusual_valid_images_are_answered(platform, classification, images):
     for case, result in zip(GOOD_IMAGES, detected.results, strict=True):
         assert (result.width, result.height) == case.size, case.kind
     for start in range(0, len(kinds), 16):  # Classify takes at most 16 images per request
-        status, details, classified = call(classification.Classify,
-                                           classification_pb2.ClassifyRequest(images=request_images[start:start + 16]))
+        status, details, classified = call(
+            classification.Classify, classification_pb2.ClassifyRequest(images=request_images[start : start + 16])
+        )
         assert status == "OK", details
         assert all(result.colours and result.attributes for result in classified.results)
     for case in GOOD_IMAGES[:4] + STRIPS:
@@ -166,8 +175,12 @@ def publish_corpus(platform, corpus_photos, images) -> dict[str, EventCase | Ima
     """Publish every image case (as an upsert) and every event case; returns message key -> case."""
     by_key: dict[str, EventCase | ImageCase] = {}
     for case in IMAGE_CASES:
-        event = events_pb2.ImageEvent(image_id=f"img-{case.kind}", kind=events_pb2.ImageEvent.KIND_UPSERT,
-                                      image=images[case.kind], product=events_pb2.Product(title=case.description))
+        event = events_pb2.ImageEvent(
+            image_id=f"img-{case.kind}",
+            kind=events_pb2.ImageEvent.KIND_UPSERT,
+            image=images[case.kind],
+            product=events_pb2.Product(title=case.description),
+        )
         platform.publish(event)
         by_key[event.image_id] = case
     for case in EVENT_CASES:
@@ -198,7 +211,9 @@ def test_pipeline_dead_letters_each_bad_input_with_its_reason_and_keeps_going(pl
         worker.drain()  # raises if a worker would crash (a bug, or a DLQ-policy trip)
     first = platform.workers[0].stage.name
     where = {"decode": first, "image": FIRST_IMAGE_STAGE, "indexer": "indexer"}
-    expected = {key: (case.reason, where[getattr(case, "stage", "image")]) for key, case in by_key.items() if not case.ok}
+    expected = {
+        key: (case.reason, where[getattr(case, "stage", "image")]) for key, case in by_key.items() if not case.ok
+    }
     assert dead_letters(platform) == expected
 
     store = platform.store
@@ -242,8 +257,11 @@ def run_bombs_and_strips(platform, classification, images, tag: str) -> None:
     for case in BOMBS + STRIPS:
         for method, (status, details, _) in image_calls(platform, classification, images[case.kind]).items():
             assert status == case.status and (case.ok or case.reason in details), (case.kind, method, details)
-        platform.publish(events_pb2.ImageEvent(image_id=f"{tag}-{case.kind}", kind=events_pb2.ImageEvent.KIND_UPSERT,
-                                               image=images[case.kind]))
+        platform.publish(
+            events_pb2.ImageEvent(
+                image_id=f"{tag}-{case.kind}", kind=events_pb2.ImageEvent.KIND_UPSERT, image=images[case.kind]
+            )
+        )
     results = [worker.drain() for worker in platform.workers]
     assert results[0] == (len(STRIPS), len(BOMBS)) and results[-1] == (len(STRIPS), 0)
 
@@ -301,7 +319,9 @@ def test_worker_dead_letters_an_output_over_the_message_limit():
     (``message_too_large``) instead of failing the produce forever; the others go on."""
     transport, limit = InProcessTransport(), 64 * 1024
     for image_id in ("small-1", "big-1", "small-2"):
-        transport.produce("in", *encode_event(events_pb2.ImageEvent(image_id=image_id, kind=events_pb2.ImageEvent.KIND_DELETE)))
+        transport.produce(
+            "in", *encode_event(events_pb2.ImageEvent(image_id=image_id, kind=events_pb2.ImageEvent.KIND_DELETE))
+        )
     worker = StageWorker(Grow(extra=limit), transport, "in", "out", max_message_bytes=limit)
     assert worker.drain() == (2, 1)
     assert [m.key for m in transport.messages("out")] == [b"small-1", b"small-2"]

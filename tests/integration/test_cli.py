@@ -14,7 +14,9 @@ pytestmark = [pytest.mark.models, pytest.mark.milvus_lite]
 
 
 def visearch(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "visearch", *args], env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "visearch", *args], env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_ingest_folder_with_metadata_then_search(built_models, photos, tmp_path):
@@ -27,11 +29,16 @@ def test_ingest_folder_with_metadata_then_search(built_models, photos, tmp_path)
     shutil.copy(by_id["photo-coffee"].uri, folder / "mug.png")
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     metadata = tmp_path / "products.jsonl"
-    metadata.write_text("\n".join(json.dumps(row) for row in [
-        {"image_id": "pets/dog", "title": "Dog poster", "category": "posters", "price": 25, "in_stock": True},
-        {"image_id": "pets/cat", "title": "Cat poster", "category": "posters", "price": 30, "in_stock": False},
-        {"file": "mug.png", "title": "Coffee mug", "category": "kitchen", "price": 12.5, "brand": "acme"},
-    ]))
+    metadata.write_text(
+        "\n".join(
+            json.dumps(row)
+            for row in [
+                {"image_id": "pets/dog", "title": "Dog poster", "category": "posters", "price": 25, "in_stock": True},
+                {"image_id": "pets/cat", "title": "Cat poster", "category": "posters", "price": 30, "in_stock": False},
+                {"file": "mug.png", "title": "Coffee mug", "category": "kitchen", "price": 12.5, "brand": "acme"},
+            ]
+        )
+    )
     env = {**os.environ, "VISEARCH_MILVUS_URI": str(tmp_path / "cli.db")}
 
     ingest = visearch("ingest", str(folder), "--metadata", str(metadata), "--no-progress", env=env)

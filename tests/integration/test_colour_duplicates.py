@@ -27,22 +27,29 @@ pytestmark = [pytest.mark.models]
 
 # (photo, crop box in pixels of the original) -> the colour a person sees dominating it
 CROPS = {
-    ("photo-motorcycle", (340, 170, 470, 240)): "red",         # the tank
-    ("photo-coffee", (85, 160, 195, 340)): "red",              # the saucer
-    ("photo-retina", (300, 300, 1100, 1100)): "red",           # the fundus
-    ("photo-astronaut", (30, 290, 130, 480)): "orange",        # the flight suit
-    ("photo-scream", (0, 0, 352, 110)): "orange",              # the sky
-    ("photo-person", (195, 130, 262, 235)): "blue",            # the jacket
-    ("photo-rocket", (0, 0, 640, 150)): "navy",                # the night sky
-    ("photo-giraffe", (0, 0, 150, 250)): "green",              # the foliage
-    ("photo-china", (250, 0, 640, 110)): "light blue",         # the hazy sky
-    ("photo-kite", (700, 700, 1352, 900)): "beige",            # the sand
-    ("photo-flower", (0, 0, 160, 200)): "teal",                # the blurred background
-    ("photo-dog", (0, 420, 768, 576)): "grey",                 # the porch floor
+    ("photo-motorcycle", (340, 170, 470, 240)): "red",  # the tank
+    ("photo-coffee", (85, 160, 195, 340)): "red",  # the saucer
+    ("photo-retina", (300, 300, 1100, 1100)): "red",  # the fundus
+    ("photo-astronaut", (30, 290, 130, 480)): "orange",  # the flight suit
+    ("photo-scream", (0, 0, 352, 110)): "orange",  # the sky
+    ("photo-person", (195, 130, 262, 235)): "blue",  # the jacket
+    ("photo-rocket", (0, 0, 640, 150)): "navy",  # the night sky
+    ("photo-giraffe", (0, 0, 150, 250)): "green",  # the foliage
+    ("photo-china", (250, 0, 640, 110)): "light blue",  # the hazy sky
+    ("photo-kite", (700, 700, 1352, 900)): "beige",  # the sand
+    ("photo-flower", (0, 0, 160, 200)): "teal",  # the blurred background
+    ("photo-dog", (0, 420, 768, 576)): "grey",  # the porch floor
 }
 # whole photos with one clear colour; the others are mixed and carry no label
-WHOLE = {"photo-retina": "red", "photo-rocket": "navy", "photo-hubble": "black", "photo-brick": "grey",
-         "photo-gravel": "grey", "photo-grass": "grey", "photo-giraffe": "green"}
+WHOLE = {
+    "photo-retina": "red",
+    "photo-rocket": "navy",
+    "photo-hubble": "black",
+    "photo-brick": "grey",
+    "photo-gravel": "grey",
+    "photo-grass": "grey",
+    "photo-giraffe": "green",
+}
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +68,15 @@ def labelled(images) -> dict[str, tuple[Image.Image, str | None]]:
 
 def test_palette_search_ranks_the_labelled_colour_first(labelled):
     descriptors = {name: colour_descriptor(img) for name, (img, _) in labelled.items()}
-    for query, label in [(["red"], "red"), (["#d02020"], "red"), (["navy"], "navy"), (["blue"], "blue"),
-                         (["green"], "green"), (["teal"], "teal"), (["beige"], "beige")]:
+    for query, label in [
+        (["red"], "red"),
+        (["#d02020"], "red"),
+        (["navy"], "navy"),
+        (["blue"], "blue"),
+        (["green"], "green"),
+        (["teal"], "teal"),
+        (["beige"], "beige"),
+    ]:
         wanted = {name for name, (_, colour) in labelled.items() if colour == label}
         q = palette_descriptor(query)
         scores = {name: float(d @ q) for name, d in descriptors.items()}
@@ -77,8 +91,10 @@ def test_palette_search_ranks_the_labelled_colour_first(labelled):
 
 
 def test_dominant_colour_names_of_real_photos(images):
-    names = {pid: [t.name for t in dominant_colours(images[pid])] for pid in
-             ("photo-retina", "photo-rocket", "photo-astronaut", "photo-gravel", "photo-giraffe", "photo-person")}
+    names = {
+        pid: [t.name for t in dominant_colours(images[pid])]
+        for pid in ("photo-retina", "photo-rocket", "photo-astronaut", "photo-gravel", "photo-giraffe", "photo-person")
+    }
     assert names["photo-retina"][:2] == ["red", "black"], names
     assert names["photo-rocket"][0] == "navy", names
     assert {"orange", "black", "light grey"} <= set(names["photo-astronaut"][:3]), names
@@ -109,8 +125,13 @@ def test_perceptual_hash_flags_copies_and_not_distinct_photos(images):
     assert [n for n in names if not is_near_duplicate(originals[n], copies95[n])] == ["photo-brick"], d95
     # 90 % crops: most are flagged (measured 16 of 19); the rest are left to verify_match
     assert sum(is_near_duplicate(originals[n], copies90[n]) for n in names) >= 15, d90
-    distinct = {(a, b): hash_distance(originals[a], h) for a in names for b in names if a != b
-                for h in (originals[b], copies90[b], copies95[b])}
+    distinct = {
+        (a, b): hash_distance(originals[a], h)
+        for a in names
+        for b in names
+        if a != b
+        for h in (originals[b], copies90[b], copies95[b])
+    }
     flagged = [pair for pair, d in distinct.items() if d <= 16]
     assert not flagged, flagged
     assert min(distinct.values()) >= 18 and np.median(list(distinct.values())) >= 28, min(distinct.values())

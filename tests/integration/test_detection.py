@@ -27,7 +27,7 @@ DOG_JPG = {  # darknet data/dog.jpg, 768 x 576
     "truck": (467, 75, 690, 170),  # a white pickup: COCO has it as "truck"; "car" is accepted too
 }
 HORSES_JPG = [  # darknet data/horses.jpg, 773 x 512: the three horses in full view
-    (0, 195, 316, 410),    # white horse, front left
+    (0, 195, 316, 410),  # white horse, front left
     (235, 198, 418, 362),  # dark brown horse, middle
     (436, 211, 597, 345),  # dappled grey horse, right
 ]

@@ -49,16 +49,20 @@ SCREENSHOT_MIN_RECALL_AT_1 = 0.95
 OPENVOCAB_MIN_GAIN = 0.10
 OPENVOCAB_MIN_HIT_AT_3 = 0.65
 # What turns the issue's text-query techniques off (ConseSettings, read by the embedded platform).
-TEXT_QUERY_OFF = {"VISEARCH_CONSE_QUERY_VISUAL": "false", "VISEARCH_CONSE_QUERY_CONCEPTS": "0",
-                  "VISEARCH_CONSE_QUERY_CENTERING": "0"}
+TEXT_QUERY_OFF = {
+    "VISEARCH_CONSE_QUERY_VISUAL": "false",
+    "VISEARCH_CONSE_QUERY_CONCEPTS": "0",
+    "VISEARCH_CONSE_QUERY_CENTERING": "0",
+}
 
 
 @pytest.fixture(scope="module")
 def ablation(built_models, tmp_path_factory):
     suites = build_suites(["neardup", "text2image", "screenshot"], distractors=20, transforms=HARD_TRANSFORMS)
     db = tmp_path_factory.mktemp("eval") / "eval.db"
-    with EmbeddedPlatform(StoreSettings(uri=str(db)), image_settings=LOCAL_FILES,
-                          ranking_settings=evaluation_settings()) as platform:
+    with EmbeddedPlatform(
+        StoreSettings(uri=str(db)), image_settings=LOCAL_FILES, ranking_settings=evaluation_settings()
+    ) as platform:
         return evaluate(platform, suites, ["visual_only", "blended"], k=K, depth=50, progress=False)
 
 
@@ -72,8 +76,9 @@ def openvocab(built_models, tmp_path_factory):
             for key, value in env.items():
                 patch.setenv(key, value)
             db = tmp_path_factory.mktemp(f"eval-openvocab-{name}") / "eval.db"
-            with EmbeddedPlatform(StoreSettings(uri=str(db)), image_settings=LOCAL_FILES,
-                                  ranking_settings=evaluation_settings()) as platform:
+            with EmbeddedPlatform(
+                StoreSettings(uri=str(db)), image_settings=LOCAL_FILES, ranking_settings=evaluation_settings()
+            ) as platform:
                 assert (platform.embedder.text_map is None) == (name == "off")
                 runs[name] = evaluate(platform, suites, ["blended"], k=K, depth=50, progress=False)
     return runs
@@ -84,8 +89,12 @@ def int8_text2image(built_models, tmp_path_factory):
     TEXT_MODEL_INT8.locate(ModelSettings().cache_dir)  # fails (not skips) when `visearch models build` has not made it
     suites = build_suites(["text2image"], distractors=20)
     db = tmp_path_factory.mktemp("eval-int8") / "eval.db"
-    with EmbeddedPlatform(StoreSettings(uri=str(db)), model_settings=ModelSettings(text_int8=True),
-                          image_settings=LOCAL_FILES, ranking_settings=evaluation_settings()) as platform:
+    with EmbeddedPlatform(
+        StoreSettings(uri=str(db)),
+        model_settings=ModelSettings(text_int8=True),
+        image_settings=LOCAL_FILES,
+        ranking_settings=evaluation_settings(),
+    ) as platform:
         assert platform.embedder.text_model.startswith(f"{TEXT_MODEL_INT8.name}@")
         return evaluate(platform, suites, ["visual_only", "blended"], k=K, depth=50, progress=False)
 
@@ -128,8 +137,12 @@ def test_open_vocabulary_text_queries_find_more(openvocab):
     text-to-visual map and the WordNet concepts lift blended nDCG@10 by OPENVOCAB_MIN_GAIN over the joint
     space alone, and hit@3 reaches OPENVOCAB_MIN_HIT_AT_3."""
     summary = {name: run["suites"]["openvocab"]["profiles"]["blended"]["summary"] for name, run in openvocab.items()}
-    figures = {name: {m: s[m] if isinstance(s[m], str) else round(s[m], 4)
-                      for m in (f"nDCG@{K}", "hit@3", "hub@3", "hub_image")} for name, s in summary.items()}
+    figures = {
+        name: {
+            m: s[m] if isinstance(s[m], str) else round(s[m], 4) for m in (f"nDCG@{K}", "hit@3", "hub@3", "hub_image")
+        }
+        for name, s in summary.items()
+    }
     print("openvocab", json.dumps(figures))
     assert summary["on"][f"nDCG@{K}"] >= summary["off"][f"nDCG@{K}"] + OPENVOCAB_MIN_GAIN, figures
     assert summary["on"]["hit@3"] >= OPENVOCAB_MIN_HIT_AT_3, figures
@@ -140,10 +153,33 @@ def test_eval_command_writes_json_markdown_and_plots(built_models, tmp_path):
     from visearch.cli import app
 
     out = tmp_path / "report"
-    result = CliRunner().invoke(app, [
-        "eval", "--suite", "fashion", "--profile", "visual_only", "--profile", "blended", "--profile", "blended-no-tags",
-        "--fashion-catalogue", "60", "--fashion-queries", "6", "--k", "5", "--depth", "20", "--out", str(out),
-        "--db", str(tmp_path / "eval.db"), "--no-progress"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "--suite",
+            "fashion",
+            "--profile",
+            "visual_only",
+            "--profile",
+            "blended",
+            "--profile",
+            "blended-no-tags",
+            "--fashion-catalogue",
+            "60",
+            "--fashion-queries",
+            "6",
+            "--k",
+            "5",
+            "--depth",
+            "20",
+            "--out",
+            str(out),
+            "--db",
+            str(tmp_path / "eval.db"),
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 0, result.output + repr(result.exception)
     doc = json.loads((out / "results.json").read_text())
     fashion = doc["suites"]["fashion"]

@@ -17,7 +17,7 @@ from visearch.v1 import common_pb2, search_pb2
 pytestmark = [pytest.mark.models, pytest.mark.milvus_lite, pytest.mark.slow]
 
 CATALOGUE_SIZE = 2000  # first 2,000 training images
-QUERIES = 200          # first 200 test-split images: never indexed (held out)
+QUERIES = 200  # first 200 test-split images: never indexed (held out)
 K = 10
 # Asserted margin over chance. Chance precision@10 for a random ranking is sum_c p_c^2 (about 0.10
 # for Fashion-MNIST's balanced classes); frozen ImageNet features are far better than that.
@@ -28,8 +28,11 @@ def test_precision_at_10_beats_chance(tmp_path):
     """Held-out queries retrieve same-category products far above the chance baseline."""
     # Category retrieval depends on the visual embedding only: the chain is embedding -> indexer, as a
     # thumbnail catalogue would be configured (detection and OCR find nothing in 28 x 28 images).
-    with EmbeddedPlatform(StoreSettings(uri=str(tmp_path / "fmnist.db")), service_settings=ServiceSettings(tenant="fmnist"),
-                          stages=["embedding", "indexer"]) as platform:
+    with EmbeddedPlatform(
+        StoreSettings(uri=str(tmp_path / "fmnist.db")),
+        service_settings=ServiceSettings(tenant="fmnist"),
+        stages=["embedding", "indexer"],
+    ) as platform:
         catalogue = list(fashion_mnist("train", limit=CATALOGUE_SIZE))
         report = platform.ingest(catalogue, progress=False)
         assert report.indexed == CATALOGUE_SIZE and not report.failed
@@ -47,8 +50,12 @@ def test_precision_at_10_beats_chance(tmp_path):
         precision = sum(precisions) / len(precisions)
 
     result = {
-        "catalogue": CATALOGUE_SIZE, "queries": QUERIES, "k": K, "precision_at_10": round(precision, 4),
-        "chance": round(chance, 4), "per_class": {c: round(sum(v) / len(v), 3) for c, v in sorted(per_class.items())},
+        "catalogue": CATALOGUE_SIZE,
+        "queries": QUERIES,
+        "k": K,
+        "precision_at_10": round(precision, 4),
+        "chance": round(chance, 4),
+        "per_class": {c: round(sum(v) / len(v), 3) for c, v in sorted(per_class.items())},
     }
     print("fashion-mnist", json.dumps(result))
     report_dir = os.environ.get("VISEARCH_REPORT_DIR")

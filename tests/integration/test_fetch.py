@@ -48,7 +48,9 @@ class Server:
             def do_GET(self):  # noqa: N802
                 outer.requests.append((self.path, self.headers.get("Host", "")))
                 path, _, query = self.path.partition("?")
-                route = getattr(outer, "route_" + path.strip("/").split("/")[0].replace("-", "_").replace(".", "_"), None)
+                route = getattr(
+                    outer, "route_" + path.strip("/").split("/")[0].replace("-", "_").replace(".", "_"), None
+                )
                 if route is None:
                     self.send_error(404)
                     return
@@ -213,7 +215,9 @@ def test_bytes_decide_not_the_content_type(server, photo):
 
 def test_http_errors_are_image_fetch_failed(server):
     """A 404 -> image_fetch_failed naming the status."""
-    error = refused(f"http://127.0.0.1:{server.port}/nothing-here.jpg", "image_fetch_failed", fetch_allow_cidrs=LOOPBACK)
+    error = refused(
+        f"http://127.0.0.1:{server.port}/nothing-here.jpg", "image_fetch_failed", fetch_allow_cidrs=LOOPBACK
+    )
     assert "404" in str(error)
 
 
@@ -244,16 +248,19 @@ def test_too_many_redirects(server):
     refused(f"{base}/hop/0", "too_many_redirects", fetch_allow_cidrs=LOOPBACK, fetch_max_redirects=0)
 
 
-@pytest.mark.parametrize(("target", "category"), [
-    ("http://169.254.169.254/latest/meta-data/iam/security-credentials/", "cloud_metadata"),
-    ("http://[fd00:ec2::254]/latest/meta-data/", "cloud_metadata"),
-    ("http://[::ffff:169.254.169.254]/latest/meta-data/", "cloud_metadata"),
-    ("http://10.0.0.1/admin", "private"),
-    ("http://192.168.1.1/", "private"),
-    ("http://100.64.0.1/", "shared_cgnat"),
-    ("http://[::1]:9091/metrics", "loopback"),
-    ("http://0.0.0.0:19530/", "unspecified"),
-])
+@pytest.mark.parametrize(
+    ("target", "category"),
+    [
+        ("http://169.254.169.254/latest/meta-data/iam/security-credentials/", "cloud_metadata"),
+        ("http://[fd00:ec2::254]/latest/meta-data/", "cloud_metadata"),
+        ("http://[::ffff:169.254.169.254]/latest/meta-data/", "cloud_metadata"),
+        ("http://10.0.0.1/admin", "private"),
+        ("http://192.168.1.1/", "private"),
+        ("http://100.64.0.1/", "shared_cgnat"),
+        ("http://[::1]:9091/metrics", "loopback"),
+        ("http://0.0.0.0:19530/", "unspecified"),
+    ],
+)
 def test_redirect_to_internal_address_is_refused(server, target, category):
     """The first hop is allowlisted, the redirect target is not: it is checked again and refused."""
     url = f"http://127.0.0.1:{server.port}/redirect?to={urllib.parse.quote(target, safe='')}"
@@ -295,7 +302,9 @@ class FlippingResolver:
 def test_connection_goes_to_the_checked_address_with_the_name_in_host(server, photo):
     """images.example is resolved once; the connection goes to that address and sends the name as Host."""
     resolver = FlippingResolver()
-    result = ImageFetcher(ImageSettings(fetch_allow_cidrs=LOOPBACK), resolver).fetch(f"http://images.example:{server.port}/photo.jpg")
+    result = ImageFetcher(ImageSettings(fetch_allow_cidrs=LOOPBACK), resolver).fetch(
+        f"http://images.example:{server.port}/photo.jpg"
+    )
     assert result.data == photo
     assert resolver.calls == 1
     assert server.requests == [("/photo.jpg", f"images.example:{server.port}")]
@@ -305,7 +314,9 @@ def test_rebinding_between_hops_is_caught(server):
     """The name's second answer (for the redirect) is private: the redirect hop is refused."""
     resolver = FlippingResolver()
     with pytest.raises(ImageFetchError) as info:
-        ImageFetcher(ImageSettings(fetch_allow_cidrs=LOOPBACK), resolver).fetch(f"http://images.example:{server.port}/hop/0")
+        ImageFetcher(ImageSettings(fetch_allow_cidrs=LOOPBACK), resolver).fetch(
+            f"http://images.example:{server.port}/hop/0"
+        )
     assert info.value.reason == "address_not_allowed" and "10.0.0.1 (private)" in str(info.value)
     assert resolver.calls == 2 and server.paths() == ["/hop/0"]
 
@@ -338,16 +349,22 @@ def test_drip_feed_hits_the_total_timeout(server):
 def test_endless_body_is_cut_at_max_bytes(server):
     """A body without end -> image_too_large once max_bytes (1 MiB) is passed, long before the server is done."""
     start = time.monotonic()
-    refused(f"http://127.0.0.1:{server.port}/endless", "image_too_large", error=InvalidImageError,
-            fetch_allow_cidrs=LOOPBACK, max_bytes=1024 * 1024)
+    refused(
+        f"http://127.0.0.1:{server.port}/endless",
+        "image_too_large",
+        error=InvalidImageError,
+        fetch_allow_cidrs=LOOPBACK,
+        max_bytes=1024 * 1024,
+    )
     assert time.monotonic() - start < 5.0
     assert server.streamed < 64 * 1024 * 1024
 
 
 def test_declared_oversize_is_refused_before_reading(server):
     """Content-Length of 10 GB over a 20 MiB limit -> image_too_large at once."""
-    error = refused(f"http://127.0.0.1:{server.port}/huge", "image_too_large", error=InvalidImageError,
-                    fetch_allow_cidrs=LOOPBACK)
+    error = refused(
+        f"http://127.0.0.1:{server.port}/huge", "image_too_large", error=InvalidImageError, fetch_allow_cidrs=LOOPBACK
+    )
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT
 
 
@@ -375,16 +392,23 @@ def tls_files(tmp_path_factory):
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
     now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
     folder = tmp_path_factory.mktemp("tls")
     (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (folder / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                       serialization.NoEncryption()))
+    (folder / "key.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return folder / "cert.pem", folder / "key.pem"
 
 
@@ -400,7 +424,9 @@ def tls_server(photo, tls_files):
 def test_https_pins_the_address_but_sends_and_verifies_the_name(tls_server, tls_files, photo):
     """https://localhost: connected to the checked address, SNI and Host are "localhost", the certificate
     is verified against that name (with the CA from fetch_ca_file)."""
-    result = fetch(f"https://localhost:{tls_server.port}/photo.jpg", fetch_allow_hosts="localhost", fetch_ca_file=tls_files[0])
+    result = fetch(
+        f"https://localhost:{tls_server.port}/photo.jpg", fetch_allow_hosts="localhost", fetch_ca_file=tls_files[0]
+    )
     assert result.data == photo
     assert tls_server.sni and set(tls_server.sni) == {"localhost"}
     assert tls_server.requests == [("/photo.jpg", f"localhost:{tls_server.port}")]
@@ -408,8 +434,12 @@ def test_https_pins_the_address_but_sends_and_verifies_the_name(tls_server, tls_
 
 def test_https_certificate_must_match_the_url_host(tls_server, tls_files):
     """The same server by IP address: the certificate does not name 127.0.0.1 -> refused (TLS)."""
-    error = refused(f"https://127.0.0.1:{tls_server.port}/photo.jpg", "image_fetch_failed",
-                    fetch_allow_cidrs=LOOPBACK, fetch_ca_file=tls_files[0])
+    error = refused(
+        f"https://127.0.0.1:{tls_server.port}/photo.jpg",
+        "image_fetch_failed",
+        fetch_allow_cidrs=LOOPBACK,
+        fetch_ca_file=tls_files[0],
+    )
     assert "TLS" in str(error)
     assert tls_server.requests == []
 
@@ -431,7 +461,9 @@ def embedding_grpc(built_models):
     from visearch.v1 import embedding_pb2_grpc
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    embedding_pb2_grpc.add_EmbeddingServiceServicer_to_server(EmbeddingService(Embedder.from_cache(), ImageSettings()), server)
+    embedding_pb2_grpc.add_EmbeddingServiceServicer_to_server(
+        EmbeddingService(Embedder.from_cache(), ImageSettings()), server
+    )
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
@@ -441,13 +473,16 @@ def embedding_grpc(built_models):
 
 
 @pytest.mark.models
-@pytest.mark.parametrize(("uri", "reason"), [
-    ("http://10.0.0.1/catalogue/a.jpg", "address_not_allowed"),
-    ("http://169.254.169.254/latest/meta-data/iam/security-credentials/", "address_not_allowed"),
-    ("http://[::ffff:127.0.0.1]:50051/", "address_not_allowed"),
-    ("file:///etc/passwd", "scheme_not_allowed"),
-    ("/etc/passwd", "scheme_not_allowed"),
-])
+@pytest.mark.parametrize(
+    ("uri", "reason"),
+    [
+        ("http://10.0.0.1/catalogue/a.jpg", "address_not_allowed"),
+        ("http://169.254.169.254/latest/meta-data/iam/security-credentials/", "address_not_allowed"),
+        ("http://[::ffff:127.0.0.1]:50051/", "address_not_allowed"),
+        ("file:///etc/passwd", "scheme_not_allowed"),
+        ("/etc/passwd", "scheme_not_allowed"),
+    ],
+)
 def test_embedding_service_refuses_internal_uris_with_failed_precondition(embedding_grpc, uri, reason):
     """EmbedImage with an image URI to a private address or a local file -> FAILED_PRECONDITION naming the reason."""
     from visearch.v1 import common_pb2, embedding_pb2
@@ -465,8 +500,10 @@ def test_embedding_service_refuses_loopback_test_server(embedding_grpc, server):
     from visearch.v1 import common_pb2, embedding_pb2
 
     with pytest.raises(grpc.RpcError) as info:
-        embedding_grpc.EmbedImage(embedding_pb2.EmbedImageRequest(
-            images=[common_pb2.Image(uri=f"http://127.0.0.1:{server.port}/photo.jpg")]), timeout=30)
+        embedding_grpc.EmbedImage(
+            embedding_pb2.EmbedImageRequest(images=[common_pb2.Image(uri=f"http://127.0.0.1:{server.port}/photo.jpg")]),
+            timeout=30,
+        )
     assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "address_not_allowed" in info.value.details() and "loopback" in info.value.details()
     assert server.requests == []

@@ -45,8 +45,14 @@ def infra():
 
 @pytest.fixture(scope="module")
 def kafka_settings(infra) -> KafkaSettings:
-    settings = KafkaSettings(bootstrap=KAFKA_BOOTSTRAP, topic_prefix=PREFIX, partitions=3, poll_timeout_s=0.5,
-                             retry_initial_s=0.5, retry_max_s=5.0)
+    settings = KafkaSettings(
+        bootstrap=KAFKA_BOOTSTRAP,
+        topic_prefix=PREFIX,
+        partitions=3,
+        poll_timeout_s=0.5,
+        retry_initial_s=0.5,
+        retry_max_s=5.0,
+    )
     created = create_topics(settings, STAGES)
     assert set(created.values()) == {"created"}
     return settings
@@ -62,10 +68,17 @@ def store(infra):
 @pytest.fixture(scope="module")
 def services(built_models, kafka_settings, store, tmp_path_factory):
     """embedding and indexer as processes, consuming this module's topics."""
-    env = {"VISEARCH_KAFKA_BOOTSTRAP": KAFKA_BOOTSTRAP, "VISEARCH_KAFKA_TOPIC_PREFIX": PREFIX,
-           "VISEARCH_KAFKA_PARTITIONS": "3", "VISEARCH_KAFKA_POLL_TIMEOUT_S": "0.5", "VISEARCH_KAFKA_RETRY_MAX_S": "5",
-           "VISEARCH_MILVUS_URI": MILVUS_URI, "VISEARCH_MILVUS_COLLECTION_PREFIX": PREFIX,
-           "VISEARCH_PIPELINE_STAGES": ",".join(STAGES), "VISEARCH_LOG_LEVEL": "info"}
+    env = {
+        "VISEARCH_KAFKA_BOOTSTRAP": KAFKA_BOOTSTRAP,
+        "VISEARCH_KAFKA_TOPIC_PREFIX": PREFIX,
+        "VISEARCH_KAFKA_PARTITIONS": "3",
+        "VISEARCH_KAFKA_POLL_TIMEOUT_S": "0.5",
+        "VISEARCH_KAFKA_RETRY_MAX_S": "5",
+        "VISEARCH_MILVUS_URI": MILVUS_URI,
+        "VISEARCH_MILVUS_COLLECTION_PREFIX": PREFIX,
+        "VISEARCH_PIPELINE_STAGES": ",".join(STAGES),
+        "VISEARCH_LOG_LEVEL": "info",
+    }
     logs = tmp_path_factory.mktemp("service-logs")
     procs = {name: ServiceProcess(name, env, logs) for name in ("embedding", "indexer")}
     try:
@@ -147,10 +160,16 @@ def test_delete_attribute_update_and_redelivery(services, kafka_settings, store)
     assert store.count(tenant=tenant) == 1
     before = store.get(tenant, event.image_id)
 
-    update = events_pb2.ImageEvent(image_id=event.image_id, kind=Kind.KIND_ATTRIBUTE_UPDATE, tenant=tenant,
-                                   product=events_pb2.Product(in_stock=False, price=99.5))
+    update = events_pb2.ImageEvent(
+        image_id=event.image_id,
+        kind=Kind.KIND_ATTRIBUTE_UPDATE,
+        tenant=tenant,
+        product=events_pb2.Product(in_stock=False, price=99.5),
+    )
     publish(kafka_settings, [update])
-    after = wait_until(lambda: (r := store.get(tenant, event.image_id)) and r["price"] == 99.5 and r, 120, what="updated")
+    after = wait_until(
+        lambda: (r := store.get(tenant, event.image_id)) and r["price"] == 99.5 and r, 120, what="updated"
+    )
     assert after["in_stock"] is False and after["title"] == before["title"] and after["category"] == before["category"]
     assert np.allclose(after["vector"], before["vector"])
 
@@ -164,8 +183,12 @@ def test_poison_events_go_to_dlq_with_reasons(services, kafka_settings, store):
     """Bad image bytes, bad protobuf and missing fields land in the DLQ; good events around them pass."""
     tenant = "poison"
     good = fashion_events(tenant, 4, offset=100)
-    bad_image = events_pb2.ImageEvent(image_id="bad-image", kind=Kind.KIND_UPSERT, tenant=tenant,
-                                      image=common_pb2.Image(content=b"\xff\xd8\xff\xe0 truncated jpeg"))
+    bad_image = events_pb2.ImageEvent(
+        image_id="bad-image",
+        kind=Kind.KIND_UPSERT,
+        tenant=tenant,
+        image=common_pb2.Image(content=b"\xff\xd8\xff\xe0 truncated jpeg"),
+    )
     no_id = events_pb2.ImageEvent(kind=Kind.KIND_UPSERT, tenant=tenant, image=common_pb2.Image(content=b"x"))
     no_kind = events_pb2.ImageEvent(image_id="no-kind", tenant=tenant)
     transport = KafkaTransport(kafka_settings, "test-poison")
@@ -173,15 +196,22 @@ def test_poison_events_go_to_dlq_with_reasons(services, kafka_settings, store):
     try:
         for event in (good[0], bad_image, good[1], no_id, no_kind, good[2]):
             transport.produce(topic, *encode_event(event))
-        transport.produce(topic, b"garbage", b"\x08\x96\x01\xff\xff not a protobuf", {HEADER_SCHEMA: "visearch.v1.ImageEvent",
-                                                                                       HEADER_TRACE_ID: "t-garbage"})
+        transport.produce(
+            topic,
+            b"garbage",
+            b"\x08\x96\x01\xff\xff not a protobuf",
+            {HEADER_SCHEMA: "visearch.v1.ImageEvent", HEADER_TRACE_ID: "t-garbage"},
+        )
         transport.produce(topic, *encode_event(good[3]))
         transport.flush()
     finally:
         transport.close()
     wait_until(lambda: store.count(tenant=tenant) == 4, 180, what="good events indexed")
-    letters = wait_until(lambda: len(ls := read_dead_letters(kafka_settings, dlq_topic(topic), 50)) >= 4 and ls, 60,
-                         what="4 dead letters")
+    letters = wait_until(
+        lambda: len(ls := read_dead_letters(kafka_settings, dlq_topic(topic), 50)) >= 4 and ls,
+        60,
+        what="4 dead letters",
+    )
     by_key = {letter.key: letter for letter in letters}
     assert by_key["bad-image"].reason in ("truncated_image", "undecodable_image")
     assert by_key["bad-image"].stage == "embedding" and by_key["bad-image"].exception == "InvalidImageError"
@@ -243,15 +273,24 @@ def test_dlq_replay_after_the_cause_is_fixed(services, kafka_settings, store):
 
     tenant = "replay"
     event = fashion_events(tenant, 1, offset=5000)[0]
-    update = events_pb2.ImageEvent(image_id=event.image_id, kind=Kind.KIND_ATTRIBUTE_UPDATE, tenant=tenant,
-                                   product=events_pb2.Product(in_stock=False, price=1.25))
+    update = events_pb2.ImageEvent(
+        image_id=event.image_id,
+        kind=Kind.KIND_ATTRIBUTE_UPDATE,
+        tenant=tenant,
+        product=events_pb2.Product(in_stock=False, price=1.25),
+    )
     publish(kafka_settings, [update])
     indexer_dlq = dlq_topic(stage_topics(STAGES, PREFIX)["indexer"].input)
-    wait_until(lambda: any(letter.key == event.image_id for letter in read_dead_letters(kafka_settings, indexer_dlq, 100)), 120,
-               what="dead letter not_indexed")
+    wait_until(
+        lambda: any(letter.key == event.image_id for letter in read_dead_letters(kafka_settings, indexer_dlq, 100)),
+        120,
+        what="dead letter not_indexed",
+    )
     publish(kafka_settings, [event])
     wait_until(lambda: store.get(tenant, event.image_id), 120, what="indexed")
     replayed, _ = replay_dead_letters(kafka_settings, indexer_dlq, reasons=["not_indexed"])
     assert replayed >= 1
-    row = wait_until(lambda: (r := store.get(tenant, event.image_id)) and r["price"] == 1.25 and r, 120, what="replayed update")
+    row = wait_until(
+        lambda: (r := store.get(tenant, event.image_id)) and r["price"] == 1.25 and r, 120, what="replayed update"
+    )
     assert row["in_stock"] is False

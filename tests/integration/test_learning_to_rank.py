@@ -24,8 +24,8 @@ from visearch.v1 import common_pb2, search_pb2
 pytestmark = [pytest.mark.models, pytest.mark.milvus_lite, pytest.mark.slow]
 
 TENANT = "ltr"
-CATALOGUE = 400        # Fashion-MNIST train-split items indexed
-IMAGE_QUERIES = 150    # test-split images as queries (+ 23 everyday-word text queries)
+CATALOGUE = 400  # Fashion-MNIST train-split items indexed
+IMAGE_QUERIES = 150  # test-split images as queries (+ 23 everyday-word text queries)
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +34,12 @@ def setup(built_models, tmp_path_factory):
     (empty) learned-ranker folder every 0.1 s."""
     learned = tmp_path_factory.mktemp("rankers")
     db = tmp_path_factory.mktemp("ltr") / "ltr.db"
-    with EmbeddedPlatform(StoreSettings(uri=str(db)), service_settings=ServiceSettings(tenant=TENANT),
-                          stages=["embedding", "ocr", "classification", "indexer"],
-                          ranking_settings=RankingSettings(learned_dir=learned, reload_interval_s=0.1)) as platform:
+    with EmbeddedPlatform(
+        StoreSettings(uri=str(db)),
+        service_settings=ServiceSettings(tenant=TENANT),
+        stages=["embedding", "ocr", "classification", "indexer"],
+        ranking_settings=RankingSettings(learned_dir=learned, reload_interval_s=0.1),
+    ) as platform:
         report = platform.ingest(fashion_mnist("train", limit=CATALOGUE), progress=False)
         assert report.indexed == CATALOGUE and not report.failed, report.failed
         yield platform, learned
@@ -79,8 +82,10 @@ def test_fitted_ranker_beats_the_default_profile_on_held_out_queries(judged):
     for objective in ("pointwise", "pairwise"):
         cv = cross_validate(judged, [baseline], folds=5, seed=0, objective=objective)
         gains = cv.gains
-        print(f"\n{objective}: nDCG@10 held-out fitted {cv.mean('fitted'):.4f} vs {baseline.name} "
-              f"{cv.mean(baseline.name):.4f}, gain {np.mean(gains):+.4f} per fold {[round(g, 4) for g in gains]}")
+        print(
+            f"\n{objective}: nDCG@10 held-out fitted {cv.mean('fitted'):.4f} vs {baseline.name} "
+            f"{cv.mean(baseline.name):.4f}, gain {np.mean(gains):+.4f} per fold {[round(g, 4) for g in gains]}"
+        )
         assert np.mean(gains) >= 0.005, (objective, gains)
         assert sum(g > 0 for g in gains) >= 4, (objective, gains)
 
@@ -93,8 +98,9 @@ def test_feedback_loop_in_process_hot_reloads_the_new_ranker(setup, judged):
     topic = feedback_topic()
     start = len(platform.transport.messages(topic))
     for item in fashion_mnist("test", limit=60, offset=IMAGE_QUERIES):
-        response = platform.search.Search(search_pb2.SearchRequest(
-            tenant=TENANT, top_k=30, image=common_pb2.Image(content=item.content)), None)
+        response = platform.search.Search(
+            search_pb2.SearchRequest(tenant=TENANT, top_k=30, image=common_pb2.Image(content=item.content)), None
+        )
         assert response.ranker == f"profile:{DEFAULT_PROFILE}" and response.query_id
         events = simulated_feedback(response, item.category, examined=30)
         if events:
@@ -113,6 +119,10 @@ def test_feedback_loop_in_process_hot_reloads_the_new_ranker(setup, judged):
     hit = response.hits[0]
     assert hit.score == pytest.approx(report.fit.bias + sum(f.contribution for f in hit.factors), abs=1e-4)
     # A request can still name a profile (the per-request rollback).
-    named = platform.search.Search(search_pb2.SearchRequest(
-        tenant=TENANT, top_k=5, text="jeans", ranking=search_pb2.RankingProfile(name=DEFAULT_PROFILE)), None)
+    named = platform.search.Search(
+        search_pb2.SearchRequest(
+            tenant=TENANT, top_k=5, text="jeans", ranking=search_pb2.RankingProfile(name=DEFAULT_PROFILE)
+        ),
+        None,
+    )
     assert named.ranker == f"profile:{DEFAULT_PROFILE}"

@@ -15,8 +15,18 @@ from visearch.shared.models.registry import MODERATION_MODEL
 pytestmark = [pytest.mark.models]
 
 # Everyday photographs: "neutral" must be the top class (the rocket and some textures look drawn).
-NEUTRAL_PHOTOS = {"photo-dog", "photo-horses", "photo-person", "photo-kite", "photo-china", "photo-flower",
-                  "photo-coffee", "photo-chelsea", "photo-astronaut", "photo-eagle"}
+NEUTRAL_PHOTOS = {
+    "photo-dog",
+    "photo-horses",
+    "photo-person",
+    "photo-kite",
+    "photo-china",
+    "photo-flower",
+    "photo-coffee",
+    "photo-chelsea",
+    "photo-astronaut",
+    "photo-eagle",
+}
 
 
 @pytest.fixture(scope="module")

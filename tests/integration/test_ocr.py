@@ -89,13 +89,17 @@ def test_reads_drawn_text_with_high_character_accuracy(scenes, reads):
         image_errors = char_errors([d.text for d in lines], texts)
         errors += image_errors
         truth += [d.text for d in lines]
-        print(f"{image_id} {image.size}: {texts}, {image_errors} char errors "
-              f"(det {timings['det'] * 1000:.0f} ms, cls {timings['cls'] * 1000:.0f} ms, rec {timings['rec'] * 1000:.0f} ms)")
+        print(
+            f"{image_id} {image.size}: {texts}, {image_errors} char errors "
+            f"(det {timings['det'] * 1000:.0f} ms, cls {timings['cls'] * 1000:.0f} ms, rec {timings['rec'] * 1000:.0f} ms)"
+        )
         assert all(0.0 <= line.score <= 1.0 for line in found)
     accuracy = 1 - errors / sum(len(t) for t in truth)
     mean = {k: np.mean([t[k] for t in per_image_ms]) for k in ("det", "cls", "rec")}
-    print(f"character accuracy {accuracy:.4f} over {len(truth)} lines, {sum(map(len, truth))} chars; "
-          f"mean per image: det {mean['det']:.0f} ms, cls {mean['cls']:.0f} ms, rec {mean['rec']:.0f} ms")
+    print(
+        f"character accuracy {accuracy:.4f} over {len(truth)} lines, {sum(map(len, truth))} chars; "
+        f"mean per image: det {mean['det']:.0f} ms, cls {mean['cls']:.0f} ms, rec {mean['rec']:.0f} ms"
+    )
     assert accuracy >= MIN_CHAR_ACCURACY
 
 
@@ -111,10 +115,20 @@ def test_polygons_are_in_original_pixels_and_lines_in_reading_order(scenes, read
             poly = np.array(line.polygon)
             assert poly.shape == (4, 2)
             cx, cy = poly.mean(axis=0)
-            assert left <= cx <= right and top <= cy <= bottom, (image_id, drawn.text, line.polygon, (left, top, right, bottom))
+            assert left <= cx <= right and top <= cy <= bottom, (
+                image_id,
+                drawn.text,
+                line.polygon,
+                (left, top, right, bottom),
+            )
             assert (poly >= 0).all() and (poly[:, 0] <= image.width).all() and (poly[:, 1] <= image.height).all()
             # clockwise from top-left: top edge above the bottom edge, left edge left of the right edge
-            assert poly[0, 1] < poly[3, 1] and poly[1, 1] < poly[2, 1] and poly[0, 0] < poly[1, 0] and poly[3, 0] < poly[2, 0]
+            assert (
+                poly[0, 1] < poly[3, 1]
+                and poly[1, 1] < poly[2, 1]
+                and poly[0, 0] < poly[1, 0]
+                and poly[3, 0] < poly[2, 0]
+            )
             matched.append((top, found.index(line)))
         order = [index for _, index in sorted(matched)]
         assert order == sorted(order), (image_id, [line.text for line in found])
@@ -168,9 +182,13 @@ def test_photo_without_text_gives_no_lines(reader, photos, image_id):
 def test_wide_low_banner_and_grey_image(reader):
     """A 1000 x 48 banner (padded above and below for the detector) and a greyscale image are read;
     polygons stay inside the original image."""
-    banner, _ = draw_lines(Image.new("RGB", (1000, 48), (255, 255, 255)),
-                           [DrawnLine("Free returns within 30 days", (10, 2), "DejaVuSans.ttf", 28)])
-    grey = draw_lines(Image.new("L", (400, 200), 128), [DrawnLine("Grey Label", (40, 60), "DejaVuSerif.ttf", 36)])[0].convert("L")
+    banner, _ = draw_lines(
+        Image.new("RGB", (1000, 48), (255, 255, 255)),
+        [DrawnLine("Free returns within 30 days", (10, 2), "DejaVuSans.ttf", 28)],
+    )
+    grey = draw_lines(Image.new("L", (400, 200), 128), [DrawnLine("Grey Label", (40, 60), "DejaVuSerif.ttf", 36)])[
+        0
+    ].convert("L")
     wide, low = reader.read([banner, grey])
     assert [line.text for line in wide] == ["Free returns within 30 days"]
     poly = np.array(wide[0].polygon)

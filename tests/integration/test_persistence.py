@@ -21,7 +21,9 @@ def _results(platform):
 def test_close_reopen_gives_same_results(built_models, photos, tmp_path):
     """Search results after reopening the database equal those before closing it."""
     settings = StoreSettings(uri=str(tmp_path / "persist.db"))
-    with EmbeddedPlatform(settings, service_settings=ServiceSettings(tenant="p"), image_settings=LOCAL_FILES) as platform:
+    with EmbeddedPlatform(
+        settings, service_settings=ServiceSettings(tenant="p"), image_settings=LOCAL_FILES
+    ) as platform:
         platform.ingest(photos, progress=False)
         before = _results(platform)
         count = platform.store.count(tenant="p")
@@ -38,8 +40,11 @@ def test_migrate_moves_a_per_space_catalogue_and_search_results_match(built_mode
     from visearch.store_migration import migrate
 
     uri = str(tmp_path / "legacy.db")
-    with EmbeddedPlatform(StoreSettings(uri=uri, layout="per_space"), service_settings=ServiceSettings(tenant="p"),
-                          image_settings=LOCAL_FILES) as platform:
+    with EmbeddedPlatform(
+        StoreSettings(uri=uri, layout="per_space"),
+        service_settings=ServiceSettings(tenant="p"),
+        image_settings=LOCAL_FILES,
+    ) as platform:
         assert platform.store.layout == "per_space" and platform.search.text_index is not None
         platform.ingest(photos, progress=False)
         before = _results(platform)

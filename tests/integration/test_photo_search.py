@@ -18,11 +18,22 @@ TRANSFORMS = {
     "resize": lambda im: im.resize((im.width // 3, im.height // 3)),
     "jpeg_q40": lambda im: Image.open(io.BytesIO(jpeg_bytes(im, quality=40))),
     "rotate_7deg": lambda im: im.rotate(7, resample=Image.BILINEAR, fillcolor=(255, 255, 255)),
-    "all_combined": lambda im: im.crop((im.width // 12, 0, im.width, im.height * 11 // 12))
-    .resize((im.width // 2, im.height // 2)).rotate(4, resample=Image.BILINEAR),
+    "all_combined": lambda im: (
+        im.crop((im.width // 12, 0, im.width, im.height * 11 // 12))
+        .resize((im.width // 2, im.height // 2))
+        .rotate(4, resample=Image.BILINEAR)
+    ),
 }
-QUERY_PHOTOS = ["photo-dog", "photo-coffee", "photo-chelsea", "photo-astronaut", "photo-china", "photo-eagle",
-                "photo-horses", "photo-rocket"]
+QUERY_PHOTOS = [
+    "photo-dog",
+    "photo-coffee",
+    "photo-chelsea",
+    "photo-astronaut",
+    "photo-china",
+    "photo-eagle",
+    "photo-horses",
+    "photo-rocket",
+]
 
 
 @pytest.mark.parametrize("transform", sorted(TRANSFORMS))
@@ -76,8 +87,9 @@ def test_more_like_this_excludes_the_query_item(photo_platform):
 
 def test_filters_and_pagination(photo_platform):
     """Category filter keeps only that category; offset pages continue the same ranking."""
-    animals = photo_platform.search.Search(search_pb2.SearchRequest(
-        text="an animal", top_k=20, filter=search_pb2.Filter(categories=["animals"])), None).hits
+    animals = photo_platform.search.Search(
+        search_pb2.SearchRequest(text="an animal", top_k=20, filter=search_pb2.Filter(categories=["animals"])), None
+    ).hits
     assert animals and {h.category for h in animals} == {"animals"}
     page1 = photo_platform.search.Search(search_pb2.SearchRequest(text="an animal", top_k=3), None).hits
     page2 = photo_platform.search.Search(search_pb2.SearchRequest(text="an animal", top_k=3, offset=3), None).hits
@@ -93,8 +105,11 @@ def test_a_changed_title_is_found_by_keyword_on_the_next_query(built_models, pho
     from visearch.shared.config import ServiceSettings, StoreSettings
 
     chosen = [p for p in photos if p.image_id in ("photo-dog", "photo-coffee", "photo-rocket")]
-    with EmbeddedPlatform(StoreSettings(uri=str(tmp_path / "fresh.db")), service_settings=ServiceSettings(tenant="f"),
-                          image_settings=LOCAL_FILES) as platform:
+    with EmbeddedPlatform(
+        StoreSettings(uri=str(tmp_path / "fresh.db")),
+        service_settings=ServiceSettings(tenant="f"),
+        image_settings=LOCAL_FILES,
+    ) as platform:
         platform.ingest(chosen, progress=False)
         assert platform.store.full_text and platform.search.text_index is None
         assert platform.store.update_attributes("f", "photo-rocket", {"title": "vintage quokkaphone"})

@@ -62,32 +62,54 @@ def stack(built_models, tmp_path_factory):
         prefix = f"pm{uuid.uuid4().hex[:8]}"
         settings = KafkaSettings(bootstrap=KAFKA_BOOTSTRAP, topic_prefix=prefix, partitions=3)
         create_topics(settings, ["embedding", "indexer"])
-        env = {"VISEARCH_KAFKA_BOOTSTRAP": KAFKA_BOOTSTRAP, "VISEARCH_KAFKA_TOPIC_PREFIX": prefix,
-               "VISEARCH_MILVUS_URI": MILVUS_URI, "VISEARCH_MILVUS_COLLECTION_PREFIX": prefix,
-               "VISEARCH_MODEL_TRITON_URL": "127.0.0.1:8001", "VISEARCH_TENANT": "prom",
-               "VISEARCH_PIPELINE_STAGES": "embedding,indexer",
-               # Poison on purpose: keep the DLQ policy from stopping the worker during this test.
-               "VISEARCH_KAFKA_DLQ_MAX_CONSECUTIVE": "100000"}
+        env = {
+            "VISEARCH_KAFKA_BOOTSTRAP": KAFKA_BOOTSTRAP,
+            "VISEARCH_KAFKA_TOPIC_PREFIX": prefix,
+            "VISEARCH_MILVUS_URI": MILVUS_URI,
+            "VISEARCH_MILVUS_COLLECTION_PREFIX": prefix,
+            "VISEARCH_MODEL_TRITON_URL": "127.0.0.1:8001",
+            "VISEARCH_TENANT": "prom",
+            "VISEARCH_PIPELINE_STAGES": "embedding,indexer",
+            # Poison on purpose: keep the DLQ policy from stopping the worker during this test.
+            "VISEARCH_KAFKA_DLQ_MAX_CONSECUTIVE": "100000",
+        }
         embedding = ServiceProcess("embedding", env, tmp)
-        procs = [embedding, ServiceProcess("indexer", env, tmp),
-                 ServiceProcess("ranking", {**env, "VISEARCH_EMBEDDING_ADDR": embedding.address}, tmp)]
+        procs = [
+            embedding,
+            ServiceProcess("indexer", env, tmp),
+            ServiceProcess("ranking", {**env, "VISEARCH_EMBEDDING_ADDR": embedding.address}, tmp),
+        ]
         for proc in procs:
             proc.start()
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(ALERTS)],
             "scrape_configs": [
-                {"job_name": "visearch", "static_configs": [
-                    {"targets": [f"127.0.0.1:{p.metrics_port}"], "labels": {"service": p.service}} for p in procs]},
-                {"job_name": "triton", "static_configs": [{"targets": ["127.0.0.1:8002"], "labels": {"service": "triton"}}]},
+                {
+                    "job_name": "visearch",
+                    "static_configs": [
+                        {"targets": [f"127.0.0.1:{p.metrics_port}"], "labels": {"service": p.service}} for p in procs
+                    ],
+                },
+                {
+                    "job_name": "triton",
+                    "static_configs": [{"targets": ["127.0.0.1:8002"], "labels": {"service": "triton"}}],
+                },
             ],
         }
         (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
         port = free_port()
         log = open(tmp / "prometheus.log", "wb")  # noqa: SIM115 (owned by the child)
-        prometheus = subprocess.Popen([str(PROMETHEUS), f"--config.file={tmp / 'prometheus.yml'}",
-                                       f"--storage.tsdb.path={tmp / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}"],
-                                      stdout=log, stderr=subprocess.STDOUT)
+        prometheus = subprocess.Popen(
+            [
+                str(PROMETHEUS),
+                f"--config.file={tmp / 'prometheus.yml'}",
+                f"--storage.tsdb.path={tmp / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         wait_until(lambda: _ready(port), 60, what="prometheus ready")
         yield {"port": port, "settings": settings, "procs": {p.service: p for p in procs}}
     finally:
@@ -117,8 +139,15 @@ def publish(settings: KafkaSettings, events) -> None:
 
 
 def poison(n: int, start: int) -> list[events_pb2.ImageEvent]:
-    return [events_pb2.ImageEvent(image_id=f"poison-{i}", kind=events_pb2.ImageEvent.KIND_UPSERT, tenant="prom",
-                                  image=common_pb2.Image(content=b"not an image at all")) for i in range(start, start + n)]
+    return [
+        events_pb2.ImageEvent(
+            image_id=f"poison-{i}",
+            kind=events_pb2.ImageEvent.KIND_UPSERT,
+            tenant="prom",
+            image=common_pb2.Image(content=b"not an image at all"),
+        )
+        for i in range(start, start + n)
+    ]
 
 
 def test_key_series_exist_and_dlq_alert_fires(stack):
@@ -127,21 +156,30 @@ def test_key_series_exist_and_dlq_alert_fires(stack):
 
     port, settings, procs = stack["port"], stack["settings"], stack["procs"]
     topic = images_topic(settings)
-    publish(settings, [item_to_event(item, "prom") for item in fashion_mnist("train", limit=20, offset=8000)] + poison(5, 0))
-    wait_until(lambda: query(port, f'visearch_dlq_messages_total{{topic="{topic}"}}'), 120, what="first dead letters scraped")
+    publish(
+        settings, [item_to_event(item, "prom") for item in fashion_mnist("train", limit=20, offset=8000)] + poison(5, 0)
+    )
+    wait_until(
+        lambda: query(port, f'visearch_dlq_messages_total{{topic="{topic}"}}'), 120, what="first dead letters scraped"
+    )
     time.sleep(3)  # a few scrapes of the small value, so increase() sees the jump that follows
     publish(settings, poison(120, 5))
     with grpc.insecure_channel(procs["ranking"].address) as channel:
         try:
-            search_pb2_grpc.SearchServiceStub(channel).Search(search_pb2.SearchRequest(text="sneaker", tenant="prom"),
-                                                              timeout=30)
+            search_pb2_grpc.SearchServiceStub(channel).Search(
+                search_pb2.SearchRequest(text="sneaker", tenant="prom"), timeout=30
+            )
         except grpc.RpcError as error:  # say where the time went: the ranking and embedding services' own logs
-            pytest.fail(f"Search failed: {error.code()} {error.details()}\n--- ranking\n{procs['ranking'].log_tail(40)}"
-                        f"\n--- embedding\n{procs['embedding'].log_tail(40)}")
+            pytest.fail(
+                f"Search failed: {error.code()} {error.details()}\n--- ranking\n{procs['ranking'].log_tail(40)}"
+                f"\n--- embedding\n{procs['embedding'].log_tail(40)}"
+            )
 
     expected_series = [
-        'up{job="visearch",service="embedding"} == 1', 'up{job="visearch",service="indexer"} == 1',
-        'up{job="visearch",service="ranking"} == 1', 'up{job="triton"} == 1',
+        'up{job="visearch",service="embedding"} == 1',
+        'up{job="visearch",service="indexer"} == 1',
+        'up{job="visearch",service="ranking"} == 1',
+        'up{job="triton"} == 1',
         'visearch_stage_items_total{stage="embedding",outcome="ok"} > 0',
         'visearch_stage_items_total{stage="indexer",outcome="ok"} > 0',
         'visearch_stage_duration_seconds_count{stage="embedding"} > 0',
@@ -156,14 +194,21 @@ def test_key_series_exist_and_dlq_alert_fires(stack):
     ]
     for promql in expected_series:
         wait_until(lambda promql=promql: query(port, promql), 60, what=promql)
-    dlq = wait_until(lambda: query(port, f'visearch_dlq_messages_total{{topic="{topic}",reason="undecodable_image"}} >= 125'),
-                     120, what="125 dead letters scraped")
+    dlq = wait_until(
+        lambda: query(port, f'visearch_dlq_messages_total{{topic="{topic}",reason="undecodable_image"}} >= 125'),
+        120,
+        what="125 dead letters scraped",
+    )
     assert dlq[0]["metric"]["reason"] == "undecodable_image"
 
     def firing():
-        return [a for a in api(port, "alerts")["alerts"]
-                if a["labels"]["alertname"] == "VisearchDLQMessages" and a["state"] == "firing"
-                and a["labels"].get("topic") == topic]
+        return [
+            a
+            for a in api(port, "alerts")["alerts"]
+            if a["labels"]["alertname"] == "VisearchDLQMessages"
+            and a["state"] == "firing"
+            and a["labels"].get("topic") == topic
+        ]
 
     alert = wait_until(firing, 120, what="VisearchDLQMessages firing")[0]
     assert alert["labels"]["reason"] == "undecodable_image"

@@ -55,15 +55,41 @@ def stack(built_models, kafka, tmp_path_factory):
     ranking service logs impressions to this module's feedback topic and watches the ranker folder."""
     tmp = tmp_path_factory.mktemp("ltr-kafka")
     rankers = tmp / "rankers"
-    env = {"VISEARCH_MILVUS_URI": str(tmp / "shop.db"), "VISEARCH_TENANT": TENANT,
-           "VISEARCH_PIPELINE_STAGES": "embedding,indexer"}
-    subprocess.run([sys.executable, "-m", "visearch", "ingest", "--dataset", "fashion-mnist", "--limit", str(CATALOGUE),
-                    "--no-progress"], env={**os.environ, **env}, check=True, capture_output=True, timeout=600)
+    env = {
+        "VISEARCH_MILVUS_URI": str(tmp / "shop.db"),
+        "VISEARCH_TENANT": TENANT,
+        "VISEARCH_PIPELINE_STAGES": "embedding,indexer",
+    }
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "visearch",
+            "ingest",
+            "--dataset",
+            "fashion-mnist",
+            "--limit",
+            str(CATALOGUE),
+            "--no-progress",
+        ],
+        env={**os.environ, **env},
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     embedding = ServiceProcess("embedding", env, tmp)
-    ranking = ServiceProcess("ranking", {**env, "VISEARCH_EMBEDDING_ADDR": embedding.address,
-                                         "VISEARCH_KAFKA_BOOTSTRAP": KAFKA_BOOTSTRAP, "VISEARCH_KAFKA_TOPIC_PREFIX": PREFIX,
-                                         "VISEARCH_RANKING_LEARNED_DIR": str(rankers),
-                                         "VISEARCH_RANKING_RELOAD_INTERVAL_S": "0.5"}, tmp)
+    ranking = ServiceProcess(
+        "ranking",
+        {
+            **env,
+            "VISEARCH_EMBEDDING_ADDR": embedding.address,
+            "VISEARCH_KAFKA_BOOTSTRAP": KAFKA_BOOTSTRAP,
+            "VISEARCH_KAFKA_TOPIC_PREFIX": PREFIX,
+            "VISEARCH_RANKING_LEARNED_DIR": str(rankers),
+            "VISEARCH_RANKING_RELOAD_INTERVAL_S": "0.5",
+        },
+        tmp,
+    )
     try:
         embedding.start()
         ranking.start()
@@ -83,8 +109,13 @@ def _queries():
 
 
 def _rank_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "visearch", "rank", *args], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "COLUMNS": "200"})
+    return subprocess.run(
+        [sys.executable, "-m", "visearch", "rank", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "200"},
+    )
 
 
 def test_feedback_over_kafka_fits_a_ranker_the_running_service_hot_reloads(stack, kafka):
@@ -103,8 +134,12 @@ def test_feedback_over_kafka_fits_a_ranker_the_running_service_hot_reloads(stack
     transport = KafkaTransport(kafka, "test-bad-feedback")
     try:
         transport.produce(topic, b"junk", b"\xff\x00 not a FeedbackEvent", {HEADER_SCHEMA: "visearch.v1.FeedbackEvent"})
-        transport.produce(topic, b"q-unknown", Action(query_id="q-unknown", image_id="x", action=Action.ACTION_CLICK)
-                          .SerializeToString(), {HEADER_SCHEMA: "visearch.v1.FeedbackEvent"})
+        transport.produce(
+            topic,
+            b"q-unknown",
+            Action(query_id="q-unknown", image_id="x", action=Action.ACTION_CLICK).SerializeToString(),
+            {HEADER_SCHEMA: "visearch.v1.FeedbackEvent"},
+        )
         transport.flush()
     finally:
         transport.close()
@@ -134,13 +169,18 @@ def test_feedback_over_kafka_fits_a_ranker_the_running_service_hot_reloads(stack
     assert "wrote" in fit.stdout
     ranker, doc = read_ranker(rankers / "ranker-v1.json")
     assert doc["trained_on"]["source"] == f"kafka:{topic}" and doc["trained_on"]["queries"] == queries
-    assert doc["metrics"]["compared_with"] == "profile:blended" and doc["forced"] == refused == (doc["metrics"]["gain"] < 0)
+    assert doc["metrics"]["compared_with"] == "profile:blended" and doc["forced"] == refused == (
+        doc["metrics"]["gain"] < 0
+    )
 
     assert RankerRegistry(learned_dir=rankers).resolve(TENANT).name == "learned:1"
     # The running service: no restart, the folder is checked every 0.5 s.
     request = search_pb2.SearchRequest(text="jeans", top_k=5)
-    response = wait_until(lambda: (r := search.Search(request, timeout=60)).ranker == "learned:1" and r, 30,
-                          what="the ranking service serving learned:1")
+    response = wait_until(
+        lambda: (r := search.Search(request, timeout=60)).ranker == "learned:1" and r,
+        30,
+        what="the ranking service serving learned:1",
+    )
     hit = response.hits[0]
     assert hit.score == pytest.approx(ranker.bias + sum(f.contribution for f in hit.factors), abs=1e-4)
     shown = _rank_cli("show", "--out-dir", str(rankers))

@@ -34,12 +34,24 @@ def platform(built_models, photos, tmp_path_factory):
     """Fashion-MNIST items (every 5th out of stock) and the photos, through embedding, OCR, classification
     and the indexer; plus one product whose only link to the word "zanzibar" is its title."""
     db = tmp_path_factory.mktemp("ranking") / "rank.db"
-    with EmbeddedPlatform(StoreSettings(uri=str(db)), service_settings=ServiceSettings(tenant=TENANT),
-                          stages=["embedding", "ocr", "classification", "indexer"], image_settings=LOCAL_FILES) as p:
+    with EmbeddedPlatform(
+        StoreSettings(uri=str(db)),
+        service_settings=ServiceSettings(tenant=TENANT),
+        stages=["embedding", "ocr", "classification", "indexer"],
+        image_settings=LOCAL_FILES,
+    ) as p:
         coffee = next(i for i in photos if i.image_id == "photo-coffee")
-        items = [*fashion_mnist("train", limit=FASHION), *photos,
-                 CatalogueItem(image_id="zanzibar-mug", content=coffee.read_bytes(), title="Zanzibar limited edition mug",
-                               category="mug", in_stock=True)]
+        items = [
+            *fashion_mnist("train", limit=FASHION),
+            *photos,
+            CatalogueItem(
+                image_id="zanzibar-mug",
+                content=coffee.read_bytes(),
+                title="Zanzibar limited edition mug",
+                category="mug",
+                in_stock=True,
+            ),
+        ]
         report = p.ingest(items, progress=False)
         assert report.indexed == len(items) and not report.failed, report.failed
         yield p
@@ -50,7 +62,7 @@ def _search(p, **kwargs) -> search_pb2.SearchResponse:
 
 
 def test_bm25_route_finds_what_only_the_linked_text_says(platform):
-    """"zanzibar" means nothing to the image models; BM25 over titles finds the item, visual-only cannot."""
+    """ "zanzibar" means nothing to the image models; BM25 over titles finds the item, visual-only cannot."""
     blended = _search(platform, text="zanzibar", top_k=5)
     assert blended.hits[0].image_id == "zanzibar-mug" and blended.ranker == "profile:blended"
     factors = {f.name: f for f in blended.hits[0].factors}
@@ -80,8 +92,12 @@ def test_weights_override_and_rrf(platform):
     assert all(f.contribution == 0.0 for h in off.hits for f in h.factors if f.name == "bm25")
     # RRF of the joint-space, image-space and BM25 lists: the only BM25 match ranks 1 there and has a joint
     # cosine too.
-    rrf = _search(platform, text="zanzibar", top_k=5, ranking=search_pb2.RankingProfile(
-        name="visual_only", weights={"bm25": 1.0}, fusion=search_pb2.FUSION_RRF))
+    rrf = _search(
+        platform,
+        text="zanzibar",
+        top_k=5,
+        ranking=search_pb2.RankingProfile(name="visual_only", weights={"bm25": 1.0}, fusion=search_pb2.FUSION_RRF),
+    )
     assert rrf.hits[0].image_id == "zanzibar-mug" and rrf.ranker == "profile:visual_only+override"
     top = {f.name: f.contribution for f in rrf.hits[0].factors}
     assert top["bm25"] == pytest.approx(1 / 61) and 0 < top["text"] <= 1 / 61
@@ -109,7 +125,9 @@ def test_image_query_tags_and_taxonomy_factors(platform, photos):
     top = _search(platform, image=common_pb2.Image(content=dog.read_bytes()), top_k=3).hits[0]
     factors = {f.name: f.value for f in top.factors}
     assert top.image_id == "photo-dog"
-    assert factors["tags"] > 0.5 and factors["taxonomy"] == pytest.approx(1.0) and factors["phash"] == pytest.approx(1.0)
+    assert (
+        factors["tags"] > 0.5 and factors["taxonomy"] == pytest.approx(1.0) and factors["phash"] == pytest.approx(1.0)
+    )
 
 
 def test_alternatives_are_in_stock_and_in_the_same_taxonomy_node(platform):
@@ -119,9 +137,15 @@ def test_alternatives_are_in_stock_and_in_the_same_taxonomy_node(platform):
     served = 0
     for item in out_of_stock:
         row = platform.store.get(TENANT, item.image_id)
-        response = platform.search.Alternatives(search_pb2.AlternativesRequest(
-            image_id=item.image_id, tenant=TENANT, top_k=10,
-            ranking=search_pb2.RankingProfile(name="visual_only", weights={"text": 0.0})), None)
+        response = platform.search.Alternatives(
+            search_pb2.AlternativesRequest(
+                image_id=item.image_id,
+                tenant=TENANT,
+                top_k=10,
+                ranking=search_pb2.RankingProfile(name="visual_only", weights={"text": 0.0}),
+            ),
+            None,
+        )
         served += bool(response.hits)
         for hit in response.hits:
             assert hit.in_stock and hit.image_id != item.image_id
@@ -144,11 +168,17 @@ def test_impressions_and_feedback_reach_the_feedback_topic(platform):
     response = _search(platform, text="sneaker", top_k=4)
     logged = [events_pb2.FeedbackEvent.FromString(m.value) for m in platform.transport.messages(topic)[before:]]
     assert [e.image_id for e in logged] == [h.image_id for h in response.hits]
-    assert all(e.query_id == response.query_id and e.action == events_pb2.FeedbackEvent.ACTION_IMPRESSION for e in logged)
+    assert all(
+        e.query_id == response.query_id and e.action == events_pb2.FeedbackEvent.ACTION_IMPRESSION for e in logged
+    )
     assert dict(logged[0].factors) == pytest.approx({f.name: f.value for f in response.hits[0].factors})
     assert logged[2].position == 2 and logged[0].query == "text:sneaker" and logged[0].ranker == "profile:blended"
-    click = events_pb2.FeedbackEvent(query_id=response.query_id, image_id=response.hits[1].image_id, position=1,
-                                     action=events_pb2.FeedbackEvent.ACTION_CLICK)
+    click = events_pb2.FeedbackEvent(
+        query_id=response.query_id,
+        image_id=response.hits[1].image_id,
+        position=1,
+        action=events_pb2.FeedbackEvent.ACTION_CLICK,
+    )
     assert platform.search.Feedback(search_pb2.FeedbackRequest(events=[click]), None).accepted == 1
     message = platform.transport.messages(topic)[-1]
     stored = events_pb2.FeedbackEvent.FromString(message.value)

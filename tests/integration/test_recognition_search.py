@@ -24,7 +24,9 @@ TENANT = "rec"
 ALL_STAGES = ["detection", "embedding", "ocr", "classification", "indexer"]
 
 
-def _copy(item: CatalogueItem, image_id: str, crop: float = 0.9, scale: float = 0.6, quality: int = 60) -> CatalogueItem:
+def _copy(
+    item: CatalogueItem, image_id: str, crop: float = 0.9, scale: float = 0.6, quality: int = 60
+) -> CatalogueItem:
     """A cropped (centre ``crop`` of each side), rescaled, JPEG re-encoded copy of a photo."""
     img = Image.open(io.BytesIO(item.read_bytes())).convert("RGB")
     w, h = img.size
@@ -38,8 +40,12 @@ def _copy(item: CatalogueItem, image_id: str, crop: float = 0.9, scale: float = 
 def platform(built_models, photos, tmp_path_factory):
     """The photo catalogue through the five-stage chain, then a near-duplicate copy of the cat photo."""
     db = tmp_path_factory.mktemp("recognition") / "rec.db"
-    with EmbeddedPlatform(StoreSettings(uri=str(db)), service_settings=ServiceSettings(tenant=TENANT),
-                          stages=ALL_STAGES, image_settings=LOCAL_FILES) as p:
+    with EmbeddedPlatform(
+        StoreSettings(uri=str(db)),
+        service_settings=ServiceSettings(tenant=TENANT),
+        stages=ALL_STAGES,
+        image_settings=LOCAL_FILES,
+    ) as p:
         report = p.ingest(photos, progress=False)
         assert report.indexed == len(photos) and not report.failed, report.failed
         chelsea = next(i for i in photos if i.image_id == "photo-chelsea")
@@ -88,10 +94,14 @@ def test_region_box_of_the_query_and_query_objects(platform, photos):
     """A box of the query image searches with that crop; QUERY_OBJECTS searches with each detected object."""
     x1, y1, x2, y2 = best_regions(platform, "photo-dog")["dog"]["box"]
     dog = common_pb2.Image(content=by_id(photos, "photo-dog").read_bytes())
-    request = search_pb2.SearchRequest(image=dog, region=common_pb2.Box(x1=x1, y1=y1, x2=x2, y2=y2), top_k=3, tenant=TENANT)
+    request = search_pb2.SearchRequest(
+        image=dog, region=common_pb2.Box(x1=x1, y1=y1, x2=x2, y2=y2), top_k=3, tenant=TENANT
+    )
     top = platform.search.Search(request, None).hits[0]
     assert top.image_id == "photo-dog" and top.region.label == "dog" and top.region.query_box.x2 == pytest.approx(x2)
-    request = search_pb2.SearchRequest(image=dog, region_mode=search_pb2.REGION_MODE_QUERY_OBJECTS, top_k=3, tenant=TENANT)
+    request = search_pb2.SearchRequest(
+        image=dog, region_mode=search_pb2.REGION_MODE_QUERY_OBJECTS, top_k=3, tenant=TENANT
+    )
     top = platform.search.Search(request, None).hits[0]
     assert top.image_id == "photo-dog" and top.region.query_label in {"dog", "bicycle", "truck", "car"}
     # Found through the query's objects: the region factor is there (the blend adds the others).
@@ -152,7 +162,9 @@ def test_tag_returns_phrases_and_model_tags(platform, photos):
     platform.store.flush()
     chelsea_copy = _copy(chelsea, "query-cat", crop=0.95, scale=0.7)
     assert platform.ingest([chelsea_copy], progress=False, tenant=tenant).indexed == 1
-    response = platform.search.Tag(search_pb2.TagRequest(image_id="query-cat", tenant=tenant, neighbours=5, top_n=5), None)
+    response = platform.search.Tag(
+        search_pb2.TagRequest(image_id="query-cat", tenant=tenant, neighbours=5, top_n=5), None
+    )
     assert response.neighbours_used == 5
     phrases = [(p.value, round(p.score, 2)) for p in response.phrases]
     assert phrases and phrases[0][0] == "tabby cat", phrases
@@ -169,8 +181,12 @@ def test_text_search_reads_ocr_text_and_objects(platform, photos):
     china = Image.open(io.BytesIO(by_id(photos, "photo-china").read_bytes())).convert("RGB")
     draw = ImageDraw.Draw(china)
     draw.rectangle((40, 40, 420, 130), fill=(250, 250, 250))
-    draw.text((60, 50), "PIZZA", font=ImageFont.truetype("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf", 64),
-              fill=(200, 20, 20))
+    draw.text(
+        (60, 50),
+        "PIZZA",
+        font=ImageFont.truetype("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf", 64),
+        fill=(200, 20, 20),
+    )
     sign = CatalogueItem(image_id="china-pizza-sign", content=jpeg_bytes(china, 92))
     items = [by_id(photos, i) for i in ("photo-china", "photo-coffee", "photo-dog", "photo-chelsea", "photo-flower")]
     assert platform.ingest([*items, sign], progress=False, tenant=tenant).indexed == len(items) + 1
@@ -198,8 +214,12 @@ def test_shorter_chain_for_thumbnails(platform):
 
 def test_attribute_update_and_delete_reach_every_collection(platform):
     """An attribute update rewrites regions and colour rows too; a delete removes them."""
-    event = events_pb2.ImageEvent(image_id="photo-dog", kind=events_pb2.ImageEvent.KIND_ATTRIBUTE_UPDATE, tenant=TENANT,
-                                  product=events_pb2.Product(in_stock=False, price=12.5))
+    event = events_pb2.ImageEvent(
+        image_id="photo-dog",
+        kind=events_pb2.ImageEvent.KIND_ATTRIBUTE_UPDATE,
+        tenant=TENANT,
+        product=events_pb2.Product(in_stock=False, price=12.5),
+    )
     platform.publish(event)
     for worker in platform.workers:
         worker.drain()

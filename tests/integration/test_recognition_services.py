@@ -53,21 +53,38 @@ def stack(built_models, tmp_path_factory):
     settings = KafkaSettings(bootstrap=KAFKA_BOOTSTRAP, topic_prefix=PREFIX, partitions=2, poll_timeout_s=0.5)
     assert set(create_topics(settings, STAGES).values()) == {"created"}
     store = MilvusStore(StoreSettings(uri=MILVUS_URI, collection_prefix=PREFIX, search_consistency="Strong"))
-    env = {"VISEARCH_KAFKA_BOOTSTRAP": KAFKA_BOOTSTRAP, "VISEARCH_KAFKA_TOPIC_PREFIX": PREFIX,
-           "VISEARCH_KAFKA_POLL_TIMEOUT_S": "0.5", "VISEARCH_KAFKA_MAX_POLL_RECORDS": "8",
-           "VISEARCH_MILVUS_URI": MILVUS_URI, "VISEARCH_MILVUS_COLLECTION_PREFIX": PREFIX,
-           "VISEARCH_MILVUS_SEARCH_CONSISTENCY": "Strong", "VISEARCH_TENANT": TENANT,
-           "VISEARCH_PIPELINE_STAGES": ",".join(STAGES), "VISEARCH_LOG_LEVEL": "info",
-           # the photo events carry paths on this machine: file URIs are off by default, this stack opts in
-           "VISEARCH_IMAGE_ALLOW_FILE_URIS": "true"}
+    env = {
+        "VISEARCH_KAFKA_BOOTSTRAP": KAFKA_BOOTSTRAP,
+        "VISEARCH_KAFKA_TOPIC_PREFIX": PREFIX,
+        "VISEARCH_KAFKA_POLL_TIMEOUT_S": "0.5",
+        "VISEARCH_KAFKA_MAX_POLL_RECORDS": "8",
+        "VISEARCH_MILVUS_URI": MILVUS_URI,
+        "VISEARCH_MILVUS_COLLECTION_PREFIX": PREFIX,
+        "VISEARCH_MILVUS_SEARCH_CONSISTENCY": "Strong",
+        "VISEARCH_TENANT": TENANT,
+        "VISEARCH_PIPELINE_STAGES": ",".join(STAGES),
+        "VISEARCH_LOG_LEVEL": "info",
+        # the photo events carry paths on this machine: file URIs are off by default, this stack opts in
+        "VISEARCH_IMAGE_ALLOW_FILE_URIS": "true",
+    }
     logs = tmp_path_factory.mktemp("recognition-logs")
     procs = {name: ServiceProcess(name, env, logs) for name in ("detection", "embedding", "ocr", "indexer")}
-    procs["classification"] = ServiceProcess("classification", {**env, "VISEARCH_DETECTION_ADDR": procs["detection"].address,
-                                                                "VISEARCH_OCR_ADDR": procs["ocr"].address}, logs)
-    procs["ranking"] = ServiceProcess("ranking", {**env, "VISEARCH_PIPELINE_STAGES": "indexer",
-                                                  "VISEARCH_EMBEDDING_ADDR": procs["embedding"].address,
-                                                  "VISEARCH_DETECTION_ADDR": procs["detection"].address,
-                                                  "VISEARCH_CLASSIFICATION_ADDR": procs["classification"].address}, logs)
+    procs["classification"] = ServiceProcess(
+        "classification",
+        {**env, "VISEARCH_DETECTION_ADDR": procs["detection"].address, "VISEARCH_OCR_ADDR": procs["ocr"].address},
+        logs,
+    )
+    procs["ranking"] = ServiceProcess(
+        "ranking",
+        {
+            **env,
+            "VISEARCH_PIPELINE_STAGES": "indexer",
+            "VISEARCH_EMBEDDING_ADDR": procs["embedding"].address,
+            "VISEARCH_DETECTION_ADDR": procs["detection"].address,
+            "VISEARCH_CLASSIFICATION_ADDR": procs["classification"].address,
+        },
+        logs,
+    )
     try:
         for proc in procs.values():
             proc.start(wait=False)
@@ -105,11 +122,19 @@ def test_chain_indexes_recognition_results_and_dead_letters_bad_images(stack, ph
     regions; a corrupt image is dead-lettered by the first stage with its reason, the rest go on."""
     store, settings = stack["store"], stack["kafka"]
     events = [item_to_event(p, TENANT) for p in photos]
-    sign = events_pb2.ImageEvent(image_id="sign", kind=events_pb2.ImageEvent.KIND_UPSERT, tenant=TENANT,
-                                 image=common_pb2.Image(content=text_photo(photos)))
+    sign = events_pb2.ImageEvent(
+        image_id="sign",
+        kind=events_pb2.ImageEvent.KIND_UPSERT,
+        tenant=TENANT,
+        image=common_pb2.Image(content=text_photo(photos)),
+    )
     dog_jpeg = next(p for p in photos if p.image_id == "photo-dog").read_bytes()
-    bad = events_pb2.ImageEvent(image_id="broken", kind=events_pb2.ImageEvent.KIND_UPSERT, tenant=TENANT,
-                                image=common_pb2.Image(content=dog_jpeg[: len(dog_jpeg) // 2]))
+    bad = events_pb2.ImageEvent(
+        image_id="broken",
+        kind=events_pb2.ImageEvent.KIND_UPSERT,
+        tenant=TENANT,
+        image=common_pb2.Image(content=dog_jpeg[: len(dog_jpeg) // 2]),
+    )
     publish(settings, [*events, sign, bad])
     wait_until(lambda: store.count(tenant=TENANT) >= len(events) + 1, 600, what="photos indexed through five stages")
     assert store.count(tenant=TENANT) == len(events) + 1
@@ -118,7 +143,9 @@ def test_chain_indexes_recognition_results_and_dead_letters_bad_images(stack, ph
     assert {"dog", "bicycle"} <= {r["label"] for r in store.regions(TENANT, "photo-dog")}
     assert "ESPRESSO" in store.get(TENANT, "sign")["ocr_text"].upper()
     letters = read_dead_letters(settings, f"{images_topic(settings)}.dlq", limit=10)
-    assert [(letter.key, letter.reason, letter.stage) for letter in letters] == [("broken", "truncated_image", "detection")], letters
+    assert [(letter.key, letter.reason, letter.stage) for letter in letters] == [
+        ("broken", "truncated_image", "detection")
+    ], letters
 
 
 def test_sync_apis_of_each_service(stack, photos):
@@ -126,18 +153,26 @@ def test_sync_apis_of_each_service(stack, photos):
     procs = stack["procs"]
     dog = common_pb2.Image(content=next(p for p in photos if p.image_id == "photo-dog").read_bytes())
     with grpc.insecure_channel(procs["detection"].address) as ch:
-        found = detection_pb2_grpc.DetectionServiceStub(ch).Detect(detection_pb2.DetectRequest(images=[dog]), timeout=60)
+        found = detection_pb2_grpc.DetectionServiceStub(ch).Detect(
+            detection_pb2.DetectRequest(images=[dog]), timeout=60
+        )
         assert {"dog", "bicycle"} <= {d.label for d in found.results[0].detections}
     with grpc.insecure_channel(procs["ocr"].address) as ch:
         read = ocr_pb2_grpc.OcrServiceStub(ch).Read(
-            ocr_pb2.ReadRequest(images=[common_pb2.Image(content=text_photo(photos))]), timeout=60)
+            ocr_pb2.ReadRequest(images=[common_pb2.Image(content=text_photo(photos))]), timeout=60
+        )
         assert "ESPRESSO" in read.results[0].text.upper()
         with pytest.raises(grpc.RpcError) as info:
-            ocr_pb2_grpc.OcrServiceStub(ch).Read(ocr_pb2.ReadRequest(images=[common_pb2.Image(content=b"nope")]), timeout=30)
+            ocr_pb2_grpc.OcrServiceStub(ch).Read(
+                ocr_pb2.ReadRequest(images=[common_pb2.Image(content=b"nope")]), timeout=30
+            )
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     with grpc.insecure_channel(procs["classification"].address) as ch:
-        result = classification_pb2_grpc.ClassificationServiceStub(ch).Classify(
-            classification_pb2.ClassifyRequest(images=[dog]), timeout=120).results[0]
+        result = (
+            classification_pb2_grpc.ClassificationServiceStub(ch)
+            .Classify(classification_pb2.ClassifyRequest(images=[dog]), timeout=120)
+            .results[0]
+        )
         objects = {a.value for a in result.attributes if a.name == "object"}
         assert {"dog", "bicycle"} <= objects and result.moderation.safe and result.taxonomy
 

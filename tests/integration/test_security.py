@@ -38,9 +38,15 @@ pytestmark = [pytest.mark.models, pytest.mark.milvus_lite]
 
 # One token (client) per test that searches, so the rate limit (1/s, burst 3 per client) of one test
 # does not spill into another.
-TOKENS = {"ranking": "rk-7Yw2Qp9Lx4Vb1Nc8Zt3Hs6", "cli": "cl-Fq5Jm2Wd8Rk4Pv7Xg1Tb9", "burst": "bu-Lc6Hn3Sy9Qe2Wm5Ka8Dz4",
-          "other": "ot-Vd2Mx7Kq4Hy9Bn3Rs6Fw1", "size": "sz-Pk8Gc3Tw6Lz1Ne5Xj9Qa2", "logs": "lg-Hr4Yb9Dm2Sf7Kv1Wq6Cn3",
-          "tls": "tl-Qm3Zr8Wx5Kd2Jp7Hb4Ls9"}
+TOKENS = {
+    "ranking": "rk-7Yw2Qp9Lx4Vb1Nc8Zt3Hs6",
+    "cli": "cl-Fq5Jm2Wd8Rk4Pv7Xg1Tb9",
+    "burst": "bu-Lc6Hn3Sy9Qe2Wm5Ka8Dz4",
+    "other": "ot-Vd2Mx7Kq4Hy9Bn3Rs6Fw1",
+    "size": "sz-Pk8Gc3Tw6Lz1Ne5Xj9Qa2",
+    "logs": "lg-Hr4Yb9Dm2Sf7Kv1Wq6Cn3",
+    "tls": "tl-Qm3Zr8Wx5Kd2Jp7Hb4Ls9",
+}
 WRONG_TOKEN = "wr-Ux4Bt8Mq1Ze6Yh3Nd7Gp2"
 # Bytes that look like nothing any library would log by itself: they must not reach a log line, raw or escaped.
 IMAGE_MARKER = b"\xff\xd8\xffPIXELS-7f3a9c-" + bytes(range(200, 256))
@@ -54,21 +60,40 @@ def _name(cn: str) -> x509.Name:
 
 
 def _pem_key(key) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def make_ca(cn: str):
     """A self-signed CA: (key, certificate)."""
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(_name(cn)).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-                                         key_encipherment=False, data_encipherment=False, key_agreement=False,
-                                         encipher_only=False, decipher_only=False), critical=True)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(cn))
+        .issuer_name(_name(cn))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(key, hashes.SHA256())
+    )
     return key, cert
 
 
@@ -77,15 +102,25 @@ def issue(ca, cn: str, server: bool, folder, stem: str) -> tuple[str, str]:
     ca_key, ca_cert = ca
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)
-    builder = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(ca_cert.subject).public_key(key.public_key())
-               .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-               .not_valid_after(now + datetime.timedelta(days=1))
-               .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-               .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]),
-                              critical=False))
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(cn))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]),
+            critical=False,
+        )
+    )
     if server:
-        builder = builder.add_extension(x509.SubjectAlternativeName(
-            [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
     cert = builder.sign(ca_key, hashes.SHA256())
     cert_path, key_path = folder / f"{stem}.pem", folder / f"{stem}.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
@@ -119,9 +154,23 @@ def secured(built_models, pki, tmp_path_factory):
     """Ingest the photos, then start embedding (mutual TLS) and ranking (TLS) with tokens; SIGTERM them after."""
     tmp = tmp_path_factory.mktemp("secured")
     env = {"VISEARCH_MILVUS_URI": str(tmp / "index.db"), "VISEARCH_TENANT": "default"}
-    subprocess.run([sys.executable, "-m", "visearch", "ingest", "--dataset", "photos", "--no-progress",
-                    "--stages", "embedding,indexer"],
-                   env={**os.environ, **env}, check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "visearch",
+            "ingest",
+            "--dataset",
+            "photos",
+            "--no-progress",
+            "--stages",
+            "embedding,indexer",
+        ],
+        env={**os.environ, **env},
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     common = {
         **env,
         "VISEARCH_LOG_LEVEL": "debug",
@@ -133,11 +182,22 @@ def secured(built_models, pki, tmp_path_factory):
         "VISEARCH_SECURITY_AUTH_TOKENS": ",".join(f"{k}:{v}" for k, v in TOKENS.items()),
         "VISEARCH_SECURITY_CLIENT_TOKEN": TOKENS["ranking"],
     }
-    embedding = ServiceProcess("embedding", {**common, "VISEARCH_SECURITY_TLS_CLIENT_CA_FILE": pki["ca"],
-                                             "VISEARCH_SECURITY_AUTH_SERVICES": "*"}, tmp)
-    ranking = ServiceProcess("ranking", {**common, "VISEARCH_EMBEDDING_ADDR": embedding.address,
-                                         "VISEARCH_SECURITY_RATE_LIMIT_PER_S": "1", "VISEARCH_SECURITY_RATE_LIMIT_BURST": "3",
-                                         "VISEARCH_GRPC_MAX_MESSAGE_BYTES": str(1024 * 1024)}, tmp)
+    embedding = ServiceProcess(
+        "embedding",
+        {**common, "VISEARCH_SECURITY_TLS_CLIENT_CA_FILE": pki["ca"], "VISEARCH_SECURITY_AUTH_SERVICES": "*"},
+        tmp,
+    )
+    ranking = ServiceProcess(
+        "ranking",
+        {
+            **common,
+            "VISEARCH_EMBEDDING_ADDR": embedding.address,
+            "VISEARCH_SECURITY_RATE_LIMIT_PER_S": "1",
+            "VISEARCH_SECURITY_RATE_LIMIT_BURST": "3",
+            "VISEARCH_GRPC_MAX_MESSAGE_BYTES": str(1024 * 1024),
+        },
+        tmp,
+    )
     try:
         for proc in (embedding, ranking):
             proc.start(wait=False)
@@ -152,8 +212,9 @@ def secured(built_models, pki, tmp_path_factory):
 def settings(pki, client: str | None = "cli", token: str | None = TOKENS["cli"], ca: str = "ca") -> SecuritySettings:
     """Client-side security settings: the test CA, a client certificate (or none), a token (or none)."""
     cert = pki[client] if client else (None, None)
-    return SecuritySettings(tls_ca_file=pki[ca], tls_client_cert_file=cert[0], tls_client_key_file=cert[1],
-                            client_token=token or "")
+    return SecuritySettings(
+        tls_ca_file=pki[ca], tls_client_cert_file=cert[0], tls_client_key_file=cert[1], client_token=token or ""
+    )
 
 
 def _serving(proc: ServiceProcess, pki) -> bool:
@@ -169,7 +230,8 @@ def _serving(proc: ServiceProcess, pki) -> bool:
 def search(address: str, security: SecuritySettings, request=None, **kwargs):
     with client_channel(address, security) as channel:
         return search_pb2_grpc.SearchServiceStub(channel).Search(
-            request or search_pb2.SearchRequest(text="coffee", top_k=3), timeout=30, **kwargs)
+            request or search_pb2.SearchRequest(text="coffee", top_k=3), timeout=30, **kwargs
+        )
 
 
 def rpc_code(call) -> tuple[grpc.StatusCode, str]:
@@ -185,7 +247,9 @@ def test_plaintext_client_is_refused(secured):
     """A TLS server does not talk to a plaintext client (the handshake fails: UNAVAILABLE)."""
     for proc in secured.values():
         with grpc.insecure_channel(proc.address) as channel:
-            code, _ = rpc_code(lambda: health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5))
+            code, _ = rpc_code(
+                lambda: health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+            )
         assert code == grpc.StatusCode.UNAVAILABLE
 
 
@@ -195,7 +259,9 @@ def test_mutual_tls_requires_a_certificate_of_the_ca(secured, pki):
     address = secured["embedding"].address
     for security in (settings(pki, client=None), settings(pki, client="rogue")):
         with client_channel(address, security) as channel:
-            code, _ = rpc_code(lambda ch=channel: embedding_pb2_grpc.EmbeddingServiceStub(ch).EmbedText(request, timeout=10))
+            code, _ = rpc_code(
+                lambda ch=channel: embedding_pb2_grpc.EmbeddingServiceStub(ch).EmbedText(request, timeout=10)
+            )
         assert code == grpc.StatusCode.UNAVAILABLE
     with client_channel(address, settings(pki)) as channel:
         response = embedding_pb2_grpc.EmbeddingServiceStub(channel).EmbedText(request, timeout=30)
@@ -224,7 +290,8 @@ def test_missing_or_wrong_token_is_unauthenticated(secured, pki, service):
             return search(address, settings(pki, token=token))
         with client_channel(address, settings(pki, token=token)) as channel:
             return embedding_pb2_grpc.EmbeddingServiceStub(channel).EmbedText(
-                embedding_pb2.EmbedTextRequest(texts=["coffee"]), timeout=30)
+                embedding_pb2.EmbedTextRequest(texts=["coffee"]), timeout=30
+            )
 
     for token in (None, WRONG_TOKEN):
         code, details = rpc_code(lambda t=token: call(t))
@@ -233,15 +300,22 @@ def test_missing_or_wrong_token_is_unauthenticated(secured, pki, service):
     assert call(TOKENS["cli"])
     # The token of a call wins over the channel's: a wrong one given per call is refused.
     if service == "ranking":
-        code, _ = rpc_code(lambda: search(address, settings(pki), metadata=(("authorization", f"Bearer {WRONG_TOKEN}"),)))
+        code, _ = rpc_code(
+            lambda: search(address, settings(pki), metadata=(("authorization", f"Bearer {WRONG_TOKEN}"),))
+        )
         assert code == grpc.StatusCode.UNAUTHENTICATED
 
 
 def test_health_check_needs_no_token(secured, pki):
     """grpc.health.v1 answers SERVING without a token (probes), for every service name."""
-    for proc, name in ((secured["ranking"], "visearch.v1.SearchService"), (secured["embedding"], "visearch.v1.EmbeddingService")):
+    for proc, name in (
+        (secured["ranking"], "visearch.v1.SearchService"),
+        (secured["embedding"], "visearch.v1.EmbeddingService"),
+    ):
         with client_channel(proc.address, settings(pki, token=None)) as channel:
-            status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=name), timeout=5).status
+            status = (
+                health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=name), timeout=5).status
+            )
         assert status == health_pb2.HealthCheckResponse.SERVING
 
 
@@ -302,18 +376,38 @@ def test_logs_hold_neither_tokens_nor_image_bytes(secured, pki):
 def test_cli_reaches_the_secured_servers(secured, pki):
     """`visearch health` and `visearch search --server` use TLS, the client certificate and the token from
     VISEARCH_SECURITY_*; without the token the search exits 2 naming UNAUTHENTICATED."""
-    env = {**os.environ, "VISEARCH_SECURITY_TLS_CA_FILE": pki["ca"], "VISEARCH_SECURITY_TLS_CLIENT_CERT_FILE": pki["cli"][0],
-           "VISEARCH_SECURITY_TLS_CLIENT_KEY_FILE": pki["cli"][1], "VISEARCH_SECURITY_CLIENT_TOKEN": TOKENS["tls"]}
+    env = {
+        **os.environ,
+        "VISEARCH_SECURITY_TLS_CA_FILE": pki["ca"],
+        "VISEARCH_SECURITY_TLS_CLIENT_CERT_FILE": pki["cli"][0],
+        "VISEARCH_SECURITY_TLS_CLIENT_KEY_FILE": pki["cli"][1],
+        "VISEARCH_SECURITY_CLIENT_TOKEN": TOKENS["tls"],
+    }
     cli = [sys.executable, "-m", "visearch"]
-    health = subprocess.run([*cli, "health", secured["ranking"].address, secured["embedding"].address],
-                            env=env, capture_output=True, text=True, timeout=60)
+    health = subprocess.run(
+        [*cli, "health", secured["ranking"].address, secured["embedding"].address],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert health.returncode == 0 and health.stdout.count("SERVING") == 2, health.stdout + health.stderr
-    found = subprocess.run([*cli, "search", "--server", secured["ranking"].address, "--text", "coffee", "--json"],
-                           env=env, capture_output=True, text=True, timeout=60)
+    found = subprocess.run(
+        [*cli, "search", "--server", secured["ranking"].address, "--text", "coffee", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert found.returncode == 0 and "photo-coffee" in found.stdout, found.stdout + found.stderr
     env.pop("VISEARCH_SECURITY_CLIENT_TOKEN")
-    refused = subprocess.run([*cli, "search", "--server", secured["ranking"].address, "--text", "coffee"],
-                             env=env, capture_output=True, text=True, timeout=60)
+    refused = subprocess.run(
+        [*cli, "search", "--server", secured["ranking"].address, "--text", "coffee"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert refused.returncode == 2 and "UNAUTHENTICATED" in refused.stdout, refused.stdout + refused.stderr
 
 
@@ -324,8 +418,12 @@ def test_cli_reaches_the_secured_servers(secured, pki):
 def running(security: SecuritySettings, register=lambda server: []):
     """serve() in a thread on a free loopback port with ``security``; yields the address."""
     stop, ports = threading.Event(), []
-    thread = threading.Thread(target=serve, args=("test", register, ServiceSettings(grpc_port=0, metrics_port=0)),
-                              kwargs={"stop_event": stop, "ready": ports.append, "security": security}, daemon=True)
+    thread = threading.Thread(
+        target=serve,
+        args=("test", register, ServiceSettings(grpc_port=0, metrics_port=0)),
+        kwargs={"stop_event": stop, "ready": ports.append, "security": security},
+        daemon=True,
+    )
     thread.start()
     try:
         wait_until(lambda: ports, timeout_s=10, interval_s=0.05, what="server bound")
@@ -337,13 +435,25 @@ def running(security: SecuritySettings, register=lambda server: []):
 
 def test_mutual_tls_client_certificate_names_the_rate_limited_client(pki):
     """Without tokens, under mutual TLS, the rate limit is per client certificate (its common name)."""
+
     def register(server):
-        server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
-            "visearch.v1.SearchService", {"Search": grpc.unary_unary_rpc_method_handler(lambda request, context: request)})])
+        server.add_generic_rpc_handlers(
+            [
+                grpc.method_handlers_generic_handler(
+                    "visearch.v1.SearchService",
+                    {"Search": grpc.unary_unary_rpc_method_handler(lambda request, context: request)},
+                )
+            ]
+        )
         return ["visearch.v1.SearchService"]
 
-    security = SecuritySettings(tls_cert_file=pki["server"][0], tls_key_file=pki["server"][1], tls_client_ca_file=pki["ca"],
-                                rate_limit_per_s=0.01, rate_limit_burst=1)
+    security = SecuritySettings(
+        tls_cert_file=pki["server"][0],
+        tls_key_file=pki["server"][1],
+        tls_client_ca_file=pki["ca"],
+        rate_limit_per_s=0.01,
+        rate_limit_burst=1,
+    )
     with running(security, register) as address:
         for client in ("cli", "ranking"):
             with client_channel(address, settings(pki, client=client, token=None)) as channel:

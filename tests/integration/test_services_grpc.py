@@ -27,15 +27,22 @@ def services(built_models, tmp_path_factory):
     """Ingest the photos with the CLI, then start embedding and ranking servers; SIGTERM them after."""
     tmp = tmp_path_factory.mktemp("grpc")
     env = {"VISEARCH_MILVUS_URI": str(tmp / "index.db"), "VISEARCH_TENANT": "default"}
-    subprocess.run([sys.executable, "-m", "visearch", "ingest", "--dataset", "photos", "--no-progress"],
-                   env={**os.environ, **env}, check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "visearch", "ingest", "--dataset", "photos", "--no-progress"],
+        env={**os.environ, **env},
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     embedding = ServiceProcess("embedding", env, tmp)
     ranking = ServiceProcess("ranking", {**env, "VISEARCH_EMBEDDING_ADDR": embedding.address}, tmp)
     try:
         embedding.start()
         ranking.start()
-        yield {"ports": {p.service: (p.port, p.metrics_port) for p in (embedding, ranking)},
-               "processes": {"embedding": embedding.process, "ranking": ranking.process}}
+        yield {
+            "ports": {p.service: (p.port, p.metrics_port) for p in (embedding, ranking)},
+            "processes": {"embedding": embedding.process, "ranking": ranking.process},
+        }
     finally:
         codes = {"embedding": embedding.stop(), "ranking": ranking.stop()}
     # Graceful shutdown: SIGTERM drains and exits 0.
@@ -46,14 +53,17 @@ def channel(services, name: str) -> grpc.Channel:
     return grpc.insecure_channel(f"127.0.0.1:{services['ports'][name][0]}")
 
 
-@pytest.mark.parametrize(("name", "service"), [("embedding", "visearch.v1.EmbeddingService"), ("ranking", "visearch.v1.SearchService")])
+@pytest.mark.parametrize(
+    ("name", "service"), [("embedding", "visearch.v1.EmbeddingService"), ("ranking", "visearch.v1.SearchService")]
+)
 def test_health_and_reflection(services, name, service):
     """Each server reports SERVING for its service and lists it through reflection."""
     with channel(services, name) as ch:
         status = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
         assert status == health_pb2.HealthCheckResponse.SERVING
         responses = reflection_pb2_grpc.ServerReflectionStub(ch).ServerReflectionInfo(
-            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
+        )
         names = {s.name for r in responses for s in r.list_services_response.service}
         assert {service, "grpc.health.v1.Health"} <= names
 
@@ -71,18 +81,29 @@ def test_search_by_text_and_image_over_grpc(services, photos):
         factors = {f.name: f for f in hits[0].factors}
         # An image query searches whole images and indexed regions; the blended score is the sum of the
         # factors' contributions, the visual one being weight * cosine.
-        assert factors["visual"].value > 0.99 and factors["visual"].contribution == pytest.approx(factors["visual"].value)
+        assert factors["visual"].value > 0.99 and factors["visual"].contribution == pytest.approx(
+            factors["visual"].value
+        )
         assert hits[0].score == pytest.approx(sum(f.contribution for f in hits[0].factors), abs=1e-5)
-        assert response.ranker == "profile:blended" and len(stub.Search(search_pb2.SearchRequest(text="dog")).query_id) == 32
+        assert (
+            response.ranker == "profile:blended"
+            and len(stub.Search(search_pb2.SearchRequest(text="dog")).query_id) == 32
+        )
 
 
-@pytest.mark.parametrize(("request_", "code"), [
-    (search_pb2.SearchRequest(image=common_pb2.Image(content=b"not an image")), grpc.StatusCode.INVALID_ARGUMENT),
-    (search_pb2.SearchRequest(image_id="no-such-image"), grpc.StatusCode.NOT_FOUND),
-    (search_pb2.SearchRequest(text="dog", top_k=5000), grpc.StatusCode.INVALID_ARGUMENT),
-    (search_pb2.SearchRequest(), grpc.StatusCode.INVALID_ARGUMENT),
-    (search_pb2.SearchRequest(image=common_pb2.Image(uri="/nonexistent/x.jpg")), grpc.StatusCode.FAILED_PRECONDITION),
-])
+@pytest.mark.parametrize(
+    ("request_", "code"),
+    [
+        (search_pb2.SearchRequest(image=common_pb2.Image(content=b"not an image")), grpc.StatusCode.INVALID_ARGUMENT),
+        (search_pb2.SearchRequest(image_id="no-such-image"), grpc.StatusCode.NOT_FOUND),
+        (search_pb2.SearchRequest(text="dog", top_k=5000), grpc.StatusCode.INVALID_ARGUMENT),
+        (search_pb2.SearchRequest(), grpc.StatusCode.INVALID_ARGUMENT),
+        (
+            search_pb2.SearchRequest(image=common_pb2.Image(uri="/nonexistent/x.jpg")),
+            grpc.StatusCode.FAILED_PRECONDITION,
+        ),
+    ],
+)
 def test_search_errors_have_precise_status(services, request_, code):
     """Bad requests get a precise gRPC status and a message; the server keeps serving."""
     with channel(services, "ranking") as ch:
@@ -97,7 +118,8 @@ def test_embed_text_over_grpc(services):
     """EmbedText returns one unit-norm 384-d vector per text."""
     with channel(services, "embedding") as ch:
         response = embedding_pb2_grpc.EmbeddingServiceStub(ch).EmbedText(
-            embedding_pb2.EmbedTextRequest(texts=["red dress", "sneakers"]), timeout=30)
+            embedding_pb2.EmbedTextRequest(texts=["red dress", "sneakers"]), timeout=30
+        )
     assert len(response.vectors) == 2
     for vector in response.vectors:
         assert len(vector.values) == 384
@@ -106,8 +128,16 @@ def test_embed_text_over_grpc(services):
 
 def test_metrics_endpoint_exports_latency_histograms(services):
     """/metrics of both processes exposes the documented series."""
-    body = urllib.request.urlopen(f"http://127.0.0.1:{services['ports']['embedding'][1]}/metrics", timeout=5).read().decode()
-    assert 'visearch_inference_duration_seconds_bucket{le="0.001",model="all_minilm_l6_v2",runner="onnxruntime"}' in body
+    body = (
+        urllib.request.urlopen(f"http://127.0.0.1:{services['ports']['embedding'][1]}/metrics", timeout=5)
+        .read()
+        .decode()
+    )
+    assert (
+        'visearch_inference_duration_seconds_bucket{le="0.001",model="all_minilm_l6_v2",runner="onnxruntime"}' in body
+    )
     assert "visearch_grpc_server_handling_seconds_count" in body
-    body = urllib.request.urlopen(f"http://127.0.0.1:{services['ports']['ranking'][1]}/metrics", timeout=5).read().decode()
+    body = (
+        urllib.request.urlopen(f"http://127.0.0.1:{services['ports']['ranking'][1]}/metrics", timeout=5).read().decode()
+    )
     assert 'visearch_milvus_request_duration_seconds_count{operation="search"}' in body

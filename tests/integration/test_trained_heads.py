@@ -40,13 +40,16 @@ PROJECTION_GAIN = 0.04
 MIN_ACCURACY = 0.85
 MIN_TAG_MAP = 0.95
 
+
 @pytest.fixture(scope="module")
 def splits(built_models):
     """Frozen embeddings of the training slice, the evaluation catalogue and the test queries (cached)."""
     models = ModelSettings()
-    return heads.Splits(train=frozen_embeddings(FASHION_MNIST, "train", TRAIN_OFFSET, TRAIN_LIMIT, models),
-                        index=frozen_embeddings(FASHION_MNIST, "train", 0, INDEX, models),
-                        test=frozen_embeddings(FASHION_MNIST, "test", 0, TEST, models))
+    return heads.Splits(
+        train=frozen_embeddings(FASHION_MNIST, "train", TRAIN_OFFSET, TRAIN_LIMIT, models),
+        index=frozen_embeddings(FASHION_MNIST, "train", 0, INDEX, models),
+        test=frozen_embeddings(FASHION_MNIST, "test", 0, TEST, models),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +77,10 @@ def test_projection_improves_precision_at_10(projection_run):
     """The projection beats the raw embedding on held-out queries, on both query sets."""
     meta = projection_run.meta
     m = meta["metrics"]
-    print("projection", json.dumps({s: {k: round(v, 4) for k, v in m[s].items() if k != "per_category"}
-                                    for s in ("raw", "projected")}))
+    print(
+        "projection",
+        json.dumps({s: {k: round(v, 4) for k, v in m[s].items() if k != "per_category"} for s in ("raw", "projected")}),
+    )
     assert meta["version"] == 1 and meta["training"]["data"]["offset"] == TRAIN_OFFSET
     assert m["raw"]["precision_first_200"] == pytest.approx(0.7545, abs=0.01)  # test_fashion_mnist.py: 0.754 via Milvus
     for key in ("precision", "precision_first_200"):
@@ -125,7 +130,8 @@ def test_services_pick_up_the_versions_through_settings(projection_run, head_run
     embedder = Embedder.from_cache()
     assert embedder.image_model == f"{embedder.encoder_model}+projection_fashion_mnist@1"
     response = EmbeddingService(embedder).EmbedImage(
-        embedding_pb2.EmbedImageRequest(images=[common_pb2.Image(content=i.content) for i in items]), None)
+        embedding_pb2.EmbedImageRequest(images=[common_pb2.Image(content=i.content) for i in items]), None
+    )
     assert response.image_model == embedder.image_model
     raw = embedder.image.encode(images)[0]
     vectors = np.array([e.image.values for e in response.embeddings], np.float32)

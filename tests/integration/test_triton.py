@@ -66,7 +66,9 @@ def test_image_model_parity(triton, photos):
     got = remote.infer({"image": batch}, ["logits", "embedding"])
     assert got["logits"].shape == (40, 1000) and got["embedding"].shape == (40, 1280)
     max_abs = float(np.abs(got["logits"] - want["logits"]).max())
-    print(f"image parity: max |dlogit| {max_abs:.2e}, min cosine {cosine_rows(got['embedding'], want['embedding']).min():.7f}")
+    print(
+        f"image parity: max |dlogit| {max_abs:.2e}, min cosine {cosine_rows(got['embedding'], want['embedding']).min():.7f}"
+    )
     assert max_abs <= LOGIT_ABS_TOL
     assert cosine_rows(got["embedding"], want["embedding"]).min() >= COSINE_TOL
     assert (got["logits"].argmax(1) == want["logits"].argmax(1)).all()
@@ -81,8 +83,14 @@ def test_text_model_parity(triton):
     tokenizer = Tokenizer(folder / "tokenizer.json")
     local = OnnxRunner(folder / "model.onnx", TEXT_MODEL.name)
     remote = TritonRunner(triton, TEXT_MODEL.name, TEXT_MODEL.key)
-    texts = ["dog", "a cup of coffee on a wooden table", "red dress", "Ein Hund spielt im Park", "",
-             "running shoes with white soles and a blue logo on the side"]
+    texts = [
+        "dog",
+        "a cup of coffee on a wooden table",
+        "red dress",
+        "Ein Hund spielt im Park",
+        "",
+        "running shoes with white soles and a blue logo on the side",
+    ]
     ids, mask = tokenizer.encode(texts)
     want = local.infer({"input_ids": ids, "attention_mask": mask}, ["sentence_embedding"])["sentence_embedding"]
     got = remote.infer({"input_ids": ids, "attention_mask": mask}, ["sentence_embedding"])["sentence_embedding"]
@@ -116,13 +124,22 @@ def test_recipe_mismatch_is_refused(triton):
 def test_search_with_models_on_triton(triton, photos, tmp_path):
     """The five-stage chain and search (near-duplicate and text) with every model call going to Triton."""
     settings = ModelSettings(triton_url=triton)
-    with EmbeddedPlatform(StoreSettings(uri=str(tmp_path / "t.db")), settings, ServiceSettings(tenant="t"),
-                          image_settings=ImageSettings(allow_file_uris=True)) as platform:
+    with EmbeddedPlatform(
+        StoreSettings(uri=str(tmp_path / "t.db")),
+        settings,
+        ServiceSettings(tenant="t"),
+        image_settings=ImageSettings(allow_file_uris=True),
+    ) as platform:
         assert isinstance(platform.embedder.image.runner, TritonRunner)
         # The recognition models too: detector, OCR det/cls/rec, moderation.
         reader = platform.ocr.reader
-        for runner in (platform.detection.detector.runner, reader.det, reader.cls, reader.rec,
-                       platform.classification.classifier.moderation.runner):
+        for runner in (
+            platform.detection.detector.runner,
+            reader.det,
+            reader.cls,
+            reader.rec,
+            platform.classification.classifier.moderation.runner,
+        ):
             assert isinstance(runner, TritonRunner), runner
         report = platform.ingest(photos, progress=False)
         assert report.indexed == len(photos) and not report.failed
@@ -130,8 +147,12 @@ def test_search_with_models_on_triton(triton, photos, tmp_path):
         assert platform.store.get("t", "photo-motorcycle")["ocr_text"] == "YAMAHA"
         dog = next(p for p in photos if p.image_id == "photo-dog")
         img = Image.open(io.BytesIO(dog.read_bytes())).convert("RGB")
-        query = jpeg_bytes(img.crop((20, 20, img.width - 20, img.height - 20)).resize((img.width // 2, img.height // 2)), 50)
-        hits = platform.search.Search(search_pb2.SearchRequest(image=common_pb2.Image(content=query), top_k=3), None).hits
+        query = jpeg_bytes(
+            img.crop((20, 20, img.width - 20, img.height - 20)).resize((img.width // 2, img.height // 2)), 50
+        )
+        hits = platform.search.Search(
+            search_pb2.SearchRequest(image=common_pb2.Image(content=query), top_k=3), None
+        ).hits
         assert hits[0].image_id == "photo-dog"
         hits = platform.search.Search(search_pb2.SearchRequest(text="a cup of coffee", top_k=3), None).hits
         assert hits[0].image_id == "photo-coffee"
@@ -148,10 +169,16 @@ def test_kafka_ingest_and_grpc_search_with_models_on_triton(triton, tmp_path):
         settings = KafkaSettings(bootstrap=KAFKA_BOOTSTRAP, topic_prefix=prefix, partitions=3)
         create_topics(settings, ["embedding", "indexer"])
         store = MilvusStore(StoreSettings(uri=MILVUS_URI, collection_prefix=prefix, search_consistency="Strong"))
-        env = {"VISEARCH_KAFKA_BOOTSTRAP": KAFKA_BOOTSTRAP, "VISEARCH_KAFKA_TOPIC_PREFIX": prefix,
-               "VISEARCH_MILVUS_URI": MILVUS_URI, "VISEARCH_MILVUS_COLLECTION_PREFIX": prefix,
-               "VISEARCH_MILVUS_SEARCH_CONSISTENCY": "Strong", "VISEARCH_MODEL_TRITON_URL": triton,
-               "VISEARCH_TENANT": "tr", "VISEARCH_PIPELINE_STAGES": "embedding,indexer"}
+        env = {
+            "VISEARCH_KAFKA_BOOTSTRAP": KAFKA_BOOTSTRAP,
+            "VISEARCH_KAFKA_TOPIC_PREFIX": prefix,
+            "VISEARCH_MILVUS_URI": MILVUS_URI,
+            "VISEARCH_MILVUS_COLLECTION_PREFIX": prefix,
+            "VISEARCH_MILVUS_SEARCH_CONSISTENCY": "Strong",
+            "VISEARCH_MODEL_TRITON_URL": triton,
+            "VISEARCH_TENANT": "tr",
+            "VISEARCH_PIPELINE_STAGES": "embedding,indexer",
+        }
         for name in ("embedding", "indexer"):
             procs.append(ServiceProcess(name, env, tmp_path).start())
         ranking = ServiceProcess("ranking", {**env, "VISEARCH_EMBEDDING_ADDR": procs[0].address}, tmp_path)

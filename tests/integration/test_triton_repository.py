@@ -17,8 +17,10 @@ pytestmark = [pytest.mark.models]
 def test_repository_layout_and_config(built_models, tmp_path, flavour):
     """Each model: config.pbtxt (valid ModelConfig, dynamic batching, recipe key) and 1/model.onnx."""
     write_repository(ModelSettings().cache_dir, tmp_path, flavour)
-    for spec, inputs, outputs in ((IMAGE_MODEL, {"image": [3, 224, 224]}, {"logits": [1000], "embedding": [1280]}),
-                                  (TEXT_MODEL, {"input_ids": [-1], "attention_mask": [-1]}, {"sentence_embedding": [384]})):
+    for spec, inputs, outputs in (
+        (IMAGE_MODEL, {"image": [3, 224, 224]}, {"logits": [1000], "embedding": [1280]}),
+        (TEXT_MODEL, {"input_ids": [-1], "attention_mask": [-1]}, {"sentence_embedding": [384]}),
+    ):
         folder = tmp_path / spec.name
         config = text_format.Parse((folder / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
         assert config.name == spec.name
@@ -28,7 +30,11 @@ def test_repository_layout_and_config(built_models, tmp_path, flavour):
         assert {t.name: list(t.dims) for t in config.output} == outputs
         assert list(config.dynamic_batching.preferred_batch_size)
         assert 0 < config.dynamic_batching.max_queue_delay_microseconds <= 10_000
-        kind = model_config_pb2.ModelInstanceGroup.KIND_CPU if flavour == "local" else model_config_pb2.ModelInstanceGroup.KIND_GPU
+        kind = (
+            model_config_pb2.ModelInstanceGroup.KIND_CPU
+            if flavour == "local"
+            else model_config_pb2.ModelInstanceGroup.KIND_GPU
+        )
         assert config.instance_group[0].kind == kind
         assert config.parameters["recipe"].string_value == spec.key
         assert (folder / "1" / "model.onnx").stat().st_size > 1_000_000

@@ -53,23 +53,28 @@ from visearch.v1 import common_pb2, search_pb2, search_pb2_grpc
 
 pytestmark = [pytest.mark.load, pytest.mark.kafka, pytest.mark.milvus, pytest.mark.models, pytest.mark.slow]
 
-DURATION_S = env_float("VISEARCH_LOAD_DURATION_S", 60.0)       # steady phase length
-INGEST_RATE = env_float("VISEARCH_LOAD_INGEST_RATE", 1.5)      # events/s published during the steady phase
+DURATION_S = env_float("VISEARCH_LOAD_DURATION_S", 60.0)  # steady phase length
+INGEST_RATE = env_float("VISEARCH_LOAD_INGEST_RATE", 1.5)  # events/s published during the steady phase
 SEARCH_CLIENTS = int(env_float("VISEARCH_LOAD_SEARCH_CLIENTS", 2))
-SEARCH_RATE = env_float("VISEARCH_LOAD_SEARCH_RATE", 4.0)      # queries/s over all clients
-BURST = int(env_float("VISEARCH_LOAD_BURST", 48))              # events published at once against a slow indexer
-SLOW_DELAY_S = env_float("VISEARCH_LOAD_SLOW_DELAY_S", 0.5)    # per chunk each way on the indexer's Milvus link
-SEED = 32                                                      # indexed before the steady phase, so searches hit
-BATCH = 8                                                      # VISEARCH_KAFKA_MAX_POLL_RECORDS
-RSS_GROWTH_BOUND_MB = 150.0                                    # slow indexer: RSS growth allowed during the burst
+SEARCH_RATE = env_float("VISEARCH_LOAD_SEARCH_RATE", 4.0)  # queries/s over all clients
+BURST = int(env_float("VISEARCH_LOAD_BURST", 48))  # events published at once against a slow indexer
+SLOW_DELAY_S = env_float("VISEARCH_LOAD_SLOW_DELAY_S", 0.5)  # per chunk each way on the indexer's Milvus link
+SEED = 32  # indexed before the steady phase, so searches hit
+BATCH = 8  # VISEARCH_KAFKA_MAX_POLL_RECORDS
+RSS_GROWTH_BOUND_MB = 150.0  # slow indexer: RSS growth allowed during the burst
 SEARCH_TIMEOUT_S = 30.0
-WAIT_S = 900                                                   # any wait; a hang fails, it does not eat CI
+WAIT_S = 900  # any wait; a hang fails, it does not eat CI
 TENANT = "load"
 TEXT_QUERIES = ["a sneaker", "an ankle boot", "a dress", "a shirt", "a bag", "a pullover", "trousers", "a sandal"]
 SERVICES = [*ALL_STAGES, "ranking"]
 
-REPORT: dict = {"duration_s": DURATION_S, "ingest_rate_per_s": INGEST_RATE, "search_clients": SEARCH_CLIENTS,
-                "search_rate_per_s": SEARCH_RATE, "batch": BATCH}
+REPORT: dict = {
+    "duration_s": DURATION_S,
+    "ingest_rate_per_s": INGEST_RATE,
+    "search_clients": SEARCH_CLIENTS,
+    "search_rate_per_s": SEARCH_RATE,
+    "batch": BATCH,
+}
 _offsets = iter(range(10_000, 60_000, 5_000))  # each phase its own Fashion-MNIST slice
 
 
@@ -85,13 +90,19 @@ class Stack:
         self.infra = infra
         self.prefix = f"l{uuid.uuid4().hex[:8]}"
         self.proxy = DelayProxy(infra.ports["milvus"])  # the indexer's Milvus link; 0 s delay unless slowed
-        self.services = Services(infra, self.prefix, ALL_STAGES, log_dir, triton=False,
-                                 extra_env={"VISEARCH_KAFKA_MAX_POLL_RECORDS": str(BATCH),
-                                            "VISEARCH_TENANT": TENANT})
+        self.services = Services(
+            infra,
+            self.prefix,
+            ALL_STAGES,
+            log_dir,
+            triton=False,
+            extra_env={"VISEARCH_KAFKA_MAX_POLL_RECORDS": str(BATCH), "VISEARCH_TENANT": TENANT},
+        )
         self.services.add("indexer", {"VISEARCH_MILVUS_URI": f"http://127.0.0.1:{self.proxy.port}"})
         embedding = self.services.add("embedding")
-        self.services.add("ranking", {"VISEARCH_PIPELINE_STAGES": "indexer",
-                                      "VISEARCH_EMBEDDING_ADDR": embedding.address})
+        self.services.add(
+            "ranking", {"VISEARCH_PIPELINE_STAGES": "indexer", "VISEARCH_EMBEDDING_ADDR": embedding.address}
+        )
         self.kafka = self.services.kafka
         created = create_topics(self.kafka, ALL_STAGES)
         assert set(created.values()) == {"created"}, created
@@ -108,6 +119,7 @@ class Stack:
 
     def wait_indexed(self, expected: int) -> float:
         """Wait until ``expected`` rows of the tenant are stored and the lag is 0; return the time."""
+
         def done():
             self.check_alive()
             return self.store.count(TENANT) == expected and self.probe.total_lag() == 0
@@ -163,7 +175,10 @@ class Searcher(threading.Thread):
             while not self.stop_event.is_set():
                 i = self.index + count * SEARCH_CLIENTS
                 if i % 2 == 0:
-                    kind, request = "text", search_pb2.SearchRequest(text=TEXT_QUERIES[i // 2 % len(TEXT_QUERIES)], top_k=10)
+                    kind, request = (
+                        "text",
+                        search_pb2.SearchRequest(text=TEXT_QUERIES[i // 2 % len(TEXT_QUERIES)], top_k=10),
+                    )
                 else:
                     image = common_pb2.Image(content=self.images[i // 2 % len(self.images)])
                     kind, request = "image", search_pb2.SearchRequest(image=image, top_k=10)
@@ -182,8 +197,12 @@ class Searcher(threading.Thread):
 
 def _latency_figures(results, kind: str) -> dict:
     seconds = [s for k, s, code, _ in results if k == kind and code == "OK"]
-    return {"queries": len(seconds), "p50_ms": round(percentile(seconds, 50) * 1000, 1),
-            "p99_ms": round(percentile(seconds, 99) * 1000, 1), "max_ms": round(max(seconds, default=0) * 1000, 1)}
+    return {
+        "queries": len(seconds),
+        "p50_ms": round(percentile(seconds, 50) * 1000, 1),
+        "p99_ms": round(percentile(seconds, 99) * 1000, 1),
+        "max_ms": round(max(seconds, default=0) * 1000, 1),
+    }
 
 
 def test_steady_ingest_and_concurrent_search(stack):
@@ -191,8 +210,10 @@ def test_steady_ingest_and_concurrent_search(stack):
     events = _events(max(1, int(DURATION_S * INGEST_RATE)))
     dlq_before = stack.probe.dlq_sizes()
     images, stop = _query_images(), threading.Event()
-    searchers = [Searcher(stack.services.procs["ranking"].address, SEARCH_RATE / SEARCH_CLIENTS, images, i, stop)
-                 for i in range(SEARCH_CLIENTS)]
+    searchers = [
+        Searcher(stack.services.procs["ranking"].address, SEARCH_RATE / SEARCH_CLIENTS, images, i, stop)
+        for i in range(SEARCH_CLIENTS)
+    ]
     lag = Sampler(stack.probe.total_lag, 2.0).start()
     rss = Sampler(stack.rss, 2.0).start()
     start = time.perf_counter()
@@ -209,8 +230,9 @@ def test_steady_ingest_and_concurrent_search(stack):
 
     stack.published += [e.image_id for e in events]
     stored = sorted(stack.store.ids(TENANT))
-    assert stored == sorted(stack.published), (f"{len(stored)} rows, {len(set(stored))} distinct, "
-                                               f"{len(stack.published)} published")
+    assert stored == sorted(stack.published), (
+        f"{len(stored)} rows, {len(set(stored))} distinct, {len(stack.published)} published"
+    )
     dlq_after = stack.probe.dlq_sizes()
     assert sum(dlq_after.values()) == sum(dlq_before.values()), f"dead letters under load: {dlq_after}"
     results = [r for s in searchers for r in s.results]
@@ -266,12 +288,20 @@ def test_slow_indexer_backpressure(stack):
 
     peak = max(v for _, v in rss_samples)
     lag_peak = max((v for _, v in lag_samples if v is not None), default=0)
-    figures = {"burst": BURST, "delay_per_chunk_s": SLOW_DELAY_S, "slow_phase_s": round(slow_s, 1),
-               "indexer_lag_peak": lag_peak, "indexer_rss_before_mb": round(rss_before),
-               "indexer_rss_peak_mb": round(peak), "recovery_after_slow_s": round(done - start - slow_s, 1)}
+    figures = {
+        "burst": BURST,
+        "delay_per_chunk_s": SLOW_DELAY_S,
+        "slow_phase_s": round(slow_s, 1),
+        "indexer_lag_peak": lag_peak,
+        "indexer_rss_before_mb": round(rss_before),
+        "indexer_rss_peak_mb": round(peak),
+        "recovery_after_slow_s": round(done - start - slow_s, 1),
+    }
     REPORT["slow_indexer"] = figures
     write_report("load", REPORT)
     print(f"\nslow indexer: {figures}")
     assert lag_peak >= BURST // 2, f"the indexer was not the bottleneck (lag peak {lag_peak}): raise the delay"
-    assert peak - rss_before <= RSS_GROWTH_BOUND_MB, (f"indexer RSS grew {peak - rss_before:.0f} MiB under a backlog "
-                                                      f"of {lag_peak} events (bound {RSS_GROWTH_BOUND_MB} MiB)")
+    assert peak - rss_before <= RSS_GROWTH_BOUND_MB, (
+        f"indexer RSS grew {peak - rss_before:.0f} MiB under a backlog "
+        f"of {lag_peak} events (bound {RSS_GROWTH_BOUND_MB} MiB)"
+    )

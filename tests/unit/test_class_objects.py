@@ -17,8 +17,10 @@ def test_from_arrays_sums_the_probability_below_each_label():
     # synsets: 0 dog (classes 0, 1 below it), 1 horse (class 2), 2 person (no class); classes 0..3
     arrays = {
         "coco_labels": _text(["dog", "horse", "person"]),
-        "coco_indptr": np.array([0, 1, 2, 3]), "coco_synset": np.array([0, 1, 2]),
-        "group_indptr": np.array([0, 2, 3, 3]), "group_class": np.array([0, 1, 2], dtype=np.int16),
+        "coco_indptr": np.array([0, 1, 2, 3]),
+        "coco_synset": np.array([0, 1, 2]),
+        "group_indptr": np.array([0, 2, 3, 3]),
+        "group_class": np.array([0, 1, 2], dtype=np.int16),
         "class_names": _text(["beagle", "pug", "sorrel", "teapot"]),
     }
     objects = ClassObjects.from_arrays(arrays)

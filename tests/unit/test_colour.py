@@ -139,31 +139,37 @@ def test_palette_weights_are_relative_and_mixes_match_mixed_images():
 # --------------------------------------------------------------------------------------- parsing, errors
 
 
-@pytest.mark.parametrize(("spec", "expected"), [
-    ("#cc0000", ("#cc0000", (204, 0, 0))),
-    ("CC0000", ("#cc0000", (204, 0, 0))),
-    ("#c00", ("#cc0000", (204, 0, 0))),
-    ("Navy", ("navy", parse_colour("#1b2a4e")[1])),
-    ("dark-red", ("dark red", parse_colour(PALETTE["dark red"])[1])),
-    ("DarkRed", ("dark red", parse_colour(PALETTE["dark red"])[1])),
-    ("gray", ("grey", parse_colour(PALETTE["grey"])[1])),
-    ("burgundy", ("dark red", parse_colour(PALETTE["dark red"])[1])),
-])
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("#cc0000", ("#cc0000", (204, 0, 0))),
+        ("CC0000", ("#cc0000", (204, 0, 0))),
+        ("#c00", ("#cc0000", (204, 0, 0))),
+        ("Navy", ("navy", parse_colour("#1b2a4e")[1])),
+        ("dark-red", ("dark red", parse_colour(PALETTE["dark red"])[1])),
+        ("DarkRed", ("dark red", parse_colour(PALETTE["dark red"])[1])),
+        ("gray", ("grey", parse_colour(PALETTE["grey"])[1])),
+        ("burgundy", ("dark red", parse_colour(PALETTE["dark red"])[1])),
+    ],
+)
 def test_parse_colour(spec, expected):
     assert parse_colour(spec) == expected
 
 
-@pytest.mark.parametrize("colours", [
-    [],
-    ["chartreuse-ish"],
-    ["#12345"],
-    ["#gggggg"],
-    [("red", 0)],
-    [("red", -1)],
-    [("red", float("nan"))],
-    [("red", "heavy")],
-    [(123, 1.0)],
-])
+@pytest.mark.parametrize(
+    "colours",
+    [
+        [],
+        ["chartreuse-ish"],
+        ["#12345"],
+        ["#gggggg"],
+        [("red", 0)],
+        [("red", -1)],
+        [("red", float("nan"))],
+        [("red", "heavy")],
+        [(123, 1.0)],
+    ],
+)
 def test_bad_palettes_raise_bad_colour(colours):
     with pytest.raises(InvalidEventError) as info:
         palette_descriptor(colours)

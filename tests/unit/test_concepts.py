@@ -20,8 +20,19 @@ def test_default_vocabulary():
     concepts = load_vocabulary()
     tags = [c.tag for c in concepts]
     assert 60 <= len(tags) <= 150 and len(set(tags)) == len(tags)
-    assert {"outdoor", "food", "animal", "vehicle", "clothing", "footwear", "sport", "nature", "night",
-            "portrait", "person"} <= set(tags)
+    assert {
+        "outdoor",
+        "food",
+        "animal",
+        "vehicle",
+        "clothing",
+        "footwear",
+        "sport",
+        "nature",
+        "night",
+        "portrait",
+        "person",
+    } <= set(tags)
     assert all(c.texts and all(c.texts) for c in concepts)
     assert DEFAULT_VOCABULARY.is_file()
 
@@ -47,12 +58,18 @@ def fake_embed(texts: list[str]) -> np.ndarray:
     return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
 
-CONCEPTS = [Concept("cat", ("a cat",)), Concept("dog", ("a dog",)), Concept("car", ("a car",)),
-            Concept("pet", ("a cat", "a dog"))]
+CONCEPTS = [
+    Concept("cat", ("a cat",)),
+    Concept("dog", ("a dog",)),
+    Concept("car", ("a car",)),
+    Concept("pet", ("a cat", "a dog")),
+]
 
 
 def test_tags_are_centred_thresholded_and_capped():
-    tagger = ConceptTagger.from_embedder(fake_embed, CONCEPTS, ClassificationSettings(concept_min_score=0.2, max_concepts=2))
+    tagger = ConceptTagger.from_embedder(
+        fake_embed, CONCEPTS, ClassificationSettings(concept_min_score=0.2, max_concepts=2)
+    )
     # pet's vector is the normalised mean of cat and dog
     assert tagger.vectors[3] == pytest.approx(np.array([1, 1, 0, 0]) / np.sqrt(2))
     joint = np.array([[1, 0, 0, 0], [0.6, 0.8, 0, 0], [0, 0, 0, 1]], dtype=np.float32)

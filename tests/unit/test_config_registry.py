@@ -115,8 +115,12 @@ def test_locate_finished_build_returns_folder(tmp_path):
     folder.mkdir(parents=True)
     (folder / "meta.json").write_text("{}")
     assert TEXT_MODEL.locate(tmp_path) == folder
-    changed = ModelSpec(TEXT_MODEL.name, TEXT_MODEL.source_package, TEXT_MODEL.source_version,
-                        {**TEXT_MODEL.recipe, "revision": TEXT_MODEL.recipe["revision"] + 1})
+    changed = ModelSpec(
+        TEXT_MODEL.name,
+        TEXT_MODEL.source_package,
+        TEXT_MODEL.source_version,
+        {**TEXT_MODEL.recipe, "revision": TEXT_MODEL.recipe["revision"] + 1},
+    )
     with pytest.raises(ModelNotBuiltError):
         changed.locate(tmp_path)
 
@@ -181,7 +185,6 @@ def test_invalid_env_values_raise_validation_error(monkeypatch, var, value, cls)
     monkeypatch.setenv(var, value)
     with pytest.raises(ValidationError):
         cls()
-
 
 
 def test_the_int8_text_encoder_is_in_process_only():

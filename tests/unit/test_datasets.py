@@ -48,15 +48,30 @@ def test_folder_catalogue_defaults_without_metadata(folder):
     """Without metadata every item has empty product fields, in stock, price 0."""
     item = next(folder_catalogue(folder))
     assert (item.title, item.category, item.brand, item.price, item.in_stock, item.tags, item.attributes) == (
-        "", "", "", 0.0, True, [], {})
+        "",
+        "",
+        "",
+        0.0,
+        True,
+        [],
+        {},
+    )
 
 
 def test_folder_catalogue_jsonl_metadata(folder, tmp_path):
     """JSONL rows match by image_id, relative path or file name; tags lists kept; other keys become attributes."""
     meta = tmp_path / "meta.jsonl"
     rows = [
-        {"image_id": "sub/a", "title": "Red", "category": "shoes", "price": 12.5, "in_stock": False,
-         "tags": ["red", "sale"], "color": "red", "size": 42},
+        {
+            "image_id": "sub/a",
+            "title": "Red",
+            "category": "shoes",
+            "price": 12.5,
+            "in_stock": False,
+            "tags": ["red", "sale"],
+            "color": "red",
+            "size": 42,
+        },
         {"file": "sub/b.jpg", "title": "Green", "brand": "acme"},
         {"file": "c.PNG", "title": "Grey"},
     ]
@@ -172,7 +187,10 @@ def test_fashion_mnist_test_split(mnist_root):
     """The test split reads the t10k files and names ids fmnist-test-NNNNN."""
     root, _, _ = mnist_root
     items = list(fashion_mnist("test", root=root))
-    assert [(i.image_id, i.category) for i in items] == [("fmnist-test-00000", "ankle boot"), ("fmnist-test-00001", "bag")]
+    assert [(i.image_id, i.category) for i in items] == [
+        ("fmnist-test-00000", "ankle boot"),
+        ("fmnist-test-00001", "bag"),
+    ]
     assert items[0].attributes["split"] == "test"
 
 

@@ -19,12 +19,15 @@ def _extent(mask: np.ndarray) -> tuple[int, int, int, int]:
     return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
 
 
-@pytest.mark.parametrize(("size", "rect"), [
-    ((800, 400), (100, 50, 300, 250)),    # landscape, shrunk: black bars above and below
-    ((300, 900), (30, 600, 270, 880)),    # portrait, shrunk: bars left and right
-    ((64, 48), (8, 8, 40, 32)),           # small, enlarged (bilinear)
-    ((512, 512), (0, 0, 200, 100)),       # already the input size: identity
-])
+@pytest.mark.parametrize(
+    ("size", "rect"),
+    [
+        ((800, 400), (100, 50, 300, 250)),  # landscape, shrunk: black bars above and below
+        ((300, 900), (30, 600, 270, 880)),  # portrait, shrunk: bars left and right
+        ((64, 48), (8, 8, 40, 32)),  # small, enlarged (bilinear)
+        ((512, 512), (0, 0, 200, 100)),  # already the input size: identity
+    ],
+)
 def test_letterbox_maps_a_drawn_rectangle_back_to_original_pixels(size, rect):
     img = Image.new("RGB", size, (0, 0, 0))
     ImageDraw.Draw(img).rectangle((rect[0], rect[1], rect[2] - 1, rect[3] - 1), fill=(255, 255, 255))
@@ -59,11 +62,15 @@ def test_to_original_inverts_the_forward_mapping_and_clips_to_the_image():
 
 
 def test_nms_drops_overlapping_boxes_of_the_same_class_only():
-    boxes = np.array([[0, 0, 100, 100],     # 0: class 0, best
-                      [5, 5, 105, 105],     # 1: class 0, IoU 0.82 with box 0: suppressed
-                      [5, 5, 105, 105],     # 2: class 1, same place but another class: kept
-                      [200, 200, 260, 260],  # 3: class 0, far away: kept
-                      [60, 0, 160, 100]])    # 4: class 0, IoU 0.25 with box 0: kept
+    boxes = np.array(
+        [
+            [0, 0, 100, 100],  # 0: class 0, best
+            [5, 5, 105, 105],  # 1: class 0, IoU 0.82 with box 0: suppressed
+            [5, 5, 105, 105],  # 2: class 1, same place but another class: kept
+            [200, 200, 260, 260],  # 3: class 0, far away: kept
+            [60, 0, 160, 100],
+        ]
+    )  # 4: class 0, IoU 0.25 with box 0: kept
     scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5])
     classes = np.array([0, 0, 1, 0, 0])
     keep = nms_per_class(boxes, scores, classes, score_threshold=0.1, iou_threshold=0.5, max_detections=10)
@@ -120,14 +127,17 @@ def test_detector_postprocessing_maps_thresholds_suppresses_and_keeps_order():
         (100, 178, 200, 278, 0.9, 16),  # class 16 at original (200, 100, 400, 300)
         (102, 180, 202, 280, 0.6, 16),  # same object, same class: NMS drops it
         (100, 178, 200, 278, 0.5, 15),  # same place, class 15: kept
-        (300, 100, 600, 300, 0.4, 2),   # starts in the top padding, runs past the right edge: clipped
-        (10, 10, 50, 60, 0.8, 0),       # wholly inside the top padding: not an object
-        (400, 200, 450, 250, 0.2, 1),   # below the score threshold
+        (300, 100, 600, 300, 0.4, 2),  # starts in the top padding, runs past the right edge: clipped
+        (10, 10, 50, 60, 0.8, 0),  # wholly inside the top padding: not an object
+        (400, 200, 450, 250, 0.2, 1),  # below the score threshold
     )
     runner = StubRunner({60: rows, 90: _rows((0, 0, 512, 512, 0.7, 5))})
     detector = Detector(runner, LABELS, DetectionSettings(score_threshold=0.3, nms_iou=0.5, batch_size=2))
-    images = [Image.new("RGB", (1024, 512), (60, 60, 60)), Image.new("RGB", (100, 100), (90, 90, 90)),
-              Image.new("RGB", (1024, 512), (60, 60, 60))]
+    images = [
+        Image.new("RGB", (1024, 512), (60, 60, 60)),
+        Image.new("RGB", (100, 100), (90, 90, 90)),
+        Image.new("RGB", (1024, 512), (60, 60, 60)),
+    ]
     first, second, third = detector.detect(images)
     assert runner.batches == [(2, 512, 512, 3), (1, 512, 512, 3)]
     assert [(d.label, d.class_id) for d in first] == [("class16", 16), ("class15", 15), ("class2", 2)]

@@ -123,12 +123,15 @@ def test_images_without_texture_give_no_match():
     assert not is_exact_match(verify_match(flat, scene(0)))
 
 
-@pytest.mark.parametrize(("result", "expected"), [
-    (MatchResult(30, 0.9, 33), True),
-    (MatchResult(EXACT_MATCH_MIN_INLIERS - 1, 1.0, EXACT_MATCH_MIN_INLIERS - 1), False),  # too few inliers
-    (MatchResult(100, 0.1, 1000), False),  # a homography fitted to a sliver of the matches
-    (MatchResult(0, 0.0, 0), False),
-])
+@pytest.mark.parametrize(
+    ("result", "expected"),
+    [
+        (MatchResult(30, 0.9, 33), True),
+        (MatchResult(EXACT_MATCH_MIN_INLIERS - 1, 1.0, EXACT_MATCH_MIN_INLIERS - 1), False),  # too few inliers
+        (MatchResult(100, 0.1, 1000), False),  # a homography fitted to a sliver of the matches
+        (MatchResult(0, 0.0, 0), False),
+    ],
+)
 def test_is_exact_match_thresholds(result, expected):
     assert is_exact_match(result) is expected
 

@@ -99,8 +99,14 @@ def test_summarise_means_and_curve():
 
 def test_profiles_are_request_messages_with_one_override_per_ablation():
     profiles = {p.name: p for p in profiles_for(None, ["visual", "bm25", "phash"])}
-    assert list(profiles) == ["visual_only", "blended", "blended_rrf", "blended-no-visual", "blended-no-bm25",
-                              "blended-no-phash"]
+    assert list(profiles) == [
+        "visual_only",
+        "blended",
+        "blended_rrf",
+        "blended-no-visual",
+        "blended-no-bm25",
+        "blended-no-phash",
+    ]
     assert profiles["blended-no-bm25"].message() == search_pb2.RankingProfile(name="blended", weights={"bm25": 0.0})
     assert profiles["blended_rrf"].message().fusion == search_pb2.FUSION_RRF
     assert [p.name for p in profiles_for(["blended", "visual_only"], [])] == ["blended", "visual_only"]

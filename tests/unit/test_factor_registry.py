@@ -49,17 +49,24 @@ def test_each_factor_has_one_kind_of_scorer_or_comes_from_elsewhere():
 ALL_SIGNALS = {"visual", "joint", "colour", "text", "tags", "taxonomy", "phash", "main_visual"}
 
 
-@pytest.mark.parametrize(("profile_name", "signals", "expected"), [
-    ("blended", {"visual"}, ["visual", "region", "in_stock"]),  # freshness weighs 0 in blended
-    ("blended", ALL_SIGNALS, ["visual", "region", "text", "bm25", "tags", "taxonomy", "colour", "in_stock", "phash"]),
-    ("blended", {"joint", "text", "tags"}, ["text", "bm25", "tags", "in_stock"]),  # a text query
-    ("blended", set(), ["in_stock"]),
-    ("visual_only", {"visual"}, ["visual"]),
-    ("visual_only", {"joint", "text", "tags"}, ["text"]),
-    ("visual_only", ALL_SIGNALS, ["visual", "text"]),
-    ("colour", {"colour"}, ["colour", "in_stock"]),
-    ("colour", {"visual"}, ["in_stock"]),
-])
+@pytest.mark.parametrize(
+    ("profile_name", "signals", "expected"),
+    [
+        ("blended", {"visual"}, ["visual", "region", "in_stock"]),  # freshness weighs 0 in blended
+        (
+            "blended",
+            ALL_SIGNALS,
+            ["visual", "region", "text", "bm25", "tags", "taxonomy", "colour", "in_stock", "phash"],
+        ),
+        ("blended", {"joint", "text", "tags"}, ["text", "bm25", "tags", "in_stock"]),  # a text query
+        ("blended", set(), ["in_stock"]),
+        ("visual_only", {"visual"}, ["visual"]),
+        ("visual_only", {"joint", "text", "tags"}, ["text"]),
+        ("visual_only", ALL_SIGNALS, ["visual", "text"]),
+        ("colour", {"colour"}, ["colour", "in_stock"]),
+        ("colour", {"visual"}, ["in_stock"]),
+    ],
+)
 def test_weighed_needs_a_weight_and_the_querys_signal(profile_name, signals, expected):
     assert names(weighed(profile(profile_name), signals)) == expected
 
@@ -69,15 +76,18 @@ def test_weighed_counts_negative_weights_and_skips_zero_ones():
     assert names(weighed(ranker, ALL_SIGNALS)) == ["visual", "freshness"]
 
 
-@pytest.mark.parametrize(("ranker", "signals", "expected"), [
-    (profile("blended"), {"visual"}, ("image_id", "in_stock")),
-    (profile("blended"), ALL_SIGNALS, ("image_id", "tags", "attributes", "taxonomy", "in_stock", "phash")),
-    (profile("blended"), {"visual", "phash"}, ("image_id", "in_stock", "phash")),
-    (profile("visual_only"), ALL_SIGNALS, ("image_id",)),
-    (profile("colour"), {"colour"}, ("image_id", "in_stock")),
-    (Ranker("fresh", {"freshness": 1.0, "tags": 1.0}), {"tags"}, ("image_id", "tags", "attributes", "updated_ms")),
-    (Ranker("fresh", {"freshness": 1.0, "tags": 1.0}), set(), ("image_id", "updated_ms")),  # no tags to compare
-])
+@pytest.mark.parametrize(
+    ("ranker", "signals", "expected"),
+    [
+        (profile("blended"), {"visual"}, ("image_id", "in_stock")),
+        (profile("blended"), ALL_SIGNALS, ("image_id", "tags", "attributes", "taxonomy", "in_stock", "phash")),
+        (profile("blended"), {"visual", "phash"}, ("image_id", "in_stock", "phash")),
+        (profile("visual_only"), ALL_SIGNALS, ("image_id",)),
+        (profile("colour"), {"colour"}, ("image_id", "in_stock")),
+        (Ranker("fresh", {"freshness": 1.0, "tags": 1.0}), {"tags"}, ("image_id", "tags", "attributes", "updated_ms")),
+        (Ranker("fresh", {"freshness": 1.0, "tags": 1.0}), set(), ("image_id", "updated_ms")),  # no tags to compare
+    ],
+)
 def test_route_fields_are_the_image_id_and_the_weighed_factors_fields(ranker, signals, expected):
     assert route_fields(ranker, signals) == expected
 
@@ -123,22 +133,35 @@ def context(store, index=None, now_ms: int = NOW_MS, half_life: float = 30.0) ->
 
 
 def test_vector_factors_come_from_one_similarity_search_per_space_for_the_candidates_lacking_them():
-    store = SimilarityStore({"image": {"b": 0.7, "c": 0.2}, "joint": {"a": 0.4, "b": 0.5, "c": 0.6},
-                             "colour": {"a": 0.9, "b": 0.8}})  # c has no colour descriptor
-    candidates = {"a": candidate("a", {"visual": 0.95, "region": 0.5}), "b": candidate("b", {"region": 0.3}),
-                  "c": candidate("c")}
+    store = SimilarityStore(
+        {"image": {"b": 0.7, "c": 0.2}, "joint": {"a": 0.4, "b": 0.5, "c": 0.6}, "colour": {"a": 0.9, "b": 0.8}}
+    )  # c has no colour descriptor
+    candidates = {
+        "a": candidate("a", {"visual": 0.95, "region": 0.5}),
+        "b": candidate("b", {"region": 0.3}),
+        "c": candidate("c"),
+    }
     query = Query("image_id", visual=VISUAL, joint=JOINT, colour=COLOUR, main_visual=MAIN)
-    score_candidates(candidates, query, Ranker("v", {"visual": 1.0, "text": 1.0, "colour": 1.0, "region": 1.0}),
-                     context(store))
+    score_candidates(
+        candidates, query, Ranker("v", {"visual": 1.0, "text": 1.0, "colour": 1.0, "region": 1.0}), context(store)
+    )
     assert [(space, tenant, ids) for space, tenant, ids, _ in store.calls] == [
-        ("image", TENANT, ["b", "c"]), ("joint", TENANT, ["a", "b", "c"]), ("colour", TENANT, ["a", "b", "c"])]
+        ("image", TENANT, ["b", "c"]),
+        ("joint", TENANT, ["a", "b", "c"]),
+        ("colour", TENANT, ["a", "b", "c"]),
+    ]
     image_vectors = store.calls[0][3]
     assert len(image_vectors) == 2  # the whole image and the main photo: the better cosine counts
     np.testing.assert_array_equal(image_vectors[0], VISUAL)
     np.testing.assert_array_equal(image_vectors[1], MAIN)
     np.testing.assert_array_equal(store.calls[1][3][0], JOINT)
     assert len(store.calls[1][3]) == 1 and len(store.calls[2][3]) == 1
-    assert candidates["a"].factors == {"visual": 0.95, "region": 0.5, "text": 0.4, "colour": 0.9}  # the route's value stays
+    assert candidates["a"].factors == {
+        "visual": 0.95,
+        "region": 0.5,
+        "text": 0.4,
+        "colour": 0.9,
+    }  # the route's value stays
     assert candidates["b"].factors == {"visual": 0.7, "region": 0.3, "text": 0.5, "colour": 0.8}
     assert candidates["c"].factors == {"visual": 0.2, "text": 0.6}  # no region (routes only), no colour vector
 
@@ -148,9 +171,13 @@ def test_vectors_read_with_the_hits_give_their_factors_without_a_search():
     dot product with the query's vectors, computed here; an image without a colour (None) gets no colour
     factor and is not searched for one; only a candidate without the vectors (another route's) is searched."""
     store = SimilarityStore({"joint": {"c": 0.3}, "colour": {"c": 0.1}})
-    candidates = {"a": candidate("a", {"visual": 0.9}, joint_vector=np.array([1.0, 0.0]), colour_vector=np.array([0.0, 0.6, 0.8])),
-                  "b": candidate("b", {"visual": 0.8}, joint_vector=np.array([0.0, 1.0]), colour_vector=None),
-                  "c": candidate("c", {"visual": 0.7})}
+    candidates = {
+        "a": candidate(
+            "a", {"visual": 0.9}, joint_vector=np.array([1.0, 0.0]), colour_vector=np.array([0.0, 0.6, 0.8])
+        ),
+        "b": candidate("b", {"visual": 0.8}, joint_vector=np.array([0.0, 1.0]), colour_vector=None),
+        "c": candidate("c", {"visual": 0.7}),
+    }
     query = Query("image", visual=VISUAL, joint=JOINT, colour=COLOUR)
     score_candidates(candidates, query, Ranker("v", {"visual": 1.0, "text": 1.0, "colour": 1.0}), context(store))
     assert [(space, ids) for space, _, ids, _ in store.calls] == [("joint", ["c"]), ("colour", ["c"])]
@@ -170,7 +197,9 @@ def test_without_a_main_photo_the_visual_factor_uses_the_query_vector_alone():
 def test_no_similarity_search_when_every_candidate_has_the_factor():
     store = SimilarityStore({})
     candidates = {"a": candidate("a", {"visual": 0.5}), "b": candidate("b", {"visual": 0.4})}
-    score_candidates(candidates, Query("image", visual=VISUAL, main_visual=MAIN), profile("visual_only"), context(store))
+    score_candidates(
+        candidates, Query("image", visual=VISUAL, main_visual=MAIN), profile("visual_only"), context(store)
+    )
     assert store.calls == []
     score_candidates({}, Query("image", visual=VISUAL), profile("visual_only"), context(store))
     assert store.calls == []
@@ -178,13 +207,26 @@ def test_no_similarity_search_when_every_candidate_has_the_factor():
 
 def test_the_per_candidate_factors_read_the_stored_fields():
     ranker = Ranker("all", {"tags": 1.0, "taxonomy": 1.0, "phash": 1.0, "in_stock": 1.0, "freshness": 1.0})
-    query = Query("image", visual=VISUAL, tags={"red": 1.0, "dress": 1.0}, taxonomy="clothing > dress > maxi",
-                  phash=0xFFFF_0000_FFFF_0000)
+    query = Query(
+        "image",
+        visual=VISUAL,
+        tags={"red": 1.0, "dress": 1.0},
+        taxonomy="clothing > dress > maxi",
+        phash=0xFFFF_0000_FFFF_0000,
+    )
     candidates = {
-        "a": candidate("a", tags="Red;shoe", attributes=json.dumps([["concept", "dress", 0.5], ["quality", "dress", 1.0]]),
-                       taxonomy="clothing > dress", phash=0xFFFF_0000_FFFF_0000, in_stock=True, updated_ms=NOW_MS - 30 * DAY_MS),
-        "b": candidate("b", tags="", attributes="[]", taxonomy="", phash=0xFFFF_0000_FFFF_00FF, in_stock=False,
-                       updated_ms=NOW_MS),
+        "a": candidate(
+            "a",
+            tags="Red;shoe",
+            attributes=json.dumps([["concept", "dress", 0.5], ["quality", "dress", 1.0]]),
+            taxonomy="clothing > dress",
+            phash=0xFFFF_0000_FFFF_0000,
+            in_stock=True,
+            updated_ms=NOW_MS - 30 * DAY_MS,
+        ),
+        "b": candidate(
+            "b", tags="", attributes="[]", taxonomy="", phash=0xFFFF_0000_FFFF_00FF, in_stock=False, updated_ms=NOW_MS
+        ),
         "c": candidate("c"),  # nothing stored
     }
     store = SimilarityStore({})
@@ -211,16 +253,21 @@ def test_freshness_uses_the_half_life_and_the_clock_when_no_time_is_given():
 def test_bm25_is_divided_by_the_best_candidates_score():
     index = ScoreIndex(["x", "b", "a", "y"], [9.0, 4.0, 2.0, 1.0])  # x and y are not candidates
     candidates = {i: candidate(i) for i in ("a", "b", "c")}
-    score_candidates(candidates, Query("text", text="red shoe"), Ranker("bm25", {"bm25": 1.0}),
-                     context(SimilarityStore({}), index))
+    score_candidates(
+        candidates, Query("text", text="red shoe"), Ranker("bm25", {"bm25": 1.0}), context(SimilarityStore({}), index)
+    )
     assert index.calls == [(TENANT, "red shoe")]
     assert {i: c.factors for i, c in candidates.items()} == {"a": {"bm25": 0.5}, "b": {"bm25": 1.0}, "c": {"bm25": 0.0}}
 
 
 def test_bm25_without_any_match_is_zero():
     candidates = {i: candidate(i) for i in ("a", "b")}
-    score_candidates(candidates, Query("text", text="red"), Ranker("bm25", {"bm25": 1.0}),
-                     context(SimilarityStore({}), ScoreIndex(["z"], [3.0])))
+    score_candidates(
+        candidates,
+        Query("text", text="red"),
+        Ranker("bm25", {"bm25": 1.0}),
+        context(SimilarityStore({}), ScoreIndex(["z"], [3.0])),
+    )
     assert {i: c.factors for i, c in candidates.items()} == {"a": {"bm25": 0.0}, "b": {"bm25": 0.0}}
 
 
@@ -245,10 +292,17 @@ def test_factors_not_weighed_or_without_the_querys_signal_are_not_set():
 
 def test_score_candidates_returns_the_candidates():
     candidates = {"a": candidate("a", {"visual": 0.5})}
-    assert score_candidates(candidates, Query("image", visual=VISUAL), profile("visual_only"),
-                            context(SimilarityStore({}))) is candidates
+    assert (
+        score_candidates(
+            candidates, Query("image", visual=VISUAL), profile("visual_only"), context(SimilarityStore({}))
+        )
+        is candidates
+    )
     empty: dict[str, Candidate] = {}
-    assert score_candidates(empty, Query("image", visual=VISUAL), profile("visual_only"), context(SimilarityStore({}))) == {}
+    assert (
+        score_candidates(empty, Query("image", visual=VISUAL), profile("visual_only"), context(SimilarityStore({})))
+        == {}
+    )
 
 
 def test_candidates_that_cannot_reach_the_page_get_no_similarity_search():
@@ -256,12 +310,17 @@ def test_candidates_that_cannot_reach_the_page_get_no_similarity_search():
     store = SimilarityStore({"image": {"c": 0.45, "d": 0.4}})
 
     def fresh():
-        return {"a": candidate("a", {"visual": 0.9}, in_stock=True), "b": candidate("b", {"visual": 0.8}, in_stock=True),
-                "c": candidate("c", in_stock=False), "d": candidate("d", in_stock=True)}
+        return {
+            "a": candidate("a", {"visual": 0.9}, in_stock=True),
+            "b": candidate("b", {"visual": 0.8}, in_stock=True),
+            "c": candidate("c", in_stock=False),
+            "d": candidate("d", in_stock=True),
+        }
 
     # The routes' lowest visual score bounds the rest at 0.5: c (<= 0.5) and d (<= 1.0) cannot pass b (1.3).
-    kept = score_candidates(fresh(), Query("image", visual=VISUAL), ranker, context(store), keep=2,
-                            ceilings={"visual": 0.5})
+    kept = score_candidates(
+        fresh(), Query("image", visual=VISUAL), ranker, context(store), keep=2, ceilings={"visual": 0.5}
+    )
     assert set(kept) == {"a", "b"} and store.calls == []
     # Without a ceiling d might reach 1.5: it is scored; c (at most 1.0) is not.
     kept = score_candidates(fresh(), Query("image", visual=VISUAL), ranker, context(store), keep=2)
@@ -275,11 +334,19 @@ def test_no_pruning_without_keep_for_rrf_or_when_the_page_holds_every_candidate(
     values = {"c": 0.1, "d": 0.2}
 
     def fresh():
-        return {"a": candidate("a", {"visual": 0.9}), "b": candidate("b", {"visual": 0.8}), "c": candidate("c"),
-                "d": candidate("d")}
+        return {
+            "a": candidate("a", {"visual": 0.9}),
+            "b": candidate("b", {"visual": 0.8}),
+            "c": candidate("c"),
+            "d": candidate("d"),
+        }
 
-    for ranker, keep in ((Ranker("b", {"visual": 1.0}), None), (Ranker("r", {"visual": 1.0}, fusion="rrf"), 1),
-                         (Ranker("b", {"visual": 1.0}), 4), (Ranker("b", {"visual": 1.0}), 10)):
+    for ranker, keep in (
+        (Ranker("b", {"visual": 1.0}), None),
+        (Ranker("r", {"visual": 1.0}, fusion="rrf"), 1),
+        (Ranker("b", {"visual": 1.0}), 4),
+        (Ranker("b", {"visual": 1.0}), 10),
+    ):
         store = SimilarityStore({"image": values})
         kept = score_candidates(fresh(), query, ranker, context(store), keep=keep, ceilings={"visual": 0.3})
         assert set(kept) == {"a", "b", "c", "d"}, (ranker.fusion, keep)
@@ -292,18 +359,32 @@ def test_pruning_keeps_the_page_exactly(seed):
     when the ceilings hold (no unfound candidate beats a route's lowest score)."""
     rng = np.random.default_rng(seed)
     n, keep = int(rng.integers(5, 40)), int(rng.integers(1, 8))
-    weights = {"visual": float(rng.choice([1.0, 0.5, -0.3])), "text": float(rng.choice([1.0, 0.2, -0.5, 0.0])),
-               "colour": float(rng.choice([0.3, -0.2, 0.0])), "in_stock": 0.1, "tags": float(rng.uniform(0, 1))}
+    weights = {
+        "visual": float(rng.choice([1.0, 0.5, -0.3])),
+        "text": float(rng.choice([1.0, 0.2, -0.5, 0.0])),
+        "colour": float(rng.choice([0.3, -0.2, 0.0])),
+        "in_stock": 0.1,
+        "tags": float(rng.uniform(0, 1)),
+    }
     ranker = Ranker("random", weights)
-    truth = {space: {f"i{k}": float(v) for k, v in enumerate(rng.uniform(lo, 1.0, n))}
-             for space, lo in (("image", -0.2), ("joint", -0.5), ("colour", 0.0))}
+    truth = {
+        space: {f"i{k}": float(v) for k, v in enumerate(rng.uniform(lo, 1.0, n))}
+        for space, lo in (("image", -0.2), ("joint", -0.5), ("colour", 0.0))
+    }
     found_by_route = {f"i{k}" for k in range(n) if rng.random() < 0.4}
     ceilings = {"visual": max([truth["image"][i] for i in truth["image"] if i not in found_by_route], default=-1.0)}
     query = Query("image_id", visual=VISUAL, joint=JOINT, colour=COLOUR, tags={"red": 1.0})
 
     def fresh():
-        return {f"i{k}": candidate(f"i{k}", {"visual": truth["image"][f"i{k}"]} if f"i{k}" in found_by_route else {},
-                                   tags="red" if rng_tags[k] else "", in_stock=bool(rng_stock[k])) for k in range(n)}
+        return {
+            f"i{k}": candidate(
+                f"i{k}",
+                {"visual": truth["image"][f"i{k}"]} if f"i{k}" in found_by_route else {},
+                tags="red" if rng_tags[k] else "",
+                in_stock=bool(rng_stock[k]),
+            )
+            for k in range(n)
+        }
 
     rng_tags, rng_stock = rng.random(n) < 0.5, rng.random(n) < 0.5
     full = score_candidates(fresh(), query, ranker, context(SimilarityStore(truth)))

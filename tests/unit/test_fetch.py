@@ -30,53 +30,67 @@ ip = ipaddress.ip_address
 # ------------------------------------------------------------------------------------------- addresses
 
 
-@pytest.mark.parametrize(("address", "category"), [
-    ("169.254.169.254", "cloud_metadata"),   # AWS / GCP / Azure / OpenStack metadata
-    ("169.254.170.2", "cloud_metadata"),     # AWS ECS task metadata
-    ("fd00:ec2::254", "cloud_metadata"),     # AWS IMDS over IPv6
-    ("100.100.100.200", "cloud_metadata"),   # Alibaba
-    ("192.0.0.192", "cloud_metadata"),       # Oracle (Python counts 192.0.0.192 as global)
-    ("127.0.0.1", "loopback"),
-    ("127.255.255.254", "loopback"),
-    ("::1", "loopback"),
-    ("0.0.0.0", "unspecified"),
-    ("::", "unspecified"),
-    ("10.0.0.1", "private"),
-    ("172.16.5.4", "private"),
-    ("192.168.1.1", "private"),
-    ("fc00::1", "private"),                  # ULA
-    ("fd12:3456::1", "private"),
-    ("169.254.1.1", "link_local"),
-    ("fe80::1", "link_local"),
-    ("100.64.0.1", "shared_cgnat"),
-    ("100.127.255.254", "shared_cgnat"),
-    ("224.0.0.1", "multicast"),
-    ("239.255.255.250", "multicast"),
-    ("ff02::1", "multicast"),
-    ("240.0.0.1", "reserved"),
-    ("255.255.255.255", "reserved"),
-    ("fec0::1", "site_local"),
-    ("192.0.0.8", "ietf_assigned"),
-    ("192.0.2.1", "private"),                # documentation (TEST-NET-1)
-    ("198.18.0.1", "private"),               # benchmarking
-    ("2001:db8::1", "private"),              # documentation
-    # IPv6 forms that carry an IPv4 address: classified as that address.
-    ("::ffff:127.0.0.1", "loopback"),
-    ("::ffff:10.1.2.3", "private"),
-    ("::ffff:169.254.169.254", "cloud_metadata"),
-    ("64:ff9b::a9fe:a9fe", "cloud_metadata"),  # NAT64 of 169.254.169.254
-    ("64:ff9b::7f00:1", "loopback"),           # NAT64 of 127.0.0.1
-    ("2002:7f00:1::", "loopback"),             # 6to4 of 127.0.0.1
-    ("2002:a00:1::", "private"),               # 6to4 of 10.0.0.1
-    ("::7f00:1", "reserved"),                  # deprecated IPv4-compatible form
-])
+@pytest.mark.parametrize(
+    ("address", "category"),
+    [
+        ("169.254.169.254", "cloud_metadata"),  # AWS / GCP / Azure / OpenStack metadata
+        ("169.254.170.2", "cloud_metadata"),  # AWS ECS task metadata
+        ("fd00:ec2::254", "cloud_metadata"),  # AWS IMDS over IPv6
+        ("100.100.100.200", "cloud_metadata"),  # Alibaba
+        ("192.0.0.192", "cloud_metadata"),  # Oracle (Python counts 192.0.0.192 as global)
+        ("127.0.0.1", "loopback"),
+        ("127.255.255.254", "loopback"),
+        ("::1", "loopback"),
+        ("0.0.0.0", "unspecified"),
+        ("::", "unspecified"),
+        ("10.0.0.1", "private"),
+        ("172.16.5.4", "private"),
+        ("192.168.1.1", "private"),
+        ("fc00::1", "private"),  # ULA
+        ("fd12:3456::1", "private"),
+        ("169.254.1.1", "link_local"),
+        ("fe80::1", "link_local"),
+        ("100.64.0.1", "shared_cgnat"),
+        ("100.127.255.254", "shared_cgnat"),
+        ("224.0.0.1", "multicast"),
+        ("239.255.255.250", "multicast"),
+        ("ff02::1", "multicast"),
+        ("240.0.0.1", "reserved"),
+        ("255.255.255.255", "reserved"),
+        ("fec0::1", "site_local"),
+        ("192.0.0.8", "ietf_assigned"),
+        ("192.0.2.1", "private"),  # documentation (TEST-NET-1)
+        ("198.18.0.1", "private"),  # benchmarking
+        ("2001:db8::1", "private"),  # documentation
+        # IPv6 forms that carry an IPv4 address: classified as that address.
+        ("::ffff:127.0.0.1", "loopback"),
+        ("::ffff:10.1.2.3", "private"),
+        ("::ffff:169.254.169.254", "cloud_metadata"),
+        ("64:ff9b::a9fe:a9fe", "cloud_metadata"),  # NAT64 of 169.254.169.254
+        ("64:ff9b::7f00:1", "loopback"),  # NAT64 of 127.0.0.1
+        ("2002:7f00:1::", "loopback"),  # 6to4 of 127.0.0.1
+        ("2002:a00:1::", "private"),  # 6to4 of 10.0.0.1
+        ("::7f00:1", "reserved"),  # deprecated IPv4-compatible form
+    ],
+)
 def test_non_public_addresses_are_classified(address, category):
     """Every special-purpose range gets the category the refusal message names."""
     assert address_category(ip(address)) == category
 
 
-@pytest.mark.parametrize("address", ["8.8.8.8", "1.1.1.1", "93.184.216.34", "151.101.1.69", "2606:4700::1111",
-                                     "2a00:1450:4001:82a::200e", "::ffff:8.8.8.8", "64:ff9b::808:808"])
+@pytest.mark.parametrize(
+    "address",
+    [
+        "8.8.8.8",
+        "1.1.1.1",
+        "93.184.216.34",
+        "151.101.1.69",
+        "2606:4700::1111",
+        "2a00:1450:4001:82a::200e",
+        "::ffff:8.8.8.8",
+        "64:ff9b::808:808",
+    ],
+)
 def test_public_addresses_pass(address):
     """Global unicast addresses (also in IPv4-mapped and NAT64 form) are fetchable."""
     assert address_category(ip(address)) is None
@@ -142,9 +156,19 @@ def refused(url: str, settings: ImageSettings | None = None, resolver=None) -> I
     return info.value
 
 
-@pytest.mark.parametrize("url", ["ftp://example.com/a.jpg", "file:///etc/passwd", "gopher://example.com/",
-                                 "data:image/png;base64,AAAA", "javascript:alert(1)", "dict://127.0.0.1:11211/",
-                                 "//example.com/a.jpg", "example.com/a.jpg"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://example.com/a.jpg",
+        "file:///etc/passwd",
+        "gopher://example.com/",
+        "data:image/png;base64,AAAA",
+        "javascript:alert(1)",
+        "dict://127.0.0.1:11211/",
+        "//example.com/a.jpg",
+        "example.com/a.jpg",
+    ],
+)
 def test_only_http_and_https_schemes(url):
     """Any scheme but http/https is refused before DNS."""
     resolver = RecordingResolver({})
@@ -152,8 +176,16 @@ def test_only_http_and_https_schemes(url):
     assert resolver.calls == []
 
 
-@pytest.mark.parametrize("url", ["http://user:pw@example.com/a.jpg", "http://example.com@10.0.0.1/a.jpg",
-                                 "http:///a.jpg", "http://example.com:99999/a.jpg", "http://example.com:x/a.jpg"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://user:pw@example.com/a.jpg",
+        "http://example.com@10.0.0.1/a.jpg",
+        "http:///a.jpg",
+        "http://example.com:99999/a.jpg",
+        "http://example.com:x/a.jpg",
+    ],
+)
 def test_malformed_urls_are_invalid_uri(url):
     """User info (a classic way to disguise the real host), no host, or a bad port -> invalid_uri."""
     resolver = RecordingResolver({})
@@ -161,16 +193,19 @@ def test_malformed_urls_are_invalid_uri(url):
     assert resolver.calls == []
 
 
-@pytest.mark.parametrize(("url", "table"), [
-    ("http://169.254.169.254/latest/meta-data/", {}),
-    ("http://[fd00:ec2::254]/latest/meta-data/", {}),
-    ("http://10.0.0.1/a.jpg", {}),
-    ("http://[::ffff:7f00:1]/a.jpg", {}),
-    ("http://2130706433/a.jpg", {"2130706433": ["127.0.0.1"]}),        # what inet_aton makes of it
-    ("http://metadata.google.internal/", {"metadata.google.internal": ["169.254.169.254"]}),
-    ("http://mixed.example.com/a.jpg", {"mixed.example.com": ["93.184.216.34", "10.0.0.7"]}),
-    ("https://kube.example.com/api", {"kube.example.com": ["2606:4700::1111", "fd00::1"]}),
-])
+@pytest.mark.parametrize(
+    ("url", "table"),
+    [
+        ("http://169.254.169.254/latest/meta-data/", {}),
+        ("http://[fd00:ec2::254]/latest/meta-data/", {}),
+        ("http://10.0.0.1/a.jpg", {}),
+        ("http://[::ffff:7f00:1]/a.jpg", {}),
+        ("http://2130706433/a.jpg", {"2130706433": ["127.0.0.1"]}),  # what inet_aton makes of it
+        ("http://metadata.google.internal/", {"metadata.google.internal": ["169.254.169.254"]}),
+        ("http://mixed.example.com/a.jpg", {"mixed.example.com": ["93.184.216.34", "10.0.0.7"]}),
+        ("https://kube.example.com/api", {"kube.example.com": ["2606:4700::1111", "fd00::1"]}),
+    ],
+)
 def test_any_non_public_address_is_refused(url, table):
     """A host is refused when ANY of its addresses is not public; the message names the address."""
     error = refused(url, resolver=RecordingResolver(table))
@@ -211,19 +246,38 @@ def encode(fmt: str, **kwargs) -> bytes:
     return buf.getvalue()
 
 
-@pytest.mark.parametrize(("fmt", "expected"), [("JPEG", "jpeg"), ("PNG", "png"), ("GIF", "gif"), ("WEBP", "webp"),
-                                               ("BMP", "bmp"), ("TIFF", "tiff"), ("AVIF", "avif")])
+@pytest.mark.parametrize(
+    ("fmt", "expected"),
+    [
+        ("JPEG", "jpeg"),
+        ("PNG", "png"),
+        ("GIF", "gif"),
+        ("WEBP", "webp"),
+        ("BMP", "bmp"),
+        ("TIFF", "tiff"),
+        ("AVIF", "avif"),
+    ],
+)
 def test_sniff_recognises_real_encodings(fmt, expected):
     """Files Pillow writes are recognised from their first 32 bytes."""
     assert sniff_image_type(encode(fmt)[:32]) == expected
 
 
-@pytest.mark.parametrize("head", [
-    b"", b"<!DOCTYPE html><html><head><title>Not found</title>", b"<html>", b'{"error": "not found"}',
-    b"BMW 3 series brochure, plain text, more than 18 bytes", b"RIFF\x24\x00\x00\x00WAVEfmt ",
-    b"\x7fELF\x02\x01\x01\x00" + bytes(24), b"%PDF-1.7\n", b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00",
-    b"\xff\xd8",  # too short to be sure
-])
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"",
+        b"<!DOCTYPE html><html><head><title>Not found</title>",
+        b"<html>",
+        b'{"error": "not found"}',
+        b"BMW 3 series brochure, plain text, more than 18 bytes",
+        b"RIFF\x24\x00\x00\x00WAVEfmt ",
+        b"\x7fELF\x02\x01\x01\x00" + bytes(24),
+        b"%PDF-1.7\n",
+        b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00",
+        b"\xff\xd8",  # too short to be sure
+    ],
+)
 def test_sniff_refuses_non_images(head):
     """HTML, JSON, text starting with BM, WAV, ELF, PDF, MP4, empty -> None."""
     assert sniff_image_type(head) is None
@@ -236,7 +290,11 @@ def test_fetch_settings_defaults_and_env(monkeypatch):
     """File URIs are off by default; fetch limits and allowlists come from VISEARCH_IMAGE_* variables."""
     settings = ImageSettings()
     assert settings.allow_file_uris is False
-    assert settings.fetch_max_redirects == 3 and settings.fetch_timeout_s == 10.0 and settings.fetch_connect_timeout_s == 3.0
+    assert (
+        settings.fetch_max_redirects == 3
+        and settings.fetch_timeout_s == 10.0
+        and settings.fetch_connect_timeout_s == 3.0
+    )
     assert settings.allow_networks == [] and settings.allow_host_list == []
     monkeypatch.setenv("VISEARCH_IMAGE_FETCH_ALLOW_CIDRS", "10.0.0.0/8, fd00::/8")
     monkeypatch.setenv("VISEARCH_IMAGE_FETCH_ALLOW_HOSTS", "minio.storage.svc")
@@ -247,9 +305,16 @@ def test_fetch_settings_defaults_and_env(monkeypatch):
     assert settings.fetch_max_redirects == 0
 
 
-@pytest.mark.parametrize(("field", "value"), [("fetch_allow_cidrs", "10.0.0.0/33"), ("fetch_allow_cidrs", "intranet"),
-                                              ("fetch_max_redirects", -1), ("fetch_timeout_s", 0),
-                                              ("fetch_connect_timeout_s", -1)])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("fetch_allow_cidrs", "10.0.0.0/33"),
+        ("fetch_allow_cidrs", "intranet"),
+        ("fetch_max_redirects", -1),
+        ("fetch_timeout_s", 0),
+        ("fetch_connect_timeout_s", -1),
+    ],
+)
 def test_bad_fetch_settings_fail_at_start(field, value):
     """A typo in an allowlist or a nonsensical limit fails when the settings load, not at the first fetch."""
     with pytest.raises(ValidationError):

@@ -131,8 +131,9 @@ def test_a_product_cut_out_on_white_is_not_framed(size):
     width, height = size
     canvas = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(canvas)
-    draw.ellipse((width * 0.08, height * 0.1, width * 0.8, height * 0.92), fill=(190, 30, 40), outline=(30, 10, 10),
-                 width=4)
+    draw.ellipse(
+        (width * 0.08, height * 0.1, width * 0.8, height * 0.92), fill=(190, 30, 40), outline=(30, 10, 10), width=4
+    )
     draw.ellipse((width * 0.7, height * 0.35, width * 0.95, height * 0.65), outline=(190, 30, 40), width=12)
     assert main_region(canvas) is None
     assert main_region(_jpeg(canvas, 70)) is None

@@ -50,8 +50,17 @@ from visearch.shared.transport import HEADER_SCHEMA, Message
 from visearch.v1 import common_pb2, events_pb2
 
 IMAGE_REASONS = {"empty_image", "image_too_large", "decompression_bomb", "undecodable_image", "truncated_image"}
-EVENT_REASONS = {"malformed_payload", "unknown_schema", "missing_image_id", "missing_kind", "unknown_kind",
-                 "field_too_long", "too_many_values", "invalid_id", "invalid_price"}
+EVENT_REASONS = {
+    "malformed_payload",
+    "unknown_schema",
+    "missing_image_id",
+    "missing_kind",
+    "unknown_kind",
+    "field_too_long",
+    "too_many_values",
+    "invalid_id",
+    "invalid_price",
+}
 # A small pixel limit: a mutated header that claims a big image is refused at once instead of decoding
 # megapixels of noise, which keeps every example in milliseconds.
 LIMITS = ImageSettings(max_pixels=2_000_000, max_bytes=1_000_000)
@@ -61,8 +70,13 @@ CONTROL = {chr(c) for c in [*range(0x20), 0x7F]}
 
 def fuzz(examples: int):
     """Hypothesis settings: deterministic, no database, a per-example deadline of 2 s."""
-    return settings(max_examples=examples * SCALE, derandomize=True, database=None, deadline=timedelta(seconds=2),
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    return settings(
+        max_examples=examples * SCALE,
+        derandomize=True,
+        database=None,
+        deadline=timedelta(seconds=2),
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
 
 
 # --------------------------------------------------------------------------------------------- images
@@ -81,16 +95,36 @@ def seeds() -> tuple[bytes, ...]:
     cat = Image.open(item.uri).convert("RGB").resize((64, 43))
     grey16 = Image.fromarray(np.asarray(cat.convert("L"), dtype=np.uint16) * 257)
     return (
-        encode(cat, "JPEG", quality=85), encode(cat, "JPEG", progressive=True), encode(cat.convert("CMYK"), "JPEG"),
-        encode(cat, "PNG"), encode(cat.convert("RGBA"), "PNG"), encode(cat.convert("P"), "PNG", transparency=0),
-        encode(grey16, "PNG"), encode(cat.convert("1"), "PNG"), encode(cat, "WEBP", quality=70),
-        encode(cat.convert("RGBA"), "WEBP", lossless=True), encode(cat.convert("P"), "GIF"), encode(cat, "BMP"),
-        encode(cat, "TIFF"), encode(cat, "TIFF", compression="tiff_lzw"), encode(cat.convert("CMYK"), "TIFF"),
+        encode(cat, "JPEG", quality=85),
+        encode(cat, "JPEG", progressive=True),
+        encode(cat.convert("CMYK"), "JPEG"),
+        encode(cat, "PNG"),
+        encode(cat.convert("RGBA"), "PNG"),
+        encode(cat.convert("P"), "PNG", transparency=0),
+        encode(grey16, "PNG"),
+        encode(cat.convert("1"), "PNG"),
+        encode(cat, "WEBP", quality=70),
+        encode(cat.convert("RGBA"), "WEBP", lossless=True),
+        encode(cat.convert("P"), "GIF"),
+        encode(cat, "BMP"),
+        encode(cat, "TIFF"),
+        encode(cat, "TIFF", compression="tiff_lzw"),
+        encode(cat.convert("CMYK"), "TIFF"),
     )
 
 
-MAGICS = (b"\xff\xd8\xff", b"\xff\xd8\xff\xe0\x00\x10JFIF\x00", b"\x89PNG\r\n\x1a\n", b"RIFF\x00\x00\x00\x00WEBPVP8 ",
-          b"RIFF\x00\x00\x00\x00WEBPVP8L", b"GIF89a", b"GIF87a", b"BM", b"II*\x00", b"MM\x00*")
+MAGICS = (
+    b"\xff\xd8\xff",
+    b"\xff\xd8\xff\xe0\x00\x10JFIF\x00",
+    b"\x89PNG\r\n\x1a\n",
+    b"RIFF\x00\x00\x00\x00WEBPVP8 ",
+    b"RIFF\x00\x00\x00\x00WEBPVP8L",
+    b"GIF89a",
+    b"GIF87a",
+    b"BM",
+    b"II*\x00",
+    b"MM\x00*",
+)
 
 
 def check_decode(data: bytes) -> None:
@@ -133,11 +167,11 @@ def mutated_images(draw) -> bytes:
             data = data[:at]
         elif op == "splice":  # one format's header on another's body
             other = draw(st.sampled_from(seeds()))
-            data = data[:at] + other[draw(st.integers(0, len(other) - 1)):]
+            data = data[:at] + other[draw(st.integers(0, len(other) - 1)) :]
         elif op == "insert":
             data[at:at] = draw(st.binary(min_size=1, max_size=64))
         elif op == "delete":
-            del data[at:at + draw(st.integers(1, 64))]
+            del data[at : at + draw(st.integers(1, 64))]
     return bytes(data)
 
 
@@ -188,7 +222,9 @@ def check_message(value: bytes, headers: dict[str, str]) -> events_pb2.ImageDocu
     return document
 
 
-SCHEMAS = st.one_of(st.none(), st.sampled_from([SCHEMA_EVENT, SCHEMA_DOCUMENT, "visearch.v2.ImageEvent"]), st.text(max_size=40))
+SCHEMAS = st.one_of(
+    st.none(), st.sampled_from([SCHEMA_EVENT, SCHEMA_DOCUMENT, "visearch.v2.ImageEvent"]), st.text(max_size=40)
+)
 
 
 def headers_for(schema: str | None) -> dict[str, str]:
@@ -205,10 +241,24 @@ def test_decode_message_on_arbitrary_payloads(value, schema):
 def real_messages() -> tuple[tuple[bytes, str], ...]:
     """A full upsert event and a document as the embedding stage writes it."""
     event = events_pb2.ImageEvent(
-        image_id="photo-chelsea", kind=events_pb2.ImageEvent.KIND_UPSERT, tenant="shop", collection="cats",
-        image=common_pb2.Image(content=seeds()[0]), trace_id="0" * 32,
-        product=events_pb2.Product(title="Tabby", description="A cat", brand="b", category="animals", price=12.5,
-                                   currency="EUR", in_stock=True, tags=["cat", "pet"], attributes={"colour": "brown"}))
+        image_id="photo-chelsea",
+        kind=events_pb2.ImageEvent.KIND_UPSERT,
+        tenant="shop",
+        collection="cats",
+        image=common_pb2.Image(content=seeds()[0]),
+        trace_id="0" * 32,
+        product=events_pb2.Product(
+            title="Tabby",
+            description="A cat",
+            brand="b",
+            category="animals",
+            price=12.5,
+            currency="EUR",
+            in_stock=True,
+            tags=["cat", "pet"],
+            attributes={"colour": "brown"},
+        ),
+    )
     event.event_time.GetCurrentTime()
     document = events_pb2.ImageDocument(event=event, info=events_pb2.ImageInfo(width=64, height=43, format="JPEG"))
     document.embeddings.image.values[:] = np.linspace(-1, 1, 64)
@@ -238,8 +288,11 @@ def test_decode_message_on_mutated_real_messages(message):
     check_message(value, headers_for(schema))
 
 
-ANY_TEXT = st.one_of(st.text(max_size=40), st.text(st.characters(codec="utf-8"), min_size=0, max_size=700),
-                     st.sampled_from(["", "x" * 513, "字" * 171, "a\x00b", "o'neill \"x\" \\ y", "café-☕"]))
+ANY_TEXT = st.one_of(
+    st.text(max_size=40),
+    st.text(st.characters(codec="utf-8"), min_size=0, max_size=700),
+    st.sampled_from(["", "x" * 513, "字" * 171, "a\x00b", 'o\'neill "x" \\ y', "café-☕"]),
+)
 PRICES = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([0.0, -0.0, 1e15, 1e16, -1.0]))
 
 
@@ -247,13 +300,32 @@ PRICES = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_fr
 def arbitrary_events(draw) -> events_pb2.ImageEvent:
     """Events whose fields take any value the wire format allows (known or unknown kinds, any text, any double)."""
     product = events_pb2.Product(
-        title=draw(ANY_TEXT), brand=draw(ANY_TEXT), category=draw(ANY_TEXT), currency=draw(ANY_TEXT),
-        price=draw(PRICES), tags=draw(st.lists(ANY_TEXT, max_size=300)),
-        attributes=draw(st.dictionaries(st.text(max_size=10), ANY_TEXT, max_size=5)))
-    image = draw(st.sampled_from([common_pb2.Image(), common_pb2.Image(content=b"\xff\xd8"),
-                                  common_pb2.Image(uri="https://example.com/" + "a" * draw(st.integers(0, 3000)))]))
-    return events_pb2.ImageEvent(image_id=draw(ANY_TEXT), kind=draw(st.integers(-3, 8)), tenant=draw(ANY_TEXT),
-                                 collection=draw(ANY_TEXT), trace_id=draw(ANY_TEXT), image=image, product=product)
+        title=draw(ANY_TEXT),
+        brand=draw(ANY_TEXT),
+        category=draw(ANY_TEXT),
+        currency=draw(ANY_TEXT),
+        price=draw(PRICES),
+        tags=draw(st.lists(ANY_TEXT, max_size=300)),
+        attributes=draw(st.dictionaries(st.text(max_size=10), ANY_TEXT, max_size=5)),
+    )
+    image = draw(
+        st.sampled_from(
+            [
+                common_pb2.Image(),
+                common_pb2.Image(content=b"\xff\xd8"),
+                common_pb2.Image(uri="https://example.com/" + "a" * draw(st.integers(0, 3000))),
+            ]
+        )
+    )
+    return events_pb2.ImageEvent(
+        image_id=draw(ANY_TEXT),
+        kind=draw(st.integers(-3, 8)),
+        tenant=draw(ANY_TEXT),
+        collection=draw(ANY_TEXT),
+        trace_id=draw(ANY_TEXT),
+        image=image,
+        product=product,
+    )
 
 
 @fuzz(400)
@@ -268,13 +340,21 @@ SAFE_TEXT = st.text(st.characters(codec="utf-8", exclude_categories=["Cc", "Cs"]
 @st.composite
 def valid_events(draw) -> events_pb2.ImageEvent:
     """Events whose values are all within the limits: they must be accepted."""
-    product = events_pb2.Product(title=draw(SAFE_TEXT), category=draw(SAFE_TEXT),
-                                 price=draw(st.floats(0, MAX_PRICE, allow_nan=False)),
-                                 tags=draw(st.lists(SAFE_TEXT, max_size=MAX_TAGS)),
-                                 attributes=draw(st.dictionaries(SAFE_TEXT, SAFE_TEXT, max_size=8)))
-    return events_pb2.ImageEvent(image_id=draw(SAFE_TEXT.filter(bool)), kind=draw(st.sampled_from([1, 2, 3])),
-                                 tenant=draw(SAFE_TEXT), collection=draw(SAFE_TEXT), product=product,
-                                 image=common_pb2.Image(content=b"\xff\xd8"))
+    product = events_pb2.Product(
+        title=draw(SAFE_TEXT),
+        category=draw(SAFE_TEXT),
+        price=draw(st.floats(0, MAX_PRICE, allow_nan=False)),
+        tags=draw(st.lists(SAFE_TEXT, max_size=MAX_TAGS)),
+        attributes=draw(st.dictionaries(SAFE_TEXT, SAFE_TEXT, max_size=8)),
+    )
+    return events_pb2.ImageEvent(
+        image_id=draw(SAFE_TEXT.filter(bool)),
+        kind=draw(st.sampled_from([1, 2, 3])),
+        tenant=draw(SAFE_TEXT),
+        collection=draw(SAFE_TEXT),
+        product=product,
+        image=common_pb2.Image(content=b"\xff\xd8"),
+    )
 
 
 @fuzz(300)

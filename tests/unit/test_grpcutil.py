@@ -162,13 +162,16 @@ def test_error_from_rpc_without_code_is_dependency_unavailable():
     assert str(err).startswith("ranking: UNKNOWN: ")
 
 
-@pytest.mark.parametrize("error", [
-    errors.InvalidEventError("precomputed: 2 for 1 image", reason="bad_precomputed"),
-    errors.InvalidImageError("too many pixels", reason="decompression_bomb"),
-    errors.ModelNotBuiltError("run visearch models build"),
-    errors.SchemaMismatchError("collection lacks fields"),
-    errors.DependencyUnavailableError("milvus down"),
-])
+@pytest.mark.parametrize(
+    "error",
+    [
+        errors.InvalidEventError("precomputed: 2 for 1 image", reason="bad_precomputed"),
+        errors.InvalidImageError("too many pixels", reason="decompression_bomb"),
+        errors.ModelNotBuiltError("run visearch models build"),
+        errors.SchemaMismatchError("collection lacks fields"),
+        errors.DependencyUnavailableError("milvus down"),
+    ],
+)
 def test_a_servers_error_reaches_the_caller_exactly(error):
     """Over a real gRPC server on 127.0.0.1, the caller restores the server's error class and reason (ErrorInfo in
     the status details), not the class its status code alone would suggest."""
@@ -180,8 +183,9 @@ def test_a_servers_error_reaches_the_caller_exactly(error):
         return servicer.Echo(error, context)
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("test.Test", {
-        "Echo": grpc.unary_unary_rpc_method_handler(echo)})])
+    server.add_generic_rpc_handlers(
+        [grpc.method_handlers_generic_handler("test.Test", {"Echo": grpc.unary_unary_rpc_method_handler(echo)})]
+    )
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     try:

@@ -166,9 +166,9 @@ def test_cmyk_jpeg_becomes_rgb():
 def test_rgba_png_transparent_pixels_are_composited_on_white():
     """Fully transparent pixels become white, opaque ones keep their colour, half-alpha blends."""
     arr = np.zeros((4, 3, 4), dtype=np.uint8)
-    arr[0] = (10, 20, 30, 0)      # transparent: colour must not leak through
-    arr[1] = (10, 20, 30, 255)    # opaque
-    arr[2] = (0, 0, 0, 128)       # half-transparent black -> mid grey
+    arr[0] = (10, 20, 30, 0)  # transparent: colour must not leak through
+    arr[1] = (10, 20, 30, 255)  # opaque
+    arr[2] = (0, 0, 0, 128)  # half-transparent black -> mid grey
     arr[3] = (200, 0, 0, 255)
     img = decode_image(encode(Image.fromarray(arr, mode="RGBA"), "PNG"))
     assert img.mode == "RGB"
@@ -217,7 +217,7 @@ def test_exif_orientation_6_is_applied():
     img = decode_image(data)
     assert img.size == (20, 40)
     out = np.asarray(img).mean(axis=2)
-    assert out[2:8, 12:18].mean() > 200   # the block is now at the top-right
+    assert out[2:8, 12:18].mean() > 200  # the block is now at the top-right
     assert out[2:8, 2:8].mean() < 50
 
 
@@ -425,13 +425,16 @@ def _encoded(size: tuple[int, int], fmt: str, exif_orientation: int = 0) -> byte
     return buf.getvalue()
 
 
-@pytest.mark.parametrize(("size", "fmt", "min_side", "expected"), [
-    ((1200, 800), "JPEG", 256, (600, 400)),    # 1/2: 1/4 would leave a 200 px short side
-    ((2400, 1600), "JPEG", 256, (600, 400)),   # 1/4: 1/8 would leave 200 px
-    ((600, 400), "JPEG", 256, (600, 400)),     # short side < 2 x 256: nothing to gain
-    ((1200, 800), "PNG", 256, (1200, 800)),    # draft is a JPEG (DCT) feature
-    ((1200, 800), "JPEG", 0, (1200, 800)),     # off
-])
+@pytest.mark.parametrize(
+    ("size", "fmt", "min_side", "expected"),
+    [
+        ((1200, 800), "JPEG", 256, (600, 400)),  # 1/2: 1/4 would leave a 200 px short side
+        ((2400, 1600), "JPEG", 256, (600, 400)),  # 1/4: 1/8 would leave 200 px
+        ((600, 400), "JPEG", 256, (600, 400)),  # short side < 2 x 256: nothing to gain
+        ((1200, 800), "PNG", 256, (1200, 800)),  # draft is a JPEG (DCT) feature
+        ((1200, 800), "JPEG", 0, (1200, 800)),  # off
+    ],
+)
 def test_draft_decode_keeps_the_short_side_at_least_min_side(size, fmt, min_side, expected):
     img = decode_image(_encoded(size, fmt), min_side=min_side)
     assert min(img.size) >= min(min_side, min(size))

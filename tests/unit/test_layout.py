@@ -52,14 +52,16 @@ def test_every_listed_package_exists():
 def test_package_dir_maps_the_top_level_folders():
     """package-dir maps visearch.shared -> shared and visearch.services -> services."""
     assert setuptools_config()["package-dir"] == {
-        "visearch": "visearch", "visearch.shared": "shared", "visearch.services": "services"}
+        "visearch": "visearch",
+        "visearch.shared": "shared",
+        "visearch.services": "services",
+    }
 
 
 def run_python(code: str, cwd: Path) -> subprocess.CompletedProcess:
     """Run ``python -c code`` with this interpreter in ``cwd`` (no PYTHONPATH), capturing output."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=60)
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
 
 
 def test_namespaced_packages_import_from_outside_the_repo(tmp_path):

@@ -30,8 +30,15 @@ Event = events_pb2.FeedbackEvent
 
 
 def impression(query_id, image_id, position=0, **factors) -> bytes:
-    return Event(query_id=query_id, image_id=image_id, position=position, action=Event.ACTION_IMPRESSION,
-                 factors=factors or {"visual": 0.5}, ranker="profile:blended", query="image").SerializeToString()
+    return Event(
+        query_id=query_id,
+        image_id=image_id,
+        position=position,
+        action=Event.ACTION_IMPRESSION,
+        factors=factors or {"visual": 0.5},
+        ranker="profile:blended",
+        query="image",
+    ).SerializeToString()
 
 
 def action(query_id, image_id, kind) -> bytes:
@@ -43,12 +50,17 @@ def action(query_id, image_id, kind) -> bytes:
 
 def test_join_labels_purchase_click_and_shown():
     """label 2 purchase (even after a click), 1 click, 0 shown and not clicked; clicks may precede impressions."""
-    data = join_feedback([
-        action("q1", "b", Event.ACTION_CLICK),  # before its impression: another partition
-        impression("q1", "a", 0, visual=0.9, bm25=0.1), impression("q1", "b", 1, visual=0.8),
-        impression("q1", "c", 2, visual=0.7), action("q1", "c", Event.ACTION_CLICK),
-        action("q1", "c", Event.ACTION_PURCHASE), action("q1", "c", Event.ACTION_CLICK),
-    ])
+    data = join_feedback(
+        [
+            action("q1", "b", Event.ACTION_CLICK),  # before its impression: another partition
+            impression("q1", "a", 0, visual=0.9, bm25=0.1),
+            impression("q1", "b", 1, visual=0.8),
+            impression("q1", "c", 2, visual=0.7),
+            action("q1", "c", Event.ACTION_CLICK),
+            action("q1", "c", Event.ACTION_PURCHASE),
+            action("q1", "c", Event.ACTION_CLICK),
+        ]
+    )
     labels = {j.image_id: j.label for j in data.judgments}
     assert labels == {"a": 0, "b": 1, "c": 2}
     assert dict(data.judgments[0].factors) == pytest.approx({"visual": 0.9, "bm25": 0.1})
@@ -56,44 +68,82 @@ def test_join_labels_purchase_click_and_shown():
 
 
 def test_queries_without_a_positive_are_dropped():
-    data = join_feedback([impression("seen", "a"), impression("seen", "b"),
-                          impression("liked", "a"), action("liked", "a", Event.ACTION_CLICK)])
+    data = join_feedback(
+        [
+            impression("seen", "a"),
+            impression("seen", "b"),
+            impression("liked", "a"),
+            action("liked", "a", Event.ACTION_CLICK),
+        ]
+    )
     assert {j.query_id for j in data.judgments} == {"liked"}
     assert data.dropped_queries == 1 and data.summary()["dropped_queries_without_positive"] == 1
 
 
 def test_malformed_feedback_is_skipped_and_counted():
     nan = Event(query_id="q", image_id="n", action=Event.ACTION_IMPRESSION, factors={"visual": float("nan")})
-    data = join_feedback([
-        b"\xff\x00 not a protobuf", impression("", "a"), impression("q", ""),
-        Event(query_id="q", image_id="u", action=Event.ACTION_UNSPECIFIED).SerializeToString(),
-        nan.SerializeToString(),
-        Event(query_id="q", image_id="e", action=Event.ACTION_IMPRESSION).SerializeToString(),  # no factors
-        Event(query_id="q", image_id="p", action=Event.ACTION_IMPRESSION, factors={"popularity": 3.0}).SerializeToString(),
-        impression("q", "a", visual=0.4, popularity=2.0), impression("q", "a", visual=0.1),  # redelivered
-        action("q", "ghost", Event.ACTION_CLICK), action("q", "a", Event.ACTION_CLICK),
-    ])
-    assert data.skipped == {"undecodable": 1, "missing_ids": 2, "unknown_action": 1, "bad_factors": 1,
-                            "no_factors": 2, "duplicate_impression": 1, "feedback_without_impression": 1}
+    data = join_feedback(
+        [
+            b"\xff\x00 not a protobuf",
+            impression("", "a"),
+            impression("q", ""),
+            Event(query_id="q", image_id="u", action=Event.ACTION_UNSPECIFIED).SerializeToString(),
+            nan.SerializeToString(),
+            Event(query_id="q", image_id="e", action=Event.ACTION_IMPRESSION).SerializeToString(),  # no factors
+            Event(
+                query_id="q", image_id="p", action=Event.ACTION_IMPRESSION, factors={"popularity": 3.0}
+            ).SerializeToString(),
+            impression("q", "a", visual=0.4, popularity=2.0),
+            impression("q", "a", visual=0.1),  # redelivered
+            action("q", "ghost", Event.ACTION_CLICK),
+            action("q", "a", Event.ACTION_CLICK),
+        ]
+    )
+    assert data.skipped == {
+        "undecodable": 1,
+        "missing_ids": 2,
+        "unknown_action": 1,
+        "bad_factors": 1,
+        "no_factors": 2,
+        "duplicate_impression": 1,
+        "feedback_without_impression": 1,
+    }
     assert data.ignored_factors == {"popularity": 2}
-    assert [(j.image_id, dict(j.factors), j.label) for j in data.judgments] == [("a", {"visual": pytest.approx(0.4)}, 1)]
+    assert [(j.image_id, dict(j.factors), j.label) for j in data.judgments] == [
+        ("a", {"visual": pytest.approx(0.4)}, 1)
+    ]
 
 
 def test_judged_jsonl_malformed_lines_are_skipped(tmp_path):
     good = {"query_id": "q", "image_id": "a", "factors": {"visual": 0.5}, "label": 3}
-    lines = [json.dumps(good), "", "{not json", json.dumps([1, 2]), json.dumps({**good, "image_id": ""}),
-             json.dumps({k: v for k, v in good.items() if k != "label"}), json.dumps({**good, "image_id": "b", "label": 4}),
-             json.dumps({**good, "image_id": "c", "label": 1.5}), json.dumps({**good, "image_id": "d", "label": True}),
-             json.dumps({**good, "image_id": "e", "factors": {"visual": "high"}}),
-             json.dumps({**good, "image_id": "f", "factors": {}}), json.dumps(good),
-             json.dumps({**good, "image_id": "g", "label": 0, "factors": {"visual": 0.1, "mood": 1}})]
+    lines = [
+        json.dumps(good),
+        "",
+        "{not json",
+        json.dumps([1, 2]),
+        json.dumps({**good, "image_id": ""}),
+        json.dumps({k: v for k, v in good.items() if k != "label"}),
+        json.dumps({**good, "image_id": "b", "label": 4}),
+        json.dumps({**good, "image_id": "c", "label": 1.5}),
+        json.dumps({**good, "image_id": "d", "label": True}),
+        json.dumps({**good, "image_id": "e", "factors": {"visual": "high"}}),
+        json.dumps({**good, "image_id": "f", "factors": {}}),
+        json.dumps(good),
+        json.dumps({**good, "image_id": "g", "label": 0, "factors": {"visual": 0.1, "mood": 1}}),
+    ]
     path = tmp_path / "j.jsonl"
     path.write_bytes("\n".join(lines).encode() + b"\n\xff\xfe broken bytes\n")
     from visearch.services.ranking.learning import read_judgments
 
     data = read_judgments(path)
-    assert data.skipped == {"bad_json": 2, "missing_fields": 3, "bad_label": 3, "bad_factors": 1, "no_factors": 1,
-                            "duplicate": 1}
+    assert data.skipped == {
+        "bad_json": 2,
+        "missing_fields": 3,
+        "bad_label": 3,
+        "bad_factors": 1,
+        "no_factors": 1,
+        "duplicate": 1,
+    }
     assert [(j.image_id, j.label) for j in data.judgments] == [("a", 3), ("g", 0)]
     assert data.ignored_factors == {"mood": 1} and data.records == 13  # the blank line is not a record
 
@@ -120,8 +170,9 @@ def synthetic(queries: int = 40, per_query: int = 30, seed: int = 0, flip: set[s
             utility = 2 * bm25 + visual - colour + rng.normal(0, 0.3)
             utility = 3.0 - utility if qid in flip else utility
             label = int(np.digitize(utility, [0.8, 1.6, 2.2]))
-            rows.append(Judgment(qid, f"{qid}-{i}", {"visual": visual, "bm25": bm25, "colour": colour,
-                                                     "in_stock": 1.0}, label))
+            rows.append(
+                Judgment(qid, f"{qid}-{i}", {"visual": visual, "bm25": bm25, "colour": colour, "in_stock": 1.0}, label)
+            )
     return rows
 
 
@@ -143,8 +194,9 @@ def test_pointwise_fold_back_orders_as_the_model_does():
         raw = np.array([ranker.rank({j.image_id: j.factors}).pop().score for j in judgments])
         # The linear ranker over raw values = the model over query-centred rows + a per-query constant.
         assert np.allclose(raw - model, (raw - model)[0], atol=1e-9)
-        assert [h.image_id for h in ranker.rank({j.image_id: j.factors for j in judgments})] == \
-               [judgments[i].image_id for i in np.lexsort(([j.image_id for j in judgments], -model))]
+        assert [h.image_id for h in ranker.rank({j.image_id: j.factors for j in judgments})] == [
+            judgments[i].image_id for i in np.lexsort(([j.image_id for j in judgments], -model))
+        ]
 
 
 def test_pairwise_fold_back_scores_differences_as_the_model_does():
@@ -160,8 +212,13 @@ def test_pairwise_fold_back_scores_differences_as_the_model_does():
 
 def test_fold_back_by_hand():
     """score = b + sum c_f (x_f - m_f) / s_f  ==  (b - sum c_f m_f / s_f) + sum (c_f / s_f) x_f; s = 0: dropped."""
-    weights, bias = fold_back(np.array([2.0, -1.0, 5.0]), 0.5, np.array([1.0, 4.0, 3.0]), np.array([0.5, 2.0, 0.0]),
-                              ["visual", "bm25", "tags"])
+    weights, bias = fold_back(
+        np.array([2.0, -1.0, 5.0]),
+        0.5,
+        np.array([1.0, 4.0, 3.0]),
+        np.array([0.5, 2.0, 0.0]),
+        ["visual", "bm25", "tags"],
+    )
     assert weights == {"visual": 4.0, "bm25": -0.5} and bias == pytest.approx(0.5 - 4.0 + 2.0)
 
 
@@ -196,8 +253,12 @@ def test_fitted_ranker_beats_a_wrong_default_on_held_out_queries():
 
 
 def test_mean_ndcg_matches_a_hand_computation():
-    judgments = [Judgment("q", "a", {"visual": 0.9}, 0), Judgment("q", "b", {"visual": 0.5}, 2),
-                 Judgment("q", "c", {"visual": 0.1}, 1), Judgment("single", "x", {"visual": 1.0}, 1)]
+    judgments = [
+        Judgment("q", "a", {"visual": 0.9}, 0),
+        Judgment("q", "b", {"visual": 0.5}, 2),
+        Judgment("q", "c", {"visual": 0.1}, 1),
+        Judgment("single", "x", {"visual": 1.0}, 1),
+    ]
     value, n = mean_ndcg(Ranker("r", {"visual": 1.0}), by_query(judgments), k=10)
     dcg = 2 / math.log2(3) + 1 / math.log2(4)
     ideal = 2 + 1 / math.log2(3)

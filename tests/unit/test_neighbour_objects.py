@@ -15,8 +15,9 @@ def _fields(*objects: tuple[str, float]) -> dict:
 
 
 def test_labels_are_the_distance_weighted_mean_of_the_voters_scores():
-    tags = neighbour_object_tags([(0.8, _fields(("Dog", 0.9), ("person", 0.5))), (0.78, _fields(("dog", 0.5)))],
-                                 temperature=0.02)
+    tags = neighbour_object_tags(
+        [(0.8, _fields(("Dog", 0.9), ("person", 0.5))), (0.78, _fields(("dog", 0.5)))], temperature=0.02
+    )
     w = math.exp(-1.0)  # 0.02 below the nearest
     assert tags == pytest.approx({"dog": (0.9 + w * 0.5) / (1 + w), "person": 0.5 / (1 + w)})
 

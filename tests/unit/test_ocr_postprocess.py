@@ -30,14 +30,17 @@ from visearch.shared.errors import ModelNotBuiltError
 # --------------------------------------------------------------------------------------------- resize / limit side
 
 
-@pytest.mark.parametrize(("size", "max_side", "expected"), [
-    ((576, 768), 960, (576, 768)),  # small enough: not scaled, already multiples of 32
-    ((1800, 2400), 960, (704, 960)),  # longest side limited to 960; 1800 * 0.4 = 720 -> 704 (round to 32)
-    ((2400, 1800), 960, (960, 704)),
-    ((500, 700), 960, (512, 704)),  # sides rounded to the nearest multiple of 32, never scaled up
-    ((10, 300), 960, (32, 288)),  # at least 32
-    ((4000, 100), 640, (640, 32)),
-])
+@pytest.mark.parametrize(
+    ("size", "max_side", "expected"),
+    [
+        ((576, 768), 960, (576, 768)),  # small enough: not scaled, already multiples of 32
+        ((1800, 2400), 960, (704, 960)),  # longest side limited to 960; 1800 * 0.4 = 720 -> 704 (round to 32)
+        ((2400, 1800), 960, (960, 704)),
+        ((500, 700), 960, (512, 704)),  # sides rounded to the nearest multiple of 32, never scaled up
+        ((10, 300), 960, (32, 288)),  # at least 32
+        ((4000, 100), 640, (640, 32)),
+    ],
+)
 def test_det_input_size_limits_the_longest_side_and_rounds_to_32(size, max_side, expected):
     """The detector's input: longest side <= max_side (plus rounding), both sides multiples of 32, >= 32."""
     h, w = det_input_size(*size, max_side)
@@ -59,12 +62,15 @@ def test_det_input_is_bgr_chw_scaled_to_minus_one_one():
     assert np.allclose(x[2], 1.0) and np.allclose(x[:2], -1.0)
 
 
-@pytest.mark.parametrize(("size", "expected"), [
-    ((400, 600), 0),  # ordinary photo
-    ((48, 1000), 101),  # 1000/48 > 8: padded to 2 * 125 = 250 rows in total
-    ((20, 100), 20),  # 20 <= 30 px high: padded to 2 * 30 = 60 rows
-    ((30, 240), 15),
-])
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [
+        ((400, 600), 0),  # ordinary photo
+        ((48, 1000), 101),  # 1000/48 > 8: padded to 2 * 125 = 250 rows in total
+        ((20, 100), 20),  # 20 <= 30 px high: padded to 2 * 30 = 60 rows
+        ((30, 240), 15),
+    ],
+)
 def test_vertical_padding_only_for_low_or_very_wide_images(size, expected):
     assert vertical_padding(*size) == expected
 
@@ -87,13 +93,15 @@ def _box(x: float, y: float, w: float = 50, h: float = 20) -> np.ndarray:
 
 def test_reading_order_rows_top_to_bottom_then_left_to_right():
     """Boxes within 10 px of each other vertically form a row, read left to right; rows top to bottom."""
-    boxes = np.stack([
-        _box(300, 105),  # row 2, right
-        _box(10, 12),  # row 1, left (y differs from the row's other box by 7 px < 10)
-        _box(20, 100),  # row 2, left
-        _box(200, 5),  # row 1, right
-        _box(15, 200),  # row 3
-    ])
+    boxes = np.stack(
+        [
+            _box(300, 105),  # row 2, right
+            _box(10, 12),  # row 1, left (y differs from the row's other box by 7 px < 10)
+            _box(20, 100),  # row 2, left
+            _box(200, 5),  # row 1, right
+            _box(15, 200),  # row 3
+        ]
+    )
     # y=5 and y=12 are one row, so x decides: 10 before 200; y=100 and y=105 likewise
     assert reading_order(boxes).tolist() == [1, 3, 2, 0, 4]
     assert reading_order(np.zeros((0, 4, 2), np.float32)).tolist() == []
@@ -189,7 +197,7 @@ def test_ctc_greedy_decode_merges_repeats_and_drops_blanks():
     labels = ["", "a", "b", " "]
     probs = _probs([1, 1, 0, 1, 2, 2, 0], len(labels))
     probs[0, 4, 2] = 0.7  # one kept step less sure
-    (text, score), = ctc_greedy_decode(probs, labels)
+    ((text, score),) = ctc_greedy_decode(probs, labels)
     assert text == "aab"
     assert score == pytest.approx((0.9 + 0.9 + 0.7) / 3, abs=1e-6)  # kept steps t=0, t=3, t=4
 
@@ -198,7 +206,7 @@ def test_ctc_greedy_decode_score_is_the_mean_of_kept_steps():
     labels = ["", "x", "y"]
     probs = _probs([1, 0, 2], 3)
     probs[0, 2] = [0.1, 0.2, 0.7]
-    (text, score), = ctc_greedy_decode(probs, labels)
+    ((text, score),) = ctc_greedy_decode(probs, labels)
     assert text == "xy" and score == pytest.approx((0.9 + 0.7) / 2, abs=1e-6)
 
 
@@ -235,10 +243,12 @@ def _det_with_kernel(x: np.ndarray) -> np.ndarray:
 
 def _rec_reads(path: list[int], p: float, classes: int = 5):
     """A recogniser whose best path is ``path`` (then blanks) for every crop; 5 classes = blank + a, b, c + space."""
+
     def make(x: np.ndarray) -> np.ndarray:
         steps = x.shape[3] // 8
         row = _probs((path + [0] * steps)[:steps], classes, p)
         return np.repeat(row, x.shape[0], axis=0)
+
     return make
 
 
@@ -266,8 +276,9 @@ def test_reader_batches_equal_sized_images_and_keeps_per_image_results():
     rec = StubRunner("rec", _rec_reads([1], 0.95))
     reader = TextReader(det, None, rec, ["a", "b", "c"])
     timings: dict[str, float] = {}
-    pages = reader.read([Image.new("RGB", (320, 320)), Image.new("RGB", (320, 320)), Image.new("L", (640, 320))],
-                        timings=timings)
+    pages = reader.read(
+        [Image.new("RGB", (320, 320)), Image.new("RGB", (320, 320)), Image.new("L", (640, 320))], timings=timings
+    )
     assert [len(p) for p in pages] == [1, 1, 1]
     assert sorted(c.shape[0] for c in det.calls) == [1, 2]  # the two 320 x 320 images in one call
     assert set(timings) == {"det", "cls", "rec"} and all(v >= 0 for v in timings.values())

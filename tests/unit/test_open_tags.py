@@ -92,8 +92,13 @@ def test_similarity_decides_between_phrases_with_equal_counts():
 
 
 def test_catalogue_document_frequency_filters_house_phrases():
-    catalogue = [["Acme Store cotton shirt"], ["Acme Store wool scarf"], ["Acme Store leather belt"],
-                 ["Acme Store cotton shirt blue"], ["Acme Store linen dress"]]
+    catalogue = [
+        ["Acme Store cotton shirt"],
+        ["Acme Store wool scarf"],
+        ["Acme Store leather belt"],
+        ["Acme Store cotton shirt blue"],
+        ["Acme Store linen dress"],
+    ]
     df = document_frequencies(catalogue)
     assert df["acme store"] == 1.0 and df["cotton shirt"] == pytest.approx(0.4)
     neighbours = [(0.9, catalogue[0]), (0.85, catalogue[3])]
@@ -116,8 +121,9 @@ def test_min_neighbours_and_edge_cases():
     assert "free shipping" in BOILERPLATE
 
 
-@pytest.mark.parametrize("kwargs", [{"top_n": -1}, {"min_neighbours": 0}, {"subsume_ratio": 1.5},
-                                    {"max_document_share": -0.1}])
+@pytest.mark.parametrize(
+    "kwargs", [{"top_n": -1}, {"min_neighbours": 0}, {"subsume_ratio": 1.5}, {"max_document_share": -0.1}]
+)
 def test_invalid_arguments(kwargs):
     with pytest.raises(ValueError):
         aggregate_phrases(NEIGHBOURS, **kwargs)

@@ -69,7 +69,7 @@ def lemmas_in(query: str, lemmas: set[str]) -> set[str]:
     for i in range(len(words)):
         for j in range(i + 1, len(words) + 1):
             for last in _singulars(words[j - 1]):
-                phrase = " ".join([*words[i:j - 1], last])
+                phrase = " ".join([*words[i : j - 1], last])
                 if phrase in lemmas:
                     found.add(phrase)
     return found
@@ -139,8 +139,14 @@ def test_the_catalogue_is_image_only(suite):
     assert sum(i.startswith("fmnist-") for i in ids) == 3
     for item in suite.catalogue:
         assert item.content and item.uri is None, item.image_id
-        assert (item.title, item.description, item.category, item.brand, item.tags, item.attributes) == \
-               ("", "", "", "", [], {}), item.image_id
+        assert (item.title, item.description, item.category, item.brand, item.tags, item.attributes) == (
+            "",
+            "",
+            "",
+            "",
+            [],
+            {},
+        ), item.image_id
 
 
 def test_queries_do_not_copy_titles():
@@ -196,20 +202,28 @@ class _Platform:
 
 
 def test_run_profile_reports_hit_hub_and_the_open_split():
-    queries = [EvalQuery("o00", {"a": 2}, text="sparrow", info={"query": "sparrow", "open": "true"}),
-               EvalQuery("o01", {"b": 2, "c": 1}, text="meadow", info={"query": "meadow", "open": "true"}),
-               EvalQuery("o02", {"c": 2}, text="cup", info={"query": "cup", "open": "false"})]
+    queries = [
+        EvalQuery("o00", {"a": 2}, text="sparrow", info={"query": "sparrow", "open": "true"}),
+        EvalQuery("o01", {"b": 2, "c": 1}, text="meadow", info={"query": "meadow", "open": "true"}),
+        EvalQuery("o02", {"c": 2}, text="cup", info={"query": "cup", "open": "false"}),
+    ]
     platform = _Platform({"sparrow": ["h", "a", "x"], "meadow": ["h", "y", "z", "c"], "cup": ["c", "h"]})
     suite = Suite("openvocab", OPENVOCAB_TENANT, [], queries, description="test")
     run = run_profile(platform, suite, Profile("blended", "blended"), k=10, depth=10)
     s = run["summary"]
     assert s["hit@3"] == pytest.approx(2 / 3) and (s["hub_image"], s["hub@3"]) == ("h", pytest.approx(1.0))
     assert s["by_open"]["open"]["queries"] == 2 and s["by_open"]["closed"]["queries"] == 1
-    assert s["by_open"]["open"]["hit@3"] == pytest.approx(0.5) and s["by_open"]["closed"]["nDCG@10"] == pytest.approx(1.0)
+    assert s["by_open"]["open"]["hit@3"] == pytest.approx(0.5) and s["by_open"]["closed"]["nDCG@10"] == pytest.approx(
+        1.0
+    )
     assert [r["hit"] for r in run["queries"]] == [1.0, 0.0, 1.0] and run["queries"][0]["open"] == "true"
 
-    result = {"k": 10, "depth": 10, "blended_weights": {"visual": 1.0},
-              "suites": {"openvocab": {"description": "test", "ingest": {"seconds": 0}, "profiles": {"blended": run}}}}
+    result = {
+        "k": 10,
+        "depth": 10,
+        "blended_weights": {"visual": 1.0},
+        "suites": {"openvocab": {"description": "test", "ingest": {"seconds": 0}, "profiles": {"blended": run}}},
+    }
     report = markdown(result)
     assert "| hit@3 | hub@3 | hub image |" in report and "| h |" in report
     assert "open (2)" in report and "closed (1) 1.000 / 1.000" in report

@@ -11,8 +11,22 @@ from visearch.shared.datasets import fashion_mnist, photo_catalogue
 from visearch.shared.errors import InvalidEventError, InvalidImageError
 from visearch.shared.images import decode_image
 
-NEEDED = {"astronaut", "coffee", "chelsea", "rocket", "motorcycle", "brick", "china", "dog", "eagle", "horses", "kite",
-          "retina", "flower", "giraffe"}
+NEEDED = {
+    "astronaut",
+    "coffee",
+    "chelsea",
+    "rocket",
+    "motorcycle",
+    "brick",
+    "china",
+    "dog",
+    "eagle",
+    "horses",
+    "kite",
+    "retina",
+    "flower",
+    "giraffe",
+}
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +73,17 @@ def test_soft_fundus_photo_is_blurry(photos):
     assert quality_attributes(photos["retina"])["blur"][0] == "blurry"  # smooth retina image: 69 < 100
 
 
-@pytest.mark.parametrize("size, resolution", [((320, 240), "low"), ((639, 480), "low"), ((640, 480), "medium"),
-                                              ((1600, 1200), "medium"), ((1920, 1080), "high"), ((4000, 3000), "high")])
+@pytest.mark.parametrize(
+    "size, resolution",
+    [
+        ((320, 240), "low"),
+        ((639, 480), "low"),
+        ((640, 480), "medium"),
+        ((1600, 1200), "medium"),
+        ((1920, 1080), "high"),
+        ((4000, 3000), "high"),
+    ],
+)
 def test_resolution_by_pixel_count(size, resolution):
     value, score = quality_attributes(Image.new("RGB", size, (128, 128, 128)))["resolution"]
     assert value == resolution
@@ -73,16 +96,27 @@ def test_resolution_score_grows_with_pixels():
     assert scores == sorted(scores)
 
 
-@pytest.mark.parametrize("size, aspect", [((300, 300), "square"), ((325, 300), "square"), ((400, 300), "landscape"),
-                                          ((300, 400), "portrait"), ((599, 300), "landscape"), ((600, 300), "panorama"),
-                                          ((3000, 800), "panorama")])
+@pytest.mark.parametrize(
+    "size, aspect",
+    [
+        ((300, 300), "square"),
+        ((325, 300), "square"),
+        ((400, 300), "landscape"),
+        ((300, 400), "portrait"),
+        ((599, 300), "landscape"),
+        ((600, 300), "panorama"),
+        ((3000, 800), "panorama"),
+    ],
+)
 def test_aspect(size, aspect):
     value, score = quality_attributes(Image.new("RGB", size))["aspect"]
     assert value == aspect
     assert score == pytest.approx(size[0] / (size[0] + size[1]), abs=1e-4)
 
 
-@pytest.mark.parametrize("lines, expected", [(0, ("no", 0.0)), (1, ("yes", 0.2)), (5, ("yes", 1.0)), (12, ("yes", 1.0))])
+@pytest.mark.parametrize(
+    "lines, expected", [(0, ("no", 0.0)), (1, ("yes", 0.2)), (5, ("yes", 1.0)), (12, ("yes", 1.0))]
+)
 def test_has_text_from_ocr_line_count(lines, expected):
     assert quality_attributes(Image.new("RGB", (64, 64)), text_lines=lines)["has_text"] == expected
 
@@ -106,15 +140,20 @@ def test_a_straight_line_inside_one_picture_is_not_a_seam(photos):
     assert collage_score(np.asarray(photos["brick"].convert("RGB"))) == 0.0
 
 
-@pytest.mark.parametrize("names, cols, gutter, background", [
-    (("coffee", "chelsea", "dog", "eagle"), 2, 0, (255, 255, 255)),  # 2 x 2 grid, no gutter
-    (("astronaut", "rocket"), 2, 0, (255, 255, 255)),  # side by side
-    (("china", "flower"), 1, 0, (255, 255, 255)),  # stacked
-    (("horses", "kite"), 2, 10, (255, 255, 255)),  # white gutter
-    (("motorcycle", "giraffe", "coffee", "dog", "chelsea", "china"), 3, 4, (0, 0, 0)),  # 3 x 2, black gutter
-])
+@pytest.mark.parametrize(
+    "names, cols, gutter, background",
+    [
+        (("coffee", "chelsea", "dog", "eagle"), 2, 0, (255, 255, 255)),  # 2 x 2 grid, no gutter
+        (("astronaut", "rocket"), 2, 0, (255, 255, 255)),  # side by side
+        (("china", "flower"), 1, 0, (255, 255, 255)),  # stacked
+        (("horses", "kite"), 2, 10, (255, 255, 255)),  # white gutter
+        (("motorcycle", "giraffe", "coffee", "dog", "chelsea", "china"), 3, 4, (0, 0, 0)),  # 3 x 2, black gutter
+    ],
+)
 def test_grids_of_real_photos_are_collages(photos, names, cols, gutter, background):
-    value, score = quality_attributes(grid([photos[n] for n in names], cols, gutter=gutter, background=background))["collage"]
+    value, score = quality_attributes(grid([photos[n] for n in names], cols, gutter=gutter, background=background))[
+        "collage"
+    ]
     assert value == "yes" and score >= 0.8
 
 

@@ -34,8 +34,9 @@ class FakeLemma:
 
 
 class FakeSynset:
-    def __init__(self, name: str, offset: int, definition: str, lemmas: list[tuple[str, int]],
-                 hypernyms: list[FakeSynset]) -> None:
+    def __init__(
+        self, name: str, offset: int, definition: str, lemmas: list[tuple[str, int]], hypernyms: list[FakeSynset]
+    ) -> None:
         self._name, self._offset, self._definition = name, offset, definition
         self._lemmas = [FakeLemma(n, c) for n, c in lemmas]
         self._hypernyms = hypernyms
@@ -123,12 +124,29 @@ def tiny_wordnet() -> FakeWordNet:
     return wn
 
 
-CLASSES = [("goldfinch.n.01", "goldfinch"), ("junco.n.01", "junco"), ("ostrich.n.01", "ostrich"), ("hen.n.01", "hen"),
-           ("goose.n.01", "goose"), ("beagle.n.01", "beagle"), ("diver.n.01", "scuba diver"),
-           ("daisy.n.01", "daisy"), ("lakeside.n.01", "lakeside"), ("seashore.n.01", "seashore"),
-           ("sports_car.n.01", "sports car"), ("cab.n.01", "cab")]
-RECIPE = {"max_up": 5, "max_down": 10, "max_up_group": 5, "max_senses": 3, "max_phrase_words": 4, "coco_max_down": 4,
-          "gloss_max_classes": 3}
+CLASSES = [
+    ("goldfinch.n.01", "goldfinch"),
+    ("junco.n.01", "junco"),
+    ("ostrich.n.01", "ostrich"),
+    ("hen.n.01", "hen"),
+    ("goose.n.01", "goose"),
+    ("beagle.n.01", "beagle"),
+    ("diver.n.01", "scuba diver"),
+    ("daisy.n.01", "daisy"),
+    ("lakeside.n.01", "lakeside"),
+    ("seashore.n.01", "seashore"),
+    ("sports_car.n.01", "sports car"),
+    ("cab.n.01", "cab"),
+]
+RECIPE = {
+    "max_up": 5,
+    "max_down": 10,
+    "max_up_group": 5,
+    "max_senses": 3,
+    "max_phrase_words": 4,
+    "coco_max_down": 4,
+    "gloss_max_classes": 3,
+}
 TINY_COCO = {"person": ("person.n.01",), "bird": ("bird.n.01",), "dog": ("dog.n.01",), "car": ("car.n.01",)}
 
 
@@ -156,7 +174,8 @@ def test_words_and_forms():
     assert find_phrases(tokenize("a hot dog by a stone wall"), lookup, 3) == [(1, 2, "hot dog"), (5, 2, "stone wall")]
     assert find_phrases(tokenize("picture frame"), lookup, 3) == [(0, 2, "picture frame")]  # generic word inside
     assert find_phrases(tokenize("of dog"), lambda w: "of dog" if w == ["of", "dog"] else lookup(w), 3) == [
-        (1, 1, "dog")]  # a phrase never starts with a stop word
+        (1, 1, "dog")
+    ]  # a phrase never starts with a stop word
 
 
 def test_build_keeps_what_links(tiny):
@@ -186,7 +205,10 @@ def test_a_class_ancestor_spreads_over_its_classes_and_coco_above(tiny):
     assert max(bird[:5]) / min(bird[:5]) < 3  # roughly even over the five bird classes
     animal = tiny.expand("animal")  # but the query "animal" itself spreads over all its classes
     assert share(tiny, animal.class_weights, birds | {"beagle"}) == pytest.approx(1.0)
-    assert animal.coco == {"bird": pytest.approx(np.exp(-0.35), abs=1e-3), "dog": pytest.approx(np.exp(-0.35), abs=1e-3)}
+    assert animal.coco == {
+        "bird": pytest.approx(np.exp(-0.35), abs=1e-3),
+        "dog": pytest.approx(np.exp(-0.35), abs=1e-3),
+    }
 
 
 def test_far_groups_gloss_links_and_compounds(tiny):
@@ -242,8 +264,19 @@ def lexicon() -> QueryLexicon:
         pytest.fail(str(exc))
 
 
-PASSERINES = {"brambling", "goldfinch", "house finch", "junco", "indigo bunting", "robin", "bulbul", "jay", "magpie",
-              "chickadee", "water ouzel"}
+PASSERINES = {
+    "brambling",
+    "goldfinch",
+    "house finch",
+    "junco",
+    "indigo bunting",
+    "robin",
+    "bulbul",
+    "jay",
+    "magpie",
+    "chickadee",
+    "water ouzel",
+}
 
 
 @pytest.mark.models

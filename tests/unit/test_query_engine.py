@@ -44,8 +44,10 @@ class PagedStore:
 
     def search(self, space, vector, *, tenant, top_k, filter, output_fields, vector_spaces=()):
         self.searches.append((top_k, tuple(output_fields)))
-        return [StoredHit(f"img-{n}", 1.0 - n / (2 * self.size), {f: self._value(f, n) for f in output_fields})
-                for n in range(min(top_k, self.size))]
+        return [
+            StoredHit(f"img-{n}", 1.0 - n / (2 * self.size), {f: self._value(f, n) for f in output_fields})
+            for n in range(min(top_k, self.size))
+        ]
 
     def similarities(self, space, tenant, image_ids, vectors):
         ids = list(image_ids)
@@ -59,8 +61,15 @@ class PagedStore:
 
     @staticmethod
     def _value(name: str, n: int):
-        return {"image_id": f"img-{n}", "title": f"title {n}", "in_stock": True, "phash": 0, "updated_ms": 0,
-                "price": 1.0, "safe": True}.get(name, "")
+        return {
+            "image_id": f"img-{n}",
+            "title": f"title {n}",
+            "in_stock": True,
+            "phash": 0,
+            "updated_ms": 0,
+            "price": 1.0,
+            "safe": True,
+        }.get(name, "")
 
 
 @pytest.fixture
@@ -113,15 +122,19 @@ def test_a_shallow_rerank_window_reads_every_field_with_the_candidates(pool):
     assert [h.title for h in hits] == ["title 2", "title 3", "title 4"]
 
 
-@pytest.mark.parametrize(("concurrent", "rerank_depth", "embedded", "expected"), [
-    (True, 100, 30, 100),   # a server: the rerank depth
-    (False, 100, 30, 30),   # Milvus Lite: the embedded depth
-    (False, 20, 30, 20),    # ... but never deeper than the rerank depth
-    (True, 200, 300, 200),
-])
+@pytest.mark.parametrize(
+    ("concurrent", "rerank_depth", "embedded", "expected"),
+    [
+        (True, 100, 30, 100),  # a server: the rerank depth
+        (False, 100, 30, 30),  # Milvus Lite: the embedded depth
+        (False, 20, 30, 20),  # ... but never deeper than the rerank depth
+        (True, 200, 300, 200),
+    ],
+)
 def test_the_rerank_depth_depends_on_the_store(concurrent, rerank_depth, embedded, expected, pool):
-    engine = QueryEngine(PagedStore(concurrent), None, RankingSettings(rerank_depth=rerank_depth,
-                                                                       rerank_depth_embedded=embedded), pool)
+    engine = QueryEngine(
+        PagedStore(concurrent), None, RankingSettings(rerank_depth=rerank_depth, rerank_depth_embedded=embedded), pool
+    )
     assert engine.rerank_depth == expected
     fetch = engine.fetch_plan(10, profile("blended"), {"visual"}, [VisualRoute(np.ones(4))])
     assert fetch.depth == expected
@@ -134,13 +147,18 @@ def test_where_rows_hold_every_vector_the_routes_read_the_weighed_factors_vector
     """Unified store layout on Milvus Lite: a rerank window reads the vectors of the weighed vector factors with
     the hits (the colour factor only when the query has a colour); the page alone (visual_only) reads none;
     per_space none; a server none either (it computes the missing similarities itself)."""
+
     class UnifiedStore(PagedStore):
         def row_spaces(self, space):
             return ("image", "joint", "colour")
 
     engine = QueryEngine(UnifiedStore(False), None, RankingSettings(), pool)
     route = [VisualRoute(np.ones(4))]
-    assert engine.fetch_plan(10, profile("blended"), {"visual", "joint", "colour"}, route).vectors == ("image", "joint", "colour")
+    assert engine.fetch_plan(10, profile("blended"), {"visual", "joint", "colour"}, route).vectors == (
+        "image",
+        "joint",
+        "colour",
+    )
     assert engine.fetch_plan(10, profile("blended"), {"visual", "joint"}, route).vectors == ("image", "joint")
     assert engine.fetch_plan(10, profile("visual_only"), {"visual"}, route).vectors == ()  # the page alone
     per_space = QueryEngine(PagedStore(False), None, RankingSettings(), pool)
@@ -151,7 +169,9 @@ def test_where_rows_hold_every_vector_the_routes_read_the_weighed_factors_vector
 
 @pytest.mark.parametrize(("concurrent", "region_depth"), [(True, None), (False, 10)])
 def test_on_milvus_lite_the_region_route_looks_for_the_page_only(concurrent, region_depth, pool):
-    engine = QueryEngine(PagedStore(concurrent), None, RankingSettings(rerank_depth=100, rerank_depth_embedded=30), pool)
+    engine = QueryEngine(
+        PagedStore(concurrent), None, RankingSettings(rerank_depth=100, rerank_depth_embedded=30), pool
+    )
     fetch = engine.fetch_plan(10, profile("blended"), {"visual"}, [VisualRoute(np.ones(4)), RegionRoute(np.ones(4))])
     assert fetch.depth == (100 if concurrent else 30)
     assert fetch.region_depth == region_depth
@@ -172,15 +192,25 @@ def test_retrieve_passes_the_region_fields_and_depth_to_the_region_route(pool):
     engine = QueryEngine(store, None, RankingSettings(), pool)
     fetch = FetchPlan(30, ("image_id", "in_stock", "title"), ("image_id", "in_stock"), 10)
     engine.retrieve([VisualRoute(np.ones(4)), RegionRoute(np.ones(4))], TENANT, SearchFilter(), fetch)
-    assert sorted(store.asked) == [("image", 30, ("image_id", "in_stock", "title")), ("region", 30, ("image_id", "in_stock"))]
+    assert sorted(store.asked) == [
+        ("image", 30, ("image_id", "in_stock", "title")),
+        ("region", 30, ("image_id", "in_stock")),
+    ]
 
 
 def test_on_milvus_lite_the_region_route_scores_the_global_candidates_only(pool):
     """Milvus Lite: the global route finds the candidates, one region search restricted to their ids (reading
     the region fields and the id only) gives their region factor; a region hit of another image is dropped."""
-    hits = {"image": [StoredHit("a", 0.9, {"image_id": "a", "title": "A"}), StoredHit("b", 0.8, {"image_id": "b", "title": "B"})],
-            "region": [StoredHit("b", 0.7, {"image_id": "b", "region_index": 1, "label": "dog", "box": [0, 0, 5, 5]}),
-                       StoredHit("c", 0.95, {"image_id": "c", "region_index": 0, "label": "cat", "box": [0, 0, 5, 5]})]}
+    hits = {
+        "image": [
+            StoredHit("a", 0.9, {"image_id": "a", "title": "A"}),
+            StoredHit("b", 0.8, {"image_id": "b", "title": "B"}),
+        ],
+        "region": [
+            StoredHit("b", 0.7, {"image_id": "b", "region_index": 1, "label": "dog", "box": [0, 0, 5, 5]}),
+            StoredHit("c", 0.95, {"image_id": "c", "region_index": 0, "label": "cat", "box": [0, 0, 5, 5]}),
+        ],
+    }
     asked = []
 
     class Restricted(MergeStore):
@@ -221,29 +251,46 @@ class MergeStore:
 
 
 def _region_hit(image_id: str, score: float, label: str) -> StoredHit:
-    return StoredHit(image_id, score, {"image_id": image_id, "row": "late", "box": [0, 0, 2, 2], "region_index": 1,
-                                       "label": label})
+    return StoredHit(
+        image_id, score, {"image_id": image_id, "row": "late", "box": [0, 0, 2, 2], "region_index": 1, "label": label}
+    )
 
 
 def test_retrieve_merges_into_earlier_candidates(pool):
     early_region = search_pb2.RegionMatch(index=0, label="early")
     into = {
         "a": Candidate(StoredHit("a", 0.5, {"image_id": "a", "row": "early"}), {"visual": 0.5}),
-        "b": Candidate(StoredHit("b", 0.9, {"image_id": "b", "row": "early"}), {"visual": 0.9, "region": 0.8},
-                       early_region),
+        "b": Candidate(
+            StoredHit("b", 0.9, {"image_id": "b", "row": "early"}), {"visual": 0.9, "region": 0.8}, early_region
+        ),
         "c": Candidate(StoredHit("c", 0.2, {"image_id": "c", "row": "early"}), {"visual": 0.2}),
     }
-    store = MergeStore({
-        "image": [StoredHit("a", 0.8, {"image_id": "a", "row": "late"}), StoredHit("b", 0.4, {"image_id": "b", "row": "late"}),
-                  StoredHit("d", 0.3, {"image_id": "d", "row": "late"})],
-        "region": [_region_hit("a", 0.6, "better"), _region_hit("b", 0.7, "worse")],
-    })
+    store = MergeStore(
+        {
+            "image": [
+                StoredHit("a", 0.8, {"image_id": "a", "row": "late"}),
+                StoredHit("b", 0.4, {"image_id": "b", "row": "late"}),
+                StoredHit("d", 0.3, {"image_id": "d", "row": "late"}),
+            ],
+            "region": [_region_hit("a", 0.6, "better"), _region_hit("b", 0.7, "worse")],
+        }
+    )
     engine = QueryEngine(store, None, RankingSettings(), pool)
-    merged = engine.retrieve([VisualRoute(np.ones(4)), RegionRoute(np.ones(4))], TENANT, SearchFilter(),
-                             FetchPlan(10, ("image_id",)), into=into)
+    merged = engine.retrieve(
+        [VisualRoute(np.ones(4)), RegionRoute(np.ones(4))],
+        TENANT,
+        SearchFilter(),
+        FetchPlan(10, ("image_id",)),
+        into=into,
+    )
     assert merged is into
     assert set(merged) == {"a", "b", "c", "d"}
-    assert {i: c.stored.fields["row"] for i, c in merged.items()} == {"a": "early", "b": "early", "c": "early", "d": "late"}
+    assert {i: c.stored.fields["row"] for i, c in merged.items()} == {
+        "a": "early",
+        "b": "early",
+        "c": "early",
+        "d": "late",
+    }
     assert merged["a"].factors == {"visual": 0.8, "region": 0.6}  # each factor keeps its best value
     assert merged["a"].region.label == "better"
     assert merged["b"].factors == {"visual": 0.9, "region": 0.8}
@@ -295,18 +342,37 @@ def test_add_bm25_uses_the_fetch_plans_depth_and_fields(pool):
     candidates: dict[str, Candidate] = {}
     engine.add_bm25(candidates, None, TENANT, SearchFilter(), FetchPlan(40, ("image_id", "tags")))
     assert candidates == {} and index.calls == [] and store.calls == []
-    engine.add_bm25(candidates, Bm25Route("red", np.array([0.5, 0.5], np.float32)), TENANT, SearchFilter(),
-                    FetchPlan(40, ("image_id", "tags")))
+    engine.add_bm25(
+        candidates,
+        Bm25Route("red", np.array([0.5, 0.5], np.float32)),
+        TENANT,
+        SearchFilter(),
+        FetchPlan(40, ("image_id", "tags")),
+    )
     assert index.calls == [(TENANT, "red", 40)]
     assert store.calls == [(["z"], "joint", True, ("image_id", "tags"))]
     assert candidates["z"].factors == {"text": 0.5}
 
 
 def test_to_hit_lists_the_factors_in_factors_order():
-    stored = StoredHit("a", 0.0, {"image_id": "a", "title": "Red shoe", "category": "shoes", "brand": "b",
-                                  "price": 12.5, "in_stock": True, "uri": "file:///a.jpg", "tags": "red;;shoe",
-                                  "taxonomy": "clothing > shoe", "ocr_text": "SALE", "safe": False,
-                                  "duplicate_of": "a0"})
+    stored = StoredHit(
+        "a",
+        0.0,
+        {
+            "image_id": "a",
+            "title": "Red shoe",
+            "category": "shoes",
+            "brand": "b",
+            "price": 12.5,
+            "in_stock": True,
+            "uri": "file:///a.jpg",
+            "tags": "red;;shoe",
+            "taxonomy": "clothing > shoe",
+            "ocr_text": "SALE",
+            "safe": False,
+            "duplicate_of": "a0",
+        },
+    )
     region = search_pb2.RegionMatch(index=2, label="shoe", box=common_pb2.Box(x1=1, y1=2, x2=3, y2=4))
     factors = {"phash": 0.1, "freshness": 0.2, "bm25": 0.3, "visual": 0.9, "region": 0.7, "in_stock": 1.0, "tags": 0.4}
     ranked = RankedHit("a", 1.5, {"visual": 0.9, "bm25": 0.3})
@@ -315,9 +381,17 @@ def test_to_hit_lists_the_factors_in_factors_order():
     assert [f.name for f in hit.factors] == ["visual", "region", "bm25", "tags", "in_stock", "freshness", "phash"]
     assert {f.name: f.value for f in hit.factors} == pytest.approx(factors)
     assert {f.name: f.contribution for f in hit.factors} == pytest.approx(
-        {"visual": 0.9, "region": 0.0, "bm25": 0.3, "tags": 0.0, "in_stock": 0.0, "freshness": 0.0, "phash": 0.0})
+        {"visual": 0.9, "region": 0.0, "bm25": 0.3, "tags": 0.0, "in_stock": 0.0, "freshness": 0.0, "phash": 0.0}
+    )
     assert (hit.image_id, hit.score, hit.title, hit.category, hit.brand, hit.in_stock, hit.uri) == (
-        "a", 1.5, "Red shoe", "shoes", "b", True, "file:///a.jpg")
+        "a",
+        1.5,
+        "Red shoe",
+        "shoes",
+        "b",
+        True,
+        "file:///a.jpg",
+    )
     assert hit.price == pytest.approx(12.5)
     assert list(hit.tags) == ["red", "shoe"] and hit.taxonomy == "clothing > shoe" and hit.ocr_text == "SALE"
     assert hit.safe is False and hit.duplicate_of == "a0"

@@ -41,11 +41,13 @@ def test_rrf_uses_ranks_not_values():
     for (value > 0); equal values share a rank."""
     hits = Ranker("t", {"visual": 1.0, "bm25": 1.0}, fusion="rrf", rrf_k=60).rank(CANDIDATES)
     scores = {h.image_id: h.score for h in hits}
-    assert math.isclose(scores["a"], 1 / 61)           # visual rank 1; bm25 0.0 is no evidence
+    assert math.isclose(scores["a"], 1 / 61)  # visual rank 1; bm25 0.0 is no evidence
     assert math.isclose(scores["b"], 1 / 63 + 1 / 61)
-    assert math.isclose(scores["c"], 1 / 62)           # no bm25 value: no bm25 contribution
+    assert math.isclose(scores["c"], 1 / 62)  # no bm25 value: no bm25 contribution
     assert [h.image_id for h in hits] == ["b", "a", "c"]
-    tied = Ranker("t", {"in_stock": 1.0}, fusion="rrf").rank({"x": {"in_stock": 1.0}, "y": {"in_stock": 1.0}, "z": {"in_stock": 0.0}})
+    tied = Ranker("t", {"in_stock": 1.0}, fusion="rrf").rank(
+        {"x": {"in_stock": 1.0}, "y": {"in_stock": 1.0}, "z": {"in_stock": 0.0}}
+    )
     assert [h.score for h in tied] == [1 / 61, 1 / 61, 0.0]
 
 
@@ -54,8 +56,9 @@ def test_ties_break_by_image_id():
     assert [h.image_id for h in hits] == ["x", "y"]
 
 
-@pytest.mark.parametrize("kwargs", [{"weights": {"colour_of_sky": 1.0}}, {"fusion": "max"},
-                                    {"weights": {"visual": float("nan")}}])
+@pytest.mark.parametrize(
+    "kwargs", [{"weights": {"colour_of_sky": 1.0}}, {"fusion": "max"}, {"weights": {"visual": float("nan")}}]
+)
 def test_bad_profiles_are_invalid_argument(kwargs):
     with pytest.raises(InvalidEventError) as info:
         Ranker("t", **kwargs)
@@ -113,14 +116,22 @@ def test_factor_functions():
     assert freshness(now, now, 30) == 1.0 and freshness(now - 30 * 86_400_000, now, 30) == pytest.approx(0.5)
     assert phash_similarity(0b1111, 0b0111) == pytest.approx(31 / 32) and phash_similarity(0, 5) == 0.0
     assert phash_similarity(2**40 - 1, 1) == 0.0  # 39 bits apart: unrelated
-    fields = {"tags": "Summer;dog", "attributes": '[["object", "dog", 0.4], ["colour", "red", 0.7], ["blur", "x", 1.0]]'}
+    fields = {
+        "tags": "Summer;dog",
+        "attributes": '[["object", "dog", 0.4], ["colour", "red", 0.7], ["blur", "x", 1.0]]',
+    }
     assert hit_tags(fields) == {"summer": 1.0, "dog": 1.0, "red": 0.7}
     assert text_tags("Red ankle boot") == {"red": 1.0, "ankle": 1.0, "boot": 1.0, "red ankle": 1.0, "ankle boot": 1.0}
 
 
 def test_bm25_index_stems_drops_stop_words_and_refreshes():
-    rows = {"t": [{"image_id": "1", "title": "Red running shoes"}, {"image_id": "2", "title": "A blue dress"},
-                  {"image_id": "3", "title": "coffee", "ocr_text": "FRESH COFFEE"}]}
+    rows = {
+        "t": [
+            {"image_id": "1", "title": "Red running shoes"},
+            {"image_id": "2", "title": "A blue dress"},
+            {"image_id": "3", "title": "coffee", "ocr_text": "FRESH COFFEE"},
+        ]
+    }
     index = TextIndex(lambda tenant: rows.get(tenant, []), refresh_s=3600)
     assert [i for i, _ in index.search("t", "the shoe", 5)] == ["1"]
     assert index.search("t", "the of and", 5) == [] and index.search("t", "zebra", 5) == []

@@ -68,14 +68,17 @@ def test_query_objects_plans_objects_without_framing():
     assert plan == SignalPlan(pixels=True, framing=False, classes=True, text=True, objects=True)
 
 
-@pytest.mark.parametrize(("weights", "expected"), [
-    ({"phash": 1.0}, SignalPlan(pixels=True)),
-    ({"tags": 1.0}, SignalPlan(pixels=True, classes=True)),
-    ({"taxonomy": 1.0}, SignalPlan(classes=True)),
-    ({"bm25": 1.0}, SignalPlan(text=True)),
-    ({"visual": 1.0, "bm25": -0.5}, SignalPlan(framing=True, text=True)),  # a negative weight is still weighed
-    ({"in_stock": 1.0}, SignalPlan()),
-])
+@pytest.mark.parametrize(
+    ("weights", "expected"),
+    [
+        ({"phash": 1.0}, SignalPlan(pixels=True)),
+        ({"tags": 1.0}, SignalPlan(pixels=True, classes=True)),
+        ({"taxonomy": 1.0}, SignalPlan(classes=True)),
+        ({"bm25": 1.0}, SignalPlan(text=True)),
+        ({"visual": 1.0, "bm25": -0.5}, SignalPlan(framing=True, text=True)),  # a negative weight is still weighed
+        ({"in_stock": 1.0}, SignalPlan()),
+    ],
+)
 def test_each_signal_follows_the_factors_it_feeds(weights, expected):
     assert plan_signals(Ranker("custom", weights), Mode.REGION_MODE_AUTO, True, SETTINGS) == expected
 
@@ -87,8 +90,15 @@ MAIN = np.array([0.0, 1.0, 0.0, 0.0], dtype=np.float32)
 
 
 def _describe(routes) -> list[tuple]:
-    return [(type(r).__name__, tuple(np.asarray(r.vector).tolist()), getattr(r, "query_box", None),
-             getattr(r, "query_label", None)) for r in routes]
+    return [
+        (
+            type(r).__name__,
+            tuple(np.asarray(r.vector).tolist()),
+            getattr(r, "query_box", None),
+            getattr(r, "query_label", None),
+        )
+        for r in routes
+    ]
 
 
 def test_auto_with_the_region_weighed_adds_the_region_route_with_the_query_box():
@@ -112,12 +122,17 @@ def test_global_only_never_searches_the_regions():
 
 def test_query_objects_searches_the_regions_once_per_object():
     boxes = [common_pb2.Box(x1=0, y1=0, x2=10, y2=10), common_pb2.Box(x1=5, y1=5, x2=50, y2=60)]
-    objects = [QueryObject(common_pb2.Detection(label="dog", score=0.9, box=boxes[0]), np.full(4, 0.5, np.float32)),
-               QueryObject(common_pb2.Detection(label="ball", score=0.8, box=boxes[1]), np.full(4, 0.25, np.float32))]
-    routes = plan_routes(Query("image", visual=VISUAL, main_visual=MAIN), profile("blended"),
-                         Mode.REGION_MODE_QUERY_OBJECTS, objects)
-    assert _describe(routes) == [("RegionRoute", (0.5,) * 4, boxes[0], "dog"),
-                                 ("RegionRoute", (0.25,) * 4, boxes[1], "ball")]
+    objects = [
+        QueryObject(common_pb2.Detection(label="dog", score=0.9, box=boxes[0]), np.full(4, 0.5, np.float32)),
+        QueryObject(common_pb2.Detection(label="ball", score=0.8, box=boxes[1]), np.full(4, 0.25, np.float32)),
+    ]
+    routes = plan_routes(
+        Query("image", visual=VISUAL, main_visual=MAIN), profile("blended"), Mode.REGION_MODE_QUERY_OBJECTS, objects
+    )
+    assert _describe(routes) == [
+        ("RegionRoute", (0.5,) * 4, boxes[0], "dog"),
+        ("RegionRoute", (0.25,) * 4, boxes[1], "ball"),
+    ]
 
 
 @pytest.mark.parametrize("objects", [None, []])
@@ -126,11 +141,14 @@ def test_query_objects_without_objects_searches_the_whole_image_against_the_regi
     assert _describe(routes) == [("RegionRoute", tuple(VISUAL.tolist()), None, "")]
 
 
-@pytest.mark.parametrize(("mode", "ranker", "kinds"), [
-    (Mode.REGION_MODE_AUTO, "blended", ["VisualRoute", "VisualRoute", "RegionRoute"]),
-    (Mode.REGION_MODE_AUTO, "visual_only", ["VisualRoute", "VisualRoute"]),
-    (Mode.REGION_MODE_GLOBAL_ONLY, "blended", ["VisualRoute", "VisualRoute"]),
-])
+@pytest.mark.parametrize(
+    ("mode", "ranker", "kinds"),
+    [
+        (Mode.REGION_MODE_AUTO, "blended", ["VisualRoute", "VisualRoute", "RegionRoute"]),
+        (Mode.REGION_MODE_AUTO, "visual_only", ["VisualRoute", "VisualRoute"]),
+        (Mode.REGION_MODE_GLOBAL_ONLY, "blended", ["VisualRoute", "VisualRoute"]),
+    ],
+)
 def test_a_main_photo_adds_a_second_visual_route(mode, ranker, kinds):
     routes = plan_routes(Query("image", visual=VISUAL, main_visual=MAIN), profile(ranker), mode)
     assert [type(r).__name__ for r in routes] == kinds
@@ -165,16 +183,19 @@ def test_the_bm25_route_carries_the_joint_vector_only_when_the_text_factor_is_we
 # --- plan_fetch ----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("profile_name", "query", "routes", "depth"), [
-    # Only the route's own similarity is weighed: the ANN order is final, the page is enough.
-    ("visual_only", Query("image", visual=np.ones(4)), [VisualRoute(np.ones(4))], 10),
-    ("visual_only", Query("text", joint=np.ones(4), text="red"), [JointRoute(np.ones(4))], 10),
-    # A second factor can reorder: the rerank window.
-    ("visual_only", Query("image_id", visual=np.ones(4), joint=np.ones(4)), [VisualRoute(np.ones(4))], 100),
-    ("blended", Query("image", visual=np.ones(4)), [VisualRoute(np.ones(4))], 100),
-    ("colour", Query("colour", colour=np.ones(4)), [ColourRoute(np.ones(4))], 100),
-    ("visual_only", Query("image", visual=np.ones(4)), [VisualRoute(np.ones(4)), RegionRoute(np.ones(4))], 100),
-])
+@pytest.mark.parametrize(
+    ("profile_name", "query", "routes", "depth"),
+    [
+        # Only the route's own similarity is weighed: the ANN order is final, the page is enough.
+        ("visual_only", Query("image", visual=np.ones(4)), [VisualRoute(np.ones(4))], 10),
+        ("visual_only", Query("text", joint=np.ones(4), text="red"), [JointRoute(np.ones(4))], 10),
+        # A second factor can reorder: the rerank window.
+        ("visual_only", Query("image_id", visual=np.ones(4), joint=np.ones(4)), [VisualRoute(np.ones(4))], 100),
+        ("blended", Query("image", visual=np.ones(4)), [VisualRoute(np.ones(4))], 100),
+        ("colour", Query("colour", colour=np.ones(4)), [ColourRoute(np.ones(4))], 100),
+        ("visual_only", Query("image", visual=np.ones(4)), [VisualRoute(np.ones(4)), RegionRoute(np.ones(4))], 100),
+    ],
+)
 def test_rerank_depth_follows_what_the_ranker_weighs(profile_name, query, routes, depth):
     ranker = profile(profile_name)
     signals = query.signals()
@@ -184,13 +205,19 @@ def test_rerank_depth_follows_what_the_ranker_weighs(profile_name, query, routes
     assert fetch.factor_fields is None  # one field list for every route
 
 
-@pytest.mark.parametrize(("profile_name", "signals", "fields"), [
-    ("blended", {"visual"}, ("image_id", "in_stock")),
-    ("blended", {"visual", "tags", "taxonomy", "phash", "colour", "text"},
-     ("image_id", "tags", "attributes", "taxonomy", "in_stock", "phash")),
-    ("visual_only", {"visual", "joint"}, ("image_id",)),
-    ("colour", {"colour"}, ("image_id", "in_stock")),
-])
+@pytest.mark.parametrize(
+    ("profile_name", "signals", "fields"),
+    [
+        ("blended", {"visual"}, ("image_id", "in_stock")),
+        (
+            "blended",
+            {"visual", "tags", "taxonomy", "phash", "colour", "text"},
+            ("image_id", "tags", "attributes", "taxonomy", "in_stock", "phash"),
+        ),
+        ("visual_only", {"visual", "joint"}, ("image_id",)),
+        ("colour", {"colour"}, ("image_id", "in_stock")),
+    ],
+)
 def test_a_deep_window_reads_only_the_weighed_factors_fields(profile_name, signals, fields):
     fetch = plan_fetch(10, profile(profile_name), signals, {"visual"}, 100)
     assert fetch == FetchPlan(100, fields)
@@ -205,7 +232,9 @@ def test_a_shallow_window_reads_every_field_with_the_factors_first(rerank_depth)
     assert fetch.fields[:5] == ("image_id", "tags", "attributes", "in_stock", "phash")
     assert set(fetch.fields) == set(OUTPUT_FIELDS) and len(fetch.fields) == len(set(fetch.fields))
     # The region route, whose rows are per object and rarely the page, reads the factors' fields alone.
-    assert fetch.factor_fields == ("image_id", "tags", "attributes", "in_stock", "phash") == route_fields(ranker, signals)
+    assert (
+        fetch.factor_fields == ("image_id", "tags", "attributes", "in_stock", "phash") == route_fields(ranker, signals)
+    )
 
 
 def test_just_past_the_all_fields_depth_the_page_is_read_later():
@@ -227,10 +256,18 @@ def test_a_negative_weight_on_the_route_factor_keeps_the_window():
 def test_a_fetch_plan_from_the_signals_a_plan_expects():
     # An image search plans its fetch with SignalPlan.expected() before the signals arrive.
     ranker = profile("visual_only")
-    assert plan_fetch(10, ranker, SignalPlan(framing=True).expected(), {"visual"}, 100) == FetchPlan(10, tuple(OUTPUT_FIELDS))
+    assert plan_fetch(10, ranker, SignalPlan(framing=True).expected(), {"visual"}, 100) == FetchPlan(
+        10, tuple(OUTPUT_FIELDS)
+    )
     blended = plan_signals(profile("blended"), Mode.REGION_MODE_AUTO, True, SETTINGS).expected()
     assert plan_fetch(10, profile("blended"), blended, {"visual", "region"}, 100).fields == (
-        "image_id", "tags", "attributes", "taxonomy", "in_stock", "phash")
+        "image_id",
+        "tags",
+        "attributes",
+        "taxonomy",
+        "in_stock",
+        "phash",
+    )
 
 
 def test_object_tags_follow_the_tags_factor_and_the_setting():

@@ -62,8 +62,10 @@ class RecordingStore:
             self.in_flight -= 1
 
     def _hits(self, space: str) -> list[StoredHit]:
-        return [StoredHit("shared", 0.5 if space == "image" else 0.9, _region_fields("shared", space)),
-                StoredHit(f"only-{space}", 0.4, _region_fields(f"only-{space}", space))]
+        return [
+            StoredHit("shared", 0.5 if space == "image" else 0.9, _region_fields("shared", space)),
+            StoredHit(f"only-{space}", 0.4, _region_fields(f"only-{space}", space)),
+        ]
 
     def search(self, space, vector, *, tenant, top_k, filter, output_fields, vector_spaces=()):
         self.calls.append(("search", space, top_k, tuple(output_fields)))
@@ -116,30 +118,53 @@ class ScriptedStore:
 
     concurrent = False
 
-    def __init__(self, hits: dict[str, list[StoredHit]] | None = None,
-                 many: dict[str, list[list[StoredHit]]] | None = None) -> None:
+    def __init__(
+        self, hits: dict[str, list[StoredHit]] | None = None, many: dict[str, list[list[StoredHit]]] | None = None
+    ) -> None:
         self.hits, self.many = hits or {}, many or {}
         self.calls: list[dict] = []
 
     def search(self, space, vector, *, tenant, top_k, filter, output_fields, vector_spaces=()):
-        self.calls.append({"method": "search", "space": space, "vector": np.asarray(vector), "top_k": top_k,
-                           "tenant": tenant, "filter": filter, "fields": tuple(output_fields)})
+        self.calls.append(
+            {
+                "method": "search",
+                "space": space,
+                "vector": np.asarray(vector),
+                "top_k": top_k,
+                "tenant": tenant,
+                "filter": filter,
+                "fields": tuple(output_fields),
+            }
+        )
         return [StoredHit(h.image_id, h.score, dict(h.fields)) for h in self.hits.get(space, [])]
 
     def search_many(self, space, vectors, *, tenant, top_k, filter, output_fields, vector_spaces=()):
-        self.calls.append({"method": "search_many", "space": space, "vectors": np.asarray(vectors), "top_k": top_k,
-                           "tenant": tenant, "filter": filter, "fields": tuple(output_fields)})
+        self.calls.append(
+            {
+                "method": "search_many",
+                "space": space,
+                "vectors": np.asarray(vectors),
+                "top_k": top_k,
+                "tenant": tenant,
+                "filter": filter,
+                "fields": tuple(output_fields),
+            }
+        )
         return [[StoredHit(h.image_id, h.score, dict(h.fields)) for h in hits] for hits in self.many[space]]
 
 
 def test_each_factor_keeps_its_best_value_and_the_region_of_its_best_match(pool):
     # Two regions of one image match: the better one wins whichever comes first.
-    store = ScriptedStore(hits={"region": [
-        StoredHit("a", 0.6, _region_fields("a", "region", "cat", 1)),
-        StoredHit("a", 0.9, _region_fields("a", "region", "dog", 2)),
-        StoredHit("b", 0.8, _region_fields("b", "region", "hat", 0)),
-        StoredHit("b", 0.3, _region_fields("b", "region", "shoe", 3)),
-    ]})
+    store = ScriptedStore(
+        hits={
+            "region": [
+                StoredHit("a", 0.6, _region_fields("a", "region", "cat", 1)),
+                StoredHit("a", 0.9, _region_fields("a", "region", "dog", 2)),
+                StoredHit("b", 0.8, _region_fields("b", "region", "hat", 0)),
+                StoredHit("b", 0.3, _region_fields("b", "region", "shoe", 3)),
+            ]
+        }
+    )
     candidates = gather([RegionRoute(np.ones(4))], store, TENANT, 10, SearchFilter(), FIELDS, pool)
     assert candidates["a"].factors == {"region": 0.9}
     assert (candidates["a"].region.label, candidates["a"].region.index) == ("dog", 2)
@@ -148,8 +173,15 @@ def test_each_factor_keeps_its_best_value_and_the_region_of_its_best_match(pool)
 
 
 def test_a_region_route_puts_the_matched_region_on_the_candidate(pool):
-    store = ScriptedStore(hits={"region": [
-        StoredHit("a", 0.7, {"image_id": "a", "box": [10.0, 20.0, 110.0, 220.0], "region_index": 3, "label": "bag"})]})
+    store = ScriptedStore(
+        hits={
+            "region": [
+                StoredHit(
+                    "a", 0.7, {"image_id": "a", "box": [10.0, 20.0, 110.0, 220.0], "region_index": 3, "label": "bag"}
+                )
+            ]
+        }
+    )
     query_box = common_pb2.Box(x1=1, y1=2, x2=30, y2=40)
     route = RegionRoute(np.ones(4), query_box=query_box, query_label="handbag")
     candidates = gather([route], store, TENANT, 10, SearchFilter(), FIELDS, pool)
@@ -166,11 +198,21 @@ def test_a_region_route_puts_the_matched_region_on_the_candidate(pool):
 
 def test_the_whole_image_and_its_main_photo_go_to_milvus_as_one_search(pool):
     whole, main = np.array([1, 0, 0, 0], dtype=np.float32), np.array([0, 1, 0, 0], dtype=np.float32)
-    store = ScriptedStore(many={"image": [
-        [StoredHit("a", 0.3, {"image_id": "a", "row": "whole"}), StoredHit("b", 0.7, {"image_id": "b", "row": "whole"})],
-        [StoredHit("a", 0.8, {"image_id": "a", "row": "main"}), StoredHit("b", 0.2, {"image_id": "b", "row": "main"}),
-         StoredHit("c", 0.1, {"image_id": "c", "row": "main"})],
-    ]})
+    store = ScriptedStore(
+        many={
+            "image": [
+                [
+                    StoredHit("a", 0.3, {"image_id": "a", "row": "whole"}),
+                    StoredHit("b", 0.7, {"image_id": "b", "row": "whole"}),
+                ],
+                [
+                    StoredHit("a", 0.8, {"image_id": "a", "row": "main"}),
+                    StoredHit("b", 0.2, {"image_id": "b", "row": "main"}),
+                    StoredHit("c", 0.1, {"image_id": "c", "row": "main"}),
+                ],
+            ]
+        }
+    )
     flt = SearchFilter(categories=["shoes"])
     candidates = gather([VisualRoute(whole), VisualRoute(main)], store, TENANT, 25, flt, FIELDS, pool)
     assert len(store.calls) == 1
@@ -178,16 +220,20 @@ def test_the_whole_image_and_its_main_photo_go_to_milvus_as_one_search(pool):
     assert call["method"] == "search_many" and call["space"] == "image"
     np.testing.assert_array_equal(call["vectors"], np.stack([whole, main]))
     assert (call["top_k"], call["tenant"], call["filter"], call["fields"]) == (25, TENANT, flt, FIELDS)
-    assert {i: c.factors for i, c in candidates.items()} == {"a": {"visual": 0.8}, "b": {"visual": 0.7},
-                                                             "c": {"visual": 0.1}}
+    assert {i: c.factors for i, c in candidates.items()} == {
+        "a": {"visual": 0.8},
+        "b": {"visual": 0.7},
+        "c": {"visual": 0.1},
+    }
     assert candidates["a"].stored.fields["row"] == "whole"  # the first route's row, though the second scored better
 
 
 def test_visual_routes_batch_beside_a_region_route(pool):
     store = RecordingStore(True, parties=2)  # two groups: the visual batch and the region route, overlapping
     vector = np.ones(4, dtype=np.float32)
-    candidates = gather([VisualRoute(vector), RegionRoute(vector), VisualRoute(vector)], store, TENANT, 10,
-                        SearchFilter(), FIELDS, pool)
+    candidates = gather(
+        [VisualRoute(vector), RegionRoute(vector), VisualRoute(vector)], store, TENANT, 10, SearchFilter(), FIELDS, pool
+    )
     assert sorted((c[0], c[1]) for c in store.calls) == [("search", "region"), ("search_many", "image")]
     assert store.most_in_flight == 2
     assert candidates["shared"].factors == {"visual": 0.5, "region": 0.9}
@@ -195,8 +241,15 @@ def test_visual_routes_batch_beside_a_region_route(pool):
 
 def test_two_region_routes_are_two_searches(pool):
     store = ScriptedStore(hits={"region": [StoredHit("a", 0.5, _region_fields("a", "region"))]})
-    gather([RegionRoute(np.ones(4), query_label="x"), RegionRoute(np.ones(4), query_label="y")], store, TENANT, 10,
-           SearchFilter(), FIELDS, pool)
+    gather(
+        [RegionRoute(np.ones(4), query_label="x"), RegionRoute(np.ones(4), query_label="y")],
+        store,
+        TENANT,
+        10,
+        SearchFilter(),
+        FIELDS,
+        pool,
+    )
     assert [c["method"] for c in store.calls] == ["search", "search"]
 
 
@@ -213,12 +266,15 @@ def test_a_region_route_asks_for_three_times_the_depth_up_to_the_milvus_limit(po
     assert store.calls[0]["top_k"] == 120
 
 
-@pytest.mark.parametrize(("route", "space", "factor"), [
-    (VisualRoute(np.ones(4)), "image", "visual"),
-    (RegionRoute(np.ones(4)), "region", "region"),
-    (JointRoute(np.ones(4)), "joint", "text"),
-    (ColourRoute(np.ones(4)), "colour", "colour"),
-])
+@pytest.mark.parametrize(
+    ("route", "space", "factor"),
+    [
+        (VisualRoute(np.ones(4)), "image", "visual"),
+        (RegionRoute(np.ones(4)), "region", "region"),
+        (JointRoute(np.ones(4)), "joint", "text"),
+        (ColourRoute(np.ones(4)), "colour", "colour"),
+    ],
+)
 def test_each_route_searches_its_space_for_its_factor(route, space, factor, pool):
     assert isinstance(route, AnnRoute)
     assert (route.space, route.factor) == (space, factor)
@@ -247,8 +303,16 @@ class RowStore:
 
     def rows(self, tenant, image_ids, filter=None, space="image", with_vector=False, output_fields=()):
         ids = list(image_ids)
-        self.calls.append({"tenant": tenant, "ids": ids, "filter": filter, "space": space, "with_vector": with_vector,
-                           "fields": tuple(output_fields)})
+        self.calls.append(
+            {
+                "tenant": tenant,
+                "ids": ids,
+                "filter": filter,
+                "space": space,
+                "with_vector": with_vector,
+                "fields": tuple(output_fields),
+            }
+        )
         out = []
         for i in ids:
             if i in self.hidden:
@@ -267,14 +331,23 @@ def _existing(*ids: str) -> dict[str, Candidate]:
 def test_bm25_adds_only_new_ids_with_their_dense_text_similarity():
     joint = np.array([0.6, 0.8, 0.0], dtype=np.float32)
     vectors = {"b": np.array([1.0, 0.0, 0.0]), "c": np.array([0.0, 1.0, 0.0]), "d": np.array([0.0, 0.0, 1.0])}
-    store, index = RowStore(vectors, hidden=frozenset({"d"})), FakeTextIndex([("a", 5.0), ("b", 4.0), ("c", 3.0), ("d", 2.0)])
+    store, index = (
+        RowStore(vectors, hidden=frozenset({"d"})),
+        FakeTextIndex([("a", 5.0), ("b", 4.0), ("c", 3.0), ("d", 2.0)]),
+    )
     candidates = _existing("a")
     flt = SearchFilter(in_stock=True)
     Bm25Route("red shoe", joint).add_to(candidates, store, index, TENANT, 50, flt, FIELDS)
     assert index.calls == [(TENANT, "red shoe", 50)]
     (call,) = store.calls
-    assert call == {"tenant": TENANT, "ids": ["b", "c", "d"], "filter": flt, "space": "joint", "with_vector": True,
-                    "fields": FIELDS}
+    assert call == {
+        "tenant": TENANT,
+        "ids": ["b", "c", "d"],
+        "filter": flt,
+        "space": "joint",
+        "with_vector": True,
+        "fields": FIELDS,
+    }
     assert set(candidates) == {"a", "b", "c"}  # d did not pass the filter
     assert candidates["a"].factors == {"visual": 0.9}  # an existing candidate is left alone
     assert candidates["a"].stored.fields["title"] == "from a route"
@@ -302,11 +375,23 @@ def test_bm25_with_nothing_new_reads_no_rows():
 
 
 def test_region_routes_read_their_own_fields(pool):
-    store = ScriptedStore(hits={"region": [StoredHit("a", 0.5, _region_fields("a", "region"))],
-                                "image": [StoredHit("a", 0.4, {"image_id": "a"})]})
+    store = ScriptedStore(
+        hits={
+            "region": [StoredHit("a", 0.5, _region_fields("a", "region"))],
+            "image": [StoredHit("a", 0.4, {"image_id": "a"})],
+        }
+    )
     everything, factors_only = ("image_id", "in_stock", "title", "uri"), ("image_id", "in_stock")
-    gather([VisualRoute(np.ones(4)), RegionRoute(np.ones(4))], store, TENANT, 10, SearchFilter(), everything, pool,
-           region_fields=factors_only)
+    gather(
+        [VisualRoute(np.ones(4)), RegionRoute(np.ones(4))],
+        store,
+        TENANT,
+        10,
+        SearchFilter(),
+        everything,
+        pool,
+        region_fields=factors_only,
+    )
     assert {c["space"]: c["fields"] for c in store.calls} == {"image": everything, "region": factors_only}
     store.calls.clear()
     gather([VisualRoute(np.ones(4)), RegionRoute(np.ones(4))], store, TENANT, 10, SearchFilter(), everything, pool)
@@ -315,28 +400,62 @@ def test_region_routes_read_their_own_fields(pool):
 
 def test_ceilings_receive_each_factors_lowest_returned_score(pool):
     store = ScriptedStore(
-        hits={"region": [StoredHit("a", 0.9, _region_fields("a", "region")), StoredHit("b", 0.35, _region_fields("b", "region"))],
-              "colour": []},
-        many={"image": [[StoredHit("a", 0.8, {"image_id": "a"}), StoredHit("b", 0.6, {"image_id": "b"})],
-                        [StoredHit("c", 0.7, {"image_id": "c"}), StoredHit("a", 0.65, {"image_id": "a"})]]})
+        hits={
+            "region": [
+                StoredHit("a", 0.9, _region_fields("a", "region")),
+                StoredHit("b", 0.35, _region_fields("b", "region")),
+            ],
+            "colour": [],
+        },
+        many={
+            "image": [
+                [StoredHit("a", 0.8, {"image_id": "a"}), StoredHit("b", 0.6, {"image_id": "b"})],
+                [StoredHit("c", 0.7, {"image_id": "c"}), StoredHit("a", 0.65, {"image_id": "a"})],
+            ]
+        },
+    )
     ceilings: dict[str, float] = {}
-    gather([VisualRoute(np.ones(4)), VisualRoute(np.ones(4)), RegionRoute(np.ones(4)), ColourRoute(np.ones(4))], store,
-           TENANT, 10, SearchFilter(), FIELDS, pool, ceilings)
+    gather(
+        [VisualRoute(np.ones(4)), VisualRoute(np.ones(4)), RegionRoute(np.ones(4)), ColourRoute(np.ones(4))],
+        store,
+        TENANT,
+        10,
+        SearchFilter(),
+        FIELDS,
+        pool,
+        ceilings,
+    )
     # An image neither visual route found scores at most the better of their lowest scores (0.6 and 0.65).
     assert ceilings == {"visual": 0.65, "region": 0.35}  # a route without hits bounds nothing
     # A later retrieval into the same dict keeps the higher bound.
     later = ScriptedStore(hits={"image": [StoredHit("d", 0.62, {"image_id": "d"})]})
     gather([VisualRoute(np.ones(4))], later, TENANT, 10, SearchFilter(), FIELDS, pool, ceilings)
     assert ceilings["visual"] == 0.65
-    gather([VisualRoute(np.ones(4))], ScriptedStore(hits={"image": [StoredHit("e", 0.7, {"image_id": "e"})]}), TENANT,
-           10, SearchFilter(), FIELDS, pool, ceilings)
+    gather(
+        [VisualRoute(np.ones(4))],
+        ScriptedStore(hits={"image": [StoredHit("e", 0.7, {"image_id": "e"})]}),
+        TENANT,
+        10,
+        SearchFilter(),
+        FIELDS,
+        pool,
+        ceilings,
+    )
     assert ceilings["visual"] == 0.7
 
 
 def test_region_routes_look_for_their_own_number_of_images(pool):
     store = ScriptedStore(many={"image": [[], []]})
-    gather([VisualRoute(np.ones(4)), VisualRoute(np.ones(4)), RegionRoute(np.ones(4)), JointRoute(np.ones(4))], store,
-           TENANT, 30, SearchFilter(), FIELDS, pool, region_depth=10)
+    gather(
+        [VisualRoute(np.ones(4)), VisualRoute(np.ones(4)), RegionRoute(np.ones(4)), JointRoute(np.ones(4))],
+        store,
+        TENANT,
+        30,
+        SearchFilter(),
+        FIELDS,
+        pool,
+        region_depth=10,
+    )
     assert {c["space"]: c["top_k"] for c in store.calls} == {"image": 30, "region": 30, "joint": 30}  # region: 3 x 10
     store.calls.clear()
     gather([RegionRoute(np.ones(4))], store, TENANT, 30, SearchFilter(), FIELDS, pool)
@@ -349,20 +468,26 @@ def test_bm25_fetch_needs_no_query_vector_and_reads_the_rows_it_is_asked_for():
     flt = SearchFilter(brands=["x"])
     rows = Bm25Route("red shoe").fetch(store, index, TENANT, 20, flt, FIELDS, True, exclude={"a"}).rows
     assert index.calls == [(TENANT, "red shoe", 20)]
-    assert store.calls == [{"tenant": TENANT, "ids": ["b", "c"], "filter": flt, "space": "joint", "with_vector": True,
-                            "fields": FIELDS}]
+    assert store.calls == [
+        {"tenant": TENANT, "ids": ["b", "c"], "filter": flt, "space": "joint", "with_vector": True, "fields": FIELDS}
+    ]
     assert [r.image_id for r in rows] == ["b", "c"] and "vector" in rows[0].fields
     Bm25Route("red shoe").fetch(store, index, TENANT, 20, flt, FIELDS, False)
     assert store.calls[-1]["ids"] == ["a", "b", "c"] and store.calls[-1]["with_vector"] is False
-    assert Bm25Route("red").fetch(store, FakeTextIndex([("a", 1.0)]), TENANT, 20, flt, FIELDS, True, exclude={"a"}).rows == []
+    assert (
+        Bm25Route("red").fetch(store, FakeTextIndex([("a", 1.0)]), TENANT, 20, flt, FIELDS, True, exclude={"a"}).rows
+        == []
+    )
     assert len(store.calls) == 2  # nothing to read: no call
 
 
 def test_bm25_merge_adds_the_rows_no_other_route_found():
     joint = np.array([0.6, 0.8, 0.0], dtype=np.float32)
-    rows = [StoredHit("a", 0.0, {"image_id": "a", "title": "bm25 a", "vector": [1.0, 0.0, 0.0]}),
-            StoredHit("b", 0.0, {"image_id": "b", "title": "bm25 b", "vector": [0.0, 1.0, 0.0]}),
-            StoredHit("c", 0.0, {"image_id": "c", "title": "bm25 c"})]  # read without its vector
+    rows = [
+        StoredHit("a", 0.0, {"image_id": "a", "title": "bm25 a", "vector": [1.0, 0.0, 0.0]}),
+        StoredHit("b", 0.0, {"image_id": "b", "title": "bm25 b", "vector": [0.0, 1.0, 0.0]}),
+        StoredHit("c", 0.0, {"image_id": "c", "title": "bm25 c"}),
+    ]  # read without its vector
     candidates = _existing("a")
     Bm25Route("red", joint).merge(candidates, Bm25Matches(rows))
     assert set(candidates) == {"a", "b", "c"}

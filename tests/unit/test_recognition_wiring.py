@@ -18,7 +18,9 @@ from visearch.v1 import common_pb2, events_pb2, search_pb2
 
 
 def _det(label, score, box):
-    return common_pb2.Detection(label=label, score=score, box=common_pb2.Box(x1=box[0], y1=box[1], x2=box[2], y2=box[3]))
+    return common_pb2.Detection(
+        label=label, score=score, box=common_pb2.Box(x1=box[0], y1=box[1], x2=box[2], y2=box[3])
+    )
 
 
 def test_colour_collection_matches_descriptor():
@@ -30,11 +32,11 @@ def test_select_regions_thresholds_and_order():
     """Regions: score >= region_min_score, area >= region_min_area of the image, highest score first, capped."""
     settings = DetectionSettings(region_min_score=0.4, region_min_area=0.01, max_regions=2)
     detections = [
-        _det("cup", 0.35, (0, 0, 50, 50)),      # score too low
+        _det("cup", 0.35, (0, 0, 50, 50)),  # score too low
         _det("dog", 0.9, (0, 0, 50, 50)),
-        _det("ant", 0.95, (0, 0, 5, 5)),        # 25 px of 100x100 = 0.25% < 1%
+        _det("ant", 0.95, (0, 0, 5, 5)),  # 25 px of 100x100 = 0.25% < 1%
         _det("car", 0.6, (10, 10, 90, 90)),
-        _det("bus", 0.5, (10, 10, 90, 90)),     # beyond max_regions
+        _det("bus", 0.5, (10, 10, 90, 90)),  # beyond max_regions
     ]
     assert select_regions(detections, 100, 100, settings) == [1, 3]
 
@@ -89,8 +91,17 @@ def test_model_tags_merge_catalogue_and_model_values():
 
 
 def test_index_row_fields_carry_recognition_results():
-    row = IndexRow("i", "t", np.zeros(1280, np.float32), np.zeros(384, np.float32), tags=["a", "b"], safe=False,
-                   phash=-5, ocr_text="é" * 5000, attributes=[("object", "dog", 0.5)])
+    row = IndexRow(
+        "i",
+        "t",
+        np.zeros(1280, np.float32),
+        np.zeros(384, np.float32),
+        tags=["a", "b"],
+        safe=False,
+        phash=-5,
+        ocr_text="é" * 5000,
+        attributes=[("object", "dog", 0.5)],
+    )
     fields = row.fields()
     assert fields["tags"] == "a;b" and fields["safe"] is False and fields["phash"] == -5
     assert len(fields["ocr_text"].encode()) <= 4096  # cut on UTF-8 bytes, not characters

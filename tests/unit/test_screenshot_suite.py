@@ -38,8 +38,9 @@ def test_screenshot_is_a_known_suite_after_the_other_photo_suites():
 
 def test_building_twice_gives_the_same_bytes(suite):
     (again,) = build_suites(["screenshot"], distractors=0)
-    assert [(q.qid, q.image, q.judgments, q.info) for q in again.queries] == \
-           [(q.qid, q.image, q.judgments, q.info) for q in suite.queries]
+    assert [(q.qid, q.image, q.judgments, q.info) for q in again.queries] == [
+        (q.qid, q.image, q.judgments, q.info) for q in suite.queries
+    ]
 
 
 def test_one_query_per_photo_and_layout_relevant_to_the_photo(suite):
@@ -66,11 +67,25 @@ def test_queries_are_jpeg_pages_with_the_photo_at_30_to_50_percent(suite):
 
 def test_the_page_wording_never_copies_a_catalogue_title():
     """Shop names, titles, lines and menus share no word of four letters or more with any photo's title."""
+
     def words(text: str) -> set[str]:
         return {w for w in re.findall(r"[a-z]+", text.lower()) if len(w) >= 4}
 
-    shop = set().union(*(words(t) for t in (*SHOP_NAMES, *SHOP_TITLES, *SHOP_LINES, *SHOP_NAV, *SHOP_MENU,
-                                           "Add to cart", "Wishlist", "Search products")))
+    shop = set().union(
+        *(
+            words(t)
+            for t in (
+                *SHOP_NAMES,
+                *SHOP_TITLES,
+                *SHOP_LINES,
+                *SHOP_NAV,
+                *SHOP_MENU,
+                "Add to cart",
+                "Wishlist",
+                "Search products",
+            )
+        )
+    )
     for item in photo_catalogue():
         assert not words(item.title) & shop, (item.title, words(item.title) & shop)
 

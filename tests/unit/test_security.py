@@ -88,10 +88,13 @@ def test_settings_validation_hides_tokens(monkeypatch):
     assert A not in repr(SecuritySettings(tls_key_file="/x.key"))
 
 
-@pytest.mark.parametrize(("pairs", "field"), [
-    ({"tls_client_ca_file": "/ca.pem"}, "tls_client_ca_file"),
-    ({"tls_client_cert_file": "/c.pem"}, "tls_client_key_file"),
-])
+@pytest.mark.parametrize(
+    ("pairs", "field"),
+    [
+        ({"tls_client_ca_file": "/ca.pem"}, "tls_client_ca_file"),
+        ({"tls_client_cert_file": "/c.pem"}, "tls_client_key_file"),
+    ],
+)
 def test_settings_refuse_incomplete_tls(pairs, field):
     """Mutual TLS without a server certificate, or a client certificate without its key, is refused."""
     with pytest.raises(ValidationError, match=field):
@@ -221,8 +224,9 @@ def test_from_settings():
     assert (limiter.rate, limiter.burst) == (5, 7)
 
 
-@pytest.mark.parametrize(("peer", "host"), [("ipv4:10.1.2.3:5555", "10.1.2.3"), ("ipv6:[::1]:5555", "::1"),
-                                            ("unix:/tmp/s", "unix:/tmp/s")])
+@pytest.mark.parametrize(
+    ("peer", "host"), [("ipv4:10.1.2.3:5555", "10.1.2.3"), ("ipv6:[::1]:5555", "::1"), ("unix:/tmp/s", "unix:/tmp/s")]
+)
 def test_peer_host_drops_the_port(peer, host):
     assert peer_host(peer) == host
 
@@ -269,15 +273,30 @@ def server():
     """A real loopback server with SearchService/Search, Other/Echo (unary) and SearchService/Watch (stream),
     guarded by a SecurityInterceptor (tokens A as shop, B as ops; 1 request/s, burst 2 on SearchService)."""
     clock = Clock()
-    interceptor = SecurityInterceptor(TokenSet(f"shop:{A},ops:{B}"), RateLimiter(1.0, 2, clock=clock),
-                                      frozenset({"visearch.v1.SearchService"}), frozenset({"visearch.v1.SearchService"}))
+    interceptor = SecurityInterceptor(
+        TokenSet(f"shop:{A},ops:{B}"),
+        RateLimiter(1.0, 2, clock=clock),
+        frozenset({"visearch.v1.SearchService"}),
+        frozenset({"visearch.v1.SearchService"}),
+    )
     srv = grpc.server(futures.ThreadPoolExecutor(max_workers=4), interceptors=[interceptor])
-    srv.add_generic_rpc_handlers([
-        grpc.method_handlers_generic_handler("visearch.v1.SearchService", {
-            "Search": grpc.unary_unary_rpc_method_handler(_echo), "Watch": grpc.unary_stream_rpc_method_handler(_stream)}),
-        grpc.method_handlers_generic_handler("visearch.v1.Other", {"Echo": grpc.unary_unary_rpc_method_handler(_echo)}),
-        grpc.method_handlers_generic_handler("grpc.health.v1.Health", {"Check": grpc.unary_unary_rpc_method_handler(_echo)}),
-    ])
+    srv.add_generic_rpc_handlers(
+        [
+            grpc.method_handlers_generic_handler(
+                "visearch.v1.SearchService",
+                {
+                    "Search": grpc.unary_unary_rpc_method_handler(_echo),
+                    "Watch": grpc.unary_stream_rpc_method_handler(_stream),
+                },
+            ),
+            grpc.method_handlers_generic_handler(
+                "visearch.v1.Other", {"Echo": grpc.unary_unary_rpc_method_handler(_echo)}
+            ),
+            grpc.method_handlers_generic_handler(
+                "grpc.health.v1.Health", {"Check": grpc.unary_unary_rpc_method_handler(_echo)}
+            ),
+        ]
+    )
     port = srv.add_insecure_port("127.0.0.1:0")
     srv.start()
     yield f"127.0.0.1:{port}", clock
@@ -334,8 +353,12 @@ def test_interceptor_counts_refusals(server):
     address, _ = server
 
     def count(reason):
-        return REGISTRY.get_sample_value("visearch_grpc_rejected_total",
-                                         {"grpc_service": "visearch.v1.SearchService", "reason": reason}) or 0.0
+        return (
+            REGISTRY.get_sample_value(
+                "visearch_grpc_rejected_total", {"grpc_service": "visearch.v1.SearchService", "reason": reason}
+            )
+            or 0.0
+        )
 
     before = count("missing_token")
     _code(lambda: _call(address, "/visearch.v1.SearchService/Search"))
@@ -347,8 +370,13 @@ def test_rate_limit_by_peer_without_auth():
     limiter = RateLimiter(1.0, 1, clock=Clock())
     interceptor = SecurityInterceptor(None, limiter, None, frozenset({"visearch.v1.SearchService"}))
     srv = grpc.server(futures.ThreadPoolExecutor(max_workers=2), interceptors=[interceptor])
-    srv.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
-        "visearch.v1.SearchService", {"Search": grpc.unary_unary_rpc_method_handler(_echo)})])
+    srv.add_generic_rpc_handlers(
+        [
+            grpc.method_handlers_generic_handler(
+                "visearch.v1.SearchService", {"Search": grpc.unary_unary_rpc_method_handler(_echo)}
+            )
+        ]
+    )
     port = srv.add_insecure_port("127.0.0.1:0")
     srv.start()
     try:
@@ -373,7 +401,9 @@ def test_client_channel_adds_deadline_token_and_keeps_a_calls_own():
         return request
 
     srv = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    srv.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("t.S", {"M": grpc.unary_unary_rpc_method_handler(record)})])
+    srv.add_generic_rpc_handlers(
+        [grpc.method_handlers_generic_handler("t.S", {"M": grpc.unary_unary_rpc_method_handler(record)})]
+    )
     port = srv.add_insecure_port("127.0.0.1:0")
     srv.start()
     try:
@@ -391,7 +421,9 @@ def test_client_channel_adds_deadline_token_and_keeps_a_calls_own():
 def test_client_channel_limits_message_size():
     """Messages above max_message_bytes are refused on the client side with RESOURCE_EXHAUSTED."""
     srv = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    srv.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("t.S", {"M": grpc.unary_unary_rpc_method_handler(_echo)})])
+    srv.add_generic_rpc_handlers(
+        [grpc.method_handlers_generic_handler("t.S", {"M": grpc.unary_unary_rpc_method_handler(_echo)})]
+    )
     port = srv.add_insecure_port("127.0.0.1:0")
     srv.start()
     try:
@@ -420,9 +452,17 @@ def test_redact_bytes_become_length_markers():
 
 def test_redact_secret_fields():
     """Secret-named fields lose their string values (nested dicts and metadata pairs too); numbers stay."""
-    out = _redact(event="x", token=A, client_token=A, Authorization=f"Bearer {A}", password="hunter2hunter2",
-                  api_key="k" * 20, token_count=12,
-                  metadata=[("authorization", f"Bearer {A}"), ("x-trace-id", "t1")], headers={"cookie": "sid=1"})
+    out = _redact(
+        event="x",
+        token=A,
+        client_token=A,
+        Authorization=f"Bearer {A}",
+        password="hunter2hunter2",
+        api_key="k" * 20,
+        token_count=12,
+        metadata=[("authorization", f"Bearer {A}"), ("x-trace-id", "t1")],
+        headers={"cookie": "sid=1"},
+    )
     for key in ("token", "client_token", "Authorization", "password", "api_key"):
         assert out[key] == vlog.REDACTED
     assert out["token_count"] == 12
@@ -434,8 +474,12 @@ def test_redact_inside_strings():
     """Registered secrets, bearer credentials, URL passwords and long bytes reprs are removed from any string."""
     secret = "registered-secret-value-123"
     vlog.register_secret(secret)
-    out = _redact(event=f"failed with {secret}", error=f"header was Bearer {B}",
-                  uri="http://user:pa55word@milvus:19530/db", msg=f"bad request {b'x' * 40!r} end")
+    out = _redact(
+        event=f"failed with {secret}",
+        error=f"header was Bearer {B}",
+        uri="http://user:pa55word@milvus:19530/db",
+        msg=f"bad request {b'x' * 40!r} end",
+    )
     assert secret not in json.dumps(out) and B not in json.dumps(out)
     assert out["uri"] == "http://[REDACTED]@milvus:19530/db"
     assert out["msg"] == "bad request <bytes> end"

@@ -46,7 +46,10 @@ def test_in_stock_is_lowercase_boolean(value, text):
 
 def test_price_bounds():
     """price_min/price_max render as >= and <= floats; 0 is a real bound."""
-    assert SearchFilter(price_min=10, price_max=99.5).expression("t") == 'tenant == "t" and price >= 10.0 and price <= 99.5'
+    assert (
+        SearchFilter(price_min=10, price_max=99.5).expression("t")
+        == 'tenant == "t" and price >= 10.0 and price <= 99.5'
+    )
     assert SearchFilter(price_min=0.0).expression("t") == 'tenant == "t" and price >= 0.0'
     assert SearchFilter(price_max=0).expression("t") == 'tenant == "t" and price <= 0.0'
 
@@ -86,9 +89,16 @@ def make_rows(tenant: str, n: int, seed: int) -> list[IndexRow]:
     rng = np.random.default_rng(seed)
     return [
         IndexRow(
-            image_id=f"img-{i}", tenant=tenant, image_vector=unit(rng, SPACES["image"]),
-            joint_vector=unit(rng, SPACES["joint"]), title=f"item {i}", category="shoes" if i % 2 == 0 else "bags",
-            brand="acme", price=10.0 * i, in_stock=i % 3 != 0, uri=f"/x/{i}.jpg",
+            image_id=f"img-{i}",
+            tenant=tenant,
+            image_vector=unit(rng, SPACES["image"]),
+            joint_vector=unit(rng, SPACES["joint"]),
+            title=f"item {i}",
+            category="shoes" if i % 2 == 0 else "bags",
+            brand="acme",
+            price=10.0 * i,
+            in_stock=i % 3 != 0,
+            uri=f"/x/{i}.jpg",
         )
         for i in range(n)
     ]
@@ -136,10 +146,13 @@ def test_milvus_lite_round_trip(store):
     assert {h.image_id for h in hits} == {f"img-{i}" for i in range(0, 12, 2)}
     hits = store.search("image", row.image_vector, tenant="A", top_k=20, filter=SearchFilter(in_stock=False))
     assert {h.image_id for h in hits} == {"img-0", "img-3", "img-6", "img-9"}
-    hits = store.search("image", row.image_vector, tenant="A", top_k=20,
-                        filter=SearchFilter(price_min=20, price_max=40))
+    hits = store.search(
+        "image", row.image_vector, tenant="A", top_k=20, filter=SearchFilter(price_min=20, price_max=40)
+    )
     assert {h.image_id for h in hits} == {"img-2", "img-3", "img-4"}
-    hits = store.search("image", row.image_vector, tenant="A", top_k=20, filter=SearchFilter(exclude_image_ids=["img-5"]))
+    hits = store.search(
+        "image", row.image_vector, tenant="A", top_k=20, filter=SearchFilter(exclude_image_ids=["img-5"])
+    )
     assert "img-5" not in {h.image_id for h in hits} and len(hits) == 11
 
     # Offset pagination: page 2 continues page 1.
@@ -196,9 +209,13 @@ def test_index_type_is_built_and_its_search_knob_sent(tmp_path, kind, knob):
     settings now say."""
     store = MilvusStore(StoreSettings(uri=str(tmp_path / "t.db"), index_type=kind))
     try:
-        assert store._client.describe_index(store.collections["image"], store.vector_fields["image"])["index_type"] == kind
+        assert (
+            store._client.describe_index(store.collections["image"], store.vector_fields["image"])["index_type"] == kind
+        )
         store.upsert(make_rows("A", 3, seed=5))
-        assert store.search("image", make_rows("A", 3, seed=5)[2].image_vector, tenant="A", top_k=1)[0].image_id == "img-2"
+        assert (
+            store.search("image", make_rows("A", 3, seed=5)[2].image_vector, tenant="A", top_k=1)[0].image_id == "img-2"
+        )
         params = store.search_params("image", top_k=10, offset=5)
         assert params.get("params") == knob and params["offset"] == 5 and params["metric_type"] == "COSINE"
         if kind == "HNSW":
@@ -226,13 +243,15 @@ def test_a_collection_seen_before_its_index_is_awaited_or_indexed(tmp_path, monk
 
     settings = StoreSettings(uri=str(tmp_path / "t.db"))
     create = MilvusClient.create_collection
-    monkeypatch.setattr(MilvusClient, "create_collection",
-                        lambda self, *a, index_params=None, **k: create(self, *a, **k))  # stop before the index
+    monkeypatch.setattr(
+        MilvusClient, "create_collection", lambda self, *a, index_params=None, **k: create(self, *a, **k)
+    )  # stop before the index
     MilvusStore(settings).close()
     monkeypatch.setattr(MilvusClient, "create_collection", create)
     monkeypatch.setattr(store_module, "_INDEX_WAIT_S", 30.0 if creator_finishes else 0.5)
     creator = None
     if creator_finishes:
+
         def build_indexes() -> None:
             client = MilvusClient(uri=settings.uri)
             collections = store_module.MilvusStore.layout_collections(settings.collection_prefix, "unified")
@@ -243,9 +262,11 @@ def test_a_collection_seen_before_its_index_is_awaited_or_indexed(tmp_path, monk
                 else:
                     for field_name in store_module.ITEM_SPACES:
                         index.add_index(field_name=field_name, metric_type="COSINE", index_type="FLAT")
-                    index.add_index(field_name=store_module.BM25_FIELD, metric_type="BM25",
-                                    index_type="SPARSE_INVERTED_INDEX")
+                    index.add_index(
+                        field_name=store_module.BM25_FIELD, metric_type="BM25", index_type="SPARSE_INVERTED_INDEX"
+                    )
                 client.create_index(name, index)
+
         creator = threading.Timer(1.0, build_indexes)
         creator.start()
     store = MilvusStore(settings)

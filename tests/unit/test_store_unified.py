@@ -64,13 +64,20 @@ def test_keyword_search_applies_filters_and_tenants(store):
 
 def test_an_attribute_update_writes_one_row_per_image_and_reaches_keyword_search(store, monkeypatch):
     rows = _titled(store, {"a": "plain mug", "b": "plain plate"})
-    rows[0].regions = [RegionRow(index=i, label="cup", score=0.9, box=(0, 0, 10, 10), vector=unit(np.random.default_rng(i), 1280))
-                       for i in range(2)]
+    rows[0].regions = [
+        RegionRow(index=i, label="cup", score=0.9, box=(0, 0, 10, 10), vector=unit(np.random.default_rng(i), 1280))
+        for i in range(2)
+    ]
     store.upsert(rows[:1])
     written: list[tuple[str, int]] = []
     upsert = store._client.upsert
-    monkeypatch.setattr(store._client, "upsert",
-                        lambda collection_name, data, **k: written.append((collection_name, len(data))) or upsert(collection_name, data, **k))
+    monkeypatch.setattr(
+        store._client,
+        "upsert",
+        lambda collection_name, data, **k: (
+            written.append((collection_name, len(data))) or upsert(collection_name, data, **k)
+        ),
+    )
     assert store.update_attributes("A", "a", {"title": "enamel camping mug", "in_stock": False})
     assert sorted(written) == [("visearch_items", 1), ("visearch_region", 2)]
     assert [h.image_id for h in store.bm25_search("A", "camping", 5)] == ["a"]
@@ -86,7 +93,9 @@ def test_images_without_a_colour_have_none(store):
     store.upsert(rows)
     assert store.count("colour") == 1 and store.count("image") == 4
     assert [h.image_id for h in store.search("colour", colour, tenant="A", top_k=10)] == ["img-1"]
-    assert store.get("A", "img-0", "colour") is None and store.vectors("colour", "A", ["img-0", "img-1"]).keys() == {"img-1"}
+    assert store.get("A", "img-0", "colour") is None and store.vectors("colour", "A", ["img-0", "img-1"]).keys() == {
+        "img-1"
+    }
     assert store.update_attributes("A", "img-0", {"price": 1.0}) and store.get("A", "img-0", "colour") is None
 
 
@@ -104,9 +113,18 @@ def test_auto_keeps_a_per_space_catalogue_until_it_is_migrated(tmp_path):
         again.close()
 
 
-@pytest.mark.parametrize(("version", "unified"), [
-    ("milvus_lite-3.2.2", True), ("milvus_lite-2.4.10", False), ("v2.3.5", False), ("v2.5.4", True),
-    ("2.6.0", True), ("v3.0.0-beta", True), ("unknown", False)])
+@pytest.mark.parametrize(
+    ("version", "unified"),
+    [
+        ("milvus_lite-3.2.2", True),
+        ("milvus_lite-2.4.10", False),
+        ("v2.3.5", False),
+        ("v2.5.4", True),
+        ("2.6.0", True),
+        ("v3.0.0-beta", True),
+        ("unknown", False),
+    ],
+)
 def test_which_servers_have_the_unified_layout(version, unified):
     assert supports_unified(version) is unified
 
@@ -133,8 +151,17 @@ def test_a_search_reads_the_rows_other_vectors_with_its_hits(store):
     rows[0].colour_vector = np.abs(unit(np.random.default_rng(2), COLOUR_DIM))
     store.upsert(rows)
     assert store.row_spaces("image") == ("image", "joint", "colour") and store.row_spaces("region") == ()
-    hits = {h.image_id: h.fields for h in store.search("image", rows[0].image_vector, tenant="A", top_k=3,
-                                                         output_fields=["image_id"], vector_spaces=["joint", "colour"])}
+    hits = {
+        h.image_id: h.fields
+        for h in store.search(
+            "image",
+            rows[0].image_vector,
+            tenant="A",
+            top_k=3,
+            output_fields=["image_id"],
+            vector_spaces=["joint", "colour"],
+        )
+    }
     np.testing.assert_allclose(hits["img-0"]["joint_vector"], rows[0].joint_vector, atol=1e-6)
     np.testing.assert_allclose(hits["img-0"]["colour_vector"], rows[0].colour_vector, atol=1e-6)
     assert hits["img-1"]["colour_vector"] is None and "has_colour" not in hits["img-1"]

@@ -103,12 +103,15 @@ def test_nodes_may_own_several_classes():
     assert tree.covered_classes == 4  # pug and eagle belong to no node
 
 
-@pytest.mark.parametrize("nodes, message", [
-    ([{"id": "a", "parent": "b"}, {"id": "b", "parent": "a"}], "cycle"),
-    ([{"id": "a", "parent": "nowhere"}], "unknown parent"),
-    ([{"id": "a", "parent": None}, {"id": "a", "parent": None}], "duplicate"),
-    ([{"id": "a", "parent": None, "classes": ["car"]}, {"id": "b", "parent": None, "classes": ["car"]}], "two"),
-])
+@pytest.mark.parametrize(
+    "nodes, message",
+    [
+        ([{"id": "a", "parent": "b"}, {"id": "b", "parent": "a"}], "cycle"),
+        ([{"id": "a", "parent": "nowhere"}], "unknown parent"),
+        ([{"id": "a", "parent": None}, {"id": "a", "parent": None}], "duplicate"),
+        ([{"id": "a", "parent": None, "classes": ["car"]}, {"id": "b", "parent": None, "classes": ["car"]}], "two"),
+    ],
+)
 def test_inconsistent_trees_are_refused(nodes, message):
     with pytest.raises(ValueError, match=message):
         Taxonomy(nodes, CLASSES)
@@ -147,11 +150,31 @@ def test_from_cache_without_a_build_names_the_build_command(tmp_path):
 #   {tabby, tiger cat}, dog > {toy dog > pug, hound > beagle}}, ungulate > zebra}};
 # entity > object > artifact > clothing > {sweater, jean}
 PARENT = {
-    "entity": None, "object": "entity", "animal": "object", "chordate": "animal", "vertebrate": "chordate",
-    "mammal": "vertebrate", "placental": "mammal", "carnivore": "placental", "feline": "carnivore", "cat": "feline",
-    "tabby": "cat", "tiger cat": "cat", "dog": "carnivore", "toy dog": "dog", "pug": "toy dog", "hound": "dog",
-    "beagle": "hound", "ungulate": "placental", "zebra": "ungulate", "artifact": "object", "clothing": "artifact",
-    "sweater": "clothing", "jean": "clothing", "bird": "vertebrate", "eagle": "bird",
+    "entity": None,
+    "object": "entity",
+    "animal": "object",
+    "chordate": "animal",
+    "vertebrate": "chordate",
+    "mammal": "vertebrate",
+    "placental": "mammal",
+    "carnivore": "placental",
+    "feline": "carnivore",
+    "cat": "feline",
+    "tabby": "cat",
+    "tiger cat": "cat",
+    "dog": "carnivore",
+    "toy dog": "dog",
+    "pug": "toy dog",
+    "hound": "dog",
+    "beagle": "hound",
+    "ungulate": "placental",
+    "zebra": "ungulate",
+    "artifact": "object",
+    "clothing": "artifact",
+    "sweater": "clothing",
+    "jean": "clothing",
+    "bird": "vertebrate",
+    "eagle": "bird",
 }
 LEAVES = ["tabby", "tiger cat", "pug", "beagle", "zebra", "eagle", "sweater", "jean"]
 FAMILIARITY = {"animal": 87, "mammal": 3, "dog": 42, "cat": 18, "clothing": 9, "vertebrate": 1}
@@ -166,8 +189,9 @@ def chain(parent: dict, node: str) -> list[str]:
 
 
 def test_prune_drops_upper_levels_and_chains():
-    pruned = prune_tree(PARENT, LEAVES, {"entity", "object", "artifact"}, max_levels=10, near_chain=0.9,
-                        familiarity=FAMILIARITY)
+    pruned = prune_tree(
+        PARENT, LEAVES, {"entity", "object", "artifact"}, max_levels=10, near_chain=0.9, familiarity=FAMILIARITY
+    )
     assert set(LEAVES) <= set(pruned)  # classes are never dropped
     assert {"entity", "object", "artifact"}.isdisjoint(pruned)
     # near-chains lose their less familiar node: chordate and vertebrate hold all of animal's
@@ -181,8 +205,9 @@ def test_prune_drops_upper_levels_and_chains():
 
 
 def test_prune_caps_depth_keeping_familiar_broad_levels():
-    pruned = prune_tree(PARENT, LEAVES, {"entity", "object", "artifact"}, max_levels=4, near_chain=0.9,
-                        familiarity=FAMILIARITY)
+    pruned = prune_tree(
+        PARENT, LEAVES, {"entity", "object", "artifact"}, max_levels=4, near_chain=0.9, familiarity=FAMILIARITY
+    )
     depths = {leaf: len(chain(pruned, leaf)) for leaf in LEAVES}
     assert max(depths.values()) <= 4
     assert chain(pruned, "tabby")[0] == "animal" and chain(pruned, "tabby")[-2:] == ["cat", "tabby"]

@@ -16,8 +16,13 @@ def unit(rows) -> np.ndarray:
 
 def small_map() -> TextToVisualMap:
     mapping = np.eye(3, 4, dtype=np.float32)  # text dim 3 -> visual dim 4
-    return TextToVisualMap(mapping, joint_bank_mean=unit([1, 1, 0]) * 0.5, visual_bank_mean=unit([1, 0, 0, 0]) * 0.5,
-                           model_name="text_to_visual@test", class_weights=unit([[0, 0, 0, 1], [0, 0, 1, 0]]))
+    return TextToVisualMap(
+        mapping,
+        joint_bank_mean=unit([1, 1, 0]) * 0.5,
+        visual_bank_mean=unit([1, 0, 0, 0]) * 0.5,
+        model_name="text_to_visual@test",
+        class_weights=unit([[0, 0, 0, 1], [0, 0, 1, 0]]),
+    )
 
 
 def test_to_visual_maps_and_normalises():

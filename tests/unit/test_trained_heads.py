@@ -151,8 +151,9 @@ def test_export_refuses_a_model_onnx_cannot_reproduce(tmp_path, monkeypatch):
 
     monkeypatch.setattr(heads, "PARITY_TOLERANCE", -1.0)
     with pytest.raises(ParityError):
-        heads.export_onnx(heads.ProjectionNet(), tmp_path / "p.onnx", 1280, ["projected"],
-                          unit(np.ones((2, 1280), np.float32)))
+        heads.export_onnx(
+            heads.ProjectionNet(), tmp_path / "p.onnx", 1280, ["projected"], unit(np.ones((2, 1280), np.float32))
+        )
 
 
 # --------------------------------------------------------------------------- versions, settings, serving
@@ -257,13 +258,19 @@ def test_fashion_mnist_tags_are_a_documented_function_of_the_category():
     assert matrix.shape == (10, len(FASHION_MNIST.tag_names)) and set(np.unique(matrix)) == {0.0, 1.0}
     assert matrix.sum(axis=1).min() >= 1 and matrix.sum(axis=0).min() >= 1
     footwear = FASHION_MNIST.tag_names.index("footwear")
-    assert [FASHION_MNIST.categories[c] for c in np.flatnonzero(matrix[:, footwear])] == ["sandal", "sneaker", "ankle boot"]
+    assert [FASHION_MNIST.categories[c] for c in np.flatnonzero(matrix[:, footwear])] == [
+        "sandal",
+        "sneaker",
+        "ankle boot",
+    ]
 
 
 def test_precision_at_k_and_chance():
     """Queries next to their own label's cluster get precision 1; chance is sum p_c^2."""
     index = unit(np.array([[1, 0.1], [1, 0.2], [0.1, 1], [0.2, 1]], np.float32))
-    mean, per = precision_at_k(unit(np.array([[1, 0], [0, 1]], np.float32)), np.array([0, 1]), index, np.array([0, 0, 1, 1]), k=2)
+    mean, per = precision_at_k(
+        unit(np.array([[1, 0], [0, 1]], np.float32)), np.array([0, 1]), index, np.array([0, 0, 1, 1]), k=2
+    )
     assert mean == 1.0 and per == {0: 1.0, 1: 1.0}
     assert chance_precision(np.array([0, 0, 1, 1])) == 0.5
     with pytest.raises(ValueError):

@@ -238,8 +238,11 @@ def test_worker_default_group_and_terminal_stage(transport):
     [
         (malformed_bytes(), {HEADER_SCHEMA: SCHEMA_EVENT, HEADER_TRACE_ID: "t-bad"}, "malformed_payload"),
         (event("").SerializeToString(), {HEADER_SCHEMA: SCHEMA_EVENT, HEADER_TRACE_ID: "t-bad"}, "missing_image_id"),
-        (event("x", kind=Kind.KIND_UNSPECIFIED).SerializeToString(), {HEADER_SCHEMA: SCHEMA_EVENT, HEADER_TRACE_ID: "t-bad"},
-         "missing_kind"),
+        (
+            event("x", kind=Kind.KIND_UNSPECIFIED).SerializeToString(),
+            {HEADER_SCHEMA: SCHEMA_EVENT, HEADER_TRACE_ID: "t-bad"},
+            "missing_kind",
+        ),
         (event("x").SerializeToString(), {HEADER_SCHEMA: "text/plain", HEADER_TRACE_ID: "t-bad"}, "unknown_schema"),
     ],
 )
@@ -344,7 +347,9 @@ def test_worker_refuses_to_commit_when_a_stage_drops_results():
 
     transport = InProcessTransport()
     for i in range(3):
-        key, value, headers = encode_event(events_pb2.ImageEvent(image_id=f"i{i}", kind=events_pb2.ImageEvent.KIND_DELETE))
+        key, value, headers = encode_event(
+            events_pb2.ImageEvent(image_id=f"i{i}", kind=events_pb2.ImageEvent.KIND_DELETE)
+        )
         transport.produce("in", key, value, headers)
     worker = StageWorker(Lossy(), transport, "in", "out")
     with pytest.raises(RuntimeError, match="returned 2 results for 3"):

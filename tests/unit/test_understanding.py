@@ -76,8 +76,10 @@ class FakeEmbedding(Recorder):
         self._record("EmbedImage", request, timeout)
         crop = request.crops[0] if request.crops else None
         cropped = crop is not None and (crop.x2 > crop.x1)
-        embedding = embedding_pb2.ImageEmbedding(image=common_pb2.Vector(values=CROPPED if cropped else WHOLE),
-                                                 joint=common_pb2.Vector(values=CROP_JOINT if cropped else JOINT))
+        embedding = embedding_pb2.ImageEmbedding(
+            image=common_pb2.Vector(values=CROPPED if cropped else WHOLE),
+            joint=common_pb2.Vector(values=CROP_JOINT if cropped else JOINT),
+        )
         if request.class_probs:
             embedding.class_probs.values.extend(CROP_PROBS if cropped else PROBS)
         return embedding_pb2.EmbedImageResponse(embeddings=[embedding])
@@ -89,7 +91,8 @@ class FakeEmbedding(Recorder):
     def EmbedRegions(self, request, timeout=None):  # noqa: N802
         self._record("EmbedRegions", request, timeout)
         return embedding_pb2.EmbedRegionsResponse(
-            vectors=[common_pb2.Vector(values=unit([1, 1, n + 1, 0])) for n, _ in enumerate(request.boxes)])
+            vectors=[common_pb2.Vector(values=unit([1, 1, n + 1, 0])) for n, _ in enumerate(request.boxes)]
+        )
 
 
 class FakeClassification(Recorder):
@@ -97,10 +100,13 @@ class FakeClassification(Recorder):
         self._record("Classify", request, timeout)
         result = common_pb2.Classification(
             taxonomy=[common_pb2.TaxonomyNode(name="animal"), common_pb2.TaxonomyNode(name="cat")],
-            attributes=[common_pb2.Attribute(name="object", value="cat", score=0.9),
-                        common_pb2.Attribute(name="concept", value="Tabby", score=0.7),
-                        common_pb2.Attribute(name="concept", value="cat", score=0.5),
-                        common_pb2.Attribute(name="quality", value="sharp", score=0.9)])
+            attributes=[
+                common_pb2.Attribute(name="object", value="cat", score=0.9),
+                common_pb2.Attribute(name="concept", value="Tabby", score=0.7),
+                common_pb2.Attribute(name="concept", value="cat", score=0.5),
+                common_pb2.Attribute(name="quality", value="sharp", score=0.9),
+            ],
+        )
         return classification_pb2.ClassifyResponse(results=[result])
 
 
@@ -113,10 +119,20 @@ class FakeOcr(Recorder):
 class FakeDetection(Recorder):
     def Detect(self, request, timeout=None):  # noqa: N802
         self._record("Detect", request, timeout)
-        return detection_pb2.DetectResponse(results=[detection_pb2.ImageDetections(
-            width=PAGE_SIZE[0], height=PAGE_SIZE[1],
-            detections=[common_pb2.Detection(label="cat", score=0.9, box=common_pb2.Box(x1=100, y1=100, x2=600, y2=500)),
-                        common_pb2.Detection(label="speck", score=0.9, box=common_pb2.Box(x1=0, y1=0, x2=2, y2=2))])])
+        return detection_pb2.DetectResponse(
+            results=[
+                detection_pb2.ImageDetections(
+                    width=PAGE_SIZE[0],
+                    height=PAGE_SIZE[1],
+                    detections=[
+                        common_pb2.Detection(
+                            label="cat", score=0.9, box=common_pb2.Box(x1=100, y1=100, x2=600, y2=500)
+                        ),
+                        common_pb2.Detection(label="speck", score=0.9, box=common_pb2.Box(x1=0, y1=0, x2=2, y2=2)),
+                    ],
+                )
+            ]
+        )
 
 
 class FakeRpcError(grpc.RpcError):
@@ -206,10 +222,21 @@ def pool():
     executor.shutdown(wait=False, cancel_futures=True)  # a stand-in still sleeping past its budget is not waited for
 
 
-def understanding(pool, embedding=None, classification=None, ocr=None, detection=None, **settings) -> QueryUnderstanding:
+def understanding(
+    pool, embedding=None, classification=None, ocr=None, detection=None, **settings
+) -> QueryUnderstanding:
     ranking = RankingSettings(**{"signal_budgets_ms": GENEROUS, **settings})
-    return QueryUnderstanding(embedding or FakeEmbedding(), classification, ocr, detection, ranking, ImageSettings(),
-                              DetectionSettings(), deadline_s=5.0, pool=pool)
+    return QueryUnderstanding(
+        embedding or FakeEmbedding(),
+        classification,
+        ocr,
+        detection,
+        ranking,
+        ImageSettings(),
+        DetectionSettings(),
+        deadline_s=5.0,
+        pool=pool,
+    )
 
 
 def signals(understood) -> dict[str, tuple[bool, str]]:
@@ -237,12 +264,16 @@ def test_class_probabilities_are_requested_only_when_the_classes_are_planned(poo
 
 def test_classify_reuses_the_embeddings_outputs_and_sends_no_image(pool, photo):
     classification = FakeClassification()
-    understood = understanding(pool, FakeEmbedding(), classification).image(photo, SignalPlan(classes=True),
-                                                                            time.perf_counter())
+    understood = understanding(pool, FakeEmbedding(), classification).image(
+        photo, SignalPlan(classes=True), time.perf_counter()
+    )
     (request,) = classification.requests("Classify")
     assert list(request.images) == []
-    assert list(request.parts) == [classification_pb2.CLASSIFY_PART_TAXONOMY, classification_pb2.CLASSIFY_PART_CONCEPTS,
-                                   classification_pb2.CLASSIFY_PART_CLASS_OBJECTS]
+    assert list(request.parts) == [
+        classification_pb2.CLASSIFY_PART_TAXONOMY,
+        classification_pb2.CLASSIFY_PART_CONCEPTS,
+        classification_pb2.CLASSIFY_PART_CLASS_OBJECTS,
+    ]
     (pre,) = request.precomputed
     np.testing.assert_allclose(pre.class_probs.values, PROBS)
     np.testing.assert_allclose(pre.joint.values, JOINT)
@@ -268,12 +299,15 @@ def test_the_pixel_signals_fill_colour_phash_and_colour_tags(pool, photo):
 
 def test_a_text_signal_past_its_budget_is_skipped_and_the_rest_is_kept(pool, text_card):
     ocr = FakeOcr(sleep={"Read": 1.0})
-    qu = understanding(pool, FakeEmbedding(), FakeClassification(), ocr,
-                       signal_budgets_ms={**GENEROUS, "text": 20.0})
+    qu = understanding(pool, FakeEmbedding(), FakeClassification(), ocr, signal_budgets_ms={**GENEROUS, "text": 20.0})
     understood = qu.image(text_card, SignalPlan(pixels=True, classes=True, text=True), time.perf_counter())
     assert "Read" not in ocr.slept  # the search did not wait for the slow OCR
-    assert signals(understood) == {"image_embedding": (True, ""), "pixels": (True, ""), "classes": (True, ""),
-                                   "text": (False, "deadline")}
+    assert signals(understood) == {
+        "image_embedding": (True, ""),
+        "pixels": (True, ""),
+        "classes": (True, ""),
+        "text": (False, "deadline"),
+    }
     query = understood.query
     assert query.text == "" and query.taxonomy == "animal > cat" and query.colour is not None and query.phash
     assert len(ocr.requests("Read")) == 1  # it was asked, just too slowly
@@ -282,7 +316,9 @@ def test_a_text_signal_past_its_budget_is_skipped_and_the_rest_is_kept(pool, tex
 def test_a_classifier_past_its_deadline_is_skipped_as_deadline(pool, text_card):
     # A gRPC stub honours the deadline the cascade gives it (what is left of the budget).
     classification = DeadlineClassification()
-    qu = understanding(pool, FakeEmbedding(), classification, FakeOcr(), signal_budgets_ms={**GENEROUS, "classes": 100.0})
+    qu = understanding(
+        pool, FakeEmbedding(), classification, FakeOcr(), signal_budgets_ms={**GENEROUS, "classes": 100.0}
+    )
     understood = qu.image(text_card, SignalPlan(pixels=True, classes=True, text=True), time.perf_counter())
     assert signals(understood)["classes"] == (False, "deadline")
     assert signals(understood)["text"] == (True, "") and understood.query.text == "SUMMER SALE -50%"
@@ -318,25 +354,40 @@ def test_text_behind_a_late_pixel_stage_is_skipped_as_deadline(pool, text_card, 
 
 def test_a_failing_service_is_skipped_as_unavailable(pool, text_card):
     down = DependencyUnavailableError("down")
-    qu = understanding(pool, FakeEmbedding(), FakeClassification(fail={"Classify": down}), FakeOcr(fail={"Read": down}),
-                       FakeDetection(fail={"Detect": down}))
-    understood = qu.image(text_card, SignalPlan(pixels=True, classes=True, text=True, objects=True), time.perf_counter())
-    assert signals(understood) == {"image_embedding": (True, ""), "pixels": (True, ""), "classes": (False, "unavailable"),
-                                   "text": (False, "unavailable"), "objects": (False, "unavailable")}
+    qu = understanding(
+        pool,
+        FakeEmbedding(),
+        FakeClassification(fail={"Classify": down}),
+        FakeOcr(fail={"Read": down}),
+        FakeDetection(fail={"Detect": down}),
+    )
+    understood = qu.image(
+        text_card, SignalPlan(pixels=True, classes=True, text=True, objects=True), time.perf_counter()
+    )
+    assert signals(understood) == {
+        "image_embedding": (True, ""),
+        "pixels": (True, ""),
+        "classes": (False, "unavailable"),
+        "text": (False, "unavailable"),
+        "objects": (False, "unavailable"),
+    }
     assert understood.query.colour is not None and understood.objects is None
 
 
 def test_a_service_refusing_the_image_is_skipped_as_failed(pool, text_card):
     refused = VisearchError("no", reason="undecodable_image")
-    qu = understanding(pool, FakeEmbedding(), FakeClassification(fail={"Classify": refused}),
-                       FakeOcr(fail={"Read": refused}))
+    qu = understanding(
+        pool, FakeEmbedding(), FakeClassification(fail={"Classify": refused}), FakeOcr(fail={"Read": refused})
+    )
     understood = qu.image(text_card, SignalPlan(classes=True, text=True), time.perf_counter())
     assert signals(understood)["classes"] == (False, "failed")
     assert signals(understood)["text"] == (False, "failed")
 
 
 def test_a_grpc_unavailable_error_is_skipped_as_unavailable(pool, photo):
-    qu = understanding(pool, FakeEmbedding(), FakeClassification(fail={"Classify": FakeRpcError(grpc.StatusCode.UNAVAILABLE)}))
+    qu = understanding(
+        pool, FakeEmbedding(), FakeClassification(fail={"Classify": FakeRpcError(grpc.StatusCode.UNAVAILABLE)})
+    )
     understood = qu.image(photo, SignalPlan(classes=True), time.perf_counter())
     assert signals(understood)["classes"] == (False, "unavailable")
 
@@ -344,8 +395,13 @@ def test_a_grpc_unavailable_error_is_skipped_as_unavailable(pool, photo):
 def test_a_missing_service_is_unavailable(pool, photo):
     qu = understanding(pool, FakeEmbedding())  # no classification, OCR or detection stub
     understood = qu.image(photo, SignalPlan(classes=True, text=True, objects=True), time.perf_counter())
-    assert signals(understood) == {"image_embedding": (True, ""), "pixels": (True, ""), "classes": (False, "unavailable"),
-                                   "text": (False, "unavailable"), "objects": (False, "unavailable")}
+    assert signals(understood) == {
+        "image_embedding": (True, ""),
+        "pixels": (True, ""),
+        "classes": (False, "unavailable"),
+        "text": (False, "unavailable"),
+        "objects": (False, "unavailable"),
+    }
     assert understood.query.text == "" and understood.query.taxonomy == ""
 
 
@@ -378,7 +434,8 @@ def test_a_framed_query_searches_with_its_main_photo(pool, page):
     image, pasted = page
     embedding, classification = FakeEmbedding(), FakeClassification()
     understood = understanding(pool, embedding, classification).image(
-        image, SignalPlan(framing=True, classes=True), time.perf_counter())
+        image, SignalPlan(framing=True, classes=True), time.perf_counter()
+    )
     box = understood.main_region
     assert box is not None, "main_region found no photo in the page"
     assert _close(box, pasted), (box, pasted)  # in the original pixels, not the draft decode's
@@ -392,8 +449,12 @@ def test_a_framed_query_searches_with_its_main_photo(pool, page):
     (classify,) = classification.requests("Classify")
     np.testing.assert_allclose(classify.precomputed[0].class_probs.values, CROP_PROBS)
     np.testing.assert_allclose(classify.precomputed[0].joint.values, CROP_JOINT)
-    assert signals(understood) == {"image_embedding": (True, ""), "pixels": (True, ""),
-                                   "main_region_embedding": (True, ""), "classes": (True, "")}
+    assert signals(understood) == {
+        "image_embedding": (True, ""),
+        "pixels": (True, ""),
+        "main_region_embedding": (True, ""),
+        "classes": (True, ""),
+    }
 
 
 def test_an_ordinary_photo_has_no_main_region(pool, photo):
@@ -426,7 +487,8 @@ def test_a_main_photo_embedding_past_its_budget_is_skipped(pool, page):
 def test_ocr_reads_a_small_jpeg_with_the_detector_limited_to_it(pool, text_card, max_side):
     ocr = FakeOcr()
     understood = understanding(pool, FakeEmbedding(), ocr=ocr, query_ocr_max_side=max_side).image(
-        text_card, SignalPlan(text=True), time.perf_counter())
+        text_card, SignalPlan(text=True), time.perf_counter()
+    )
     (request,) = ocr.requests("Read")
     assert request.det_max_side == max_side
     (sent,) = request.images
@@ -449,7 +511,8 @@ def test_ocr_of_a_framed_query_reads_the_main_photo(pool, page):
     image, pasted = page
     ocr = FakeOcr()
     understood = understanding(pool, FakeEmbedding(), ocr=ocr).image(
-        image, SignalPlan(framing=True, text=True), time.perf_counter())
+        image, SignalPlan(framing=True, text=True), time.perf_counter()
+    )
     assert understood.main_region is not None
     (request,) = ocr.requests("Read")
     with Image.open(io.BytesIO(request.images[0].content)) as small:
@@ -466,7 +529,8 @@ def test_ocr_of_a_framed_query_reads_the_main_photo(pool, page):
 def test_query_objects_are_detected_and_embedded(pool, photo):
     embedding, detection = FakeEmbedding(), FakeDetection()
     understood = understanding(pool, embedding, detection=detection).image(
-        photo, SignalPlan(objects=True), time.perf_counter())
+        photo, SignalPlan(objects=True), time.perf_counter()
+    )
     (detect,) = detection.requests("Detect")
     assert list(detect.images) == [photo]
     (regions,) = embedding.requests("EmbedRegions")
@@ -513,8 +577,12 @@ def test_a_request_region_is_embedded_as_a_crop(pool, photo):
 def test_the_pixel_signals_of_a_region_partly_outside_the_image_are_of_the_clipped_region(pool):
     plain = common_pb2.Image(content=_jpeg(Image.new("RGB", PAGE_SIZE, (250, 250, 250))))
     qu = understanding(pool)
-    inside = qu.image(plain, SignalPlan(pixels=True), time.perf_counter(), common_pb2.Box(x1=1000, y1=0, x2=1400, y2=900))
-    beyond = qu.image(plain, SignalPlan(pixels=True), time.perf_counter(), common_pb2.Box(x1=1000, y1=0, x2=2000, y2=900))
+    inside = qu.image(
+        plain, SignalPlan(pixels=True), time.perf_counter(), common_pb2.Box(x1=1000, y1=0, x2=1400, y2=900)
+    )
+    beyond = qu.image(
+        plain, SignalPlan(pixels=True), time.perf_counter(), common_pb2.Box(x1=1000, y1=0, x2=2000, y2=900)
+    )
     assert inside.query.tags == {"white": 1.0}
     assert beyond.query.tags == inside.query.tags  # no black padding beyond the image
     assert float(np.dot(beyond.query.colour, inside.query.colour)) == pytest.approx(1.0, abs=1e-3)
@@ -525,7 +593,8 @@ def test_object_tags_come_from_detecting_a_small_copy(pool, photo):
     label joins the query's tags with its best score; no region embeddings are made."""
     detection, embedding = FakeDetection(), FakeEmbedding()
     understood = understanding(pool, embedding, detection=detection).image(
-        photo, SignalPlan(pixels=True, object_tags=True), time.perf_counter())
+        photo, SignalPlan(pixels=True, object_tags=True), time.perf_counter()
+    )
     (request,) = detection.requests("Detect")
     small = Image.open(io.BytesIO(request.images[0].content))
     assert max(small.size) < PAGE_SIZE[0] and request.images[0].content != photo.content

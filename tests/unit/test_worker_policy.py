@@ -15,7 +15,9 @@ from visearch.v1 import events_pb2
 
 def publish(transport: InProcessTransport, n: int, topic: str = "in") -> None:
     for i in range(n):
-        transport.produce(topic, *encode_event(events_pb2.ImageEvent(image_id=f"i{i}", kind=events_pb2.ImageEvent.KIND_UPSERT)))
+        transport.produce(
+            topic, *encode_event(events_pb2.ImageEvent(image_id=f"i{i}", kind=events_pb2.ImageEvent.KIND_UPSERT))
+        )
 
 
 class Flaky(Stage):
@@ -75,7 +77,9 @@ def test_dlq_policy_consecutive_trips_before_dead_lettering():
     """With max 5 consecutive failures, the batch that would reach 5 raises and is not dead-lettered or committed."""
     transport = InProcessTransport()
     publish(transport, 8)
-    worker = StageWorker(AllBad(), transport, "in", None, batch_size=4, policy=DlqPolicy(max_consecutive=5, max_ratio=1.0, window=100))
+    worker = StageWorker(
+        AllBad(), transport, "in", None, batch_size=4, policy=DlqPolicy(max_consecutive=5, max_ratio=1.0, window=100)
+    )
     assert worker.run_once() == (0, 4)
     with pytest.raises(DlqPolicyError, match="5 consecutive"):
         worker.run_once()

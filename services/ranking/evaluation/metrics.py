@@ -124,8 +124,9 @@ def hub_share(rankings: Sequence[Sequence[str]], k: int = HIT_K) -> tuple[str, f
     return hub, counts[hub] / len(rankings)
 
 
-def interpolated_precision(ranked: Sequence[str], judgments: Mapping[str, float],
-                           levels: Sequence[float] = RECALL_LEVELS) -> list[float]:
+def interpolated_precision(
+    ranked: Sequence[str], judgments: Mapping[str, float], levels: Sequence[float] = RECALL_LEVELS
+) -> list[float]:
     """Interpolated precision at each recall level (the 11-point precision-recall curve of one query)."""
     relevant = _relevant(judgments)
     if not relevant:
@@ -152,11 +153,19 @@ class QueryMetrics:
     hit: float = 0.0  # hit@HIT_K: 1 when a relevant item is among the first HIT_K
 
     @classmethod
-    def of(cls, ranked: Sequence[str], judgments: Mapping[str, float], k: int, depth: int | None = None) -> QueryMetrics:
-        return cls(precision_at_k(ranked, judgments, k), recall_at_k(ranked, judgments, k),
-                   average_precision(ranked, judgments, depth), ndcg_at_k(ranked, judgments, k),
-                   reciprocal_rank(ranked, judgments), tuple(interpolated_precision(ranked, judgments)),
-                   recall_at_k(ranked, judgments, 1), hit_at_k(ranked, judgments, HIT_K))
+    def of(
+        cls, ranked: Sequence[str], judgments: Mapping[str, float], k: int, depth: int | None = None
+    ) -> QueryMetrics:
+        return cls(
+            precision_at_k(ranked, judgments, k),
+            recall_at_k(ranked, judgments, k),
+            average_precision(ranked, judgments, depth),
+            ndcg_at_k(ranked, judgments, k),
+            reciprocal_rank(ranked, judgments),
+            tuple(interpolated_precision(ranked, judgments)),
+            recall_at_k(ranked, judgments, 1),
+            hit_at_k(ranked, judgments, HIT_K),
+        )
 
 
 def summarise(per_query: Sequence[QueryMetrics], k: int) -> dict[str, float | list[float] | int]:

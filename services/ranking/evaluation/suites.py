@@ -137,21 +137,44 @@ TRANSFORMS: dict[str, Callable[[Image.Image, list | None], Image.Image]] = {
     "colour_jitter": lambda im, box: jitter(im),
     "grey_jpeg_q10": lambda im, box: Image.open(io.BytesIO(_jpeg(ImageOps.grayscale(im), quality=10))),
     "text_banner": lambda im, box: banner(im),
-    "combined": lambda im, box: banner(jitter(_offcentre(im).rotate(12, resample=Image.BILINEAR, expand=True,
-                                                                     fillcolor=(255, 255, 255)))),
+    "combined": lambda im, box: banner(
+        jitter(_offcentre(im).rotate(12, resample=Image.BILINEAR, expand=True, fillcolor=(255, 255, 255)))
+    ),
 }
 
 
 # The "search with a screenshot" pages: fixed shop wording (never a catalogue title), page and header colours.
 SCREENSHOT_LAYOUTS = ("left", "centre", "right")  # where the photo sits; the text goes beside it, or around it
-SHOP_NAMES = ("ShopNow", "Marketo", "Bazaar 24", "The Corner Shop", "Emporium", "BuyMore", "Dealhouse",
-              "Northwind Store")
-SHOP_TITLES = ("Bestseller - free delivery", "New arrival - limited stock", "Customer favourite",
-               "Premium quality - 2 year warranty", "Today only: special offer", "Top rated in its category",
-               "Exclusive online deal", "Back in stock - order now")
-SHOP_LINES = ("Free delivery from EUR 25", "In stock - ships within 24 h", "30-day free returns",
-              "Secure payment", "4.6 / 5 - 128 reviews", "Pay in 3 instalments", "Gift wrapping available",
-              "Click & collect in store")
+SHOP_NAMES = (
+    "ShopNow",
+    "Marketo",
+    "Bazaar 24",
+    "The Corner Shop",
+    "Emporium",
+    "BuyMore",
+    "Dealhouse",
+    "Northwind Store",
+)
+SHOP_TITLES = (
+    "Bestseller - free delivery",
+    "New arrival - limited stock",
+    "Customer favourite",
+    "Premium quality - 2 year warranty",
+    "Today only: special offer",
+    "Top rated in its category",
+    "Exclusive online deal",
+    "Back in stock - order now",
+)
+SHOP_LINES = (
+    "Free delivery from EUR 25",
+    "In stock - ships within 24 h",
+    "30-day free returns",
+    "Secure payment",
+    "4.6 / 5 - 128 reviews",
+    "Pay in 3 instalments",
+    "Gift wrapping available",
+    "Click & collect in store",
+)
 SHOP_NAV = ("Home", "New", "Sale", "Brands", "Help", "Account", "Basket")
 SHOP_MENU = ("Women", "Men", "Kids", "Home & living", "Outdoor", "Electronics", "Gifts", "Outlet")
 PAGE_COLOURS = ((255, 255, 255), (248, 248, 248), (242, 242, 240), (250, 248, 243))
@@ -171,8 +194,9 @@ def _wrap(draw: ImageDraw.ImageDraw, text: str, font, width: float) -> list[str]
     return lines
 
 
-def _text_block(draw: ImageDraw.ImageDraw, x: int, y: int, width: int, text: str, size: int,
-                fill: tuple[int, int, int]) -> int:
+def _text_block(
+    draw: ImageDraw.ImageDraw, x: int, y: int, width: int, text: str, size: int, fill: tuple[int, int, int]
+) -> int:
     """``text`` wrapped into ``width`` px at (x, y); returns the y below it."""
     font = _font(size)
     for line in _wrap(draw, text, font, max(width, 1)):
@@ -189,9 +213,15 @@ def _button(draw: ImageDraw.ImageDraw, x: int, y: int, label: str, colour: tuple
     return x + width
 
 
-def screenshot_page(photo: Image.Image, rng: random.Random, *, scale: float | None = None, layout: str | None = None,
-                    page: tuple[int, int, int] | None = None,
-                    size: tuple[int, int] | None = None) -> tuple[Image.Image, tuple[int, int, int, int]]:
+def screenshot_page(
+    photo: Image.Image,
+    rng: random.Random,
+    *,
+    scale: float | None = None,
+    layout: str | None = None,
+    page: tuple[int, int, int] | None = None,
+    size: tuple[int, int] | None = None,
+) -> tuple[Image.Image, tuple[int, int, int, int]]:
     """A shop's product page with ``photo`` pasted small in it, like a user's screenshot.
 
     Args:
@@ -237,8 +267,9 @@ def screenshot_page(photo: Image.Image, rng: random.Random, *, scale: float | No
         draw.text((x, (header_h - 17) // 2), word, font=nav_font, fill=header_ink)
         x -= 28
     if rng.random() < 0.5:
-        draw.rounded_rectangle((width // 3, header_h // 4, width // 3 + width // 4, header_h * 3 // 4), radius=6,
-                               fill=(255, 255, 255))
+        draw.rounded_rectangle(
+            (width // 3, header_h // 4, width // 3 + width // 4, header_h * 3 // 4), radius=6, fill=(255, 255, 255)
+        )
         draw.text((width // 3 + 12, header_h // 2 - 9), "Search products", font=_font(15), fill=GREY_INK)
 
     left, right = 40, width - 40
@@ -321,8 +352,16 @@ def distractor_images() -> list[CatalogueItem]:
     for d in suite_data()["distractors"]:
         path = _package_file(d["package"], d["file"])
         if path is not None:
-            items.append(CatalogueItem(image_id=d["id"], uri=str(path), title=d["title"], category=d["category"],
-                                       brand=d["package"], attributes={"source": d["package"], "file": Path(d["file"]).name}))
+            items.append(
+                CatalogueItem(
+                    image_id=d["id"],
+                    uri=str(path),
+                    title=d["title"],
+                    category=d["category"],
+                    brand=d["package"],
+                    attributes={"source": d["package"], "file": Path(d["file"]).name},
+                )
+            )
     return items
 
 
@@ -332,8 +371,15 @@ def openvocab_photos() -> list[CatalogueItem]:
     for d in suite_data().get("openvocab_photos") or []:
         path = _package_file(d["package"], d["file"])
         if path is not None:
-            items.append(CatalogueItem(image_id=d["id"], uri=str(path), title=d["title"], brand=d["package"],
-                                       attributes={"source": d["package"], "file": Path(d["file"]).name}))
+            items.append(
+                CatalogueItem(
+                    image_id=d["id"],
+                    uri=str(path),
+                    title=d["title"],
+                    brand=d["package"],
+                    attributes={"source": d["package"], "file": Path(d["file"]).name},
+                )
+            )
     return items
 
 
@@ -346,8 +392,11 @@ def image_only(items: list[CatalogueItem]) -> list[CatalogueItem]:
 def photo_suite_catalogue(fashion_distractors: int = 200) -> list[CatalogueItem]:
     """The catalogue of ``neardup`` and ``text2image``: photos, real distractors, Fashion-MNIST items
     (the test split's last ``fashion_distractors`` images, so they never overlap the fashion suite)."""
-    fashion = list(fashion_mnist("test", limit=fashion_distractors, offset=10_000 - fashion_distractors)) \
-        if fashion_distractors > 0 else []
+    fashion = (
+        list(fashion_mnist("test", limit=fashion_distractors, offset=10_000 - fashion_distractors))
+        if fashion_distractors > 0
+        else []
+    )
     return [*photo_catalogue(), *distractor_images(), *fashion]
 
 
@@ -366,11 +415,19 @@ def fashion_suite(catalogue_size: int = 2000, queries: int = 200) -> Suite:
     by_category: dict[str, dict[str, int]] = {}
     for item in catalogue:
         by_category.setdefault(item.category, {})[item.image_id] = 1
-    eval_queries = [EvalQuery(q.image_id, by_category.get(q.category, {}), image=q.content, info={"category": q.category})
-                    for q in fashion_mnist("test", limit=queries)]
-    return Suite("fashion", "eval-fashion", catalogue, eval_queries, stages=FASHION_STAGES,
-                 description=f"Fashion-MNIST: {catalogue_size} training images indexed, {queries} test images as "
-                             "queries, relevant = same category")
+    eval_queries = [
+        EvalQuery(q.image_id, by_category.get(q.category, {}), image=q.content, info={"category": q.category})
+        for q in fashion_mnist("test", limit=queries)
+    ]
+    return Suite(
+        "fashion",
+        "eval-fashion",
+        catalogue,
+        eval_queries,
+        stages=FASHION_STAGES,
+        description=f"Fashion-MNIST: {catalogue_size} training images indexed, {queries} test images as "
+        "queries, relevant = same category",
+    )
 
 
 def neardup_suite(catalogue: list[CatalogueItem], transforms: list[str] | None = None) -> Suite:
@@ -387,12 +444,23 @@ def neardup_suite(catalogue: list[CatalogueItem], transforms: list[str] | None =
         original = Image.open(io.BytesIO(item.read_bytes())).convert("RGB")
         for name in names:
             copy = TRANSFORMS[name](original, boxes.get(item.image_id))
-            queries.append(EvalQuery(f"{item.image_id}/{name}", {item.image_id: 1}, image=_jpeg(copy),
-                                     info={"photo": item.image_id, "transform": name}))
+            queries.append(
+                EvalQuery(
+                    f"{item.image_id}/{name}",
+                    {item.image_id: 1},
+                    image=_jpeg(copy),
+                    info={"photo": item.image_id, "transform": name},
+                )
+            )
     photos = sum(1 for i in catalogue if i.image_id.startswith("photo-"))
-    return Suite("neardup", "eval-photos", catalogue, queries,
-                 description=f"near-duplicates: {photos} photos x {len(names)} transformations, among "
-                             f"{len(catalogue)} images; relevant = the original")
+    return Suite(
+        "neardup",
+        "eval-photos",
+        catalogue,
+        queries,
+        description=f"near-duplicates: {photos} photos x {len(names)} transformations, among "
+        f"{len(catalogue)} images; relevant = the original",
+    )
 
 
 def text2image_suite(catalogue: list[CatalogueItem]) -> Suite:
@@ -403,9 +471,14 @@ def text2image_suite(catalogue: list[CatalogueItem]) -> Suite:
         judgments = {i: int(g) for i, g in q["relevant"].items() if i in present}
         if any(g > 0 for g in judgments.values()):
             queries.append(EvalQuery(f"t{n:02d}", judgments, text=q["query"], info={"query": q["query"]}))
-    return Suite("text2image", "eval-photos", catalogue, queries,
-                 description=f"text to image: {len(queries)} hand-written queries, graded relevance, among "
-                             f"{len(catalogue)} images")
+    return Suite(
+        "text2image",
+        "eval-photos",
+        catalogue,
+        queries,
+        description=f"text to image: {len(queries)} hand-written queries, graded relevance, among "
+        f"{len(catalogue)} images",
+    )
 
 
 def openvocab_suite(catalogue: list[CatalogueItem]) -> Suite:
@@ -417,12 +490,23 @@ def openvocab_suite(catalogue: list[CatalogueItem]) -> Suite:
     for n, q in enumerate(suite_data()["openvocab"]):
         judgments = {i: int(g) for i, g in q["relevant"].items() if i in present}
         if any(g > 0 for g in judgments.values()):
-            queries.append(EvalQuery(f"o{n:02d}", judgments, text=q["query"],
-                                     info={"query": q["query"], "open": "true" if q["open"] else "false"}))
+            queries.append(
+                EvalQuery(
+                    f"o{n:02d}",
+                    judgments,
+                    text=q["query"],
+                    info={"query": q["query"], "open": "true" if q["open"] else "false"},
+                )
+            )
     opened = sum(q.info["open"] == "true" for q in queries)
-    return Suite("openvocab", OPENVOCAB_TENANT, catalogue, queries,
-                 description=f"open vocabulary: {len(queries)} short text queries ({opened} naming no ImageNet-1k "
-                             f"class), graded relevance, among {len(catalogue)} untitled images")
+    return Suite(
+        "openvocab",
+        OPENVOCAB_TENANT,
+        catalogue,
+        queries,
+        description=f"open vocabulary: {len(queries)} short text queries ({opened} naming no ImageNet-1k "
+        f"class), graded relevance, among {len(catalogue)} untitled images",
+    )
 
 
 def screenshot_suite(catalogue: list[CatalogueItem], layouts: tuple[str, ...] = SCREENSHOT_LAYOUTS) -> Suite:
@@ -436,27 +520,44 @@ def screenshot_suite(catalogue: list[CatalogueItem], layouts: tuple[str, ...] = 
         original = Image.open(io.BytesIO(item.read_bytes())).convert("RGB")
         for layout in layouts:
             page, box = screenshot_page(original, random.Random(f"{item.image_id}/screenshot/{layout}"), layout=layout)
-            info = {"photo": item.image_id, "layout": layout, "page": f"{page.width}x{page.height}",
-                    "box": ",".join(map(str, box))}
-            queries.append(EvalQuery(f"{item.image_id}/screenshot_{layout}", {item.image_id: 1}, image=_jpeg(page),
-                                     info=info))
+            info = {
+                "photo": item.image_id,
+                "layout": layout,
+                "page": f"{page.width}x{page.height}",
+                "box": ",".join(map(str, box)),
+            }
+            queries.append(
+                EvalQuery(f"{item.image_id}/screenshot_{layout}", {item.image_id: 1}, image=_jpeg(page), info=info)
+            )
     photos = sum(1 for i in catalogue if i.image_id.startswith("photo-"))
-    return Suite("screenshot", "eval-photos", catalogue, queries,
-                 description=f"screenshots: {photos} photos x {len(layouts)} shop-page layouts (photo at 30-50 % "
-                             f"of the page width), among {len(catalogue)} images; relevant = the original")
+    return Suite(
+        "screenshot",
+        "eval-photos",
+        catalogue,
+        queries,
+        description=f"screenshots: {photos} photos x {len(layouts)} shop-page layouts (photo at 30-50 % "
+        f"of the page width), among {len(catalogue)} images; relevant = the original",
+    )
 
 
-def build_suites(names: list[str], fashion_catalogue: int = 2000, fashion_queries: int = 200,
-                 distractors: int = 200, transforms: list[str] | None = None) -> list[Suite]:
+def build_suites(
+    names: list[str],
+    fashion_catalogue: int = 2000,
+    fashion_queries: int = 200,
+    distractors: int = 200,
+    transforms: list[str] | None = None,
+) -> list[Suite]:
     """The named suites, in :data:`SUITES` order; neardup, text2image and screenshot share one catalogue
     and tenant; openvocab has its own (the same images, untitled) and tenant."""
     unknown = set(names) - set(SUITES)
     if unknown:
         raise ValueError(f"unknown suites {sorted(unknown)}; known: {list(SUITES)}")
     photos = photo_suite_catalogue(distractors) if {"neardup", "text2image", "screenshot"} & set(names) else []
-    builders = {"fashion": lambda: fashion_suite(fashion_catalogue, fashion_queries),
-                "neardup": lambda: neardup_suite(photos, transforms),
-                "text2image": lambda: text2image_suite(photos),
-                "screenshot": lambda: screenshot_suite(photos),
-                "openvocab": lambda: openvocab_suite(openvocab_catalogue(distractors))}
+    builders = {
+        "fashion": lambda: fashion_suite(fashion_catalogue, fashion_queries),
+        "neardup": lambda: neardup_suite(photos, transforms),
+        "text2image": lambda: text2image_suite(photos),
+        "screenshot": lambda: screenshot_suite(photos),
+        "openvocab": lambda: openvocab_suite(openvocab_catalogue(distractors)),
+    }
     return [builders[name]() for name in SUITES if name in names]
