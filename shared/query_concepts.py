@@ -4,7 +4,7 @@ Text search compares a MiniLM embedding of the query with ConSE image vectors (m
 embeddings of each image's top ImageNet classes, ``shared/encoders.py``). A word that is not
 an ImageNet class name ("sparrow", "tulip", "seagull") lands wherever MiniLM puts it. WordNet 3.0 knows
 where such words sit: a sparrow is a passerine bird, a tulip a vascular plant like a daisy. This module
-reads that from the ``WORDNET_LEXICON`` build (``shared/models/build_lexicon.py``; numpy only, no nltk)
+reads that from the ``WORDNET_LEXICON`` build (``visearch/offline/models/build_lexicon.py``; numpy only, no nltk)
 and turns a query into weights over the 1000 ImageNet classes and the 80 COCO labels of the detector.
 
 Method (:meth:`QueryLexicon.expand`):

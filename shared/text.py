@@ -4,17 +4,22 @@ joint space.
 
 Reads the model's own ``tokenizer.json`` (BERT uncased WordPiece for all-MiniLM-L6-v2), so the ids
 match the model exactly, and needs neither torch nor transformers. Shared by the embedding service and
-the model builds that embed texts (``shared/models/build_text_map.py``).
+the model builds that embed texts (``visearch/offline/models/build_text_map.py``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tokenizers import Tokenizer as HFTokenizer
 
+from visearch.shared.config import ModelSettings
 from visearch.shared.inference import InferenceRunner
+from visearch.shared.model_base import Batch, InferenceModel
+from visearch.shared.models.registry import TEXT_MODEL, ModelSpec
 
 # The sentence each ImageNet class is embedded as. A short caption-like template; the class's
 # first two WordNet lemmas give the encoder both the common and the specific name.
@@ -46,23 +51,38 @@ class Tokenizer:
         return ids, mask
 
 
-class TextEncoder:
-    """all-MiniLM-L6-v2 → L2-normalised 384-d sentence embeddings, in batches of ``batch_size``."""
+class TextEncoder(InferenceModel[str, np.ndarray]):
+    """all-MiniLM-L6-v2 → L2-normalised 384-d sentence embeddings, in batches of ``batch_size``.
 
-    def __init__(self, runner: InferenceRunner, tokenizer: Tokenizer, batch_size: int = 64) -> None:
-        self.runner = runner
+    ``runner`` None: loaded from ``models`` (see :class:`~visearch.shared.model_base.InferenceModel`);
+    ``spec``: the fp32 model (default) or its int8 build.
+    """
+
+    spec = TEXT_MODEL
+    outputs = ("sentence_embedding",)
+
+    def __init__(
+        self,
+        runner: InferenceRunner | None,
+        tokenizer: Tokenizer,
+        batch_size: int = 64,
+        *,
+        spec: ModelSpec | None = None,
+        models: ModelSettings | None = None,
+    ) -> None:
+        super().__init__(runner, models=models, spec=spec, batch_size=batch_size)
         self.tokenizer = tokenizer
-        self.batch_size = batch_size
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """Returns float32 ``[N, 384]``, unit norm; N = len(texts) >= 1 (empty strings are allowed)."""
-        out = []
-        for start in range(0, len(texts), self.batch_size):
-            ids, mask = self.tokenizer.encode(texts[start : start + self.batch_size])
-            out.append(
-                self.runner.infer({"input_ids": ids, "attention_mask": mask}, ["sentence_embedding"])[
-                    "sentence_embedding"
-                ]
-            )
-        vectors = np.concatenate(out)
+        vectors = np.concatenate(self.predict_batches(texts))
         return (vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+    def preprocess(self, items: Sequence[str], **options: Any) -> Batch:
+        """int64 ``input_ids`` and ``attention_mask`` ``[N, S]`` (see :class:`Tokenizer`)."""
+        ids, mask = self.tokenizer.encode(list(items))
+        return Batch({"input_ids": ids, "attention_mask": mask})
+
+    def postprocess(self, outputs: dict[str, np.ndarray], batch: Batch) -> np.ndarray:
+        """The model's sentence embeddings ``[N, 384]`` (normalised by :meth:`encode`)."""
+        return outputs["sentence_embedding"]

@@ -1,7 +1,7 @@
 """Text queries into the image encoder's space, with hubness reduction (the query side of issue 16).
 
 ``TextToVisualMap`` applies the DeViSE-style map that ``visearch models build`` fits (see
-``shared/models/build_text_map.py``): a MiniLM text vector [384] times ``M`` [384, 1280], L2-normalised, is
+``visearch/offline/models/build_text_map.py``): a MiniLM text vector [384] times ``M`` [384, 1280], L2-normalised, is
 a query for the global image embeddings (EfficientNet-Lite0's pooled feature), searched by cosine like an
 image query. It also holds the query bank's centroids for hubness reduction.
 

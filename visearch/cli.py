@@ -142,7 +142,7 @@ def models_build(
     missing = [s.name for s in ALL_MODELS if not (s.directory(cache) / "meta.json").is_file()]
     if missing or force or only:
         try:
-            from visearch.shared.models.build import build_models
+            from visearch.offline.models.build import build_models
         except ImportError as exc:  # torch missing
             raise typer.BadParameter(f"{exc}: install the build extra: pip install -e '.[build,data]'") from exc
         for name, path in build_models(cache, only, force).items():
@@ -151,7 +151,7 @@ def models_build(
     else:
         console.print(f"models up to date in {cache}")
     if triton is not None:
-        from visearch.shared.models.triton_repository import write_repository
+        from visearch.offline.models.triton_repository import write_repository
 
         for folder in write_repository(cache, triton, flavour):
             console.print(f"[green]ok[/] triton ({flavour}) {folder}")
@@ -217,7 +217,7 @@ def _catalogue(
     path: Path | None, metadata: Path | None, dataset: Dataset | None, limit: int | None, offset: int, split: str
 ):
     """The items a command names: a folder (with metadata) or a built-in dataset; and their count if known."""
-    from visearch.shared import datasets
+    from visearch.offline import datasets
 
     if (path is None) == (dataset is None):
         raise typer.BadParameter("give either a folder PATH or --dataset")
@@ -885,7 +885,7 @@ def demo(
     from PIL import Image
 
     from visearch.embedded import EmbeddedPlatform
-    from visearch.shared import datasets
+    from visearch.offline import datasets
     from visearch.v1 import common_pb2, search_pb2
 
     with EmbeddedPlatform(_store_settings(db), image_settings=_local_image_settings()) as platform:

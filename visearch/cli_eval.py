@@ -67,10 +67,10 @@ def eval_command(
     from rich.table import Table
 
     from visearch.embedded import EmbeddedPlatform
-    from visearch.services.ranking.evaluation.metrics import HIT_K
-    from visearch.services.ranking.evaluation.report import write_report
-    from visearch.services.ranking.evaluation.runner import evaluate, evaluation_settings
-    from visearch.services.ranking.evaluation.suites import SUITES, build_suites
+    from visearch.offline.evaluation.metrics import HIT_K
+    from visearch.offline.evaluation.report import write_report
+    from visearch.offline.evaluation.runner import evaluate, evaluation_settings
+    from visearch.offline.evaluation.suites import SUITES, build_suites
     from visearch.shared.config import ImageSettings, StoreSettings
 
     console = Console(stderr=False)

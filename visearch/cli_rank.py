@@ -110,8 +110,8 @@ def fit(
     timeout: Annotated[float, typer.Option(min=1.0, help="Seconds to read the topic to its end.")] = 120.0,
 ) -> None:
     """Fit a linear ranker on logged feedback or judged data and write it as the next version."""
-    from visearch.services.ranking.fitting import NotEnoughDataError, fit_and_evaluate
-    from visearch.services.ranking.learning import read_feedback_topic, read_judgments
+    from visearch.offline.rank.fitting import NotEnoughDataError, fit_and_evaluate
+    from visearch.offline.rank.learning import read_feedback_topic, read_judgments
     from visearch.services.ranking.ranker import RankerRegistry, write_ranker
     from visearch.shared.config import KafkaSettings, RankingSettings
 
@@ -261,11 +261,11 @@ def judge(
     import tempfile
 
     from visearch.embedded import EmbeddedPlatform
-    from visearch.services.ranking.judged import fashion_queries
-    from visearch.services.ranking.judged import judge as judge_queries
-    from visearch.services.ranking.learning import write_judgments
+    from visearch.offline.datasets import fashion_mnist
+    from visearch.offline.rank.judged import fashion_queries
+    from visearch.offline.rank.judged import judge as judge_queries
+    from visearch.offline.rank.learning import write_judgments
     from visearch.shared.config import ServiceSettings, StoreSettings
-    from visearch.shared.datasets import fashion_mnist
 
     with tempfile.TemporaryDirectory() as tmp:
         store = StoreSettings(uri=str(db or Path(tmp) / "judge.db"))

@@ -54,8 +54,8 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print the installed ve
 
 
 def _splits(catalogue_name: str, train_offset: int, train_limit: int, index: int, test: int):
-    from visearch.shared.training.data import frozen_embeddings, training_catalogue
-    from visearch.shared.training.heads import Splits
+    from visearch.offline.training.data import frozen_embeddings, training_catalogue
+    from visearch.offline.training.heads import Splits
 
     try:
         catalogue = training_catalogue(catalogue_name)
@@ -76,7 +76,7 @@ def _splits(catalogue_name: str, train_offset: int, train_limit: int, index: int
 
 def _heads_module():
     try:
-        from visearch.shared.training import heads
+        from visearch.offline.training import heads
     except ImportError as exc:  # torch missing
         raise typer.BadParameter(f"{exc}: install the build extra: pip install -e '.[build,data]'") from exc
     return heads
@@ -249,7 +249,7 @@ def train_publish(
 ) -> None:
     """Write every installed version of the catalogue's projection and head into a Triton model repository
     (<model>/config.pbtxt + <version>/model.onnx, all versions served)."""
-    from visearch.shared.models.triton_repository import write_trained_repository
+    from visearch.offline.models.triton_repository import write_trained_repository
 
     for folder in write_trained_repository(ModelSettings().cache_dir, triton, catalogue, flavour):
         console.print(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
@@ -34,13 +35,15 @@ from visearch.shared.config import (
     ServiceSettings,
     StoreSettings,
 )
-from visearch.shared.datasets import CatalogueItem
 from visearch.shared.encoders import Embedder
 from visearch.shared.grpcutil import InProcessStub
 from visearch.shared.pipeline import StageWorker, encode_event
 from visearch.shared.store import MilvusStore
 from visearch.shared.transport import HEADER_DLQ_ERROR, HEADER_DLQ_REASON, InProcessTransport, dlq_topic, stage_topics
 from visearch.v1 import common_pb2, events_pb2
+
+if TYPE_CHECKING:  # the sample catalogues are offline tooling; serving only needs the item's shape
+    from visearch.offline.datasets import CatalogueItem
 
 
 @dataclass

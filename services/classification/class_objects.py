@@ -5,7 +5,7 @@ search wants the query's objects too; running the detector on every query costs 
 query's understanding together on a CPU (docs/performance.md). Most COCO labels sit above ImageNet classes in
 WordNet (golden retriever -> dog, Granny Smith -> apple, sorrel -> horse): the probability mass of the
 classes below a label's synsets is the probability that the image shows that label's kind of thing, as far as
-the classifier can tell. The mapping comes from the ``WORDNET_LEXICON`` build (``shared/models/build_lexicon.py``:
+the classifier can tell. The mapping comes from the ``WORDNET_LEXICON`` build (``visearch/offline/models/build_lexicon.py``:
 each COCO label's hand-mapped synsets and, for each synset, the ImageNet classes at most ``max_down`` steps
 below it); 55 of the 80 labels have classes below them ("person", "cup", "book", "potted plant" have none:
 their objects come only from a detector or from visual neighbours).

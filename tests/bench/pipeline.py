@@ -46,7 +46,7 @@ from tests.chaos.harness import (  # noqa: E402  (after the thread setting: the 
 )
 from tests.integration.stack import ServiceProcess  # noqa: E402
 from visearch.embedded import item_to_event  # noqa: E402
-from visearch.shared.datasets import fashion_mnist  # noqa: E402
+from visearch.offline.datasets import fashion_mnist  # noqa: E402
 from visearch.shared.kafka import KafkaTransport, create_topics  # noqa: E402
 from visearch.shared.transport import stage_topics  # noqa: E402
 from visearch.v1 import events_pb2  # noqa: E402

@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from visearch.embedded import EmbeddedPlatform
-from visearch.services.ranking.evaluation.suites import FASHION_STAGES
+from visearch.offline.datasets import fashion_mnist, photo_catalogue
+from visearch.offline.evaluation.suites import FASHION_STAGES
 from visearch.shared.config import ImageSettings, ModelSettings, ServiceSettings, StoreSettings
-from visearch.shared.datasets import fashion_mnist, photo_catalogue
 from visearch.shared.images import decode_image, preprocess_imagenet
 from visearch.shared.models.registry import TEXT_MODEL_INT8
 from visearch.shared.store import IndexRow, MilvusStore
@@ -453,7 +453,7 @@ def bench_int8(platform: EmbeddedPlatform, repeats: int = 3) -> dict:
     ``all_minilm_l6_v2_int8`` build that ``VISEARCH_MODEL_TEXT_INT8`` serves."""
     import onnxruntime as ort
 
-    from visearch.shared.models.build import quantize_int8
+    from visearch.offline.models.build import quantize_int8
 
     photos = photo_catalogue()
     images = np.stack([preprocess_imagenet(decode_image(p.read_bytes())) for p in photos])

@@ -57,7 +57,7 @@ from tests.chaos.harness import (  # noqa: E402
     write_triton_repository,
 )
 from visearch.embedded import item_to_event  # noqa: E402
-from visearch.shared.datasets import CatalogueItem, fashion_mnist, photo_catalogue  # noqa: E402
+from visearch.offline.datasets import CatalogueItem, fashion_mnist, photo_catalogue  # noqa: E402
 from visearch.shared.kafka import create_topics  # noqa: E402
 from visearch.v1 import common_pb2, embedding_pb2, embedding_pb2_grpc, search_pb2, search_pb2_grpc  # noqa: E402
 

@@ -97,8 +97,8 @@ def load(uri: str, layout: str, start: int, stop: int, words: list[str]) -> floa
 def interleaved_text_search(queries: int = 240, warmup: int = 16) -> dict:
     """``make bench``'s text search on both layouts, in one process, interleaved: p50 / p99 ms per layout."""
     from visearch.embedded import EmbeddedPlatform
+    from visearch.offline.datasets import fashion_mnist, photo_catalogue
     from visearch.shared.config import ImageSettings, ServiceSettings, StoreSettings
-    from visearch.shared.datasets import fashion_mnist, photo_catalogue
     from visearch.v1 import search_pb2
 
     texts = ["dog", "a cup of coffee", "ankle boot", "red dress", "a cat", "sneaker", "flower", "rocket"]

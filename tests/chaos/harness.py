@@ -212,7 +212,7 @@ def run_dir(kind: str) -> Path:
 
 def write_triton_repository(target: Path) -> Path:
     """The local-flavour Triton repository of the built models in ``target``."""
-    from visearch.shared.models.triton_repository import write_repository
+    from visearch.offline.models.triton_repository import write_repository
 
     write_repository(ModelSettings().cache_dir, target, "local")
     return target

@@ -49,7 +49,7 @@ from tests.chaos.harness import (
     write_triton_repository,
 )
 from visearch.embedded import item_to_event
-from visearch.shared.datasets import fashion_mnist
+from visearch.offline.datasets import fashion_mnist
 from visearch.shared.kafka import create_topics
 
 pytestmark = [

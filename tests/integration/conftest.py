@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from visearch.embedded import EmbeddedPlatform
+from visearch.offline.datasets import photo_catalogue
 from visearch.shared.config import ImageSettings, ModelSettings, ServiceSettings, StoreSettings
-from visearch.shared.datasets import photo_catalogue
 from visearch.shared.models.registry import ALL_MODELS
 
 # These tests check what the search computes, not how fast: the query signals' time budgets (a latency guard,

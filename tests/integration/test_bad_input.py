@@ -11,8 +11,8 @@ import pytest
 
 from tests.integration.conftest import LOCAL_FILES
 from visearch.embedded import EmbeddedPlatform
+from visearch.offline.datasets import folder_catalogue
 from visearch.shared.config import ServiceSettings, StoreSettings
-from visearch.shared.datasets import folder_catalogue
 from visearch.shared.errors import InvalidImageError
 from visearch.v1 import common_pb2, embedding_pb2
 

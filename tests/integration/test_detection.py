@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from visearch.offline.models.build_tfjs import COCO80_LABELS
 from visearch.services.detection.detector import Detection, Detector
 from visearch.shared.config import DetectionSettings
 from visearch.shared.images import decode_image
-from visearch.shared.models.build_tfjs import COCO80_LABELS
 from visearch.shared.models.registry import DETECTOR_MODEL
 
 pytestmark = [pytest.mark.models]

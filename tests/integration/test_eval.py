@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 
 from tests.integration.conftest import LOCAL_FILES
 from visearch.embedded import EmbeddedPlatform
-from visearch.services.ranking.evaluation.runner import evaluate, evaluation_settings
-from visearch.services.ranking.evaluation.suites import build_suites
+from visearch.offline.evaluation.runner import evaluate, evaluation_settings
+from visearch.offline.evaluation.suites import build_suites
 from visearch.shared.config import ModelSettings, StoreSettings
 from visearch.shared.models.registry import TEXT_MODEL_INT8
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from visearch.embedded import EmbeddedPlatform
+from visearch.offline.datasets import fashion_mnist
 from visearch.shared.config import ServiceSettings, StoreSettings
-from visearch.shared.datasets import fashion_mnist
 from visearch.v1 import common_pb2, search_pb2
 
 pytestmark = [pytest.mark.models, pytest.mark.milvus_lite, pytest.mark.slow]

@@ -15,9 +15,9 @@ import pytest
 
 from tests.integration.stack import KAFKA_BOOTSTRAP, MILVUS_URI, ScriptManaged, ServiceProcess, script, wait_until
 from visearch.embedded import item_to_event
+from visearch.offline.datasets import fashion_mnist
 from visearch.services.ranking.text_index import TextIndex
 from visearch.shared.config import KafkaSettings, StoreSettings
-from visearch.shared.datasets import fashion_mnist
 from visearch.shared.dlq import read_dead_letters
 from visearch.shared.kafka import KafkaTransport, create_topics, group_lag, images_topic
 from visearch.shared.pipeline import encode_event

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 
 from visearch.embedded import EmbeddedPlatform
-from visearch.services.ranking.fitting import cross_validate, fit_and_evaluate
-from visearch.services.ranking.judged import fashion_queries, judge, simulated_feedback
-from visearch.services.ranking.learning import TrainingData, join_feedback
+from visearch.offline.datasets import fashion_mnist
+from visearch.offline.rank.fitting import cross_validate, fit_and_evaluate
+from visearch.offline.rank.judged import fashion_queries, judge, simulated_feedback
+from visearch.offline.rank.learning import TrainingData, join_feedback
 from visearch.services.ranking.ranker import BUILTIN_PROFILES, DEFAULT_PROFILE, Ranker, read_ranker, write_ranker
 from visearch.shared.config import RankingSettings, ServiceSettings, StoreSettings
-from visearch.shared.datasets import fashion_mnist
 from visearch.shared.transport import feedback_topic
 from visearch.v1 import common_pb2, search_pb2
 

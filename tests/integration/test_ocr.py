@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from visearch.offline.models.build_ocr import DrawnLine, char_errors, draw_lines, edit_distance
 from visearch.services.ocr.reader import TextLine, TextReader
 from visearch.shared.config import OcrSettings
-from visearch.shared.models.build_ocr import DrawnLine, char_errors, draw_lines, edit_distance
 from visearch.shared.models.registry import OCR_DET_MODEL, OCR_REC_MODEL
 
 pytestmark = [pytest.mark.models]

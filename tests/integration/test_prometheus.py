@@ -24,10 +24,10 @@ from tests.integration.stack import (
     wait_until,
 )
 from visearch.embedded import item_to_event
+from visearch.offline.datasets import fashion_mnist
+from visearch.offline.models.triton_repository import write_repository
 from visearch.shared.config import KafkaSettings, ModelSettings
-from visearch.shared.datasets import fashion_mnist
 from visearch.shared.kafka import KafkaTransport, create_topics, images_topic
-from visearch.shared.models.triton_repository import write_repository
 from visearch.shared.pipeline import encode_event
 from visearch.v1 import common_pb2, events_pb2, search_pb2, search_pb2_grpc
 

@@ -18,11 +18,11 @@ import grpc
 import pytest
 
 from tests.integration.stack import KAFKA_BOOTSTRAP, ScriptManaged, ServiceProcess, wait_until
-from visearch.services.ranking.judged import FASHION_TEXT_QUERIES, simulated_feedback
-from visearch.services.ranking.learning import feedback_values, join_feedback
+from visearch.offline.datasets import fashion_mnist
+from visearch.offline.rank.judged import FASHION_TEXT_QUERIES, simulated_feedback
+from visearch.offline.rank.learning import feedback_values, join_feedback
 from visearch.services.ranking.ranker import RankerRegistry, read_ranker
 from visearch.shared.config import KafkaSettings
-from visearch.shared.datasets import fashion_mnist
 from visearch.shared.kafka import KafkaTransport, create_topics
 from visearch.shared.transport import HEADER_SCHEMA, feedback_topic
 from visearch.v1 import events_pb2, search_pb2, search_pb2_grpc

@@ -9,8 +9,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from tests.integration.conftest import LOCAL_FILES, jpeg_bytes
 from visearch.embedded import EmbeddedPlatform
+from visearch.offline.datasets import CatalogueItem, fashion_mnist
 from visearch.shared.config import ServiceSettings, StoreSettings
-from visearch.shared.datasets import CatalogueItem, fashion_mnist
 from visearch.shared.errors import InvalidEventError
 from visearch.shared.transport import feedback_topic
 from visearch.v1 import common_pb2, events_pb2, search_pb2

@@ -14,8 +14,8 @@ from PIL import Image
 
 from tests.integration.conftest import LOCAL_FILES, jpeg_bytes
 from visearch.embedded import EmbeddedPlatform
+from visearch.offline.datasets import CatalogueItem
 from visearch.shared.config import ServiceSettings, StoreSettings
-from visearch.shared.datasets import CatalogueItem
 from visearch.v1 import common_pb2, events_pb2, search_pb2
 
 pytestmark = [pytest.mark.models, pytest.mark.milvus_lite]
@@ -200,7 +200,7 @@ def test_text_search_reads_ocr_text_and_objects(platform, photos):
 def test_shorter_chain_for_thumbnails(platform):
     """A catalogue ingested through embedding -> classification -> indexer gets colours, taxonomy and
     moderation but no regions, and does not replay the main chain's events (the photos keep theirs)."""
-    from visearch.shared.datasets import fashion_mnist
+    from visearch.offline.datasets import fashion_mnist
 
     before = len(platform.store.regions(TENANT, "photo-dog"))
     items = list(fashion_mnist("test", limit=5))

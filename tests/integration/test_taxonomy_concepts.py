@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from PIL import ImageOps
 
+from visearch.offline.datasets import FASHION_MNIST_CLASSES, fashion_mnist
 from visearch.services.classification.concepts import ConceptTagger
 from visearch.services.classification.taxonomy import Taxonomy
-from visearch.shared.datasets import FASHION_MNIST_CLASSES, fashion_mnist
 from visearch.shared.encoders import Embedder
 from visearch.shared.images import decode_image
 

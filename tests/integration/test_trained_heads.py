@@ -21,13 +21,13 @@ import pytest
 # heads module these tests must fail, not vanish as skips.
 import torch  # noqa: E402
 
+from visearch.offline.datasets import fashion_mnist
+from visearch.offline.training import heads  # noqa: E402
+from visearch.offline.training.data import FASHION_MNIST, frozen_embeddings
 from visearch.shared.config import ModelSettings
-from visearch.shared.datasets import fashion_mnist
 from visearch.shared.images import decode_image
 from visearch.shared.models.registry import ALL_BUILDS
 from visearch.shared.models.trained import CatalogueHead, Projection
-from visearch.shared.training import heads  # noqa: E402
-from visearch.shared.training.data import FASHION_MNIST, frozen_embeddings
 
 pytestmark = [pytest.mark.models, pytest.mark.slow]
 

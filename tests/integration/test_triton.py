@@ -16,14 +16,14 @@ from PIL import Image
 from tests.integration.conftest import jpeg_bytes
 from tests.integration.stack import KAFKA_BOOTSTRAP, MILVUS_URI, ScriptManaged, ServiceProcess, wait_until
 from visearch.embedded import EmbeddedPlatform, item_to_event
+from visearch.offline.datasets import fashion_mnist
+from visearch.offline.models.triton_repository import write_repository
 from visearch.shared.config import ImageSettings, KafkaSettings, ModelSettings, ServiceSettings, StoreSettings
-from visearch.shared.datasets import fashion_mnist
 from visearch.shared.errors import InvalidEventError
 from visearch.shared.images import decode_image, preprocess_imagenet
 from visearch.shared.inference import OnnxRunner, TritonRunner
 from visearch.shared.kafka import KafkaTransport, create_topics, images_topic
 from visearch.shared.models.registry import IMAGE_MODEL, TEXT_MODEL
-from visearch.shared.models.triton_repository import write_repository
 from visearch.shared.pipeline import encode_event
 from visearch.shared.store import MilvusStore
 from visearch.shared.text import Tokenizer

@@ -6,9 +6,9 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
+from visearch.offline.models.triton_repository import write_repository
 from visearch.shared.config import ModelSettings
 from visearch.shared.models.registry import ALL_MODELS, IMAGE_MODEL, TEXT_MODEL
-from visearch.shared.models.triton_repository import write_repository
 
 pytestmark = [pytest.mark.models]
 

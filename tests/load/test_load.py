@@ -47,7 +47,7 @@ from tests.chaos.harness import (
     write_report,
 )
 from visearch.embedded import item_to_event
-from visearch.shared.datasets import fashion_mnist
+from visearch.offline.datasets import fashion_mnist
 from visearch.shared.kafka import create_topics
 from visearch.v1 import common_pb2, search_pb2, search_pb2_grpc
 

@@ -77,7 +77,7 @@ def test_shipped_models_have_distinct_keys():
 
 def test_every_build_has_a_builder():
     """`models build` knows how to build everything in the registry, and nothing else."""
-    from visearch.shared.models.build import BUILDERS
+    from visearch.offline.models.build import BUILDERS
 
     assert set(BUILDERS) == {s.name for s in ALL_BUILDS}
 

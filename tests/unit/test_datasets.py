@@ -1,4 +1,4 @@
-"""Unit tests for visearch.shared.datasets: folder catalogues with metadata, and Fashion-MNIST IDX reading."""
+"""Unit tests for visearch.offline.datasets: folder catalogues with metadata, and Fashion-MNIST IDX reading."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from visearch.shared.datasets import (
+from visearch.offline.datasets import (
     FASHION_MNIST_CLASSES,
     CatalogueItem,
     fashion_mnist,
@@ -225,7 +225,7 @@ def test_null_and_empty_metadata_values_mean_not_given(tmp_path):
     """JSON null gives "" (not "None"); an empty in_stock cell keeps the default (in stock)."""
     from PIL import Image
 
-    from visearch.shared.datasets import folder_catalogue
+    from visearch.offline.datasets import folder_catalogue
 
     Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
     Image.new("RGB", (8, 8)).save(tmp_path / "b.png")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, ndcg_score
 
-from visearch.services.ranking.evaluation.metrics import (
+from visearch.offline.evaluation.metrics import (
     RECALL_LEVELS,
     QueryMetrics,
     average_precision,
@@ -21,8 +21,8 @@ from visearch.services.ranking.evaluation.metrics import (
     reciprocal_rank,
     summarise,
 )
-from visearch.services.ranking.evaluation.runner import profiles_for
-from visearch.services.ranking.evaluation.suites import TRANSFORMS, suite_data
+from visearch.offline.evaluation.runner import profiles_for
+from visearch.offline.evaluation.suites import TRANSFORMS, suite_data
 from visearch.v1 import search_pb2
 
 RANKED = ["a", "b", "c", "d", "e"]
@@ -121,8 +121,8 @@ def _words(text: str) -> set[str]:
 
 def test_text_queries_are_not_copied_from_titles():
     """Each hand-written query shares at most half of its content words with any catalogue title."""
-    from visearch.services.ranking.evaluation.suites import distractor_images
-    from visearch.shared.datasets import photo_catalogue
+    from visearch.offline.datasets import photo_catalogue
+    from visearch.offline.evaluation.suites import distractor_images
 
     titles = {i.image_id: i.title for i in [*photo_catalogue(), *distractor_images()]}
     queries = suite_data()["text2image"]
@@ -137,7 +137,7 @@ def test_text_queries_are_not_copied_from_titles():
 def test_every_object_box_lies_inside_its_photo():
     from PIL import Image
 
-    from visearch.shared.datasets import photo_catalogue
+    from visearch.offline.datasets import photo_catalogue
 
     photos = {p.image_id: p for p in photo_catalogue()}
     for image_id, (x1, y1, x2, y2) in suite_data()["objects"].items():

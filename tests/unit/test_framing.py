@@ -10,8 +10,8 @@ import random
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from visearch.services.ranking.evaluation.suites import FONT_FILE, SCREENSHOT_LAYOUTS, screenshot_page
-from visearch.shared.datasets import fashion_mnist, photo_catalogue
+from visearch.offline.datasets import fashion_mnist, photo_catalogue
+from visearch.offline.evaluation.suites import FONT_FILE, SCREENSHOT_LAYOUTS, screenshot_page
 from visearch.shared.framing import main_region
 
 PAGES = {"white": (255, 255, 255), "light-grey": (240, 240, 240)}

@@ -29,8 +29,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from tests.badinput.corpus import tiff_with_tag_type
+from visearch.offline.datasets import photo_catalogue
 from visearch.shared.config import ImageSettings
-from visearch.shared.datasets import photo_catalogue
 from visearch.shared.errors import InvalidImageError, VisearchError
 from visearch.shared.images import decode_image
 from visearch.shared.pipeline import (

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from visearch.cli_rank import rank_app
-from visearch.services.ranking.fitting import (
+from visearch.offline.rank.fitting import (
     NotEnoughDataError,
     features,
     fit_and_evaluate,
@@ -22,7 +22,7 @@ from visearch.services.ranking.fitting import (
     prepare_query,
     split_queries,
 )
-from visearch.services.ranking.learning import Judgment, join_feedback, parse_judgments, write_judgments
+from visearch.offline.rank.learning import Judgment, join_feedback, parse_judgments, write_judgments
 from visearch.services.ranking.ranker import Ranker, RankerRegistry, read_ranker, write_ranker
 from visearch.v1 import events_pb2
 
@@ -133,7 +133,7 @@ def test_judged_jsonl_malformed_lines_are_skipped(tmp_path):
     ]
     path = tmp_path / "j.jsonl"
     path.write_bytes("\n".join(lines).encode() + b"\n\xff\xfe broken bytes\n")
-    from visearch.services.ranking.learning import read_judgments
+    from visearch.offline.rank.learning import read_judgments
 
     data = read_judgments(path)
     assert data.skipped == {
@@ -241,7 +241,7 @@ def test_split_is_by_query_and_deterministic():
 
 
 def test_fitted_ranker_beats_a_wrong_default_on_held_out_queries():
-    from visearch.services.ranking.learning import TrainingData
+    from visearch.offline.rank.learning import TrainingData
 
     data = TrainingData(judgments=synthetic(queries=60))
     wrong = Ranker("profile:blended", {"visual": 1.0, "colour": 1.0})

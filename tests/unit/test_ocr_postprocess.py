@@ -328,7 +328,7 @@ def test_reader_rejects_a_charset_that_does_not_match_the_model():
 
 def test_edit_distance_and_character_errors():
     """Levenshtein distance and the per-line character errors the OCR accuracy figures are built from."""
-    from visearch.shared.models.build_ocr import char_accuracy, char_errors, edit_distance
+    from visearch.offline.models.build_ocr import char_accuracy, char_errors, edit_distance
 
     assert edit_distance("kitten", "sitting") == 3
     assert edit_distance("", "abc") == 3 and edit_distance("abc", "abc") == 0

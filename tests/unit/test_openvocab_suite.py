@@ -9,10 +9,11 @@ import re
 
 import pytest
 
-from visearch.services.ranking.evaluation.metrics import HIT_K, QueryMetrics, hit_at_k, hub_share, summarise
-from visearch.services.ranking.evaluation.report import markdown
-from visearch.services.ranking.evaluation.runner import Profile, run_profile
-from visearch.services.ranking.evaluation.suites import (
+from visearch.offline.datasets import photo_catalogue
+from visearch.offline.evaluation.metrics import HIT_K, QueryMetrics, hit_at_k, hub_share, summarise
+from visearch.offline.evaluation.report import markdown
+from visearch.offline.evaluation.runner import Profile, run_profile
+from visearch.offline.evaluation.suites import (
     OPENVOCAB_TENANT,
     SUITES,
     EvalQuery,
@@ -23,7 +24,6 @@ from visearch.services.ranking.evaluation.suites import (
     suite_data,
 )
 from visearch.shared.config import ModelSettings
-from visearch.shared.datasets import photo_catalogue
 from visearch.shared.models.registry import IMAGE_MODEL
 from visearch.v1 import search_pb2
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter, ImageOps
 
+from visearch.offline.datasets import fashion_mnist, photo_catalogue
 from visearch.services.classification.quality import collage_score, quality_attributes
-from visearch.shared.datasets import fashion_mnist, photo_catalogue
 from visearch.shared.errors import InvalidEventError, InvalidImageError
 from visearch.shared.images import decode_image
 

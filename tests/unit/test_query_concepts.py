@@ -1,4 +1,4 @@
-"""WordNet query understanding (shared/query_concepts.py) and its lexicon build (shared/models/build_lexicon.py).
+"""WordNet query understanding (shared/query_concepts.py) and its lexicon build (visearch/offline/models/build_lexicon.py).
 
 The first part builds a lexicon from a tiny hand-made WordNet (a fake of the nltk reader's API), so the build
 and the expansion run without nltk's files or any model. The second part (marker ``models``) checks the
@@ -13,9 +13,9 @@ import json
 import numpy as np
 import pytest
 
+from visearch.offline.models.build_lexicon import COCO_SYNSETS, check_lexicon, lexicon_arrays
 from visearch.shared.config import ModelSettings
 from visearch.shared.errors import ModelNotBuiltError
-from visearch.shared.models.build_lexicon import COCO_SYNSETS, check_lexicon, lexicon_arrays
 from visearch.shared.models.registry import IMAGE_MODEL, WORDNET_LEXICON
 from visearch.shared.query_concepts import QueryLexicon, base_forms, find_phrases, is_content_word, tokenize
 

@@ -10,7 +10,8 @@ import re
 import pytest
 from PIL import Image
 
-from visearch.services.ranking.evaluation.suites import (
+from visearch.offline.datasets import photo_catalogue
+from visearch.offline.evaluation.suites import (
     SCREENSHOT_LAYOUTS,
     SHOP_LINES,
     SHOP_MENU,
@@ -20,7 +21,6 @@ from visearch.services.ranking.evaluation.suites import (
     SUITES,
     build_suites,
 )
-from visearch.shared.datasets import photo_catalogue
 from visearch.shared.framing import main_region
 
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import yaml
 
-from visearch.services.classification.taxonomy import Taxonomy, TaxonomyNode, prune_tree
+from visearch.offline.models.build_taxonomy import prune_tree
+from visearch.services.classification.taxonomy import Taxonomy, TaxonomyNode
 from visearch.shared.config import ClassificationSettings, ModelSettings
 from visearch.shared.errors import InvalidEventError, ModelNotBuiltError
 

@@ -1,11 +1,11 @@
-"""The text-to-visual map at query time (shared/text_map.py) and its fit (shared/models/build_text_map.py)."""
+"""The text-to-visual map at query time (shared/text_map.py) and its fit (visearch/offline/models/build_text_map.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from visearch.shared.models.build_text_map import fit_ridge
+from visearch.offline.models.build_text_map import fit_ridge
 from visearch.shared.text_map import TextToVisualMap
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from visearch.services.ranking.evaluation.suites import FONT_FILE, banner
-from visearch.shared.datasets import photo_catalogue
+from visearch.offline.datasets import photo_catalogue
+from visearch.offline.evaluation.suites import FONT_FILE, banner
 from visearch.shared.images import decode_image
 from visearch.shared.text_presence import likely_text, text_lines
 

@@ -18,12 +18,12 @@ import pytest
 import torch  # noqa: E402
 from pydantic import ValidationError
 
+from visearch.offline.training import heads  # noqa: E402
+from visearch.offline.training.data import FASHION_MNIST, FrozenEmbeddings
+from visearch.offline.training.metrics import chance_precision, precision_at_k, tag_scores
 from visearch.shared.config import ModelSettings
 from visearch.shared.errors import ModelNotBuiltError
 from visearch.shared.models import trained
-from visearch.shared.training import heads  # noqa: E402
-from visearch.shared.training.data import FASHION_MNIST, FrozenEmbeddings
-from visearch.shared.training.metrics import chance_precision, precision_at_k, tag_scores
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -147,7 +147,7 @@ def test_export_shapes_and_parity(tmp_path):
 
 def test_export_refuses_a_model_onnx_cannot_reproduce(tmp_path, monkeypatch):
     """With a zero tolerance, any float difference between torch and onnxruntime is a ParityError."""
-    from visearch.shared.models.build import ParityError
+    from visearch.offline.models.build import ParityError
 
     monkeypatch.setattr(heads, "PARITY_TOLERANCE", -1.0)
     with pytest.raises(ParityError):
@@ -233,7 +233,7 @@ def test_trained_versions_publish_as_triton_model_versions(tmp_path):
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2
 
-    from visearch.shared.models.triton_repository import write_trained_repository
+    from visearch.offline.models.triton_repository import write_trained_repository
 
     cache, repo = tmp_path / "cache", tmp_path / "repo"
     install_projection(cache)

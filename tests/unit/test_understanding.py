@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
+from visearch.offline.datasets import photo_catalogue
 from visearch.services.ranking.understanding import TEXT_MIN_LINES, QueryUnderstanding, SignalPlan
 from visearch.shared.config import DetectionSettings, ImageSettings, RankingSettings
-from visearch.shared.datasets import photo_catalogue
 from visearch.shared.errors import DependencyUnavailableError, InvalidImageError, VisearchError
 from visearch.shared.text_presence import text_lines
 from visearch.v1 import (

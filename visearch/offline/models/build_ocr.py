@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from visearch.shared.models.build import ParityError, build_atomically
+from visearch.offline.models.build import ParityError, build_atomically
 from visearch.shared.models.registry import OCR_CLS_MODEL, OCR_DET_MODEL, OCR_REC_MODEL, ModelSpec
 
 DEJAVU = Path("/usr/share/fonts/truetype/dejavu")  # Debian fonts-dejavu-core
@@ -126,7 +126,7 @@ def parity_images() -> list[tuple[Image.Image, list[DrawnLine]]]:
     Raises:
         RuntimeError: darknet's photos are not installed (``make setup`` installs them).
     """
-    from visearch.shared.datasets import DARKNET_DATA
+    from visearch.offline.datasets import DARKNET_DATA
 
     scenes = []
     for name, lines in PARITY_SCENES.items():

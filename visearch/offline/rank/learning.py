@@ -11,7 +11,7 @@ graded label):
   up to the end offsets it finds at start (a bounded snapshot; nothing is committed);
 - a JSONL file of judged data (:func:`read_judgments`), one line per (query, candidate):
   ``{"query_id": "q1", "image_id": "a", "factors": {"visual": 0.8, ...}, "label": 2}`` with graded
-  labels 0..3 (what :mod:`visearch.services.ranking.judged` writes).
+  labels 0..3 (what :mod:`visearch.offline.rank.judged` writes).
 
 Queries without any positive label are dropped: they say nothing about which hit is better (the
 standard treatment of click logs; a list nobody clicked is as often a bad query as a bad ranking).

@@ -96,10 +96,10 @@ def build_text_to_visual(cache_dir: Path, force: bool = False) -> Path:
         ParityError: the fitted map sends fewer than ``MIN_PROMPT_TOP5`` of the class prompts within the top 5
             classes of their own.
     """
+    from visearch.offline.models.build import ParityError, build_atomically
+    from visearch.offline.models.wordnet import check_wordnet_version, wordnet_reader
     from visearch.shared.config import ModelSettings
     from visearch.shared.inference import runner_for
-    from visearch.shared.models.build import ParityError, build_atomically
-    from visearch.shared.models.wordnet import check_wordnet_version, wordnet_reader
     from visearch.shared.text import TextEncoder, Tokenizer, class_prompt
 
     image_dir = IMAGE_MODEL.locate(Path(cache_dir))

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from visearch.services.ranking.evaluation.metrics import HIT_K
-from visearch.services.ranking.evaluation.runner import ABLATION_PREFIX
+from visearch.offline.evaluation.metrics import HIT_K
+from visearch.offline.evaluation.runner import ABLATION_PREFIX
 
 HEADLINE = ("nDCG@{k}", "recall@{k}", "precision@{k}", "mAP", "MRR", f"hit@{HIT_K}", f"hub@{HIT_K}")
 

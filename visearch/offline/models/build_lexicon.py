@@ -1,6 +1,6 @@
 """Build the query lexicon (``WORDNET_LEXICON``): what query understanding needs from WordNet 3.0, without nltk.
 
-Reads Debian's WordNet dict files with nltk (``shared/models/wordnet.py``; the ``build`` extra) and the
+Reads Debian's WordNet dict files with nltk (``visearch/offline/models/wordnet.py``; the ``build`` extra) and the
 image model's ``classes.json``, and writes ``lexicon.npz`` (numpy arrays, strings as UTF-8 bytes joined by
 newlines) that ``shared/query_concepts.py`` reads at serving time:
 
@@ -8,7 +8,7 @@ newlines) that ``shared/query_concepts.py`` reads at serving time:
   hypernyms and instance hypernyms among the kept synsets;
 - ``group_*`` (CSR over synsets): the ImageNet classes (indices in the image model's order) at most
   ``max_down`` steps below each synset, itself included; empty for WordNet's abstract tops
-  (:data:`~visearch.shared.models.wordnet.UPPER_LEVELS`);
+  (:data:`~visearch.offline.models.wordnet.UPPER_LEVELS`);
 - ``lemmas`` and ``lemma_indptr``/``sense_synset``/``sense_count``: noun lemmas (lower case, ``_`` and ``-`` as
   spaces) with their first ``max_senses`` senses in WordNet order and SemCor tagged counts; a sense that is
   not kept is -1 (it still takes its share of the weight);
@@ -41,8 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
+from visearch.offline.models.wordnet import UPPER_LEVELS, check_wordnet_version, wordnet_reader
 from visearch.shared.models.registry import DETECTOR_MODEL, IMAGE_MODEL, WORDNET_LEXICON
-from visearch.shared.models.wordnet import UPPER_LEVELS, check_wordnet_version, wordnet_reader
 from visearch.shared.query_concepts import LEXICON_FILE, QueryLexicon, base_forms, is_content_word, tokenize
 
 # The detector's COCO-80 labels (centernet labels.json, in class order) -> WordNet 3.0 noun synsets, by
@@ -360,7 +360,7 @@ def build_lexicon(cache_dir: Path, force: bool = False, wordnet_dir: Path | None
         FileNotFoundError: Debian's WordNet files are missing.
         RuntimeError: the installed WordNet is not the pinned version, or a check fails.
     """
-    from visearch.shared.models.build import build_atomically  # build.py imports this module lazily
+    from visearch.offline.models.build import build_atomically  # build.py imports this module lazily
 
     recipe = WORDNET_LEXICON.recipe
     class_dir = IMAGE_MODEL.locate(Path(cache_dir))

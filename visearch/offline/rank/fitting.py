@@ -45,7 +45,7 @@ from sklearn.metrics import ndcg_score
 from sklearn.model_selection import GroupShuffleSplit
 from sklearn.preprocessing import StandardScaler
 
-from visearch.services.ranking.learning import Judgment, TrainingData
+from visearch.offline.rank.learning import Judgment, TrainingData
 from visearch.services.ranking.ranker import FACTORS, Ranker
 
 DEFAULT_K = 10

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
-from visearch.services.ranking.evaluation.metrics import HIT_K, RECALL_LEVELS, QueryMetrics, hub_share, summarise
-from visearch.services.ranking.evaluation.suites import Suite
+from visearch.offline.evaluation.metrics import HIT_K, RECALL_LEVELS, QueryMetrics, hub_share, summarise
+from visearch.offline.evaluation.suites import Suite
 from visearch.shared.config import RankingSettings
 from visearch.v1 import common_pb2, search_pb2
 

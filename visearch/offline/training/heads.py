@@ -31,9 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from visearch.shared.models.build import ParityError
+from visearch.offline.models.build import ParityError
+from visearch.offline.training.data import FrozenEmbeddings, TrainingCatalogue
 from visearch.shared.models.trained import EMBEDDING_DIM, ENCODER, install_version, staging_folder, trained_name
-from visearch.shared.training.data import FrozenEmbeddings, TrainingCatalogue
 
 OPSET = 17
 PARITY_TOLERANCE = 1e-5  # max |onnxruntime - torch| over every output value, float32 on CPU
@@ -433,7 +433,7 @@ def retrieval_report(splits: Splits, catalogue: TrainingCatalogue, project=None,
 
     ``project``: callable float32 [N, 1280] -> float32 [N, 1280]. Reports all test queries and the first 200.
     """
-    from visearch.shared.training.metrics import chance_precision, precision_at_k
+    from visearch.offline.training.metrics import chance_precision, precision_at_k
 
     q, qy, ix, iy = splits.test.embeddings, splits.test.labels, splits.index.embeddings, splits.index.labels
     spaces = {"raw": (q, ix)}
@@ -499,7 +499,7 @@ def run_head(
 
     Raises ValueError when ``train`` overlaps ``index``, ParityError when the export does not match torch.
     """
-    from visearch.shared.training.metrics import accuracy, tag_scores
+    from visearch.offline.training.metrics import accuracy, tag_scores
 
     config = config or HeadConfig()
     splits.check_disjoint()

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from visearch.offline.datasets import FASHION_MNIST_CLASSES, CatalogueItem, fashion_mnist
 from visearch.shared.config import ModelSettings
-from visearch.shared.datasets import FASHION_MNIST_CLASSES, CatalogueItem, fashion_mnist
 from visearch.shared.images import decode_image
 from visearch.shared.models.trained import EMBEDDING_DIM, ENCODER, catalogue_slug
 

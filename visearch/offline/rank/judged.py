@@ -10,7 +10,7 @@ truth, not by any model:
 - text queries: everyday words for a category that are not in the catalogue's titles ("jeans",
   "handbag", "trainers"...; the titles say "trouser #12"), graded the same way.
 
-The result is :class:`~visearch.services.ranking.learning.Judgment` rows (``visearch rank fit
+The result is :class:`~visearch.offline.rank.learning.Judgment` rows (``visearch rank fit
 --judgments`` reads them as JSONL).
 """
 
@@ -19,8 +19,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from visearch.services.ranking.learning import Judgment
-from visearch.shared.datasets import FASHION_MNIST_CLASSES, fashion_mnist
+from visearch.offline.datasets import FASHION_MNIST_CLASSES, fashion_mnist
+from visearch.offline.rank.learning import Judgment
 from visearch.v1 import common_pb2, events_pb2, search_pb2
 
 FASHION_GROUPS = {
