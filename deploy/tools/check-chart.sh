@@ -8,7 +8,7 @@
 #   3. kubeconform -strict -summary on every render, against the offline schemas of install-tools.sh
 #      (Kubernetes $K8S_VERSION OpenAPI + prometheus-operator and KEDA CRDs); a self-test first proves
 #      the schemas reject an unknown field
-#   4. promtool check rules helm/visearch/files/alerts.yaml
+#   4. promtool check rules helm/visearch/files/alerts.yaml, and its unit tests (promtool test rules files/alerts_test.yaml)
 #   5. every metric in alerts.yaml and dashboard.json is exported by shared/metrics.py (or is nv_*/up)
 # Needs: bash deploy/tools/install-tools.sh (tools in var/tools/bin), .venv with PyYAML.
 set -euo pipefail
@@ -106,6 +106,7 @@ step "kubeconform -strict -summary (Kubernetes $KUBE_VERSION + CRD schemas, offl
 
 step "promtool check rules"
 "$BIN/promtool" check rules "$CHART/files/alerts.yaml"
+"$BIN/promtool" test rules "$CHART/files/alerts_test.yaml"
 
 step "metric names used by alerts and dashboard exist"
 "$PYTHON" "$ROOT/deploy/tools/check_metric_names.py" "$CHART/files/alerts.yaml" "$CHART/files/dashboard.json"
