@@ -245,9 +245,9 @@ def decode_message(message: Message) -> events_pb2.ImageDocument:
     """The ImageDocument a message carries (an ImageEvent is wrapped in a new document).
 
     Raises:
-        VisearchError: reason ``malformed_payload`` (not parseable), ``unknown_schema`` (another
-            ``visearch-schema`` header, e.g. a future version), ``missing_image_id``, ``missing_kind``,
-            or one of :func:`validate_event`'s reasons (an InvalidEventError).
+        InvalidEventError: (INVALID_ARGUMENT, permanent: the worker dead-letters the message) reason
+            ``malformed_payload`` (not parseable), ``unknown_schema`` (another ``visearch-schema`` header, e.g. a
+            future version), ``missing_image_id``, ``missing_kind``, or one of :func:`validate_event`'s reasons.
     """
     schema = message.headers.get(HEADER_SCHEMA, SCHEMA_EVENT)
     try:
@@ -257,13 +257,13 @@ def decode_message(message: Message) -> events_pb2.ImageDocument:
         elif schema == SCHEMA_DOCUMENT:
             document = events_pb2.ImageDocument.FromString(message.value)
         else:
-            raise VisearchError(f"unknown schema header {schema!r}", reason="unknown_schema")
+            raise InvalidEventError(f"unknown schema header {schema!r}", reason="unknown_schema")
     except DecodeError as exc:
-        raise VisearchError(f"payload is not a valid {schema}: {exc}", reason="malformed_payload") from exc
+        raise InvalidEventError(f"payload is not a valid {schema}: {exc}", reason="malformed_payload") from exc
     if not document.event.image_id:
-        raise VisearchError("event has no image_id", reason="missing_image_id")
+        raise InvalidEventError("event has no image_id", reason="missing_image_id")
     if document.event.kind == events_pb2.ImageEvent.KIND_UNSPECIFIED:
-        raise VisearchError("event kind is unspecified", reason="missing_kind")
+        raise InvalidEventError("event kind is unspecified", reason="missing_kind")
     validate_event(document.event)
     return document
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 
-from visearch.shared.errors import InvalidEventError, VisearchError
+from visearch.shared.errors import DependencyUnavailableError, InvalidEventError
 from visearch.shared.logging import get_logger
 from visearch.shared.metrics import FEEDBACK_EVENTS
 from visearch.shared.transport import HEADER_SCHEMA, Transport
@@ -41,11 +41,11 @@ class FeedbackLog:
         """Publish a Feedback request's events (all or none); returns how many were accepted.
 
         Raises:
-            VisearchError: (``feedback_unavailable``, UNAVAILABLE) no feedback topic is configured.
+            DependencyUnavailableError: (``feedback_unavailable``, UNAVAILABLE) no feedback topic is configured.
             InvalidEventError: no events, or an event without query_id, image_id or action (nothing published).
         """
         if self.transport is None:
-            raise VisearchError(
+            raise DependencyUnavailableError(
                 "no feedback topic is configured (set VISEARCH_KAFKA_BOOTSTRAP)", reason="feedback_unavailable"
             )
         if not request.events:

@@ -42,7 +42,7 @@ from visearch.services.ranking.query import Query
 from visearch.shared.colour import colour_descriptor, dominant_colours
 from visearch.shared.config import ClassificationSettings, DetectionSettings, ImageSettings, RankingSettings
 from visearch.shared.duplicates import perceptual_hash
-from visearch.shared.errors import VisearchError
+from visearch.shared.errors import DependencyUnavailableError, VisearchError
 from visearch.shared.framing import main_region
 from visearch.shared.grpcutil import error_from_rpc
 from visearch.shared.images import decode_image, image_bytes
@@ -284,7 +284,7 @@ class QueryUnderstanding:
     def _detect(self, image: common_pb2.Image) -> detection_pb2.ImageDetections:
         """The detection service's objects of the query image."""
         if self.detection is None:
-            raise VisearchError(
+            raise DependencyUnavailableError(
                 "the query's objects need the detection service (VISEARCH_DETECTION_ADDR)",
                 reason="detection_unavailable",
             )

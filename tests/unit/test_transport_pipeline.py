@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import grpc
 import numpy as np
 import pytest
 
-from visearch.shared.errors import DependencyUnavailableError, InvalidImageError, VisearchError
+from visearch.shared.errors import DependencyUnavailableError, InvalidEventError, InvalidImageError
 from visearch.shared.pipeline import (
     SCHEMA_DOCUMENT,
     SCHEMA_EVENT,
@@ -198,10 +199,11 @@ def test_decode_message_event_document_and_default_schema():
     ],
 )
 def test_decode_message_errors(value, headers, reason):
-    """Unparseable, id-less, kind-less and unknown-schema messages raise VisearchError with their reason."""
-    with pytest.raises(VisearchError) as info:
+    """Unparseable, id-less, kind-less and unknown-schema messages raise InvalidEventError (permanent: DLQ) with their reason."""
+    with pytest.raises(InvalidEventError) as info:
         decode_message(Message(IN, b"k", value, headers))
     assert info.value.reason == reason
+    assert info.value.permanent and info.value.code == grpc.StatusCode.INVALID_ARGUMENT
 
 
 # ---------------------------------------------------------------------------------------------- worker
