@@ -4,9 +4,13 @@
 #   darknet                real photos in /usr/share/darknet/data (dog, eagle, giraffe, ...)
 #   wordnet                WordNet 3.0 (ImageNet classes are its noun synsets)
 #   fonts-dejavu-core      TrueType fonts for the OCR tests (text drawn onto real photos)
+#   scratch                Scratch 1.4's media library: hand-drawn and photographed backgrounds, cartoon
+#                          sprites (/usr/share/scratch/Media); moderation and colour-label tests
+#   renpy-thequestion      a Ren'Py game's anime-style character art and backgrounds
+#                          (/usr/share/games/renpy/the_question/game/images); drawings for the moderation tests
 # Idempotent: does nothing when every package is installed.
 set -euo pipefail
-packages=(dataset-fashion-mnist darknet wordnet fonts-dejavu-core)
+packages=(dataset-fashion-mnist darknet wordnet fonts-dejavu-core scratch renpy-thequestion)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
