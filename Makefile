@@ -10,7 +10,7 @@ PROTOS := $(wildcard protos/visearch/v1/*.proto)
 PYTEST_ARGS ?=
 EVAL_ARGS ?=
 
-.PHONY: help setup system-packages models proto proto-check lint lint-imports demo test test-unit eval bench bench-milvus chaos load chart-check clean \
+.PHONY: help setup system-packages models proto proto-check lint lint-imports typecheck demo test test-unit eval bench bench-milvus chaos load chart-check clean \
         kafka-up kafka-down milvus-up milvus-down triton-up triton-down up down status
 
 # The local stack (make up): real Kafka and Milvus standalone on 127.0.0.1, services under supervisord.
@@ -22,7 +22,7 @@ TRITON_REPOSITORY := $(VAR)/triton/models
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
 
-system-packages:  ## install the Debian data packages (Fashion-MNIST, darknet photos, WordNet)
+system-packages:  ## install the Debian data packages (Fashion-MNIST, darknet photos, WordNet, fonts, Scratch and Ren'Py art)
 	bash deploy/local/install-system-packages.sh
 
 $(BIN)/python:
@@ -38,12 +38,15 @@ setup: system-packages $(VENV)/.installed  ## create .venv and install visearch 
 models: setup  ## export and verify the ONNX models into $VISEARCH_MODEL_CACHE_DIR
 	$(BIN)/visearch models build
 
+# Messages typed by protoc's .pyi, service stubs and servicers by mypy-protobuf's _grpc.pyi (make typecheck reads both).
+PROTOC := $(BIN)/python -m grpc_tools.protoc -Iprotos --plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc
+
 proto: $(VENV)/.installed  ## regenerate visearch/v1 from protos/
-	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. --grpc_python_out=. $(PROTOS)
+	$(PROTOC) --python_out=. --pyi_out=. --grpc_python_out=. --mypy_grpc_out=quiet:. $(PROTOS)
 
 proto-check: $(VENV)/.installed  ## fail if the generated code in visearch/v1 is stale
 	@tmp=$$(mktemp -d); \
-	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=$$tmp --pyi_out=$$tmp --grpc_python_out=$$tmp $(PROTOS) && \
+	$(PROTOC) --python_out=$$tmp --pyi_out=$$tmp --grpc_python_out=$$tmp --mypy_grpc_out=quiet:$$tmp $(PROTOS) && \
 	for f in $$tmp/visearch/v1/*; do \
 	  cmp -s $$f visearch/v1/$$(basename $$f) || { echo "stale generated code: visearch/v1/$$(basename $$f) (run make proto)"; rm -rf $$tmp; exit 1; }; \
 	done; rm -rf $$tmp; echo "generated code is up to date"
@@ -52,7 +55,7 @@ demo: models  ## ingest real photos + 2,000 Fashion-MNIST products, then search 
 	mkdir -p var
 	$(BIN)/visearch demo --fashion 2000 --db var/demo.db
 
-test: models proto-check lint lint-imports  ## unit + integration tests on real models and stacks, bounded chaos and load runs
+test: models proto-check lint lint-imports typecheck  ## unit + integration tests on real models and stacks, bounded chaos and load runs
 	$(BIN)/python -m pytest -m "not full" $(PYTEST_ARGS)
 
 # Full-size fault and load runs (reports/chaos.json, reports/load.json); docs/reliability.md has the figures.
@@ -81,6 +84,15 @@ lint-imports: setup  ## the import layers (import-linter contracts in pyproject.
 	@tmp=$$(mktemp -d); mkdir $$tmp/visearch && cp -r visearch/. $$tmp/visearch/ && cp -r shared $$tmp/visearch/shared \
 	  && cp -r services $$tmp/visearch/services && find $$tmp -name __pycache__ -prune -exec rm -rf {} + ; \
 	cd $$tmp && PYTHONPATH=$$tmp $(abspath $(BIN))/lint-imports $(CURDIR)/pyproject.toml --no-cache; rc=$$?; rm -rf $$tmp; exit $$rc
+
+# mypy, like import-linter, cannot follow the package-dir mapping: it checks a tree of symlinks assembled as one
+# `visearch` package, and sed maps the paths it reports back to the repo's (shared/..., services/...).
+typecheck: setup  ## mypy on shared/ and services/ (strict; config in pyproject.toml, gRPC and messages typed by visearch/v1 .pyi): zero findings
+	@tmp=$$(mktemp -d); mkdir $$tmp/visearch && ln -s $(CURDIR)/visearch/* $$tmp/visearch/ \
+	  && ln -s $(CURDIR)/shared $$tmp/visearch/shared && ln -s $(CURDIR)/services $$tmp/visearch/services; \
+	cd $$tmp && set -o pipefail && $(abspath $(BIN))/mypy --config-file $(CURDIR)/pyproject.toml \
+	  --cache-dir $(VAR)/mypy-cache visearch/shared visearch/services | sed -E 's#^visearch/(shared|services)/#\1/#'; \
+	rc=$$?; rm -rf $$tmp; exit $$rc
 
 bench: models  ## figures and ratios: embedded ingest/search vs bare, per-model latency, recall, draft decode, int8; Kafka chain per stage vs bare, replicas, RSS; search over gRPC on the local stack (blended vs visual_only, text vs bare parts); store layouts (keyword search in Milvus vs in process: RSS and text p50 at 10k/100k rows)
 	$(BIN)/python -m tests.bench.run --out reports

@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -211,7 +212,7 @@ def dominant_colours(img: Image.Image, k: int = 5) -> list[ColourTag]:
     cv2.setRNGSeed(0)  # k-means++ seeding draws from OpenCV's RNG: same image, same tags
     _, labels, centres = cv2.kmeans(lab, k, None, _KMEANS_CRITERIA, 2, cv2.KMEANS_PP_CENTERS)
     counts = np.bincount(labels.ravel(), minlength=k).astype(np.float64)
-    merged: dict[str, list] = {}
+    merged: dict[str, list[Any]] = {}  # name -> [pixel count, count-weighted L*a*b* sum]
     for centre, count in zip(centres, counts):
         if count == 0:
             continue

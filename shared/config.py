@@ -650,7 +650,7 @@ def settings_markdown() -> str:
         prefix = cls.model_config.get("env_prefix", "")
         for name, field in cls.model_fields.items():
             if field.default_factory:
-                value = field.default_factory()
+                value = field.get_default(call_default_factory=True)
                 # Paths under the user's cache differ per machine: the table names them generically.
                 default = "(per user: ~/.cache/visearch/...)" if isinstance(value, (Path, str)) else repr(value)
             elif isinstance(field.default, SecretStr):

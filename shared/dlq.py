@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
 
 from visearch.shared.config import KafkaSettings
 from visearch.shared.kafka import KafkaTransport
@@ -54,7 +55,13 @@ class DeadLetter:
     source_offset = property(lambda self: self.headers.get(HEADER_DLQ_OFFSET, ""))
 
 
-def _letter(record) -> DeadLetter:
+def _behind(position: int | None, end: int) -> bool:
+    """Whether a partition has records left before ``end``; a position kafka-python could not determine yet
+    (None) counts as behind: the next poll resolves it."""
+    return position is None or position < end
+
+
+def _letter(record: ConsumerRecord) -> DeadLetter:
     headers = {k: (v or b"").decode("utf-8", "replace") for k, v in (record.headers or [])}
     return DeadLetter(
         record.partition, record.offset, (record.key or b"").decode("utf-8", "replace"), record.value or b"", headers
@@ -73,7 +80,7 @@ def read_dead_letters(
         consumer.seek_to_beginning(*tps)
         ends = consumer.end_offsets(tps)
         letters: list[DeadLetter] = []
-        while len(letters) < limit and any(consumer.position(tp) < ends[tp] for tp in tps):
+        while len(letters) < limit and any(_behind(consumer.position(tp), ends[tp]) for tp in tps):
             batch = consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=limit - len(letters))
             if not batch:
                 break

@@ -128,10 +128,10 @@ def _grey(img: Image.Image, max_side: int) -> np.ndarray:
 def local_features(img: Image.Image, *, max_side: int = 512, max_features: int = 500) -> LocalFeatures:
     """ORB keypoints and descriptors (``cv2.ORB_create``) of ``img`` converted to grey and downsampled to at
     most ``max_side`` px (area averaging): at most ``max_features`` keypoints, the strongest by FAST/Harris."""
-    keypoints, descriptors = cv2.ORB_create(nfeatures=max_features).detectAndCompute(_grey(img, max_side), None)
+    keypoints, descriptors = cv2.ORB.create(nfeatures=max_features).detectAndCompute(_grey(img, max_side), None)
     if descriptors is None or not keypoints:
         return LocalFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8))
-    return LocalFeatures(np.float32([kp.pt for kp in keypoints]), descriptors)
+    return LocalFeatures(np.array([kp.pt for kp in keypoints], dtype=np.float32), descriptors)
 
 
 def verify_match(

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -24,8 +26,9 @@ from PIL import Image
 from visearch.shared.config import ConseSettings, ModelSettings
 from visearch.shared.errors import ModelNotBuiltError
 from visearch.shared.images import preprocess_imagenet
-from visearch.shared.inference import InferenceRunner, runner_for
+from visearch.shared.inference import InferenceRunner
 from visearch.shared.logging import get_logger
+from visearch.shared.model_base import Batch, InferenceModel
 from visearch.shared.models.registry import IMAGE_MODEL, TEXT_MODEL, TEXT_MODEL_INT8
 from visearch.shared.models.trained import Projection
 from visearch.shared.query_concepts import QueryConcepts, QueryLexicon
@@ -57,18 +60,28 @@ class ImageClass:
     lemmas: list[str]
 
 
-class ImageEncoder:
+class ImageEncoder(InferenceModel[Image.Image, tuple[np.ndarray, np.ndarray]]):
     """EfficientNet-Lite0 → (L2-normalised 1280-d embedding, 1000-way softmax) per image.
 
     ``encode(images)`` takes decoded RGB PIL images of any size, preprocesses each exactly as the
     model was trained (see :func:`visearch.shared.images.preprocess_imagenet`) and runs them in
-    batches of ``batch_size``.
+    batches of ``batch_size``. ``runner`` None: loaded from ``models`` (see
+    :class:`~visearch.shared.model_base.InferenceModel`).
     """
 
-    def __init__(self, runner: InferenceRunner, classes: list[ImageClass], batch_size: int = 16) -> None:
-        self.runner = runner
+    spec = IMAGE_MODEL
+    outputs = ("logits", "embedding")
+
+    def __init__(
+        self,
+        runner: InferenceRunner | None,
+        classes: list[ImageClass],
+        batch_size: int = 16,
+        *,
+        models: ModelSettings | None = None,
+    ) -> None:
+        super().__init__(runner, models=models, batch_size=batch_size)
         self.classes = classes
-        self.batch_size = batch_size
 
     @classmethod
     def from_cache(cls, models: ModelSettings | None = None) -> ImageEncoder:
@@ -80,17 +93,22 @@ class ImageEncoder:
         models = models or ModelSettings()
         image_dir = IMAGE_MODEL.locate(models.cache_dir)
         classes = [ImageClass(**c) for c in json.loads((image_dir / "classes.json").read_text())]
-        return cls(runner_for(models, IMAGE_MODEL, image_dir), classes, models.image_batch_size)
+        encoder = cls(None, classes, models.image_batch_size, models=models)
+        encoder.load()
+        return encoder
 
     def encode(self, images: list[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
         """Returns ``(embeddings float32 [N, 1280], probabilities float32 [N, 1000])``; N = len(images) >= 1."""
-        embeddings, probs = [], []
-        for start in range(0, len(images), self.batch_size):
-            batch = np.stack([preprocess_imagenet(img) for img in images[start : start + self.batch_size]])
-            out = self.runner.infer({"image": batch}, ["logits", "embedding"])
-            embeddings.append(_l2_normalise(out["embedding"]))
-            probs.append(_softmax(out["logits"]).astype(np.float32))
-        return np.concatenate(embeddings), np.concatenate(probs)
+        parts = self.predict_batches(images)
+        return np.concatenate([e for e, _ in parts]), np.concatenate([p for _, p in parts])
+
+    def preprocess(self, items: Sequence[Image.Image], **options: Any) -> Batch:
+        """``image`` float32 ``[N, 3, 224, 224]`` (see :func:`~visearch.shared.images.preprocess_imagenet`)."""
+        return Batch({"image": np.stack([preprocess_imagenet(img) for img in items])})
+
+    def postprocess(self, outputs: dict[str, np.ndarray], batch: Batch) -> tuple[np.ndarray, np.ndarray]:
+        """(unit-norm embeddings ``[N, 1280]``, softmax of the logits ``[N, 1000]``), both float32."""
+        return _l2_normalise(outputs["embedding"]), _softmax(outputs["logits"]).astype(np.float32)
 
 
 class ConseProjector:
@@ -199,7 +217,8 @@ class Embedder:
         text_dir = text_spec.locate(models.cache_dir)
         image = ImageEncoder.from_cache(models)
         tokenizer = Tokenizer(text_dir / "tokenizer.json", text_spec.recipe["max_seq_length"])
-        text = TextEncoder(runner_for(models, text_spec, text_dir), tokenizer, models.text_batch_size)
+        text = TextEncoder(None, tokenizer, models.text_batch_size, spec=text_spec, models=models)
+        text.load()
         vectors = _cached_class_vectors(text, image.classes, text_dir, IMAGE_MODEL.key)
         text_map = lexicon = None
         try:  # an older cache: text search keeps to the plain joint space
@@ -213,8 +232,8 @@ class Embedder:
             image,
             text,
             ConseProjector(vectors, conse.top_t),
-            f"{IMAGE_MODEL.name}@{IMAGE_MODEL.key}",
-            f"{text_spec.name}@{text_spec.key}",
+            image.model_name,
+            text.model_name,
             conse.object_weight,
             conse.ocr_weight,
             Projection.from_settings(models, models.projection),
@@ -259,7 +278,9 @@ class Embedder:
             return QueryEmbeddings(joint=vectors, visual=None, concepts=concepts)
         visual = None
         if self.projection is None:
-            visual = self.text_map.to_visual(plain, self.query_centering, mix, strength)
+            visual = self.text_map.to_visual(
+                plain, self.query_centering, mix, strength if strength is not None else 0.0
+            )
         return QueryEmbeddings(
             joint=self.text_map.centre_joint(vectors, self.query_centering),
             visual=visual,

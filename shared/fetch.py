@@ -54,6 +54,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 from urllib3.exceptions import SSLError as Urllib3SSLError
+from urllib3.response import BaseHTTPResponse
 from urllib3.util.ssl_match_hostname import CertificateError
 
 from visearch.shared.config import ImageSettings
@@ -394,6 +395,7 @@ class ImageFetcher:
         last: Exception | None = None
         for ip in addresses:
             timeout = min(self.settings.fetch_connect_timeout_s, _remaining(deadline, url))
+            conn: HTTPConnection
             if target.scheme == "https":
                 conn = HTTPSConnection(
                     str(ip),
@@ -431,7 +433,7 @@ class ImageFetcher:
             reason="image_fetch_failed",
         ) from last
 
-    def _read_body(self, sock: socket.socket, response, url: str, deadline: float) -> FetchedImage:
+    def _read_body(self, sock: socket.socket, response: BaseHTTPResponse, url: str, deadline: float) -> FetchedImage:
         limit = self.settings.max_bytes
         content_type = response.headers.get("Content-Type", "")
         declared = response.headers.get("Content-Length")

@@ -18,6 +18,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import grpc
 from google.protobuf import any_pb2
@@ -39,7 +40,17 @@ from visearch.shared.security import (
     server_interceptors,
 )
 
+if TYPE_CHECKING:
+    from visearch.shared.pipeline import Stage
+
 log = get_logger("grpc")
+
+_ServicerT = TypeVar("_ServicerT")
+_RequestT = TypeVar("_RequestT")
+_ResponseT = TypeVar("_ResponseT")
+# A servicer method as written (``(self, request, context)``; context None for an in-process call), and as
+# :func:`rpc_method` returns it.
+_ServicerMethod = Callable[[_ServicerT, _RequestT, grpc.ServicerContext | None], _ResponseT]
 
 _CODE_TO_ERROR = {
     grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidImageError,
@@ -68,7 +79,9 @@ def error_status(exc: errors.VisearchError) -> grpc.Status:
     return rpc_status.to_status(status_pb2.Status(code=exc.code.value[0], message=str(exc), details=[detail]))
 
 
-def rpc_method(service: str) -> Callable:
+def rpc_method(
+    service: str,
+) -> Callable[[_ServicerMethod[_ServicerT, _RequestT, _ResponseT]], _ServicerMethod[_ServicerT, _RequestT, _ResponseT]]:
     """Decorator for servicer methods ``(self, request, context)``: time them, map errors to statuses.
 
     With a real gRPC ``context``, a VisearchError aborts the call with its ``code``, message and reason
@@ -76,9 +89,11 @@ def rpc_method(service: str) -> Callable:
     exception propagates.
     """
 
-    def wrap(method: Callable) -> Callable:
+    def wrap(
+        method: _ServicerMethod[_ServicerT, _RequestT, _ResponseT],
+    ) -> _ServicerMethod[_ServicerT, _RequestT, _ResponseT]:
         @functools.wraps(method)
-        def handler(self, request, context=None):
+        def handler(self: _ServicerT, request: _RequestT, context: grpc.ServicerContext | None = None) -> _ResponseT:
             start = time.perf_counter()
             code = grpc.StatusCode.OK
             try:
@@ -129,7 +144,8 @@ def _error_info(exc: grpc.RpcError) -> error_details_pb2.ErrorInfo | None:
     if not hasattr(exc, "trailing_metadata"):
         return None
     try:
-        status = rpc_status.from_call(exc)
+        # A failed call's RpcError is also its grpc.Call (code, details, trailing metadata).
+        status = rpc_status.from_call(cast(grpc.Call, exc))
     except ValueError:
         return None
     for detail in status.details if status is not None else []:
@@ -145,10 +161,10 @@ class InProcessStub:
     def __init__(self, servicer: object) -> None:
         self._servicer = servicer
 
-    def __getattr__(self, name: str) -> Callable:
+    def __getattr__(self, name: str) -> Callable[..., Any]:
         method = getattr(self._servicer, name)
 
-        def call(request, timeout: float | None = None, metadata=None):  # noqa: ARG001 (stub signature)
+        def call(request: Any, timeout: float | None = None, metadata: Any = None) -> Any:  # noqa: ARG001 (stub signature)
             return method(request, None)
 
         return call
@@ -181,7 +197,10 @@ def client_channel(
     """
     settings = settings or SecuritySettings()
     limit = max_message_bytes or ServiceSettings().grpc_max_message_bytes
-    options = [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
+    options: list[tuple[str, int | str]] = [
+        ("grpc.max_receive_message_length", limit),
+        ("grpc.max_send_message_length", limit),
+    ]
     if settings.tls_server_name:
         options.append(("grpc.ssl_target_name_override", settings.tls_server_name))
     credentials = channel_credentials(settings)
@@ -305,11 +324,11 @@ def serve(
 def run_service(
     service_name: str,
     settings: ServiceSettings,
-    servicer,
-    add_to_server: Callable,
+    servicer: _ServicerT,
+    add_to_server: Callable[[_ServicerT, grpc.Server], None],
     full_name: str,
-    stage=None,
-    **serve_kwargs,
+    stage: Stage | None = None,
+    **serve_kwargs: Any,
 ) -> int:
     """The common main of a model service: its ``/metrics`` endpoint, its servicer on a gRPC server
     (health, reflection), and, when Kafka is configured and ``stage`` is in the chain, its stage worker.

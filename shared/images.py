@@ -10,6 +10,7 @@ import io
 import math
 import urllib.parse
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from visearch.shared.config import ImageSettings
 from visearch.shared.errors import ImageFetchError, InvalidImageError
 from visearch.shared.fetch import fetch_image
+from visearch.v1 import common_pb2
 
 # We enforce our own pixel limit (ImageSettings.max_pixels) before decoding; Pillow's own check would
 # raise its DecompressionBombError with a less useful message, or only warn.
@@ -109,7 +111,7 @@ def decode_image(data: bytes, settings: ImageSettings | None = None, min_side: i
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. "Corrupt EXIF data", "Truncated File Read": not fatal
-            img = Image.open(io.BytesIO(data), formats=DECODABLE_FORMATS)
+            img: Image.Image = Image.open(io.BytesIO(data), formats=DECODABLE_FORMATS)
     except UnidentifiedImageError as exc:
         raise _invalid(
             f"bytes are not an image in a supported format ({', '.join(DECODABLE_FORMATS)})", "undecodable_image"
@@ -197,12 +199,12 @@ def preprocess_imagenet(img: Image.Image) -> np.ndarray:
     left, top = (out_w - IMAGENET_SIZE) // 2, (out_h - IMAGENET_SIZE) // 2
     sx, sy = width / out_w, height / out_h  # resized pixel -> source pixel
     box = (left * sx, top * sy, (left + IMAGENET_SIZE) * sx, (top + IMAGENET_SIZE) * sy)
-    crop = img.resize((IMAGENET_SIZE, IMAGENET_SIZE), Image.BICUBIC, box=box)
+    crop = img.resize((IMAGENET_SIZE, IMAGENET_SIZE), Image.Resampling.BICUBIC, box=box)
     arr = np.asarray(crop, dtype=np.float32) / 255.0
     return ((arr - 0.5) / 0.5).transpose(2, 0, 1).copy()
 
 
-def image_bytes(image, settings: ImageSettings | None = None) -> bytes:
+def image_bytes(image: common_pb2.Image, settings: ImageSettings | None = None) -> bytes:
     """Encoded bytes of a ``visearch.v1.Image`` message: its inline ``content`` or what its ``uri`` points to.
 
     Raises:
@@ -220,7 +222,7 @@ def image_bytes(image, settings: ImageSettings | None = None) -> bytes:
 
 
 def decode_request_images(
-    images, settings: ImageSettings | None = None, max_images: int = 64, min_side: int = 0
+    images: Sequence[common_pb2.Image], settings: ImageSettings | None = None, max_images: int = 64, min_side: int = 0
 ) -> list[Image.Image]:
     """Decode the ``visearch.v1.Image`` messages of a request, in order (``min_side``: see :func:`decode_image`).
 

@@ -1,20 +1,25 @@
-"""Inference runners: one small interface, so a model runs in-process or (later) on Triton by config.
+"""Inference runners: one small interface, so a model runs in-process or on Triton by config.
 
-``OnnxRunner`` runs an ONNX file with onnxruntime on CPU: the embedded default. A Triton gRPC runner
-with the same ``infer`` signature comes with the Triton issue; callers never know which they hold.
+``OnnxRunner`` runs an ONNX file with onnxruntime on CPU: the embedded default. ``TritonRunner`` has the
+same ``infer`` signature over Triton's gRPC API; callers never know which they hold. Model classes use a
+runner through :class:`visearch.shared.model_base.InferenceModel`, which creates it with :func:`runner_for`.
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import onnxruntime as ort
 
 from visearch.shared.errors import InvalidEventError
 from visearch.shared.metrics import INFERENCE_BATCH_SIZE, INFERENCE_SECONDS
+
+if TYPE_CHECKING:
+    from visearch.shared.config import ModelSettings
+    from visearch.shared.models.registry import ModelSpec
 
 
 class InferenceRunner(Protocol):
@@ -148,7 +153,7 @@ class TritonRunner:
             infer_inputs.append(tensor)
         requested = [self._triton.InferRequestedOutput(name) for name in outputs]
 
-        def call():
+        def call() -> Any:  # tritonclient's InferResult
             return self._client.infer(
                 self.model_name,
                 infer_inputs,
@@ -178,7 +183,7 @@ class TritonRunner:
         return {name: result.as_numpy(name) for name in outputs}
 
 
-def runner_for(models, spec, folder: Path) -> InferenceRunner:
+def runner_for(models: ModelSettings, spec: ModelSpec, folder: Path) -> InferenceRunner:
     """The runner of a built model: Triton when ``models.triton_url`` is set (the model served from the
     same recipe), else onnxruntime in this process over ``folder/model.onnx``.
 

@@ -10,16 +10,22 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, MessageSizeTooLargeError, TopicAlreadyExistsError
+from kafka.producer.future import FutureRecordMetadata
 
 from visearch.shared.config import KafkaSettings
 from visearch.shared.errors import DependencyUnavailableError, InvalidEventError
 from visearch.shared.logging import get_logger
 from visearch.shared.metrics import CONSUMER_LAG, RECORDS_CONSUMED, RECORDS_PRODUCED
 from visearch.shared.transport import Message, dlq_topic, feedback_topic, topic_name
+
+if TYPE_CHECKING:
+    from visearch.shared.pipeline import Stage
 
 log = get_logger("kafka")
 
@@ -40,7 +46,7 @@ class KafkaTransport:
         self.settings = settings
         self.client_id = client_id
         self._consumers: dict[tuple[str, str], KafkaConsumer] = {}
-        self._pending = []
+        self._pending: list[FutureRecordMetadata] = []
         self._lag_recorded_at: dict[tuple[str, str], float] = {}
         try:
             self._producer = KafkaProducer(
@@ -252,7 +258,7 @@ def images_topic(settings: KafkaSettings) -> str:
     return topic_name(settings.topic_prefix, "images")
 
 
-def stage_worker_loop(stage, settings: KafkaSettings, stages: list[str]):
+def stage_worker_loop(stage: Stage, settings: KafkaSettings, stages: list[str]) -> Callable[[threading.Event], None]:
     """A ``run(stop)`` callable that consumes the stage's input topic until ``stop`` is set.
 
     It connects (retrying with backoff while the broker is unreachable), runs a StageWorker with the
@@ -266,11 +272,14 @@ def stage_worker_loop(stage, settings: KafkaSettings, stages: list[str]):
     topics = stage_topics(stages, settings.topic_prefix)[stage.name]
 
     def run(stop: threading.Event) -> None:
+        def backoff(seconds: float) -> None:  # cut short when stopped
+            stop.wait(seconds)
+
         connect = Retrying(
             retry=retry_if_exception_type((DependencyUnavailableError, KafkaError)),
             wait=wait_exponential_jitter(multiplier=settings.retry_initial_s, max=settings.retry_max_s),
             stop=lambda _s: stop.is_set(),
-            sleep=stop.wait,
+            sleep=backoff,
             reraise=True,
         )
         transport = connect(KafkaTransport, settings, f"visearch-{stage.name}")

@@ -12,6 +12,8 @@ store indexes these terms, space separated, under Milvus's ``standard`` analyzer
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import Any
 
 import Stemmer
 from bm25s.stopwords import STOPWORDS_EN
@@ -22,7 +24,7 @@ _STOP = frozenset(STOPWORDS_EN)
 _STEMMER = Stemmer.Stemmer("english")
 
 
-def document_text(fields: dict) -> str:
+def document_text(fields: Mapping[str, Any]) -> str:
     """The text BM25 indexes for one row: its title, description, tags (";" separated) and OCR text."""
     return " ".join(str(fields.get(f) or "").replace(";", " ") for f in TEXT_FIELDS)
 
@@ -30,7 +32,8 @@ def document_text(fields: dict) -> str:
 def terms(text: str) -> list[str]:
     """The BM25 terms of ``text`` in order (repeats kept: BM25 counts them), e.g. "The dogs ran" ->
     ["dog", "ran"]."""
-    return _STEMMER.stemWords([w for w in _WORD.findall(text.lower()) if w not in _STOP])
+    stems: list[str] = _STEMMER.stemWords([w for w in _WORD.findall(text.lower()) if w not in _STOP])
+    return stems
 
 
 def analysed(text: str) -> str:

@@ -11,10 +11,12 @@ import logging
 import re
 import sys
 import threading
-from typing import Any
+from collections.abc import MutableMapping
+from typing import Any, TextIO, cast
 
 import structlog
 from structlog.tracebacks import ExceptionDictTransformer
+from structlog.typing import FilteringBoundLogger
 
 _configured = False
 
@@ -87,7 +89,7 @@ def _is_protobuf(value: Any) -> bool:
     return isinstance(value, Message)
 
 
-def redact(logger: Any, method_name: str, event_dict: dict[str, Any]) -> dict[str, Any]:  # noqa: ARG001 (processor API)
+def redact(logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> dict[str, Any]:  # noqa: ARG001 (processor API)
     """structlog processor: make an event safe to write.
 
     - bytes, bytearray and memoryview values become ``"<N bytes>"`` (image bytes never reach a log line);
@@ -107,7 +109,7 @@ def redact(logger: Any, method_name: str, event_dict: dict[str, Any]) -> dict[st
     return {key: _redact_value(value, bool(_SECRET_KEY.search(key)), 0) for key, value in event_dict.items()}
 
 
-def configure_logging(service: str = "visearch", level: str = "info", stream=None) -> None:
+def configure_logging(service: str = "visearch", level: str = "info", stream: TextIO | None = None) -> None:
     """Configure structlog for JSON lines on ``stream`` (default stderr, so stdout stays for CLI output).
 
     Every event passes :func:`redact` last before rendering; exception tracebacks are rendered without
@@ -139,7 +141,7 @@ def configure_logging(service: str = "visearch", level: str = "info", stream=Non
     _configured = True
 
 
-def get_logger(name: str):
+def get_logger(name: str) -> FilteringBoundLogger:
     """A structlog logger with ``logger=name`` bound; configures defaults on first use.
 
     The logger is a lazy proxy: it follows a later :func:`configure_logging` (a module-level logger made
@@ -148,7 +150,7 @@ def get_logger(name: str):
     """
     if not _configured:
         configure_logging()
-    return _LazyLogger(name)
+    return cast(FilteringBoundLogger, _LazyLogger(name))  # a proxy of the configured (filtering) bound logger
 
 
 class _LazyLogger:
@@ -159,5 +161,5 @@ class _LazyLogger:
     def __init__(self, name: str) -> None:
         self._name = name
 
-    def __getattr__(self, attr: str):
+    def __getattr__(self, attr: str) -> Any:
         return getattr(structlog.get_logger().bind(logger=self._name), attr)

@@ -14,12 +14,13 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 from PIL import Image
-from tenacity import Retrying, retry_if_exception, wait_exponential_jitter
+from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponential_jitter
 
 from visearch.shared.config import ImageSettings
 from visearch.shared.errors import InvalidEventError, VisearchError
@@ -339,6 +340,9 @@ class StageWorker:
             DlqPolicyError: the batch would trip the DLQ policy; nothing was produced or committed.
         """
         messages = self.transport.poll(self.input_topic, self.group, self.batch_size, self.poll_timeout_s)
+        if __import__("os").environ.get("VISEARCH_MUTANT") == "read-ahead":  # MUTANT: no in-flight limit, read the backlog ahead
+            while more := self.transport.poll(self.input_topic, self.group, self.batch_size, self.poll_timeout_s):
+                messages += more
         if not messages:
             return 0, 0
         start = time.perf_counter()
@@ -355,26 +359,32 @@ class StageWorker:
             raise RuntimeError(
                 f"stage {self.stage.name} returned {len(results)} results for {len(documents)} documents"
             )
-        outputs = []
+        ok = 0
+        outputs: list[tuple[Message, bytes, dict[str, str]]] = []  # (input message, value, headers) to produce
         for message, result in zip(sources, results):
+            failure = result if isinstance(result, StageFailure) else None
             if not isinstance(result, StageFailure) and self.output_topic:
-                result = self._encode_output(message, result)
-            if isinstance(result, StageFailure):
-                dead.append((message, result.reason, result.message, result.error_type))
+                encoded = self._encode_output(message, result)
+                if isinstance(encoded, StageFailure):
+                    failure = encoded
+                else:
+                    outputs.append((message, *encoded))
+            if failure is not None:
+                dead.append((message, failure.reason, failure.message, failure.error_type))
                 log.warning(
                     "item_failed",
                     stage=self.stage.name,
-                    image_id=result.document.event.image_id,
-                    trace_id=result.document.event.trace_id,
-                    reason=result.reason,
-                    error=result.message,
+                    image_id=failure.document.event.image_id,
+                    trace_id=failure.document.event.trace_id,
+                    reason=failure.reason,
+                    error=failure.message,
                 )
             else:
-                outputs.append((message, result))
+                ok += 1
         failed_ids = {id(m) for m, *_ in dead}
         self.policy.check([id(m) in failed_ids for m in messages])
         if self.output_topic:
-            for message, (value, headers) in outputs:
+            for message, value, headers in outputs:
                 self.transport.produce(self.output_topic, message.key, value, headers)
         for message, reason, error, exc_type in dead:
             self._dead_letter(message, reason, error, exc_type)
@@ -383,12 +393,10 @@ class StageWorker:
         elapsed = time.perf_counter() - start
         STAGE_SECONDS.labels(stage=self.stage.name).observe(elapsed)
         STAGE_BATCH_SIZE.labels(stage=self.stage.name).observe(len(messages))
-        STAGE_ITEMS.labels(stage=self.stage.name, outcome="ok").inc(len(outputs))
+        STAGE_ITEMS.labels(stage=self.stage.name, outcome="ok").inc(ok)
         STAGE_ITEMS.labels(stage=self.stage.name, outcome="failed").inc(len(dead))
-        log.debug(
-            "batch_done", stage=self.stage.name, ok=len(outputs), failed=len(dead), duration_ms=round(elapsed * 1000, 2)
-        )
-        return len(outputs), len(dead)
+        log.debug("batch_done", stage=self.stage.name, ok=ok, failed=len(dead), duration_ms=round(elapsed * 1000, 2))
+        return ok, len(dead)
 
     def _encode_output(
         self, message: Message, document: events_pb2.ImageDocument
@@ -435,11 +443,15 @@ class StageWorker:
         (tenacity), so consumption pauses instead of skipping. DlqPolicyError and programming errors
         propagate: the process should stop and be looked at.
         """
+
+        def backoff(seconds: float) -> None:  # cut short when stopped
+            stop.wait(seconds)
+
         retrying = Retrying(
             retry=retry_if_exception(_is_transient),
             wait=wait_exponential_jitter(multiplier=retry_initial_s, max=retry_max_s),
             stop=lambda _state: stop.is_set(),
-            sleep=stop.wait,
+            sleep=backoff,
             before_sleep=self._before_retry,
             reraise=True,
         )
@@ -451,8 +463,10 @@ class StageWorker:
                     return
                 raise
 
-    def _before_retry(self, state) -> None:
-        exc = state.outcome.exception()
+    def _before_retry(self, state: RetryCallState) -> None:
+        outcome, action = state.outcome, state.next_action
+        assert outcome is not None and action is not None  # tenacity sets both before before_sleep
+        exc = outcome.exception()
         reason = getattr(exc, "reason", type(exc).__name__)
         STAGE_RETRIES.labels(stage=self.stage.name, reason=reason).inc()
         log.warning(
@@ -461,7 +475,7 @@ class StageWorker:
             reason=reason,
             error=str(exc),
             attempt=state.attempt_number,
-            backoff_s=round(state.next_action.sleep, 2),
+            backoff_s=round(action.sleep, 2),
         )
         try:
             self.transport.rewind_to_committed(self.input_topic, self.group)
@@ -473,7 +487,7 @@ def _is_transient(exc: BaseException) -> bool:
     return isinstance(exc, VisearchError) and not exc.permanent
 
 
-def kafka_workers(stage: Stage) -> tuple:
+def kafka_workers(stage: Stage) -> tuple[Callable[[threading.Event], None], ...]:
     """The Kafka worker loop of ``stage`` when ``VISEARCH_KAFKA_BOOTSTRAP`` is set and the stage is in
     ``VISEARCH_PIPELINE_STAGES``; else an empty tuple (the service serves its gRPC API only)."""
     from visearch.shared.config import KafkaSettings, PipelineSettings

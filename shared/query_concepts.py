@@ -66,7 +66,7 @@ import math
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -275,7 +275,7 @@ class _Phrase:
     senses: tuple[tuple[str, float], ...]
 
 
-def lexicon_strings(arrays, key: str) -> list[str]:
+def lexicon_strings(arrays: Mapping[str, np.ndarray], key: str) -> list[str]:
     """A string list of the lexicon arrays (UTF-8 bytes joined by newlines, as the build writes them)."""
     text = bytes(arrays[key]).decode("utf-8")
     return text.split("\n") if text else []
@@ -329,7 +329,7 @@ class QueryLexicon:
         self._exceptions = dict(line.split(" ", 1) for line in strings("exceptions"))
 
         ci, cs = arrays["coco_indptr"], arrays["coco_synset"]
-        self._coco_is = {}  # synset -> labels it is (a label's synsets)
+        self._coco_is: dict[int, list[int]] = {}  # synset -> labels it is (a label's synsets)
         for label in range(len(self.coco_labels)):
             for s in cs[ci[label] : ci[label + 1]].tolist():
                 self._coco_is.setdefault(s, []).append(label)
@@ -485,14 +485,18 @@ class QueryLexicon:
                 strengths.append(phrase.strength)
             for label, w in phrase.coco.items():
                 coco[label] = max(coco.get(label, 0.0), w)
-            top = np.argsort(-phrase.vector, kind="stable")[:5] if phrase.vector is not None else []
+            vector = phrase.vector
+            classes: tuple[tuple[str, float], ...] = ()
+            if vector is not None:
+                top = np.argsort(-vector, kind="stable")[:5]
+                classes = tuple((self.class_names[j], round(float(vector[j]), 4)) for j in top)
             matches.append(
                 ConceptMatch(
                     phrase=" ".join(tokens[i : i + n]),
                     lemma=lemma,
                     senses=phrase.senses,
                     strength=round(phrase.strength if phrase.vector is not None else 0.0, 4),
-                    classes=tuple((self.class_names[j], round(float(phrase.vector[j]), 4)) for j in top),
+                    classes=classes,
                     coco=self._labels(phrase.coco),
                 )
             )

@@ -6,9 +6,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from visearch.shared.config import DetectionSettings
+from visearch.v1 import common_pb2
 
 
-def select_regions(detections: Sequence, width: int, height: int, settings: DetectionSettings) -> list[int]:
+def select_regions(
+    detections: Sequence[common_pb2.Detection], width: int, height: int, settings: DetectionSettings
+) -> list[int]:
     """Indices of the detections that get a region embedding, highest score first.
 
     Args:

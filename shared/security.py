@@ -27,9 +27,10 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from prometheus_client import Counter
@@ -38,6 +39,20 @@ from visearch.shared.config import SecuritySettings
 from visearch.shared.logging import get_logger, register_secret
 
 log = get_logger("security")
+
+if TYPE_CHECKING:
+    # grpc-stubs declares the interceptor classes generic; grpc's run-time classes cannot be subscripted.
+    _ServerInterceptor = grpc.ServerInterceptor[Any, Any]
+    _UnaryUnaryClientInterceptor = grpc.UnaryUnaryClientInterceptor[Any, Any]
+    _UnaryStreamClientInterceptor = grpc.UnaryStreamClientInterceptor[Any, Any]
+    _StreamUnaryClientInterceptor = grpc.StreamUnaryClientInterceptor[Any, Any]
+    _StreamStreamClientInterceptor = grpc.StreamStreamClientInterceptor[Any, Any]
+else:
+    _ServerInterceptor = grpc.ServerInterceptor
+    _UnaryUnaryClientInterceptor = grpc.UnaryUnaryClientInterceptor
+    _UnaryStreamClientInterceptor = grpc.UnaryStreamClientInterceptor
+    _StreamUnaryClientInterceptor = grpc.StreamUnaryClientInterceptor
+    _StreamStreamClientInterceptor = grpc.StreamStreamClientInterceptor
 
 AUTH_METADATA_KEY = "authorization"
 RETRY_AFTER_KEY = "retry-after-ms"
@@ -345,7 +360,7 @@ def client_identity(context: grpc.ServicerContext, auth_id: str | None) -> str:
     return "ip:" + peer_host(context.peer() or "")
 
 
-class SecurityInterceptor(grpc.ServerInterceptor):
+class SecurityInterceptor(_ServerInterceptor):
     """Server interceptor: authenticates calls to ``auth_services`` and rate-limits calls to
     ``rate_limit_services`` (per client), before the request reaches the servicer.
 
@@ -379,41 +394,45 @@ class SecurityInterceptor(grpc.ServerInterceptor):
             return None
         return cls(tokens, limiter, _service_set(settings.auth_services), _service_set(settings.rate_limit_services))
 
-    def intercept_service(self, continuation, handler_call_details):
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = continuation(handler_call_details)
         if handler is None:
             return None
         service = service_of(handler_call_details.method)
-        needs_auth = self.tokens is not None and _applies(self.auth_services, service)
-        needs_limit = self.limiter is not None and _applies(self.limit_services, service)
-        if not (needs_auth or needs_limit):
+        tokens = self.tokens if _applies(self.auth_services, service) else None
+        limiter = self.limiter if _applies(self.limit_services, service) else None
+        if tokens is None and limiter is None:
             return handler
         metadata = handler_call_details.invocation_metadata
         method = handler_call_details.method
 
         def guard(context: grpc.ServicerContext) -> None:
             auth_id = None
-            if needs_auth:
-                decision = authenticate(metadata, self.tokens)
+            if tokens is not None:
+                decision = authenticate(metadata, tokens)
                 if not decision.ok:
                     self._refuse(context, service, method, decision.reason, "ip:" + peer_host(context.peer() or ""))
                     context.abort(grpc.StatusCode.UNAUTHENTICATED, decision.message)
                 auth_id = decision.client_id
-            if needs_limit:
+            if limiter is not None:
                 client = client_identity(context, auth_id)
-                wait_s = self.limiter.check(client)
+                wait_s = limiter.check(client)
                 if wait_s > 0:
                     self._refuse(context, service, method, "rate_limited", client)
                     context.set_trailing_metadata(((RETRY_AFTER_KEY, str(max(1, round(wait_s * 1000)))),))
                     context.abort(
                         grpc.StatusCode.RESOURCE_EXHAUSTED,
-                        f"rate limit exceeded for client {client!r}: {self.limiter.rate:g} requests/s, "
-                        f"burst {self.limiter.burst}; retry in {wait_s:.2f} s",
+                        f"rate limit exceeded for client {client!r}: {limiter.rate:g} requests/s, "
+                        f"burst {limiter.burst}; retry in {wait_s:.2f} s",
                     )
 
         return _guarded(handler, guard)
 
-    def _refuse(self, context, service: str, method: str, reason: str, client: str) -> None:
+    def _refuse(self, context: grpc.ServicerContext, service: str, method: str, reason: str, client: str) -> None:
         REJECTED.labels(grpc_service=service, reason=reason).inc()
         now = time.monotonic()
         key = (client, reason)
@@ -426,43 +445,46 @@ class SecurityInterceptor(grpc.ServerInterceptor):
             )
 
 
-def _guarded(handler: grpc.RpcMethodHandler, guard: Callable[[grpc.ServicerContext], None]) -> grpc.RpcMethodHandler:
+def _guarded(
+    handler: grpc.RpcMethodHandler[Any, Any], guard: Callable[[grpc.ServicerContext], None]
+) -> grpc.RpcMethodHandler[Any, Any]:
     """``handler`` with ``guard(context)`` run before its behaviour (any of the four call shapes)."""
     kwargs = {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}
-    if handler.unary_unary:
-        inner = handler.unary_unary
+    inner = handler.unary_unary
+    if inner:
 
-        def unary_unary(request, context):
+        def unary_unary(request: Any, context: grpc.ServicerContext) -> Any:
             guard(context)
             return inner(request, context)
 
         return grpc.unary_unary_rpc_method_handler(unary_unary, **kwargs)
-    if handler.unary_stream:
-        inner_us = handler.unary_stream
+    inner_us = handler.unary_stream
+    if inner_us:
 
-        def unary_stream(request, context):
+        def unary_stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             guard(context)
             yield from inner_us(request, context)
 
         return grpc.unary_stream_rpc_method_handler(unary_stream, **kwargs)
-    if handler.stream_unary:
-        inner_su = handler.stream_unary
+    inner_su = handler.stream_unary
+    if inner_su:
 
-        def stream_unary(request_iterator, context):
+        def stream_unary(request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Any:
             guard(context)
             return inner_su(request_iterator, context)
 
         return grpc.stream_unary_rpc_method_handler(stream_unary, **kwargs)
     inner_ss = handler.stream_stream
+    assert inner_ss is not None, "a method handler has one of the four behaviours"
 
-    def stream_stream(request_iterator, context):
+    def stream_stream(request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
         guard(context)
         yield from inner_ss(request_iterator, context)
 
     return grpc.stream_stream_rpc_method_handler(stream_stream, **kwargs)
 
 
-def server_interceptors(settings: SecuritySettings) -> list[grpc.ServerInterceptor]:
+def server_interceptors(settings: SecuritySettings) -> list[grpc.ServerInterceptor[Any, Any]]:
     """The interceptors a server installs for ``settings``: [] when auth and rate limits are off."""
     interceptor = SecurityInterceptor.from_settings(settings)
     return [interceptor] if interceptor is not None else []
@@ -481,12 +503,12 @@ class _CertificateFiles:
     def _stamps(self) -> tuple[int, ...]:
         return tuple(os.stat(p).st_mtime_ns for p in self.paths)
 
-    def configuration(self):
+    def configuration(self) -> grpc.ServerCertificateConfiguration:
         cert, key = (Path(p).read_bytes() for p in self.paths[:2])
         client_ca = Path(self.paths[2]).read_bytes() if len(self.paths) > 2 else None
         return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=client_ca)
 
-    def fetch(self):
+    def fetch(self) -> grpc.ServerCertificateConfiguration | None:
         """Called by gRPC before each new handshake: a new configuration when a file changed, else None."""
         try:
             stamps = self._stamps()
@@ -515,7 +537,10 @@ def server_credentials(settings: SecuritySettings) -> grpc.ServerCredentials | N
         return None
     files = _CertificateFiles(settings)
     return grpc.dynamic_ssl_server_credentials(
-        files.configuration(), files.fetch, require_client_authentication=settings.mtls_enabled
+        files.configuration(),
+        # grpc-stubs types the fetcher's result without None, which grpc documents as "no change".
+        files.fetch,  # type: ignore[arg-type]
+        require_client_authentication=settings.mtls_enabled,
     )
 
 
@@ -559,10 +584,10 @@ class _CallDetails(
 
 
 class ClientDefaults(
-    grpc.UnaryUnaryClientInterceptor,
-    grpc.UnaryStreamClientInterceptor,
-    grpc.StreamUnaryClientInterceptor,
-    grpc.StreamStreamClientInterceptor,
+    _UnaryUnaryClientInterceptor,
+    _UnaryStreamClientInterceptor,
+    _StreamUnaryClientInterceptor,
+    _StreamStreamClientInterceptor,
 ):
     """Client interceptor: gives every call a deadline (``timeout_s`` when the caller set none) and adds
     ``metadata`` entries whose keys the call does not already carry (e.g. the bearer token).
@@ -590,14 +615,34 @@ class ClientDefaults(
             getattr(details, "compression", None),
         )
 
-    def intercept_unary_unary(self, continuation, client_call_details, request):
+    def intercept_unary_unary(
+        self,
+        continuation: Callable[[grpc.ClientCallDetails, Any], grpc.CallFuture[Any]],
+        client_call_details: grpc.ClientCallDetails,
+        request: Any,
+    ) -> grpc.CallFuture[Any]:
         return continuation(self._details(client_call_details), request)
 
-    def intercept_unary_stream(self, continuation, client_call_details, request):
+    def intercept_unary_stream(
+        self,
+        continuation: Callable[[grpc.ClientCallDetails, Any], grpc.CallIterator[Any]],
+        client_call_details: grpc.ClientCallDetails,
+        request: Any,
+    ) -> grpc.CallIterator[Any]:
         return continuation(self._details(client_call_details), request)
 
-    def intercept_stream_unary(self, continuation, client_call_details, request_iterator):
+    def intercept_stream_unary(
+        self,
+        continuation: Callable[[grpc.ClientCallDetails, Any], grpc.CallFuture[Any]],
+        client_call_details: grpc.ClientCallDetails,
+        request_iterator: Iterator[Any],
+    ) -> grpc.CallFuture[Any]:
         return continuation(self._details(client_call_details), request_iterator)
 
-    def intercept_stream_stream(self, continuation, client_call_details, request_iterator):
+    def intercept_stream_stream(
+        self,
+        continuation: Callable[[grpc.ClientCallDetails, Any], grpc.CallIterator[Any]],
+        client_call_details: grpc.ClientCallDetails,
+        request_iterator: Iterator[Any],
+    ) -> grpc.CallIterator[Any]:
         return continuation(self._details(client_call_details), request_iterator)

@@ -30,12 +30,15 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
 
 import numpy as np
-from pymilvus import DataType, Function, FunctionType, MilvusClient
+import numpy.typing as npt
+from pymilvus import CollectionSchema, DataType, Function, FunctionType, MilvusClient
 from pymilvus.exceptions import MilvusException
+from pymilvus.milvus_client.index import IndexParams
 
 from visearch.shared.config import StoreSettings
 from visearch.shared.errors import ConfigError, DependencyUnavailableError, SchemaMismatchError
@@ -44,6 +47,7 @@ from visearch.shared.logging import get_logger
 from visearch.shared.metrics import MILVUS_SECONDS
 
 log = get_logger("store")
+_T = TypeVar("_T")
 _SERVER_SCHEMES = ("http://", "https://", "tcp://", "grpc://")  # anything else is a Milvus Lite file
 _INDEX_WAIT_S = 10.0  # how long a starting service waits for a concurrent creator to build the vector index
 # Milvus Lite has no MVCC timestamps: its query iterator warns on every use that it uses the client's clock.
@@ -143,7 +147,7 @@ class IndexRow:
         """Deterministic primary key ``<tenant>/<image_id>``."""
         return primary_key(self.tenant, self.image_id)
 
-    def fields(self) -> dict:
+    def fields(self) -> dict[str, Any]:
         """Scalar fields as stored (strings truncated to their column width)."""
         return {
             "image_id": self.image_id[: _VARCHAR["image_id"]],
@@ -189,7 +193,7 @@ class StoredHit:
 
     image_id: str
     score: float
-    fields: dict = field(default_factory=dict)
+    fields: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -257,7 +261,7 @@ def supports_unified(server_version: str) -> bool:
     if lite:
         return int(lite.group(1)) >= 3
     found = re.search(r"(\d+)\.(\d+)", server_version)
-    return bool(found) and (int(found.group(1)), int(found.group(2))) >= (2, 5)
+    return found is not None and (int(found.group(1)), int(found.group(2))) >= (2, 5)
 
 
 class MilvusStore:
@@ -347,7 +351,7 @@ class MilvusStore:
         """The pymilvus client, for admin tools (``visearch store migrate``); not thread-safe on Milvus Lite."""
         return self._client
 
-    def _call(self, operation: str, fn, *args, **kwargs):
+    def _call(self, operation: str, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         start = time.perf_counter()
         try:
             with self._lock:
@@ -386,7 +390,7 @@ class MilvusStore:
         self._index_types[space] = str(described.get("index_type", "AUTOINDEX"))
 
     @staticmethod
-    def _add_scalar_fields(schema) -> None:
+    def _add_scalar_fields(schema: CollectionSchema) -> None:
         for name_, length in _VARCHAR.items():
             if name_ != "pk":
                 schema.add_field(name_, DataType.VARCHAR, max_length=length)
@@ -501,7 +505,7 @@ class MilvusStore:
                 return
             time.sleep(0.5)
 
-    def _index_params(self, vector_fields: Sequence[str], bm25: bool = False):
+    def _index_params(self, vector_fields: Sequence[str], bm25: bool = False) -> IndexParams:
         """The indexes this version builds: cosine ``index_type`` (with its build parameters) on each vector
         field, and the BM25 inverted index on the sparse field (k1 1.5, b 0.75: bm25s's defaults)."""
         kind = self.settings.index_type
@@ -521,7 +525,7 @@ class MilvusStore:
             )
         return index
 
-    def search_params(self, space: str, top_k: int, offset: int = 0) -> dict:
+    def search_params(self, space: str, top_k: int, offset: int = 0) -> dict[str, Any]:
         """Milvus search parameters for ``space``: cosine metric, ``offset``, and the recall knob of the
         collection's index (HNSW ``ef`` = max(search_ef, offset + top_k), as Milvus requires ef >= k;
         IVF ``nprobe``); none for FLAT and AUTOINDEX."""
@@ -541,8 +545,8 @@ class MilvusStore:
         return " and has_colour == true" if self.full_text and space == "colour" else ""
 
     def item_row(
-        self, fields: dict, image: Sequence[float], joint: Sequence[float], colour: Sequence[float] | None
-    ) -> dict:
+        self, fields: dict[str, Any], image: npt.ArrayLike, joint: npt.ArrayLike, colour: npt.ArrayLike | None
+    ) -> dict[str, Any]:
         """A unified-layout row: stored scalar ``fields`` (with ``pk``), the three vectors and the BM25 text."""
         text = analysed(document_text(fields))
         if len(text.encode()) > _BM25_TEXT_BYTES:  # Milvus counts bytes: cut there, then drop the cut term
@@ -604,7 +608,7 @@ class MilvusStore:
             self._call("upsert", self._client.upsert, collection_name=self.collections["region"], data=regions)
         return len(rows)
 
-    def upsert_items(self, data: list[dict]) -> None:
+    def upsert_items(self, data: list[dict[str, Any]]) -> None:
         """Write unified-layout rows as built by :meth:`item_row` (the migration's writes, which keep each row's
         ``updated_ms``)."""
         if data:
@@ -624,7 +628,9 @@ class MilvusStore:
                 self._call("delete", self._client.delete, collection_name=name, filter=f"pk in {literal(pks)}")
             self._delete_regions(tenant, image_ids)
 
-    def _vector_rows(self, space: str, expr: str, output_fields: Sequence[str], consistency: str) -> list[dict]:
+    def _vector_rows(
+        self, space: str, expr: str, output_fields: Sequence[str], consistency: str
+    ) -> list[dict[str, Any]]:
         """Rows of ``space`` matching ``expr`` with their ``space`` vector as ``vector`` (float32)."""
         field_name = self.vector_fields[space]
         rows = self._call(
@@ -642,7 +648,7 @@ class MilvusStore:
             found.append(row)
         return found
 
-    def get(self, tenant: str, image_id: str, space: str = "image") -> dict | None:
+    def get(self, tenant: str, image_id: str, space: str = "image") -> dict[str, Any] | None:
         """The stored row (scalar fields and ``vector``) of one image in ``space`` (image, joint, colour), or None."""
         rows = self._vector_rows(space, f"pk == {literal(primary_key(tenant, image_id))}", OUTPUT_FIELDS, "Strong")
         if rows:
@@ -732,7 +738,7 @@ class MilvusStore:
             )
         return [StoredHit(image_id=r["image_id"], score=0.0, fields=dict(r)) for r in rows]
 
-    def text_rows(self, tenant: str, batch_size: int = 1000) -> Iterable[dict]:
+    def text_rows(self, tenant: str, batch_size: int = 1000) -> Iterable[dict[str, Any]]:
         """Every row of ``tenant`` with its text fields (image_id, title, description, tags, ocr_text),
         read page by page with a query iterator (for the in-process BM25 index of the per_space layout)."""
         iterator = self._call(
@@ -813,7 +819,7 @@ class MilvusStore:
             )
         return scores
 
-    def regions(self, tenant: str, image_id: str) -> list[dict]:
+    def regions(self, tenant: str, image_id: str) -> list[dict[str, Any]]:
         """The stored regions of one image (fields, ``vector``, ``box`` as a list), by region index."""
         rows = self._call(
             "query",
@@ -825,7 +831,7 @@ class MilvusStore:
         )
         return sorted((_region_fields(dict(r)) for r in rows), key=lambda r: r["region_index"])
 
-    def update_attributes(self, tenant: str, image_id: str, changes: dict) -> bool:
+    def update_attributes(self, tenant: str, image_id: str, changes: dict[str, Any]) -> bool:
         """Rewrite the scalar ``changes`` (e.g. in_stock, price) of one image, keeping its vectors: one row (three
         per_space) plus its regions; changed text reaches keyword search at once. Returns False when the image
         is not indexed.
@@ -989,11 +995,12 @@ def _with_image_id(fields: Sequence[str]) -> list[str]:
     return ["image_id", *(f for f in fields if f != "image_id")]
 
 
-def _floats(vector: np.ndarray) -> list[float]:
-    return np.asarray(vector, dtype=np.float32).tolist()
+def _floats(vector: npt.ArrayLike) -> list[float]:
+    floats: list[float] = np.asarray(vector, dtype=np.float32).tolist()
+    return floats
 
 
-def _with_vectors(fields: dict, spaces: Sequence[str]) -> dict:
+def _with_vectors(fields: dict[str, Any], spaces: Sequence[str]) -> dict[str, Any]:
     """Move the row's vectors of ``spaces`` to ``<space>_vector`` (float32; None for no colour)."""
     for space in spaces:
         vector = fields.pop(space)
@@ -1002,7 +1009,7 @@ def _with_vectors(fields: dict, spaces: Sequence[str]) -> dict:
     return fields
 
 
-def _region_fields(fields: dict) -> dict:
+def _region_fields(fields: dict[str, Any]) -> dict[str, Any]:
     if isinstance(fields.get("box"), str):
         fields["box"] = json.loads(fields["box"])
     return fields

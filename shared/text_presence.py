@@ -34,7 +34,9 @@ def text_lines(image: Image.Image) -> int:
     grey = image.convert("L")
     scale = WORK_SIDE / max(grey.size)
     if scale < 1:
-        grey = grey.resize((max(1, round(grey.width * scale)), max(1, round(grey.height * scale))), Image.BILINEAR)
+        grey = grey.resize(
+            (max(1, round(grey.width * scale)), max(1, round(grey.height * scale))), Image.Resampling.BILINEAR
+        )
     pixels = np.asarray(grey)
     if min(pixels.shape) < 2 * MIN_LINE_HEIGHT:
         return 0

@@ -50,11 +50,13 @@ def stage_topics(stages: list[str], prefix: str = "visearch") -> dict[str, Stage
     chain = [s for s in STAGE_ORDER if s in stages]
     if not chain or chain[-1] != "indexer":
         raise ValueError("the pipeline must end with the indexer stage")
-    topics, current = {}, topic_name(prefix, "images")
+    topics: dict[str, StageTopics] = {}
+    current = topic_name(prefix, "images")
     for stage in chain:
         output = topic_name(prefix, STAGE_OUTPUT[stage]) if stage != "indexer" else None
         topics[stage] = StageTopics(current, output)
-        current = output
+        if output is not None:  # None only for the indexer, the last stage
+            current = output
     return topics
 
 

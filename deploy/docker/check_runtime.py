@@ -58,7 +58,9 @@ def offending_modules() -> list[str]:
     return sorted(
         name
         for name in sys.modules
-        if name.split(".")[0] in BUILD_ONLY_MODULES or name == "visearch.offline" or name.startswith("visearch.offline.")
+        if name.split(".")[0] in BUILD_ONLY_MODULES
+        or name == "visearch.offline"
+        or name.startswith("visearch.offline.")
     )
 
 

@@ -13,6 +13,7 @@ their objects come only from a detector or from visual neighbours).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -40,13 +41,13 @@ class ClassObjects:
     def __init__(self, labels: list[str], members: np.ndarray, min_score: float = MIN_OBJECT_SCORE) -> None:
         if members.ndim != 2 or members.shape[1] != len(labels):
             raise ValueError(f"members must be [classes, {len(labels)}], got {members.shape}")
-        keep = members.any(axis=0)  # labels with no class below them can never score
+        keep = np.asarray(members.any(axis=0))  # labels with no class below them can never score
         self.labels = [label for label, k in zip(labels, keep) if k]
         self.members = members[:, keep].astype(np.float32)
         self.min_score = min_score
 
     @classmethod
-    def from_arrays(cls, arrays, min_score: float = MIN_OBJECT_SCORE) -> ClassObjects:
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray], min_score: float = MIN_OBJECT_SCORE) -> ClassObjects:
         """From the ``lexicon.npz`` arrays: ``coco_labels``, ``coco_indptr``/``coco_synset`` (each label's
         synsets) and ``group_indptr``/``group_class`` (the classes below each synset), ``class_names``."""
         labels = lexicon_strings(arrays, "coco_labels")

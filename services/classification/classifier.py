@@ -9,6 +9,7 @@ colours and a colour descriptor for colour search, a moderation verdict and a pe
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image
@@ -127,13 +128,16 @@ class Classifier:
         parts = DEFAULT_PARTS if parts is None else parts
         if "class_objects" in parts and self.class_objects is None:
             raise ValueError("the class_objects part needs the classifier's ClassObjects (the WordNet lexicon build)")
-        if images is None and (parts - PIXEL_FREE_PARTS or probs is None or joint is None):
-            raise ValueError(f"parts {sorted(parts - PIXEL_FREE_PARTS)} need the images (or give probs and joint)")
-        count = len(images) if images is not None else len(probs)
+        if images is None:
+            if parts - PIXEL_FREE_PARTS or probs is None or joint is None:
+                raise ValueError(f"parts {sorted(parts - PIXEL_FREE_PARTS)} need the images (or give probs and joint)")
+            count = len(probs)
+        else:
+            count = len(images)
         detections = detections or [[] for _ in range(count)]
         text_lines = text_lines or [[] for _ in range(count)]
         if probs is None or joint is None:
-            emb = self.embedder.embed_images(list(images))
+            emb = self.embedder.embed_images(list(_with_pixels(images)))
             probs, encoder_vectors = emb.probs, emb.raw if encoder_vectors is None else encoder_vectors
             joint = self.embedder.contextualise(
                 emb.joint,
@@ -143,18 +147,22 @@ class Classifier:
         head_attributes: list[list[tuple[str, str, float]]] = [[] for _ in range(count)]
         if self.head is not None and "catalogue_head" in parts:
             if encoder_vectors is None:
-                encoder_vectors = self.embedder.image.encode(list(images))[0]
+                encoder_vectors = self.embedder.image.encode(list(_with_pixels(images)))[0]
             head_attributes = self.head.attributes(encoder_vectors, self.settings.head_tag_min_score)
-        moderation = self.moderation.predict(list(images)) if "moderation" in parts else None
+        moderation = self.moderation.predict(list(_with_pixels(images))) if "moderation" in parts else None
         safe = self.moderation.is_safe(moderation) if moderation is not None else None
         concepts = self.concepts.tag(np.asarray(joint, dtype=np.float32)) if "concepts" in parts else [[]] * count
-        class_objects = self.class_objects.tags(probs) if "class_objects" in parts else [[]] * count
+        class_objects = (
+            self.class_objects.tags(probs)
+            if "class_objects" in parts and self.class_objects is not None
+            else [[]] * count
+        )
         results = []
         for i in range(count):
             image = images[i] if images is not None else None
             out = common_pb2.Classification(model=self.model_name)
             if "phash" in parts:
-                out.phash = perceptual_hash(image)
+                out.phash = perceptual_hash(_with_pixels(image))
             for node in self.taxonomy.classify(probs[i]) if "taxonomy" in parts else []:
                 out.taxonomy.add(id=node.id, name=node.name, depth=node.depth, score=node.score)
                 out.attributes.add(name="category", value=node.name, score=node.score)
@@ -165,16 +173,16 @@ class Classifier:
                 best[d.label] = max(best.get(d.label, 0.0), d.score)
             out.attributes.extend(common_pb2.Attribute(name="object", value=k, score=v) for k, v in best.items())
             if "colours" in parts:
-                for colour in dominant_colours(image, self.settings.colours):
+                for colour in dominant_colours(_with_pixels(image), self.settings.colours):
                     out.colours.add(name=colour.name, hex=colour.hex, fraction=colour.fraction)
                     out.attributes.add(name="colour", value=colour.name, score=colour.fraction)
-                out.colour_descriptor.values[:] = colour_descriptor(image)
+                out.colour_descriptor.values[:] = colour_descriptor(_with_pixels(image))
             out.attributes.extend(common_pb2.Attribute(name="concept", value=c, score=s) for c, s in concepts[i])
             out.attributes.extend(common_pb2.Attribute(name=n, value=v, score=s) for n, v, s in head_attributes[i])
             if "quality" in parts:
-                for name, (value, score) in quality_attributes(image, len(text_lines[i])).items():
+                for name, (value, score) in quality_attributes(_with_pixels(image), len(text_lines[i])).items():
                     out.attributes.add(name=name, value=value, score=score)
-            if moderation is not None:
+            if moderation is not None and safe is not None:
                 unsafe = float(sum(moderation[i][MODERATION_CLASSES.index(c)] for c in ("porn", "hentai", "sexy")))
                 out.moderation.safe = bool(safe[i])
                 out.moderation.scores.extend(
@@ -183,3 +191,13 @@ class Classifier:
                 out.attributes.add(name="moderation", value="safe" if safe[i] else "unsafe", score=unsafe)
             results.append(out)
         return results
+
+
+_T = TypeVar("_T")
+
+
+def _with_pixels(images: _T | None) -> _T:
+    """The images (or one image) of a part that needs pixels: :meth:`Classifier.classify` refused a request
+    without images that asks for such a part."""
+    assert images is not None, "a part that needs pixels, without images"
+    return images

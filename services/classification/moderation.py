@@ -4,7 +4,7 @@ Model: npm ``nsfwjs`` 4.4.0 (MIT, Infinite Red), its default "MobileNetV2" Keras
 Sandler et al. 2018, fine-tuned on the nsfw_data_scraper categories), a TF.js layers model whose
 weights the package embeds base64-encoded in JS files. ``visearch models build`` decodes it, loads it with
 the tensorflowjs converter's Keras loader and converts it to ONNX with tf2onnx
-(``shared/models/build_tfjs.py``).
+(``visearch/offline/models/build_tfjs.py``).
 
 Preprocessing is nsfwjs's own (``NSFWJS.infer`` in ``dist/esm/core.js``): pixels / 255, then a bilinear
 resize to 224 x 224 with ``alignCorners = true`` (the whole image, stretched: no crop, no padding).
@@ -12,11 +12,15 @@ resize to 224 x 224 with ``alignCorners = true`` (the whole image, stretched: no
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 from PIL import Image
 
 from visearch.shared.config import ClassificationSettings, ModelSettings
-from visearch.shared.inference import InferenceRunner, runner_for
+from visearch.shared.inference import InferenceRunner
+from visearch.shared.model_base import Batch, InferenceModel
 from visearch.shared.models.registry import MODERATION_MODEL
 
 MODERATION_CLASSES = ("drawing", "hentai", "neutral", "porn", "sexy")
@@ -53,23 +57,31 @@ def preprocess_moderation(img: Image.Image) -> np.ndarray:
     return resize_bilinear_align_corners(rgb, INPUT_SIZE)
 
 
-class ModerationModel:
-    """nsfwjs MobileNetV2 behind an :class:`InferenceRunner`.
+class ModerationModel(InferenceModel[Image.Image, np.ndarray]):
+    """nsfwjs MobileNetV2: decoded RGB images of any size -> probabilities of :data:`MODERATION_CLASSES`.
 
     Args:
         runner: runs the ONNX model: input ``images`` float32 ``[N, 224, 224, 3]`` (RGB 0..1), output
             ``probabilities`` float32 ``[N, 5]`` (softmax, :data:`MODERATION_CLASSES` order).
+            None: loaded from ``models`` (see :class:`~visearch.shared.model_base.InferenceModel`).
         settings: ``moderation_unsafe_threshold`` is used by :meth:`is_safe`.
         batch_size: images per inference call.
+        models: where the runner is loaded from when ``runner`` is None (default ``ModelSettings()``).
     """
 
+    spec = MODERATION_MODEL
+    outputs = (OUTPUT_NAME,)
+
     def __init__(
-        self, runner: InferenceRunner, settings: ClassificationSettings | None = None, batch_size: int = 16
+        self,
+        runner: InferenceRunner | None,
+        settings: ClassificationSettings | None = None,
+        batch_size: int = 16,
+        *,
+        models: ModelSettings | None = None,
     ) -> None:
-        self.runner = runner
+        super().__init__(runner, models=models, batch_size=batch_size)
         self.settings = settings or ClassificationSettings()
-        self.batch_size = batch_size
-        self.model_name = f"{MODERATION_MODEL.name}@{MODERATION_MODEL.key}"
 
     @classmethod
     def from_cache(
@@ -82,8 +94,9 @@ class ModerationModel:
             DependencyUnavailableError: Triton is configured but not reachable or the model not ready.
         """
         models = models or ModelSettings()
-        folder = MODERATION_MODEL.locate(models.cache_dir)
-        return cls(runner_for(models, MODERATION_MODEL, folder), settings, models.image_batch_size)
+        model = cls(None, settings, models.image_batch_size, models=models)
+        model.load()
+        return model
 
     def predict(self, images: list[Image.Image]) -> np.ndarray:
         """Class probabilities of decoded RGB images (any size): float32 ``[N, 5]``, rows sum to 1
@@ -93,11 +106,16 @@ class ModerationModel:
             InvalidEventError: (reason ``model_input_mismatch``) the served model's inputs differ.
             DependencyUnavailableError: Triton did not answer (Triton runner only).
         """
-        out = [np.zeros((0, len(MODERATION_CLASSES)), dtype=np.float32)]
-        for start in range(0, len(images), self.batch_size):
-            batch = np.stack([preprocess_moderation(img) for img in images[start : start + self.batch_size]])
-            out.append(self.runner.infer({INPUT_NAME: batch}, [OUTPUT_NAME])[OUTPUT_NAME].astype(np.float32))
-        return np.concatenate(out)
+        empty = np.zeros((0, len(MODERATION_CLASSES)), dtype=np.float32)
+        return np.concatenate([empty, *self.predict_batches(images)])
+
+    def preprocess(self, items: Sequence[Image.Image], **options: Any) -> Batch:
+        """nsfwjs inputs ``[N, 224, 224, 3]`` (see :func:`preprocess_moderation`)."""
+        return Batch({INPUT_NAME: np.stack([preprocess_moderation(img) for img in items])})
+
+    def postprocess(self, outputs: dict[str, np.ndarray], batch: Batch) -> np.ndarray:
+        """float32 ``[N, 5]`` probabilities."""
+        return outputs[OUTPUT_NAME].astype(np.float32)
 
     def unsafe_scores(self, probs: np.ndarray) -> np.ndarray:
         """P(porn) + P(hentai) + P(sexy) of each row of ``probs`` ``[N, 5]``: float32 ``[N]`` in 0..1."""

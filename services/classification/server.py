@@ -8,6 +8,7 @@ configured, consumes the OCR topic as the chain's classification stage.
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 from visearch.services.classification.classifier import Classifier
 from visearch.services.classification.service import SERVICE_NAME, ClassificationService, ClassificationStage
@@ -17,7 +18,7 @@ from visearch.shared.logging import configure_logging
 from visearch.v1 import classification_pb2_grpc, detection_pb2_grpc, ocr_pb2_grpc
 
 
-def main(settings: ServiceSettings | None = None, **serve_kwargs) -> int:
+def main(settings: ServiceSettings | None = None, **serve_kwargs: Any) -> int:
     """Load the models, then serve until SIGTERM. Settings from VISEARCH_* variables. Returns the exit code."""
     settings = settings or ServiceSettings()
     configure_logging("classification", settings.log_level)

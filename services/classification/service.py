@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import grpc
 import numpy as np
+from google.protobuf.message import Message
+from PIL import Image
 
 from visearch.services.classification.classifier import DEFAULT_PARTS, PIXEL_FREE_PARTS, Classifier
 from visearch.shared.config import ImageSettings
 from visearch.shared.encoders import TEXT_DIM
 from visearch.shared.errors import InvalidEventError
-from visearch.shared.grpcutil import error_from_rpc, rpc_method
+from visearch.shared.grpcutil import InProcessStub, error_from_rpc, rpc_method
 from visearch.shared.images import decode_request_images
 from visearch.shared.pipeline import ImageStage
-from visearch.v1 import classification_pb2, classification_pb2_grpc, detection_pb2, ocr_pb2
+from visearch.v1 import (
+    classification_pb2,
+    classification_pb2_grpc,
+    detection_pb2,
+    detection_pb2_grpc,
+    events_pb2,
+    ocr_pb2,
+    ocr_pb2_grpc,
+)
 
 SERVICE_NAME = "visearch.v1.ClassificationService"
 MAX_IMAGES_PER_REQUEST = 16
@@ -30,8 +41,8 @@ class ClassificationService(classification_pb2_grpc.ClassificationServiceService
         self,
         classifier: Classifier,
         image_settings: ImageSettings | None = None,
-        detection=None,
-        ocr=None,
+        detection: detection_pb2_grpc.DetectionServiceStub | InProcessStub | None = None,
+        ocr: ocr_pb2_grpc.OcrServiceStub | InProcessStub | None = None,
         deadline_s: float = 10.0,
     ) -> None:
         self.classifier = classifier
@@ -40,7 +51,9 @@ class ClassificationService(classification_pb2_grpc.ClassificationServiceService
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="classify-deps")
 
     @rpc_method(SERVICE_NAME)
-    def Classify(self, request: classification_pb2.ClassifyRequest, context) -> classification_pb2.ClassifyResponse:  # noqa: N802
+    def Classify(
+        self, request: classification_pb2.ClassifyRequest, context: grpc.ServicerContext | None
+    ) -> classification_pb2.ClassifyResponse:  # noqa: N802
         """Taxonomy, attributes, colours and moderation of each image (only ``parts``, when given).
 
         With ``precomputed`` (the embedding service's class probabilities and joint vector per image) the
@@ -108,7 +121,8 @@ class ClassificationService(classification_pb2_grpc.ClassificationServiceService
                 result.ocr_text = text.text
         return classification_pb2.ClassifyResponse(results=results)
 
-    def _call(self, stub, method: str, request):
+    def _call(self, stub: object | None, method: str, request: Message) -> Any:
+        """``stub.method(request)`` with the deadline (None without a stub); a failed RPC becomes its VisearchError."""
         if stub is None:
             return None
         try:
@@ -127,7 +141,9 @@ class ClassificationStage(ImageStage):
         super().__init__(image_settings)
         self.classifier = classifier
 
-    def process_images(self, documents, images, encoded) -> None:  # noqa: D102
+    def process_images(
+        self, documents: list[events_pb2.ImageDocument], images: list[Image.Image], encoded: list[bytes]
+    ) -> None:  # noqa: D102
         embedder = self.classifier.embedder
         have = all(d.embeddings.class_probs.values and d.embeddings.joint.values for d in documents)
         encoder_vectors = None  # the catalogue head's input: unprojected encoder vectors

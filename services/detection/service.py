@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import grpc
+from PIL import Image
+
 from visearch.services.detection.detector import Detection, Detector
 from visearch.shared.config import ImageSettings
 from visearch.shared.grpcutil import rpc_method
 from visearch.shared.images import decode_request_images
 from visearch.shared.pipeline import ImageStage
-from visearch.v1 import common_pb2, detection_pb2, detection_pb2_grpc
+from visearch.v1 import common_pb2, detection_pb2, detection_pb2_grpc, events_pb2
 
 SERVICE_NAME = "visearch.v1.DetectionService"
 MAX_IMAGES_PER_REQUEST = 32
@@ -29,7 +32,9 @@ class DetectionService(detection_pb2_grpc.DetectionServiceServicer):
         self.image_settings = image_settings or ImageSettings()
 
     @rpc_method(SERVICE_NAME)
-    def Detect(self, request: detection_pb2.DetectRequest, context) -> detection_pb2.DetectResponse:  # noqa: N802
+    def Detect(
+        self, request: detection_pb2.DetectRequest, context: grpc.ServicerContext | None
+    ) -> detection_pb2.DetectResponse:  # noqa: N802
         """Objects in each image, highest score first, at or above ``min_score`` (0: the configured threshold)."""
         images = decode_request_images(request.images, self.image_settings, MAX_IMAGES_PER_REQUEST)
         response = detection_pb2.DetectResponse(model=self.detector.model_name)
@@ -51,7 +56,9 @@ class DetectionStage(ImageStage):
         super().__init__(image_settings)
         self.detector = detector
 
-    def process_images(self, documents, images, encoded) -> None:  # noqa: D102
+    def process_images(
+        self, documents: list[events_pb2.ImageDocument], images: list[Image.Image], encoded: list[bytes]
+    ) -> None:  # noqa: D102
         for doc, found in zip(documents, self.detector.detect(images)):
             del doc.detections[:]
             doc.detections.extend(detection_message(d) for d in found)

@@ -7,6 +7,7 @@ in ``VISEARCH_PIPELINE_STAGES``, consumes its input topic as the pipeline's embe
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 from visearch.services.embedding.service import SERVICE_NAME, EmbeddingService, EmbeddingStage
 from visearch.shared.config import ConseSettings, DetectionSettings, ImageSettings, ModelSettings, ServiceSettings
@@ -16,7 +17,7 @@ from visearch.shared.logging import configure_logging
 from visearch.v1 import embedding_pb2_grpc
 
 
-def main(settings: ServiceSettings | None = None, **serve_kwargs) -> int:
+def main(settings: ServiceSettings | None = None, **serve_kwargs: Any) -> int:
     """Load the models, then serve until SIGTERM. Settings from VISEARCH_* variables. Returns the exit code."""
     settings = settings or ServiceSettings()
     configure_logging("embedding", settings.log_level)

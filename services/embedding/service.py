@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 
+import grpc
+from PIL import Image
+
 from visearch.shared.config import DetectionSettings, ImageSettings
 from visearch.shared.encoders import Embedder
 from visearch.shared.errors import InvalidEventError
@@ -30,7 +33,9 @@ class EmbeddingService(embedding_pb2_grpc.EmbeddingServiceServicer):
         self.image_settings = image_settings or ImageSettings()
 
     @rpc_method(SERVICE_NAME)
-    def EmbedImage(self, request: embedding_pb2.EmbedImageRequest, context) -> embedding_pb2.EmbedImageResponse:  # noqa: N802
+    def EmbedImage(
+        self, request: embedding_pb2.EmbedImageRequest, context: grpc.ServicerContext | None
+    ) -> embedding_pb2.EmbedImageResponse:  # noqa: N802
         """Embed each image (or its box in ``crops``); ``class_probs`` also returns the ImageNet probabilities.
 
         Raises INVALID_ARGUMENT naming the index of a bad image or box, or when ``crops`` is neither empty
@@ -70,7 +75,9 @@ class EmbeddingService(embedding_pb2_grpc.EmbeddingServiceServicer):
         return response
 
     @rpc_method(SERVICE_NAME)
-    def EmbedRegions(self, request: embedding_pb2.EmbedRegionsRequest, context) -> embedding_pb2.EmbedRegionsResponse:  # noqa: N802
+    def EmbedRegions(
+        self, request: embedding_pb2.EmbedRegionsRequest, context: grpc.ServicerContext | None
+    ) -> embedding_pb2.EmbedRegionsResponse:  # noqa: N802
         """Embed boxes of one image (each cropped, clipped to the image) into the global image space."""
         if not request.boxes:
             raise InvalidEventError("EmbedRegions needs at least one box", reason="empty_request")
@@ -84,7 +91,9 @@ class EmbeddingService(embedding_pb2_grpc.EmbeddingServiceServicer):
         )
 
     @rpc_method(SERVICE_NAME)
-    def EmbedText(self, request: embedding_pb2.EmbedTextRequest, context) -> embedding_pb2.EmbedTextResponse:  # noqa: N802
+    def EmbedText(
+        self, request: embedding_pb2.EmbedTextRequest, context: grpc.ServicerContext | None
+    ) -> embedding_pb2.EmbedTextResponse:  # noqa: N802
         """Embed each text into the joint space (384-d, unit norm); with ``as_query``, as a search query (joint
         vector reduced for hubness, image-space vector, concepts: see ``Embedder.embed_queries``)."""
         if not request.texts:
@@ -130,7 +139,9 @@ class EmbeddingStage(ImageStage):
         self.top_classes = top_classes
         self.detection_settings = detection_settings or DetectionSettings()
 
-    def process_images(self, documents, images, encoded) -> None:  # noqa: D102
+    def process_images(
+        self, documents: list[events_pb2.ImageDocument], images: list[Image.Image], encoded: list[bytes]
+    ) -> None:  # noqa: D102
         crops, owners = [], []  # region crops of every document, embedded in the same batches
         for doc, image, data in zip(documents, images, encoded):
             doc.info.CopyFrom(

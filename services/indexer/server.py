@@ -7,6 +7,7 @@ offsets are committed only after the Milvus write returned.
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 from visearch.services.indexer.stage import IndexerStage
 from visearch.shared.config import KafkaSettings, PipelineSettings, ServiceSettings, StoreSettings
@@ -16,7 +17,7 @@ from visearch.shared.metrics import start_metrics_server
 from visearch.shared.store import MilvusStore
 
 
-def main(settings: ServiceSettings | None = None, **serve_kwargs) -> int:
+def main(settings: ServiceSettings | None = None, **serve_kwargs: Any) -> int:
     """Connect to Milvus and Kafka, then index until SIGTERM. Returns the exit code.
 
     Raises:

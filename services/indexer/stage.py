@@ -7,6 +7,8 @@ commit and the batch is redelivered once Milvus is back.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from visearch.shared.duplicates import NEAR_DUPLICATE_MAX_DISTANCE as DUPLICATE_MAX_DISTANCE
@@ -137,7 +139,7 @@ class IndexerStage(Stage):
     def _update_attributes(self, doc: events_pb2.ImageDocument, tenant: str) -> None:
         """Rewrite the stored rows with the event's catalogue fields, keeping their vectors."""
         event, product = doc.event, doc.event.product
-        changes = {"price": product.price, "in_stock": product.in_stock}
+        changes: dict[str, Any] = {"price": product.price, "in_stock": product.in_stock}
         for name in ("title", "category", "brand", "description"):
             if getattr(product, name):
                 changes[name] = getattr(product, name)

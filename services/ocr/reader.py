@@ -3,8 +3,10 @@
 Models: PaddleOCR's PP-OCR (Du et al. 2020, "PP-OCR: A Practical Ultra Lightweight OCR System"; PP-OCRv6
 small detector and recogniser, PP-OCR mobile v2.0 direction classifier), as ONNX files from the PyPI
 wheel ``rapidocr`` 3.10.0 (Apache-2.0), built into the model cache by ``visearch models build``
-(``shared/models/build_ocr.py``). The models run through :class:`InferenceRunner`, so in-process
-onnxruntime or Triton; every pre- and post-processing step runs here, in numpy, OpenCV and pyclipper.
+(``visearch/offline/models/build_ocr.py``). Each is an :class:`~visearch.shared.model_base.InferenceModel`
+(:class:`TextDetection`, :class:`TextDirection`, :class:`TextRecognition`) over an :class:`InferenceRunner`,
+so in-process onnxruntime or Triton; every pre- and post-processing step runs here, in numpy, OpenCV and
+pyclipper.
 
 Pipeline per image (algorithms and constants follow rapidocr 3.10.0, ``rapidocr/ch_ppocr_*`` and
 ``rapidocr/utils/process_img.py``, themselves ports of PaddleOCR's ``ppocr`` code):
@@ -29,7 +31,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -38,7 +42,8 @@ from PIL import Image
 
 from visearch.shared.config import ModelSettings, OcrSettings
 from visearch.shared.errors import ModelNotBuiltError
-from visearch.shared.inference import InferenceRunner, runner_for
+from visearch.shared.inference import InferenceRunner
+from visearch.shared.model_base import Batch, InferenceModel
 from visearch.shared.models.registry import OCR_CLS_MODEL, OCR_DET_MODEL, OCR_REC_MODEL
 
 # Tensor names of the built models (build_ocr.py renames PaddleOCR's "x" / "fetch_name_0" to these).
@@ -293,24 +298,94 @@ def ctc_greedy_decode(probs: np.ndarray, labels: list[str]) -> list[tuple[str, f
     return results
 
 
+# --------------------------------------------------------------------------------------------- the three models
+
+
+class TextDetection(InferenceModel[np.ndarray, list[np.ndarray]]):
+    """The DB text detector: BGR uint8 images whose detector inputs have one size -> one probability map
+    float32 ``[h, w]`` each (``image`` ``[N, 3, h, w]`` -> ``prob_map`` ``[N, 1, h, w]``).
+
+    ``predict_items`` / ``predict_batches`` need the option ``max_side`` (the longest input side, see
+    :func:`det_input`).
+    """
+
+    spec = OCR_DET_MODEL
+    outputs = (DET_OUTPUT,)
+
+    def preprocess(self, items: Sequence[np.ndarray], **options: Any) -> Batch:  # noqa: D102
+        return Batch({INPUT: np.stack([det_input(bgr, options["max_side"]) for bgr in items])})
+
+    def postprocess(self, outputs: dict[str, np.ndarray], batch: Batch) -> list[np.ndarray]:  # noqa: D102
+        return [prob[0] for prob in outputs[DET_OUTPUT]]
+
+
+class TextDirection(InferenceModel[np.ndarray, list[bool]]):
+    """The 0/180 degree direction classifier: line crops -> whether each is upside down, i.e. P("180") is
+    the larger and above ``threshold`` (``image`` ``[N, 3, 48, 192]`` -> ``probs`` ``[N, 2]``)."""
+
+    spec = OCR_CLS_MODEL
+    outputs = (PROBS_OUTPUT,)
+
+    def __init__(self, runner: InferenceRunner | None = None, threshold: float = 0.9, **kwargs: Any) -> None:
+        super().__init__(runner, **kwargs)
+        self.threshold = threshold
+
+    def preprocess(self, items: Sequence[np.ndarray], **options: Any) -> Batch:  # noqa: D102
+        return Batch({INPUT: np.stack([_normalised(crop, *CLS_SHAPE) for crop in items])})
+
+    def postprocess(self, outputs: dict[str, np.ndarray], batch: Batch) -> list[bool]:  # noqa: D102
+        return [bool(CLS_LABELS[int(p.argmax())] == "180" and p.max() > self.threshold) for p in outputs[PROBS_OUTPUT]]
+
+
+class TextRecognition(InferenceModel[np.ndarray, list[tuple[str, float]]]):
+    """The CTC recogniser: line crops read together (see :func:`rec_batch`) -> ``(text, score)`` each
+    (``image`` ``[N, 3, 48, W]`` -> ``probs`` ``[N, W/8, len(labels)]``, greedy-decoded over ``labels``).
+
+    Raises:
+        ModelNotBuiltError: the model's class count is not ``len(labels)``.
+    """
+
+    spec = OCR_REC_MODEL
+    outputs = (PROBS_OUTPUT,)
+
+    def __init__(self, runner: InferenceRunner | None = None, labels: Sequence[str] = (), **kwargs: Any) -> None:
+        super().__init__(runner, **kwargs)
+        self.labels = list(labels)
+
+    def preprocess(self, items: Sequence[np.ndarray], **options: Any) -> Batch:  # noqa: D102
+        return Batch({INPUT: rec_batch(list(items))})
+
+    def postprocess(self, outputs: dict[str, np.ndarray], batch: Batch) -> list[tuple[str, float]]:  # noqa: D102
+        probs = outputs[PROBS_OUTPUT]
+        if probs.shape[2] != len(self.labels):
+            raise ModelNotBuiltError(
+                f"{self.runner.model_name} has {probs.shape[2]} classes but the charset gives {len(self.labels)} "
+                f"(blank + {len(self.labels) - 2} + space): rebuild the model"
+            )
+        return ctc_greedy_decode(probs, self.labels)
+
+
 # --------------------------------------------------------------------------------------------- the reader
 
 _Page = tuple[np.ndarray, int, tuple[int, int]]  # padded BGR image, rows of padding above, original (h, w)
 
 
 class TextReader:
-    """PP-OCR text reading over :class:`InferenceRunner` models (in-process onnxruntime or Triton).
+    """PP-OCR text reading: the pipeline over three models (:class:`TextDetection`, :class:`TextDirection`,
+    :class:`TextRecognition`), each behind an :class:`InferenceRunner` (in-process onnxruntime or Triton).
 
     Args:
-        det: the detector: ``image`` float32 ``[N, 3, H, W]`` (H, W multiples of 32) -> ``prob_map``
+        det: the detector's runner: ``image`` float32 ``[N, 3, H, W]`` (H, W multiples of 32) -> ``prob_map``
             float32 ``[N, 1, H, W]``.
-        cls: the 0/180 degree direction classifier (``image`` ``[N, 3, 48, 192]`` -> ``probs`` ``[N, 2]``),
-            or None to skip it (also skipped when ``settings.use_angle_classifier`` is false).
-        rec: the recogniser: ``image`` ``[N, 3, 48, W]`` -> ``probs`` ``[N, W/8, len(charset) + 2]``.
+        cls: the 0/180 degree direction classifier's runner (``image`` ``[N, 3, 48, 192]`` -> ``probs``
+            ``[N, 2]``), or None to skip it (also skipped when ``settings.use_angle_classifier`` is false).
+        rec: the recogniser's runner: ``image`` ``[N, 3, 48, W]`` -> ``probs`` ``[N, W/8, len(charset) + 2]``.
         charset: the recogniser's characters in class order (the model's ``character`` metadata,
             ``charset.txt`` of its build); class 0 is the CTC blank and the last class a space.
         settings: thresholds and limits (default: ``OcrSettings()``).
         model_name: label for results and logs (default from the runners' names).
+
+    ``det``, ``cls`` and ``rec`` stay readable as the runners (None: no classifier).
     """
 
     def __init__(
@@ -322,11 +397,30 @@ class TextReader:
         settings: OcrSettings | None = None,
         model_name: str | None = None,
     ) -> None:
-        self.det, self.cls, self.rec = det, cls, rec
         self.settings = settings or OcrSettings()
         self.charset = list(charset)
         self.labels = ["", *charset, " "]  # CTC class order: blank, the charset, a space (PaddleOCR's use_space_char)
+        # Images per detector call: at most DET_MAX_BATCH, all with one input size (see _detect).
+        self.detection = TextDetection(det, batch_size=DET_MAX_BATCH)
+        size = self.settings.rec_batch_size
+        self.direction = TextDirection(cls, self.settings.cls_threshold, batch_size=size) if cls is not None else None
+        self.recognition = TextRecognition(rec, self.labels, batch_size=size)
         self.model_name = model_name or f"ppocr@{det.model_name}+{rec.model_name}"
+
+    @property
+    def det(self) -> InferenceRunner:
+        """The detector's runner."""
+        return self.detection.runner
+
+    @property
+    def cls(self) -> InferenceRunner | None:
+        """The direction classifier's runner (None: none)."""
+        return self.direction.runner if self.direction is not None else None
+
+    @property
+    def rec(self) -> InferenceRunner:
+        """The recogniser's runner."""
+        return self.recognition.runner
 
     @classmethod
     def from_cache(cls, models: ModelSettings | None = None, settings: OcrSettings | None = None) -> TextReader:
@@ -341,19 +435,16 @@ class TextReader:
         """
         models = models or ModelSettings()
         settings = settings or OcrSettings()
-        det_dir = OCR_DET_MODEL.locate(models.cache_dir)
-        rec_dir = OCR_REC_MODEL.locate(models.cache_dir)
-        charset_path = rec_dir / "charset.txt"
+        OCR_DET_MODEL.locate(models.cache_dir)
+        charset_path = OCR_REC_MODEL.locate(models.cache_dir) / "charset.txt"
         if not charset_path.is_file():
             raise ModelNotBuiltError(
                 f"{charset_path} is missing; rebuild: visearch models build --force --only {OCR_REC_MODEL.name}"
             )
         charset = charset_path.read_text(encoding="utf-8").split("\n")
-        cls_runner = None
-        if settings.use_angle_classifier:
-            cls_runner = runner_for(models, OCR_CLS_MODEL, OCR_CLS_MODEL.locate(models.cache_dir))
-        det = runner_for(models, OCR_DET_MODEL, det_dir)
-        rec = runner_for(models, OCR_REC_MODEL, rec_dir)
+        cls_runner = TextDirection(models=models).load() if settings.use_angle_classifier else None
+        det = TextDetection(models=models).load()
+        rec = TextRecognition(models=models).load()
         return cls(det, cls_runner, rec, charset, settings, model_name=f"ppocr@{OCR_DET_MODEL.key}+{OCR_REC_MODEL.key}")
 
     def read(
@@ -391,7 +482,7 @@ class TextReader:
         ]
         timings["det"] = time.perf_counter() - start
         start = time.perf_counter()
-        if self.cls is not None and self.settings.use_angle_classifier and crops:
+        if self.direction is not None and self.settings.use_angle_classifier and crops:
             crops = self._orient(crops)
         timings["cls"] = time.perf_counter() - start
         start = time.perf_counter()
@@ -421,18 +512,18 @@ class TextReader:
         # DET_MAX_BATCH at a time (a 960 x 960 input is 11 MB of float32).
         groups: dict[tuple[int, int], list[int]] = {}
         for i, (padded, _, _) in enumerate(pages):
-            groups.setdefault(det_input_size(*padded.shape[:2], max_side), []).append(i)
+            height, width = padded.shape[:2]
+            groups.setdefault(det_input_size(height, width, max_side), []).append(i)
         maps: list[np.ndarray | None] = [None] * len(images)
         for indices in groups.values():
-            for start in range(0, len(indices), DET_MAX_BATCH):
-                chunk = indices[start : start + DET_MAX_BATCH]
-                batch = np.stack([det_input(pages[i][0], max_side) for i in chunk])
-                out = self.det.infer({INPUT: batch}, [DET_OUTPUT])[DET_OUTPUT]
-                for i, prob in zip(chunk, out):
-                    maps[i] = prob[0]
+            for i, prob in zip(
+                indices, self.detection.predict_items([pages[i][0] for i in indices], max_side=max_side)
+            ):
+                maps[i] = prob
         s = self.settings
         boxes = []
         for (padded, _, _), prob in zip(pages, maps):
+            assert prob is not None  # every page is in one of the groups
             found, _ = db_boxes(
                 prob, padded.shape[0], padded.shape[1], s.det_threshold, s.det_box_threshold, s.det_unclip_ratio
             )
@@ -441,31 +532,18 @@ class TextReader:
 
     def _orient(self, crops: list[tuple[int, int, np.ndarray]]) -> list[tuple[int, int, np.ndarray]]:
         """Turn crops the direction classifier finds upside down (P("180") > cls_threshold) by 180 degrees."""
-        out = list(crops)
-        size = self.settings.rec_batch_size
-        for start in range(0, len(crops), size):
-            chunk = crops[start : start + size]
-            batch = np.stack([_normalised(c, *CLS_SHAPE) for _, _, c in chunk])
-            probs = self.cls.infer({INPUT: batch}, [PROBS_OUTPUT])[PROBS_OUTPUT]
-            for j, p in enumerate(probs):
-                if CLS_LABELS[int(p.argmax())] == "180" and p.max() > self.settings.cls_threshold:
-                    page, k, crop = chunk[j]
-                    out[start + j] = (page, k, cv2.rotate(crop, cv2.ROTATE_180))
-        return out
+        if self.direction is None:
+            return crops
+        upside_down = self.direction.predict_items([c for _, _, c in crops])
+        return [
+            (page, k, cv2.rotate(crop, cv2.ROTATE_180) if turn else crop)
+            for (page, k, crop), turn in zip(crops, upside_down)
+        ]
 
     def _recognise(self, crops: list[np.ndarray]) -> list[tuple[str, float]]:
         """(text, score) per crop; crops are batched in order of aspect ratio so padding stays small."""
         results: list[tuple[str, float]] = [("", 0.0)] * len(crops)
         order = np.argsort(np.array([c.shape[1] / c.shape[0] for c in crops]))
-        size = self.settings.rec_batch_size
-        for start in range(0, len(crops), size):
-            indices = order[start : start + size]
-            probs = self.rec.infer({INPUT: rec_batch([crops[i] for i in indices])}, [PROBS_OUTPUT])[PROBS_OUTPUT]
-            if probs.shape[2] != len(self.labels):
-                raise ModelNotBuiltError(
-                    f"{self.rec.model_name} has {probs.shape[2]} classes but the charset gives {len(self.labels)} "
-                    f"(blank + {len(self.labels) - 2} + space): rebuild the model"
-                )
-            for i, decoded in zip(indices, ctc_greedy_decode(probs, self.labels)):
-                results[i] = decoded
+        for i, decoded in zip(order, self.recognition.predict_items([crops[i] for i in order])):
+            results[i] = decoded
         return results

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 from visearch.services.ocr.reader import TextReader
 from visearch.services.ocr.service import SERVICE_NAME, OcrService, OcrStage
@@ -12,7 +13,7 @@ from visearch.shared.logging import configure_logging
 from visearch.v1 import ocr_pb2_grpc
 
 
-def main(settings: ServiceSettings | None = None, **serve_kwargs) -> int:
+def main(settings: ServiceSettings | None = None, **serve_kwargs: Any) -> int:
     """Load the OCR models, then serve until SIGTERM. Settings from VISEARCH_* variables. Returns the exit code."""
     settings = settings or ServiceSettings()
     configure_logging("ocr", settings.log_level)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import grpc
+from PIL import Image
+
 from visearch.services.ocr.reader import TextLine, TextReader
 from visearch.shared.config import ImageSettings
 from visearch.shared.errors import InvalidEventError
 from visearch.shared.grpcutil import rpc_method
 from visearch.shared.images import decode_request_images
 from visearch.shared.pipeline import ImageStage
-from visearch.v1 import common_pb2, ocr_pb2, ocr_pb2_grpc
+from visearch.v1 import common_pb2, events_pb2, ocr_pb2, ocr_pb2_grpc
 
 SERVICE_NAME = "visearch.v1.OcrService"
 MAX_IMAGES_PER_REQUEST = 16
@@ -29,7 +32,7 @@ class OcrService(ocr_pb2_grpc.OcrServiceServicer):
         self.image_settings = image_settings or ImageSettings()
 
     @rpc_method(SERVICE_NAME)
-    def Read(self, request: ocr_pb2.ReadRequest, context) -> ocr_pb2.ReadResponse:  # noqa: N802
+    def Read(self, request: ocr_pb2.ReadRequest, context: grpc.ServicerContext | None) -> ocr_pb2.ReadResponse:  # noqa: N802
         """The lines of text in each image, in reading order (``det_max_side``: a smaller, faster detector pass).
 
         Raises INVALID_ARGUMENT for a bad image or a negative ``det_max_side``.
@@ -54,7 +57,9 @@ class OcrStage(ImageStage):
         super().__init__(image_settings)
         self.reader = reader
 
-    def process_images(self, documents, images, encoded) -> None:  # noqa: D102
+    def process_images(
+        self, documents: list[events_pb2.ImageDocument], images: list[Image.Image], encoded: list[bytes]
+    ) -> None:  # noqa: D102
         for doc, lines in zip(documents, self.reader.read(images)):
             del doc.text_lines[:]
             doc.text_lines.extend(line_message(line) for line in lines)

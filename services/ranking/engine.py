@@ -9,8 +9,10 @@ returns the API's hits with each factor's value and contribution.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from concurrent.futures import Executor
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from visearch.services.ranking.factor_registry import ScoringContext, score_candidates, weighed
 from visearch.services.ranking.planner import FetchPlan, plan_fetch
@@ -20,6 +22,9 @@ from visearch.services.ranking.routes import AnnRoute, Bm25Route, RegionRoute, g
 from visearch.shared.config import RankingSettings
 from visearch.shared.store import OUTPUT_FIELDS, MilvusStore, SearchFilter
 from visearch.v1 import search_pb2
+
+if TYPE_CHECKING:
+    from visearch.services.ranking.text_index import TextIndex
 
 _FACTOR_ORDER = {name: n for n, name in enumerate(FACTORS)}
 
@@ -34,7 +39,9 @@ class QueryEngine:
         pool: executor for concurrent routes (a Milvus server only).
     """
 
-    def __init__(self, store: MilvusStore, text_index, settings: RankingSettings, pool: Executor) -> None:
+    def __init__(
+        self, store: MilvusStore, text_index: TextIndex | None, settings: RankingSettings, pool: Executor
+    ) -> None:
         self.store = store
         self.text_index = text_index
         self.settings = settings
@@ -44,7 +51,9 @@ class QueryEngine:
             settings.rerank_depth if store.concurrent else min(settings.rerank_depth, settings.rerank_depth_embedded)
         )
 
-    def fetch_plan(self, window: int, ranker: Ranker, signals, routes: list[AnnRoute]) -> FetchPlan:
+    def fetch_plan(
+        self, window: int, ranker: Ranker, signals: Collection[str], routes: Sequence[AnnRoute]
+    ) -> FetchPlan:
         """:func:`~visearch.services.ranking.planner.plan_fetch` with this store's rerank depth. On Milvus Lite,
         whose searches cost per row returned, the region route looks for the page's number of images only: a
         region match must beat the page to matter (the global routes keep the rerank window)."""
@@ -62,7 +71,7 @@ class QueryEngine:
     def search(
         self,
         query: Query,
-        routes: list[AnnRoute],
+        routes: Sequence[AnnRoute],
         ranker: Ranker,
         tenant: str,
         flt: SearchFilter,
@@ -79,7 +88,7 @@ class QueryEngine:
 
     def retrieve(
         self,
-        routes: list[AnnRoute],
+        routes: Sequence[AnnRoute],
         tenant: str,
         flt: SearchFilter,
         fetch: FetchPlan,
@@ -125,7 +134,7 @@ class QueryEngine:
 
     def _scored_regions(
         self,
-        routes: list[AnnRoute],
+        routes: Sequence[AnnRoute],
         tenant: str,
         flt: SearchFilter,
         fetch: FetchPlan,

@@ -44,7 +44,7 @@ class ExactMatchVerifier:
             near = distance <= NEAR_DUPLICATE_MAX_DISTANCE
             exact, ratio = False, 0.0
             other = self.load(c.stored.fields.get("uri", "")) if query_image is not None else None
-            if other is not None:
+            if other is not None and query_features is not None:  # (query_features is set with query_image)
                 match = verify_match(query_features, other)
                 exact, ratio = is_exact_match(match), match.inlier_ratio
             if near or exact:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,13 +34,17 @@ from visearch.services.ranking.factors import (
 from visearch.services.ranking.query import Candidate, Query
 from visearch.services.ranking.ranker import FACTORS, Ranker
 
+if TYPE_CHECKING:
+    from visearch.services.ranking.text_index import TextIndex
+    from visearch.shared.store import MilvusStore
+
 
 @dataclass(frozen=True)
 class ScoringContext:
     """What scorers may read beyond the query and the candidate: the store and BM25 index of the tenant."""
 
-    store: object  # MilvusStore (vectors by id)
-    text_index: object  # TextIndex (BM25 scores), None where Milvus does BM25 (store.full_text)
+    store: MilvusStore  # vectors by id
+    text_index: TextIndex | None  # BM25 scores; None where Milvus does BM25 (store.full_text)
     tenant: str
     freshness_half_life_days: float = 30.0
     now_ms: int = 0
@@ -64,22 +69,25 @@ class Factor:
     signal: str | None = None
     fields: tuple[str, ...] = ()
     space: str | None = None
-    scorer: Callable[[Query, Mapping, ScoringContext], float] | None = None
+    scorer: Callable[[Query, Mapping[str, Any], ScoringContext], float] | None = None
     batch_scorer: Callable[[Query, dict[str, Candidate], ScoringContext], dict[str, float]] | None = None
-    query_vectors: Callable[[Query], list[np.ndarray]] | None = None
+    query_vectors: Callable[[Query], list[np.ndarray | None]] | None = None
 
     def vectors_of(self, query: Query) -> list[np.ndarray]:
         """The query vectors of a vector factor (the ones the query holds)."""
         if self.query_vectors is not None:
             return [v for v in self.query_vectors(query) if v is not None]
+        assert self.signal is not None, f"factor {self.name} compares no query signal"
         value = getattr(query, self.signal)
         return [value] if value is not None else []
 
 
 def _bm25(query: Query, candidates: dict[str, Candidate], ctx: ScoringContext) -> dict[str, float]:
     if ctx.text_index is None:  # Milvus's BM25: the route's scores, else one search restricted to the candidates
-        known = {i: c.bm25 for i, c in candidates.items()}
-        raw = known if None not in known.values() else ctx.store.bm25_scores(ctx.tenant, query.text, list(candidates))
+        known = {i: c.bm25 for i, c in candidates.items() if c.bm25 is not None}
+        raw = (
+            known if len(known) == len(candidates) else ctx.store.bm25_scores(ctx.tenant, query.text, list(candidates))
+        )
     else:
         index_ids, scores = ctx.text_index.scores(ctx.tenant, query.text)
         position = {i: n for n, i in enumerate(index_ids)}
@@ -193,6 +201,7 @@ def score_candidates(
         missing = [i for i, c in candidates.items() if factor.name not in c.factors and factor.name not in c.absent]
         if not missing:
             continue
+        assert factor.space is not None  # a vector factor's
         for image_id, value in ctx.store.similarities(
             factor.space, ctx.tenant, missing, factor.vectors_of(query)
         ).items():

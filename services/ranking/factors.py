@@ -9,6 +9,7 @@ import json
 import math
 import re
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from visearch.shared.duplicates import hash_distance
 
@@ -17,7 +18,7 @@ _WORD = re.compile(r"[a-z0-9]+")
 TAG_ATTRIBUTES = ("object", "colour", "concept", "tag", "category")
 
 
-def hit_tags(fields: Mapping) -> dict[str, float]:
+def hit_tags(fields: Mapping[str, Any]) -> dict[str, float]:
     """A stored row's tags with their scores: model attributes keep their score, catalogue tags count 1.0.
 
     Args:
@@ -37,7 +38,7 @@ NEIGHBOUR_TEMPERATURE = 0.02
 
 
 def neighbour_object_tags(
-    neighbours: Sequence[tuple[float, Mapping]], k: int = 5, temperature: float = NEIGHBOUR_TEMPERATURE
+    neighbours: Sequence[tuple[float, Mapping[str, Any]]], k: int = 5, temperature: float = NEIGHBOUR_TEMPERATURE
 ) -> dict[str, float]:
     """Object tags of a query image estimated from its nearest visual neighbours, without running a detector
     on the query (k-nearest-neighbour tag transfer with distance-based weights: TagProp, Guillaumin et al. 2009;

@@ -75,7 +75,7 @@ def _is_edge_word(token: str) -> bool:
     return len(token) >= 2 and token not in ENGLISH_STOP_WORDS and not token.isdigit()
 
 
-def boilerplate_pattern(phrases: Iterable[str]) -> re.Pattern | None:
+def boilerplate_pattern(phrases: Iterable[str]) -> re.Pattern[str] | None:
     """A regex matching any of ``phrases`` as whole words, case-insensitive, any whitespace between words
     (``None`` for no phrases). :func:`extract_phrases` cuts texts at its matches."""
     alternatives = {r"\s+".join(map(re.escape, _tokens(p))) for p in phrases if _tokens(p)}
@@ -89,7 +89,9 @@ def boilerplate_pattern(phrases: Iterable[str]) -> re.Pattern | None:
 _DEFAULT_BOILERPLATE = boilerplate_pattern(BOILERPLATE)
 
 
-def extract_phrases(text: str, max_words: int = 3, boilerplate: re.Pattern | None = _DEFAULT_BOILERPLATE) -> set[str]:
+def extract_phrases(
+    text: str, max_words: int = 3, boilerplate: re.Pattern[str] | None = _DEFAULT_BOILERPLATE
+) -> set[str]:
     """Candidate phrases of one text: the distinct 1..``max_words`` word n-grams, lower-cased, that do not
     cross punctuation or a ``boilerplate`` match (see :func:`boilerplate_pattern`; default
     :data:`BOILERPLATE`), and whose first and last words are not stop words, numbers or single characters.
@@ -109,7 +111,7 @@ def extract_phrases(text: str, max_words: int = 3, boilerplate: re.Pattern | Non
     return phrases
 
 
-def _item_phrases(texts: Iterable[str], max_words: int, boilerplate: re.Pattern | None) -> set[str]:
+def _item_phrases(texts: Iterable[str], max_words: int, boilerplate: re.Pattern[str] | None) -> set[str]:
     out: set[str] = set()
     for text in texts:
         out |= extract_phrases(text, max_words, boilerplate)

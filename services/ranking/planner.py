@@ -81,14 +81,14 @@ def plan_routes(
     """
     routes: list[AnnRoute] = []
     if region_mode != Mode.REGION_MODE_QUERY_OBJECTS:
-        routes.append(VisualRoute(query.visual))
+        routes.append(VisualRoute(query.visual_vector()))
         if query.main_visual is not None:
             routes.append(VisualRoute(query.main_visual))
     if region_mode == Mode.REGION_MODE_AUTO and ranker.active("region"):
-        routes.append(RegionRoute(query.visual, query_box=query_box))
+        routes.append(RegionRoute(query.visual_vector(), query_box=query_box))
     elif region_mode == Mode.REGION_MODE_QUERY_OBJECTS:
         if not objects:
-            routes.append(RegionRoute(query.visual))
+            routes.append(RegionRoute(query.visual_vector()))
         else:
             routes += [RegionRoute(o.vector, query_box=o.detection.box, query_label=o.detection.label) for o in objects]
     return routes

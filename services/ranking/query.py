@@ -37,6 +37,11 @@ class Query:
     phash: int = 0
     main_visual: np.ndarray | None = None
 
+    def visual_vector(self) -> np.ndarray:
+        """``visual``, which an image or indexed-item query always holds (its embedding)."""
+        assert self.visual is not None, f"a {self.kind} query without its visual vector"
+        return self.visual
+
     def summary(self) -> str:
         """What was asked, for the feedback log: "text:red dress", "image", "image_id"."""
         return f"text:{self.text}"[:200] if self.kind == "text" else self.kind

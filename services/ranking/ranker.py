@@ -23,6 +23,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from visearch.shared.errors import InvalidEventError
 from visearch.shared.logging import get_logger
@@ -145,7 +146,7 @@ class Ranker:
                 parts[image_id][factor] = weight / (self.rrf_k + rank)
         return [RankedHit(i, sum(p.values()), p) for i, p in parts.items()]
 
-    def to_json(self, **extra) -> str:
+    def to_json(self, **extra: Any) -> str:
         """The ranker file's content: format, weights, fusion, bias, plus ``extra`` (version, metrics...)."""
         return json.dumps(
             {
@@ -161,7 +162,7 @@ class Ranker:
         )
 
 
-def read_ranker(path: Path) -> tuple[Ranker, dict]:
+def read_ranker(path: Path) -> tuple[Ranker, dict[str, Any]]:
     """Read a ranker file written by :meth:`Ranker.to_json`; returns the ranker and the whole document.
 
     Raises:
@@ -183,7 +184,7 @@ def read_ranker(path: Path) -> tuple[Ranker, dict]:
     return ranker, doc
 
 
-def write_ranker(directory: Path, ranker: Ranker, **extra) -> Path:
+def write_ranker(directory: Path, ranker: Ranker, **extra: Any) -> Path:
     """Write ``ranker`` as the next version ``ranker-v<N+1>.json`` in ``directory`` (created if needed).
 
     Written to a temporary name and renamed, so a service reloading the folder never reads half a file.

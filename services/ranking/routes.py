@@ -17,15 +17,19 @@ so the first route that found an image provides its fields.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from visearch.services.ranking.query import Candidate
 from visearch.shared.store import MilvusStore, SearchFilter, StoredHit
 from visearch.v1 import common_pb2, search_pb2
+
+if TYPE_CHECKING:
+    from visearch.services.ranking.text_index import TextIndex
 
 MAX_WINDOW = 16384  # Milvus limit on offset + limit
 
@@ -116,7 +120,7 @@ class ColourRoute(AnnRoute):
 
 
 def gather(
-    routes: list[AnnRoute],
+    routes: Sequence[AnnRoute],
     store: MilvusStore,
     tenant: str,
     depth: int,
@@ -143,7 +147,7 @@ def gather(
     find can have: the lowest score they returned (an ANN route returns its best first). The ranker's
     pruning (``factor_registry.score_candidates``) uses it to skip candidates that cannot reach the page.
     """
-    batches: dict[tuple[type, str], list[AnnRoute]] = {}
+    batches: dict[tuple[type | int, str], list[AnnRoute]] = {}
     for route in routes:
         key = (type(route), route.space) if type(route) is VisualRoute else (id(route), route.space)
         batches.setdefault(key, []).append(route)
@@ -210,7 +214,7 @@ class Bm25Route:
     def fetch(
         self,
         store: MilvusStore,
-        text_index,
+        text_index: TextIndex | None,
         tenant: str,
         depth: int,
         flt: SearchFilter,
@@ -255,7 +259,7 @@ class Bm25Route:
         self,
         candidates: dict[str, Candidate],
         store: MilvusStore,
-        text_index,
+        text_index: TextIndex | None,
         tenant: str,
         depth: int,
         flt: SearchFilter,

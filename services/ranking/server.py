@@ -11,6 +11,7 @@ query understanding of image queries (tags, taxonomy, text) and the model tags o
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import grpc
 
@@ -24,7 +25,7 @@ from visearch.shared.config import (
     StoreSettings,
 )
 from visearch.shared.errors import ConfigError
-from visearch.shared.grpcutil import client_channel, serve
+from visearch.shared.grpcutil import InProcessStub, client_channel, serve
 from visearch.shared.logging import configure_logging
 from visearch.shared.metrics import start_metrics_server
 from visearch.shared.store import MilvusStore
@@ -32,7 +33,9 @@ from visearch.shared.transport import feedback_topic
 from visearch.v1 import classification_pb2_grpc, detection_pb2_grpc, embedding_pb2_grpc, ocr_pb2_grpc, search_pb2_grpc
 
 
-def embedding_stub(address: str | None, in_process=None):
+def embedding_stub(
+    address: str | None, in_process: InProcessStub | None = None
+) -> embedding_pb2_grpc.EmbeddingServiceStub | InProcessStub:
     """A stub for the embedding service: gRPC to ``address`` (TLS and token per ``VISEARCH_SECURITY_*``), else
     ``in_process`` (a stub over a servicer in this process, which the composition root builds: the CLI's
     ``visearch serve ranking``; a service never imports another).
@@ -50,7 +53,7 @@ def embedding_stub(address: str | None, in_process=None):
     return in_process
 
 
-def main(settings: ServiceSettings | None = None, embedding=None, **serve_kwargs) -> int:
+def main(settings: ServiceSettings | None = None, embedding: InProcessStub | None = None, **serve_kwargs: Any) -> int:
     """Serve SearchService until SIGTERM. Settings from VISEARCH_* variables. Returns the exit code.
 
     ``embedding``: an in-process EmbeddingService stub, used when ``VISEARCH_EMBEDDING_ADDR`` is unset.

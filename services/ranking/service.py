@@ -13,7 +13,9 @@ from __future__ import annotations
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
+import grpc
 import numpy as np
 
 from visearch.services.ranking.engine import QueryEngine
@@ -24,7 +26,7 @@ from visearch.services.ranking.feedback import FeedbackLog
 from visearch.services.ranking.planner import FetchPlan, bm25_route, plan_routes, plan_signals, plan_text_fetch
 from visearch.services.ranking.query import Query
 from visearch.services.ranking.ranker import Ranker, RankerRegistry
-from visearch.services.ranking.routes import MAX_WINDOW, ColourRoute, JointRoute, RegionRoute, VisualRoute
+from visearch.services.ranking.routes import MAX_WINDOW, AnnRoute, ColourRoute, JointRoute, RegionRoute, VisualRoute
 from visearch.services.ranking.tagger import OpenTagger
 from visearch.services.ranking.text_index import TextIndex
 from visearch.services.ranking.understanding import QueryUnderstanding
@@ -32,12 +34,19 @@ from visearch.shared.colour import colour_descriptor, palette_descriptor
 from visearch.shared.config import DetectionSettings, ImageSettings, RankingSettings
 from visearch.shared.duplicates import perceptual_hash
 from visearch.shared.errors import InvalidEventError, NotFoundError
-from visearch.shared.grpcutil import rpc_method
+from visearch.shared.grpcutil import InProcessStub, rpc_method
 from visearch.shared.images import decode_image, image_bytes
 from visearch.shared.logging import get_logger
 from visearch.shared.store import MilvusStore, SearchFilter
 from visearch.shared.transport import Transport, feedback_topic
-from visearch.v1 import search_pb2, search_pb2_grpc
+from visearch.v1 import (
+    classification_pb2_grpc,
+    detection_pb2_grpc,
+    embedding_pb2_grpc,
+    ocr_pb2_grpc,
+    search_pb2,
+    search_pb2_grpc,
+)
 
 log = get_logger("ranking")
 
@@ -70,15 +79,15 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
 
     def __init__(
         self,
-        embedding,
+        embedding: embedding_pb2_grpc.EmbeddingServiceStub | InProcessStub,
         store: MilvusStore,
         default_tenant: str = "default",
         deadline_s: float = 10.0,
-        detection=None,
-        classification=None,
+        detection: detection_pb2_grpc.DetectionServiceStub | InProcessStub | None = None,
+        classification: classification_pb2_grpc.ClassificationServiceStub | InProcessStub | None = None,
         image_settings: ImageSettings | None = None,
         detection_settings: DetectionSettings | None = None,
-        ocr=None,
+        ocr: ocr_pb2_grpc.OcrServiceStub | InProcessStub | None = None,
         ranking: RankingSettings | None = None,
         feedback: Transport | None = None,
         feedback_topic_name: str = feedback_topic(),
@@ -120,7 +129,9 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
     # --- RPCs ------------------------------------------------------------------------------------
 
     @rpc_method(SERVICE_NAME)
-    def Search(self, request: search_pb2.SearchRequest, context) -> search_pb2.SearchResponse:  # noqa: N802
+    def Search(
+        self, request: search_pb2.SearchRequest, context: grpc.ServicerContext | None
+    ) -> search_pb2.SearchResponse:  # noqa: N802
         """See protos/visearch/v1/search.proto. Raises INVALID_ARGUMENT, NOT_FOUND or UNAVAILABLE."""
         start = time.perf_counter()
         window, tenant, flt = (
@@ -145,15 +156,18 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             )
             routes = plan_routes(query, ranker, mode)
         elif kind == "colour":
-            query = Query("colour", colour=self._colour_vector(request.colour, tenant))
-            routes = [ColourRoute(query.colour)]
+            colour = self._colour_vector(request.colour, tenant)
+            query = Query("colour", colour=colour)
+            routes = [ColourRoute(colour)]
         else:
             raise InvalidEventError("set one of image, text, image_id or colour", reason="empty_query")
         hits = self.engine.search(query, routes, ranker, tenant, flt, request.offset, window, bm25_route(query, ranker))
         return self._respond(response, hits, query, ranker, tenant, request.offset, start)
 
     @rpc_method(SERVICE_NAME)
-    def SimilarTo(self, request: search_pb2.SimilarToRequest, context) -> search_pb2.SearchResponse:  # noqa: N802
+    def SimilarTo(
+        self, request: search_pb2.SimilarToRequest, context: grpc.ServicerContext | None
+    ) -> search_pb2.SearchResponse:  # noqa: N802
         """More like an indexed or given image; with ``exact_only``, near-duplicates and exact matches only,
         verified by pHash distance and ORB + RANSAC inliers (factor "exact"), best verified first."""
         start = time.perf_counter()
@@ -184,9 +198,9 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             response.signals.extend(understood.signals)
         else:
             raise InvalidEventError("set image_id or image", reason="empty_query")
-        routes = [VisualRoute(query.visual)] + (
-            [VisualRoute(query.main_visual)] if query.main_visual is not None else []
-        )
+        routes: list[AnnRoute] = [VisualRoute(query.visual_vector())]
+        if query.main_visual is not None:
+            routes.append(VisualRoute(query.main_visual))
         if request.exact_only:  # verified matches only, ordered by how well they verify
             fields = tuple(dict.fromkeys((*route_fields(EXACT_RANKER, query.signals()), "phash", "uri")))
             candidates = self.engine.retrieve(
@@ -199,7 +213,9 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         return self._respond(response, hits, query, ranker, tenant, request.offset, start)
 
     @rpc_method(SERVICE_NAME)
-    def Alternatives(self, request: search_pb2.AlternativesRequest, context) -> search_pb2.SearchResponse:  # noqa: N802
+    def Alternatives(
+        self, request: search_pb2.AlternativesRequest, context: grpc.ServicerContext | None
+    ) -> search_pb2.SearchResponse:  # noqa: N802
         """In-stock items of the item's taxonomy node (its category when it has no taxonomy path), ranked by
         the profile over the item's own query (visually closest first with the visual factor)."""
         start = time.perf_counter()
@@ -224,11 +240,15 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             )
         query = self._stored_query(tenant, row)
         ranker = self._ranker(request.ranking, tenant)
-        hits = self.engine.search(query, [VisualRoute(query.visual)], ranker, tenant, flt, request.offset, window)
+        hits = self.engine.search(
+            query, [VisualRoute(query.visual_vector())], ranker, tenant, flt, request.offset, window
+        )
         return self._respond(search_pb2.SearchResponse(), hits, query, ranker, tenant, request.offset, start)
 
     @rpc_method(SERVICE_NAME)
-    def Feedback(self, request: search_pb2.FeedbackRequest, context) -> search_pb2.FeedbackResponse:  # noqa: N802
+    def Feedback(
+        self, request: search_pb2.FeedbackRequest, context: grpc.ServicerContext | None
+    ) -> search_pb2.FeedbackResponse:  # noqa: N802
         """Publish clicks, purchases (and client-side impressions) to the feedback topic, keyed by query_id.
 
         Raises INVALID_ARGUMENT for an event without query_id or image_id or with no action (nothing of the
@@ -237,7 +257,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         return search_pb2.FeedbackResponse(accepted=self.feedback.publish(request))
 
     @rpc_method(SERVICE_NAME)
-    def Tag(self, request: search_pb2.TagRequest, context) -> search_pb2.TagResponse:  # noqa: N802
+    def Tag(self, request: search_pb2.TagRequest, context: grpc.ServicerContext | None) -> search_pb2.TagResponse:  # noqa: N802
         """Open-ended tags from the linked text of the visual neighbours, beside the model's tags."""
         return self.tagger.tag(request)
 
@@ -279,7 +299,8 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
                 ),
             ]
         )
-        routes = [JointRoute(query.joint)]
+        assert query.joint is not None  # a text query's embedding
+        routes: list[AnnRoute] = [JointRoute(query.joint)]
         if query.visual is not None and ranker.active("visual"):
             routes.append(VisualRoute(query.visual))
         ceilings: dict[str, float] = {}
@@ -287,7 +308,9 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             routes, tenant, flt, plan_text_fetch(window, ranker, fetch), ceilings=ceilings
         )
         if rows is not None:
-            bm25_route(query, ranker).merge(candidates, rows.result())
+            merging = bm25_route(query, ranker)  # with the joint vector now: the text factor of its new rows
+            assert merging is not None  # the same text and ranker as the route that fetched ``rows``
+            merging.merge(candidates, rows.result())
         hits = self.engine.rank(candidates, query, ranker, tenant, request.offset, window, ceilings)
         return self._respond(response, hits, query, ranker, tenant, request.offset, start)
 
@@ -308,7 +331,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         region = request.region if request.HasField("region") else None
         plan = plan_signals(ranker, request.region_mode, understand, self.settings, region is not None)
         pending = self.understanding.begin(request.image, plan, start, region)
-        routes = []
+        routes: list[AnnRoute] = []
         if request.region_mode != Mode.REGION_MODE_QUERY_OBJECTS:
             routes = plan_routes(Query("image", visual=pending.visual()), ranker, request.region_mode, query_box=region)
         fetch = self.engine.fetch_plan(window, ranker, plan.expected(), routes or [RegionRoute(np.zeros(1))])
@@ -318,7 +341,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         )
         understood = pending.finish()
         query = understood.query
-        late = [VisualRoute(query.main_visual)] if query.main_visual is not None else []
+        late: list[AnnRoute] = [VisualRoute(query.main_visual)] if query.main_visual is not None else []
         if request.region_mode == Mode.REGION_MODE_QUERY_OBJECTS:
             late = plan_routes(query, ranker, request.region_mode, understood.objects)
         candidates = self.engine.retrieve(
@@ -374,13 +397,13 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
     def _tenant(self, tenant: str) -> str:
         return tenant or self.default_tenant
 
-    def _stored(self, tenant: str, image_id: str) -> dict:
+    def _stored(self, tenant: str, image_id: str) -> dict[str, Any]:
         row = self.store.get(tenant, image_id, "image")
         if row is None:
             raise NotFoundError(f"image {image_id!r} is not indexed for tenant {tenant!r}")
         return row
 
-    def _stored_query(self, tenant: str, row: dict) -> Query:
+    def _stored_query(self, tenant: str, row: dict[str, Any]) -> Query:
         """The query an indexed item makes ("more like this", alternatives): its vector, joint vector,
         colour descriptor, tags, taxonomy and perceptual hash as stored."""
         image_id = row["image_id"]

@@ -4,6 +4,7 @@ beside the image's own model tags."""
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -11,6 +12,9 @@ from visearch.services.ranking.open_tags import aggregate_phrases
 from visearch.shared.errors import InvalidEventError, NotFoundError
 from visearch.shared.store import MilvusStore, SearchFilter
 from visearch.v1 import classification_pb2, common_pb2, search_pb2
+
+if TYPE_CHECKING:
+    from visearch.services.ranking.understanding import QueryUnderstanding
 
 DEFAULT_TAG_NEIGHBOURS, MAX_TAG_NEIGHBOURS = 20, 200
 DEFAULT_TAG_PHRASES, MAX_TAG_PHRASES = 10, 100
@@ -24,7 +28,7 @@ class OpenTagger:
     (its embedding and classification stubs and call deadlines).
     """
 
-    def __init__(self, store: MilvusStore, understanding, default_tenant: str) -> None:
+    def __init__(self, store: MilvusStore, understanding: QueryUnderstanding, default_tenant: str) -> None:
         self.store = store
         self.understanding = understanding
         self.default_tenant = default_tenant

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import bm25s
 import numpy as np
@@ -52,7 +54,7 @@ class TextIndex:
         refresh_s: rebuild a tenant's index when it is older than this, seconds (0: rebuild on every use).
     """
 
-    def __init__(self, rows, refresh_s: float = 30.0) -> None:
+    def __init__(self, rows: Callable[[str], Iterable[dict[str, Any]]], refresh_s: float = 30.0) -> None:
         self._rows = rows
         self.refresh_s = refresh_s
         self._indexes: dict[str, _TenantIndex] = {}

@@ -29,12 +29,15 @@ from __future__ import annotations
 
 import io
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import grpc
 import numpy as np
+from google.protobuf.message import Message
 from PIL import Image
 
 from visearch.services.ranking.factors import TAG_ATTRIBUTES, TAXONOMY_SEPARATOR, text_tags
@@ -44,12 +47,23 @@ from visearch.shared.config import ClassificationSettings, DetectionSettings, Im
 from visearch.shared.duplicates import perceptual_hash
 from visearch.shared.errors import DependencyUnavailableError, VisearchError
 from visearch.shared.framing import main_region
-from visearch.shared.grpcutil import error_from_rpc
+from visearch.shared.grpcutil import InProcessStub, error_from_rpc
 from visearch.shared.images import decode_image, image_bytes
 from visearch.shared.logging import get_logger
 from visearch.shared.regions import select_regions
 from visearch.shared.text_presence import likely_text
-from visearch.v1 import classification_pb2, common_pb2, detection_pb2, embedding_pb2, ocr_pb2, search_pb2
+from visearch.v1 import (
+    classification_pb2,
+    classification_pb2_grpc,
+    common_pb2,
+    detection_pb2,
+    detection_pb2_grpc,
+    embedding_pb2,
+    embedding_pb2_grpc,
+    ocr_pb2,
+    ocr_pb2_grpc,
+    search_pb2,
+)
 
 log = get_logger("ranking")
 
@@ -102,13 +116,14 @@ class UnderstoodImage:
 
 @dataclass
 class _Pixels:
-    colour: np.ndarray
+    colour: np.ndarray | None  # None unless the plan asks for the pixel signals
     colour_tags: dict[str, float]
     phash: int
     box: tuple[int, int, int, int] | None  # main photo, original pixels
-    text: Future | None  # OCR of the downscaled query (or main photo), started as soon as it was cut
+    text: Future[tuple[str, float]] | None  # OCR of the downscaled query (or main photo), started as soon as it was cut
     no_text: bool = False  # the text-presence check found no line of text: no OCR
-    objects: Future | None = None  # detection of the downscaled query (or main photo), for the tags
+    # detection of the downscaled query (or main photo), for the tags
+    objects: Future[tuple[detection_pb2.ImageDetections, float]] | None = None
 
 
 class QueryUnderstanding:
@@ -124,10 +139,10 @@ class QueryUnderstanding:
 
     def __init__(
         self,
-        embedding,
-        classification,
-        ocr,
-        detection,
+        embedding: embedding_pb2_grpc.EmbeddingServiceStub | InProcessStub,
+        classification: classification_pb2_grpc.ClassificationServiceStub | InProcessStub | None,
+        ocr: ocr_pb2_grpc.OcrServiceStub | InProcessStub | None,
+        detection: detection_pb2_grpc.DetectionServiceStub | InProcessStub | None,
         settings: RankingSettings,
         image_settings: ImageSettings,
         detection_settings: DetectionSettings,
@@ -144,7 +159,7 @@ class QueryUnderstanding:
 
     # --- calls ----------------------------------------------------------------------------------
 
-    def call(self, stub, method: str, request, timeout: float | None = None):
+    def call(self, stub: object, method: str, request: Message, timeout: float | None = None) -> Any:
         """``stub.method(request)`` with a deadline; a failed RPC becomes the matching VisearchError."""
         try:
             return getattr(stub, method)(request, timeout=timeout or self.deadline_s)
@@ -153,7 +168,7 @@ class QueryUnderstanding:
 
     def embed_image(
         self, image: common_pb2.Image, crop: common_pb2.Box | None = None, class_probs: bool = False
-    ) -> common_pb2.Vector:
+    ) -> embedding_pb2.ImageEmbedding:
         """One EmbedImage call: the ``ImageEmbedding`` of ``image`` (or of its ``crop``)."""
         request = embedding_pb2.EmbedImageRequest(
             images=[image], class_probs=class_probs, crops=[crop] if crop is not None else []
@@ -175,7 +190,7 @@ class QueryUnderstanding:
             "text", joint=np.asarray(response.vectors[0].values, dtype=np.float32), visual=visual, text=text, tags=tags
         )
 
-    def embed_regions(self, image: common_pb2.Image, boxes) -> list[np.ndarray]:
+    def embed_regions(self, image: common_pb2.Image, boxes: Sequence[common_pb2.Box]) -> list[np.ndarray]:
         """Embeddings (float32 [1280], unit norm) of boxes of one image, in order."""
         response = self.call(
             self.embedding, "EmbedRegions", embedding_pb2.EmbedRegionsRequest(image=image, boxes=boxes)
@@ -208,7 +223,7 @@ class QueryUnderstanding:
         small = decode_image(data, self.image_settings, min_side=PIXEL_MIN_SIDE)
         full_size = small.info["original_size"]
         scale = small.width / full_size[0]
-        box = None
+        box: tuple[int, int, int, int] | None = None
         if region is not None:  # clipped to the image, as EmbedImage clips its crop
             x1, y1 = max(0, round(region.x1 * scale)), max(0, round(region.y1 * scale))
             x2, y2 = min(small.width, round(region.x2 * scale)), min(small.height, round(region.y2 * scale))
@@ -216,8 +231,8 @@ class QueryUnderstanding:
         else:
             found = main_region(small) if plan.framing else None
             if found is not None:
-                box = tuple(int(round(v / scale)) for v in found)
-                box = (max(0, box[0]), max(0, box[1]), min(full_size[0], box[2]), min(full_size[1], box[3]))
+                x1, y1, x2, y2 = (int(round(v / scale)) for v in found)
+                box = (max(0, x1), max(0, y1), min(full_size[0], x2), min(full_size[1], y2))
             focus_box = found or (0, 0, small.width, small.height)
         focus = small.crop(focus_box)
         colours = dominant_colours(focus, self.colours) if plan.pixels else []
@@ -238,7 +253,7 @@ class QueryUnderstanding:
                         max(1, round(copy.width * side / max(copy.size))),
                         max(1, round(copy.height * side / max(copy.size))),
                     ),
-                    Image.BILINEAR,
+                    Image.Resampling.BILINEAR,
                 )
             buffer = io.BytesIO()
             copy.save(buffer, format="JPEG", quality=OCR_JPEG_QUALITY)
@@ -262,7 +277,7 @@ class QueryUnderstanding:
             no_text=plan.text and not looked,
         )
 
-    def _classes(self, embedded, timeout: float) -> common_pb2.Classification:
+    def _classes(self, embedded: embedding_pb2.ImageEmbedding, timeout: float) -> common_pb2.Classification:
         """Taxonomy, concept tags and the objects the classes imply, from an ImageEmbedding's class probabilities
         and joint vector."""
         request = classification_pb2.ClassifyRequest(
@@ -290,7 +305,9 @@ class QueryUnderstanding:
             )
         return self.call(self.detection, "Detect", detection_pb2.DetectRequest(images=[image])).results[0]
 
-    def _objects(self, image: common_pb2.Image, with_regions: bool) -> tuple[list, list[QueryObject]]:
+    def _objects(
+        self, image: common_pb2.Image, with_regions: bool
+    ) -> tuple[list[common_pb2.Detection], list[QueryObject]]:
         """The query's detections and, ``with_regions``, the objects the indexer would make regions of, with
         their embeddings."""
         result = self._detect(image)
@@ -330,7 +347,7 @@ class PendingImage:
             if plan.pixels or plan.framing or plan.text
             else None
         )
-        self._whole = None
+        self._whole: embedding_pb2.ImageEmbedding | None = None
 
     def visual(self) -> np.ndarray:
         """The query's embedding (float32 [1280], unit norm), waiting for it.
@@ -389,8 +406,9 @@ class PendingImage:
             else:
                 # The words feed BM25 (a label or title in the photo matches the item's linked text); they do not
                 # become a joint-space query: overlaid text says little about what the image shows (docs/quality.md).
+                assert pending_text is not None  # the pixel step looked for text, so it started the OCR
                 query.text = report.join("text", pending_text) or ""
-        detections = []
+        detections: list[common_pb2.Detection] = []
         if self._objects is not None:
             found_objects = report.join("objects", self._objects)
             if found_objects is not None:
@@ -401,8 +419,8 @@ class PendingImage:
             elif found is None or found.objects is None:
                 report.skipped("objects", report.reason("pixels"))
             else:
-                result = report.join("objects", found.objects)
-                detections = list(result.detections) if result is not None else []
+                image_detections = report.join("objects", found.objects)
+                detections = list(image_detections.detections) if image_detections is not None else []
         if plan.object_tags:  # as the classifier tags an indexed image: each label with its best score
             for d in detections:
                 key = d.label.lower()
@@ -411,7 +429,10 @@ class PendingImage:
         return out
 
 
-def _stamped(fn, *args):
+_T = TypeVar("_T")
+
+
+def _stamped(fn: Callable[..., _T], *args: Any) -> tuple[_T, float]:
     """``(fn(*args), time.perf_counter())``: a signal's result with the moment it was ready."""
     return fn(*args), time.perf_counter()
 
@@ -443,7 +464,7 @@ class _Report:
     def skipped(self, name: str, reason: str) -> None:
         self.signals.append(search_pb2.QuerySignal(name=name, used=False, skipped=reason, took_ms=self._elapsed_ms()))
 
-    def join(self, name: str, future: Future):
+    def join(self, name: str, future: Future[tuple[_T, float]]) -> _T | None:
         """The result of a :func:`_stamped` future within ``name``'s budget, or None (the signal skipped, its
         reason recorded)."""
         try:

@@ -12,6 +12,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from visearch.shared.errors import ModelNotBuiltError
 
@@ -23,7 +24,7 @@ class ModelSpec:
     name: str
     source_package: str
     source_version: str
-    recipe: dict = field(default_factory=dict)
+    recipe: dict[str, Any] = field(default_factory=dict)
     # Where the source package comes from: "pypi" (checked against the installed distribution),
     # "npm" (fetched with `npm pack` at build time) or "debian" (a system package).
     registry: str = "pypi"

@@ -27,8 +27,9 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self, cast
 
 import numpy as np
 
@@ -87,9 +88,10 @@ def list_versions(cache_dir: Path, kind: str, catalogue: str) -> list[tuple[int,
     return sorted(found)
 
 
-def read_meta(folder: Path) -> dict:
+def read_meta(folder: Path) -> dict[str, Any]:
     """The ``meta.json`` of a version folder, as a dict."""
-    return json.loads((Path(folder) / "meta.json").read_text())
+    meta: dict[str, Any] = json.loads((Path(folder) / "meta.json").read_text())
+    return meta
 
 
 def resolve_version(cache_dir: Path, kind: str, catalogue: str, selector: str, encoder: str = ENCODER) -> Path | None:
@@ -204,7 +206,7 @@ class TrainedModel(InferenceModel[np.ndarray, ResultT]):
         self.load()
 
     @classmethod
-    def from_settings(cls, models: ModelSettings, selector: str) -> TrainedModel | None:
+    def from_settings(cls, models: ModelSettings, selector: str) -> Self | None:
         """The version ``selector`` names for ``models.catalogue`` in ``models.cache_dir``; None when off.
 
         Raises:
@@ -222,9 +224,13 @@ class TrainedModel(InferenceModel[np.ndarray, ResultT]):
             raise ValueError(f"{self.model_name} takes float32 [N, {self.input_dim}], got {x.shape}")
         return x
 
-    def preprocess(self, items: np.ndarray, **options: Any) -> Batch:
+    def preprocess(self, items: Sequence[np.ndarray], **options: Any) -> Batch:
         """``embedding``: the rows as checked by ``_check`` (float32 ``[N, input_dim]``)."""
-        return Batch({"embedding": items})
+        return Batch({"embedding": np.asarray(items)})
+
+    def _predict(self, x: np.ndarray) -> ResultT:
+        """The model's result for the checked rows ``x`` (N >= 1), in one runner call."""
+        return self.predict_batches(cast("Sequence[np.ndarray]", x))[0]  # an [N, D] array is a sequence of N rows
 
 
 class Projection(TrainedModel[np.ndarray]):
@@ -244,7 +250,7 @@ class Projection(TrainedModel[np.ndarray]):
         x = self._check(embeddings)
         if not len(x):
             return x
-        return self.predict_batches(x)[0]
+        return self._predict(x)
 
     def postprocess(self, outputs: dict[str, np.ndarray], batch: Batch) -> np.ndarray:  # noqa: D102
         return outputs["projected"]
@@ -273,7 +279,7 @@ class CatalogueHead(TrainedModel[tuple[np.ndarray, np.ndarray]]):
         x = self._check(embeddings)
         if not len(x):
             return np.zeros((0, len(self.categories)), np.float32), np.zeros((0, len(self.tags)), np.float32)
-        return self.predict_batches(x)[0]
+        return self._predict(x)
 
     def postprocess(self, outputs: dict[str, np.ndarray], batch: Batch) -> tuple[np.ndarray, np.ndarray]:  # noqa: D102
         return outputs["category_probs"], outputs["tag_probs"]
