@@ -340,9 +340,6 @@ class StageWorker:
             DlqPolicyError: the batch would trip the DLQ policy; nothing was produced or committed.
         """
         messages = self.transport.poll(self.input_topic, self.group, self.batch_size, self.poll_timeout_s)
-        if __import__("os").environ.get("VISEARCH_MUTANT") == "read-ahead":  # MUTANT: no in-flight limit, read the backlog ahead
-            while more := self.transport.poll(self.input_topic, self.group, self.batch_size, self.poll_timeout_s):
-                messages += more
         if not messages:
             return 0, 0
         start = time.perf_counter()
