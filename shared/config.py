@@ -8,10 +8,14 @@ docs/configuration.md lists every variable; tests/unit/test_config.py keeps that
 from __future__ import annotations
 
 import ipaddress
+import ssl
 from pathlib import Path
+from typing import Literal, TypedDict
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from visearch.shared.errors import ConfigError
 
 
 def _default_cache() -> Path:
@@ -27,7 +31,11 @@ class ModelSettings(BaseSettings):
         default_factory=lambda: _default_cache() / "models",
         description="Directory of built ONNX models, one sub-folder per model and recipe key (outside the repo).",
     )
-    intra_op_threads: int = Field(0, ge=0, description="onnxruntime intra-op threads; 0 lets onnxruntime choose.")
+    intra_op_threads: int = Field(
+        0,
+        ge=0,
+        description="onnxruntime intra-op threads; 0: the container's CPU limit (cgroup quota, rounded up) when it has one, else onnxruntime's default (one per physical core).",
+    )
     thread_spinning: bool = Field(
         False,
         description="Let onnxruntime's intra-op threads spin-wait for work between operators (its default). Off: "
@@ -350,10 +358,37 @@ class ClassificationSettings(BaseSettings):
     )
 
 
-class KafkaSettings(BaseSettings):
-    """Kafka connection, topics and consumer behaviour (the asynchronous pipeline)."""
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
-    model_config = SettingsConfigDict(env_prefix="VISEARCH_KAFKA_", extra="ignore")
+
+class KafkaClientOptions(TypedDict):
+    """The connection keyword arguments of every kafka-python client (KafkaProducer, KafkaConsumer,
+    KafkaAdminClient): the bootstrap list, TLS and SASL. It holds passwords in clear: never log it."""
+
+    bootstrap_servers: str
+    security_protocol: SecurityProtocol
+    ssl_check_hostname: bool
+    ssl_cafile: str | None
+    ssl_certfile: str | None
+    ssl_keyfile: str | None
+    ssl_password: str | None
+    sasl_mechanism: SaslMechanism | None
+    sasl_plain_username: str | None
+    sasl_plain_password: str | None
+
+
+class KafkaSettings(BaseSettings):
+    """Kafka connection, topics and consumer behaviour (the asynchronous pipeline).
+
+    Security: TLS (a CA bundle, an optional client certificate) and SASL (PLAIN, SCRAM-SHA-256/512). Every
+    Kafka client of the project is built from :meth:`client_options`. Security settings that cannot work
+    raise :class:`~visearch.shared.errors.ConfigError` when the object is built (at start-up), naming the
+    variables; a ValueError of a single field stays a pydantic ValidationError.
+    """
+
+    # Validation errors never echo the input: it holds the SASL and key passwords.
+    model_config = SettingsConfigDict(env_prefix="VISEARCH_KAFKA_", extra="ignore", hide_input_in_errors=True)
 
     bootstrap: str = Field(
         "", description="Kafka bootstrap servers (host:port,...); empty runs stage workers in-process only."
@@ -387,6 +422,209 @@ class KafkaSettings(BaseSettings):
         0.5, gt=0, le=1, description="Stop the worker when this share of the last dlq_window items went to the DLQ."
     )
     dlq_window: int = Field(200, ge=10, description="Items in the sliding window of the DLQ ratio policy.")
+    security_protocol: SecurityProtocol = Field(
+        "PLAINTEXT",
+        description="How clients talk to the brokers: PLAINTEXT, SSL (TLS), SASL_PLAINTEXT (SASL without TLS: a "
+        "PLAIN password crosses the network in clear) or SASL_SSL (SASL over TLS).",
+    )
+    ssl_cafile: Path | None = Field(
+        None,
+        description="CA bundle (PEM) the brokers' certificates are verified with (SSL, SASL_SSL); empty: the "
+        "system's root CAs.",
+    )
+    ssl_certfile: Path | None = Field(
+        None,
+        description="Client certificate chain (PEM) presented to brokers that ask for one (mutual TLS); needs "
+        "ssl_keyfile.",
+    )
+    ssl_keyfile: Path | None = Field(None, description="Private key (PEM) of ssl_certfile.")
+    ssl_password: SecretStr = Field(
+        SecretStr(""),
+        description="Password of an encrypted ssl_keyfile; empty: the key is not encrypted (a secret: never logged).",
+    )
+    ssl_check_hostname: bool = Field(
+        True,
+        description="Check that a broker's certificate names the host it is reached at (its advertised listener); "
+        "off, the certificate is still verified against ssl_cafile.",
+    )
+    sasl_mechanism: SaslMechanism | Literal[""] = Field(
+        "",
+        description="SASL mechanism of SASL_PLAINTEXT / SASL_SSL: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; empty "
+        "with the other protocols.",
+    )
+    sasl_username: str = Field("", description="SASL user name (SASL_PLAINTEXT, SASL_SSL).")
+    sasl_password: SecretStr = Field(
+        SecretStr(""), description="SASL password (a secret: never logged); or sasl_password_file."
+    )
+    sasl_password_file: Path | None = Field(
+        None,
+        description="File holding the SASL password instead of sasl_password (e.g. a mounted Secret; a trailing "
+        "newline is ignored), read again for each new client, so a rotated Secret is picked up.",
+    )
+    probe_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=120,
+        description="With TLS or SASL, a Kafka client is created only after one connection of its own to the "
+        "bootstrap servers (TLS handshake, SASL authentication), so a refused password or an untrusted "
+        "certificate stops the process with that reason (kafka-python alone retries for 30 s, then reports "
+        "no reason): the time limit of that check, seconds.",
+    )
+
+    @field_validator("security_protocol", "sasl_mechanism", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check_security(self) -> KafkaSettings:
+        # ConfigError, not ValueError: it leaves pydantic as it is and stops the process with this message.
+        problems = [*self._sasl_problems(), *self._tls_problems()]
+        if problems:
+            raise ConfigError("Kafka security settings: " + "; ".join(problems))
+        return self
+
+    def _sasl_problems(self) -> list[str]:
+        password_set = bool(self.sasl_password.get_secret_value()) or self.sasl_password_file is not None
+        if not self.sasl:
+            given = [
+                name
+                for name, value in (
+                    ("SASL_MECHANISM", self.sasl_mechanism),
+                    ("SASL_USERNAME", self.sasl_username),
+                    ("SASL_PASSWORD", self.sasl_password.get_secret_value()),
+                    ("SASL_PASSWORD_FILE", self.sasl_password_file),
+                )
+                if value
+            ]
+            return [
+                f"{_kafka_vars(given)} set but VISEARCH_KAFKA_SECURITY_PROTOCOL={self.security_protocol}: "
+                "SASL is used only with SASL_PLAINTEXT or SASL_SSL"
+            ] * bool(given)
+        missing = [
+            name
+            for name, ok in (
+                ("SASL_MECHANISM (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)", bool(self.sasl_mechanism)),
+                ("SASL_USERNAME", bool(self.sasl_username)),
+                ("SASL_PASSWORD (or _FILE)", password_set),
+            )
+            if not ok
+        ]
+        problems = []
+        if missing:
+            problems.append(f"VISEARCH_KAFKA_SECURITY_PROTOCOL={self.security_protocol} needs {_kafka_vars(missing)}")
+        if self.sasl_password.get_secret_value() and self.sasl_password_file is not None:
+            problems.append("set VISEARCH_KAFKA_SASL_PASSWORD or VISEARCH_KAFKA_SASL_PASSWORD_FILE, not both")
+        if self.sasl_password_file is not None:
+            problems += _unreadable("SASL_PASSWORD_FILE", self.sasl_password_file)
+        return problems
+
+    def _tls_problems(self) -> list[str]:
+        files = {"SSL_CAFILE": self.ssl_cafile, "SSL_CERTFILE": self.ssl_certfile, "SSL_KEYFILE": self.ssl_keyfile}
+        if not self.tls:
+            given = [name for name, path in files.items() if path is not None]
+            given += ["SSL_PASSWORD"] * bool(self.ssl_password.get_secret_value())
+            return [
+                f"{_kafka_vars(given)} set but VISEARCH_KAFKA_SECURITY_PROTOCOL={self.security_protocol}: "
+                "TLS is used only with SSL or SASL_SSL"
+            ] * bool(given)
+        problems = [problem for name, path in files.items() if path is not None for problem in _unreadable(name, path)]
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            problems.append(
+                "a client certificate needs both VISEARCH_KAFKA_SSL_CERTFILE and VISEARCH_KAFKA_SSL_KEYFILE (its key)"
+            )
+        if self.ssl_password.get_secret_value() and self.ssl_keyfile is None:
+            problems.append("VISEARCH_KAFKA_SSL_PASSWORD is set without VISEARCH_KAFKA_SSL_KEYFILE")
+        if problems:
+            return problems
+        # The files load as kafka-python will load them: a wrong key password or a mismatched key shows now.
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        if self.ssl_cafile is not None:
+            try:
+                context.load_verify_locations(cafile=str(self.ssl_cafile))
+            except ssl.SSLError as exc:
+                problems.append(f"VISEARCH_KAFKA_SSL_CAFILE={self.ssl_cafile} holds no PEM certificate ({exc})")
+        if self.ssl_certfile is not None and self.ssl_keyfile is not None:
+            try:
+                # A password (even empty) always: with None, OpenSSL would prompt on a terminal for one.
+                context.load_cert_chain(
+                    str(self.ssl_certfile), str(self.ssl_keyfile), self.ssl_password.get_secret_value()
+                )
+            except ssl.SSLError as exc:
+                problems.append(
+                    f"the client certificate {self.ssl_certfile} and key {self.ssl_keyfile} do not load together "
+                    f"({exc}): not a PEM certificate and its key, or a wrong or missing VISEARCH_KAFKA_SSL_PASSWORD"
+                )
+        return problems
+
+    @property
+    def tls(self) -> bool:
+        """Whether clients use TLS (SSL, SASL_SSL)."""
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def sasl(self) -> bool:
+        """Whether clients authenticate with SASL (SASL_PLAINTEXT, SASL_SSL)."""
+        return self.security_protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+
+    def sasl_password_value(self) -> str:
+        """The SASL password: sasl_password, or sasl_password_file read now (less one trailing newline).
+
+        Raises:
+            ConfigError: the file cannot be read.
+        """
+        if self.sasl_password_file is None:
+            return self.sasl_password.get_secret_value()
+        try:
+            text = self.sasl_password_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(
+                f"VISEARCH_KAFKA_SASL_PASSWORD_FILE={self.sasl_password_file} cannot be read: {exc}"
+            ) from exc
+        return text.removesuffix("\n").removesuffix("\r")
+
+    def client_options(self) -> KafkaClientOptions:
+        """The kafka-python connection keyword arguments (bootstrap, TLS, SASL) of every Kafka client.
+
+        The result holds passwords in clear: pass it to the client, never log it.
+
+        Raises:
+            ConfigError: sasl_password_file cannot be read.
+        """
+        return KafkaClientOptions(
+            bootstrap_servers=self.bootstrap,
+            security_protocol=self.security_protocol,
+            ssl_check_hostname=self.ssl_check_hostname,
+            ssl_cafile=str(self.ssl_cafile) if self.tls and self.ssl_cafile else None,
+            ssl_certfile=str(self.ssl_certfile) if self.tls and self.ssl_certfile else None,
+            ssl_keyfile=str(self.ssl_keyfile) if self.tls and self.ssl_keyfile else None,
+            ssl_password=(self.ssl_password.get_secret_value() or None) if self.tls else None,
+            sasl_mechanism=(self.sasl_mechanism or None) if self.sasl else None,
+            sasl_plain_username=self.sasl_username if self.sasl else None,
+            sasl_plain_password=self.sasl_password_value() if self.sasl else None,
+        )
+
+    def describe(self, address: str | None = None) -> str:
+        """Where and how clients connect, for messages and logs (no secret): ``<address or bootstrap>
+        (<protocol>[, <mechanism>, user <name>])``."""
+        how = [self.security_protocol, *([self.sasl_mechanism, f"user {self.sasl_username}"] if self.sasl else [])]
+        return f"{address or self.bootstrap or '(no bootstrap)'} ({', '.join(how)})"
+
+
+def _kafka_vars(names: list[str]) -> str:
+    return " and ".join(f"VISEARCH_KAFKA_{name}" for name in names)
+
+
+def _unreadable(name: str, path: Path) -> list[str]:
+    """A problem when ``path`` (the value of VISEARCH_KAFKA_<name>) is not a readable file."""
+    if not path.is_file():
+        return [f"VISEARCH_KAFKA_{name}={path} does not exist or is not a file"]
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        return [f"VISEARCH_KAFKA_{name}={path} cannot be read ({exc.strerror})"]
+    return []
 
 
 class PipelineSettings(BaseSettings):
@@ -406,6 +644,36 @@ class PipelineSettings(BaseSettings):
         return [s.strip() for s in self.stages.split(",") if s.strip()]
 
 
+class LagExporterSettings(BaseSettings):
+    """``visearch serve lag-exporter``: the pipeline groups' consumer lag, read from the broker at scrape time
+    (its Kafka connection is VISEARCH_KAFKA_*, its port VISEARCH_METRICS_PORT)."""
+
+    model_config = SettingsConfigDict(env_prefix="VISEARCH_LAG_EXPORTER_", extra="ignore")
+
+    cache_s: float = Field(
+        10.0, ge=0, le=300, description="A scrape within this many seconds of the last broker read reuses it."
+    )
+    timeout_s: float = Field(
+        5.0,
+        gt=0,
+        le=60,
+        description="Time limit of one broker read (offsets, oldest waiting records); past it the scrape reports "
+        "visearch_kafka_lag_scrape_success 0 and no lag series.",
+    )
+    oldest_record: bool = Field(
+        True,
+        description="Also read the first uncommitted record of each lagging partition, for "
+        "visearch_kafka_consumer_lag_seconds (one small fetch per lagging partition per read).",
+    )
+
+
+# Servers accept keepalive pings this often (and on idle connections); clients may not ping more often.
+GRPC_MIN_PING_INTERVAL_S = 5.0
+# Load-balancing policies of a client channel (gRPC's names) and the roles of a model service's process.
+GrpcLbPolicy = Literal["round_robin", "pick_first"]
+ServiceRole = Literal["all", "grpc", "worker"]
+
+
 class ServiceSettings(BaseSettings):
     """Process-level settings of a long-running service."""
 
@@ -414,25 +682,80 @@ class ServiceSettings(BaseSettings):
     grpc_host: str = Field("127.0.0.1", description="Address the gRPC server binds to.")
     grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free port.")
     metrics_port: int = Field(
-        9464, ge=0, le=65535, description="Port of the Prometheus /metrics endpoint; 0 disables it."
+        9464, ge=0, le=65535, description="Port of the Prometheus /metrics and /livez endpoints; 0 disables them."
+    )
+    grpc_drain_s: float = Field(
+        10.0, ge=0, le=600, description="On SIGTERM, time the gRPC calls in flight get to finish, seconds."
+    )
+    worker_drain_s: float = Field(
+        40.0,
+        ge=0,
+        le=3600,
+        description="On SIGTERM, time the stage workers get to finish their batch in flight and commit, seconds "
+        "(the chart's terminationGracePeriodSeconds covers preStop + this + grpc_drain_s).",
     )
     grpc_max_message_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Max gRPC message size, bytes.")
+    service_role: ServiceRole = Field(
+        "all",
+        description="What `visearch serve <model service>` runs: `all` its gRPC API and (with Kafka, when in the "
+        "chain) its stage worker; `grpc` the API only (query serving, never starved by the ingest backlog); "
+        "`worker` the stage worker only (its gRPC server answers health checks only).",
+    )
+    grpc_lb_policy: GrpcLbPolicy = Field(
+        "round_robin",
+        description="Load balancing of calls to other services: `round_robin` spreads calls over every address the "
+        "target resolves to (a `dns:///` headless Service: every ready pod); `pick_first` sticks to one.",
+    )
+    grpc_keepalive_s: float = Field(
+        30.0,
+        ge=0,
+        description="Client keepalive ping interval on connections to other services, seconds (a peer gone "
+        "without closing is dropped and re-resolved after this + 20 s); 0: off. Servers accept pings every 5 s.",
+    )
+    grpc_dns_min_reresolve_s: float = Field(
+        5.0,
+        ge=0,
+        description="Shortest time between two DNS resolutions of a client target, seconds (a target is "
+        "re-resolved when a connection closes, e.g. at max connection age).",
+    )
+    grpc_max_connection_age_s: float = Field(
+        300.0,
+        ge=0,
+        description="Servers close each connection after this age, seconds (+-10 % jitter), so clients re-resolve "
+        "and spread their calls over pods added since; 0: never.",
+    )
+    grpc_max_connection_age_grace_s: float = Field(
+        30.0, ge=0, description="Time calls in flight get to finish on a connection closed for its age, seconds."
+    )
     log_level: str = Field("info", description="structlog level: debug, info, warning, error.")
     tenant: str = Field("default", description="Tenant used when a request or event names none.")
     embedding_addr: str = Field(
-        "", description="host:port of the embedding service for the search API; empty loads the models in-process."
+        "",
+        description="Target of the embedding service for the search API: `host:port`, `dns:///host:port` (every "
+        "address of the name, e.g. a headless Service) or `ipv4:h1:p1,h2:p2`; calls are balanced per "
+        "grpc_lb_policy. Empty loads the models in-process.",
     )
     detection_addr: str = Field(
         "",
-        description="host:port of the detection service (search by the query's objects, Classify's objects); "
-        "empty: in-process in embedded mode, unused by a standalone server.",
+        description="Target of the detection service (search by the query's objects, Classify's objects), as "
+        "embedding_addr; empty: in-process in embedded mode, unused by a standalone server.",
     )
     ocr_addr: str = Field(
-        "", description="host:port of the OCR service (Classify's has_text); empty as detection_addr."
+        "", description="Target of the OCR service (Classify's has_text); as embedding_addr, empty as detection_addr."
     )
     classification_addr: str = Field(
-        "", description="host:port of the classification service (Tag on a query image); empty as detection_addr."
+        "",
+        description="Target of the classification service (Tag on a query image); as embedding_addr, empty as "
+        "detection_addr.",
     )
+
+    @field_validator("grpc_keepalive_s")
+    @classmethod
+    def _keepalive_within_server_policy(cls, value: float) -> float:
+        if 0 < value < GRPC_MIN_PING_INTERVAL_S:
+            # Servers answer pings more frequent than this with GOAWAY (too_many_pings).
+            raise ValueError(f"grpc_keepalive_s must be 0 (off) or at least {GRPC_MIN_PING_INTERVAL_S:g} s")
+        return value
 
 
 class RankingSettings(BaseSettings):
@@ -638,6 +961,7 @@ ALL_SETTINGS = (
     ClassificationSettings,
     KafkaSettings,
     PipelineSettings,
+    LagExporterSettings,
     RankingSettings,
     SecuritySettings,
 )

@@ -12,7 +12,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
 from visearch.shared.config import KafkaSettings
-from visearch.shared.kafka import KafkaTransport
+from visearch.shared.kafka import KafkaTransport, connection_options
 from visearch.shared.transport import (
     HEADER_DLQ_ERROR,
     HEADER_DLQ_EXCEPTION,
@@ -72,7 +72,7 @@ def read_dead_letters(
     settings: KafkaSettings, topic: str, limit: int = 100, timeout_s: float = 5.0
 ) -> list[DeadLetter]:
     """Up to ``limit`` dead letters from the start of ``topic``, without joining a group or committing."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False, group_id=None)
+    consumer = KafkaConsumer(**connection_options(settings), enable_auto_commit=False, group_id=None)
     try:
         partitions = sorted(consumer.partitions_for_topic(topic) or [])
         tps = [TopicPartition(topic, p) for p in partitions]

@@ -7,6 +7,7 @@ runner through :class:`visearch.shared.model_base.InferenceModel`, which creates
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -20,6 +21,40 @@ from visearch.shared.metrics import INFERENCE_BATCH_SIZE, INFERENCE_SECONDS
 if TYPE_CHECKING:
     from visearch.shared.config import ModelSettings
     from visearch.shared.models.registry import ModelSpec
+
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def cpu_quota_cores(root: Path = CGROUP_ROOT) -> int | None:
+    """The container's CPU limit in whole cores (rounded up), from the cgroup's CFS quota; None without a limit.
+
+    Reads cgroup v2 ``cpu.max`` (``"<quota> <period>"`` or ``"max <period>"``), else cgroup v1
+    ``cpu/cpu.cfs_quota_us`` / ``cpu/cpu.cfs_period_us`` (quota -1: no limit). A Kubernetes
+    ``resources.limits.cpu: 2`` reads as 2, ``1500m`` as 2.
+    """
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        if quota == "max":
+            return None
+        return max(1, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return None if quota_us <= 0 or period_us <= 0 else max(1, math.ceil(quota_us / period_us))
+
+
+def intra_op_threads(configured: int, root: Path = CGROUP_ROOT) -> int:
+    """onnxruntime's intra-op thread count: ``configured`` when > 0, else the container's CPU limit
+    (:func:`cpu_quota_cores`), else 0 (onnxruntime's default: one per physical core of the node, which in a
+    container with a CPU limit oversubscribes the quota and gets throttled)."""
+    if configured > 0:
+        return configured
+    return cpu_quota_cores(root) or 0
 
 
 class InferenceRunner(Protocol):
@@ -38,7 +73,8 @@ class OnnxRunner:
     Args:
         path: the ONNX file.
         model_name: label for metrics and logs.
-        intra_op_threads: onnxruntime intra-op threads (0 = its default: one per physical core).
+        intra_op_threads: onnxruntime intra-op threads (0 = its default: one per physical core; see
+            :func:`intra_op_threads` for what runner_for passes).
         spinning: whether idle intra-op threads spin-wait (onnxruntime's default) or sleep
             (``session.intra_op.allow_spinning``; see ``ModelSettings.thread_spinning``).
     """
@@ -197,4 +233,5 @@ def runner_for(models: ModelSettings, spec: ModelSpec, folder: Path) -> Inferenc
     """
     if models.triton_url:
         return TritonRunner(models.triton_url, spec.name, spec.key, timeout_s=models.triton_timeout_s)
-    return OnnxRunner(folder / "model.onnx", spec.name, models.intra_op_threads, models.thread_spinning)
+    threads = intra_op_threads(models.intra_op_threads)
+    return OnnxRunner(folder / "model.onnx", spec.name, threads, models.thread_spinning)

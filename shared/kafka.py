@@ -4,24 +4,29 @@
 producer (acks=all, so a flushed message is on every in-sync replica) and one consumer per
 (topic, group) with auto-commit off: the stage worker commits explicitly after its outputs are
 flushed, which gives at-least-once delivery.
+
+Every client here is built from :func:`connection_options`: the settings' bootstrap, TLS and SASL
+options, after a check of TLS and SASL on a connection of its own (:mod:`visearch.shared.kafka_probe`),
+so a wrong password or an untrusted certificate is a ConfigError at once, not a 30 s bootstrap timeout
+that a worker would retry forever.
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, MessageSizeTooLargeError, TopicAlreadyExistsError
 from kafka.producer.future import FutureRecordMetadata
 
-from visearch.shared.config import KafkaSettings
+from visearch.shared.config import KafkaClientOptions, KafkaSettings
 from visearch.shared.errors import DependencyUnavailableError, InvalidEventError
-from visearch.shared.logging import get_logger
-from visearch.shared.metrics import CONSUMER_LAG, RECORDS_CONSUMED, RECORDS_PRODUCED
+from visearch.shared.kafka_probe import check_connection
+from visearch.shared.logging import get_logger, register_secret
+from visearch.shared.metrics import RECORDS_CONSUMED, RECORDS_PRODUCED
 from visearch.shared.transport import Message, dlq_topic, feedback_topic, topic_name
 
 if TYPE_CHECKING:
@@ -29,7 +34,22 @@ if TYPE_CHECKING:
 
 log = get_logger("kafka")
 
-LAG_INTERVAL_S = 5.0  # how often a consumer refreshes its lag gauge
+
+def connection_options(settings: KafkaSettings) -> KafkaClientOptions:
+    """``settings.client_options()`` (bootstrap, TLS, SASL) once the TLS handshake and SASL authentication
+    have been checked on a connection of their own (nothing to check for PLAINTEXT).
+
+    Raises:
+        ConfigError: TLS or SASL failed (an untrusted certificate, a wrong password, user or mechanism): the
+            message says which, with the address, protocol, mechanism and user.
+        DependencyUnavailableError: no bootstrap server answered (transient: retry).
+    """
+    check_connection(settings)
+    options = settings.client_options()
+    for secret in (options["sasl_plain_password"], options["ssl_password"]):
+        if secret:
+            register_secret(secret)  # cut out of any log line that would carry it (e.g. a client's error)
+    return options
 
 
 class KafkaTransport:
@@ -38,6 +58,7 @@ class KafkaTransport:
     Raises:
         DependencyUnavailableError: the broker cannot be reached or a produce/commit fails; the
             worker treats it as transient (back off, rewind to committed offsets, retry).
+        ConfigError: at creation, TLS or SASL failed (:func:`connection_options`); permanent.
     """
 
     def __init__(self, settings: KafkaSettings, client_id: str = "visearch") -> None:
@@ -47,10 +68,10 @@ class KafkaTransport:
         self.client_id = client_id
         self._consumers: dict[tuple[str, str], KafkaConsumer] = {}
         self._pending: list[FutureRecordMetadata] = []
-        self._lag_recorded_at: dict[tuple[str, str], float] = {}
+        self._options = connection_options(settings)
         try:
             self._producer = KafkaProducer(
-                bootstrap_servers=settings.bootstrap,
+                **self._options,
                 client_id=client_id,
                 acks="all",
                 linger_ms=5,
@@ -59,14 +80,14 @@ class KafkaTransport:
                 request_timeout_ms=30000,
             )
         except KafkaError as exc:
-            raise DependencyUnavailableError(f"Kafka at {settings.bootstrap} unreachable: {exc}") from exc
+            raise DependencyUnavailableError(f"Kafka at {settings.describe()} unreachable: {exc}") from exc
 
     def _consumer(self, topic: str, group: str) -> KafkaConsumer:
         consumer = self._consumers.get((topic, group))
         if consumer is None:
             consumer = KafkaConsumer(
                 topic,
-                bootstrap_servers=self.settings.bootstrap,
+                **self._options,
                 group_id=group,
                 client_id=self.client_id,
                 enable_auto_commit=False,
@@ -123,14 +144,13 @@ class KafkaTransport:
                 headers={k: (v or b"").decode("utf-8", "replace") for k, v in (r.headers or [])},
                 offset=r.offset,
                 partition=r.partition,
+                timestamp_ms=r.timestamp if r.timestamp is not None else -1,
             )
             for records in batches.values()
             for r in records
         ]
         if messages:
             RECORDS_CONSUMED.labels(topic=topic, group=group).inc(len(messages))
-        else:
-            self._maybe_record_lag(consumer, topic, group)  # idle: keep the gauge from going stale
         return messages
 
     def commit(self, topic: str, group: str) -> None:  # noqa: D102
@@ -139,7 +159,6 @@ class KafkaTransport:
             consumer.commit()
         except KafkaError as exc:
             raise DependencyUnavailableError(f"commit of {topic} for {group} failed: {exc}") from exc
-        self._maybe_record_lag(consumer, topic, group)
 
     def rewind_to_committed(self, topic: str, group: str) -> None:  # noqa: D102
         consumer = self._consumers.get((topic, group))
@@ -156,26 +175,6 @@ class KafkaTransport:
         """Messages in ``topic`` not committed by ``group`` (end offset − committed, summed over partitions)."""
         return sum(group_lag(self.settings, topic, group).values())
 
-    def _maybe_record_lag(self, consumer: KafkaConsumer, topic: str, group: str) -> None:
-        """Refresh the lag gauge at most every LAG_INTERVAL_S: it costs broker round-trips (end offsets,
-        and committed offsets per partition), too many to pay on every batch."""
-        now = time.monotonic()
-        if now - self._lag_recorded_at.get((topic, group), float("-inf")) >= LAG_INTERVAL_S:
-            self._lag_recorded_at[(topic, group)] = now
-            self._record_lag(consumer, topic, group)
-
-    def _record_lag(self, consumer: KafkaConsumer, topic: str, group: str) -> None:
-        try:
-            assignment = list(consumer.assignment())
-            ends = consumer.end_offsets(assignment)
-            for tp in assignment:
-                committed = consumer.committed(tp) or 0
-                CONSUMER_LAG.labels(topic=topic, group=group, partition=str(tp.partition)).set(
-                    max(ends[tp] - committed, 0)
-                )
-        except KafkaError as exc:  # lag is best-effort observability
-            log.debug("lag_unavailable", topic=topic, error=str(exc))
-
     def close(self) -> None:  # noqa: D102
         for consumer in self._consumers.values():
             consumer.close(autocommit=False)
@@ -184,15 +183,19 @@ class KafkaTransport:
 
 
 def group_lag(settings: KafkaSettings, topic: str, group: str) -> dict[int, int]:
-    """Lag per partition of ``group`` on ``topic``: end offset minus committed offset (0 if none)."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap, group_id=group, enable_auto_commit=False)
+    """Lag per partition of ``group`` on ``topic``: end offset minus committed offset (the log start if none), as
+    the lag exporter and `visearch topics lag` read it (:class:`visearch.shared.kafka_lag.LagReader`).
+
+    Raises:
+        DependencyUnavailableError: the broker did not answer. ConfigError: TLS or SASL refused.
+    """
+    from visearch.shared.kafka_lag import LagReader, LagTarget
+
+    reader = LagReader(settings)
     try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        ends = consumer.end_offsets(tps)
-        return {tp.partition: max(ends[tp] - (consumer.committed(tp) or 0), 0) for tp in tps}
+        return {lag.partition: lag.records for lag in reader.read([LagTarget(group, topic)])}
     finally:
-        consumer.close(autocommit=False)
+        reader.close()
 
 
 def pipeline_topics(settings: KafkaSettings, stages: list[str]) -> list[str]:
@@ -213,7 +216,7 @@ def create_topics(settings: KafkaSettings, stages: list[str]) -> dict[str, str]:
 
     Idempotent: existing topics are left as they are. Returns topic -> "created" | "exists".
     """
-    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap, client_id="visearch-admin")
+    admin = KafkaAdminClient(**connection_options(settings), client_id="visearch-admin")
     try:
         existing = set(admin.list_topics())
         wanted = []
@@ -261,8 +264,9 @@ def images_topic(settings: KafkaSettings) -> str:
 def stage_worker_loop(stage: Stage, settings: KafkaSettings, stages: list[str]) -> Callable[[threading.Event], None]:
     """A ``run(stop)`` callable that consumes the stage's input topic until ``stop`` is set.
 
-    It connects (retrying with backoff while the broker is unreachable), runs a StageWorker with the
-    DLQ policy from settings, and closes the clients after the last commit.
+    It connects (retrying with backoff while the broker is unreachable; a TLS or SASL failure, a
+    ConfigError, is not retried: the worker stops at once with its reason, and so does the process),
+    runs a StageWorker with the DLQ policy from settings, and closes the clients after the last commit.
     """
     from tenacity import Retrying, retry_if_exception_type, wait_exponential_jitter
 

@@ -243,7 +243,8 @@ def _check_length(name: str, value: str, limit: int) -> None:
 
 
 def decode_message(message: Message) -> events_pb2.ImageDocument:
-    """The ImageDocument a message carries (an ImageEvent is wrapped in a new document).
+    """The ImageDocument a message carries (an ImageEvent is wrapped in a new document), its ``published_at``
+    set from the record's timestamp when it has none (so the first stage stamps the publication time).
 
     Raises:
         InvalidEventError: (INVALID_ARGUMENT, permanent: the worker dead-letters the message) reason
@@ -261,6 +262,10 @@ def decode_message(message: Message) -> events_pb2.ImageDocument:
             raise InvalidEventError(f"unknown schema header {schema!r}", reason="unknown_schema")
     except DecodeError as exc:
         raise InvalidEventError(f"payload is not a valid {schema}: {exc}", reason="malformed_payload") from exc
+    if not document.HasField("published_at") and message.timestamp_ms >= 0:
+        # The first stage reads the published record: its timestamp travels on in the document (a document from
+        # an older version without one gets its own record's, a lower bound of its age).
+        document.published_at.FromMilliseconds(message.timestamp_ms)
     if not document.event.image_id:
         raise InvalidEventError("event has no image_id", reason="missing_image_id")
     if document.event.kind == events_pb2.ImageEvent.KIND_UNSPECIFIED:

@@ -8,6 +8,7 @@ code written against it runs unchanged over the Kafka transport that comes with 
 from __future__ import annotations
 
 import threading
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -86,6 +87,9 @@ class Message:
     headers: dict[str, str] = field(default_factory=dict)
     offset: int = -1
     partition: int = 0
+    # The record's timestamp, ms since the epoch: Kafka's CreateTime (the producer's clock; LogAppendTime on a
+    # topic configured so), in process the time it was produced; -1 unknown.
+    timestamp_ms: int = -1
 
 
 class Transport(Protocol):
@@ -123,7 +127,7 @@ class InProcessTransport:
     def produce(self, topic: str, key: bytes, value: bytes, headers: dict[str, str]) -> None:  # noqa: D102
         with self._lock:
             log = self._logs[topic]
-            log.append(Message(topic, key, value, dict(headers), offset=len(log)))
+            log.append(Message(topic, key, value, dict(headers), offset=len(log), timestamp_ms=int(time.time() * 1000)))
 
     def flush(self) -> None:  # noqa: D102 (in memory: produced means stored)
         return None

@@ -7,10 +7,12 @@ go to stdout (``--json`` for machine-readable output).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import sys
 import time
+from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -88,12 +90,27 @@ class ServiceName(str, Enum):
     classification = "classification"
     indexer = "indexer"
     ranking = "ranking"
+    lag_exporter = "lag-exporter"  # no gRPC: the pipeline groups' consumer lag on /metrics (shared/kafka_lag.py)
+
+
+@contextlib.contextmanager
+def _kafka_errors() -> Iterator[None]:
+    """Kafka settings that cannot work, a TLS or SASL failure (ConfigError) or an unreachable broker: one
+    red line and exit code 2 instead of a traceback."""
+    from visearch.shared.errors import ConfigError, DependencyUnavailableError
+
+    try:
+        yield
+    except (ConfigError, DependencyUnavailableError) as exc:
+        console.print(f"[red]Kafka:[/] {exc}")
+        raise typer.Exit(2) from exc
 
 
 def _kafka_settings(bootstrap: str | None):
     from visearch.shared.config import KafkaSettings
 
-    settings = KafkaSettings()
+    with _kafka_errors():
+        settings = KafkaSettings()
     settings.bootstrap = bootstrap or settings.bootstrap or "127.0.0.1:9092"
     return settings
 
@@ -632,25 +649,38 @@ def serve(
     """Run one service as a long-running process (gRPC with health and reflection, /metrics).
 
     With VISEARCH_KAFKA_BOOTSTRAP set, every stage in VISEARCH_PIPELINE_STAGES (detection, embedding,
-    ocr, classification, indexer) also consumes its pipeline topic.
+    ocr, classification, indexer) also consumes its pipeline topic. VISEARCH_SERVICE_ROLE=grpc serves
+    the gRPC API only, =worker runs the stage worker only (exit 2 when there is none to run).
+    `lag-exporter` serves no gRPC: the pipeline groups' consumer lag, read from the broker at each scrape,
+    on VISEARCH_METRICS_PORT (/metrics; /livez for probes).
     """
     import importlib
+
+    from visearch.shared.errors import ConfigError
 
     settings = ServiceSettings()
     if port is not None:
         settings.grpc_port = port
-    run = importlib.import_module(f"visearch.services.{service.value}.server").main
-    if service is ServiceName.ranking and not settings.embedding_addr:
-        # no embedding service to call: embed the queries in this process
-        from visearch.services.embedding.service import EmbeddingService
-        from visearch.shared.config import ImageSettings
-        from visearch.shared.encoders import Embedder
-        from visearch.shared.grpcutil import InProcessStub
+    try:
+        if service is ServiceName.lag_exporter:
+            from visearch.shared.kafka_lag import main as run_exporter
 
-        raise typer.Exit(
-            run(settings, embedding=InProcessStub(EmbeddingService(Embedder.from_cache(), ImageSettings())))
-        )
-    raise typer.Exit(run(settings))
+            raise typer.Exit(run_exporter(settings))
+        run = importlib.import_module(f"visearch.services.{service.value}.server").main
+        if service is ServiceName.ranking and not settings.embedding_addr:
+            # no embedding service to call: embed the queries in this process
+            from visearch.services.embedding.service import EmbeddingService
+            from visearch.shared.config import ImageSettings
+            from visearch.shared.encoders import Embedder
+            from visearch.shared.grpcutil import InProcessStub
+
+            code = run(settings, embedding=InProcessStub(EmbeddingService(Embedder.from_cache(), ImageSettings())))
+        else:
+            code = run(settings)
+    except ConfigError as exc:
+        console.print(f"[red]configuration error[/]: {exc}")
+        raise typer.Exit(2) from None
+    raise typer.Exit(code)
 
 
 @topics_app.command("create")
@@ -660,21 +690,39 @@ def topics_create(bootstrap: BootstrapOption = None) -> None:
     from visearch.shared.kafka import create_topics
 
     settings = _kafka_settings(bootstrap)
-    for topic, state in create_topics(settings, PipelineSettings().stage_list).items():
+    with _kafka_errors():
+        created = create_topics(settings, PipelineSettings().stage_list)
+    for topic, state in created.items():
         console.print(f"{state:8s} {topic}")
 
 
 @topics_app.command("lag")
 def topics_lag(bootstrap: BootstrapOption = None) -> None:
-    """Consumer lag of each stage's group on its input topic, per partition."""
+    """Consumer lag of each stage's group on its input topic, per partition, and the age of its oldest waiting
+    record: the figures the lag exporter exports (visearch_kafka_consumer_lag_records / _seconds)."""
+    import time
+
     from visearch.shared.config import PipelineSettings
-    from visearch.shared.kafka import group_lag
-    from visearch.shared.transport import stage_topics
+    from visearch.shared.kafka_lag import LagReader, pipeline_lag_targets
 
     settings = _kafka_settings(bootstrap)
-    for stage, topics in stage_topics(PipelineSettings().stage_list, settings.topic_prefix).items():
-        lag = group_lag(settings, topics.input, f"visearch-{stage}")
-        console.print(f"{stage:14s} {topics.input:28s} total {sum(lag.values()):6d}  per partition {lag}")
+    targets = pipeline_lag_targets(settings, PipelineSettings().stage_list)
+    with _kafka_errors():
+        reader = LagReader(settings, oldest_records=True)
+        try:
+            lags = reader.read(targets)
+        finally:
+            reader.close()
+    now = time.time()
+    for target in targets:
+        mine = [lag for lag in lags if lag.group == target.group]
+        per_partition = {lag.partition: lag.records for lag in mine}
+        ages = [age for lag in mine if (age := lag.age_s(now))]
+        oldest = f"  oldest waiting {max(ages):.0f} s" if ages else ""
+        stage = target.group.removeprefix("visearch-")
+        console.print(
+            f"{stage:14s} {target.topic:28s} total {sum(per_partition.values()):6d}  per partition {per_partition}{oldest}"
+        )
 
 
 @app.command()
@@ -700,7 +748,8 @@ def publish(
 
     items, total = _catalogue(path, metadata, dataset, limit, offset, split)
     settings = _kafka_settings(bootstrap)
-    transport = KafkaTransport(settings, "visearch-publish")
+    with _kafka_errors():
+        transport = KafkaTransport(settings, "visearch-publish")
     topic, count, start = images_topic(settings), 0, time.perf_counter()
     try:
         for item in tqdm(items, total=total, unit="event", desc="publish", disable=not progress):
@@ -721,7 +770,8 @@ def _publish_events(events, bootstrap: str | None) -> None:
     from visearch.shared.pipeline import encode_event
 
     settings = _kafka_settings(bootstrap)
-    transport = KafkaTransport(settings, "visearch-publish")
+    with _kafka_errors():
+        transport = KafkaTransport(settings, "visearch-publish")
     try:
         for event in events:
             transport.produce(images_topic(settings), *encode_event(event, settings.max_message_bytes))
@@ -783,7 +833,9 @@ def dlq_inspect(
     table = Table(title=topic, title_justify="left")
     for col in ("partition:offset", "key", "reason", "stage", "from", "exception", "error"):
         table.add_column(col)
-    for letter in read_dead_letters(_kafka_settings(bootstrap), topic, limit):
+    with _kafka_errors():
+        letters = read_dead_letters(_kafka_settings(bootstrap), topic, limit)
+    for letter in letters:
         table.add_row(
             f"{letter.partition}:{letter.offset}",
             letter.key,
@@ -809,7 +861,8 @@ def dlq_replay(
     consumer group visearch-dlq-replay, so each letter is replayed once."""
     from visearch.shared.dlq import replay_dead_letters
 
-    replayed, skipped = replay_dead_letters(_kafka_settings(bootstrap), topic, reasons=reason, limit=limit)
+    with _kafka_errors():
+        replayed, skipped = replay_dead_letters(_kafka_settings(bootstrap), topic, reasons=reason, limit=limit)
     console.print(f"replayed {replayed}, skipped {skipped} (other reasons)")
 
 

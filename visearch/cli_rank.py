@@ -121,15 +121,16 @@ def fit(
     if from_kafka:
         from kafka.errors import KafkaError
 
+        from visearch.shared.errors import VisearchError
         from visearch.shared.transport import feedback_topic
 
         kafka = KafkaSettings()
-        server = bootstrap or kafka.bootstrap or "127.0.0.1:9092"
+        kafka.bootstrap = bootstrap or kafka.bootstrap or "127.0.0.1:9092"
         topic = feedback_topic(topic_prefix or kafka.topic_prefix)
         try:
-            data = read_feedback_topic(server, topic, timeout)
-        except (KafkaError, LookupError, TimeoutError) as exc:
-            console.print(f"[red]cannot read {topic} at {server}:[/] {exc}")
+            data = read_feedback_topic(kafka, topic, timeout)
+        except (KafkaError, VisearchError, LookupError, TimeoutError) as exc:
+            console.print(f"[red]cannot read {topic} at {kafka.bootstrap}:[/] {exc}")
             raise typer.Exit(2) from exc
     else:
         try:

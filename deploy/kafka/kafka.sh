@@ -13,6 +13,9 @@
 #                          run a Kafka command-line tool from the lib folder, e.g.
 #                          kafka.sh tool org.apache.kafka.tools.TopicCommand --list \
 #                              --bootstrap-server 127.0.0.1:9092
+#   kafka.sh scram-user NAME
+#                          create or update NAME's SCRAM-SHA-512 credentials,
+#                          the password read from stdin (through the PLAINTEXT listener)
 #
 # Environment (all optional):
 #   VISEARCH_VAR_DIR                 state root (default <repo>/var); the broker lives in $VAR/kafka
@@ -26,6 +29,23 @@
 #                                    VISEARCH_KAFKA_MAX_MESSAGE_BYTES (topic/producer limit)
 #   VISEARCH_KAFKA_CLUSTER_ID        cluster id used when formatting (default: a random one)
 #   VISEARCH_KAFKA_MVN               Maven command (default mvn); VISEARCH_KAFKA_MVN_ARGS extra args
+#
+# Optional secured client listener (TLS + SASL) next to the PLAINTEXT one, which stays the
+# inter-broker listener and the one `up` probes and creates SCRAM users through:
+#   VISEARCH_KAFKA_SASL_SSL_PORT     port of a SASL_SSL listener on 127.0.0.1 (unset: none), with
+#                                    the SASL mechanisms SCRAM-SHA-512 and PLAIN
+#   VISEARCH_KAFKA_TLS_DIR           folder of the PEM files it needs: broker.pem (the broker's
+#                                    certificate chain, 127.0.0.1 in its subjectAltName), broker.key
+#                                    (its unencrypted PKCS#8 key) and ca.pem (CAs trusted for client
+#                                    certificates); Kafka reads them as ssl.keystore/truststore.type=PEM
+#   VISEARCH_KAFKA_SSL_CLIENT_AUTH   none (default) | requested | required: client certificates
+#   VISEARCH_KAFKA_PLAIN_USERS       SASL/PLAIN users, "name:password,..." (written into the
+#                                    listener's JAAS config in server.properties, mode 600; a
+#                                    running broker reads them at its next start)
+#   VISEARCH_KAFKA_SCRAM_USERS       SCRAM users, "name:password,...": their SCRAM-SHA-512
+#                                    credentials are set after each start (kafka.admin.ConfigCommand
+#                                    through the PLAINTEXT listener; kept in the cluster metadata)
+# Names are [A-Za-z0-9._-]+; a password may not hold a comma, quote, backslash or bracket.
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -56,6 +76,12 @@ HEAP_OPTS="${VISEARCH_KAFKA_HEAP_OPTS:--Xmx512m -Xms256m}"
 MESSAGE_MAX_BYTES="${VISEARCH_KAFKA_BROKER_MESSAGE_MAX_BYTES:-26214400}"
 MVN="${VISEARCH_KAFKA_MVN:-mvn}"
 NODE_ID=1
+SASL_SSL_PORT="${VISEARCH_KAFKA_SASL_SSL_PORT:-}"
+TLS_DIR="${VISEARCH_KAFKA_TLS_DIR:-}"
+SSL_CLIENT_AUTH="${VISEARCH_KAFKA_SSL_CLIENT_AUTH:-none}"
+PLAIN_USERS="${VISEARCH_KAFKA_PLAIN_USERS:-}"
+SCRAM_USERS="${VISEARCH_KAFKA_SCRAM_USERS:-}"
+KEYSTORE_PEM="$CONF_DIR/broker-keystore.pem"
 
 say() { echo "kafka: $*"; }
 die() { echo "kafka: $*" >&2; exit 1; }
@@ -138,10 +164,116 @@ kafka_version() {
   echo "${jar%.jar}"
 }
 
+# --- the optional SASL_SSL listener ---
+
+# "name:password,..." (in $2, named $1 in errors) -> one "name<TAB>password" line per user.
+split_users() {
+  local var="$1" list="$2" entry name password
+  local -a entries
+  [ -n "$list" ] || return 0
+  IFS=',' read -r -a entries <<<"$list"
+  for entry in "${entries[@]}"; do
+    [ -n "$entry" ] || continue
+    name="${entry%%:*}"
+    password="${entry#*:}"
+    [[ "$entry" == *:* && "$name" =~ ^[A-Za-z0-9._-]+$ && -n "$password" ]] \
+      || die "$var: each entry is name:password, the name of [A-Za-z0-9._-]"
+    case "$password" in
+      *'"'* | *"'"* | *'\'* | *'['* | *']'*)
+        die "$var: the password of $name holds a quote, backslash or bracket" ;;
+    esac
+    printf '%s\t%s\n' "$name" "$password"
+  done
+}
+
+# Dies unless the secured listener's settings are complete (nothing to check without its port).
+check_secured_listener() {
+  [ -n "$SASL_SSL_PORT" ] || return 0
+  [[ "$SASL_SSL_PORT" =~ ^[0-9]+$ ]] || die "VISEARCH_KAFKA_SASL_SSL_PORT is not a port: $SASL_SSL_PORT"
+  [ "$SASL_SSL_PORT" != "$PORT" ] && [ "$SASL_SSL_PORT" != "$CONTROLLER_PORT" ] \
+    || die "VISEARCH_KAFKA_SASL_SSL_PORT must differ from the PLAINTEXT and controller ports"
+  [ -n "$TLS_DIR" ] || die "VISEARCH_KAFKA_SASL_SSL_PORT needs VISEARCH_KAFKA_TLS_DIR (broker.pem, broker.key, ca.pem)"
+  [ -d "$TLS_DIR" ] || die "VISEARCH_KAFKA_TLS_DIR: $TLS_DIR is not a folder"
+  TLS_DIR="$(cd "$TLS_DIR" && pwd)"
+  local f
+  for f in broker.pem broker.key ca.pem; do
+    [ -r "$TLS_DIR/$f" ] || die "VISEARCH_KAFKA_TLS_DIR: $TLS_DIR/$f is missing or unreadable"
+  done
+  case "$SSL_CLIENT_AUTH" in
+    none | requested | required) ;;
+    *) die "VISEARCH_KAFKA_SSL_CLIENT_AUTH must be none, requested or required (not $SSL_CLIENT_AUTH)" ;;
+  esac
+  split_users VISEARCH_KAFKA_PLAIN_USERS "$PLAIN_USERS" >/dev/null
+  split_users VISEARCH_KAFKA_SCRAM_USERS "$SCRAM_USERS" >/dev/null
+}
+
+# The listener's lines of server.properties (nothing without VISEARCH_KAFKA_SASL_SSL_PORT).
+secured_listener_config() {
+  [ -n "$SASL_SSL_PORT" ] || return 0
+  local plain_jaas="org.apache.kafka.common.security.plain.PlainLoginModule required" name password
+  while IFS=$'\t' read -r name password; do
+    plain_jaas+=" user_$name=\"$password\""
+  done < <(split_users VISEARCH_KAFKA_PLAIN_USERS "$PLAIN_USERS")
+  cat <<EOF
+
+# Secured client listener (VISEARCH_KAFKA_SASL_SSL_PORT): TLS from PEM files, SASL SCRAM-SHA-512
+# (credentials in the cluster metadata, set by 'up' or 'scram-user') and PLAIN (the users here).
+listener.name.sasl_ssl.ssl.keystore.type=PEM
+listener.name.sasl_ssl.ssl.keystore.location=$KEYSTORE_PEM
+listener.name.sasl_ssl.ssl.truststore.type=PEM
+listener.name.sasl_ssl.ssl.truststore.location=$TLS_DIR/ca.pem
+listener.name.sasl_ssl.ssl.client.auth=$SSL_CLIENT_AUTH
+listener.name.sasl_ssl.sasl.enabled.mechanisms=SCRAM-SHA-512,PLAIN
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.plain.sasl.jaas.config=$plain_jaas;
+EOF
+}
+
+# The broker's key and certificate chain in one PEM file (Kafka's PEM key store), mode 600.
+write_keystore() {
+  if [ -z "$SASL_SSL_PORT" ]; then
+    rm -f "$KEYSTORE_PEM"
+    return 0
+  fi
+  (umask 077 && cat "$TLS_DIR/broker.key" "$TLS_DIR/broker.pem" >"$KEYSTORE_PEM")
+}
+
+# Set SCRAM-SHA-512 credentials through the PLAINTEXT listener; stdin: "name<TAB>password" lines.
+# The password goes through a file (mode 600, removed at once), never the tool's command line.
+set_scram_credentials() {
+  local name password file
+  while IFS=$'\t' read -r name password; do
+    [ -n "$name" ] || continue
+    file="$CONF_DIR/.scram-$name.properties"
+    (umask 077 && printf 'SCRAM-SHA-512=password=%s\n' "$password" >"$file")
+    if ! run_tool kafka.admin.ConfigCommand --bootstrap-server "$BOOTSTRAP" --command-config "$CLIENT_PROPS" \
+        --alter --entity-type users --entity-name "$name" --add-config-file "$file" \
+        >"$LOG_DIR/scram.log" 2>&1; then
+      rm -f "$file"
+      cat "$LOG_DIR/scram.log" >&2
+      die "setting the SCRAM credentials of $name failed"
+    fi
+    rm -f "$file"
+    say "SCRAM-SHA-512 credentials of $name set"
+  done
+}
+
 # --- configuration (rewritten on every `up`, so port/env changes apply) ---
 
 write_config() {
+  check_secured_listener
   mkdir -p "$CONF_DIR" "$DATA_DIR" "$LOG_DIR"
+  local listeners="PLAINTEXT://$HOST:$PORT,CONTROLLER://$HOST:$CONTROLLER_PORT"
+  local advertised="PLAINTEXT://$HOST:$PORT" protocols="CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+  if [ -n "$SASL_SSL_PORT" ]; then
+    listeners+=",SASL_SSL://$HOST:$SASL_SSL_PORT"
+    advertised+=",SASL_SSL://$HOST:$SASL_SSL_PORT"
+    protocols+=",SASL_SSL:SASL_SSL"
+  fi
+  write_keystore
+  # It may hold PLAIN passwords: readable by the owner only.
+  (umask 077 && : >"$SERVER_PROPS")
+  chmod 600 "$SERVER_PROPS"
   cat >"$SERVER_PROPS" <<EOF
 # Written by deploy/kafka/kafka.sh on every 'up'; edit the script, not this file.
 # Single-node KRaft: this JVM is both the broker and the (only) controller.
@@ -151,10 +283,10 @@ controller.quorum.voters=$NODE_ID@$HOST:$CONTROLLER_PORT
 controller.listener.names=CONTROLLER
 
 # Loopback only.
-listeners=PLAINTEXT://$HOST:$PORT,CONTROLLER://$HOST:$CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://$HOST:$PORT
+listeners=$listeners
+advertised.listeners=$advertised
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=$protocols
 
 log.dirs=$DATA_DIR
 
@@ -185,6 +317,7 @@ num.network.threads=2
 num.io.threads=4
 log.retention.hours=168
 log.segment.bytes=268435456
+$(secured_listener_config)
 EOF
 
   cat >"$LOG4J_CONF" <<EOF
@@ -314,8 +447,25 @@ wait_ready() {
   die "start-up failed (raise VISEARCH_KAFKA_START_TIMEOUT if the machine is just slow)"
 }
 
+# "bootstrap A" plus ", SASL_SSL B" when the secured listener is on.
+listeners_said() {
+  echo "bootstrap $BOOTSTRAP${SASL_SSL_PORT:+, SASL_SSL $HOST:$SASL_SSL_PORT}"
+}
+
+# After a start: the secured listener accepts connections, and SCRAM users exist.
+finish_secured_listener() {
+  [ -n "$SASL_SSL_PORT" ] || return 0
+  local deadline=$((SECONDS + 30))
+  until port_open "$SASL_SSL_PORT"; do
+    [ $SECONDS -lt $deadline ] || die "the SASL_SSL listener on $HOST:$SASL_SSL_PORT is not accepting connections"
+    sleep 0.2
+  done
+  split_users VISEARCH_KAFKA_SCRAM_USERS "$SCRAM_USERS" | set_scram_credentials
+}
+
 cmd_up() {
   need_java
+  check_secured_listener
   mkdir -p "$KAFKA_HOME"
   exec 9>"$LOCK_FILE"
   flock -w 600 9 || die "another kafka.sh holds $LOCK_FILE"
@@ -324,12 +474,14 @@ cmd_up() {
   if pid="$(running_pid)"; then
     write_config  # the probe's client settings
     if port_open "$PORT" && probe; then
-      say "already running (pid $pid), bootstrap $BOOTSTRAP"
+      finish_secured_listener
+      say "already running (pid $pid), $(listeners_said)"
       return 0
     fi
     say "pid $pid is starting; waiting for it"
     wait_ready "$pid"
-    say "ready (pid $pid), bootstrap $BOOTSTRAP"
+    finish_secured_listener
+    say "ready (pid $pid), $(listeners_said)"
     return 0
   fi
   rm -f "$PID_FILE"
@@ -339,6 +491,9 @@ cmd_up() {
   fi
   if port_open "$CONTROLLER_PORT"; then
     die "port $CONTROLLER_PORT on $HOST is taken by another process (set VISEARCH_KAFKA_CONTROLLER_PORT)"
+  fi
+  if [ -n "$SASL_SSL_PORT" ] && port_open "$SASL_SSL_PORT"; then
+    die "port $SASL_SSL_PORT on $HOST is taken by another process (set VISEARCH_KAFKA_SASL_SSL_PORT)"
   fi
 
   resolve_jars
@@ -359,7 +514,8 @@ cmd_up() {
   pid=$!
   echo "$pid" >"$PID_FILE"
   wait_ready "$pid"
-  say "ready (pid $pid), bootstrap $BOOTSTRAP"
+  finish_secured_listener
+  say "ready (pid $pid), $(listeners_said)"
 }
 
 # SIGTERM (Kafka shuts down cleanly, usually in about a second), up to 30 s, then SIGKILL.
@@ -412,7 +568,7 @@ cmd_status() {
   local pid
   if pid="$(running_pid)"; then
     if port_open "$PORT"; then
-      echo "kafka: running (pid $pid, Kafka $(kafka_version)), bootstrap $BOOTSTRAP"
+      echo "kafka: running (pid $pid, Kafka $(kafka_version)), $(listeners_said)"
     else
       echo "kafka: running (pid $pid, Kafka $(kafka_version)) but $BOOTSTRAP is not accepting connections yet"
     fi
@@ -447,6 +603,17 @@ cmd_tool() {
   run_tool "$@"
 }
 
+cmd_scram_user() {
+  [ $# -eq 1 ] || die "scram-user: usage: kafka.sh scram-user NAME (the password on stdin)"
+  need_java
+  lib_complete || die "the Kafka jars are not resolved yet: run 'kafka.sh up' first"
+  [ -f "$TOOLS_LOG4J_CONF" ] && [ -f "$CLIENT_PROPS" ] || write_config
+  local password
+  IFS= read -r password || [ -n "$password" ] || die "scram-user: no password on stdin"
+  [ -n "$password" ] || die "scram-user: the password on stdin is empty"
+  split_users "scram-user" "$1:$password" | set_scram_credentials
+}
+
 usage() {
   sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'
 }
@@ -457,6 +624,7 @@ case "${1:-}" in
   status) shift; cmd_status "$@" ;;
   logs) shift; cmd_logs "$@" ;;
   tool) shift; cmd_tool "$@" ;;
+  scram-user) shift; cmd_scram_user "$@" ;;
   bootstrap) echo "$BOOTSTRAP" ;;
   -h|--help|help) usage ;;
   *) usage >&2; exit 2 ;;

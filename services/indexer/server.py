@@ -11,6 +11,7 @@ from typing import Any
 
 from visearch.services.indexer.stage import IndexerStage
 from visearch.shared.config import KafkaSettings, PipelineSettings, ServiceSettings, StoreSettings
+from visearch.shared.errors import ConfigError
 from visearch.shared.grpcutil import serve
 from visearch.shared.logging import configure_logging
 from visearch.shared.metrics import start_metrics_server
@@ -22,9 +23,12 @@ def main(settings: ServiceSettings | None = None, **serve_kwargs: Any) -> int:
 
     Raises:
         SystemExit: VISEARCH_KAFKA_BOOTSTRAP is not set (the indexer has nothing to consume).
+        ConfigError: VISEARCH_SERVICE_ROLE is ``grpc`` (the indexer serves no API: it is a worker).
     """
     settings = settings or ServiceSettings()
     configure_logging("indexer", settings.log_level)
+    if settings.service_role == "grpc":
+        raise ConfigError("VISEARCH_SERVICE_ROLE=grpc: the indexer serves no gRPC API (use all or worker)")
     kafka, pipeline = KafkaSettings(), PipelineSettings()
     if not kafka.bootstrap:
         raise SystemExit("the indexer consumes Kafka: set VISEARCH_KAFKA_BOOTSTRAP (e.g. 127.0.0.1:9092)")

@@ -3,10 +3,15 @@
 Idempotent: rows are keyed by ``<tenant>/<image_id>``, so a redelivered event rewrites the same row.
 A Milvus failure raises DependencyUnavailableError for the whole batch, so the worker does not
 commit and the batch is redelivered once Milvus is back.
+
+Freshness: when a write returns, each event it applied is searchable; ``visearch_ingest_freshness_seconds``
+observes the time since the event's publication (:func:`published_s`), by kind.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -14,6 +19,7 @@ import numpy as np
 from visearch.shared.duplicates import NEAR_DUPLICATE_MAX_DISTANCE as DUPLICATE_MAX_DISTANCE
 from visearch.shared.duplicates import hash_distance
 from visearch.shared.errors import InvalidEventError, NotFoundError
+from visearch.shared.metrics import INGEST_FRESHNESS
 from visearch.shared.pipeline import Stage, StageResult
 from visearch.shared.store import IndexRow, MilvusStore, RegionRow, SearchFilter
 from visearch.v1 import events_pb2
@@ -21,6 +27,8 @@ from visearch.v1 import events_pb2
 Kind = events_pb2.ImageEvent
 DUPLICATE_CANDIDATES = 5  # visual neighbours whose perceptual hash is compared at ingest
 TAG_ATTRIBUTES = ("object", "colour", "concept")
+# The freshness histogram's kind label (low cardinality: three values, no tenant).
+KIND_LABELS = {Kind.KIND_UPSERT: "upsert", Kind.KIND_DELETE: "delete", Kind.KIND_ATTRIBUTE_UPDATE: "attribute_update"}
 
 
 class IndexerStage(Stage):
@@ -34,10 +42,13 @@ class IndexerStage(Stage):
         self.store = store
         self.default_tenant = default_tenant
         self.duplicate_max_distance = duplicate_max_distance
+        for kind in KIND_LABELS.values():  # every series from 0, so rate() sees the first events too
+            INGEST_FRESHNESS.labels(kind=kind)
 
     def process(self, documents: list[events_pb2.ImageDocument]) -> list[StageResult]:  # noqa: D102
         results: list[StageResult] = list(documents)
         upserts: dict[str, IndexRow] = {}  # last write per primary key wins within a batch
+        written: list[events_pb2.ImageDocument] = []  # the upserts' documents, searchable once upserts are flushed
         for i, doc in enumerate(documents):
             event = doc.event
             tenant = event.tenant or self.default_tenant
@@ -45,24 +56,29 @@ class IndexerStage(Stage):
                 if event.kind == Kind.KIND_UPSERT:
                     row = self._row(doc, tenant)
                     upserts[row.pk] = row
+                    written.append(doc)
                 elif event.kind == Kind.KIND_DELETE:
-                    self._flush(upserts)
+                    self._flush(upserts, written)
                     self.store.delete(tenant, [event.image_id])
+                    observe_freshness([doc])
                 elif event.kind == Kind.KIND_ATTRIBUTE_UPDATE:
-                    self._flush(upserts)
+                    self._flush(upserts, written)
                     self._update_attributes(doc, tenant)
+                    observe_freshness([doc])
                 else:
                     raise InvalidEventError(f"unknown event kind {event.kind}", reason="unknown_kind")
             except (InvalidEventError, NotFoundError) as exc:
                 results[i] = self.fail(doc, exc)
-        self._flush(upserts)
+        self._flush(upserts, written)
         return results
 
-    def _flush(self, upserts: dict[str, IndexRow]) -> None:
+    def _flush(self, upserts: dict[str, IndexRow], written: list[events_pb2.ImageDocument]) -> None:
         if upserts:
             self._mark_duplicates(list(upserts.values()))
             self.store.upsert(upserts.values())
             upserts.clear()
+            observe_freshness(written)
+            written.clear()
 
     @staticmethod
     def _row(doc: events_pb2.ImageDocument, tenant: str) -> IndexRow:
@@ -147,6 +163,29 @@ class IndexerStage(Stage):
             changes["collection"] = event.collection
         if not self.store.update_attributes(tenant, event.image_id, changes):
             raise NotFoundError(f"attribute update for {event.image_id!r}, which is not indexed", reason="not_indexed")
+
+
+def published_s(doc: events_pb2.ImageDocument) -> float | None:
+    """When the document's event was published, seconds since the epoch: the event's ``event_time`` when the
+    publisher set it, else ``published_at`` (its Kafka record's timestamp on the images topic); None if neither."""
+    for stamp in (doc.event.event_time, doc.published_at):
+        if stamp.seconds or stamp.nanos:
+            return stamp.seconds + stamp.nanos / 1e9
+    return None
+
+
+def observe_freshness(documents: Iterable[events_pb2.ImageDocument], now_s: float | None = None) -> None:
+    """Observe each document's publish-to-searchable time (its write returned just now), by event kind.
+
+    A clock ahead of ours (an upstream event_time in the future) counts as 0 s; a document with no publication
+    time (an in-process test without one) is not observed.
+    """
+    now = time.time() if now_s is None else now_s
+    for doc in documents:
+        published = published_s(doc)
+        kind = KIND_LABELS.get(doc.event.kind)
+        if published is not None and kind is not None:
+            INGEST_FRESHNESS.labels(kind=kind).observe(max(now - published, 0.0))
 
 
 def model_tags(doc: events_pb2.ImageDocument) -> list[str]:

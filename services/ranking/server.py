@@ -1,9 +1,11 @@
 """``visearch serve ranking``: the search API as its own process.
 
-With ``VISEARCH_EMBEDDING_ADDR`` (ServiceSettings.embedding_addr) set (host:port) queries are embedded by the embedding service over
-gRPC; otherwise the models are loaded in this process (embedded mode). ``VISEARCH_DETECTION_ADDR`` enables
-search by the query's detected objects; ``VISEARCH_CLASSIFICATION_ADDR`` and ``VISEARCH_OCR_ADDR`` the
-query understanding of image queries (tags, taxonomy, text) and the model tags of ``Tag``.
+With ``VISEARCH_EMBEDDING_ADDR`` (ServiceSettings.embedding_addr) set (a gRPC target: ``host:port``,
+``dns:///<headless Service>:port``, ``ipv4:h1:p1,h2:p2``) queries are embedded by the embedding service over
+gRPC, each call balanced over its pods (``VISEARCH_GRPC_LB_POLICY``); otherwise the models are loaded in this
+process (embedded mode). ``VISEARCH_DETECTION_ADDR`` enables search by the query's detected objects;
+``VISEARCH_CLASSIFICATION_ADDR`` and ``VISEARCH_OCR_ADDR`` the query understanding of image queries (tags,
+taxonomy, text) and the model tags of ``Tag``.
 ``VISEARCH_KAFKA_BOOTSTRAP`` enables the feedback topic (impressions logged, the Feedback RPC);
 ``VISEARCH_RANKING_*`` the ranking profiles and the learned ranker's folder (hot-reloaded).
 """
@@ -60,6 +62,8 @@ def main(settings: ServiceSettings | None = None, embedding: InProcessStub | Non
     """
     settings = settings or ServiceSettings()
     configure_logging("ranking", settings.log_level)
+    if settings.service_role == "worker":
+        raise ConfigError("VISEARCH_SERVICE_ROLE=worker: the ranking service has no stage worker (use all or grpc)")
     store = MilvusStore(StoreSettings())
     kafka = KafkaSettings()
     feedback = None

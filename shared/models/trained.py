@@ -35,7 +35,7 @@ import numpy as np
 
 from visearch.shared.config import ModelSettings
 from visearch.shared.errors import ModelNotBuiltError
-from visearch.shared.inference import OnnxRunner
+from visearch.shared.inference import OnnxRunner, intra_op_threads
 from visearch.shared.model_base import Batch, InferenceModel, ResultT
 from visearch.shared.models.registry import IMAGE_MODEL
 
@@ -216,7 +216,7 @@ class TrainedModel(InferenceModel[np.ndarray, ResultT]):
         return None if folder is None else cls(folder, models.intra_op_threads)
 
     def _load(self) -> OnnxRunner:
-        return OnnxRunner(self.folder / "model.onnx", self.meta["name"], self.intra_op_threads)
+        return OnnxRunner(self.folder / "model.onnx", self.meta["name"], intra_op_threads(self.intra_op_threads))
 
     def _check(self, embeddings: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(embeddings, dtype=np.float32)

@@ -92,7 +92,8 @@ def copy_topic(bootstrap: str, source: str, target_settings, target: str, n: int
     """Copy the first ``n`` messages of ``source`` (every partition, key, value, headers) to ``target``."""
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=5000)
+    source_settings = target_settings.model_copy(update={"bootstrap": bootstrap})  # same security, source cluster
+    consumer = KafkaConsumer(**source_settings.client_options(), enable_auto_commit=False, consumer_timeout_ms=5000)
     parts = [TopicPartition(source, p) for p in sorted(consumer.partitions_for_topic(source) or [])]
     consumer.assign(parts)
     consumer.seek_to_beginning(*parts)

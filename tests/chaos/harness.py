@@ -337,7 +337,7 @@ class KafkaProbe:
         consumer = self._consumers.get(group)
         if consumer is None:
             consumer = KafkaConsumer(
-                bootstrap_servers=self.settings.bootstrap,
+                **self.settings.client_options(),
                 group_id=group,
                 enable_auto_commit=False,
                 request_timeout_ms=5000,

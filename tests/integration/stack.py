@@ -153,6 +153,30 @@ class ServiceProcess:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
+class ExporterProcess(ServiceProcess):
+    """``visearch serve lag-exporter``: no gRPC server; ready once its metrics port answers ``/livez``."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        super().__init__("lag-exporter", env, log_dir)
+
+    def wait_serving(self, timeout_s: float = 60.0) -> None:
+        import urllib.request
+
+        assert self.process is not None
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"lag-exporter exited with {self.process.returncode}:\n{self.log_tail(40)}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/livez", timeout=1) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"lag-exporter not answering /livez after {timeout_s} s\n{self.log_tail(40)}")
+
+
 def wait_until(predicate, timeout_s: float, interval_s: float = 0.5, what: str = "condition"):
     """Poll ``predicate`` until it returns a truthy value; return it, or raise TimeoutError."""
     deadline = time.monotonic() + timeout_s

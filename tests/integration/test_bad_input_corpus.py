@@ -6,29 +6,65 @@
 * pipeline path: the embedded platform's real stage workers (detection -> embedding -> indexer,
   Milvus Lite) dead-letter each bad image and bad event with its reason, index the good ones, and keep
   working afterwards;
-* memory stays bounded while the decompression bombs and the 10,000 x 1 strips go through both paths.
+* memory stays bounded while the decompression bombs and the 10,000 x 1 strips go through both paths;
+* over the wire (``live``: the services as ``visearch serve`` processes on 127.0.0.1, a real Kafka broker):
+  every image of the corpus sent to every real gRPC server that takes images gets its exact status code
+  and, in the ``google.rpc.ErrorInfo`` detail of the status, its reason; every image (as an upsert) and
+  every event published to the images topic lands in the right DLQ topic with its reason, or reaches the
+  indexer; the servers and workers go on serving a valid image afterwards.
 
-About 20 s (models and Milvus Lite start-up included).
+About 20 s for the in-process tests (models and Milvus Lite start-up included), about 45 s more for
+the ``live`` ones (the broker and six processes start once for both: ~25 s; then ~10 s and ~7 s).
 """
 
 from __future__ import annotations
 
 import math
+import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
 
 from tests.badinput.corpus import EVENT_CASES, IMAGE_CASES, EventCase, ImageCase, Photos, markdown_table, upsert
+from tests.integration.stack import KAFKA_BOOTSTRAP, ScriptManaged, ServiceProcess, wait_until
 from visearch.embedded import EmbeddedPlatform
 from visearch.services.classification.classifier import Classifier
 from visearch.services.classification.service import ClassificationService
-from visearch.shared.config import ClassificationSettings, ImageSettings, ModelSettings, ServiceSettings, StoreSettings
+from visearch.shared.config import (
+    ClassificationSettings,
+    ImageSettings,
+    KafkaSettings,
+    ModelSettings,
+    ServiceSettings,
+    StoreSettings,
+)
+from visearch.shared.dlq import read_dead_letters
 from visearch.shared.errors import InvalidEventError
+from visearch.shared.grpcutil import ERROR_DOMAIN, error_from_rpc
+from visearch.shared.kafka import KafkaTransport, create_topics, group_lag, images_topic
 from visearch.shared.pipeline import Stage, StageWorker, encode_event
-from visearch.shared.transport import HEADER_DLQ_REASON, HEADER_DLQ_STAGE, InProcessTransport, dlq_topic
-from visearch.v1 import classification_pb2, common_pb2, detection_pb2, embedding_pb2, events_pb2, search_pb2
+from visearch.shared.transport import HEADER_DLQ_REASON, HEADER_DLQ_STAGE, InProcessTransport, dlq_topic, stage_topics
+from visearch.v1 import (
+    classification_pb2,
+    classification_pb2_grpc,
+    common_pb2,
+    detection_pb2,
+    detection_pb2_grpc,
+    embedding_pb2,
+    embedding_pb2_grpc,
+    events_pb2,
+    ocr_pb2,
+    ocr_pb2_grpc,
+    search_pb2,
+    search_pb2_grpc,
+)
 
 TENANT = "corpus"
 # The corpus's file-URI cases (a 20 MiB file, a missing file) need file URIs; services default to refusing them.
@@ -281,6 +317,266 @@ def test_memory_stays_bounded_over_decompression_bombs(platform, classification,
     growth_mb = ((vm_kb("VmHWM") if peak_known else vm_kb("VmRSS")) - before) / 1024
     print(f"peak RSS growth over {3 * len(BOMBS + STRIPS)} bombs and strips: {growth_mb:.1f} MB")
     assert growth_mb < RSS_GROWTH_LIMIT_MB, f"{'peak' if peak_known else 'resident'} RSS grew {growth_mb:.0f} MB"
+
+
+# --------------------------------------------------------------------------------------------- over the wire
+
+LIVE_STAGES = ["detection", "embedding", "indexer"]  # the Kafka chain of the live tests (as in ``platform``)
+LIVE_PREFIX = f"c{uuid.uuid4().hex[:8]}"
+RPC_TIMEOUT_S = 60.0
+WAIT_S = 240.0  # any wait of the live tests; a hang fails, it does not eat CI
+# Each gRPC method of the platform that takes an image: (server process, call with one image).
+GRPC_METHODS: dict[str, tuple[str, Callable[[grpc.Channel, common_pb2.Image], object]]] = {
+    "EmbedImage": (
+        "embedding",
+        lambda ch, image: embedding_pb2_grpc.EmbeddingServiceStub(ch).EmbedImage(
+            embedding_pb2.EmbedImageRequest(images=[image]), timeout=RPC_TIMEOUT_S
+        ),
+    ),
+    "Detect": (
+        "detection",
+        lambda ch, image: detection_pb2_grpc.DetectionServiceStub(ch).Detect(
+            detection_pb2.DetectRequest(images=[image]), timeout=RPC_TIMEOUT_S
+        ),
+    ),
+    "Read": (
+        "ocr",
+        lambda ch, image: ocr_pb2_grpc.OcrServiceStub(ch).Read(
+            ocr_pb2.ReadRequest(images=[image]), timeout=RPC_TIMEOUT_S
+        ),
+    ),
+    "Classify": (
+        "classification",
+        lambda ch, image: classification_pb2_grpc.ClassificationServiceStub(ch).Classify(
+            classification_pb2.ClassifyRequest(images=[image]), timeout=RPC_TIMEOUT_S
+        ),
+    ),
+    "Search": (
+        "ranking",
+        lambda ch, image: search_pb2_grpc.SearchServiceStub(ch).Search(
+            search_pb2.SearchRequest(image=image, top_k=5, tenant=TENANT), timeout=RPC_TIMEOUT_S
+        ),
+    ),
+    "SimilarTo": (
+        "ranking",
+        lambda ch, image: search_pb2_grpc.SearchServiceStub(ch).SimilarTo(
+            search_pb2.SimilarToRequest(image=image, top_k=5, tenant=TENANT), timeout=RPC_TIMEOUT_S
+        ),
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def live(built_models, tmp_path_factory):
+    """A real Kafka broker (deploy/kafka/kafka.sh, as the other Kafka modules start it; stopped afterwards if
+    this module started it), this module's topics, and six ``visearch serve`` processes on 127.0.0.1:
+    detection and embedding serve gRPC *and* consume the chain detection -> embedding -> indexer (Milvus Lite);
+    OCR, classification and ranking (which embeds through the embedding server) serve gRPC only."""
+    broker, procs = ScriptManaged("kafka"), {}
+    tmp = tmp_path_factory.mktemp("corpus-live")
+    env = {
+        "VISEARCH_KAFKA_BOOTSTRAP": KAFKA_BOOTSTRAP,
+        "VISEARCH_KAFKA_TOPIC_PREFIX": LIVE_PREFIX,
+        "VISEARCH_KAFKA_POLL_TIMEOUT_S": "0.5",
+        "VISEARCH_KAFKA_MAX_POLL_RECORDS": "16",
+        "VISEARCH_PIPELINE_STAGES": ",".join(LIVE_STAGES),
+        "VISEARCH_TENANT": TENANT,
+        "VISEARCH_LOG_LEVEL": "info",
+        "VISEARCH_MODEL_INTRA_OP_THREADS": "1",
+        # the corpus's file-URI cases (a 20 MiB file, a missing file) need file URIs, off by default
+        "VISEARCH_IMAGE_ALLOW_FILE_URIS": "true",
+    }
+    grpc_only = {**env, "VISEARCH_KAFKA_BOOTSTRAP": ""}
+    try:
+        broker.up()
+        settings = KafkaSettings(bootstrap=KAFKA_BOOTSTRAP, topic_prefix=LIVE_PREFIX, partitions=2, poll_timeout_s=0.5)
+        assert set(create_topics(settings, LIVE_STAGES).values()) == {"created"}
+        procs = {name: ServiceProcess(name, env, tmp) for name in ("detection", "embedding")}
+        procs["indexer"] = ServiceProcess("indexer", {**env, "VISEARCH_MILVUS_URI": str(tmp / "indexer.db")}, tmp)
+        procs["ocr"] = ServiceProcess("ocr", grpc_only, tmp)
+        procs["classification"] = ServiceProcess("classification", grpc_only, tmp)
+        ranking_env = {**grpc_only, "VISEARCH_MILVUS_URI": str(tmp / "ranking.db")}
+        procs["ranking"] = ServiceProcess(
+            "ranking", {**ranking_env, "VISEARCH_EMBEDDING_ADDR": procs["embedding"].address}, tmp
+        )
+        for proc in procs.values():
+            proc.start(wait=False)
+        for proc in procs.values():
+            proc.wait_serving(timeout_s=300)
+        yield {"kafka": settings, "procs": procs}
+    finally:
+        codes = {name: proc.stop() for name, proc in procs.items()}
+        broker.down()
+    assert set(codes.values()) == {0}, {n: procs[n].log_tail() for n, c in codes.items() if c != 0}
+
+
+def rpc_outcome(call: Callable[[], object]) -> tuple[str, str | None, str]:
+    """``(status code name, ErrorInfo reason, details)`` of a real gRPC call; the reason is read from the
+    ``google.rpc.Status`` in the call's trailers (None when it carries no ErrorInfo of visearch's domain)."""
+    try:
+        call()
+        return "OK", None, ""
+    except grpc.RpcError as exc:
+        status, reason = rpc_status.from_call(exc), None
+        for detail in status.details if status is not None else []:
+            info = error_details_pb2.ErrorInfo()
+            if detail.Unpack(info) and info.domain == ERROR_DOMAIN:
+                reason = info.reason
+        restored = error_from_rpc(exc, "corpus")  # what a visearch client makes of it: the same reason
+        assert restored.reason == reason or reason is None, (restored.reason, reason)
+        return exc.code().name, reason, exc.details()
+
+
+def live_outcomes(live, image: common_pb2.Image) -> dict[str, tuple[str, str | None, str]]:
+    """Each method of GRPC_METHODS called with ``image`` on its server process."""
+    procs, outcomes = live["procs"], {}
+    for method, (server, call) in GRPC_METHODS.items():
+        with grpc.insecure_channel(procs[server].address) as channel:
+            outcomes[method] = rpc_outcome(lambda: call(channel, image))  # noqa: B023 (called at once)
+    return outcomes
+
+
+def check_serving(live) -> None:
+    """Every process still runs and reports SERVING."""
+    for name, proc in live["procs"].items():
+        assert proc.process.poll() is None, f"{name} exited: {proc.log_tail()}"
+        with grpc.insecure_channel(proc.address) as channel:
+            health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+        assert health.status == health_pb2.HealthCheckResponse.SERVING, name
+
+
+@models
+@milvus_lite
+@pytest.mark.kafka
+def test_corpus_over_real_grpc_servers_gets_exact_status_and_reason(live, images, corpus_photos):
+    """Every image of the corpus, sent to each real server (EmbedImage, Detect, Read, Classify, Search,
+    SimilarTo): a bad one fails with its exact status code and, in the status's ErrorInfo, its exact reason;
+    an ok one is answered. Afterwards every server still answers a valid photo."""
+    wrong, seen = [], {}
+    for case in IMAGE_CASES:
+        expected = (case.status, None if case.ok else case.reason)
+        for method, (status, reason, details) in live_outcomes(live, images[case.kind]).items():
+            seen.setdefault(case.kind, set()).add(f"{status} {reason or ''}".strip())
+            if (status, reason) != expected:
+                wrong.append(f"{case.kind} {method}: {status} {reason} {details[:160]!r}, expected {expected}")
+    print(f"\n{len(IMAGE_CASES)} images x {len(GRPC_METHODS)} methods over gRPC:")
+    print("\n".join(f"  {kind}: {' | '.join(sorted(outcomes))}" for kind, outcomes in seen.items()))
+    assert not wrong, f"{len(wrong)} wrong outcomes:\n" + "\n".join(wrong)
+
+    valid = common_pb2.Image(content=corpus_photos.cat_jpeg)
+    assert all(o[0] == "OK" for o in live_outcomes(live, valid).values()), live_outcomes(live, valid)
+    check_serving(live)
+
+
+def live_lag(settings: KafkaSettings) -> int:
+    """Messages not yet committed by the chain's stages, over all of them."""
+    topics = stage_topics(LIVE_STAGES, settings.topic_prefix)
+    return sum(sum(group_lag(settings, t.input, f"visearch-{stage}").values()) for stage, t in topics.items())
+
+
+def live_dead_letters(settings: KafkaSettings) -> dict[str, tuple[str, str, str]]:
+    """Message key -> (reason, stage, source topic) of every dead letter of the chain."""
+    letters = {}
+    for topics in stage_topics(LIVE_STAGES, settings.topic_prefix).values():
+        for letter in read_dead_letters(settings, dlq_topic(topics.input), limit=500):
+            assert letter.key not in letters, f"{letter.key} dead-lettered twice"
+            letters[letter.key] = (letter.reason, letter.stage, letter.source_topic)
+    return letters
+
+
+def topic_keys(settings: KafkaSettings, topic: str) -> list[str]:
+    """The keys of every message on ``topic`` (a stage's output: what the next stage received)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(**settings.client_options(), enable_auto_commit=False)
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        ends, keys = consumer.end_offsets(tps), []
+        while any(consumer.position(tp) < ends[tp] for tp in tps):
+            keys += [(r.key or b"").decode() for rs in consumer.poll(timeout_ms=5000).values() for r in rs]
+        return keys
+    finally:
+        consumer.close(autocommit=False)
+
+
+@models
+@milvus_lite
+@pytest.mark.kafka
+def test_corpus_over_real_kafka_lands_in_the_dlq_with_its_reason(live, images, corpus_photos):
+    """Every image of the corpus (as an upsert) and every event case, published to the images topic of a real
+    broker: each bad one lands in the DLQ topic of the stage that must refuse it, once, with its reason;
+    each good one reaches the indexer, which commits it; the one the publisher must refuse
+    (``message_too_large``) is refused by the Kafka client. A valid event published afterwards goes through
+    the whole chain: the workers kept going."""
+    settings = live["kafka"]
+    topic = images_topic(settings)
+    topics = stage_topics(LIVE_STAGES, settings.topic_prefix)
+    where = {"decode": LIVE_STAGES[0], "image": FIRST_IMAGE_STAGE, "indexer": "indexer"}
+    expected, good = {}, []
+    transport = KafkaTransport(settings, "corpus-publisher")
+    try:
+        for case in IMAGE_CASES:
+            event = events_pb2.ImageEvent(
+                image_id=f"img-{case.kind}",
+                kind=events_pb2.ImageEvent.KIND_UPSERT,
+                image=images[case.kind],
+                product=events_pb2.Product(title=case.description),
+            )
+            transport.produce(topic, *encode_event(event))
+            if case.ok:
+                good.append(event.image_id)
+            else:
+                expected[event.image_id] = (case.reason, FIRST_IMAGE_STAGE)
+        for case in EVENT_CASES:
+            raw = case.make(corpus_photos)
+            if case.stage == "publish":  # too big for the topic: the producer refuses it before sending
+                with pytest.raises(InvalidEventError) as info:
+                    transport.produce(topic, case.kind.encode(), raw.value, raw.headers)
+                assert info.value.reason == case.reason
+                continue
+            transport.produce(topic, case.kind.encode(), raw.value, raw.headers)
+            if case.ok:
+                good.append(case.kind)
+            else:
+                expected[case.kind] = (case.reason, where[case.stage])
+        transport.flush()
+    finally:
+        transport.close()
+
+    wait_until(lambda: live_lag(settings) == 0, WAIT_S, 1.0, "the chain through the corpus")
+    letters = live_dead_letters(settings)
+    got = {key: (reason, stage) for key, (reason, stage, _) in letters.items()}
+    missing = {k: v for k, v in expected.items() if got.get(k) != v}
+    extra = {k: v for k, v in got.items() if k not in expected}
+    assert not missing and not extra, f"expected but not (so) dead-lettered: {missing}\nunexpected: {extra}"
+    for key, (_, stage, source) in letters.items():
+        assert source == topics[stage].input, (key, source)
+    print(f"\n{len(letters)} dead letters over Kafka (key: reason @ stage):")
+    print("\n".join(f"  {key}: {reason} @ {stage}" for key, (reason, stage, _) in sorted(letters.items())))
+    reached_indexer = set(topic_keys(settings, topics["indexer"].input))
+    assert set(good) <= reached_indexer, f"good inputs that never reached the indexer: {set(good) - reached_indexer}"
+    assert "attribute_update_not_indexed" in reached_indexer  # refused by the indexer itself, not before
+
+    # The workers kept going: a valid event after the corpus goes all the way through, with no dead letter.
+    after = upsert(corpus_photos, "after-the-corpus", tenant=TENANT)
+    start, ends_before = time.perf_counter(), len(letters)
+    publish_one = KafkaTransport(settings, "corpus-publisher")
+    try:
+        publish_one.produce(topic, *encode_event(after))
+        publish_one.flush()
+    finally:
+        publish_one.close()
+    wait_until(  # first on the indexer's input, then committed by the indexer (after its Milvus write)
+        lambda: "after-the-corpus" in topic_keys(settings, topics["indexer"].input) and live_lag(settings) == 0,
+        WAIT_S,
+        0.5,
+        "the event after the corpus through the chain",
+    )
+    assert len(live_dead_letters(settings)) == ends_before
+    print(f"\nvalid event after the corpus through the chain in {time.perf_counter() - start:.1f} s")
+    check_serving(live)
 
 
 # --------------------------------------------------------------------------------------------- publisher / worker limits

@@ -110,7 +110,7 @@ def fashion_events(tenant: str, n: int, offset: int = 0):
 def topic_size(settings: KafkaSettings, topic: str) -> int:
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap)
+    consumer = KafkaConsumer(**settings.client_options())
     try:
         tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
         return sum(consumer.end_offsets(tps).values())

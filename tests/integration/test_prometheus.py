@@ -18,6 +18,7 @@ from tests.integration.stack import (
     KAFKA_BOOTSTRAP,
     MILVUS_URI,
     ROOT,
+    ExporterProcess,
     ScriptManaged,
     ServiceProcess,
     free_port,
@@ -49,7 +50,7 @@ def query(port: int, promql: str) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def stack(built_models, tmp_path_factory):
-    """Kafka, Milvus, Triton, the three services on Triton, and Prometheus scraping them all."""
+    """Kafka, Milvus, Triton, the three services on Triton, the lag exporter, and Prometheus scraping them all."""
     tmp = tmp_path_factory.mktemp("prom")
     subprocess.run(["bash", str(ROOT / "deploy" / "tools" / "install-prometheus.sh")], check=True, timeout=300)
     repository = tmp / "triton-repo"
@@ -78,6 +79,7 @@ def stack(built_models, tmp_path_factory):
             embedding,
             ServiceProcess("indexer", env, tmp),
             ServiceProcess("ranking", {**env, "VISEARCH_EMBEDDING_ADDR": embedding.address}, tmp),
+            ExporterProcess(env, tmp),  # the stage groups' consumer lag, read from the broker
         ]
         for proc in procs:
             proc.start()
@@ -179,12 +181,16 @@ def test_key_series_exist_and_dlq_alert_fires(stack):
         'up{job="visearch",service="embedding"} == 1',
         'up{job="visearch",service="indexer"} == 1',
         'up{job="visearch",service="ranking"} == 1',
+        'up{job="visearch",service="lag-exporter"} == 1',
         'up{job="triton"} == 1',
         'visearch_stage_items_total{stage="embedding",outcome="ok"} > 0',
         'visearch_stage_items_total{stage="indexer",outcome="ok"} > 0',
         'visearch_stage_duration_seconds_count{stage="embedding"} > 0',
         'visearch_stage_batch_size_count{stage="indexer"} > 0',
-        f'visearch_kafka_consumer_lag_records{{group="visearch-indexer",topic="{settings.topic_prefix}.embedded.v1"}}',
+        f'visearch_kafka_consumer_lag_records{{service="lag-exporter",group="visearch-indexer",topic="{settings.topic_prefix}.embedded.v1"}}',
+        f'visearch_kafka_consumer_lag_seconds{{service="lag-exporter",group="visearch-embedding",topic="{topic}"}}',
+        'visearch_kafka_lag_scrape_success{service="lag-exporter"} == 1',
+        'visearch_ingest_freshness_seconds_count{service="indexer",kind="upsert"} > 0',
         f'visearch_kafka_records_consumed_total{{group="visearch-embedding",topic="{topic}"}} > 0',
         'visearch_inference_duration_seconds_count{model="efficientnet_lite0",runner="triton"} > 0',
         'visearch_inference_batch_size_count{model="all_minilm_l6_v2"} > 0',

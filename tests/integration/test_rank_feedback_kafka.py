@@ -144,7 +144,7 @@ def test_feedback_over_kafka_fits_a_ranker_the_running_service_hot_reloads(stack
     finally:
         transport.close()
 
-    logged = join_feedback(feedback_values(KAFKA_BOOTSTRAP, topic))
+    logged = join_feedback(feedback_values(KafkaSettings(bootstrap=KAFKA_BOOTSTRAP), topic))
     assert logged.records >= served + 2 and logged.skipped == {"undecodable": 1, "feedback_without_impression": 1}
     queries = len(logged.queries())
     assert queries >= 90, logged.summary()
@@ -188,7 +188,7 @@ def test_feedback_over_kafka_fits_a_ranker_the_running_service_hot_reloads(stack
 
     def impressions_of(query_id):
         events = []
-        for value in feedback_values(KAFKA_BOOTSTRAP, topic):
+        for value in feedback_values(KafkaSettings(bootstrap=KAFKA_BOOTSTRAP), topic):
             if value.startswith(b"\xff"):  # the junk record above
                 continue
             event = Action.FromString(value)

@@ -31,6 +31,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.integration.stack import ServiceProcess, wait_until
 from visearch.shared.config import SecuritySettings, ServiceSettings
+from visearch.shared.errors import ConfigError
 from visearch.shared.grpcutil import client_channel, serve
 from visearch.v1 import common_pb2, embedding_pb2, embedding_pb2_grpc, search_pb2, search_pb2_grpc
 
@@ -490,3 +491,53 @@ def test_rotated_server_certificate_is_used_without_restart(pki, tmp_path):
         issue(new_ca, "s", True, server_dir, "server")
         os.utime(cert), os.utime(key)
         assert check("new") == grpc.StatusCode.OK and check("old") == grpc.StatusCode.UNAVAILABLE
+
+
+def test_tls_names_are_checked_on_balanced_targets(pki):
+    """Targets with a resolver scheme keep the server certificate's name check: `dns:///localhost:<port>` is checked
+    against `localhost`, a static list `ipv4:127.0.0.1:<p1>,127.0.0.1:<p2>` against 127.0.0.1 (and its calls go
+    round-robin to both TLS servers); a name the certificate does not carry still fails the handshake, and a
+    static list over several hosts without VISEARCH_SECURITY_TLS_SERVER_NAME is a configuration error."""
+    answered: list[str] = []
+
+    def register_as(name: str):
+        def register(server):
+            def echo(request, context):
+                answered.append(name)
+                return request
+
+            server.add_generic_rpc_handlers(
+                [grpc.method_handlers_generic_handler("test.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(echo)})]
+            )
+            return ["test.Echo"]
+
+        return register
+
+    security = SecuritySettings(tls_cert_file=pki["server"][0], tls_key_file=pki["server"][1])
+    client = SecuritySettings(tls_ca_file=pki["ca"])
+    with running(security, register_as("a")) as first, running(security, register_as("b")) as second:
+        port_a, port_b = first.rsplit(":", 1)[1], second.rsplit(":", 1)[1]
+
+        def echo(target: str, settings: SecuritySettings) -> grpc.StatusCode:
+            with client_channel(target, settings) as channel:
+                try:
+                    channel.unary_unary("/test.Echo/Echo")(b"hi", timeout=5)
+                    return grpc.StatusCode.OK
+                except grpc.RpcError as exc:
+                    return exc.code()
+
+        assert echo(f"dns:///localhost:{port_a}", client) == grpc.StatusCode.OK
+        with client_channel(f"ipv4:127.0.0.1:{port_a},127.0.0.1:{port_b}", client) as channel:
+            call = channel.unary_unary("/test.Echo/Echo")
+            # Calls go to the first connection ready until the second handshake is done, then in turn.
+            wait_until(lambda: call(b"hi", timeout=5) and {"a", "b"} <= set(answered), timeout_s=10, interval_s=0.01)
+            answered.clear()
+            for _ in range(10):
+                call(b"hi", timeout=5)
+        assert min(answered.count("a"), answered.count("b")) >= 3, answered
+        wrong_name = SecuritySettings(tls_ca_file=pki["ca"], tls_server_name="not-in-the-certificate")
+        assert echo(f"dns:///localhost:{port_a}", wrong_name) == grpc.StatusCode.UNAVAILABLE
+        named = SecuritySettings(tls_ca_file=pki["ca"], tls_server_name="localhost")
+        assert echo(f"ipv4:127.0.0.1:{port_a},127.0.0.1:{port_b}", named) == grpc.StatusCode.OK
+        with pytest.raises(ConfigError, match="TLS_SERVER_NAME"):
+            client_channel(f"ipv4:127.0.0.1:{port_a},127.0.0.2:{port_b}", client)

@@ -88,3 +88,17 @@ def test_every_alert_has_a_firing_and_a_silent_case():
         pytest.fail(
             f"{ALERT_TESTS.relative_to(ROOT)} does not cover {ALERTS.name}:\n" + "\n".join(problems), pytrace=False
         )
+
+
+def test_every_runbook_link_has_its_anchor_in_the_operations_guide():
+    """Each alert's runbook_url (docs/operations.md#<anchor>) lands on a section of the runbook."""
+    rules = yaml.safe_load(ALERTS.read_text())
+    doc = (ROOT / "docs" / "operations.md").read_text()
+    missing = sorted(
+        f"{rule['alert']}: {rule['annotations']['runbook_url']}"
+        for group in rules["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+        and f'<a id="{rule["annotations"]["runbook_url"].removeprefix("docs/operations.md#")}"></a>' not in doc
+    )
+    assert not missing, f"runbook anchors missing from docs/operations.md: {missing}"

@@ -163,3 +163,24 @@ def test_load_builds_an_onnxruntime_runner_from_the_cache(tmp_path):
     with pytest.raises(InvalidEventError) as raised:  # the runner's own checks: int64 is not the model's float32
         model.run({"x": np.zeros((1, 1), np.int64)})
     assert raised.value.reason == "model_input_mismatch"
+
+
+# ---------------------------------------------------------------------------------- threads from the CPU limit
+
+
+def test_cpu_quota_cores_reads_cgroup_v2_and_v1(tmp_path):
+    from visearch.shared.inference import cpu_quota_cores, intra_op_threads
+
+    (tmp_path / "cpu.max").write_text("150000 100000\n")  # limits.cpu: 1500m
+    assert cpu_quota_cores(tmp_path) == 2 and intra_op_threads(0, tmp_path) == 2
+    assert intra_op_threads(3, tmp_path) == 3  # a configured count wins
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert cpu_quota_cores(tmp_path) is None and intra_op_threads(0, tmp_path) == 0
+    (tmp_path / "cpu.max").unlink()
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("400000\n")
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert cpu_quota_cores(tmp_path) == 4
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    assert cpu_quota_cores(tmp_path) is None
+    assert cpu_quota_cores(tmp_path / "missing") is None

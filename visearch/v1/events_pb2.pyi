@@ -71,7 +71,7 @@ class Product(_message.Message):
     def __init__(self, title: _Optional[str] = ..., description: _Optional[str] = ..., brand: _Optional[str] = ..., category: _Optional[str] = ..., price: _Optional[float] = ..., currency: _Optional[str] = ..., in_stock: bool = ..., tags: _Optional[_Iterable[str]] = ..., attributes: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ImageDocument(_message.Message):
-    __slots__ = ("event", "info", "embeddings", "classes", "stages", "detections", "regions", "text_lines", "classification")
+    __slots__ = ("event", "info", "embeddings", "classes", "stages", "detections", "regions", "text_lines", "classification", "published_at")
     EVENT_FIELD_NUMBER: _ClassVar[int]
     INFO_FIELD_NUMBER: _ClassVar[int]
     EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
@@ -81,6 +81,7 @@ class ImageDocument(_message.Message):
     REGIONS_FIELD_NUMBER: _ClassVar[int]
     TEXT_LINES_FIELD_NUMBER: _ClassVar[int]
     CLASSIFICATION_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHED_AT_FIELD_NUMBER: _ClassVar[int]
     event: ImageEvent
     info: ImageInfo
     embeddings: Embeddings
@@ -90,7 +91,8 @@ class ImageDocument(_message.Message):
     regions: _containers.RepeatedCompositeFieldContainer[Region]
     text_lines: _containers.RepeatedCompositeFieldContainer[_common_pb2.TextLine]
     classification: _common_pb2.Classification
-    def __init__(self, event: _Optional[_Union[ImageEvent, _Mapping]] = ..., info: _Optional[_Union[ImageInfo, _Mapping]] = ..., embeddings: _Optional[_Union[Embeddings, _Mapping]] = ..., classes: _Optional[_Iterable[_Union[_common_pb2.ClassScore, _Mapping]]] = ..., stages: _Optional[_Iterable[_Union[StageRecord, _Mapping]]] = ..., detections: _Optional[_Iterable[_Union[_common_pb2.Detection, _Mapping]]] = ..., regions: _Optional[_Iterable[_Union[Region, _Mapping]]] = ..., text_lines: _Optional[_Iterable[_Union[_common_pb2.TextLine, _Mapping]]] = ..., classification: _Optional[_Union[_common_pb2.Classification, _Mapping]] = ...) -> None: ...
+    published_at: _timestamp_pb2.Timestamp
+    def __init__(self, event: _Optional[_Union[ImageEvent, _Mapping]] = ..., info: _Optional[_Union[ImageInfo, _Mapping]] = ..., embeddings: _Optional[_Union[Embeddings, _Mapping]] = ..., classes: _Optional[_Iterable[_Union[_common_pb2.ClassScore, _Mapping]]] = ..., stages: _Optional[_Iterable[_Union[StageRecord, _Mapping]]] = ..., detections: _Optional[_Iterable[_Union[_common_pb2.Detection, _Mapping]]] = ..., regions: _Optional[_Iterable[_Union[Region, _Mapping]]] = ..., text_lines: _Optional[_Iterable[_Union[_common_pb2.TextLine, _Mapping]]] = ..., classification: _Optional[_Union[_common_pb2.Classification, _Mapping]] = ..., published_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Region(_message.Message):
     __slots__ = ("index", "detection", "embedding")

@@ -132,12 +132,75 @@ detection embedding ocr classification indexer ranking
 {{- if and $svc.enabled (hasKey $svc "keda") $svc.keda.enabled (include "visearch.inPipeline" .) }}true{{ end }}
 {{- end }}
 
-{{/* host:port of a component's Service, or "" when it is disabled: (dict "root" $ "component" "detection"). */}}
+{{/* gRPC target of a peer for VISEARCH_<PEER>_ADDR, or "" when it is disabled: (dict "root" $ "component"
+     "detection"). grpc.headlessPeers: dns:///<fullname>-<peer>-headless:<port>, every ready pod of the peer
+     (callers balance per call, round_robin); else the ClusterIP Service's host:port (one pod per connection). */}}
 {{- define "visearch.addr" -}}
 {{- $svc := index .root.Values.services .component }}
 {{- if $svc.enabled }}
+{{- if .root.Values.grpc.headlessPeers }}
+{{- printf "dns:///%s-%s-headless:%d" (include "visearch.fullname" .root) .component (int $svc.grpcPort) }}
+{{- else }}
 {{- printf "%s-%s:%d" (include "visearch.fullname" .root) .component (int $svc.grpcPort) }}
 {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The model services whose process both serves a gRPC API and runs a Kafka stage. */}}
+{{- define "visearch.modelServices" -}}
+detection embedding ocr classification
+{{- end }}
+
+{{/* "true" when a model service runs as two Deployments: <name> serving its gRPC API (VISEARCH_SERVICE_ROLE=grpc)
+     and <name>-worker consuming its stage's topic (role worker): enabled, services.<name>.worker.enabled, and a
+     stage of pipelineStages. (dict "root" $ "component" "embedding") */}}
+{{- define "visearch.splitWorker" -}}
+{{- $svc := index .root.Values.services .component }}
+{{- if and $svc.enabled (has .component (splitList " " (include "visearch.modelServices" .root))) (hasKey $svc "worker") $svc.worker.enabled (include "visearch.inPipeline" .) }}true{{ end }}
+{{- end }}
+
+{{/* The Deployments of the enabled services, as a YAML list (fromYamlArray): name (Deployment, labels'
+     component), component (the service: values, command, ports), worker (values from services.<component>.worker
+     over the service's own), role (VISEARCH_SERVICE_ROLE) and keda (a ScaledObject scales it, not the HPA). A
+     split model service's stage (and its KEDA scaling) belongs to <component>-worker. */}}
+{{- define "visearch.workloads" -}}
+{{- range $component := splitList " " (include "visearch.components" .) }}
+{{- $ctx := dict "root" $ "component" $component }}
+{{- if (index $.Values.services $component).enabled }}
+{{- $split := include "visearch.splitWorker" $ctx }}
+{{- $keda := include "visearch.kedaEnabled" $ctx }}
+- {name: {{ $component }}, component: {{ $component }}, worker: false, role: {{ if $split }}grpc{{ else }}all{{ end }}, keda: {{ if and $keda (not $split) }}true{{ else }}false{{ end }}}
+{{- if $split }}
+- {name: {{ $component }}-worker, component: {{ $component }}, worker: true, role: worker, keda: {{ if $keda }}true{{ else }}false{{ end }}}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Values of a workload (an item of visearch.workloads): the service's, with services.<component>.worker's
+     over them for a worker (two levels deep: worker.autoscaling.enabled=false keeps the service's minReplicas...;
+     sprig's merge would not let false or 0 win), as YAML (fromYaml). (dict "root" $ "workload" $w) */}}
+{{- define "visearch.workloadValues" -}}
+{{- $svc := index .root.Values.services .workload.component }}
+{{- $values := deepCopy (omit $svc "worker") }}
+{{- if .workload.worker }}
+{{- range $key, $value := omit $svc.worker "enabled" }}
+{{- if kindIs "map" $value }}
+{{- $inner := deepCopy (get $values $key | default dict) }}
+{{- range $k, $v := $value }}{{ $_ := set $inner $k $v }}{{ end }}
+{{- $_ := set $values $key $inner }}
+{{- else }}
+{{- $_ := set $values $key $value }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- toYaml $values }}
+{{- end }}
+
+{{/* "true" when the component is called over gRPC by another (a callee in visearch.peers): it gets a headless
+     Service for the callers' round_robin. */}}
+{{- define "visearch.isPeer" -}}
+{{- range $caller, $callees := include "visearch.peers" .root | fromYaml }}{{ if has $.component $callees }}true{{ end }}{{ end }}
 {{- end }}
 
 {{/* Fail the render when a stage of pipelineStages has no enabled service (its topic would never drain). */}}

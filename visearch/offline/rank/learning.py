@@ -31,6 +31,7 @@ from pathlib import Path
 from google.protobuf.message import DecodeError
 
 from visearch.services.ranking.ranker import FACTORS
+from visearch.shared.config import KafkaSettings
 from visearch.v1 import events_pb2
 
 Action = events_pb2.FeedbackEvent
@@ -237,7 +238,7 @@ def write_judgments(path: Path, judgments: Iterable[Judgment]) -> int:
     return n
 
 
-def feedback_values(bootstrap: str, topic: str, timeout_s: float = 30.0) -> Iterator[bytes]:
+def feedback_values(settings: KafkaSettings, topic: str, timeout_s: float = 30.0) -> Iterator[bytes]:
     """Every message value of ``topic`` from the beginning up to the end offsets found at start.
 
     A plain consumer with manually assigned partitions and no group: nothing is committed, and the
@@ -247,13 +248,17 @@ def feedback_values(bootstrap: str, topic: str, timeout_s: float = 30.0) -> Iter
         LookupError: the topic does not exist.
         TimeoutError: the end offsets were not reached within ``timeout_s`` (broker gone mid-read).
         kafka.errors.KafkaError: the broker cannot be reached.
+        visearch.shared.errors.ConfigError: TLS or SASL failed (a wrong password, an untrusted certificate).
+        visearch.shared.errors.DependencyUnavailableError: with TLS or SASL, no bootstrap server answered.
     """
     import time
 
     from kafka import KafkaConsumer, TopicPartition
 
+    from visearch.shared.kafka import connection_options
+
     consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap,
+        **connection_options(settings),
         group_id=None,
         enable_auto_commit=False,
         client_id="visearch-rank-fit",
@@ -262,7 +267,7 @@ def feedback_values(bootstrap: str, topic: str, timeout_s: float = 30.0) -> Iter
     try:
         partitions = consumer.partitions_for_topic(topic)
         if not partitions:
-            raise LookupError(f"topic {topic!r} does not exist at {bootstrap}")
+            raise LookupError(f"topic {topic!r} does not exist at {settings.bootstrap}")
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
@@ -283,6 +288,6 @@ def feedback_values(bootstrap: str, topic: str, timeout_s: float = 30.0) -> Iter
         consumer.close(autocommit=False)
 
 
-def read_feedback_topic(bootstrap: str, topic: str, timeout_s: float = 30.0) -> TrainingData:
+def read_feedback_topic(settings: KafkaSettings, topic: str, timeout_s: float = 30.0) -> TrainingData:
     """:func:`join_feedback` over a snapshot of the feedback topic (see :func:`feedback_values`)."""
-    return join_feedback(feedback_values(bootstrap, topic, timeout_s), source=f"kafka:{topic}")
+    return join_feedback(feedback_values(settings, topic, timeout_s), source=f"kafka:{topic}")
