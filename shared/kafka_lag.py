@@ -19,14 +19,12 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from socketserver import ThreadingMixIn
 from types import FrameType
-from typing import TYPE_CHECKING, Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
-from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
@@ -41,11 +39,9 @@ from visearch.shared.metrics import (
     LAG_SCRAPE_DURATION,
     LAG_SCRAPE_SUCCESS,
     CollectedMetric,
+    start_metrics_server,
 )
 from visearch.shared.transport import stage_topics
-
-if TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 log = get_logger("kafka_lag")
 
@@ -364,28 +360,6 @@ def _family(metric: CollectedMetric) -> GaugeMetricFamily:
     return GaugeMetricFamily(metric.name, metric.documentation, labels=list(metric.labels))
 
 
-class _ThreadingServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
-        """No access log: a scrape every few seconds would flood it."""
-
-
-def exporter_app(registry: CollectorRegistry) -> WSGIApplication:
-    """``/metrics`` from ``registry``; ``/livez`` answers 200 at once (liveness that never waits on Kafka)."""
-    metrics = make_wsgi_app(registry)
-
-    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        if environ.get("PATH_INFO") == "/livez":
-            start_response("200 OK", [("Content-Type", "text/plain")])
-            return [b"ok\n"]
-        return metrics(environ, start_response)
-
-    return app
-
-
 def build_registry(
     kafka: KafkaSettings, stages: list[str], settings: LagExporterSettings
 ) -> tuple[CollectorRegistry, LagReader]:
@@ -421,13 +395,8 @@ def main(settings: ServiceSettings | None = None, stop: threading.Event | None =
     if not settings.metrics_port:
         raise SystemExit("the lag exporter serves /metrics: set VISEARCH_METRICS_PORT")
     registry, reader = build_registry(kafka, pipeline.stage_list, exporter)
-    server = make_server(
-        settings.grpc_host,
-        settings.metrics_port,
-        exporter_app(registry),
-        server_class=_ThreadingServer,
-        handler_class=_QuietHandler,
-    )
+    server = start_metrics_server(settings.metrics_port, settings.grpc_host, registry=registry)
+    assert server is not None  # metrics_port checked above
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
 
@@ -437,8 +406,6 @@ def main(settings: ServiceSettings | None = None, stop: threading.Event | None =
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
-    thread = threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True)
-    thread.start()
     log.info(
         "lag_exporter_started",
         address=f"{settings.grpc_host}:{server.server_port}",

@@ -14,7 +14,7 @@ from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -148,15 +148,17 @@ class _QuietHandler(WSGIRequestHandler):
         """Probes and scrapes every few seconds: no access log."""
 
 
-def metrics_app(live: Callable[[], bool] | None = None) -> Callable[..., Iterable[bytes]]:
+def metrics_app(
+    live: Callable[[], bool] | None = None, registry: CollectorRegistry = REGISTRY
+) -> Callable[..., Iterable[bytes]]:
     """The WSGI app of the metrics port: ``/livez`` (liveness) and, on every other path, the Prometheus
-    exposition of the default registry.
+    exposition of ``registry`` (default: the process's default registry).
 
     ``/livez`` answers 200 ``ok`` while ``live()`` is true (always, without a check) and 503 ``not live``
     otherwise. It runs on the metrics server's own threads, never on the gRPC server's work pool, and checks
     no dependency: a slow Milvus or Kafka makes a pod unready (gRPC health), not restarted.
     """
-    exposition = make_wsgi_app()
+    exposition = make_wsgi_app(registry)
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if environ.get("PATH_INFO") == "/livez":
@@ -168,13 +170,23 @@ def metrics_app(live: Callable[[], bool] | None = None) -> Callable[..., Iterabl
     return app
 
 
-def start_metrics_server(port: int, host: str = "127.0.0.1", live: Callable[[], bool] | None = None) -> None:
-    """Serve ``/metrics`` and ``/livez`` (see :func:`metrics_app`) on ``host:port`` in a daemon thread
-    (port 0 disables it).
+def start_metrics_server(
+    port: int,
+    host: str = "127.0.0.1",
+    live: Callable[[], bool] | None = None,
+    registry: CollectorRegistry = REGISTRY,
+) -> WSGIServer | None:
+    """Serve ``/metrics`` and ``/livez`` (see :func:`metrics_app`) on ``host:port`` in a daemon thread.
+
+    Returns:
+        the server (``shutdown()`` and ``server_close()`` stop it; ``server_port`` is the bound port), or None
+        when ``port`` is 0 (disabled).
 
     Raises:
         OSError: the port cannot be bound.
     """
-    if port:
-        server = make_server(host, port, metrics_app(live), _ThreadingWSGIServer, handler_class=_QuietHandler)
-        threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+    if not port:
+        return None
+    server = make_server(host, port, metrics_app(live, registry), _ThreadingWSGIServer, handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+    return server

@@ -19,9 +19,9 @@ from visearch.shared.kafka_lag import (
     LagCollector,
     LagTarget,
     PartitionLag,
-    exporter_app,
     pipeline_lag_targets,
 )
+from visearch.shared.metrics import metrics_app
 
 GROUP, TOPIC = "visearch-embedding", "visearch.detected.v1"
 
@@ -209,7 +209,7 @@ def exporter_url():
     broker.block = threading.Event()  # a broker that never answers
     registry = CollectorRegistry()
     registry.register(LagCollector(broker.read, timeout_s=0.2))
-    server = make_server("127.0.0.1", 0, exporter_app(registry))
+    server = make_server("127.0.0.1", 0, metrics_app(registry=registry))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_port}", broker
     broker.block.set()
