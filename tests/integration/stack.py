@@ -9,14 +9,17 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import grpc
+import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[2]
 KAFKA_BOOTSTRAP = "127.0.0.1:9092"
 MILVUS_URI = "http://127.0.0.1:19530"
+PROMETHEUS = ROOT / "var" / "tools" / "bin" / "prometheus"  # deploy/tools/install-prometheus.sh
 
 
 def script(component: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -175,6 +178,45 @@ class ExporterProcess(ServiceProcess):
                 pass
             time.sleep(0.2)
         raise TimeoutError(f"lag-exporter not answering /livez after {timeout_s} s\n{self.log_tail(40)}")
+
+
+class PrometheusProcess:
+    """A real Prometheus server on 127.0.0.1 (a free port) with ``config`` (a prometheus.yml as a dict); its data,
+    config and log live in ``folder``. ``start()`` returns once it answers /-/ready; ``stop()`` always ends it."""
+
+    def __init__(self, config: dict, folder: Path) -> None:
+        self.config, self.folder = config, folder
+        self.port = 0
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> int:
+        (self.folder / "prometheus.yml").write_text(yaml.safe_dump(self.config))
+        self.port = free_port()
+        with open(self.folder / "prometheus.log", "wb") as log:
+            self.process = subprocess.Popen(
+                [
+                    str(PROMETHEUS),
+                    f"--config.file={self.folder / 'prometheus.yml'}",
+                    f"--storage.tsdb.path={self.folder / 'tsdb'}",
+                    f"--web.listen-address=127.0.0.1:{self.port}",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        wait_until(self.ready, 60, what="prometheus ready")
+        return self.port
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/-/ready", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
 
 
 def wait_until(predicate, timeout_s: float, interval_s: float = 0.5, what: str = "condition"):

@@ -27,7 +27,6 @@ import urllib.request
 import uuid
 
 import pytest
-import yaml
 from kafka import KafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -35,9 +34,9 @@ from tests.integration.stack import (
     KAFKA_BOOTSTRAP,
     ROOT,
     ExporterProcess,
+    PrometheusProcess,
     ScriptManaged,
     ServiceProcess,
-    free_port,
     wait_until,
 )
 from visearch.embedded import item_to_event
@@ -52,7 +51,6 @@ STAGES = ["embedding", "indexer"]
 PREFIX = f"fr{uuid.uuid4().hex[:8]}"
 NAMESPACE = "itest"  # the target labels the chart's ServiceMonitor adds (namespace, release)
 ALERTS = ROOT / "helm" / "visearch" / "files" / "alerts.yaml"
-PROMETHEUS = ROOT / "var" / "tools" / "bin" / "prometheus"
 STALE_S = 1200  # how old the events published while the stage is down are
 SCOPE = f'namespace="{NAMESPACE}",release="{PREFIX}"'
 
@@ -107,36 +105,15 @@ def stack(built_models, kafka_settings, tmp_path_factory):
                 for name, proc in procs.items()
             ],
         }
-        (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
-        port = free_port()
-        log = open(tmp / "prometheus.log", "wb")  # noqa: SIM115 (owned by the child)
-        prometheus = subprocess.Popen(
-            [
-                str(PROMETHEUS),
-                f"--config.file={tmp / 'prometheus.yml'}",
-                f"--storage.tsdb.path={tmp / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        wait_until(lambda: _ready(port), 60, what="prometheus ready")
+        prometheus = PrometheusProcess(config, tmp)
+        port = prometheus.start()
         wait_until(lambda: len(query(port, f"up{{{SCOPE}}} == 1")) == 3, 60, what="3 targets up")
         yield {"port": port, "procs": procs}
     finally:
         if prometheus is not None:
-            prometheus.terminate()
-            prometheus.wait(timeout=30)
+            prometheus.stop()
         for proc in procs.values():
             proc.stop()
-
-
-def _ready(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 def api(port: int, path: str, **params) -> dict:

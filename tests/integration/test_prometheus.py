@@ -12,16 +12,15 @@ import urllib.request
 import uuid
 
 import pytest
-import yaml
 
 from tests.integration.stack import (
     KAFKA_BOOTSTRAP,
     MILVUS_URI,
     ROOT,
     ExporterProcess,
+    PrometheusProcess,
     ScriptManaged,
     ServiceProcess,
-    free_port,
     wait_until,
 )
 from visearch.embedded import item_to_event
@@ -35,7 +34,6 @@ from visearch.v1 import common_pb2, events_pb2, search_pb2, search_pb2_grpc
 pytestmark = [pytest.mark.kafka, pytest.mark.milvus, pytest.mark.triton, pytest.mark.models, pytest.mark.slow]
 
 ALERTS = ROOT / "helm" / "visearch" / "files" / "alerts.yaml"
-PROMETHEUS = ROOT / "var" / "tools" / "bin" / "prometheus"
 
 
 def api(port: int, path: str, **params) -> dict:
@@ -99,37 +97,16 @@ def stack(built_models, tmp_path_factory):
                 },
             ],
         }
-        (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
-        port = free_port()
-        log = open(tmp / "prometheus.log", "wb")  # noqa: SIM115 (owned by the child)
-        prometheus = subprocess.Popen(
-            [
-                str(PROMETHEUS),
-                f"--config.file={tmp / 'prometheus.yml'}",
-                f"--storage.tsdb.path={tmp / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        wait_until(lambda: _ready(port), 60, what="prometheus ready")
+        prometheus = PrometheusProcess(config, tmp)
+        port = prometheus.start()
         yield {"port": port, "settings": settings, "procs": {p.service: p for p in procs}}
     finally:
         if prometheus is not None:
-            prometheus.terminate()
-            prometheus.wait(timeout=30)
+            prometheus.stop()
         for proc in procs:
             proc.stop()
         for part in reversed(parts):
             part.down()
-
-
-def _ready(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 def publish(settings: KafkaSettings, events) -> None:
