@@ -11,7 +11,8 @@ PYTEST_ARGS ?=
 EVAL_ARGS ?=
 
 .PHONY: help setup system-packages models proto proto-check lint lint-imports typecheck demo test test-unit eval bench bench-milvus chaos load chart-check clean \
-        kafka-up kafka-down milvus-up milvus-down triton-up triton-down up down status
+        kafka-up kafka-down milvus-up milvus-down triton-up triton-down up down status \
+        k8s-build k8s-up k8s-down k8s-status images
 
 # The local stack (make up): real Kafka and Milvus standalone on 127.0.0.1, services under supervisord.
 VAR := $(CURDIR)/var
@@ -20,7 +21,7 @@ STACK_ENV := VISEARCH_ROOT=$(CURDIR) VISEARCH_VAR=$(VAR) VISEARCH_KAFKA_BOOTSTRA
 TRITON_REPOSITORY := $(VAR)/triton/models
 
 help:  ## list targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
 
 system-packages:  ## install the Debian data packages (Fashion-MNIST, darknet photos, WordNet, fonts, Scratch and Ren'Py art)
 	bash deploy/local/install-system-packages.sh
@@ -151,6 +152,24 @@ down:  ## stop the services, Milvus and Kafka (data kept in var/)
 	bash deploy/triton/triton.sh down
 	bash deploy/milvus/milvus.sh down
 	bash deploy/kafka/kafka.sh down
+
+# A one-node Kubernetes v1.34 cluster inside network namespace visearch-k8s (deploy/k8s/). Not part of `make test`.
+# The first k8s-build compiles Kubernetes and CoreDNS from the Go module proxy (~30 min on 2 cores), cached in
+# ~/.cache/visearch/k8s; later runs take seconds. Host tools reach the API with KUBECONFIG=var/k8s/pki/host.kubeconfig.
+k8s-build:  ## Debian packages + build/cache kube-apiserver, kubelet, ..., kubectl, CoreDNS (~/.cache/visearch/k8s)
+	bash deploy/k8s/build.sh all
+
+k8s-up: k8s-build  ## start the local one-node cluster in network namespace visearch-k8s (API relayed to 127.0.0.1:16443)
+	bash deploy/k8s/cluster.sh up
+
+k8s-down:  ## stop the local cluster (recorded PIDs only), delete its namespace, restore host sysctls, verify the host
+	bash deploy/k8s/cluster.sh down
+
+k8s-status:  ## processes, node and pods of the local cluster
+	bash deploy/k8s/cluster.sh status
+
+images:  ## local images with podman from a debootstrap base (so far: the visearch service image, models from the host cache)
+	bash deploy/images/build.sh all
 
 clean:  ## remove local state (var/, caches); keeps .venv and built models
 	rm -rf var .pytest_cache
