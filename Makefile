@@ -95,11 +95,13 @@ typecheck: setup  ## mypy on shared/ and services/ (strict; config in pyproject.
 	  --cache-dir $(VAR)/mypy-cache visearch/shared visearch/services | sed -E 's#^visearch/(shared|services)/#\1/#'; \
 	rc=$$?; rm -rf $$tmp; exit $$rc
 
-bench: models  ## figures and ratios: embedded ingest/search vs bare, per-model latency, recall, draft decode, int8; Kafka chain per stage vs bare, replicas, RSS; search over gRPC on the local stack (blended vs visual_only, text vs bare parts); store layouts (keyword search in Milvus vs in process: RSS and text p50 at 10k/100k rows)
+bench: models  ## figures and ratios: HTTP gateway over gRPC (p50 ratio); embedded ingest/search vs bare, per-model latency, recall, draft decode, int8; Kafka chain per stage vs bare, replicas, RSS; search over gRPC on the local stack (blended vs visual_only, text vs bare parts); store layouts (keyword search in Milvus vs in process: RSS and text p50 at 10k/100k rows)
 	$(BIN)/python -m tests.bench.run --out reports
 	$(BIN)/python -m tests.bench.pipeline --out reports
 	$(BIN)/python -m tests.bench.search_stack --out reports
 	$(BIN)/python -m tests.bench.store_layouts --out reports
+	$(BIN)/python -m tests.bench.gateway --out reports
+	$(BIN)/python -m tests.bench.personalisation --out reports
 
 MILVUS_ROWS ?= 10000 70000
 
@@ -139,7 +141,8 @@ up: models kafka-up milvus-up triton-up  ## the local stack: Kafka, Milvus, topi
 	  echo "services already running"; else $(STACK_ENV) $(BIN)/supervisord -c deploy/local/supervisord.conf; fi
 	$(BIN)/visearch health --wait 240 127.0.0.1:50054 127.0.0.1:50052 127.0.0.1:50055 127.0.0.1:50056 127.0.0.1:50053 127.0.0.1:50051
 	@echo "stack up: publish with '$(BIN)/visearch publish --dataset fashion-mnist --limit 500'," \
-	  "search with '$(BIN)/visearch search --server 127.0.0.1:50051 --text \"ankle boot\"'; logs in var/log"
+	  "search with '$(BIN)/visearch search --server 127.0.0.1:50051 --text \"ankle boot\"'; logs in var/log;" \
+	  "HTTP API and playground on http://127.0.0.1:8080/playground/ (OpenAPI: /docs)"
 
 status:  ## state of the local stack
 	-@$(STACK_ENV) $(BIN)/supervisorctl -c deploy/local/supervisord.conf status

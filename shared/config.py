@@ -262,6 +262,12 @@ class ConseSettings(BaseSettings):
         le=2,
         description="Hubness reduction of text queries: the share of the query bank's mean subtracted from a text query before search (a CSLS approximation; 0: off).",
     )
+    query_prompt_words: int = Field(
+        3,
+        ge=0,
+        le=32,
+        description="Text queries of at most this many words (a label such as 'galaxy' or 'hot drink') are embedded as the mean of the query as typed and in the class prompt template, 'a photo of a <query>', the form of the joint space's class vectors and of the text-to-visual map's training texts; longer queries as typed (0: never). docs/quality.md has the measured gain.",
+    )
 
 
 class DetectionSettings(BaseSettings):
@@ -950,6 +956,126 @@ class SecuritySettings(BaseSettings):
         return self.client_tls or self.tls_ca_file is not None
 
 
+class ThumbnailSettings(BaseSettings):
+    """The thumbnail store: a small JPEG of every indexed image, written by the indexer and served by the HTTP
+    gateway (``GET /v1/thumbnails?image_id=...``) so that a result can be shown without fetching the original."""
+
+    model_config = SettingsConfigDict(env_prefix="VISEARCH_THUMBNAIL_", extra="ignore")
+
+    dir: Path | None = Field(
+        None,
+        description="Folder of the thumbnail store (one JPEG file per tenant and image id; in Kubernetes a volume "
+        "the indexer writes and the gateway reads). Empty: no thumbnails are stored (the gateway answers 404).",
+    )
+    side: int = Field(
+        192, ge=16, le=1024, description="Longest side of a thumbnail, pixels (smaller images are kept as they are)."
+    )
+    quality: int = Field(80, ge=30, le=95, description="JPEG quality of a thumbnail.")
+
+
+class GatewaySettings(BaseSettings):
+    """The HTTP/JSON gateway (``visearch serve gateway``): a FastAPI app over the gRPC services, with the web
+    playground. TLS, bearer tokens and rate limits come from ``VISEARCH_SECURITY_*`` (as on the gRPC servers),
+    image URL fetches from ``VISEARCH_IMAGE_*``, the recognition services' targets from ``VISEARCH_*_ADDR``."""
+
+    model_config = SettingsConfigDict(env_prefix="VISEARCH_GATEWAY_", extra="ignore")
+
+    host: str = Field("127.0.0.1", description="Address the HTTP server binds to.")
+    port: int = Field(
+        8080,
+        ge=0,
+        le=65535,
+        description="HTTP port (API, /docs, /playground, /healthz, /readyz, and /metrics unless metrics_port is "
+        "set); 0 picks a free port.",
+    )
+    search_addr: str = Field(
+        "",
+        description="Target of the ranking service (SearchService), as VISEARCH_EMBEDDING_ADDR; required by "
+        "`visearch serve gateway`.",
+    )
+    timeout_s: float = Field(30.0, gt=0, le=600, description="Deadline of each gRPC call the gateway makes, seconds.")
+    max_json_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        description="Largest JSON request body without an inline image, bytes; a body with an inline image "
+        "(base64, or a multipart upload) may be as large as VISEARCH_IMAGE_MAX_BYTES allows (4/3 of it for base64).",
+    )
+    playground: bool = Field(True, description="Serve the web playground at /playground (static files).")
+    threads: int = Field(
+        16, ge=1, le=256, description="Threads that run blocking gRPC calls (requests served at once by one process)."
+    )
+    metrics_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="Plain-HTTP port of /metrics, /healthz, /readyz and /livez on threads of their own (the "
+        "Kubernetes probes and scrapes, also under mutual TLS); /metrics then leaves the API port. 0: none.",
+    )
+
+
+class PersonalisationSettings(BaseSettings):
+    """Per-user personalisation (docs/personalisation.md): profiles learned from each shopper's feedback, kept on
+    the compacted topic ``<prefix>.user-profiles`` (``visearch serve profiles`` folds the feedback topic into it)
+    and applied by the ranking service as the ``preference`` factor and per-user factor weight multipliers."""
+
+    model_config = SettingsConfigDict(env_prefix="VISEARCH_PERSONALISATION_", extra="ignore")
+
+    enabled: bool = Field(
+        True,
+        description="The ranking service reads the profiles (with a feedback topic) and personalises requests "
+        "that carry a user_id; off: every request ranks as without a user.",
+    )
+    weight: float = Field(
+        0.6, ge=0, le=10, description="Weight of the preference factor for a profile with full evidence."
+    )
+    max_weight: float = Field(
+        0.6,
+        ge=0,
+        le=10,
+        description="Cap of the preference factor's weight (a guard rail: it reorders within relevance, it does not "
+        "replace it), whatever the configuration or a request's override asks.",
+    )
+    min_evidence: float = Field(
+        3.0,
+        ge=0,
+        description="Decayed weighted actions a profile needs before it applies (cold start: below, "
+        "the user ranks as without history).",
+    )
+    full_evidence: float = Field(
+        10.0,
+        gt=0,
+        description="Decayed weighted actions at which the preference weight reaches `weight` "
+        "(it grows linearly from min_evidence).",
+    )
+    half_life_days: float = Field(
+        30.0, gt=0, description="Half-life of a profile's counts, days of event time: old taste fades."
+    )
+    factor_gain: float = Field(
+        2.0,
+        ge=0,
+        le=100,
+        description="Per-user factor multipliers: 1 + gain x the user's mean factor lift "
+        "(clicked hit minus skipped hits above it), clipped to 1 +- factor_cap.",
+    )
+    factor_cap: float = Field(
+        0.5, ge=0, le=1, description="Largest change of a factor's weight for one user (0.5: x0.5..x1.5)."
+    )
+    max_concepts: int = Field(
+        256, ge=8, le=100_000, description="Concept keys kept per profile (the strongest; bounds a profile's size)."
+    )
+    recent_events: int = Field(
+        512, ge=0, le=100_000, description="Event ids kept per profile so that a redelivered event is not folded twice."
+    )
+    page_cache: int = Field(
+        4096,
+        ge=0,
+        le=1_000_000,
+        description="Served personalised pages remembered by a ranking process, so that a "
+        "click's skipped hits and factor lifts can be attached to its feedback event.",
+    )
+    group: str = Field("visearch-profiles", description="Consumer group of the profile folder on the feedback topic.")
+
+
 ALL_SETTINGS = (
     ServiceSettings,
     ModelSettings,
@@ -964,6 +1090,9 @@ ALL_SETTINGS = (
     LagExporterSettings,
     RankingSettings,
     SecuritySettings,
+    PersonalisationSettings,
+    ThumbnailSettings,
+    GatewaySettings,
 )
 
 

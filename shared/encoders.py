@@ -183,6 +183,7 @@ class Embedder:
         query_centering: float = 0.0,
         lexicon: QueryLexicon | None = None,
         query_concepts: float = 0.0,
+        query_prompt_words: int = 0,
     ):
         self.image = image
         self.text = text
@@ -201,6 +202,8 @@ class Embedder:
         self.lexicon = lexicon
         """WordNet query understanding (None: not built or turned off)."""
         self.query_concepts = query_concepts
+        self.query_prompt_words = query_prompt_words
+        """Queries of at most this many words are also embedded as ``CLASS_PROMPT`` (0: never; :meth:`encode_queries`)."""
 
     @classmethod
     def from_cache(cls, models: ModelSettings | None = None, conse: ConseSettings | None = None) -> Embedder:
@@ -241,6 +244,7 @@ class Embedder:
             conse.query_centering,
             lexicon,
             conse.query_concepts,
+            conse.query_prompt_words,
         )
 
     def embed_images(self, images: list[Image.Image]) -> ImageEmbeddings:
@@ -254,6 +258,24 @@ class Embedder:
         """Joint-space vectors of texts, float32 [N, 384], unit norm."""
         return self.text.encode(texts)
 
+    def encode_queries(self, texts: list[str]) -> np.ndarray:
+        """Text-encoder vectors of search queries, float32 [N, 384], unit norm: a label-like query (at most
+        :attr:`query_prompt_words` words) is the normalised mean of its embedding as typed and in the class
+        prompt template ("galaxy" and "a photo of a galaxy"); a longer, sentence-like query as typed.
+
+        The template is the form of the class vectors that indexed images' joint vectors are mixtures of, and of
+        the text-to-visual map's training texts (CLIP's prompt engineering, Radford et al. 2021, applied to the
+        query); the query as typed keeps matching what is embedded as it is read (the OCR text and object labels
+        in indexed joint vectors). Measured on the openvocab suite: hit@3 0.723 -> 0.769 (docs/quality.md).
+        """
+        label = [i for i, t in enumerate(texts) if 0 < len(t.split()) <= self.query_prompt_words]
+        # One inference call for both forms (a batch of short sequences costs little more than one).
+        encoded = self.text.encode([*texts, *(CLASS_PROMPT.format(name=texts[i].strip()) for i in label)])
+        vectors = encoded[: len(texts)]
+        if label:
+            vectors[label] = _l2_normalise(vectors[label] + encoded[len(texts) :])
+        return vectors
+
     def embed_queries(self, texts: list[str]) -> QueryEmbeddings:
         """Text search queries (issue 16: open-vocabulary text search), each in three parts:
 
@@ -266,7 +288,7 @@ class Embedder:
           embeddings, with the named classes' weight vectors mixed in the same way. None without the map, and
           with an image projection (``VISEARCH_MODEL_PROJECTION``), whose space the map does not target.
         """
-        plain = vectors = self.text.encode(texts)
+        plain = vectors = self.encode_queries(texts)
         concepts = [self.lexicon.expand(t) for t in texts] if self.lexicon is not None and self.query_concepts else None
         mix = strength = None
         if concepts is not None:

@@ -27,6 +27,7 @@ from visearch.shared.errors import DependencyUnavailableError, InvalidEventError
 from visearch.shared.kafka_probe import check_connection
 from visearch.shared.logging import get_logger, register_secret
 from visearch.shared.metrics import RECORDS_CONSUMED, RECORDS_PRODUCED
+from visearch.shared.profile_topic import PROFILES_TOPIC_CONFIG, profiles_topic
 from visearch.shared.transport import Message, dlq_topic, feedback_topic, topic_name
 
 if TYPE_CHECKING:
@@ -101,7 +102,7 @@ class KafkaTransport:
             self._consumers[(topic, group)] = consumer
         return consumer
 
-    def produce(self, topic: str, key: bytes, value: bytes, headers: dict[str, str]) -> None:  # noqa: D102
+    def produce(self, topic: str, key: bytes, value: bytes | None, headers: dict[str, str]) -> None:  # noqa: D102
         try:
             future = self._producer.send(
                 topic, key=key, value=value, headers=[(k, v.encode()) for k, v in headers.items()]
@@ -211,8 +212,8 @@ def pipeline_topics(settings: KafkaSettings, stages: list[str]) -> list[str]:
 
 
 def create_topics(settings: KafkaSettings, stages: list[str]) -> dict[str, str]:
-    """Create the chain's topics and their ``.dlq`` topics, and the feedback topic (learning to rank,
-    no DLQ), with partitions and retention from settings.
+    """Create the chain's topics and their ``.dlq`` topics, the feedback topic (learning to rank, no DLQ) and the
+    compacted user-profiles topic (personalisation), with partitions and retention from settings.
 
     Idempotent: existing topics are left as they are. Returns topic -> "created" | "exists".
     """
@@ -239,6 +240,14 @@ def create_topics(settings: KafkaSettings, stages: list[str]) -> dict[str, str]:
                 num_partitions=settings.partitions,
                 replication_factor=settings.replication_factor,
                 topic_configs={"retention.ms": str(settings.retention_ms)},
+            )
+        )
+        wanted.append(  # user profiles (personalisation): the latest value per user_id, tombstones delete
+            NewTopic(
+                profiles_topic(settings.topic_prefix),
+                num_partitions=settings.partitions,
+                replication_factor=settings.replication_factor,
+                topic_configs=PROFILES_TOPIC_CONFIG,
             )
         )
         result = {}

@@ -22,7 +22,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from PIL import Image
 from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponential_jitter
 
-from visearch.shared.config import ImageSettings
+from visearch.shared.config import ImageSettings, ThumbnailSettings
 from visearch.shared.errors import InvalidEventError, VisearchError
 from visearch.shared.images import decode_image, image_bytes
 from visearch.shared.logging import get_logger
@@ -34,6 +34,7 @@ from visearch.shared.metrics import (
     STAGE_RETRIES,
     STAGE_SECONDS,
 )
+from visearch.shared.thumbnails import make_thumbnail
 from visearch.shared.transport import (
     HEADER_DLQ_ERROR,
     HEADER_DLQ_EXCEPTION,
@@ -115,6 +116,7 @@ class ImageStage(Stage):
 
     def __init__(self, image_settings: ImageSettings | None = None) -> None:
         self.image_settings = image_settings or ImageSettings()
+        self.thumbnail_settings = ThumbnailSettings()
 
     @abstractmethod
     def process_images(
@@ -135,6 +137,10 @@ class ImageStage(Stage):
             try:
                 data = image_bytes(doc.event.image, self.image_settings)
                 images.append(decode_image(data, self.image_settings))
+                if not doc.thumbnail:  # the first stage that decodes the image makes it (shared/thumbnails.py)
+                    doc.thumbnail = make_thumbnail(
+                        images[-1], self.thumbnail_settings.side, self.thumbnail_settings.quality
+                    )
             except VisearchError as exc:
                 results[i] = self.fail(doc, exc)
                 continue

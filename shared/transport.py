@@ -95,8 +95,8 @@ class Message:
 class Transport(Protocol):
     """What a stage worker needs from a message broker."""
 
-    def produce(self, topic: str, key: bytes, value: bytes, headers: dict[str, str]) -> None:
-        """Queue a message for ``topic``."""
+    def produce(self, topic: str, key: bytes, value: bytes | None, headers: dict[str, str]) -> None:
+        """Queue a message for ``topic`` (``value`` None: a tombstone of ``key`` on a compacted topic)."""
 
     def flush(self) -> None:
         """Block until every produced message is durably stored."""
@@ -124,10 +124,12 @@ class InProcessTransport:
         self._committed: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
 
-    def produce(self, topic: str, key: bytes, value: bytes, headers: dict[str, str]) -> None:  # noqa: D102
-        with self._lock:
+    def produce(self, topic: str, key: bytes, value: bytes | None, headers: dict[str, str]) -> None:  # noqa: D102
+        with self._lock:  # a tombstone (None) is read back as an empty value, as KafkaTransport.poll gives it
             log = self._logs[topic]
-            log.append(Message(topic, key, value, dict(headers), offset=len(log), timestamp_ms=int(time.time() * 1000)))
+            log.append(
+                Message(topic, key, value or b"", dict(headers), offset=len(log), timestamp_ms=int(time.time() * 1000))
+            )
 
     def flush(self) -> None:  # noqa: D102 (in memory: produced means stored)
         return None

@@ -40,11 +40,13 @@ from visearch.cli_eval import eval_app  # noqa: E402 (after `app`: the modules a
 from visearch.cli_rank import rank_app  # noqa: E402
 from visearch.cli_store import store_app  # noqa: E402
 from visearch.cli_train import train_app  # noqa: E402
+from visearch.cli_user import user_app  # noqa: E402
 
 app.add_typer(eval_app, name="eval")
 app.add_typer(rank_app, name="rank")
 app.add_typer(store_app, name="store")
 app.add_typer(train_app, name="train")
+app.add_typer(user_app, name="user")
 
 BootstrapOption = Annotated[
     Optional[str],
@@ -90,6 +92,8 @@ class ServiceName(str, Enum):
     classification = "classification"
     indexer = "indexer"
     ranking = "ranking"
+    gateway = "gateway"  # HTTP/JSON API and playground over the others (services/gateway, visearch/cli_gateway.py)
+    profiles = "profiles"  # no API: folds the feedback topic into user profiles (services/profiles/server.py)
     lag_exporter = "lag-exporter"  # no gRPC: the pipeline groups' consumer lag on /metrics (shared/kafka_lag.py)
 
 
@@ -644,7 +648,19 @@ def recognize(
 @app.command()
 def serve(
     service: Annotated[ServiceName, typer.Argument(help="Which service to run.")],
-    port: Annotated[Optional[int], typer.Option(help="gRPC port (default $VISEARCH_GRPC_PORT or 50051).")] = None,
+    port: Annotated[
+        Optional[int],
+        typer.Option(
+            help="gRPC port (default $VISEARCH_GRPC_PORT or 50051); gateway: HTTP port ($VISEARCH_GATEWAY_PORT)."
+        ),
+    ] = None,
+    db: Annotated[
+        Optional[str],
+        typer.Option(
+            "--db", help="gateway only, without VISEARCH_GATEWAY_SEARCH_ADDR: serve over this catalogue in-process."
+        ),
+    ] = None,
+    tenant: TenantOption = None,
 ) -> None:
     """Run one service as a long-running process (gRPC with health and reflection, /metrics).
 
@@ -652,7 +668,8 @@ def serve(
     ocr, classification, indexer) also consumes its pipeline topic. VISEARCH_SERVICE_ROLE=grpc serves
     the gRPC API only, =worker runs the stage worker only (exit 2 when there is none to run).
     `lag-exporter` serves no gRPC: the pipeline groups' consumer lag, read from the broker at each scrape,
-    on VISEARCH_METRICS_PORT (/metrics; /livez for probes).
+    on VISEARCH_METRICS_PORT (/metrics; /livez for probes). `gateway` serves the HTTP/JSON API, /docs and the
+    web playground over VISEARCH_GATEWAY_SEARCH_ADDR (or, without it, over the catalogue --db in-process).
     """
     import importlib
 
@@ -662,6 +679,10 @@ def serve(
     if port is not None:
         settings.grpc_port = port
     try:
+        if service is ServiceName.gateway:
+            from visearch import cli_gateway
+
+            raise typer.Exit(cli_gateway.serve(port, db, tenant))
         if service is ServiceName.lag_exporter:
             from visearch.shared.kafka_lag import main as run_exporter
 
@@ -932,6 +953,10 @@ def _store_health(db: str) -> None:
 def demo(
     fashion: Annotated[int, typer.Option(help="Fashion-MNIST items to ingest.")] = 2000,
     db: DbOption = None,
+    serve_port: Annotated[
+        Optional[int],
+        typer.Option("--serve", help="Then serve the playground over the demo catalogue on this port until Ctrl-C."),
+    ] = None,
 ) -> None:
     """Ingest real photos (every stage) and Fashion-MNIST products, show what recognition finds in a few
     photos, then search by image, region, text and colour, find exact matches and open-ended tags."""
@@ -996,6 +1021,25 @@ def demo(
             f"open-ended tags of the held-out {held_out.category!r}, from its {tags.neighbours_used} visual "
             "neighbours' titles: " + ", ".join(f"{p.value} {p.score:.2f}" for p in tags.phrases)
         )
+    _demo_playground(db, serve_port)
+
+
+def _demo_playground(db: str | None, serve_port: int | None) -> None:
+    """The demo's last words: where the playground is (served now with --serve, else the command to serve it)."""
+    from visearch import cli_gateway
+
+    port = serve_port or cli_gateway.DEFAULT_PORT
+    url = cli_gateway.playground_url("127.0.0.1", port, DEMO_PHOTOS)
+    db_arg = f" --db {db}" if db else ""
+    if serve_port is None:
+        console.print(
+            f"playground: run '.venv/bin/visearch serve gateway{db_arg} --tenant {DEMO_PHOTOS} --port {port}' "
+            f"(or give the demo --serve {port}: ingest, then serve), then open {url} (tenant {DEMO_FASHION!r}: "
+            f"?tenant={DEMO_FASHION})"
+        )
+        return
+    console.print(f"playground on the demo catalogue: {url} (Ctrl-C stops it)")
+    raise typer.Exit(cli_gateway.serve(serve_port, db, DEMO_PHOTOS))
 
 
 def _demo_recognition(platform, photos) -> None:

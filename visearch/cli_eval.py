@@ -26,7 +26,7 @@ def eval_command(
         Optional[list[str]],
         typer.Option(
             "--suite",
-            help="Suite to run (repeatable): fashion, neardup, text2image, screenshot, openvocab (short text queries, most naming no ImageNet class, over the photos indexed untitled). Default: all.",
+            help="Suite to run (repeatable): fashion, neardup, text2image, screenshot, openvocab (short text queries, most naming no ImageNet class, over the photos indexed untitled), personalisation (simulated shoppers with known tastes: nDCG@10 of their taste against clicks, personalised vs global). Default: all.",
         ),
     ] = None,
     profile: Annotated[
@@ -58,6 +58,9 @@ def eval_command(
         Optional[Path],
         typer.Option("--db", help="Milvus Lite file to use (default: a temporary folder, removed after)."),
     ] = None,
+    personalisation_catalogue: Annotated[
+        int, typer.Option(min=50, help="personalisation: Fashion-MNIST training images indexed.")
+    ] = 600,
     plots: Annotated[bool, typer.Option(help="Write the PNG plots (needs matplotlib: the eval extra).")] = True,
     progress: Annotated[bool, typer.Option(help="Progress bars on stderr.")] = True,
 ) -> None:
@@ -74,8 +77,11 @@ def eval_command(
     from visearch.shared.config import ImageSettings, StoreSettings
 
     console = Console(stderr=False)
+    names = list(suite or [*SUITES, "personalisation"])
+    shoppers = "personalisation" in names  # its own runner (visearch/offline/evaluation/personalisation.py)
+    names = [n for n in names if n != "personalisation"]
     try:
-        suites = build_suites(list(suite or SUITES), fashion_catalogue, fashion_queries, distractors, transform)
+        suites = build_suites(names, fashion_catalogue, fashion_queries, distractors, transform) if names else []
     except (ValueError, FileNotFoundError) as exc:
         raise typer.BadParameter(str(exc)) from exc
     if plots:
@@ -90,9 +96,15 @@ def eval_command(
             store, image_settings=ImageSettings(allow_file_uris=True), ranking_settings=evaluation_settings()
         ) as platform:
             try:
-                result = evaluate(platform, suites, list(profile) if profile else None, k, depth, progress)
+                result = (
+                    evaluate(platform, suites, list(profile) if profile else None, k, depth, progress) if suites else {}
+                )
             except ValueError as exc:
                 raise typer.BadParameter(str(exc)) from exc
+            if shoppers:
+                _personalisation(platform, personalisation_catalogue, out, plots, console)
+    if not suites:
+        return
     paths = write_report(result, out, with_plots=plots)
     key = f"nDCG@{k}"
     table = Table(
@@ -118,3 +130,16 @@ def eval_command(
             )
     console.print(table)
     console.print(json.dumps({name: str(path) for name, path in paths.items()}))
+
+
+def _personalisation(platform, catalogue: int, out: Path, plots: bool, console) -> None:
+    """Run the simulated shoppers; write personalisation.json, personalisation.md (and .png) into ``out``."""
+    from visearch.offline.evaluation.personalisation import evaluate_personalisation, markdown, plot
+
+    result = evaluate_personalisation(platform, catalogue)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "personalisation.json").write_text(json.dumps(result, indent=2))
+    (out / "personalisation.md").write_text(markdown(result))
+    if plots:
+        plot(result, out / "personalisation.png")
+    console.print(markdown(result))

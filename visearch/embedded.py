@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tqdm import tqdm
@@ -22,6 +23,7 @@ from visearch.services.embedding.service import EmbeddingService, EmbeddingStage
 from visearch.services.indexer.stage import IndexerStage
 from visearch.services.ocr.reader import TextReader
 from visearch.services.ocr.service import OcrService, OcrStage
+from visearch.services.profiles.folder import ProfileFolder
 from visearch.services.ranking.service import SearchService
 from visearch.shared.config import (
     ClassificationSettings,
@@ -30,6 +32,7 @@ from visearch.shared.config import (
     ImageSettings,
     ModelSettings,
     OcrSettings,
+    PersonalisationSettings,
     PipelineSettings,
     RankingSettings,
     ServiceSettings,
@@ -38,8 +41,17 @@ from visearch.shared.config import (
 from visearch.shared.encoders import Embedder
 from visearch.shared.grpcutil import InProcessStub
 from visearch.shared.pipeline import StageWorker, encode_event
+from visearch.shared.profile_topic import InProcessProfileTail, ProfileBook, profiles_topic
 from visearch.shared.store import MilvusStore
-from visearch.shared.transport import HEADER_DLQ_ERROR, HEADER_DLQ_REASON, InProcessTransport, dlq_topic, stage_topics
+from visearch.shared.thumbnails import ThumbnailStore
+from visearch.shared.transport import (
+    HEADER_DLQ_ERROR,
+    HEADER_DLQ_REASON,
+    InProcessTransport,
+    dlq_topic,
+    feedback_topic,
+    stage_topics,
+)
 from visearch.v1 import common_pb2, events_pb2
 
 if TYPE_CHECKING:  # the sample catalogues are offline tooling; serving only needs the item's shape
@@ -98,6 +110,8 @@ class EmbeddedPlatform:
         stages: list[str] | None = None,
         image_settings: ImageSettings | None = None,
         ranking_settings: RankingSettings | None = None,
+        thumbnails: ThumbnailStore | None = None,
+        personalisation_settings: PersonalisationSettings | None = None,
     ) -> None:
         service_settings = service_settings or ServiceSettings()
         models = model_settings or ModelSettings()
@@ -106,6 +120,7 @@ class EmbeddedPlatform:
         image_settings, detection_settings = image_settings or ImageSettings(), DetectionSettings()
         self.embedder = Embedder.from_cache(models, ConseSettings())
         self.store = MilvusStore(store_settings or StoreSettings())
+        self.thumbnails = thumbnails or ThumbnailStore.from_settings() or _beside(self.store.settings.uri)
         self.transport = InProcessTransport()
         topics = stage_topics(self.stages)
         self.input_topic = next(iter(topics.values())).input
@@ -113,7 +128,7 @@ class EmbeddedPlatform:
         self.detection = self.ocr = self.classification = None
         stage_objects = {
             "embedding": EmbeddingStage(self.embedder, image_settings, detection_settings=detection_settings),
-            "indexer": IndexerStage(self.store, self.tenant),
+            "indexer": IndexerStage(self.store, self.tenant, thumbnails=self.thumbnails),
         }
         if "detection" in self.stages:
             detector = Detector.from_cache(models, detection_settings)
@@ -132,7 +147,9 @@ class EmbeddedPlatform:
         self._stage_objects = stage_objects
         self._batch_size = models.image_batch_size
         self.workers = self._workers(self.stages)
-        # Impressions and Feedback go to the in-process feedback topic (read by `visearch rank fit` in tests).
+        # Impressions and Feedback go to the in-process feedback topic (read by `visearch rank fit` in tests), the
+        # profiles to the in-process profiles topic, which the service's book follows.
+        personalisation, profile_book = personalisation_settings or PersonalisationSettings(), ProfileBook()
         self.search = SearchService(
             InProcessStub(self.embedding),
             self.store,
@@ -144,7 +161,14 @@ class EmbeddedPlatform:
             detection_settings=detection_settings,
             ranking=ranking_settings or RankingSettings(),
             feedback=self.transport,
+            profiles=(profile_book, InProcessProfileTail(self.transport, profiles_topic(), profile_book).sync),
+            personalisation=personalisation,
         )
+        # The profile folder (`visearch serve profiles` over Kafka) with its own view of the profiles topic.
+        self.profile_folder = ProfileFolder(
+            self.transport, ProfileBook(), feedback_topic(), profiles_topic(), personalisation, poll_timeout_s=0.0
+        )
+        self._folder_tail = InProcessProfileTail(self.transport, profiles_topic(), self.profile_folder.book)
 
     def _workers(self, stages: list[str], transport: InProcessTransport | None = None) -> list[StageWorker]:
         """Stage workers for a chain of the loaded stages (its topics follow the chain, as over Kafka).
@@ -166,6 +190,15 @@ class EmbeddedPlatform:
             )
             for name, t in stage_topics(stages).items()
         ]
+
+    def fold_profiles(self) -> int:
+        """Fold the feedback published so far into user profiles (what ``visearch serve profiles`` does over
+        Kafka); returns the events folded."""
+        self._folder_tail.sync()
+        folded = 0
+        while (report := self.profile_folder.run_once()).records:
+            folded += report.folded
+        return folded
 
     def publish(self, event: events_pb2.ImageEvent) -> None:
         """Publish one ImageEvent to the images topic, as an upstream system would."""
@@ -248,3 +281,10 @@ class EmbeddedPlatform:
 
 def _stub(servicer) -> InProcessStub | None:
     return InProcessStub(servicer) if servicer is not None else None
+
+
+def _beside(uri: str) -> ThumbnailStore | None:
+    """A thumbnail store in ``<db>.thumbnails`` next to a Milvus Lite file, None for a Milvus server."""
+    if "://" in uri:
+        return None
+    return ThumbnailStore(Path(uri).with_name(Path(uri).name + ".thumbnails"))

@@ -10,6 +10,9 @@
 #      Kafka client security (ci/kafka-security-values.yaml: SASL_SSL, SCRAM, CA + client certificate from
 #      Secrets, KEDA with a TriggerAuthentication): env from secretKeyRef and TLS files in every Kafka client, none
 #      in the query-only Deployments; Kafka security values that cannot work must fail the render
+#      HTTP gateway: its peers (ranking, detection, ocr, classification over headless Services) admitted by their
+#      NetworkPolicies, probes and /metrics on its metrics port (scraped), a PDB and an HPA like ranking's, its own
+#      NetworkPolicy; gateway.enabled=false renders none of it
 #   3. kubeconform -strict -summary on every render, against the offline schemas of install-tools.sh
 #      (Kubernetes $K8S_VERSION OpenAPI + prometheus-operator and KEDA CRDs); a self-test first proves
 #      the schemas reject an unknown field
@@ -83,7 +86,9 @@ for d in deps:
         assert var in env, f"{name}: {var} not set"
     assert any(v["name"] == "tls" and v["secret"]["secretName"] for v in pod["volumes"]), f"{name}: no tls volume"
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert "grpc" not in c[probe], f"{name}: {probe} is a gRPC probe under TLS"
+        assert "grpc" not in c.get(probe, {}), f"{name}: {probe} is a gRPC probe under TLS"
+    if name.endswith("-gateway"):  # HTTPS API port: the kubelet's probes go to the plain metrics port
+        assert c["readinessProbe"]["httpGet"]["port"] == c["livenessProbe"]["httpGet"]["port"] == "metrics", name
     # Learned rankers: mounted (optional ConfigMap) into ranking only.
     rankers = [v for v in pod["volumes"] if v["name"] == "rankers"]
     assert bool(rankers) == name.endswith("-ranking"), f"{name}: rankers volume {rankers}"
@@ -141,6 +146,11 @@ for path in sys.argv[1:]:
         main = pod["containers"][0]
         stop = main["lifecycle"]["preStop"]
         sleep_s = stop["sleep"]["seconds"] if "sleep" in stop else int(stop["exec"]["command"][1])
+        if name.endswith("-gateway"):  # HTTP server: liveness /healthz on its metrics port; no worker to drain
+            assert main["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}, name
+            grace = sleep_s + float(config["VISEARCH_GRPC_DRAIN_S"])
+            assert pod["terminationGracePeriodSeconds"] >= grace, name
+            continue
         assert main["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "metrics"}, name
         assert pod["terminationGracePeriodSeconds"] >= sleep_s + drain or name.endswith("ranking"), name
         env = {e["name"] for e in main.get("env", [])}
@@ -149,6 +159,70 @@ for path in sys.argv[1:]:
         assert ("topics" in inits) == uses_kafka, (name, inits)
         kafka_pods += uses_kafka
     print(f"{path.rsplit('/', 1)[1]}: {len(deployments)} Deployments, {kafka_pods} with the topics init container: ok")
+PY
+
+step "HTTP gateway: peers, probes, scrape, PDB, HPA, NetworkPolicies"
+# The gateway calls ranking, detection, OCR and classification over their headless Services (visearch.peers), and
+# their NetworkPolicies admit it (ranking's too when networkPolicy.rankingFrom narrows it); probes /healthz and
+# /readyz and /metrics on its plain metrics port, which its Service names `metrics` (so the ServiceMonitor scrapes
+# it); a PDB and an HPA like ranking's; its own NetworkPolicy opens the HTTP port and admits the monitoring
+# namespace to the metrics port; gateway.enabled=false leaves no trace.
+"$BIN/helm" template visearch "$CHART" -n visearch --kube-version "$KUBE_VERSION" \
+  --set gateway.enabled=false > "$OUT/no-gateway.yaml"
+"$PYTHON" - "$OUT/default.yaml" "$OUT/production.yaml" "$OUT/no-gateway.yaml" <<'PY'
+import sys, yaml
+GW = {"app.kubernetes.io/name": "visearch", "app.kubernetes.io/instance": "visearch", "app.kubernetes.io/component": "gateway"}
+for path in sys.argv[1:3]:
+    docs = [d for d in yaml.safe_load_all(open(path)) if d]
+    by = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    dep = by[("Deployment", "visearch-gateway")]
+    assert dep["spec"]["selector"]["matchLabels"] == GW and "replicas" not in dep["spec"]  # the HPA scales it
+    pod = dep["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    assert c["args"] == ["gateway"], c["args"]
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["VISEARCH_GATEWAY_PORT"] == str(ports["http"]) and env["VISEARCH_GATEWAY_METRICS_PORT"] == str(ports["metrics"])
+    assert env["VISEARCH_GATEWAY_HOST"] == "0.0.0.0"
+    for var, svc, port in (("VISEARCH_GATEWAY_SEARCH_ADDR", "ranking", 50051), ("VISEARCH_DETECTION_ADDR", "detection", 50054),
+                           ("VISEARCH_OCR_ADDR", "ocr", 50055), ("VISEARCH_CLASSIFICATION_ADDR", "classification", 50056)):
+        assert env[var] == f"dns:///visearch-{svc}-headless:{port}", (path, var, env.get(var))
+        assert by[("Service", f"visearch-{svc}-headless")]["spec"]["selector"]["app.kubernetes.io/component"] == svc
+    assert "VISEARCH_SECURITY_CLIENT_TOKEN" not in env  # it sends its caller's token on, never one of its own
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}, c["readinessProbe"]
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}, c["livenessProbe"]
+    assert "preStop" in c["lifecycle"] and pod["automountServiceAccountToken"] is False
+    svc = by[("Service", "visearch-gateway")]
+    assert {p["name"]: p["targetPort"] for p in svc["spec"]["ports"]} == {"http": "http", "metrics": "metrics"}
+    monitor = by.get(("ServiceMonitor", "visearch"))
+    if monitor:  # production: the ServiceMonitor selects the gateway's Service and scrapes its `metrics` port
+        assert all(svc["metadata"]["labels"][k] == v for k, v in monitor["spec"]["selector"]["matchLabels"].items())
+        assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["metrics"]
+    pdb, hpa = by[("PodDisruptionBudget", "visearch-gateway")], by[("HorizontalPodAutoscaler", "visearch-gateway")]
+    ranking_hpa = by[("HorizontalPodAutoscaler", "visearch-ranking")]
+    assert pdb["spec"]["selector"]["matchLabels"] == GW and pdb["spec"]["maxUnavailable"] == 1
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "visearch-gateway"}
+    assert hpa["spec"]["metrics"] == ranking_hpa["spec"]["metrics"] and hpa["spec"]["behavior"] == ranking_hpa["spec"]["behavior"]
+    policy = by[("NetworkPolicy", "visearch-gateway")]["spec"]
+    assert policy["podSelector"]["matchLabels"] == GW
+    http_rule, metrics_rule = policy["ingress"]
+    assert http_rule["ports"] == [{"port": "http", "protocol": "TCP"}] and "from" not in http_rule  # any source
+    assert metrics_rule["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+    assert list(metrics_rule["from"][0]) == ["namespaceSelector"]
+    for callee in ("ranking", "detection", "ocr", "classification"):
+        grpc_rule = by[("NetworkPolicy", f"visearch-{callee}")]["spec"]["ingress"][0]
+        assert grpc_rule["ports"] == [{"port": "grpc", "protocol": "TCP"}]
+        sources = grpc_rule["from"]
+        assert {"podSelector": {"matchLabels": GW}} in sources or sources == [{"podSelector": {}}], (path, callee, sources)
+    embedding_sources = by[("NetworkPolicy", "visearch-embedding")]["spec"]["ingress"][0]["from"]
+    assert {"podSelector": {"matchLabels": GW}} not in embedding_sources  # the gateway never calls embedding
+    print(f"{path.rsplit('/', 1)[1]}: gateway -> ranking/detection/ocr/classification (headless, admitted), probes and "
+          f"/metrics on its metrics port, PDB, HPA, NetworkPolicy: ok")
+none = [d for d in yaml.safe_load_all(open(sys.argv[3])) if d]
+assert not [d for d in none if d["metadata"]["name"] == "visearch-gateway"], "gateway.enabled=false still renders it"
+assert "component: gateway" not in open(sys.argv[3]).read(), "gateway.enabled=false: a NetworkPolicy still admits it"
+assert not [d for d in none if d["metadata"]["name"] == "visearch-ranking-headless"], "ranking-headless without its caller"
+print("gateway.enabled=false: no gateway objects, no NetworkPolicy admits it, no ranking-headless Service: ok")
 PY
 
 step "Kafka client security (ci/kafka-security-values.yaml)"
@@ -180,7 +254,7 @@ for (kind, name), pod in pods.items():
     env = {e["name"]: e for e in c.get("env", [])}
     kafka_env = {n for n in env if n.startswith(("VISEARCH_KAFKA_SASL", "VISEARCH_KAFKA_SSL", "VISEARCH_KAFKA_SECURITY"))}
     mounts = {m["name"]: m for m in c["volumeMounts"]}
-    if env.get("VISEARCH_SERVICE_ROLE", {}).get("value") == "grpc" or name.endswith("-triton"):
+    if env.get("VISEARCH_SERVICE_ROLE", {}).get("value") == "grpc" or name.endswith(("-triton", "-gateway")):
         assert not kafka_env and "kafka-tls" not in mounts, f"{name}: Kafka credentials in a pod that never uses Kafka"
         query_only.add(name)
         continue

@@ -180,7 +180,8 @@ class Classifier:
             out.attributes.extend(common_pb2.Attribute(name="concept", value=c, score=s) for c, s in concepts[i])
             out.attributes.extend(common_pb2.Attribute(name=n, value=v, score=s) for n, v, s in head_attributes[i])
             if "quality" in parts:
-                for name, (value, score) in quality_attributes(_with_pixels(image), len(text_lines[i])).items():
+                quality = quality_attributes(_with_pixels(image), len(text_lines[i]), detections[i])
+                for name, (value, score) in quality.items():
                     out.attributes.add(name=name, value=value, score=score)
             if moderation is not None and safe is not None:
                 unsafe = float(sum(moderation[i][MODERATION_CLASSES.index(c)] for c in ("porn", "hentai", "sexy")))

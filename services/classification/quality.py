@@ -1,20 +1,23 @@
-"""Image quality and layout attributes: blur, resolution, text, aspect, collage.
+"""Image quality and layout attributes: blur, resolution, text, aspect, collage, mosaic, model, detail.
 
 Cheap, model-free measurements (OpenCV and NumPy on the decoded image) that a catalogue uses to
 filter or flag images: a blurry or low-resolution product photo, a picture with text on it, a
-panorama, a collage of several photos. Each attribute is ``(value, score)``; the score is the
+panorama, a collage of several photos, a mosaic (a grid of tiles), a product worn by a person (``model``), a
+close-up (``detail``). ``model`` and ``detail`` also read the detector's boxes. Each attribute is ``(value, score)``; the score is the
 attribute's measurement normalised to [0, 1] as documented in :func:`quality_attributes`.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
 from PIL import Image
 
 from visearch.shared.errors import InvalidEventError, InvalidImageError
+from visearch.v1 import common_pb2
 
 # Blur: variance of the Laplacian (Pech-Pacheco et al. 2000, "Diatom autofocusing in brightfield
 # microscopy"), measured on the grey image scaled to this longest side so that the figure does not
@@ -45,13 +48,31 @@ COLLAGE_MIN_SIDE = 64  # smaller images are not checked (score 0): a thumbnail's
 
 TEXT_LINES_FULL = 5  # has_text score: OCR lines / this, capped at 1
 
+# Mosaic: seams (as for collage) that cut the image into at least this many tiles.
+MOSAIC_TILES = 4
+# Model (a person wearing the item): a detected person at least this confident, covering at least this share
+# of the image (a passer-by in a street scene is smaller; a catalogue's model shot fills the frame).
+MODEL_MIN_SCORE = 0.35
+MODEL_MIN_AREA = 0.15
+# Detail (a close-up): an object the frame cuts on at least 3 sides (a box within 2 % of the border) and that
+# fills at least 60 % of the image; or, with no object at all, texture everywhere (see texture_uniformity).
+DETAIL_MIN_SCORE = 0.3
+DETAIL_MIN_FILL = 0.6
+DETAIL_BORDER = 0.02
+DETAIL_GRID = 4  # texture_uniformity: cells per side
+DETAIL_UNIFORMITY = 0.6
 
-def quality_attributes(img: Image.Image, text_lines: int = 0) -> dict[str, tuple[str, float]]:
+
+def quality_attributes(
+    img: Image.Image, text_lines: int = 0, detections: Sequence[common_pb2.Detection] = ()
+) -> dict[str, tuple[str, float]]:
     """Quality and layout attributes of one decoded image.
 
     Args:
         img: a decoded ``PIL.Image`` (any mode; converted to grey where needed), at least 1 x 1.
         text_lines: number of text lines the OCR stage read on the image (>= 0).
+        detections: the detector's objects on the image (boxes in its pixels); none: ``model`` is ``no`` and
+            ``detail`` rests on texture alone.
 
     Returns:
         attribute -> (value, score), scores in [0, 1]:
@@ -67,6 +88,13 @@ def quality_attributes(img: Image.Image, text_lines: int = 0) -> dict[str, tuple
         - ``collage``: ``yes`` when a straight, axis-aligned seam crosses at least 80 % of the
           image, away from its borders, between regions of different colours (see
           :func:`collage_score`); score = that seam's coverage, 0 when there is none.
+        - ``mosaic``: ``yes`` when such seams cut the image into >= 4 tiles (a grid, or a strip, of pictures;
+          :func:`mosaic_tiles`); score = min(1, (tiles - 1) / 3).
+        - ``model``: ``yes`` when a ``person`` detection scores >= 0.35 and covers >= 15 % of the image (a product
+          worn by a person); score = the best person's detector score x min(1, its area share / 0.15).
+        - ``detail``: ``yes`` for a close-up: an object (score >= 0.3) cut by the frame on >= 3 sides and
+          covering >= 60 % of the image, or no object and texture in every part of the image
+          (:func:`texture_uniformity` >= 0.6); score = that area share, or the uniformity.
 
     Raises:
         InvalidEventError: (reason ``invalid_text_lines``) ``text_lines`` < 0.
@@ -97,12 +125,18 @@ def quality_attributes(img: Image.Image, text_lines: int = 0) -> dict[str, tuple
         aspect = "landscape" if ratio > 1.0 else "portrait"
 
     collage = collage_score(rgb)
+    tiles = mosaic_tiles(rgb)
+    model = model_score(detections, width, height)
+    detail = detail_score(grey, detections, width, height)
     return {
         "blur": ("sharp" if sharpness >= BLUR_THRESHOLD else "blurry", round(float(blur_score), 4)),
         "resolution": (resolution, round(resolution_score, 4)),
         "has_text": ("yes" if text_lines > 0 else "no", min(1.0, text_lines / TEXT_LINES_FULL)),
         "aspect": (aspect, round(width / (width + height), 4)),
         "collage": ("yes" if collage >= COLLAGE_COVERAGE else "no", round(collage, 4)),
+        "mosaic": ("yes" if tiles >= MOSAIC_TILES else "no", round(min(1.0, (tiles - 1) / 3), 4)),
+        "model": ("yes" if model[0] else "no", round(model[1], 4)),
+        "detail": ("yes" if detail[0] else "no", round(detail[1], 4)),
     }
 
 
@@ -151,12 +185,35 @@ def collage_score(rgb: np.ndarray) -> float:
     Args:
         rgb: uint8 [H, W, 3].
     """
+    seams = _seams(rgb, first_only=True)
+    return max((coverage for axis in seams for _, coverage in axis), default=0.0)
+
+
+def mosaic_tiles(rgb: np.ndarray) -> int:
+    """Tiles the image's seams cut it into: (horizontal seams + 1) x (vertical seams + 1), 1 with no seam.
+
+    The seams are :func:`collage_score`'s (every run of rows or columns that steps along >= 80 % of the image and
+    separates different colour histograms, away from the borders). A 2 x 2 grid of photos has 4 tiles, a single
+    photo 1; look-alike tiles (product shots on one white background) are not separated, as for collages.
+
+    Args:
+        rgb: uint8 [H, W, 3].
+    """
+    rows, columns = _seams(rgb, first_only=False)
+    return (len(rows) + 1) * (len(columns) + 1)
+
+
+def _seams(rgb: np.ndarray, first_only: bool) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+    """The seams (position, coverage) between rows, then between columns, of ``rgb`` scaled to 512 px (see
+    :func:`collage_score`). ``first_only``: stop checking once a seam beats the best so far (the collage score
+    needs only the best one); else every run of stepping rows is checked."""
     if min(rgb.shape[:2]) < COLLAGE_MIN_SIDE:
-        return 0.0
+        return [], []
     small = _scaled(rgb, COLLAGE_SIDE)
+    found: list[list[tuple[int, float]]] = [[], []]
     best = 0.0
     w = COLLAGE_STRIP
-    for image in (small, np.ascontiguousarray(small.transpose(1, 0, 2))):  # rows, then columns
+    for axis, image in enumerate((small, np.ascontiguousarray(small.transpose(1, 0, 2)))):  # rows, then columns
         n = image.shape[0]
         lo, hi = max(w, int(n * COLLAGE_MARGIN)), min(n - w, int(math.ceil(n * (1 - COLLAGE_MARGIN))))
         if hi <= lo or image.shape[1] < 8:
@@ -175,13 +232,77 @@ def collage_score(rgb: np.ndarray) -> float:
             while end + 1 < len(hot) and hot[end + 1]:
                 end += 1
             i = start + int(coverage[start : end + 1].argmax())
-            if coverage[i] <= best:
+            if first_only and coverage[i] <= best:
                 continue
             y = int(rows[i])
             half = max(4, min(y, n - y, n // 4))
             if _histogram_distance(image[y - half : y], image[y : y + half]) >= COLLAGE_HIST_DISTANCE:
-                best = float(coverage[i])
-    return best
+                best = max(best, float(coverage[i]))
+                found[axis].append((y, float(coverage[i])))
+    return found[0], found[1]
+
+
+def _area_share(box: common_pb2.Box, width: int, height: int) -> float:
+    """The share of a ``width`` x ``height`` image a box covers, clipped to the image, in [0, 1]."""
+    w = min(box.x2, width) - max(box.x1, 0.0)
+    h = min(box.y2, height) - max(box.y1, 0.0)
+    return max(0.0, w) * max(0.0, h) / float(width * height)
+
+
+def model_score(detections: Sequence[common_pb2.Detection], width: int, height: int) -> tuple[bool, float]:
+    """Whether a person wears the item (``model``): a ``person`` detection scoring >= 0.35 that covers >= 15 % of
+    the image. Returns (yes, the best person's score x min(1, area share / 0.15)), (False, 0.0) without one."""
+    best, yes = 0.0, False
+    for d in detections:
+        if d.label != "person":
+            continue
+        share = _area_share(d.box, width, height)
+        best = max(best, float(d.score) * min(1.0, share / MODEL_MIN_AREA))
+        yes = yes or (d.score >= MODEL_MIN_SCORE and share >= MODEL_MIN_AREA)
+    return yes, best
+
+
+def detail_score(
+    grey: np.ndarray, detections: Sequence[common_pb2.Detection], width: int, height: int
+) -> tuple[bool, float]:
+    """Whether the image is a close-up (``detail``), and its score (see :func:`quality_attributes`).
+
+    With objects: the largest object (score >= 0.3) whose box the frame cuts on at least three sides (within
+    2 % of the border) is a close-up when it covers >= 60 % of the image; score = its area share. Without any
+    object: texture in every part of the image (:func:`texture_uniformity` >= 0.6), as in a close-up of a
+    fabric or a surface; score = the uniformity. Honest limits: a wide shot of one texture (a lawn, a gravel
+    path) reads as a close-up, and a close-up of an object the detector does not know falls to the texture test.
+    """
+    confident = [d for d in detections if d.score >= DETAIL_MIN_SCORE]
+    if confident:
+        best = 0.0
+        mx, my = DETAIL_BORDER * width, DETAIL_BORDER * height
+        for d in confident:
+            b = d.box
+            cut = (b.x1 <= mx) + (b.y1 <= my) + (b.x2 >= width - mx) + (b.y2 >= height - my)
+            if cut >= 3:
+                best = max(best, _area_share(b, width, height))
+        return best >= DETAIL_MIN_FILL, best
+    uniformity = texture_uniformity(grey)
+    return uniformity >= DETAIL_UNIFORMITY, uniformity
+
+
+def texture_uniformity(grey: np.ndarray) -> float:
+    """How evenly texture covers the image, in [0, 1]: on the grey image scaled to 512 px, the variance of the
+    Laplacian of each cell of a 4 x 4 grid, then (weakest cell / median cell) / (1 + 100 / median), so a close-up
+    of a textured surface (every cell sharp and alike) scores high, and a scene with sky, flat backgrounds or
+    out-of-focus parts, or a blurry image, scores low. 0 for an image under 64 px on a side."""
+    if min(grey.shape[:2]) < COLLAGE_MIN_SIDE:
+        return 0.0
+    small = _scaled(grey, BLUR_SIDE)
+    lap = cv2.Laplacian(small, cv2.CV_64F)
+    rows = np.array_split(np.arange(small.shape[0]), DETAIL_GRID)
+    cols = np.array_split(np.arange(small.shape[1]), DETAIL_GRID)
+    cells = np.array([lap[r[0] : r[-1] + 1, c[0] : c[-1] + 1].var() for r in rows for c in cols])
+    median = float(np.median(cells))
+    if median <= 0:
+        return 0.0
+    return float(cells.min() / median) / (1.0 + BLUR_THRESHOLD / median)
 
 
 def _histogram_distance(a: np.ndarray, b: np.ndarray) -> float:

@@ -16,6 +16,7 @@ from visearch.shared.grpcutil import serve
 from visearch.shared.logging import configure_logging
 from visearch.shared.metrics import start_metrics_server
 from visearch.shared.store import MilvusStore
+from visearch.shared.thumbnails import ThumbnailStore
 
 
 def main(settings: ServiceSettings | None = None, **serve_kwargs: Any) -> int:
@@ -37,7 +38,9 @@ def main(settings: ServiceSettings | None = None, **serve_kwargs: Any) -> int:
     store = MilvusStore(StoreSettings())
     start_metrics_server(settings.metrics_port, settings.grpc_host)
     try:
-        worker = stage_worker_loop(IndexerStage(store, settings.tenant), kafka, pipeline.stage_list)
+        worker = stage_worker_loop(
+            IndexerStage(store, settings.tenant, thumbnails=ThumbnailStore.from_settings()), kafka, pipeline.stage_list
+        )
         return serve("indexer", lambda server: [], settings, workers=(worker,), **serve_kwargs)
     finally:
         store.close()

@@ -18,10 +18,11 @@ import numpy as np
 
 from visearch.shared.duplicates import NEAR_DUPLICATE_MAX_DISTANCE as DUPLICATE_MAX_DISTANCE
 from visearch.shared.duplicates import hash_distance
-from visearch.shared.errors import InvalidEventError, NotFoundError
+from visearch.shared.errors import DependencyUnavailableError, InvalidEventError, NotFoundError
 from visearch.shared.metrics import INGEST_FRESHNESS
 from visearch.shared.pipeline import Stage, StageResult
 from visearch.shared.store import IndexRow, MilvusStore, RegionRow, SearchFilter
+from visearch.shared.thumbnails import ThumbnailStore
 from visearch.v1 import events_pb2
 
 Kind = events_pb2.ImageEvent
@@ -32,14 +33,23 @@ KIND_LABELS = {Kind.KIND_UPSERT: "upsert", Kind.KIND_DELETE: "delete", Kind.KIND
 
 
 class IndexerStage(Stage):
-    """Applies each document to the store. ``default_tenant`` is used for events that name none."""
+    """Applies each document to the store. ``default_tenant`` is used for events that name none.
+
+    With a ``thumbnails`` store, an upsert's ``thumbnail`` is written there once its row is in Milvus, and a
+    delete removes it (shared/thumbnails.py).
+    """
 
     name = "indexer"
 
     def __init__(
-        self, store: MilvusStore, default_tenant: str = "default", duplicate_max_distance: int = DUPLICATE_MAX_DISTANCE
+        self,
+        store: MilvusStore,
+        default_tenant: str = "default",
+        duplicate_max_distance: int = DUPLICATE_MAX_DISTANCE,
+        thumbnails: ThumbnailStore | None = None,
     ) -> None:
         self.store = store
+        self.thumbnails = thumbnails
         self.default_tenant = default_tenant
         self.duplicate_max_distance = duplicate_max_distance
         for kind in KIND_LABELS.values():  # every series from 0, so rate() sees the first events too
@@ -60,6 +70,8 @@ class IndexerStage(Stage):
                 elif event.kind == Kind.KIND_DELETE:
                     self._flush(upserts, written)
                     self.store.delete(tenant, [event.image_id])
+                    if self.thumbnails is not None:
+                        self.thumbnails.delete(tenant, event.image_id)
                     observe_freshness([doc])
                 elif event.kind == Kind.KIND_ATTRIBUTE_UPDATE:
                     self._flush(upserts, written)
@@ -77,6 +89,7 @@ class IndexerStage(Stage):
             self._mark_duplicates(list(upserts.values()))
             self.store.upsert(upserts.values())
             upserts.clear()
+            self._write_thumbnails(written)
             observe_freshness(written)
             written.clear()
 
@@ -151,6 +164,19 @@ class IndexerStage(Stage):
                     and hash_distance(row.phash, int(h.fields["phash"])) <= self.duplicate_max_distance
                 ]
                 row.duplicate_of = close[0].fields.get("duplicate_of") or close[0].image_id if close else ""
+
+    def _write_thumbnails(self, written: list[events_pb2.ImageDocument]) -> None:
+        """Store the thumbnails of documents whose rows were just written (a store failure is transient)."""
+        if self.thumbnails is None:
+            return
+        for doc in written:
+            if doc.thumbnail:
+                try:
+                    self.thumbnails.put(doc.event.tenant or self.default_tenant, doc.event.image_id, doc.thumbnail)
+                except ValueError:  # not a JPEG: a publisher's stray field; the row stays, without a thumbnail
+                    continue
+                except OSError as exc:
+                    raise DependencyUnavailableError(f"thumbnail store {self.thumbnails.root}: {exc}") from exc
 
     def _update_attributes(self, doc: events_pb2.ImageDocument, tenant: str) -> None:
         """Rewrite the stored rows with the event's catalogue fields, keeping their vectors."""

@@ -8,7 +8,7 @@ kinds of scorer:
   with its hits give it here (the unified store layout keeps them on one row), and Milvus computes the
   others' in one search restricted to their ids (``MilvusStore.similarities``);
 - route (region): only a route gives it (the best of the candidate's regions);
-- per candidate (tags, taxonomy, phash, in_stock, freshness): a function of the query and the candidate's
+- per candidate (tags, taxonomy, phash, in_stock, freshness, preference): a function of the query and the candidate's
   stored fields, which the routes read with the candidates (:func:`route_fields`);
 - batch (bm25): scored over the whole candidate list (BM25 is divided by the best candidate's).
 
@@ -31,6 +31,7 @@ from visearch.services.ranking.factors import (
     tag_overlap,
     taxonomy_agreement,
 )
+from visearch.services.ranking.personalisation import CONCEPT_FIELDS, preference_of
 from visearch.services.ranking.query import Candidate, Query
 from visearch.services.ranking.ranker import FACTORS, Ranker
 
@@ -123,6 +124,8 @@ REGISTRY: dict[str, Factor] = {
             "phash", "phash", ("phash",), scorer=lambda q, f, _: phash_similarity(q.phash, int(f.get("phash") or 0))
         ),
         Factor("exact", None),  # set by the exact-match verifier (SimilarTo exact_only)
+        # The candidate's concepts against the requesting user's profile (weighed for personalised requests only).
+        Factor("preference", None, CONCEPT_FIELDS, scorer=lambda q, f, _: preference_of(f)),
     )
 }
 if tuple(REGISTRY) != FACTORS:  # the ranker validates weights against FACTORS; the hits list factors in its order

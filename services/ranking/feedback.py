@@ -12,6 +12,7 @@ import threading
 from visearch.shared.errors import DependencyUnavailableError, InvalidEventError
 from visearch.shared.logging import get_logger
 from visearch.shared.metrics import FEEDBACK_EVENTS
+from visearch.shared.profile_topic import write_tombstone
 from visearch.shared.transport import HEADER_SCHEMA, Transport
 from visearch.v1 import events_pb2, search_pb2
 
@@ -67,11 +68,25 @@ class FeedbackLog:
             self.transport.flush()  # acknowledged by the broker before we say accepted
         return len(request.events)
 
+    def write_tombstone(self, topic: str, key: str) -> None:
+        """Produce a tombstone (null value) of ``key`` to the compacted ``topic`` and wait for the broker.
+
+        Raises:
+            DependencyUnavailableError: no transport is configured (``personalisation_unavailable``) or the
+                broker did not acknowledge it.
+        """
+        if self.transport is None:
+            raise DependencyUnavailableError(
+                "no profiles topic is configured (set VISEARCH_KAFKA_BOOTSTRAP)", reason="personalisation_unavailable"
+            )
+        with self._lock:
+            write_tombstone(self.transport, topic, key)
+
     def log_impressions(
-        self, response: search_pb2.SearchResponse, tenant: str, query_summary: str, offset: int
+        self, response: search_pb2.SearchResponse, tenant: str, query_summary: str, offset: int, user_id: str = ""
     ) -> None:
-        """One ACTION_IMPRESSION event per served hit, with its factor values. A failing topic is logged and
-        counted, never raised: searching matters more than logging."""
+        """One ACTION_IMPRESSION event per served hit, with its factor values (and the requesting user_id). A
+        failing topic is logged and counted, never raised: searching matters more than logging."""
         if self.transport is None or not self.impressions or not response.hits:
             return
         events = []
@@ -85,6 +100,7 @@ class FeedbackLog:
                 factors={f.name: f.value for f in hit.factors},
                 ranker=response.ranker,
                 query=query_summary,
+                user_id=user_id,
             )
             event.event_time.GetCurrentTime()
             events.append(event.SerializeToString())

@@ -141,9 +141,10 @@ def plan_text_fetch(window: int, ranker: Ranker, text_fetch: FetchPlan) -> Fetch
     Only the page (``window``), with every field, when what else the ranker weighs cannot lift a joint-space
     candidate from beyond the page: BM25 and tag matches are lexical, and their candidates come from the
     BM25 route (which reads the rerank window); in_stock / freshness weighing less than
-    :data:`TIE_BREAK_WEIGHT` in all break near-ties only. Otherwise ``text_fetch`` itself.
+    :data:`TIE_BREAK_WEIGHT` in all break near-ties only (the hits still read ``text_fetch``'s vectors, which
+    give the other vector factors without another read). Otherwise ``text_fetch`` itself.
     """
     others = {f.name for f in weighed(ranker, {"joint", "text", "tags"})} - {"text"} - LEXICAL_FACTORS
     if sum(abs(ranker.weights.get(f, 0.0)) for f in others) < TIE_BREAK_WEIGHT:
-        return FetchPlan(window, tuple(OUTPUT_FIELDS))
+        return FetchPlan(window, tuple(OUTPUT_FIELDS), vectors=text_fetch.vectors)
     return text_fetch

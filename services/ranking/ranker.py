@@ -32,7 +32,20 @@ from visearch.shared.metrics import RANKER_VERSION
 log = get_logger("ranker")
 
 # Every factor a hit can carry (see FactorScore in protos/visearch/v1/search.proto for their ranges).
-FACTORS = ("visual", "region", "text", "bm25", "tags", "taxonomy", "colour", "in_stock", "freshness", "phash", "exact")
+FACTORS = (
+    "visual",
+    "region",
+    "text",
+    "bm25",
+    "tags",
+    "taxonomy",
+    "colour",
+    "in_stock",
+    "freshness",
+    "phash",
+    "exact",
+    "preference",  # personalisation: weighed only for a user with a profile (services/ranking/personalisation.py)
+)
 FUSIONS = ("blend", "rrf")
 RANKER_FORMAT = "visearch.ranker/1"
 _RANKER_FILE = re.compile(r"^ranker-v(\d+)\.json$")

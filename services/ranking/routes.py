@@ -146,7 +146,12 @@ def gather(
     ``ceilings``, when given, receives per factor the highest value a candidate the factor's routes did not
     find can have: the lowest score they returned (an ANN route returns its best first). The ranker's
     pruning (``factor_registry.score_candidates``) uses it to skip candidates that cannot reach the page.
+
+    On Milvus Lite with the unified layout, global routes of several spaces (a text query's joint and
+    image-space vectors) are one union search (:func:`_union`).
     """
+    if into is None and _one_union(routes, store):
+        return _union(routes, store, tenant, depth, flt, fields, ceilings, vectors)
     batches: dict[tuple[type | int, str], list[AnnRoute]] = {}
     for route in routes:
         key = (type(route), route.space) if type(route) is VisualRoute else (id(route), route.space)
@@ -186,6 +191,56 @@ def gather(
     return candidates
 
 
+def _one_union(routes: Sequence[AnnRoute], store: MilvusStore) -> bool:
+    """Whether the routes are better one union search: Milvus Lite (calls run in turn, each at a fixed cost)
+    and global routes of several spaces that all live on the unified layout's items row (routes of one space
+    are already one multi-vector search)."""
+    return (
+        not store.concurrent
+        and len({r.space for r in routes}) > 1
+        and not any(isinstance(r, RegionRoute) for r in routes)
+        and all(r.space in store.row_spaces(r.space) for r in routes)
+    )
+
+
+def _union(
+    routes: Sequence[AnnRoute],
+    store: MilvusStore,
+    tenant: str,
+    depth: int,
+    flt: SearchFilter,
+    fields: tuple[str, ...],
+    ceilings: dict[str, float] | None,
+    vectors: tuple[str, ...],
+) -> dict[str, Candidate]:
+    """The routes' candidates from one union search (``MilvusStore.search_union``): every image any route
+    found, each scored by every route from its stored vectors, so each route factor is exact for all of them
+    (what :func:`gather`'s separate searches leave to ``MilvusStore.similarities``). A factor's ceiling is
+    its route's k-th best value: the union holds each route's top-k, so an image outside it scores no more."""
+    spaces = tuple(dict.fromkeys([*(r.space for r in routes), *vectors]))
+    hits = store.search_union(
+        [(r.space, r.vector, r.limit(depth)) for r in routes],
+        tenant=tenant,
+        filter=flt,
+        output_fields=fields,
+        vector_spaces=spaces,
+    )
+    candidates = {h.image_id: Candidate(h) for h in hits}
+    for route in routes:
+        values = []
+        for hit in hits:
+            stored = hit.fields[f"{route.space}_vector"]
+            if stored is None:  # no vector in this space (an image without a colour)
+                continue
+            value = float(np.dot(stored, route.vector))
+            route.offer(candidates[hit.image_id], StoredHit(hit.image_id, value, hit.fields))
+            values.append(value)
+        if ceilings is not None and values:
+            kth = sorted(values, reverse=True)[min(route.limit(depth), len(values)) - 1]
+            ceilings[route.factor] = max(ceilings.get(route.factor, -1.0), kth)
+    return candidates
+
+
 @dataclass
 class Bm25Matches:
     """What the BM25 route fetched: the matches' rows (filters applied) and what their scores tell.
@@ -221,14 +276,22 @@ class Bm25Route:
         fields: tuple[str, ...],
         with_vectors: bool,
         exclude: Collection[str] = (),
+        vectors: tuple[str, ...] = (),
     ) -> Bm25Matches:
         """The rows of the ``depth`` best BM25 matches, filters applied in Milvus (with their joint vectors when
         ``with_vectors``). ``text_index``: the in-process index, whose matches in ``exclude`` are not read; or None
-        where Milvus does BM25 (``store.full_text``): one search gives the rows with their scores. Needs no query
-        vector, so it can run while the query text is embedded."""
+        where Milvus does BM25 (``store.full_text``): one search gives the rows with their scores, and with
+        their stored vectors of ``vectors`` (``FetchPlan.vectors``), so their vector factors need no other read.
+        Needs no query vector, so it can run while the query text is embedded."""
         if text_index is None:
             hits = store.bm25_search(
-                tenant, self.text, depth, flt, fields, vector_space="joint" if with_vectors else None
+                tenant,
+                self.text,
+                depth,
+                flt,
+                fields,
+                vector_space="joint" if with_vectors else None,
+                vector_spaces=vectors,
             )
             return Bm25Matches(hits, scored=True, complete=len(hits) < depth)
         found = [i for i, _ in text_index.search(tenant, self.text, depth) if i not in exclude]

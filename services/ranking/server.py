@@ -6,7 +6,8 @@ gRPC, each call balanced over its pods (``VISEARCH_GRPC_LB_POLICY``); otherwise 
 process (embedded mode). ``VISEARCH_DETECTION_ADDR`` enables search by the query's detected objects;
 ``VISEARCH_CLASSIFICATION_ADDR`` and ``VISEARCH_OCR_ADDR`` the query understanding of image queries (tags,
 taxonomy, text) and the model tags of ``Tag``.
-``VISEARCH_KAFKA_BOOTSTRAP`` enables the feedback topic (impressions logged, the Feedback RPC);
+``VISEARCH_KAFKA_BOOTSTRAP`` enables the feedback topic (impressions logged, the Feedback RPC) and personalisation
+(the compacted user-profiles topic, read by a background thread; ``VISEARCH_PERSONALISATION_*``);
 ``VISEARCH_RANKING_*`` the ranking profiles and the learned ranker's folder (hot-reloaded).
 """
 
@@ -22,6 +23,7 @@ from visearch.shared.config import (
     DetectionSettings,
     ImageSettings,
     KafkaSettings,
+    PersonalisationSettings,
     RankingSettings,
     ServiceSettings,
     StoreSettings,
@@ -30,6 +32,7 @@ from visearch.shared.errors import ConfigError
 from visearch.shared.grpcutil import InProcessStub, client_channel, serve
 from visearch.shared.logging import configure_logging
 from visearch.shared.metrics import start_metrics_server
+from visearch.shared.profile_topic import KafkaProfileTail, ProfileBook, profiles_topic
 from visearch.shared.store import MilvusStore
 from visearch.shared.transport import feedback_topic
 from visearch.v1 import classification_pb2_grpc, detection_pb2_grpc, embedding_pb2_grpc, ocr_pb2_grpc, search_pb2_grpc
@@ -66,11 +69,13 @@ def main(settings: ServiceSettings | None = None, embedding: InProcessStub | Non
         raise ConfigError("VISEARCH_SERVICE_ROLE=worker: the ranking service has no stage worker (use all or grpc)")
     store = MilvusStore(StoreSettings())
     kafka = KafkaSettings()
-    feedback = None
+    feedback, tail, personalisation = None, None, PersonalisationSettings()
     if kafka.bootstrap:  # impressions and Feedback go to the feedback topic
         from visearch.shared.kafka import KafkaTransport
 
         feedback = KafkaTransport(kafka, client_id="visearch-ranking")
+        if personalisation.enabled:  # user profiles: a thread reads the compacted topic into the book
+            tail = KafkaProfileTail(kafka, ProfileBook()).start()
     servicer = SearchService(
         embedding_stub(settings.embedding_addr, embedding),
         store,
@@ -87,6 +92,9 @@ def main(settings: ServiceSettings | None = None, embedding: InProcessStub | Non
         ranking=RankingSettings(),
         feedback=feedback,
         feedback_topic_name=feedback_topic(kafka.topic_prefix),
+        profiles=(tail.book, None) if tail is not None else None,
+        personalisation=personalisation,
+        profiles_topic_name=profiles_topic(kafka.topic_prefix),
     )
     start_metrics_server(settings.metrics_port, settings.grpc_host)
 
@@ -97,6 +105,8 @@ def main(settings: ServiceSettings | None = None, embedding: InProcessStub | Non
     try:
         return serve("ranking", register, settings, **serve_kwargs)
     finally:
+        if tail is not None:
+            tail.close()
         if feedback is not None:
             feedback.close()
         store.close()

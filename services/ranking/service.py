@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -23,6 +24,7 @@ from visearch.services.ranking.exact import EXACT_CANDIDATES, ExactMatchVerifier
 from visearch.services.ranking.factor_registry import route_fields
 from visearch.services.ranking.factors import hit_tags, neighbour_object_tags
 from visearch.services.ranking.feedback import FeedbackLog
+from visearch.services.ranking.personalisation import Personaliser
 from visearch.services.ranking.planner import FetchPlan, bm25_route, plan_routes, plan_signals, plan_text_fetch
 from visearch.services.ranking.query import Query
 from visearch.services.ranking.ranker import Ranker, RankerRegistry
@@ -31,12 +33,13 @@ from visearch.services.ranking.tagger import OpenTagger
 from visearch.services.ranking.text_index import TextIndex
 from visearch.services.ranking.understanding import QueryUnderstanding
 from visearch.shared.colour import colour_descriptor, palette_descriptor
-from visearch.shared.config import DetectionSettings, ImageSettings, RankingSettings
+from visearch.shared.config import DetectionSettings, ImageSettings, PersonalisationSettings, RankingSettings
 from visearch.shared.duplicates import perceptual_hash
 from visearch.shared.errors import InvalidEventError, NotFoundError
 from visearch.shared.grpcutil import InProcessStub, rpc_method
 from visearch.shared.images import decode_image, image_bytes
 from visearch.shared.logging import get_logger
+from visearch.shared.profile_topic import ProfileBook, profiles_topic
 from visearch.shared.store import MilvusStore, SearchFilter
 from visearch.shared.transport import Transport, feedback_topic
 from visearch.v1 import (
@@ -75,6 +78,9 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         ranking: ranker settings (profiles, learned ranker folder, depth, query understanding and its budgets).
         feedback: a transport (Kafka or in-process) for the feedback topic; None: Feedback is UNAVAILABLE and
             no impressions are logged.
+        profiles: the user profiles (a book fed by a tail of the profiles topic) and, for an in-process tail, its
+            ``sync``; None: requests are not personalised and GetUserProfile/ForgetUser are UNAVAILABLE.
+        personalisation: weights, evidence thresholds and caps of personalisation.
     """
 
     def __init__(
@@ -91,6 +97,9 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         ranking: RankingSettings | None = None,
         feedback: Transport | None = None,
         feedback_topic_name: str = feedback_topic(),
+        profiles: tuple[ProfileBook, Callable[[], None] | None] | None = None,
+        personalisation: PersonalisationSettings | None = None,
+        profiles_topic_name: str = profiles_topic(),
     ) -> None:
         self.store = store
         self.default_tenant = default_tenant
@@ -125,6 +134,16 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         self.verifier = ExactMatchVerifier(self.image_settings)
         self.feedback = FeedbackLog(feedback, feedback_topic_name, default_tenant, self.settings.feedback_impressions)
         self.tagger = OpenTagger(store, self.understanding, default_tenant)
+        book, sync = profiles or (None, None)
+        self.personaliser = Personaliser(
+            store,
+            personalisation or PersonalisationSettings(),
+            book,
+            sync,
+            self.feedback,
+            profiles_topic_name,
+            default_tenant,
+        )
 
     # --- RPCs ------------------------------------------------------------------------------------
 
@@ -141,6 +160,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         )
         kind = request.WhichOneof("query")
         ranker = self._ranker(request.ranking, tenant, "colour" if kind == "colour" else None)
+        ranker = self.personaliser.begin(request.user_id, _personalise(request), ranker)
         response = search_pb2.SearchResponse()
         if kind == "image":
             return self._image_search(request, ranker, tenant, flt, window, start)
@@ -178,6 +198,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         )
         item = request.WhichOneof("item")
         ranker = self._ranker(request.ranking, tenant)
+        ranker = self.personaliser.begin(request.user_id, _personalise(request), ranker)
         response = search_pb2.SearchResponse()
         if item == "image_id":
             row = self._stored(tenant, request.image_id)
@@ -240,6 +261,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             )
         query = self._stored_query(tenant, row)
         ranker = self._ranker(request.ranking, tenant)
+        ranker = self.personaliser.begin(request.user_id, _personalise(request), ranker)
         hits = self.engine.search(
             query, [VisualRoute(query.visual_vector())], ranker, tenant, flt, request.offset, window
         )
@@ -254,7 +276,22 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         Raises INVALID_ARGUMENT for an event without query_id or image_id or with no action (nothing of the
         request is published then), UNAVAILABLE when no feedback topic is configured.
         """
-        return search_pb2.FeedbackResponse(accepted=self.feedback.publish(request))
+        return search_pb2.FeedbackResponse(accepted=self.feedback.publish(self.personaliser.enrich(request)))
+
+    @rpc_method(SERVICE_NAME)
+    def GetUserProfile(
+        self, request: search_pb2.UserProfileRequest, context: grpc.ServicerContext | None
+    ) -> search_pb2.UserProfileResponse:  # noqa: N802
+        """The user's personalisation profile. Raises INVALID_ARGUMENT (no user_id), UNAVAILABLE (no profiles)."""
+        return self.personaliser.show(request.user_id)
+
+    @rpc_method(SERVICE_NAME)
+    def ForgetUser(
+        self, request: search_pb2.UserProfileRequest, context: grpc.ServicerContext | None
+    ) -> search_pb2.ForgetUserResponse:  # noqa: N802
+        """Delete the user's profile: a tombstone on the profiles topic, then this service's cache. Raises
+        INVALID_ARGUMENT (no user_id), UNAVAILABLE (no profiles topic, or the broker did not acknowledge)."""
+        return self.personaliser.forget(request.user_id)
 
     @rpc_method(SERVICE_NAME)
     def Tag(self, request: search_pb2.TagRequest, context: grpc.ServicerContext | None) -> search_pb2.TagResponse:  # noqa: N802
@@ -283,7 +320,15 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         bm25 = bm25_route(Query("text", text=request.text), ranker)
         rows = (
             self._pool.submit(
-                bm25.fetch, self.store, self.text_index, tenant, fetch.depth, flt, fetch.fields, ranker.active("text")
+                bm25.fetch,
+                self.store,
+                self.text_index,
+                tenant,
+                fetch.depth,
+                flt,
+                fetch.fields,
+                ranker.active("text") and not fetch.vectors,
+                vectors=fetch.vectors,
             )
             if bm25 is not None
             else None
@@ -378,7 +423,8 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         response.hits.extend(hits)
         response.query_id, response.ranker = uuid.uuid4().hex, ranker.name
         response.took_ms = _ms(start)
-        self.feedback.log_impressions(response, tenant, query.summary(), offset)
+        self.feedback.log_impressions(response, tenant, query.summary(), offset, self.personaliser.current_user())
+        self.personaliser.served(response)
         log.info(
             "search",
             query=query.kind,
@@ -433,6 +479,13 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
                 raise NotFoundError(f"image {query.image_id!r} has no colour descriptor for tenant {tenant!r}")
             return np.asarray(row["vector"], dtype=np.float32)
         raise InvalidEventError("set the colour query's palette, image or image_id", reason="empty_query")
+
+
+def _personalise(
+    request: search_pb2.SearchRequest | search_pb2.SimilarToRequest | search_pb2.AlternativesRequest,
+) -> bool | None:
+    """The request's ``personalise`` (None: not set, the service's default)."""
+    return request.personalise if request.HasField("personalise") else None
 
 
 def _ms(start: float) -> float:

@@ -228,3 +228,15 @@ def wait_until(predicate, timeout_s: float, interval_s: float = 0.5, what: str =
             return value
         time.sleep(interval_s)
     raise TimeoutError(f"{what} not reached in {timeout_s} s")
+
+
+def stable_response(response) -> bytes:
+    """A SearchResponse's bytes without what differs between two identical calls (query id, times), to compare
+    two rankings byte for byte."""
+    from visearch.v1 import search_pb2
+
+    response = search_pb2.SearchResponse.FromString(response.SerializeToString())
+    response.query_id, response.took_ms = "", 0.0
+    for used in response.signals:
+        used.took_ms = 0.0
+    return response.SerializeToString(deterministic=True)

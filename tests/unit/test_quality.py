@@ -47,7 +47,7 @@ def grid(images: list[Image.Image], cols: int, size=(300, 200), gutter=0, backgr
 
 def test_attributes_and_score_ranges(photos):
     attrs = quality_attributes(photos["coffee"], text_lines=2)
-    assert set(attrs) == {"blur", "resolution", "has_text", "aspect", "collage"}
+    assert set(attrs) == {"blur", "resolution", "has_text", "aspect", "collage", "mosaic", "model", "detail"}
     for value, score in attrs.values():
         assert isinstance(value, str) and 0.0 <= score <= 1.0
     assert attrs["has_text"] == ("yes", pytest.approx(0.4))

@@ -124,6 +124,9 @@ class ScriptedStore:
         self.hits, self.many = hits or {}, many or {}
         self.calls: list[dict] = []
 
+    def row_spaces(self, space):  # per_space: one vector per row, so no union search
+        return ()
+
     def search(self, space, vector, *, tenant, top_k, filter, output_fields, vector_spaces=()):
         self.calls.append(
             {
@@ -507,7 +510,9 @@ class ScoringStore:
     def __init__(self, hits: list[tuple[str, float]]) -> None:
         self.hits, self.calls = hits, []
 
-    def bm25_search(self, tenant, text, top_k, filter=None, output_fields=(), vector_space=None, image_ids=()):
+    def bm25_search(
+        self, tenant, text, top_k, filter=None, output_fields=(), vector_space=None, image_ids=(), vector_spaces=()
+    ):
         self.calls.append(("bm25_search", top_k, vector_space))
         return [StoredHit(i, s, {"image_id": i, "vector": [1.0, 0.0, 0.0]}) for i, s in self.hits[:top_k]]
 

@@ -173,3 +173,48 @@ def test_per_space_rows_hold_one_vector(tmp_path):
         assert per_space.row_spaces("image") == ()
     finally:
         per_space.close()
+
+
+def test_several_global_routes_are_one_union_search_with_exact_factors(store, monkeypatch):
+    """A text query's joint and image-space routes on Milvus Lite: one call (hybrid search) whose candidates are
+    the images the separate searches find, each with both routes' cosines computed from its vectors (the
+    separate searches give each factor only for the images its own route found); filters apply; a factor's
+    ceiling is its route's k-th best value."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from visearch.services.ranking import routes as routes_module
+    from visearch.services.ranking.routes import JointRoute, VisualRoute, gather
+
+    rows = make_rows("A", 40, seed=7)
+    store.upsert(rows)
+    rng = np.random.default_rng(9)
+    routes = [JointRoute(unit(rng, 384)), VisualRoute(unit(rng, 1280))]
+    flt = SearchFilter(in_stock=True)
+    calls: list[str] = []
+    union, search_many = store.search_union, store.search_many
+    monkeypatch.setattr(store, "search_union", lambda *a, **k: calls.append("union") or union(*a, **k))
+    monkeypatch.setattr(store, "search_many", lambda *a, **k: calls.append("search") or search_many(*a, **k))
+    with ThreadPoolExecutor(2) as pool:
+        ceilings: dict[str, float] = {}
+        together = gather(routes, store, "A", 5, flt, ("image_id", "in_stock"), pool, ceilings)
+        assert calls == ["union"]
+        monkeypatch.setattr(routes_module, "_one_union", lambda *a: False)
+        apart = gather(routes, store, "A", 5, flt, ("image_id", "in_stock"), pool)
+    assert calls == ["union", "search", "search"]
+    assert set(together) == set(apart) and all(c.stored.fields["in_stock"] for c in together.values())
+    for image_id, candidate in apart.items():
+        assert set(together[image_id].factors) == {"text", "visual"}
+        for factor, value in candidate.factors.items():
+            assert together[image_id].factors[factor] == pytest.approx(value, abs=1e-5)
+    for factor in ("text", "visual"):
+        fifth = sorted((c.factors[factor] for c in apart.values() if factor in c.factors), reverse=True)[4]
+        assert ceilings[factor] == pytest.approx(fifth, abs=1e-5)
+
+
+def test_a_union_search_needs_the_unified_layout(tmp_path):
+    per_space = MilvusStore(StoreSettings(uri=str(tmp_path / "p.db"), layout="per_space"))
+    try:
+        with pytest.raises(ConfigError, match="unified layout"):
+            per_space.search_union([("image", np.ones(1280, np.float32), 5)], tenant="A")
+    finally:
+        per_space.close()

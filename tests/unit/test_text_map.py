@@ -62,3 +62,36 @@ def test_fit_ridge_recovers_a_linear_map():
     fitted = fit_ridge(texts, texts @ truth, ridge=1e-6)
     assert fitted.dtype == np.float32 and fitted.shape == (8, 5)
     np.testing.assert_allclose(fitted, truth, atol=1e-3)
+
+
+def test_label_like_queries_are_also_embedded_in_the_class_prompt_template():
+    """Up to VISEARCH_CONSE_QUERY_PROMPT_WORDS words: the normalised mean of the query as typed and of
+    "a photo of a <query>", in one inference call; longer queries (and every query with the setting at 0) as
+    typed."""
+    from types import SimpleNamespace
+
+    from visearch.shared.encoders import Embedder
+
+    rng = np.random.default_rng(0)
+    table: dict[str, np.ndarray] = {}
+    calls: list[list[str]] = []
+
+    def encode(texts: list[str]) -> np.ndarray:
+        calls.append(list(texts))
+        return np.stack([table.setdefault(t, _unit(rng.normal(size=8))) for t in texts]).astype(np.float32)
+
+    texts = ["galaxy", " hot drink ", "launch towers lit up under a dark blue sky", ""]
+    embedder = SimpleNamespace(query_prompt_words=3, text=SimpleNamespace(encode=encode))
+    vectors = Embedder.encode_queries(embedder, texts)  # type: ignore[arg-type]
+    assert calls == [[*texts, "a photo of a galaxy", "a photo of a hot drink"]]
+    np.testing.assert_allclose(vectors[0], _unit(table["galaxy"] + table["a photo of a galaxy"]), atol=1e-6)
+    np.testing.assert_allclose(vectors[1], _unit(table[" hot drink "] + table["a photo of a hot drink"]), atol=1e-6)
+    np.testing.assert_allclose(vectors[2:], np.stack([table[texts[2]], table[""]]), atol=1e-6)
+    embedder.query_prompt_words = 0
+    calls.clear()
+    Embedder.encode_queries(embedder, texts)  # type: ignore[arg-type]
+    assert calls == [texts]
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v)

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from visearch.v1 import common_pb2 as visearch_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18visearch/v1/events.proto\x12\x0bvisearch.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18visearch/v1/common.proto\"\xd5\x02\n\nImageEvent\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12*\n\x04kind\x18\x02 \x01(\x0e\x32\x1c.visearch.v1.ImageEvent.Kind\x12!\n\x05image\x18\x03 \x01(\x0b\x32\x12.visearch.v1.Image\x12%\n\x07product\x18\x04 \x01(\x0b\x32\x14.visearch.v1.Product\x12\x0e\n\x06tenant\x18\x05 \x01(\t\x12\x12\n\ncollection\x18\x06 \x01(\t\x12.\n\nevent_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08trace_id\x18\x08 \x01(\t\"Y\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x0f\n\x0bKIND_UPSERT\x10\x01\x12\x0f\n\x0bKIND_DELETE\x10\x02\x12\x19\n\x15KIND_ATTRIBUTE_UPDATE\x10\x03\"\xfc\x01\n\x07Product\x12\r\n\x05title\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\r\n\x05\x62rand\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\r\n\x05price\x18\x05 \x01(\x01\x12\x10\n\x08\x63urrency\x18\x06 \x01(\t\x12\x10\n\x08in_stock\x18\x07 \x01(\x08\x12\x0c\n\x04tags\x18\x08 \x03(\t\x12\x38\n\nattributes\x18\t \x03(\x0b\x32$.visearch.v1.Product.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xc2\x03\n\rImageDocument\x12&\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x17.visearch.v1.ImageEvent\x12$\n\x04info\x18\x02 \x01(\x0b\x32\x16.visearch.v1.ImageInfo\x12+\n\nembeddings\x18\x03 \x01(\x0b\x32\x17.visearch.v1.Embeddings\x12(\n\x07\x63lasses\x18\x04 \x03(\x0b\x32\x17.visearch.v1.ClassScore\x12(\n\x06stages\x18\x05 \x03(\x0b\x32\x18.visearch.v1.StageRecord\x12*\n\ndetections\x18\x06 \x03(\x0b\x32\x16.visearch.v1.Detection\x12$\n\x07regions\x18\x07 \x03(\x0b\x32\x13.visearch.v1.Region\x12)\n\ntext_lines\x18\x08 \x03(\x0b\x32\x15.visearch.v1.TextLine\x12\x33\n\x0e\x63lassification\x18\t \x01(\x0b\x32\x1b.visearch.v1.Classification\x12\x30\n\x0cpublished_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"j\n\x06Region\x12\r\n\x05index\x18\x01 \x01(\x05\x12)\n\tdetection\x18\x02 \x01(\x0b\x32\x16.visearch.v1.Detection\x12&\n\tembedding\x18\x03 \x01(\x0b\x32\x13.visearch.v1.Vector\"^\n\tImageInfo\x12\r\n\x05width\x18\x01 \x01(\x05\x12\x0e\n\x06height\x18\x02 \x01(\x05\x12\x0e\n\x06\x66ormat\x18\x03 \x01(\t\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x12\n\nsize_bytes\x18\x05 \x01(\x03\"\xa7\x01\n\nEmbeddings\x12\"\n\x05image\x18\x01 \x01(\x0b\x32\x13.visearch.v1.Vector\x12\"\n\x05joint\x18\x02 \x01(\x0b\x32\x13.visearch.v1.Vector\x12\x13\n\x0bimage_model\x18\x03 \x01(\t\x12\x12\n\ntext_model\x18\x04 \x01(\t\x12(\n\x0b\x63lass_probs\x18\x05 \x01(\x0b\x32\x13.visearch.v1.Vector\"b\n\x0bStageRecord\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x02 \x01(\x01\x12/\n\x0b\x66inished_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa1\x03\n\rFeedbackEvent\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x10\n\x08image_id\x18\x03 \x01(\t\x12\x31\n\x06\x61\x63tion\x18\x04 \x01(\x0e\x32!.visearch.v1.FeedbackEvent.Action\x12\x10\n\x08position\x18\x05 \x01(\x05\x12.\n\nevent_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x38\n\x07\x66\x61\x63tors\x18\x07 \x03(\x0b\x32\'.visearch.v1.FeedbackEvent.FactorsEntry\x12\x0e\n\x06ranker\x18\x08 \x01(\t\x12\r\n\x05query\x18\t \x01(\t\x1a.\n\x0c\x46\x61\x63torsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\"^\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x15\n\x11\x41\x43TION_IMPRESSION\x10\x01\x12\x10\n\x0c\x41\x43TION_CLICK\x10\x02\x12\x13\n\x0f\x41\x43TION_PURCHASE\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18visearch/v1/events.proto\x12\x0bvisearch.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18visearch/v1/common.proto\"\xd5\x02\n\nImageEvent\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12*\n\x04kind\x18\x02 \x01(\x0e\x32\x1c.visearch.v1.ImageEvent.Kind\x12!\n\x05image\x18\x03 \x01(\x0b\x32\x12.visearch.v1.Image\x12%\n\x07product\x18\x04 \x01(\x0b\x32\x14.visearch.v1.Product\x12\x0e\n\x06tenant\x18\x05 \x01(\t\x12\x12\n\ncollection\x18\x06 \x01(\t\x12.\n\nevent_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08trace_id\x18\x08 \x01(\t\"Y\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x0f\n\x0bKIND_UPSERT\x10\x01\x12\x0f\n\x0bKIND_DELETE\x10\x02\x12\x19\n\x15KIND_ATTRIBUTE_UPDATE\x10\x03\"\xfc\x01\n\x07Product\x12\r\n\x05title\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\r\n\x05\x62rand\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\r\n\x05price\x18\x05 \x01(\x01\x12\x10\n\x08\x63urrency\x18\x06 \x01(\t\x12\x10\n\x08in_stock\x18\x07 \x01(\x08\x12\x0c\n\x04tags\x18\x08 \x03(\t\x12\x38\n\nattributes\x18\t \x03(\x0b\x32$.visearch.v1.Product.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd5\x03\n\rImageDocument\x12&\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x17.visearch.v1.ImageEvent\x12$\n\x04info\x18\x02 \x01(\x0b\x32\x16.visearch.v1.ImageInfo\x12+\n\nembeddings\x18\x03 \x01(\x0b\x32\x17.visearch.v1.Embeddings\x12(\n\x07\x63lasses\x18\x04 \x03(\x0b\x32\x17.visearch.v1.ClassScore\x12(\n\x06stages\x18\x05 \x03(\x0b\x32\x18.visearch.v1.StageRecord\x12*\n\ndetections\x18\x06 \x03(\x0b\x32\x16.visearch.v1.Detection\x12$\n\x07regions\x18\x07 \x03(\x0b\x32\x13.visearch.v1.Region\x12)\n\ntext_lines\x18\x08 \x03(\x0b\x32\x15.visearch.v1.TextLine\x12\x33\n\x0e\x63lassification\x18\t \x01(\x0b\x32\x1b.visearch.v1.Classification\x12\x30\n\x0cpublished_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tthumbnail\x18\x0b \x01(\x0c\"j\n\x06Region\x12\r\n\x05index\x18\x01 \x01(\x05\x12)\n\tdetection\x18\x02 \x01(\x0b\x32\x16.visearch.v1.Detection\x12&\n\tembedding\x18\x03 \x01(\x0b\x32\x13.visearch.v1.Vector\"^\n\tImageInfo\x12\r\n\x05width\x18\x01 \x01(\x05\x12\x0e\n\x06height\x18\x02 \x01(\x05\x12\x0e\n\x06\x66ormat\x18\x03 \x01(\t\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x12\n\nsize_bytes\x18\x05 \x01(\x03\"\xa7\x01\n\nEmbeddings\x12\"\n\x05image\x18\x01 \x01(\x0b\x32\x13.visearch.v1.Vector\x12\"\n\x05joint\x18\x02 \x01(\x0b\x32\x13.visearch.v1.Vector\x12\x13\n\x0bimage_model\x18\x03 \x01(\t\x12\x12\n\ntext_model\x18\x04 \x01(\t\x12(\n\x0b\x63lass_probs\x18\x05 \x01(\x0b\x32\x13.visearch.v1.Vector\"b\n\x0bStageRecord\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x02 \x01(\x01\x12/\n\x0b\x66inished_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xaa\x05\n\rFeedbackEvent\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x10\n\x08image_id\x18\x03 \x01(\t\x12\x31\n\x06\x61\x63tion\x18\x04 \x01(\x0e\x32!.visearch.v1.FeedbackEvent.Action\x12\x10\n\x08position\x18\x05 \x01(\x05\x12.\n\nevent_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x38\n\x07\x66\x61\x63tors\x18\x07 \x03(\x0b\x32\'.visearch.v1.FeedbackEvent.FactorsEntry\x12\x0e\n\x06ranker\x18\x08 \x01(\t\x12\r\n\x05query\x18\t \x01(\t\x12\x0f\n\x07user_id\x18\n \x01(\t\x12\x10\n\x08\x63oncepts\x18\x0b \x03(\t\x12\x18\n\x10skipped_concepts\x18\x0c \x03(\t\x12?\n\x0b\x66\x61\x63tor_lift\x18\r \x03(\x0b\x32*.visearch.v1.FeedbackEvent.FactorLiftEntry\x12\x16\n\x0eskipped_weight\x18\x0e \x01(\x02\x12\x14\n\x0cskipped_hits\x18\x0f \x01(\x05\x1a.\n\x0c\x46\x61\x63torsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\x1a\x31\n\x0f\x46\x61\x63torLiftEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\"\x87\x01\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x15\n\x11\x41\x43TION_IMPRESSION\x10\x01\x12\x10\n\x0c\x41\x43TION_CLICK\x10\x02\x12\x13\n\x0f\x41\x43TION_PURCHASE\x10\x03\x12\x16\n\x12\x41\x43TION_ADD_TO_CART\x10\x04\x12\x0f\n\x0b\x41\x43TION_LIKE\x10\x05\"\xda\x04\n\x0bUserProfile\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x12\n\nupdated_ms\x18\x03 \x01(\x03\x12\x10\n\x08\x65vidence\x18\x04 \x01(\x01\x12\x38\n\x08positive\x18\x05 \x03(\x0b\x32&.visearch.v1.UserProfile.PositiveEntry\x12\x38\n\x08negative\x18\x06 \x03(\x0b\x32&.visearch.v1.UserProfile.NegativeEntry\x12=\n\x0b\x66\x61\x63tor_lift\x18\x07 \x03(\x0b\x32(.visearch.v1.UserProfile.FactorLiftEntry\x12\x13\n\x0blift_events\x18\x08 \x01(\x01\x12\x15\n\rrecent_events\x18\t \x03(\t\x12\x0e\n\x06\x65vents\x18\n \x01(\x03\x12G\n\x10\x66\x65\x65\x64\x62\x61\x63k_offsets\x18\x0b \x03(\x0b\x32-.visearch.v1.UserProfile.FeedbackOffsetsEntry\x1a/\n\rPositiveEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a/\n\rNegativeEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x31\n\x0f\x46\x61\x63torLiftEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x36\n\x14\x46\x65\x65\x64\x62\x61\x63kOffsetsEntry\x12\x0b\n\x03key\x18\x01 \x01(\x05\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,6 +37,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PRODUCT_ATTRIBUTESENTRY']._serialized_options = b'8\001'
   _globals['_FEEDBACKEVENT_FACTORSENTRY']._loaded_options = None
   _globals['_FEEDBACKEVENT_FACTORSENTRY']._serialized_options = b'8\001'
+  _globals['_FEEDBACKEVENT_FACTORLIFTENTRY']._loaded_options = None
+  _globals['_FEEDBACKEVENT_FACTORLIFTENTRY']._serialized_options = b'8\001'
+  _globals['_USERPROFILE_POSITIVEENTRY']._loaded_options = None
+  _globals['_USERPROFILE_POSITIVEENTRY']._serialized_options = b'8\001'
+  _globals['_USERPROFILE_NEGATIVEENTRY']._loaded_options = None
+  _globals['_USERPROFILE_NEGATIVEENTRY']._serialized_options = b'8\001'
+  _globals['_USERPROFILE_FACTORLIFTENTRY']._loaded_options = None
+  _globals['_USERPROFILE_FACTORLIFTENTRY']._serialized_options = b'8\001'
+  _globals['_USERPROFILE_FEEDBACKOFFSETSENTRY']._loaded_options = None
+  _globals['_USERPROFILE_FEEDBACKOFFSETSENTRY']._serialized_options = b'8\001'
   _globals['_IMAGEEVENT']._serialized_start=101
   _globals['_IMAGEEVENT']._serialized_end=442
   _globals['_IMAGEEVENT_KIND']._serialized_start=353
@@ -46,19 +56,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PRODUCT_ATTRIBUTESENTRY']._serialized_start=648
   _globals['_PRODUCT_ATTRIBUTESENTRY']._serialized_end=697
   _globals['_IMAGEDOCUMENT']._serialized_start=700
-  _globals['_IMAGEDOCUMENT']._serialized_end=1150
-  _globals['_REGION']._serialized_start=1152
-  _globals['_REGION']._serialized_end=1258
-  _globals['_IMAGEINFO']._serialized_start=1260
-  _globals['_IMAGEINFO']._serialized_end=1354
-  _globals['_EMBEDDINGS']._serialized_start=1357
-  _globals['_EMBEDDINGS']._serialized_end=1524
-  _globals['_STAGERECORD']._serialized_start=1526
-  _globals['_STAGERECORD']._serialized_end=1624
-  _globals['_FEEDBACKEVENT']._serialized_start=1627
-  _globals['_FEEDBACKEVENT']._serialized_end=2044
-  _globals['_FEEDBACKEVENT_FACTORSENTRY']._serialized_start=1902
-  _globals['_FEEDBACKEVENT_FACTORSENTRY']._serialized_end=1948
-  _globals['_FEEDBACKEVENT_ACTION']._serialized_start=1950
-  _globals['_FEEDBACKEVENT_ACTION']._serialized_end=2044
+  _globals['_IMAGEDOCUMENT']._serialized_end=1169
+  _globals['_REGION']._serialized_start=1171
+  _globals['_REGION']._serialized_end=1277
+  _globals['_IMAGEINFO']._serialized_start=1279
+  _globals['_IMAGEINFO']._serialized_end=1373
+  _globals['_EMBEDDINGS']._serialized_start=1376
+  _globals['_EMBEDDINGS']._serialized_end=1543
+  _globals['_STAGERECORD']._serialized_start=1545
+  _globals['_STAGERECORD']._serialized_end=1643
+  _globals['_FEEDBACKEVENT']._serialized_start=1646
+  _globals['_FEEDBACKEVENT']._serialized_end=2328
+  _globals['_FEEDBACKEVENT_FACTORSENTRY']._serialized_start=2093
+  _globals['_FEEDBACKEVENT_FACTORSENTRY']._serialized_end=2139
+  _globals['_FEEDBACKEVENT_FACTORLIFTENTRY']._serialized_start=2141
+  _globals['_FEEDBACKEVENT_FACTORLIFTENTRY']._serialized_end=2190
+  _globals['_FEEDBACKEVENT_ACTION']._serialized_start=2193
+  _globals['_FEEDBACKEVENT_ACTION']._serialized_end=2328
+  _globals['_USERPROFILE']._serialized_start=2331
+  _globals['_USERPROFILE']._serialized_end=2933
+  _globals['_USERPROFILE_POSITIVEENTRY']._serialized_start=2730
+  _globals['_USERPROFILE_POSITIVEENTRY']._serialized_end=2777
+  _globals['_USERPROFILE_NEGATIVEENTRY']._serialized_start=2779
+  _globals['_USERPROFILE_NEGATIVEENTRY']._serialized_end=2826
+  _globals['_USERPROFILE_FACTORLIFTENTRY']._serialized_start=2828
+  _globals['_USERPROFILE_FACTORLIFTENTRY']._serialized_end=2877
+  _globals['_USERPROFILE_FEEDBACKOFFSETSENTRY']._serialized_start=2879
+  _globals['_USERPROFILE_FEEDBACKOFFSETSENTRY']._serialized_end=2933
 # @@protoc_insertion_point(module_scope)

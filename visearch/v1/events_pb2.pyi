@@ -71,7 +71,7 @@ class Product(_message.Message):
     def __init__(self, title: _Optional[str] = ..., description: _Optional[str] = ..., brand: _Optional[str] = ..., category: _Optional[str] = ..., price: _Optional[float] = ..., currency: _Optional[str] = ..., in_stock: bool = ..., tags: _Optional[_Iterable[str]] = ..., attributes: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ImageDocument(_message.Message):
-    __slots__ = ("event", "info", "embeddings", "classes", "stages", "detections", "regions", "text_lines", "classification", "published_at")
+    __slots__ = ("event", "info", "embeddings", "classes", "stages", "detections", "regions", "text_lines", "classification", "published_at", "thumbnail")
     EVENT_FIELD_NUMBER: _ClassVar[int]
     INFO_FIELD_NUMBER: _ClassVar[int]
     EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
@@ -82,6 +82,7 @@ class ImageDocument(_message.Message):
     TEXT_LINES_FIELD_NUMBER: _ClassVar[int]
     CLASSIFICATION_FIELD_NUMBER: _ClassVar[int]
     PUBLISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    THUMBNAIL_FIELD_NUMBER: _ClassVar[int]
     event: ImageEvent
     info: ImageInfo
     embeddings: Embeddings
@@ -92,7 +93,8 @@ class ImageDocument(_message.Message):
     text_lines: _containers.RepeatedCompositeFieldContainer[_common_pb2.TextLine]
     classification: _common_pb2.Classification
     published_at: _timestamp_pb2.Timestamp
-    def __init__(self, event: _Optional[_Union[ImageEvent, _Mapping]] = ..., info: _Optional[_Union[ImageInfo, _Mapping]] = ..., embeddings: _Optional[_Union[Embeddings, _Mapping]] = ..., classes: _Optional[_Iterable[_Union[_common_pb2.ClassScore, _Mapping]]] = ..., stages: _Optional[_Iterable[_Union[StageRecord, _Mapping]]] = ..., detections: _Optional[_Iterable[_Union[_common_pb2.Detection, _Mapping]]] = ..., regions: _Optional[_Iterable[_Union[Region, _Mapping]]] = ..., text_lines: _Optional[_Iterable[_Union[_common_pb2.TextLine, _Mapping]]] = ..., classification: _Optional[_Union[_common_pb2.Classification, _Mapping]] = ..., published_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    thumbnail: bytes
+    def __init__(self, event: _Optional[_Union[ImageEvent, _Mapping]] = ..., info: _Optional[_Union[ImageInfo, _Mapping]] = ..., embeddings: _Optional[_Union[Embeddings, _Mapping]] = ..., classes: _Optional[_Iterable[_Union[_common_pb2.ClassScore, _Mapping]]] = ..., stages: _Optional[_Iterable[_Union[StageRecord, _Mapping]]] = ..., detections: _Optional[_Iterable[_Union[_common_pb2.Detection, _Mapping]]] = ..., regions: _Optional[_Iterable[_Union[Region, _Mapping]]] = ..., text_lines: _Optional[_Iterable[_Union[_common_pb2.TextLine, _Mapping]]] = ..., classification: _Optional[_Union[_common_pb2.Classification, _Mapping]] = ..., published_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., thumbnail: _Optional[bytes] = ...) -> None: ...
 
 class Region(_message.Message):
     __slots__ = ("index", "detection", "embedding")
@@ -143,18 +145,29 @@ class StageRecord(_message.Message):
     def __init__(self, stage: _Optional[str] = ..., duration_ms: _Optional[float] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class FeedbackEvent(_message.Message):
-    __slots__ = ("query_id", "tenant", "image_id", "action", "position", "event_time", "factors", "ranker", "query")
+    __slots__ = ("query_id", "tenant", "image_id", "action", "position", "event_time", "factors", "ranker", "query", "user_id", "concepts", "skipped_concepts", "factor_lift", "skipped_weight", "skipped_hits")
     class Action(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         ACTION_UNSPECIFIED: _ClassVar[FeedbackEvent.Action]
         ACTION_IMPRESSION: _ClassVar[FeedbackEvent.Action]
         ACTION_CLICK: _ClassVar[FeedbackEvent.Action]
         ACTION_PURCHASE: _ClassVar[FeedbackEvent.Action]
+        ACTION_ADD_TO_CART: _ClassVar[FeedbackEvent.Action]
+        ACTION_LIKE: _ClassVar[FeedbackEvent.Action]
     ACTION_UNSPECIFIED: FeedbackEvent.Action
     ACTION_IMPRESSION: FeedbackEvent.Action
     ACTION_CLICK: FeedbackEvent.Action
     ACTION_PURCHASE: FeedbackEvent.Action
+    ACTION_ADD_TO_CART: FeedbackEvent.Action
+    ACTION_LIKE: FeedbackEvent.Action
     class FactorsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class FactorLiftEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -170,6 +183,12 @@ class FeedbackEvent(_message.Message):
     FACTORS_FIELD_NUMBER: _ClassVar[int]
     RANKER_FIELD_NUMBER: _ClassVar[int]
     QUERY_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    CONCEPTS_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_CONCEPTS_FIELD_NUMBER: _ClassVar[int]
+    FACTOR_LIFT_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_HITS_FIELD_NUMBER: _ClassVar[int]
     query_id: str
     tenant: str
     image_id: str
@@ -179,4 +198,64 @@ class FeedbackEvent(_message.Message):
     factors: _containers.ScalarMap[str, float]
     ranker: str
     query: str
-    def __init__(self, query_id: _Optional[str] = ..., tenant: _Optional[str] = ..., image_id: _Optional[str] = ..., action: _Optional[_Union[FeedbackEvent.Action, str]] = ..., position: _Optional[int] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., factors: _Optional[_Mapping[str, float]] = ..., ranker: _Optional[str] = ..., query: _Optional[str] = ...) -> None: ...
+    user_id: str
+    concepts: _containers.RepeatedScalarFieldContainer[str]
+    skipped_concepts: _containers.RepeatedScalarFieldContainer[str]
+    factor_lift: _containers.ScalarMap[str, float]
+    skipped_weight: float
+    skipped_hits: int
+    def __init__(self, query_id: _Optional[str] = ..., tenant: _Optional[str] = ..., image_id: _Optional[str] = ..., action: _Optional[_Union[FeedbackEvent.Action, str]] = ..., position: _Optional[int] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., factors: _Optional[_Mapping[str, float]] = ..., ranker: _Optional[str] = ..., query: _Optional[str] = ..., user_id: _Optional[str] = ..., concepts: _Optional[_Iterable[str]] = ..., skipped_concepts: _Optional[_Iterable[str]] = ..., factor_lift: _Optional[_Mapping[str, float]] = ..., skipped_weight: _Optional[float] = ..., skipped_hits: _Optional[int] = ...) -> None: ...
+
+class UserProfile(_message.Message):
+    __slots__ = ("user_id", "version", "updated_ms", "evidence", "positive", "negative", "factor_lift", "lift_events", "recent_events", "events", "feedback_offsets")
+    class PositiveEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class NegativeEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class FactorLiftEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class FeedbackOffsetsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: int
+        value: int
+        def __init__(self, key: _Optional[int] = ..., value: _Optional[int] = ...) -> None: ...
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_MS_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_FIELD_NUMBER: _ClassVar[int]
+    POSITIVE_FIELD_NUMBER: _ClassVar[int]
+    NEGATIVE_FIELD_NUMBER: _ClassVar[int]
+    FACTOR_LIFT_FIELD_NUMBER: _ClassVar[int]
+    LIFT_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    RECENT_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    FEEDBACK_OFFSETS_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    version: int
+    updated_ms: int
+    evidence: float
+    positive: _containers.ScalarMap[str, float]
+    negative: _containers.ScalarMap[str, float]
+    factor_lift: _containers.ScalarMap[str, float]
+    lift_events: float
+    recent_events: _containers.RepeatedScalarFieldContainer[str]
+    events: int
+    feedback_offsets: _containers.ScalarMap[int, int]
+    def __init__(self, user_id: _Optional[str] = ..., version: _Optional[int] = ..., updated_ms: _Optional[int] = ..., evidence: _Optional[float] = ..., positive: _Optional[_Mapping[str, float]] = ..., negative: _Optional[_Mapping[str, float]] = ..., factor_lift: _Optional[_Mapping[str, float]] = ..., lift_events: _Optional[float] = ..., recent_events: _Optional[_Iterable[str]] = ..., events: _Optional[int] = ..., feedback_offsets: _Optional[_Mapping[int, int]] = ...) -> None: ...

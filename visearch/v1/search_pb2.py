@@ -26,7 +26,7 @@ from visearch.v1 import common_pb2 as visearch_dot_v1_dot_common__pb2
 from visearch.v1 import events_pb2 as visearch_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18visearch/v1/search.proto\x12\x0bvisearch.v1\x1a\x18visearch/v1/common.proto\x1a\x18visearch/v1/events.proto\"\xae\x01\n\x0eRankingProfile\x12\x39\n\x07weights\x18\x01 \x03(\x0b\x32(.visearch.v1.RankingProfile.WeightsEntry\x12#\n\x06\x66usion\x18\x02 \x01(\x0e\x32\x13.visearch.v1.Fusion\x12\x0c\n\x04name\x18\x03 \x01(\t\x1a.\n\x0cWeightsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\"0\n\x0eWeightedColour\x12\x0e\n\x06\x63olour\x18\x01 \x01(\t\x12\x0e\n\x06weight\x18\x02 \x01(\x02\"y\n\x0b\x43olourQuery\x12\'\n\x07palette\x18\x01 \x01(\x0b\x32\x14.visearch.v1.PaletteH\x00\x12#\n\x05image\x18\x02 \x01(\x0b\x32\x12.visearch.v1.ImageH\x00\x12\x12\n\x08image_id\x18\x03 \x01(\tH\x00\x42\x08\n\x06source\"7\n\x07Palette\x12,\n\x07\x63olours\x18\x01 \x03(\x0b\x32\x1b.visearch.v1.WeightedColour\"\x93\x03\n\rSearchRequest\x12#\n\x05image\x18\x01 \x01(\x0b\x32\x12.visearch.v1.ImageH\x00\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x12\x12\n\x08image_id\x18\x03 \x01(\tH\x00\x12*\n\x06\x63olour\x18\x08 \x01(\x0b\x32\x18.visearch.v1.ColourQueryH\x00\x12 \n\x06region\x18\t \x01(\x0b\x32\x10.visearch.v1.Box\x12,\n\x0bregion_mode\x18\n \x01(\x0e\x32\x17.visearch.v1.RegionMode\x12\r\n\x05top_k\x18\x04 \x01(\x05\x12\x0e\n\x06offset\x18\x05 \x01(\x05\x12#\n\x06\x66ilter\x18\x06 \x01(\x0b\x32\x13.visearch.v1.Filter\x12\x0e\n\x06tenant\x18\x07 \x01(\t\x12,\n\x07ranking\x18\x0b \x01(\x0b\x32\x1b.visearch.v1.RankingProfile\x12\x1d\n\x10understand_query\x18\x0c \x01(\x08H\x01\x88\x01\x01\x42\x07\n\x05queryB\x13\n\x11_understand_query\"\xb8\x01\n\x06\x46ilter\x12\x12\n\ncategories\x18\x01 \x03(\t\x12\x0e\n\x06\x62rands\x18\x02 \x03(\t\x12\x15\n\x08in_stock\x18\x03 \x01(\x08H\x00\x88\x01\x01\x12\x16\n\tprice_min\x18\x04 \x01(\x01H\x01\x88\x01\x01\x12\x16\n\tprice_max\x18\x05 \x01(\x01H\x02\x88\x01\x01\x12\x11\n\x04safe\x18\x06 \x01(\x08H\x03\x88\x01\x01\x42\x0b\n\t_in_stockB\x0c\n\n_price_minB\x0c\n\n_price_maxB\x07\n\x05_safe\"@\n\x0b\x46\x61\x63torScore\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x02\x12\x14\n\x0c\x63ontribution\x18\x03 \x01(\x02\"\xaf\x02\n\x03Hit\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\r\n\x05title\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\r\n\x05\x62rand\x18\x05 \x01(\t\x12\r\n\x05price\x18\x06 \x01(\x01\x12\x10\n\x08in_stock\x18\x07 \x01(\x08\x12\x0b\n\x03uri\x18\x08 \x01(\t\x12)\n\x07\x66\x61\x63tors\x18\t \x03(\x0b\x32\x18.visearch.v1.FactorScore\x12(\n\x06region\x18\n \x01(\x0b\x32\x18.visearch.v1.RegionMatch\x12\x14\n\x0c\x64uplicate_of\x18\x0b \x01(\t\x12\x0c\n\x04safe\x18\x0c \x01(\x08\x12\x0c\n\x04tags\x18\r \x03(\t\x12\x10\n\x08taxonomy\x18\x0e \x01(\t\x12\x10\n\x08ocr_text\x18\x0f \x01(\t\"\x84\x01\n\x0bRegionMatch\x12\r\n\x05index\x18\x01 \x01(\x05\x12\r\n\x05label\x18\x02 \x01(\t\x12\x1d\n\x03\x62ox\x18\x03 \x01(\x0b\x32\x10.visearch.v1.Box\x12#\n\tquery_box\x18\x04 \x01(\x0b\x32\x10.visearch.v1.Box\x12\x13\n\x0bquery_label\x18\x05 \x01(\t\"\xe9\x01\n\x10SimilarToRequest\x12\x12\n\x08image_id\x18\x01 \x01(\tH\x00\x12#\n\x05image\x18\x02 \x01(\x0b\x32\x12.visearch.v1.ImageH\x00\x12\x12\n\nexact_only\x18\x03 \x01(\x08\x12\r\n\x05top_k\x18\x04 \x01(\x05\x12\x0e\n\x06offset\x18\x05 \x01(\x05\x12#\n\x06\x66ilter\x18\x06 \x01(\x0b\x32\x13.visearch.v1.Filter\x12\x0e\n\x06tenant\x18\x07 \x01(\t\x12,\n\x07ranking\x18\x08 \x01(\x0b\x32\x1b.visearch.v1.RankingProfileB\x06\n\x04item\"\xa9\x01\n\x13\x41lternativesRequest\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\r\n\x05top_k\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x05\x12#\n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x13.visearch.v1.Filter\x12\x0e\n\x06tenant\x18\x05 \x01(\t\x12,\n\x07ranking\x18\x06 \x01(\x0b\x32\x1b.visearch.v1.RankingProfile\"=\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12*\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1a.visearch.v1.FeedbackEvent\"$\n\x10\x46\x65\x65\x64\x62\x61\x63kResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\"\x80\x01\n\nTagRequest\x12\x12\n\x08image_id\x18\x01 \x01(\tH\x00\x12#\n\x05image\x18\x02 \x01(\x0b\x32\x12.visearch.v1.ImageH\x00\x12\x12\n\nneighbours\x18\x03 \x01(\x05\x12\r\n\x05top_n\x18\x04 \x01(\x05\x12\x0e\n\x06tenant\x18\x05 \x01(\tB\x06\n\x04item\"{\n\x0bTagResponse\x12\'\n\x07phrases\x18\x01 \x03(\x0b\x32\x16.visearch.v1.Attribute\x12*\n\nmodel_tags\x18\x02 \x03(\x0b\x32\x16.visearch.v1.Attribute\x12\x17\n\x0fneighbours_used\x18\x03 \x01(\x05\"\xb5\x01\n\x0eSearchResponse\x12\x1e\n\x04hits\x18\x01 \x03(\x0b\x32\x10.visearch.v1.Hit\x12\x0f\n\x07took_ms\x18\x02 \x01(\x01\x12\x10\n\x08query_id\x18\x03 \x01(\t\x12\x0e\n\x06ranker\x18\x04 \x01(\t\x12)\n\x07signals\x18\x05 \x03(\x0b\x32\x18.visearch.v1.QuerySignal\x12%\n\x0bmain_region\x18\x06 \x01(\x0b\x32\x10.visearch.v1.Box\"K\n\x0bQuerySignal\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04used\x18\x02 \x01(\x08\x12\x0f\n\x07skipped\x18\x03 \x01(\t\x12\x0f\n\x07took_ms\x18\x04 \x01(\x01*>\n\x06\x46usion\x12\x12\n\x0e\x46USION_DEFAULT\x10\x00\x12\x10\n\x0c\x46USION_BLEND\x10\x01\x12\x0e\n\nFUSION_RRF\x10\x02*^\n\nRegionMode\x12\x14\n\x10REGION_MODE_AUTO\x10\x00\x12\x1b\n\x17REGION_MODE_GLOBAL_ONLY\x10\x01\x12\x1d\n\x19REGION_MODE_QUERY_OBJECTS\x10\x02\x32\xed\x02\n\rSearchService\x12\x41\n\x06Search\x12\x1a.visearch.v1.SearchRequest\x1a\x1b.visearch.v1.SearchResponse\x12G\n\tSimilarTo\x12\x1d.visearch.v1.SimilarToRequest\x1a\x1b.visearch.v1.SearchResponse\x12\x38\n\x03Tag\x12\x17.visearch.v1.TagRequest\x1a\x18.visearch.v1.TagResponse\x12M\n\x0c\x41lternatives\x12 .visearch.v1.AlternativesRequest\x1a\x1b.visearch.v1.SearchResponse\x12G\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x1c.visearch.v1.FeedbackRequest\x1a\x1d.visearch.v1.FeedbackResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18visearch/v1/search.proto\x12\x0bvisearch.v1\x1a\x18visearch/v1/common.proto\x1a\x18visearch/v1/events.proto\"\xae\x01\n\x0eRankingProfile\x12\x39\n\x07weights\x18\x01 \x03(\x0b\x32(.visearch.v1.RankingProfile.WeightsEntry\x12#\n\x06\x66usion\x18\x02 \x01(\x0e\x32\x13.visearch.v1.Fusion\x12\x0c\n\x04name\x18\x03 \x01(\t\x1a.\n\x0cWeightsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\"0\n\x0eWeightedColour\x12\x0e\n\x06\x63olour\x18\x01 \x01(\t\x12\x0e\n\x06weight\x18\x02 \x01(\x02\"y\n\x0b\x43olourQuery\x12\'\n\x07palette\x18\x01 \x01(\x0b\x32\x14.visearch.v1.PaletteH\x00\x12#\n\x05image\x18\x02 \x01(\x0b\x32\x12.visearch.v1.ImageH\x00\x12\x12\n\x08image_id\x18\x03 \x01(\tH\x00\x42\x08\n\x06source\"7\n\x07Palette\x12,\n\x07\x63olours\x18\x01 \x03(\x0b\x32\x1b.visearch.v1.WeightedColour\"\xce\x03\n\rSearchRequest\x12#\n\x05image\x18\x01 \x01(\x0b\x32\x12.visearch.v1.ImageH\x00\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x12\x12\n\x08image_id\x18\x03 \x01(\tH\x00\x12*\n\x06\x63olour\x18\x08 \x01(\x0b\x32\x18.visearch.v1.ColourQueryH\x00\x12 \n\x06region\x18\t \x01(\x0b\x32\x10.visearch.v1.Box\x12,\n\x0bregion_mode\x18\n \x01(\x0e\x32\x17.visearch.v1.RegionMode\x12\r\n\x05top_k\x18\x04 \x01(\x05\x12\x0e\n\x06offset\x18\x05 \x01(\x05\x12#\n\x06\x66ilter\x18\x06 \x01(\x0b\x32\x13.visearch.v1.Filter\x12\x0e\n\x06tenant\x18\x07 \x01(\t\x12,\n\x07ranking\x18\x0b \x01(\x0b\x32\x1b.visearch.v1.RankingProfile\x12\x1d\n\x10understand_query\x18\x0c \x01(\x08H\x01\x88\x01\x01\x12\x0f\n\x07user_id\x18\r \x01(\t\x12\x18\n\x0bpersonalise\x18\x0e \x01(\x08H\x02\x88\x01\x01\x42\x07\n\x05queryB\x13\n\x11_understand_queryB\x0e\n\x0c_personalise\"\xb8\x01\n\x06\x46ilter\x12\x12\n\ncategories\x18\x01 \x03(\t\x12\x0e\n\x06\x62rands\x18\x02 \x03(\t\x12\x15\n\x08in_stock\x18\x03 \x01(\x08H\x00\x88\x01\x01\x12\x16\n\tprice_min\x18\x04 \x01(\x01H\x01\x88\x01\x01\x12\x16\n\tprice_max\x18\x05 \x01(\x01H\x02\x88\x01\x01\x12\x11\n\x04safe\x18\x06 \x01(\x08H\x03\x88\x01\x01\x42\x0b\n\t_in_stockB\x0c\n\n_price_minB\x0c\n\n_price_maxB\x07\n\x05_safe\"@\n\x0b\x46\x61\x63torScore\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x02\x12\x14\n\x0c\x63ontribution\x18\x03 \x01(\x02\"\xaf\x02\n\x03Hit\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\r\n\x05title\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\r\n\x05\x62rand\x18\x05 \x01(\t\x12\r\n\x05price\x18\x06 \x01(\x01\x12\x10\n\x08in_stock\x18\x07 \x01(\x08\x12\x0b\n\x03uri\x18\x08 \x01(\t\x12)\n\x07\x66\x61\x63tors\x18\t \x03(\x0b\x32\x18.visearch.v1.FactorScore\x12(\n\x06region\x18\n \x01(\x0b\x32\x18.visearch.v1.RegionMatch\x12\x14\n\x0c\x64uplicate_of\x18\x0b \x01(\t\x12\x0c\n\x04safe\x18\x0c \x01(\x08\x12\x0c\n\x04tags\x18\r \x03(\t\x12\x10\n\x08taxonomy\x18\x0e \x01(\t\x12\x10\n\x08ocr_text\x18\x0f \x01(\t\"\x84\x01\n\x0bRegionMatch\x12\r\n\x05index\x18\x01 \x01(\x05\x12\r\n\x05label\x18\x02 \x01(\t\x12\x1d\n\x03\x62ox\x18\x03 \x01(\x0b\x32\x10.visearch.v1.Box\x12#\n\tquery_box\x18\x04 \x01(\x0b\x32\x10.visearch.v1.Box\x12\x13\n\x0bquery_label\x18\x05 \x01(\t\"\xa4\x02\n\x10SimilarToRequest\x12\x12\n\x08image_id\x18\x01 \x01(\tH\x00\x12#\n\x05image\x18\x02 \x01(\x0b\x32\x12.visearch.v1.ImageH\x00\x12\x12\n\nexact_only\x18\x03 \x01(\x08\x12\r\n\x05top_k\x18\x04 \x01(\x05\x12\x0e\n\x06offset\x18\x05 \x01(\x05\x12#\n\x06\x66ilter\x18\x06 \x01(\x0b\x32\x13.visearch.v1.Filter\x12\x0e\n\x06tenant\x18\x07 \x01(\t\x12,\n\x07ranking\x18\x08 \x01(\x0b\x32\x1b.visearch.v1.RankingProfile\x12\x0f\n\x07user_id\x18\t \x01(\t\x12\x18\n\x0bpersonalise\x18\n \x01(\x08H\x01\x88\x01\x01\x42\x06\n\x04itemB\x0e\n\x0c_personalise\"\xe4\x01\n\x13\x41lternativesRequest\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\r\n\x05top_k\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x05\x12#\n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x13.visearch.v1.Filter\x12\x0e\n\x06tenant\x18\x05 \x01(\t\x12,\n\x07ranking\x18\x06 \x01(\x0b\x32\x1b.visearch.v1.RankingProfile\x12\x0f\n\x07user_id\x18\x07 \x01(\t\x12\x18\n\x0bpersonalise\x18\x08 \x01(\x08H\x00\x88\x01\x01\x42\x0e\n\x0c_personalise\"=\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12*\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1a.visearch.v1.FeedbackEvent\"$\n\x10\x46\x65\x65\x64\x62\x61\x63kResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\"%\n\x12UserProfileRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"\xaa\x02\n\x13UserProfileResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\r\n\x05\x66ound\x18\x02 \x01(\x08\x12\x0f\n\x07\x61pplies\x18\x03 \x01(\x08\x12)\n\x07profile\x18\x04 \x01(\x0b\x32\x18.visearch.v1.UserProfile\x12(\n\x08\x63oncepts\x18\x05 \x03(\x0b\x32\x16.visearch.v1.Attribute\x12S\n\x12\x66\x61\x63tor_multipliers\x18\x06 \x03(\x0b\x32\x37.visearch.v1.UserProfileResponse.FactorMultipliersEntry\x1a\x38\n\x16\x46\x61\x63torMultipliersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\"%\n\x12\x46orgetUserResponse\x12\x0f\n\x07\x65xisted\x18\x01 \x01(\x08\"\x80\x01\n\nTagRequest\x12\x12\n\x08image_id\x18\x01 \x01(\tH\x00\x12#\n\x05image\x18\x02 \x01(\x0b\x32\x12.visearch.v1.ImageH\x00\x12\x12\n\nneighbours\x18\x03 \x01(\x05\x12\r\n\x05top_n\x18\x04 \x01(\x05\x12\x0e\n\x06tenant\x18\x05 \x01(\tB\x06\n\x04item\"{\n\x0bTagResponse\x12\'\n\x07phrases\x18\x01 \x03(\x0b\x32\x16.visearch.v1.Attribute\x12*\n\nmodel_tags\x18\x02 \x03(\x0b\x32\x16.visearch.v1.Attribute\x12\x17\n\x0fneighbours_used\x18\x03 \x01(\x05\"\xb5\x01\n\x0eSearchResponse\x12\x1e\n\x04hits\x18\x01 \x03(\x0b\x32\x10.visearch.v1.Hit\x12\x0f\n\x07took_ms\x18\x02 \x01(\x01\x12\x10\n\x08query_id\x18\x03 \x01(\t\x12\x0e\n\x06ranker\x18\x04 \x01(\t\x12)\n\x07signals\x18\x05 \x03(\x0b\x32\x18.visearch.v1.QuerySignal\x12%\n\x0bmain_region\x18\x06 \x01(\x0b\x32\x10.visearch.v1.Box\"K\n\x0bQuerySignal\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04used\x18\x02 \x01(\x08\x12\x0f\n\x07skipped\x18\x03 \x01(\t\x12\x0f\n\x07took_ms\x18\x04 \x01(\x01*>\n\x06\x46usion\x12\x12\n\x0e\x46USION_DEFAULT\x10\x00\x12\x10\n\x0c\x46USION_BLEND\x10\x01\x12\x0e\n\nFUSION_RRF\x10\x02*^\n\nRegionMode\x12\x14\n\x10REGION_MODE_AUTO\x10\x00\x12\x1b\n\x17REGION_MODE_GLOBAL_ONLY\x10\x01\x12\x1d\n\x19REGION_MODE_QUERY_OBJECTS\x10\x02\x32\x92\x04\n\rSearchService\x12\x41\n\x06Search\x12\x1a.visearch.v1.SearchRequest\x1a\x1b.visearch.v1.SearchResponse\x12G\n\tSimilarTo\x12\x1d.visearch.v1.SimilarToRequest\x1a\x1b.visearch.v1.SearchResponse\x12\x38\n\x03Tag\x12\x17.visearch.v1.TagRequest\x1a\x18.visearch.v1.TagResponse\x12M\n\x0c\x41lternatives\x12 .visearch.v1.AlternativesRequest\x1a\x1b.visearch.v1.SearchResponse\x12G\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x1c.visearch.v1.FeedbackRequest\x1a\x1d.visearch.v1.FeedbackResponse\x12S\n\x0eGetUserProfile\x12\x1f.visearch.v1.UserProfileRequest\x1a .visearch.v1.UserProfileResponse\x12N\n\nForgetUser\x12\x1f.visearch.v1.UserProfileRequest\x1a\x1f.visearch.v1.ForgetUserResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,10 +35,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RANKINGPROFILE_WEIGHTSENTRY']._loaded_options = None
   _globals['_RANKINGPROFILE_WEIGHTSENTRY']._serialized_options = b'8\001'
-  _globals['_FUSION']._serialized_start=2626
-  _globals['_FUSION']._serialized_end=2688
-  _globals['_REGIONMODE']._serialized_start=2690
-  _globals['_REGIONMODE']._serialized_end=2784
+  _globals['_USERPROFILERESPONSE_FACTORMULTIPLIERSENTRY']._loaded_options = None
+  _globals['_USERPROFILERESPONSE_FACTORMULTIPLIERSENTRY']._serialized_options = b'8\001'
+  _globals['_FUSION']._serialized_start=3182
+  _globals['_FUSION']._serialized_end=3244
+  _globals['_REGIONMODE']._serialized_start=3246
+  _globals['_REGIONMODE']._serialized_end=3340
   _globals['_RANKINGPROFILE']._serialized_start=94
   _globals['_RANKINGPROFILE']._serialized_end=268
   _globals['_RANKINGPROFILE_WEIGHTSENTRY']._serialized_start=222
@@ -50,31 +52,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PALETTE']._serialized_start=443
   _globals['_PALETTE']._serialized_end=498
   _globals['_SEARCHREQUEST']._serialized_start=501
-  _globals['_SEARCHREQUEST']._serialized_end=904
-  _globals['_FILTER']._serialized_start=907
-  _globals['_FILTER']._serialized_end=1091
-  _globals['_FACTORSCORE']._serialized_start=1093
-  _globals['_FACTORSCORE']._serialized_end=1157
-  _globals['_HIT']._serialized_start=1160
-  _globals['_HIT']._serialized_end=1463
-  _globals['_REGIONMATCH']._serialized_start=1466
-  _globals['_REGIONMATCH']._serialized_end=1598
-  _globals['_SIMILARTOREQUEST']._serialized_start=1601
-  _globals['_SIMILARTOREQUEST']._serialized_end=1834
-  _globals['_ALTERNATIVESREQUEST']._serialized_start=1837
-  _globals['_ALTERNATIVESREQUEST']._serialized_end=2006
-  _globals['_FEEDBACKREQUEST']._serialized_start=2008
-  _globals['_FEEDBACKREQUEST']._serialized_end=2069
-  _globals['_FEEDBACKRESPONSE']._serialized_start=2071
-  _globals['_FEEDBACKRESPONSE']._serialized_end=2107
-  _globals['_TAGREQUEST']._serialized_start=2110
-  _globals['_TAGREQUEST']._serialized_end=2238
-  _globals['_TAGRESPONSE']._serialized_start=2240
-  _globals['_TAGRESPONSE']._serialized_end=2363
-  _globals['_SEARCHRESPONSE']._serialized_start=2366
-  _globals['_SEARCHRESPONSE']._serialized_end=2547
-  _globals['_QUERYSIGNAL']._serialized_start=2549
-  _globals['_QUERYSIGNAL']._serialized_end=2624
-  _globals['_SEARCHSERVICE']._serialized_start=2787
-  _globals['_SEARCHSERVICE']._serialized_end=3152
+  _globals['_SEARCHREQUEST']._serialized_end=963
+  _globals['_FILTER']._serialized_start=966
+  _globals['_FILTER']._serialized_end=1150
+  _globals['_FACTORSCORE']._serialized_start=1152
+  _globals['_FACTORSCORE']._serialized_end=1216
+  _globals['_HIT']._serialized_start=1219
+  _globals['_HIT']._serialized_end=1522
+  _globals['_REGIONMATCH']._serialized_start=1525
+  _globals['_REGIONMATCH']._serialized_end=1657
+  _globals['_SIMILARTOREQUEST']._serialized_start=1660
+  _globals['_SIMILARTOREQUEST']._serialized_end=1952
+  _globals['_ALTERNATIVESREQUEST']._serialized_start=1955
+  _globals['_ALTERNATIVESREQUEST']._serialized_end=2183
+  _globals['_FEEDBACKREQUEST']._serialized_start=2185
+  _globals['_FEEDBACKREQUEST']._serialized_end=2246
+  _globals['_FEEDBACKRESPONSE']._serialized_start=2248
+  _globals['_FEEDBACKRESPONSE']._serialized_end=2284
+  _globals['_USERPROFILEREQUEST']._serialized_start=2286
+  _globals['_USERPROFILEREQUEST']._serialized_end=2323
+  _globals['_USERPROFILERESPONSE']._serialized_start=2326
+  _globals['_USERPROFILERESPONSE']._serialized_end=2624
+  _globals['_USERPROFILERESPONSE_FACTORMULTIPLIERSENTRY']._serialized_start=2568
+  _globals['_USERPROFILERESPONSE_FACTORMULTIPLIERSENTRY']._serialized_end=2624
+  _globals['_FORGETUSERRESPONSE']._serialized_start=2626
+  _globals['_FORGETUSERRESPONSE']._serialized_end=2663
+  _globals['_TAGREQUEST']._serialized_start=2666
+  _globals['_TAGREQUEST']._serialized_end=2794
+  _globals['_TAGRESPONSE']._serialized_start=2796
+  _globals['_TAGRESPONSE']._serialized_end=2919
+  _globals['_SEARCHRESPONSE']._serialized_start=2922
+  _globals['_SEARCHRESPONSE']._serialized_end=3103
+  _globals['_QUERYSIGNAL']._serialized_start=3105
+  _globals['_QUERYSIGNAL']._serialized_end=3180
+  _globals['_SEARCHSERVICE']._serialized_start=3343
+  _globals['_SEARCHSERVICE']._serialized_end=3873
 # @@protoc_insertion_point(module_scope)

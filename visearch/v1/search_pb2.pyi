@@ -69,7 +69,7 @@ class Palette(_message.Message):
     def __init__(self, colours: _Optional[_Iterable[_Union[WeightedColour, _Mapping]]] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("image", "text", "image_id", "colour", "region", "region_mode", "top_k", "offset", "filter", "tenant", "ranking", "understand_query")
+    __slots__ = ("image", "text", "image_id", "colour", "region", "region_mode", "top_k", "offset", "filter", "tenant", "ranking", "understand_query", "user_id", "personalise")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -82,6 +82,8 @@ class SearchRequest(_message.Message):
     TENANT_FIELD_NUMBER: _ClassVar[int]
     RANKING_FIELD_NUMBER: _ClassVar[int]
     UNDERSTAND_QUERY_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    PERSONALISE_FIELD_NUMBER: _ClassVar[int]
     image: _common_pb2.Image
     text: str
     image_id: str
@@ -94,7 +96,9 @@ class SearchRequest(_message.Message):
     tenant: str
     ranking: RankingProfile
     understand_query: bool
-    def __init__(self, image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., text: _Optional[str] = ..., image_id: _Optional[str] = ..., colour: _Optional[_Union[ColourQuery, _Mapping]] = ..., region: _Optional[_Union[_common_pb2.Box, _Mapping]] = ..., region_mode: _Optional[_Union[RegionMode, str]] = ..., top_k: _Optional[int] = ..., offset: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., tenant: _Optional[str] = ..., ranking: _Optional[_Union[RankingProfile, _Mapping]] = ..., understand_query: bool = ...) -> None: ...
+    user_id: str
+    personalise: bool
+    def __init__(self, image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., text: _Optional[str] = ..., image_id: _Optional[str] = ..., colour: _Optional[_Union[ColourQuery, _Mapping]] = ..., region: _Optional[_Union[_common_pb2.Box, _Mapping]] = ..., region_mode: _Optional[_Union[RegionMode, str]] = ..., top_k: _Optional[int] = ..., offset: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., tenant: _Optional[str] = ..., ranking: _Optional[_Union[RankingProfile, _Mapping]] = ..., understand_query: bool = ..., user_id: _Optional[str] = ..., personalise: bool = ...) -> None: ...
 
 class Filter(_message.Message):
     __slots__ = ("categories", "brands", "in_stock", "price_min", "price_max", "safe")
@@ -171,7 +175,7 @@ class RegionMatch(_message.Message):
     def __init__(self, index: _Optional[int] = ..., label: _Optional[str] = ..., box: _Optional[_Union[_common_pb2.Box, _Mapping]] = ..., query_box: _Optional[_Union[_common_pb2.Box, _Mapping]] = ..., query_label: _Optional[str] = ...) -> None: ...
 
 class SimilarToRequest(_message.Message):
-    __slots__ = ("image_id", "image", "exact_only", "top_k", "offset", "filter", "tenant", "ranking")
+    __slots__ = ("image_id", "image", "exact_only", "top_k", "offset", "filter", "tenant", "ranking", "user_id", "personalise")
     IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     EXACT_ONLY_FIELD_NUMBER: _ClassVar[int]
@@ -180,6 +184,8 @@ class SimilarToRequest(_message.Message):
     FILTER_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     RANKING_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    PERSONALISE_FIELD_NUMBER: _ClassVar[int]
     image_id: str
     image: _common_pb2.Image
     exact_only: bool
@@ -188,23 +194,29 @@ class SimilarToRequest(_message.Message):
     filter: Filter
     tenant: str
     ranking: RankingProfile
-    def __init__(self, image_id: _Optional[str] = ..., image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., exact_only: bool = ..., top_k: _Optional[int] = ..., offset: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., tenant: _Optional[str] = ..., ranking: _Optional[_Union[RankingProfile, _Mapping]] = ...) -> None: ...
+    user_id: str
+    personalise: bool
+    def __init__(self, image_id: _Optional[str] = ..., image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., exact_only: bool = ..., top_k: _Optional[int] = ..., offset: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., tenant: _Optional[str] = ..., ranking: _Optional[_Union[RankingProfile, _Mapping]] = ..., user_id: _Optional[str] = ..., personalise: bool = ...) -> None: ...
 
 class AlternativesRequest(_message.Message):
-    __slots__ = ("image_id", "top_k", "offset", "filter", "tenant", "ranking")
+    __slots__ = ("image_id", "top_k", "offset", "filter", "tenant", "ranking", "user_id", "personalise")
     IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     RANKING_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    PERSONALISE_FIELD_NUMBER: _ClassVar[int]
     image_id: str
     top_k: int
     offset: int
     filter: Filter
     tenant: str
     ranking: RankingProfile
-    def __init__(self, image_id: _Optional[str] = ..., top_k: _Optional[int] = ..., offset: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., tenant: _Optional[str] = ..., ranking: _Optional[_Union[RankingProfile, _Mapping]] = ...) -> None: ...
+    user_id: str
+    personalise: bool
+    def __init__(self, image_id: _Optional[str] = ..., top_k: _Optional[int] = ..., offset: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., tenant: _Optional[str] = ..., ranking: _Optional[_Union[RankingProfile, _Mapping]] = ..., user_id: _Optional[str] = ..., personalise: bool = ...) -> None: ...
 
 class FeedbackRequest(_message.Message):
     __slots__ = ("events",)
@@ -217,6 +229,41 @@ class FeedbackResponse(_message.Message):
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     accepted: int
     def __init__(self, accepted: _Optional[int] = ...) -> None: ...
+
+class UserProfileRequest(_message.Message):
+    __slots__ = ("user_id",)
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    def __init__(self, user_id: _Optional[str] = ...) -> None: ...
+
+class UserProfileResponse(_message.Message):
+    __slots__ = ("user_id", "found", "applies", "profile", "concepts", "factor_multipliers")
+    class FactorMultipliersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    APPLIES_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_FIELD_NUMBER: _ClassVar[int]
+    CONCEPTS_FIELD_NUMBER: _ClassVar[int]
+    FACTOR_MULTIPLIERS_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    found: bool
+    applies: bool
+    profile: _events_pb2.UserProfile
+    concepts: _containers.RepeatedCompositeFieldContainer[_common_pb2.Attribute]
+    factor_multipliers: _containers.ScalarMap[str, float]
+    def __init__(self, user_id: _Optional[str] = ..., found: bool = ..., applies: bool = ..., profile: _Optional[_Union[_events_pb2.UserProfile, _Mapping]] = ..., concepts: _Optional[_Iterable[_Union[_common_pb2.Attribute, _Mapping]]] = ..., factor_multipliers: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class ForgetUserResponse(_message.Message):
+    __slots__ = ("existed",)
+    EXISTED_FIELD_NUMBER: _ClassVar[int]
+    existed: bool
+    def __init__(self, existed: bool = ...) -> None: ...
 
 class TagRequest(_message.Message):
     __slots__ = ("image_id", "image", "neighbours", "top_n", "tenant")

@@ -62,6 +62,16 @@ class SearchServiceStub(object):
                 request_serializer=visearch_dot_v1_dot_search__pb2.FeedbackRequest.SerializeToString,
                 response_deserializer=visearch_dot_v1_dot_search__pb2.FeedbackResponse.FromString,
                 _registered_method=True)
+        self.GetUserProfile = channel.unary_unary(
+                '/visearch.v1.SearchService/GetUserProfile',
+                request_serializer=visearch_dot_v1_dot_search__pb2.UserProfileRequest.SerializeToString,
+                response_deserializer=visearch_dot_v1_dot_search__pb2.UserProfileResponse.FromString,
+                _registered_method=True)
+        self.ForgetUser = channel.unary_unary(
+                '/visearch.v1.SearchService/ForgetUser',
+                request_serializer=visearch_dot_v1_dot_search__pb2.UserProfileRequest.SerializeToString,
+                response_deserializer=visearch_dot_v1_dot_search__pb2.ForgetUserResponse.FromString,
+                _registered_method=True)
 
 
 class SearchServiceServicer(object):
@@ -108,6 +118,20 @@ class SearchServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetUserProfile(self, request, context):
+        """A shopper's personalisation profile (what the ranking service applies), and its deletion: removed from
+        the service's cache and tombstoned on the compacted profiles topic.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ForgetUser(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SearchServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -135,6 +159,16 @@ def add_SearchServiceServicer_to_server(servicer, server):
                     servicer.Feedback,
                     request_deserializer=visearch_dot_v1_dot_search__pb2.FeedbackRequest.FromString,
                     response_serializer=visearch_dot_v1_dot_search__pb2.FeedbackResponse.SerializeToString,
+            ),
+            'GetUserProfile': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUserProfile,
+                    request_deserializer=visearch_dot_v1_dot_search__pb2.UserProfileRequest.FromString,
+                    response_serializer=visearch_dot_v1_dot_search__pb2.UserProfileResponse.SerializeToString,
+            ),
+            'ForgetUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.ForgetUser,
+                    request_deserializer=visearch_dot_v1_dot_search__pb2.UserProfileRequest.FromString,
+                    response_serializer=visearch_dot_v1_dot_search__pb2.ForgetUserResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -275,6 +309,60 @@ class SearchService(object):
             '/visearch.v1.SearchService/Feedback',
             visearch_dot_v1_dot_search__pb2.FeedbackRequest.SerializeToString,
             visearch_dot_v1_dot_search__pb2.FeedbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUserProfile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/visearch.v1.SearchService/GetUserProfile',
+            visearch_dot_v1_dot_search__pb2.UserProfileRequest.SerializeToString,
+            visearch_dot_v1_dot_search__pb2.UserProfileResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ForgetUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/visearch.v1.SearchService/ForgetUser',
+            visearch_dot_v1_dot_search__pb2.UserProfileRequest.SerializeToString,
+            visearch_dot_v1_dot_search__pb2.ForgetUserResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -53,6 +53,11 @@ class SearchServiceStub:
     """Impressions, clicks and purchases on search results, for learning to rank: published to the
     feedback topic (visearch.feedback.v1), from which `visearch rank fit` learns the factor weights.
     """
+    GetUserProfile: _grpc.UnaryUnaryMultiCallable[_search_pb2.UserProfileRequest, _search_pb2.UserProfileResponse]
+    """A shopper's personalisation profile (what the ranking service applies), and its deletion: removed from
+    the service's cache and tombstoned on the compacted profiles topic.
+    """
+    ForgetUser: _grpc.UnaryUnaryMultiCallable[_search_pb2.UserProfileRequest, _search_pb2.ForgetUserResponse]
 
 @_typing.type_check_only
 class SearchServiceAsyncStub(SearchServiceStub):
@@ -79,6 +84,11 @@ class SearchServiceAsyncStub(SearchServiceStub):
     """Impressions, clicks and purchases on search results, for learning to rank: published to the
     feedback topic (visearch.feedback.v1), from which `visearch rank fit` learns the factor weights.
     """
+    GetUserProfile: _aio.UnaryUnaryMultiCallable[_search_pb2.UserProfileRequest, _search_pb2.UserProfileResponse]  # type: ignore[assignment]
+    """A shopper's personalisation profile (what the ranking service applies), and its deletion: removed from
+    the service's cache and tombstoned on the compacted profiles topic.
+    """
+    ForgetUser: _aio.UnaryUnaryMultiCallable[_search_pb2.UserProfileRequest, _search_pb2.ForgetUserResponse]  # type: ignore[assignment]
 
 class SearchServiceServicer(metaclass=_abc_1.ABCMeta):
     """The public search API (served by the ranking service).
@@ -132,5 +142,22 @@ class SearchServiceServicer(metaclass=_abc_1.ABCMeta):
         """Impressions, clicks and purchases on search results, for learning to rank: published to the
         feedback topic (visearch.feedback.v1), from which `visearch rank fit` learns the factor weights.
         """
+
+    @_abc_1.abstractmethod
+    def GetUserProfile(
+        self,
+        request: _search_pb2.UserProfileRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_search_pb2.UserProfileResponse, _abc.Awaitable[_search_pb2.UserProfileResponse]]:
+        """A shopper's personalisation profile (what the ranking service applies), and its deletion: removed from
+        the service's cache and tombstoned on the compacted profiles topic.
+        """
+
+    @_abc_1.abstractmethod
+    def ForgetUser(
+        self,
+        request: _search_pb2.UserProfileRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_search_pb2.ForgetUserResponse, _abc.Awaitable[_search_pb2.ForgetUserResponse]]: ...
 
 def add_SearchServiceServicer_to_server(servicer: SearchServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

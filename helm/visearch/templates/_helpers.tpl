@@ -197,10 +197,10 @@ detection embedding ocr classification
 {{- toYaml $values }}
 {{- end }}
 
-{{/* "true" when the component is called over gRPC by another (a callee in visearch.peers): it gets a headless
-     Service for the callers' round_robin. */}}
+{{/* "true" when the component is called over gRPC by another that is deployed (a callee in visearch.peers): it
+     gets a headless Service for the callers' round_robin. */}}
 {{- define "visearch.isPeer" -}}
-{{- range $caller, $callees := include "visearch.peers" .root | fromYaml }}{{ if has $.component $callees }}true{{ end }}{{ end }}
+{{- range $caller, $callees := include "visearch.peers" .root | fromYaml }}{{ if and (has $.component $callees) (include "visearch.callerEnabled" (dict "root" $.root "component" $caller)) }}true{{ end }}{{ end }}
 {{- end }}
 
 {{/* Fail the render when a stage of pipelineStages has no enabled service (its topic would never drain). */}}
@@ -218,6 +218,149 @@ detection embedding ocr classification
 {{- define "visearch.peers" -}}
 ranking: [embedding, detection, classification, ocr]
 classification: [detection, ocr]
+gateway: [ranking, detection, ocr, classification]
+{{- end }}
+
+{{/* "true" when a caller of visearch.peers is deployed: services.<name>.enabled, or gateway.enabled for the HTTP
+     gateway (not a service: templates/gateway.yaml). (dict "root" $ "component" "gateway") */}}
+{{- define "visearch.callerEnabled" -}}
+{{- if eq .component "gateway" }}{{ if .root.Values.gateway.enabled }}true{{ end }}
+{{- else if (index .root.Values.services .component | default dict).enabled }}true{{ end }}
+{{- end }}
+
+{{/* Container env of the fetch CA bundle, gRPC TLS and accepted tokens (security.*, config.fetch.caBundle), as a
+     YAML list, empty when all are off: servers serve tls.crt/tls.key, calls to peers verify them with ca.crt;
+     mutual: servers require a client certificate from ca.crt and calls present tls.crt/tls.key. */}}
+{{- define "visearch.securityEnv" -}}
+{{- $sec := .Values.security }}
+{{- $tlsDir := include "visearch.tlsDir" . }}
+{{- if .Values.config.fetch.caBundle.configMap }}
+- name: VISEARCH_IMAGE_FETCH_CA_FILE
+  value: {{ printf "%s/ca.crt" (include "visearch.fetchCaDir" .) | quote }}
+{{- end }}
+{{- if $sec.tls.enabled }}
+- name: VISEARCH_SECURITY_TLS_CERT_FILE
+  value: {{ printf "%s/tls.crt" $tlsDir | quote }}
+- name: VISEARCH_SECURITY_TLS_KEY_FILE
+  value: {{ printf "%s/tls.key" $tlsDir | quote }}
+- name: VISEARCH_SECURITY_TLS_CA_FILE
+  value: {{ printf "%s/ca.crt" $tlsDir | quote }}
+{{- if $sec.tls.mutual }}
+- name: VISEARCH_SECURITY_TLS_CLIENT_CA_FILE
+  value: {{ printf "%s/ca.crt" $tlsDir | quote }}
+- name: VISEARCH_SECURITY_TLS_CLIENT_CERT_FILE
+  value: {{ printf "%s/tls.crt" $tlsDir | quote }}
+- name: VISEARCH_SECURITY_TLS_CLIENT_KEY_FILE
+  value: {{ printf "%s/tls.key" $tlsDir | quote }}
+{{- end }}
+{{- end }}
+{{- if $sec.auth.enabled }}
+- name: VISEARCH_SECURITY_AUTH_TOKENS_FILE
+  value: {{ printf "%s/tokens" (include "visearch.authDir" .) | quote }}
+{{- end }}
+{{- end }}
+
+{{/* The volumeMounts of visearch.securityEnv's files (a YAML list, empty when all are off). */}}
+{{- define "visearch.securityVolumeMounts" -}}
+{{- if .Values.security.tls.enabled }}
+- name: tls
+  mountPath: {{ include "visearch.tlsDir" . }}
+  readOnly: true
+{{- end }}
+{{- if .Values.security.auth.enabled }}
+- name: auth-tokens
+  mountPath: {{ include "visearch.authDir" . }}
+  readOnly: true
+{{- end }}
+{{- if .Values.config.fetch.caBundle.configMap }}
+- name: fetch-ca
+  mountPath: {{ include "visearch.fetchCaDir" . }}
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/* The volumes of visearch.securityVolumeMounts: whole-directory mounts (no subPath), so rotated Secrets reach
+     the files, which the services re-read when they change. A missing key fails the pod's start with a clear
+     event. */}}
+{{- define "visearch.securityVolumes" -}}
+{{- $sec := .Values.security }}
+{{- $caBundle := .Values.config.fetch.caBundle }}
+{{- if $sec.tls.enabled }}
+- name: tls
+  secret:
+    secretName: {{ $sec.tls.existingSecret }}
+    defaultMode: 0440
+    items:
+      - {key: tls.crt, path: tls.crt}
+      - {key: tls.key, path: tls.key}
+      - {key: ca.crt, path: ca.crt}
+{{- end }}
+{{- if $sec.auth.enabled }}
+- name: auth-tokens
+  secret:
+    secretName: {{ $sec.auth.existingSecret }}
+    defaultMode: 0440
+    items:
+      - key: {{ $sec.auth.existingSecretKey }}
+        path: tokens
+{{- end }}
+{{- if $caBundle.configMap }}
+- name: fetch-ca
+  configMap:
+    name: {{ $caBundle.configMap }}
+    items:
+      - key: {{ $caBundle.key }}
+        path: ca.crt
+{{- end }}
+{{- end }}
+
+{{/* A CPU HorizontalPodAutoscaler of Deployment <fullname>-<name>: (dict "root" $ "name" "ranking" "autoscaling"
+     $svc.autoscaling). */}}
+{{- define "visearch.hpa" -}}
+{{- $ctx := dict "root" .root "component" .name }}
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata:
+  name: {{ include "visearch.fullname" .root }}-{{ .name }}
+  labels:
+    {{- include "visearch.componentLabels" $ctx | nindent 4 }}
+spec:
+  scaleTargetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: {{ include "visearch.fullname" .root }}-{{ .name }}
+  minReplicas: {{ .autoscaling.minReplicas }}
+  maxReplicas: {{ .autoscaling.maxReplicas }}
+  metrics:
+    - type: Resource
+      resource:
+        name: cpu
+        target:
+          type: Utilization
+          averageUtilization: {{ .autoscaling.targetCPUUtilizationPercentage }}
+  behavior:
+    scaleDown:
+      stabilizationWindowSeconds: 300
+      policies:
+        - type: Pods
+          value: 1
+          periodSeconds: 60
+{{- end }}
+
+{{/* The PodDisruptionBudget of Deployment <fullname>-<name>: (dict "root" $ "name" "ranking" "pdb" $svc.pdb). */}}
+{{- define "visearch.pdb" -}}
+{{- $ctx := dict "root" .root "component" .name }}
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: {{ include "visearch.fullname" .root }}-{{ .name }}
+  labels:
+    {{- include "visearch.componentLabels" $ctx | nindent 4 }}
+spec:
+  maxUnavailable: {{ .pdb.maxUnavailable }}
+  selector:
+    matchLabels:
+      {{- include "visearch.componentSelectorLabels" $ctx | nindent 6 }}
 {{- end }}
 
 {{/* Where the security Secrets (and the image-fetch CA bundle) are mounted in the service containers. */}}
@@ -245,7 +388,8 @@ classification: [detection, ocr]
 {{- $protected := splitList "," ($sec.auth.services | nospace) }}
 {{- if not $sec.auth.clientTokenSecret.name }}
 {{- range $caller, $callees := include "visearch.peers" . | fromYaml }}
-{{- if (index $.Values.services $caller).enabled }}
+{{- /* the gateway sends its HTTP caller's token, never one of its own */}}
+{{- if and (ne $caller "gateway") (include "visearch.callerEnabled" (dict "root" $ "component" $caller)) }}
 {{- range $callee := $callees }}
 {{- $name := include "visearch.grpcService" $callee }}
 {{- if and (index $.Values.services $callee).enabled (or (has "*" $protected) (has $name $protected)) }}

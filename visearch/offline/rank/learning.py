@@ -107,7 +107,7 @@ def _clean_factors(raw, data: TrainingData) -> dict[str, float] | None:
     for name, value in raw.items():
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
             return None
-        if name not in FACTORS:
+        if name not in FACTORS or name == "preference":  # per user: personalisation sets its weight, not a fit
             data.ignored_factors[str(name)] += 1
             continue
         clean[name] = float(value)
