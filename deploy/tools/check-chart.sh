@@ -132,7 +132,8 @@ PY
 step "rollout hygiene: preStop, derived grace period, liveness off the work pool, topics before start"
 # Every visearch Deployment: a preStop sleep, liveness on the metrics port's /livez (never the gRPC work pool), a
 # grace period that covers preStop + worker drain + gRPC drain (the ConfigMap carries the same drain times), and,
-# where the process uses Kafka (stage workers, indexer, ranking), the `visearch topics create` init container.
+# where the process uses Kafka (stage workers, indexer, ranking, the profile folder), the `visearch topics create`
+# init container.
 "$PYTHON" - "$OUT/default.yaml" "$OUT/production.yaml" <<'PY'
 import sys, yaml
 for path in sys.argv[1:]:
@@ -154,7 +155,7 @@ for path in sys.argv[1:]:
         assert main["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "metrics"}, name
         assert pod["terminationGracePeriodSeconds"] >= sleep_s + drain or name.endswith("ranking"), name
         env = {e["name"] for e in main.get("env", [])}
-        uses_kafka = main["args"][0] in ("indexer", "ranking") or name.endswith("-worker")
+        uses_kafka = main["args"][0] in ("indexer", "ranking", "profiles") or name.endswith("-worker")
         inits = [c["name"] for c in pod.get("initContainers", [])]
         assert ("topics" in inits) == uses_kafka, (name, inits)
         kafka_pods += uses_kafka

@@ -117,7 +117,7 @@ topologySpreadConstraints:
 
 {{/* The service components, in chain order then ranking (space-separated; splitList " " to range). */}}
 {{- define "visearch.components" -}}
-detection embedding ocr classification indexer ranking
+detection embedding ocr classification indexer ranking profiles
 {{- end }}
 
 {{/* "true" when the component is a stage of pipelineStages: (dict "root" $ "component" "ocr"). */}}
