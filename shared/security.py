@@ -333,6 +333,12 @@ def _applies(services: frozenset[str] | None, service: str) -> bool:
     return service not in OPEN_SERVICES and (services is None or service in services)
 
 
+def covers(setting: str, service: str) -> bool:
+    """Whether a ``*_services`` setting (comma-separated full service names, ``*`` for all) applies to
+    ``service``; never to the open ones (health, reflection)."""
+    return _applies(_service_set(setting), service)
+
+
 def peer_host(peer: str) -> str:
     """The host of a gRPC peer string (``ipv4:10.0.0.7:5123`` -> ``10.0.0.7``, ``ipv6:[::1]:5123`` ->
     ``::1``, ``unix:/path`` -> ``unix:/path``); the port is dropped so one client's connections share a key."""

@@ -794,8 +794,7 @@ class MilvusStore:
         fields = [
             *_with_image_id(output_fields),
             *([vector_space] if vector_space else []),
-            *extra,
-            *(["has_colour"] if "colour" in extra else []),
+            *_vector_fields(extra),
         ]
         result = self._call(
             "search",
@@ -943,8 +942,7 @@ class MilvusStore:
         fields = [
             *_with_image_id(output_fields),
             *(REGION_FIELDS if space == "region" else []),
-            *extra,
-            *(["has_colour"] if "colour" in extra else []),
+            *_vector_fields(extra),
         ]
         result = self._call(
             "search",
@@ -1015,7 +1013,7 @@ class MilvusStore:
             reqs=reqs,
             ranker=RRFRanker(),
             limit=min(sum(top_k for _, _, top_k in requests), 16384),  # every image any request found
-            output_fields=[*_with_image_id(output_fields), *extra, *(["has_colour"] if "colour" in extra else [])],
+            output_fields=[*_with_image_id(output_fields), *_vector_fields(extra)],
             consistency_level=self.settings.search_consistency,
         )
         return [
@@ -1065,6 +1063,12 @@ def _with_image_id(fields: Sequence[str]) -> list[str]:
 def _floats(vector: npt.ArrayLike) -> list[float]:
     floats: list[float] = np.asarray(vector, dtype=np.float32).tolist()
     return floats
+
+
+def _vector_fields(spaces: Sequence[str]) -> list[str]:
+    """The output fields that bring a row's vectors of ``spaces`` (and ``has_colour``, which tells a real colour
+    descriptor from the placeholder); :func:`_with_vectors` reads them back."""
+    return [*spaces, *(["has_colour"] if "colour" in spaces else [])]
 
 
 def _with_vectors(fields: dict[str, Any], spaces: Sequence[str]) -> dict[str, Any]:

@@ -44,7 +44,7 @@ from visearch.shared.errors import InvalidImageError, VisearchError
 from visearch.shared.images import image_bytes
 from visearch.shared.logging import get_logger
 from visearch.shared.thumbnails import ThumbnailStore
-from visearch.v1 import common_pb2, search_pb2
+from visearch.v1 import common_pb2, detection_pb2, ocr_pb2, search_pb2
 
 log = get_logger("gateway")
 STATIC_DIR = Path(__file__).parent / "static"
@@ -252,11 +252,8 @@ class Gateway:
 
     def _add_recognize_routes(self, app: FastAPI, components: dict[str, Any]) -> None:
         image_ref = message_ref(common_pb2.Image.DESCRIPTOR, components)
-        for name in ("ImageDetections", "ImageText"):
-            from visearch.v1 import detection_pb2, ocr_pb2
-
-            module = detection_pb2 if name == "ImageDetections" else ocr_pb2
-            message_ref(getattr(module, name).DESCRIPTOR, components)
+        for message in (detection_pb2.ImageDetections, ocr_pb2.ImageText):
+            message_ref(message.DESCRIPTOR, components)
         message_ref(common_pb2.Classification.DESCRIPTOR, components)
         output = {"200": {"description": "OK", "content": {"application/json": {"schema": RECOGNIZE_SCHEMA}}}}
 

@@ -19,7 +19,7 @@ from prometheus_client import Counter, Histogram
 
 from visearch.services.gateway.errors import HttpError
 from visearch.shared.config import SecuritySettings
-from visearch.shared.security import REJECTED, RateLimiter, TokenSet, authenticate
+from visearch.shared.security import REJECTED, RateLimiter, TokenSet, authenticate, covers
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -39,11 +39,6 @@ HTTP_SECONDS = Histogram(
     ["route"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
-
-
-def _covers(services: str) -> bool:
-    names = {s.strip() for s in services.split(",") if s.strip()}
-    return "*" in names or SEARCH_SERVICE in names
 
 
 class Guard:
@@ -69,9 +64,9 @@ class Guard:
         self.app = app
         self.max_body_bytes = max_body_bytes
         tokens = tokens or TokenSet.from_settings(security)
-        self.tokens = tokens if tokens.enabled and _covers(security.auth_services) else None
+        self.tokens = tokens if tokens.enabled and covers(security.auth_services, SEARCH_SERVICE) else None
         limiter = limiter or RateLimiter.from_settings(security)
-        self.limiter = limiter if _covers(security.rate_limit_services) else None
+        self.limiter = limiter if covers(security.rate_limit_services, SEARCH_SERVICE) else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
