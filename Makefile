@@ -12,7 +12,7 @@ EVAL_ARGS ?=
 
 .PHONY: help setup system-packages models proto proto-check lint lint-imports typecheck demo test test-unit eval bench bench-milvus chaos load chart-check clean \
         kafka-up kafka-down milvus-up milvus-down triton-up triton-down up down status \
-        k8s-build k8s-up k8s-down k8s-status images
+        k8s-build k8s-up k8s-down k8s-status k8s-e2e images
 
 # The local stack (make up): real Kafka and Milvus standalone on 127.0.0.1, services under supervisord.
 VAR := $(CURDIR)/var
@@ -171,8 +171,13 @@ k8s-down:  ## stop the local cluster (recorded PIDs only), delete its namespace,
 k8s-status:  ## processes, node and pods of the local cluster
 	bash deploy/k8s/cluster.sh status
 
-images:  ## local images with podman from a debootstrap base (so far: the visearch service image, models from the host cache)
+images: models  ## local images with podman from a debootstrap base: visearch (models from the host cache), Kafka, Milvus, Triton, Prometheus
 	bash deploy/images/build.sh all
+
+# The chart on the local cluster (tests/k8s/e2e.py): deps + visearch installed with --wait, ingest with pod loss,
+# search, rolling update, drain vs PDB, HPA, Prometheus. Figures: reports/k8s-e2e.json. Needs make k8s-up and make images.
+k8s-e2e: setup  ## helm install on the local cluster and exercise it (figures to reports/k8s-e2e.json)
+	$(BIN)/python -m tests.k8s.e2e
 
 clean:  ## remove local state (var/, caches); keeps .venv and built models
 	rm -rf var .pytest_cache

@@ -10,15 +10,17 @@
 #             kubectl built from the Go module k8s.io/kubernetes@v$K8S_VERSION through a small local
 #             Go module (its ./staging replaces re-pointed at the published k8s.io/* v0.x modules),
 #             CoreDNS from github.com/coredns/coredns, and helm (var/tools/bin/helm is reused when
-#             present), and the pod sandbox ("pause") program: a few lines of static C.
+#             present), metrics-server from sigs.k8s.io/metrics-server (the HPA's resource metrics),
+#             and the pod sandbox ("pause") program: a few lines of static C.
 #             Each binary is skipped when the cache already holds it at the wanted version.
 #   all       packages then binaries (the default).
 #   status    what the cache holds.
 #
 # Cache: $VISEARCH_K8S_CACHE (default ~/.cache/visearch/k8s): bin/, kbuild/ (the local Go module),
 # versions (one "name version" line per cached binary). Cold build on 2 cores: ~20-30 min for
-# Kubernetes, ~9 min for CoreDNS; warm: seconds.
+# Kubernetes, ~9 min for CoreDNS, ~6 min for metrics-server; warm: seconds.
 # Environment: K8S_VERSION (1.34.4), COREDNS_VERSION (v1.14.7), HELM_VERSION (v3.16.2),
+#              METRICS_SERVER_VERSION (v0.8.0),
 #              GO_BUILD_P (parallel go packages, 2), NICE (10).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -26,6 +28,7 @@ CACHE="${VISEARCH_K8S_CACHE:-$HOME/.cache/visearch/k8s}"
 BIN="$CACHE/bin"
 K8S_VERSION="${K8S_VERSION:-1.34.4}"
 COREDNS_VERSION="${COREDNS_VERSION:-v1.14.7}"
+METRICS_SERVER_VERSION="${METRICS_SERVER_VERSION:-v0.8.0}"
 HELM_VERSION="${HELM_VERSION:-v3.16.2}"
 GO_BUILD_P="${GO_BUILD_P:-2}"
 NICE="${NICE:-10}"
@@ -123,6 +126,19 @@ build_coredns() {
   log "built coredns in $((SECONDS - start)) s"
 }
 
+build_metrics_server() {
+  if [ "$(cached_version metrics-server)" = "$METRICS_SERVER_VERSION" ]; then
+    log "metrics-server $METRICS_SERVER_VERSION cached"; return
+  fi
+  command -v go >/dev/null || die "go is required (Go toolchain)"
+  local start=$SECONDS
+  log "building metrics-server $METRICS_SERVER_VERSION"
+  GOBIN="$BIN" CGO_ENABLED=0 nice -n "$NICE" go install -p "$GO_BUILD_P" -ldflags "-s -w" \
+    "sigs.k8s.io/metrics-server/cmd/metrics-server@$METRICS_SERVER_VERSION"
+  record_version metrics-server "$METRICS_SERVER_VERSION"
+  log "built metrics-server in $((SECONDS - start)) s"
+}
+
 get_helm() {
   if [ -x "$BIN/helm" ] && [ -n "$(cached_version helm)" ]; then log "helm $(cached_version helm) cached"; return; fi
   if [ -x "$ROOT/var/tools/bin/helm" ]; then
@@ -169,13 +185,14 @@ binaries() {
   get_helm
   build_kubernetes
   build_coredns
+  build_metrics_server
   "$BIN/kube-apiserver" --version
 }
 
 status() {
   echo "cache: $CACHE"
   local n
-  for n in "${K8S_CMDS[@]}" coredns helm pause; do
+  for n in "${K8S_CMDS[@]}" coredns metrics-server helm pause; do
     printf '  %-24s %s\n' "$n" "$(v=$(cached_version "$n"); echo "${v:-missing}")"
   done
 }

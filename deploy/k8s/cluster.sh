@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A one-node Kubernetes cluster that lives inside its own network namespace.
 #
-#   deploy/k8s/cluster.sh up|down|status|kubectl ARGS...|ctr ARGS...|exec CMD...|check-host [--help]
+#   deploy/k8s/cluster.sh up|down|status|import IMG...|kubectl ARGS...|ctr ARGS...|exec CMD...|check-host [--help]
 #
 #   up          create network namespace $K8S_NETNS (visearch-k8s) and start, inside it: etcd,
 #               containerd (+runc, CNI bridge), kube-apiserver, kube-controller-manager,
@@ -17,14 +17,16 @@
 #               From the host, tools use KUBECONFIG=$STATE/pki/host.kubeconfig: the API server
 #               through a loopback relay (relay.py) on 127.0.0.1:$K8S_API_PORT (16443).
 #   ctr         containerd's ctr against the cluster's containerd (namespace k8s.io).
+#   import IMG...  copy podman images into the running node's containerd (pods use imagePullPolicy: Never).
 #   exec        run a command inside the network namespace with KUBECONFIG set.
 #   check-host  compare host links, addresses, routes, iptables and sysctls with the `up` snapshot.
 #
 # Addresses (all inside the namespace only): node $NODE_IP on bridge k8snode0, pods 10.244.0.0/24 on
 # bridge k8sbr0, Services 10.96.0.0/24, cluster DNS 10.96.0.10. Processes join only the network
 # namespace (nsenter --net), so the kubelet and containerd share the host's mount namespace.
-# Environment: K8S_DOWN_GRACE_S (pod termination grace at down, 10), K8S_API_PORT, K8S_EXTRA_IMAGES (podman images to import into the node), K8S_DNS=0 (skip CoreDNS;
-# for testing only), WIPE=1 (down: remove state), NODE_IP, K8S_NETNS.
+# Environment: K8S_DOWN_GRACE_S (pod termination grace at down, 10), K8S_API_PORT, K8S_EXTRA_IMAGES (podman
+# images to import into the node), K8S_DNS=0 (skip CoreDNS; for testing only), K8S_METRICS=0 (skip
+# metrics-server), WIPE=1 (down: remove state), NODE_IP, K8S_NETNS.
 # State: $VISEARCH_K8S_STATE (default var/k8s in the repo); binaries: $VISEARCH_K8S_CACHE/bin.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -78,6 +80,14 @@ match_of() {  # the command-line fragment that identifies each component
   esac
 }
 
+rules_only() {  # iptables-save output without counters, comments, and tables that hold only empty built-in
+  # chains with policy ACCEPT: a table merely loaded (by any iptables call) is the same state as no table
+  sed -E '/^#/d; s/\[[0-9]+:[0-9]+\]//' | awk '
+    /^\*/ { table = $0; n = 0; keep = 0; next }
+    /^COMMIT/ { if (keep) { print table; for (i = 1; i <= n; i++) print lines[i]; print "COMMIT" } next }
+    { lines[++n] = $0; if ($0 !~ /^:[A-Z]+ ACCEPT *$/) keep = 1 }'
+}
+
 host_snapshot() {  # host_snapshot FILE: what must be identical before up and after down
   {
     echo "## links"; ip -o link show | sed -E 's/^[0-9]+: //; s/ qlen [0-9]+//' | awk '{print $1, $2, $3}' | sort
@@ -85,8 +95,8 @@ host_snapshot() {  # host_snapshot FILE: what must be identical before up and af
     echo "## routes"; ip route show table all | sort
     echo "## rules"; ip rule show
     echo "## network namespaces"; ls /run/netns 2>/dev/null || true
-    echo "## iptables"; { iptables-save 2>/dev/null || true; } | sed -E '/^#/d; s/\[[0-9]+:[0-9]+\]//'
-    echo "## ip6tables"; { ip6tables-save 2>/dev/null || true; } | sed -E '/^#/d; s/\[[0-9]+:[0-9]+\]//'
+    echo "## iptables"; { iptables-save 2>/dev/null || true; } | rules_only
+    echo "## ip6tables"; { ip6tables-save 2>/dev/null || true; } | rules_only
     echo "## sysctls"
     local s
     for s in "${KUBELET_SYSCTLS[@]}" net/ipv4/ip_forward net/ipv4/conf/all/route_localnet \
@@ -105,6 +115,7 @@ check_host() {
 ensure_images() {  # pause and CoreDNS images, made locally from cached static binaries
   local img tmp imgs=(pause)
   [ "${K8S_DNS:-1}" = 1 ] && imgs+=(coredns)
+  [ "${K8S_METRICS:-1}" = 1 ] && imgs+=(metrics-server)
   for img in "${imgs[@]}"; do
     [ -x "$BIN/$img" ] || die "missing $BIN/$img: run deploy/k8s/build.sh"
     podman image exists "localhost/visearch-k8s/$img:local" && continue
@@ -147,6 +158,20 @@ KC
     mv admin.kubeconfig.tmp admin.kubeconfig
   )
   t "pki created"
+}
+
+front_proxy_pki() {  # API aggregation (metrics-server): the CA and client cert the API server proxies with
+  [ -f "$PKI/front-proxy-client.crt" ] && return
+  (
+    umask 077; cd "$PKI"
+    openssl genrsa -out front-proxy-ca.key 2048 2>/dev/null
+    openssl req -x509 -new -nodes -key front-proxy-ca.key -subj "/CN=visearch-k8s-front-proxy-ca" -days 3650 -out front-proxy-ca.crt
+    openssl genrsa -out front-proxy-client.key 2048 2>/dev/null
+    openssl req -new -key front-proxy-client.key -subj "/CN=front-proxy-client" -config x509.cnf -out front-proxy-client.csr
+    openssl x509 -req -in front-proxy-client.csr -CA front-proxy-ca.crt -CAkey front-proxy-ca.key -CAcreateserial \
+      -days 3650 -extfile x509.cnf -extensions cli -out front-proxy-client.crt 2>/dev/null
+  )
+  t "front-proxy pki created"
 }
 
 netns_up() {
@@ -201,7 +226,7 @@ kind: KubeletConfiguration
 address: $NODE_IP
 readOnlyPort: 0
 healthzBindAddress: 127.0.0.1
-authentication: {anonymous: {enabled: false}, webhook: {enabled: false}, x509: {clientCAFile: $PKI/ca.crt}}
+authentication: {anonymous: {enabled: false}, webhook: {enabled: true}, x509: {clientCAFile: $PKI/ca.crt}}
 authorization: {mode: AlwaysAllow}
 cgroupDriver: cgroupfs
 cgroupRoot: /visearch-k8s
@@ -249,7 +274,7 @@ up() {
   [ -f "$R/host.before" ] || host_snapshot "$R/host.before"
   [ -f "$R/sysctl.orig" ] || for c in "${KUBELET_SYSCTLS[@]}"; do echo "$c $(cat "/proc/sys/$c")"; done > "$R/sysctl.orig"
   netns_up
-  pki
+  pki; front_proxy_pki
   write_configs
   ensure_images
 
@@ -264,6 +289,7 @@ up() {
   wait_for 60 containerd ctr_ version
   import_images localhost/visearch-k8s/pause:local ${K8S_EXTRA_IMAGES:-}
   if [ "${K8S_DNS:-1}" = 1 ]; then import_images localhost/visearch-k8s/coredns:local; fi
+  if [ "${K8S_METRICS:-1}" = 1 ]; then import_images localhost/visearch-k8s/metrics-server:local; fi
   t "containerd ok, images imported"
 
   start kube-apiserver "$BIN/kube-apiserver" nice -n 5 "$BIN/kube-apiserver" --etcd-servers=http://127.0.0.1:2379 \
@@ -272,6 +298,10 @@ up() {
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
     --service-cluster-ip-range="$SVC_CIDR" --authorization-mode=Node,RBAC --allow-privileged=true \
+    --requestheader-client-ca-file="$PKI/front-proxy-ca.crt" --requestheader-allowed-names=front-proxy-client \
+    --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
+    --requestheader-extra-headers-prefix=X-Remote-Extra- --enable-aggregator-routing=true \
+    --proxy-client-cert-file="$PKI/front-proxy-client.crt" --proxy-client-key-file="$PKI/front-proxy-client.key" \
     --kubelet-client-certificate="$PKI/admin.crt" --kubelet-client-key="$PKI/admin.key" \
     --kubelet-preferred-address-types=InternalIP --endpoint-reconciler-type=lease --profiling=false
   wait_for 120 "the API server" kc get --raw /readyz
@@ -308,6 +338,11 @@ up() {
     kc -n kube-system rollout status deploy/coredns --timeout=180s >/dev/null
     t "coredns ok"
   else t "K8S_DNS=0: CoreDNS not deployed (testing only)"; fi
+  if [ "${K8S_METRICS:-1}" = 1 ]; then
+    kc apply -f "$HERE/metrics-server.yaml" >/dev/null
+    kc -n kube-system rollout status deploy/metrics-server --timeout=180s >/dev/null
+    t "metrics-server ok (metrics.k8s.io for HPAs)"
+  fi
   t "cluster up in $((SECONDS - t0)) s"
   kc get nodes -o wide
 }
@@ -414,6 +449,7 @@ case "$cmd" in
   status) status ;;
   kubectl) kc "$@" ;;
   ctr) ctr_ "$@" ;;
+  import) [ $# -gt 0 ] || { echo "usage: cluster.sh import IMG..." >&2; exit 2; }; import_images "$@" ;;
   exec) in_ns env KUBECONFIG="$KCFG" PATH="$BIN:$PATH" "$@" ;;
   check-host) check_host ;;
   -h|--help|help) usage ;;
