@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build and cache what the local one-node Kubernetes cluster needs (deploy/k8s/cluster.sh).
 #
-#   deploy/k8s/build.sh [all|packages|binaries|pause|status] [--help]
+#   deploy/k8s/build.sh [all|packages|binaries|apiserver|pause|status] [--help]
 #
 #   packages  Debian packages: etcd, containerd, runc, CNI plugins, podman, buildah, debootstrap,
 #             iproute2, iptables, openssl, conntrack (apt-get; skipped when all are installed),
@@ -13,6 +13,8 @@
 #             present), metrics-server from sigs.k8s.io/metrics-server (the HPA's resource metrics),
 #             and the pod sandbox ("pause") program: a few lines of static C.
 #             Each binary is skipped when the cache already holds it at the wanted version.
+#   apiserver kube-apiserver and helm only: what the chart's server-side install test needs
+#             (tests/integration/test_chart_apiserver.py, with Debian's etcd-server); ~12 min cold.
 #   all       packages then binaries (the default).
 #   status    what the cache holds.
 #
@@ -204,6 +206,7 @@ case "$cmd" in
   packages) packages ;;
   binaries) binaries ;;
   pause) mkdir -p "$BIN"; build_pause ;;
+  apiserver) mkdir -p "$BIN"; export GOFLAGS="${GOFLAGS:--buildvcs=false}"; K8S_CMDS=(kube-apiserver); get_helm; build_kubernetes ;;
   status) status ;;
   *) usage >&2; exit 2 ;;
 esac

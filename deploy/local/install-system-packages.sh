@@ -8,11 +8,13 @@
 #                          sprites (/usr/share/scratch/Media); moderation and colour-label tests
 #   renpy-thequestion      a Ren'Py game's anime-style character art and backgrounds
 #                          (/usr/share/games/renpy/the_question/game/images); drawings for the moderation tests
+#   etcd-server            etcd, under the real kube-apiserver of the chart's server-side install test
+#                          (tests/integration/test_chart_apiserver.py)
 #   chromium, chromium-driver  headless browser + WebDriver for the playground's browser tests (Selenium; no
 #                          browser is ever downloaded at run time)
 # Idempotent: does nothing when every package is installed.
 set -euo pipefail
-packages=(dataset-fashion-mnist darknet wordnet fonts-dejavu-core scratch renpy-thequestion chromium chromium-driver)
+packages=(dataset-fashion-mnist darknet wordnet fonts-dejavu-core scratch renpy-thequestion etcd-server chromium chromium-driver)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
