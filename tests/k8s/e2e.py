@@ -223,6 +223,18 @@ def install(report: dict) -> None:
         "-f", str(ROOT / "helm/visearch/values-local.yaml"), "--wait", "--timeout", "20m", timeout=1300,
     )  # fmt: skip
     report["pods"] = len(kjson("get", "pods")["items"])
+    report["restarts_at_install"] = restarts()
+
+
+def restarts() -> dict[str, int]:
+    """Container restarts per pod (non-zero only), with the last termination reason."""
+    result = {}
+    for pod in kjson("get", "pods")["items"]:
+        for status in pod["status"].get("containerStatuses", []):
+            if status.get("restartCount"):
+                reason = (status.get("lastState", {}).get("terminated") or {}).get("reason", "")
+                result[f"{pod['metadata']['name']}/{status['name']} ({reason})"] = status["restartCount"]
+    return result
 
 
 def publish(dataset: str, limit: int, bootstrap: str) -> None:
@@ -563,6 +575,7 @@ def main(argv: list[str] | None = None) -> int:
                 hpa_scales_out(report)
             with steps.step("prometheus"):
                 prometheus_scrapes(report)
+            report["restarts_at_end"] = restarts()
             report["ok"] = True
     except (E2EFailure, subprocess.TimeoutExpired) as exc:
         report["error"] = str(exc)
