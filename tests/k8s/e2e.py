@@ -12,7 +12,8 @@ Steps, each timed (figures to ``reports/k8s-e2e.json``):
    (its ClusterIP, reached by a relay): failed searches are counted;
 5. ``kubectl drain`` of the ranking pods stops at their PodDisruptionBudget (one of two evicted);
 6. a bounded search load scales the ranking HPA out (metrics-server);
-7. the in-cluster Prometheus scrapes every visearch pod and has the chart's alert rules loaded.
+7. a second embedding pod raises search throughput (query load balanced over the headless Service);
+8. the in-cluster Prometheus scrapes every visearch pod and has the chart's alert rules loaded.
 
 A failed check or a missing tool fails the run (exit 1) with the reason; nothing is skipped. The releases and
 the namespace are removed at the end (``K8S_E2E_KEEP=1`` keeps them). Needs root (the relay enters the
@@ -267,7 +268,7 @@ def delete_and_recover(component: str, selector: str) -> float:
     return round(time.monotonic() - start, 1)
 
 
-def ingest_with_pod_loss(report: dict, images: int, steps: Steps) -> None:
+def ingest_with_pod_loss(report: dict, images: int) -> None:
     """Publish the real photos, delete an embedding and the indexer pod, publish Fashion-MNIST products up to
     ``images`` events in all, delete the Kafka pod; then check exactly-once storage and zero lag."""
     from tests.chaos.harness import KafkaProbe, StoreProbe
@@ -285,8 +286,7 @@ def ingest_with_pod_loss(report: dict, images: int, steps: Steps) -> None:
             from visearch.offline import datasets
 
             first = min(len(datasets.photo_catalogue()), images)
-            with steps.step("publish photos"):
-                publish("photos", first, bootstrap)
+            publish("photos", first, bootstrap)
             wait_until("the first stored images", lambda: (store.count(TENANT) or 0) > 0, 600)
             recovery["embedding"] = delete_and_recover(
                 "embedding", f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=embedding"
@@ -295,8 +295,7 @@ def ingest_with_pod_loss(report: dict, images: int, steps: Steps) -> None:
                 "indexer", f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=indexer"
             )
             if images > first:
-                with steps.step("publish products"):
-                    publish("fashion-mnist", images - first, bootstrap)
+                publish("fashion-mnist", images - first, bootstrap)
             recovery["kafka"] = delete_and_recover("kafka", "app.kubernetes.io/name=kafka")
             log(f"   pod recovery (s): {recovery}")
             start = time.monotonic()
@@ -358,11 +357,13 @@ def search_port_forward(report: dict) -> None:
 class Searchers:
     """``clients`` threads sending image searches to ``address`` back to back (or at ``rate`` each) until stopped."""
 
-    def __init__(self, address: str, clients: int, rate: float | None = None) -> None:
+    def __init__(self, address: str, clients: int, rate: float | None = None, request=None) -> None:
         from visearch.v1 import common_pb2, search_pb2, search_pb2_grpc
 
-        _, content = _photo(5)
-        self.request = search_pb2.SearchRequest(image=common_pb2.Image(content=content), top_k=10, tenant=TENANT)
+        if request is None:
+            _, content = _photo(5)
+            request = search_pb2.SearchRequest(image=common_pb2.Image(content=content), top_k=10, tenant=TENANT)
+        self.request = request
         self.stub_class, self.address, self.rate = search_pb2_grpc.SearchServiceStub, address, rate
         self.ok, self.failed, self.errors = 0, 0, []
         self.lock, self.stop_event = threading.Lock(), threading.Event()
@@ -494,6 +495,57 @@ def hpa_scales_out(report: dict) -> None:
         raise E2EFailure(f"the ranking HPA did not scale out under load: {report['hpa']}")
 
 
+def _camera_jpeg() -> bytes:
+    """A 1600-px JPEG (a photo upscaled, as a phone camera's), the query of the throughput runs."""
+    import io
+
+    from PIL import Image
+
+    _, content = _photo(5)
+    image = Image.open(io.BytesIO(content)).convert("RGB")
+    image = image.resize((1600, round(1600 * image.height / image.width)))
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+def embedding_scale_out(report: dict) -> None:
+    """Search throughput (visual_only image searches, 6 clients, 40 s) with the embedding Deployment at 1 and
+    then 2 pods. values-local.yaml caps an embedding pod's CPU, so one pod is the bottleneck; ranking balances
+    its EmbedImage calls over the headless Service's pods (round_robin), finding a new pod when the server's
+    maximum connection age sends it back to DNS."""
+    from visearch.v1 import common_pb2, search_pb2
+
+    request = search_pb2.SearchRequest(
+        image=common_pb2.Image(content=_camera_jpeg()),
+        top_k=10,
+        tenant=TENANT,
+        ranking=search_pb2.RankingProfile(name="visual_only"),
+        understand_query=False,
+    )
+    deployment = f"deploy/{RELEASE}-embedding"
+    port = free_port()
+    rates = {}
+    with relay([(port, f"{cluster_ip(f'{RELEASE}-ranking')}:50051")]):
+        for replicas in (1, 2):
+            kubectl("scale", deployment, f"--replicas={replicas}")
+            wait_until(f"{replicas} Ready embedding pods", lambda r=replicas: len(ready_pods("embedding")) == r, 300)
+            with Searchers(f"127.0.0.1:{port}", 6, request=request) as warm:
+                time.sleep(45)  # connections age out (grpc.maxConnectionAgeSeconds) and re-resolve the pods
+            with Searchers(f"127.0.0.1:{port}", 6, request=request) as load:
+                start = time.monotonic()
+                time.sleep(40)
+            seconds = time.monotonic() - start
+            rates[replicas] = {"searches_per_s": round(load.ok / seconds, 2), "failed": load.failed + warm.failed}
+            log(f"   embedding x{replicas}: {rates[replicas]}")
+    kubectl("scale", deployment, "--replicas=1")
+    ratio = rates[2]["searches_per_s"] / max(rates[1]["searches_per_s"], 1e-9)
+    report["embedding_scale_out"] = {"pods_1": rates[1], "pods_2": rates[2], "throughput_ratio": round(ratio, 2)}
+    log(f"   embedding scale-out: {report['embedding_scale_out']}")
+    if ratio < 1.2 or rates[1]["failed"] or rates[2]["failed"]:
+        raise E2EFailure(f"a second embedding pod did not raise search throughput: {report['embedding_scale_out']}")
+
+
 def prometheus_scrapes(report: dict) -> None:
     """Every visearch pod is an `up` target of the in-cluster Prometheus, and the alert rule groups are loaded."""
     port = free_port()
@@ -537,6 +589,21 @@ def uninstall() -> None:
     run(KUBECTL, "delete", "pv", "-l", "app.kubernetes.io/managed-by=Helm", check=False)
 
 
+STEPS = {
+    "import-images": lambda report, args: run(
+        "bash", str(ROOT / "deploy/k8s/cluster.sh"), "import", *IMAGES, timeout=1800
+    ),
+    "install": lambda report, args: install(report),
+    "ingest-with-pod-loss": lambda report, args: ingest_with_pod_loss(report, args.images),
+    "search-port-forward": lambda report, args: search_port_forward(report),
+    "rolling-update": lambda report, args: rolling_upgrade(report),
+    "drain-vs-pdb": lambda report, args: drain_honours_pdb(report),
+    "hpa-scale-out": lambda report, args: hpa_scales_out(report),
+    "embedding-scale-out": lambda report, args: embedding_scale_out(report),
+    "prometheus": lambda report, args: prometheus_scrapes(report),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -550,7 +617,17 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("K8S_E2E_KEEP") == "1",
         help="keep the releases and namespace",
     )
+    parser.add_argument(
+        "--steps",
+        type=lambda v: v.split(","),
+        default=list(STEPS),
+        help=f"comma-separated steps to run, in their fixed order (default all: {','.join(STEPS)}); "
+        "later steps expect the earlier ones' state (use with --keep)",
+    )
     args = parser.parse_args(argv)
+    unknown = set(args.steps) - set(STEPS)
+    if unknown:
+        parser.error(f"unknown steps: {sorted(unknown)}")
     steps, report = Steps(), {"images": IMAGES, "ok": False}
     started = time.monotonic()
     try:
@@ -559,22 +636,10 @@ def main(argv: list[str] | None = None) -> int:
                 preflight()
             if not args.keep:
                 cleanup.callback(uninstall)
-            with steps.step("import images"):
-                run("bash", str(ROOT / "deploy/k8s/cluster.sh"), "import", *IMAGES, timeout=1800)
-            with steps.step("helm install (deps + visearch, --wait)"):
-                install(report)
-            with steps.step("ingest with pod loss"):
-                ingest_with_pod_loss(report, args.images, steps)
-            with steps.step("search via port-forward"):
-                search_port_forward(report)
-            with steps.step("rolling update"):
-                rolling_upgrade(report)
-            with steps.step("drain vs PDB"):
-                drain_honours_pdb(report)
-            with steps.step("HPA scale-out"):
-                hpa_scales_out(report)
-            with steps.step("prometheus"):
-                prometheus_scrapes(report)
+            for name, step in STEPS.items():
+                if name in args.steps:
+                    with steps.step(name):
+                        step(report, args)
             report["restarts_at_end"] = restarts()
             report["ok"] = True
     except (E2EFailure, subprocess.TimeoutExpired) as exc:
